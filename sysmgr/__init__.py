@@ -1,0 +1,25 @@
+"""sysmgr: a declarative manager for long-lived, full-OS system containers.
+
+The public surface is :class:`Client` (imported lazily so ``sysmgr --version`` stays fast),
+the exception hierarchy in :mod:`sysmgr.errors`, and ``__version__``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sysmgr.errors import SysmgrError
+
+__version__ = "0.1.0"
+__all__ = ["Client", "SysmgrError", "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sysmgr.api.client import Client
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Client":
+        from sysmgr.api.client import Client
+
+        return Client
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""Image builders and importers: produce a root filesystem directory plus its metadata."""

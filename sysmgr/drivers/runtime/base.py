@@ -1,0 +1,190 @@
+"""The runtime driver interface.
+
+A runtime starts a container's init from a :class:`RuntimeSpec`, reports its state from the
+kernel, stops, freezes, applies cgroup limits live and runs processes inside. It keeps no
+process of its own per container: what it needs to find a container again is the
+:class:`InitRecord` returned by :meth:`Runtime.start`, which the engine stores in state.
+"""
+
+from __future__ import annotations
+
+import abc
+import signal
+from dataclasses import dataclass, field
+from typing import ClassVar, Mapping, Sequence
+
+STOPPED, RUNNING, FROZEN = "STOPPED", "RUNNING", "FROZEN"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits in kernel terms (already parsed from LXD keys by the model)."""
+
+    cpuset: str | None = None            # "0-1", "0,2"; None = all
+    cpu_quota_us: int | None = None      # hard limit: quota per period
+    cpu_period_us: int = 100_000
+    cpu_shares: int | None = None        # soft limit (v1 cpu.shares; v2 cpu.weight derived)
+    memory_bytes: int | None = None
+    memory_swap: bool = True             # False: memory+swap limited to memory_bytes
+    pids_max: int | None = None
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """User-namespace mapping (container id 0..size-1 -> host_start..). Shaped for later use."""
+
+    host_start: int = 100_000
+    size: int = 65_536
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """Everything a runtime needs to start one container."""
+
+    name: str                              # container name; also its hostname
+    rootfs: str                            # absolute host path of the root filesystem
+    runtime_dir: str                       # bundle dir: config.json, console.log live here
+    cgroup: str                            # cgroup path below each hierarchy, e.g. "sysmgr-1a2b3c/web1"
+    init: tuple[str, ...] = ("/sbin/init",)
+    env: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = Limits()
+    halt_signal: int = int(signal.SIGPWR)
+    no_new_privs: bool = False
+    idmap: IdMap | None = None             # None: privileged (host user ns)
+
+
+@dataclass(frozen=True)
+class InitRecord:
+    """How to find a started container again: host pid of its init + that pid's start time.
+
+    The start time (field 22 of /proc/PID/stat) guards against pid reuse.
+    """
+
+    pid: int
+    starttime: int
+    cgroup: str
+
+
+@dataclass(frozen=True)
+class Status:
+    state: str                  # STOPPED | RUNNING | FROZEN
+    pid: int | None = None      # host pid of init when running
+
+
+@dataclass(frozen=True)
+class Usage:
+    memory_bytes: int | None = None
+    memory_peak_bytes: int | None = None
+    pids: int | None = None
+    cpu_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """A process to run inside a running container."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """Capability flags: branch on these, never on the driver's name."""
+
+    freeze: bool = True
+    user_namespaces: bool = False
+    live_limits: bool = True
+
+
+class ExecProcess(abc.ABC):
+    """A process started inside a container. ``wait`` returns its exit code
+    (128+N when killed by signal N, as shells report it)."""
+
+    pid: int
+
+    @abc.abstractmethod
+    def wait(self) -> int: ...
+
+
+class Runtime(abc.ABC):
+    name: ClassVar[str]
+    info: ClassVar[RuntimeInfo]
+
+    @abc.abstractmethod
+    def start(self, spec: RuntimeSpec) -> InitRecord:
+        """Start init; return once init has been exec'ed (or raise, leaving nothing behind)."""
+
+    @abc.abstractmethod
+    def status(self, rec: InitRecord | None) -> Status:
+        """Read the state from the kernel; a dead or reused pid means STOPPED."""
+
+    @abc.abstractmethod
+    def stop(self, rec: InitRecord, *, halt_signal: int, timeout: float, force: bool) -> None:
+        """Graceful: halt signal, wait up to ``timeout``, then kill every process of the
+        cgroup. ``force``: kill at once. Returns when init is gone; removes the cgroup."""
+
+    @abc.abstractmethod
+    def freeze(self, rec: InitRecord) -> None: ...
+
+    @abc.abstractmethod
+    def unfreeze(self, rec: InitRecord) -> None: ...
+
+    @abc.abstractmethod
+    def set_limits(self, cgroup: str, limits: Limits) -> None:
+        """Apply limits live to an existing container cgroup."""
+
+    @abc.abstractmethod
+    def usage(self, cgroup: str) -> Usage: ...
+
+    @abc.abstractmethod
+    def exec(
+        self, rec: InitRecord, proc: ProcessSpec, *, stdin: int, stdout: int, stderr: int
+    ) -> ExecProcess:
+        """Start ``proc`` inside the container with the given fds as its stdio."""
+
+    @abc.abstractmethod
+    def exec_pty(self, rec: InitRecord, proc: ProcessSpec) -> tuple[ExecProcess, int]:
+        """Start ``proc`` on a new pty of the container's devpts; return (process, master fd)."""
+
+    @abc.abstractmethod
+    def cleanup(self, cgroup: str) -> None:
+        """Remove leftovers of a stopped container (cgroups); idempotent."""
+
+    def console_log(self, runtime_dir: str) -> str:
+        """Path of the console log for a container's bundle dir."""
+        import os
+
+        return os.path.join(runtime_dir, "console.log")
+
+
+def exit_code(wait_status: int) -> int:
+    """Shell-style exit code from an ``os.waitpid`` status."""
+    import os
+
+    if os.WIFSIGNALED(wait_status):
+        return 128 + os.WTERMSIG(wait_status)
+    return os.WEXITSTATUS(wait_status)
+
+
+def signal_number(name: str | int) -> int:
+    """``"SIGRTMIN+3"``, ``"SIGUSR2"``, ``"USR2"``, ``"10"`` -> signal number."""
+    if isinstance(name, int):
+        return name
+    s = str(name).strip().upper()
+    if s.isdigit():
+        return int(s)
+    if not s.startswith("SIG"):
+        s = "SIG" + s
+    if s.startswith("SIGRTMIN"):
+        off = s[len("SIGRTMIN"):]
+        return int(signal.SIGRTMIN) + (int(off) if off else 0)
+    if s.startswith("SIGRTMAX"):
+        off = s[len("SIGRTMAX"):]
+        return int(signal.SIGRTMAX) + (int(off) if off else 0)
+    try:
+        return int(getattr(signal, s))
+    except AttributeError:
+        raise ValueError(f"unknown signal {name!r}") from None

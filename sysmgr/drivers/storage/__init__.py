@@ -1,0 +1,1 @@
+"""Storage pools: where images and container root filesystems live."""

@@ -1,0 +1,104 @@
+"""The one exception hierarchy of sysmgr.
+
+Every error a user can see derives from :class:`SysmgrError`. Foreign exceptions
+(``OSError`` from the kernel, ``CalledProcessError``, ``yaml.YAMLError``...) are translated
+where they enter sysmgr, so the CLI's single exit-code mapper only needs ``exit_code`` and
+``hint``. Exit codes: 0 success, 1 failure, 2 bad input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+
+class SysmgrError(Exception):
+    """Root of every sysmgr error."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem with user input: where it is and what is wrong."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    path: str | None = None  # key path, e.g. "config.limits.memory"
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file + (f":{self.line}" if self.line else "") + ": "
+        key = f"{self.path}: " if self.path else ""
+        return f"{where}{key}{self.message}"
+
+
+class ValidationError(SysmgrError):
+    """Bad input: one or more :class:`Issue` s. Nothing has been changed."""
+
+    exit_code = 2
+
+    def __init__(self, issues: Sequence[Issue] | str, *, hint: str | None = None) -> None:
+        if isinstance(issues, str):
+            issues = [Issue(issues)]
+        self.issues = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues), hint=hint)
+
+
+class NotFound(SysmgrError):
+    """A named object (container, profile, image, pool, snapshot) does not exist."""
+
+    exit_code = 2
+
+
+class Conflict(SysmgrError):
+    """The request conflicts with the current state (running, in use, protected...)."""
+
+
+class AlreadyExists(Conflict):
+    """An object with that name already exists."""
+
+    exit_code = 2
+
+
+class DriverUnavailable(SysmgrError):
+    """A driver cannot work on this host (missing kernel feature or tool)."""
+
+
+class DriverError(SysmgrError):
+    """A driver failed while changing the host."""
+
+
+class CommandFailed(DriverError):
+    """A subprocess run through :func:`sysmgr._util.proc.run` failed."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str = "") -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        tail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+        msg = f"command {self.argv[0]} failed with exit code {returncode}"
+        super().__init__(msg + (f": {tail}" if tail else ""))
+
+
+class PlanStale(SysmgrError):
+    """The observed state changed between planning and applying."""
+
+
+class ApplyError(SysmgrError):
+    """An apply failed part-way; completed steps were reverted where possible."""
+
+
+class RemoteError(SysmgrError):
+    """A cluster member could not be reached or failed."""
+
+
+class HostKeyRejected(RemoteError):
+    """A member's SSH host key is unknown or does not match known_hosts."""

@@ -1,0 +1,91 @@
+"""Where things live under a host root, and the short id that prefixes kernel objects.
+
+Everything sysmgr keeps is under one directory (``--root`` / ``SYSMGR_ROOT``, default
+``/var/lib/sysmgr``), so several independent roots can coexist on one machine. Each root has
+a short random id (``root.id``) that goes into the names of the kernel objects it creates
+(cgroups ``sysmgr-<id>``, interfaces ``sm<id>...``) so two roots never collide and sysmgr
+never touches what another root or other software made.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from functools import cached_property
+
+DEFAULT_ROOT = "/var/lib/sysmgr"
+
+
+def default_root() -> str:
+    return os.environ.get("SYSMGR_ROOT") or DEFAULT_ROOT
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths under one host root. Pure: creating directories is :meth:`ensure`'s job."""
+
+    root: str
+
+    @property
+    def db(self) -> str:
+        return os.path.join(self.root, "sysmgr.db")
+
+    @property
+    def lock(self) -> str:
+        return os.path.join(self.root, "lock")
+
+    @property
+    def id_file(self) -> str:
+        return os.path.join(self.root, "root.id")
+
+    @property
+    def images(self) -> str:
+        """Image store: ``<fingerprint>/`` with ``metadata.yaml`` and ``rootfs/``."""
+        return os.path.join(self.root, "images")
+
+    @property
+    def pools(self) -> str:
+        """Default place for pools that have no ``source``."""
+        return os.path.join(self.root, "storage-pools")
+
+    @property
+    def containers(self) -> str:
+        """Per-container runtime dirs (bundle ``config.json``, ``console.log``)."""
+        return os.path.join(self.root, "containers")
+
+    @property
+    def tmp(self) -> str:
+        """Staging area on the same filesystem as the stores (renames are atomic)."""
+        return os.path.join(self.root, "tmp")
+
+    def container_dir(self, name: str) -> str:
+        return os.path.join(self.containers, name)
+
+    def exists(self) -> bool:
+        return os.path.exists(self.id_file)
+
+    @cached_property
+    def root_id(self) -> str:
+        """The root's short id (6 hex digits); created by :meth:`ensure`."""
+        try:
+            with open(self.id_file) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def prefix(self) -> str:
+        """Prefix of every kernel object this root creates, e.g. ``sysmgr-1a2b3c``."""
+        return f"sysmgr-{self.root_id}"
+
+    def ensure(self) -> None:
+        """Create the directory tree and the root id if missing (idempotent)."""
+        for d in (self.root, self.images, self.pools, self.containers, self.tmp):
+            os.makedirs(d, mode=0o711, exist_ok=True)
+        if not os.path.exists(self.id_file):
+            tmp = self.id_file + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(secrets.token_hex(3) + "\n")
+            os.replace(tmp, self.id_file)
+        self.__dict__.pop("root_id", None)

@@ -1,0 +1,199 @@
+"""Shared fixtures: a fresh host root per test, and a leak check around every test.
+
+Tests run as root against the real kernel. Each test gets its own sysmgr root directory
+(``sysmgr_root``), hence its own root id and kernel-object prefix. The autouse ``leak_check``
+fixture fails a test that leaves mounts, cgroups, network interfaces, loop devices or
+processes behind. This pytest process makes itself a child subreaper so container inits
+whose starter exited are reparented here and reaped, instead of becoming zombies under a
+PID 1 that does not reap (the reference VM's does not).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+_become_subreaper()
+
+
+def reap_children() -> None:
+    """Reap exited children (orphaned container inits land here)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+requires_root = pytest.mark.skipif(not is_root(), reason="needs root (real kernel)")
+
+
+# -- snapshots of kernel objects -----------------------------------------------------------
+
+def _mounts() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        return {" ".join(line.split()[3:5]) for line in f}
+
+
+def _cgroups() -> set[str]:
+    found: set[str] = set()
+    for d in glob.glob("/sys/fs/cgroup/*/sysmgr-*") + glob.glob("/sys/fs/cgroup/sysmgr-*"):
+        found.add(d)
+        for sub, dirs, _ in os.walk(d):
+            found.update(os.path.join(sub, x) for x in dirs)
+    return found
+
+
+def _links() -> set[str]:
+    try:
+        out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        return set()
+    names = set()
+    for line in out.splitlines():
+        m = re.match(r"\d+: ([^:@]+)", line)
+        if m and (m.group(1).startswith("sm") or "sysmgr" in m.group(1)):
+            names.add(m.group(1))
+    return names
+
+
+def _loops(marker: str) -> set[str]:
+    try:
+        out = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        return set()
+    return {line.split(":")[0] for line in out.splitlines() if marker in line}
+
+
+def _procs(marker: str, prefix: str | None) -> set[str]:
+    """Live (non-zombie) processes rooted under ``marker`` or in a cgroup of ``prefix``."""
+    found = set()
+    me = os.getpid()
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or int(p) == me:
+            continue
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                st = f.read()
+            if st[st.rfind(")") + 2] == "Z":
+                continue
+            root = os.readlink(f"/proc/{p}/root")
+            cg = open(f"/proc/{p}/cgroup").read() if prefix else ""
+        except OSError:
+            continue
+        if root.startswith(marker) or (prefix and prefix in cg):
+            found.add(f"{p} root={root}")
+    return found
+
+
+@pytest.fixture
+def sysmgr_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A fresh, empty directory to use as a sysmgr host root."""
+    return str(tmp_path_factory.mktemp("root"))
+
+
+@pytest.fixture(autouse=True)
+def leak_check(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    if not is_root():
+        yield
+        return
+    base = str(tmp_path_factory.getbasetemp())
+    before = (_mounts(), _cgroups(), _links(), _loops(base))
+    yield
+    # give killed processes a moment to be reaped and veths to vanish
+    deadline = time.monotonic() + 3
+    while True:
+        reap_children()
+        after = (_mounts(), _cgroups(), _links(), _loops(base))
+        procs = _procs(base, None)
+        leaked = {
+            "mounts": sorted(after[0] - before[0]),
+            "cgroups": sorted(after[1] - before[1]),
+            "links": sorted(after[2] - before[2]),
+            "loop devices": sorted(after[3] - before[3]),
+            "processes": sorted(procs),
+        }
+        leaked = {k: v for k, v in leaked.items() if v}
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if leaked:
+        _force_cleanup(base, leaked)
+        pytest.fail(f"test leaked kernel objects: {leaked}", pytrace=False)
+
+
+def _force_cleanup(base: str, leaked: dict) -> None:
+    """Best effort: remove what the failed test leaked so later tests start clean."""
+    for entry in leaked.get("processes", []):
+        try:
+            os.kill(int(entry.split()[0]), 9)
+        except OSError:
+            pass
+    time.sleep(0.2)
+    reap_children()
+    for m in sorted(leaked.get("mounts", []), key=len, reverse=True):
+        path = m.split()[1]
+        subprocess.run(["umount", "-l", path], capture_output=True)
+    for cg in sorted(leaked.get("cgroups", []), key=len, reverse=True):
+        for f in ("freezer.state",):
+            try:
+                open(os.path.join(cg, f), "w").write("THAWED")
+            except OSError:
+                pass
+        try:
+            os.rmdir(cg)
+        except OSError:
+            pass
+    for link in leaked.get("links", []):
+        subprocess.run(["ip", "link", "del", link], capture_output=True)
+    for dev in leaked.get("loop devices", []):
+        subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A busybox image rootfs built once per session (read-only template: copy before use)."""
+    if not shutil.which("busybox") and not os.path.exists("/bin/busybox"):
+        pytest.skip("busybox-static is not installed")
+    from sysmgr.drivers.images.busybox import BusyboxBuilder
+
+    dest = str(tmp_path_factory.mktemp("busybox-image") / "rootfs")
+    os.mkdir(dest)
+    BusyboxBuilder().build(dest, {})
+    return dest
+
+
+def run_cli(*args: str, root: str, input: str | None = None, check: bool = False,
+            env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real CLI (``python -m sysmgr``) against ``root``."""
+    e = dict(os.environ, SYSMGR_ROOT=root, PYTHONPATH=REPO, NO_COLOR="1")
+    e.update(env or {})
+    res = subprocess.run([sys.executable, "-m", "sysmgr", *args], capture_output=True, text=True,
+                         input=input, env=e, timeout=timeout)
+    if check and res.returncode != 0:
+        raise AssertionError(f"sysmgr {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res
