@@ -1,0 +1,63 @@
+"""``sysmgr.Client``: the object API every front end uses.
+
+    >>> import sysmgr
+    >>> client = sysmgr.Client(root="/var/lib/sysmgr")
+    >>> c = client.containers.create("web1", image="busybox", start=True)
+    >>> c.execute(["hostname"]).stdout
+    'web1\\n'
+
+Managers (``containers``, ``profiles``, ``images``, ``storage_pools``, ``manifests``) return
+model objects; an object's fields are a snapshot: call ``refresh()`` to re-read (no hidden
+I/O on attribute access). Mutating calls take the host root's lock.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sysmgr.layout import Layout, default_root
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sysmgr.engine.host import Host
+
+
+class Client:
+    """Entry point for one host root.
+
+    Args:
+        root: host root directory; default ``$SYSMGR_ROOT`` or ``/var/lib/sysmgr``.
+        runtime: runtime driver name override (``native``; ``fake`` for unit tests). Default:
+            the one recorded by ``init``.
+    """
+
+    def __init__(self, root: str | None = None, *, runtime: str | None = None) -> None:
+        from sysmgr.api.managers import (
+            ContainerManager, ImageManager, ManifestManager, ProfileManager, StoragePoolManager)
+        from sysmgr.engine.host import Host
+
+        self.layout = Layout(root or default_root())
+        self.host: "Host" = Host(self.layout, runtime=runtime)
+        self.containers = ContainerManager(self)
+        self.profiles = ProfileManager(self)
+        self.images = ImageManager(self)
+        self.storage_pools = StoragePoolManager(self)
+        self.manifests = ManifestManager(self)
+
+    @property
+    def root(self) -> str:
+        return self.layout.root
+
+    def init(self, *, auto: bool = True, storage_driver: str | None = None,
+             runtime: str | None = None) -> list[str]:
+        """Create the host root, a ``default`` storage pool and the ``default`` profile, and
+        start containers marked ``boot.autostart``. Idempotent; returns what it did."""
+        return self.host.init(storage_driver=storage_driver, runtime=runtime)
+
+    def close(self) -> None:
+        self.host.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

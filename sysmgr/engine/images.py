@@ -1,0 +1,186 @@
+"""Image operations: build from a builder, import a tarball or directory, alias, delete.
+
+An image is recorded by the sha256 fingerprint of its source (the tarball's bytes, or a
+canonical walk of a built tree) and unpacked once into a pool as a read-only template.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from typing import Mapping
+
+from sysmgr.drivers import registry
+from sysmgr.drivers.images import unpack
+from sysmgr.drivers.images.base import ImageMetadata, Progress
+from sysmgr.engine.host import DEFAULT_POOL, Host
+from sysmgr.engine.reverter import Reverter
+from sysmgr.errors import Conflict, Issue, NotFound, ValidationError
+from sysmgr.model import names as mnames
+from sysmgr.state.db import ImageRecord
+
+
+def _check_alias(alias: str | None) -> None:
+    if alias:
+        reason = mnames.alias_problem(alias)
+        if reason:
+            raise ValidationError([Issue(f"invalid image alias {alias!r}: {reason}", path="alias")])
+
+
+def _pool_for_images(host: Host, pool: str | None) -> str:
+    if pool:
+        host.store.pool(pool)
+        return pool
+    if host.store.has_pool(DEFAULT_POOL):
+        return DEFAULT_POOL
+    pools = host.store.pools()
+    if not pools:
+        raise NotFound("no storage pool exists", hint="run 'sysmgr init --auto'")
+    return pools[0].name
+
+
+def build(host: Host, builder: str, *, alias: str | None = None,
+          options: Mapping[str, str] | None = None, pool: str | None = None,
+          progress: Progress | None = None) -> ImageRecord:
+    """Build an image with a named builder (``busybox``, ``debian``) and store it."""
+    _check_alias(alias)
+    cls = registry.load("image", builder)
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(cls.options))
+    if unknown:
+        known = ", ".join(sorted(cls.options)) or "none"
+        raise ValidationError([Issue(f"unknown option {k!r} for builder {builder} (known: {known})",
+                                     path=f"build.{k}") for k in unknown])
+    with host.locked():
+        pool = _pool_for_images(host, pool)
+        host.layout.ensure()
+        stage = tempfile.mkdtemp(prefix="build-", dir=host.layout.tmp)
+        try:
+            rootfs = os.path.join(stage, "rootfs")
+            os.mkdir(rootfs, 0o755)
+            meta = cls().build(rootfs, options, progress)
+            if progress:
+                progress("computing fingerprint")
+            fp = unpack.fingerprint_tree(rootfs)
+            return _store(host, fp, meta, pool, alias, f"build:{builder}",
+                          fill=lambda dest: _move_tree(rootfs, dest))
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def import_image(host: Host, path: str, *, alias: str | None = None, pool: str | None = None,
+                 progress: Progress | None = None) -> ImageRecord:
+    """Import an LXD/LXC unified tarball, a plain rootfs tarball, or a directory."""
+    _check_alias(alias)
+    path = os.path.abspath(path)
+    if not os.path.exists(path):
+        raise NotFound(f"image file {path} not found")
+    with host.locked():
+        pool = _pool_for_images(host, pool)
+        if progress:
+            progress(f"fingerprinting {path}")
+        fp = unpack.fingerprint_tree(path) if os.path.isdir(path) else unpack.fingerprint_file(path)
+        meta_box: list[ImageMetadata] = []
+
+        def fill(dest: str) -> None:
+            if progress:
+                progress(f"unpacking {os.path.basename(path)}")
+            meta_box.append(unpack.unpack(path, dest))
+
+        if host.store.has_image(fp):
+            rec = host.store.image(fp)
+            if alias:
+                with host.store.transaction():
+                    host.store.set_alias(alias, fp)
+            return host.store.image(fp)
+        return _store(host, fp, None, pool, alias, f"file:{path}", fill=fill, meta_box=meta_box)
+
+
+def _store(host: Host, fp: str, meta: ImageMetadata | None, pool: str, alias: str | None,
+           source: str, *, fill, meta_box: list[ImageMetadata] | None = None) -> ImageRecord:
+    st = host.store
+    if st.has_image(fp) and host.pool_driver(pool).has_image(fp):
+        if alias:
+            with st.transaction():
+                st.set_alias(alias, fp)
+        return st.image(fp)
+    drv = host.pool_driver(pool)
+    with Reverter() as r:
+        if not drv.has_image(fp):
+            with drv.create_image(fp) as dest:
+                fill(dest)
+            r.add(lambda: drv.delete_image(fp), f"delete image volume {fp[:12]}")
+        if meta is None:
+            meta = meta_box[0] if meta_box else ImageMetadata()
+        size = _tree_size(drv.image_path(fp))
+        with st.transaction():
+            st.add_image(ImageRecord(fp, meta.to_dict(), size, time.time(), source,
+                                     [alias] if alias else []))
+            st.add_image_volume(pool, fp)
+        r.success()
+    return st.image(fp)
+
+
+def delete(host: Host, ref: str) -> None:
+    """Delete an image (all aliases and pool volumes). Containers made from it keep their
+    own root filesystems, so this never destroys container data."""
+    with host.locked():
+        img = host.store.image(ref)
+        for pool in host.store.image_pools(img.fingerprint):
+            host.pool_driver(pool).delete_image(img.fingerprint)
+        with host.store.transaction():
+            host.store.delete_image(img.fingerprint)
+
+
+def set_alias(host: Host, alias: str, ref: str) -> None:
+    _check_alias(alias)
+    with host.locked():
+        img = host.store.image(ref)
+        with host.store.transaction():
+            host.store.set_alias(alias, img.fingerprint)
+
+
+def delete_alias(host: Host, alias: str) -> None:
+    with host.locked():
+        if alias not in {a for i in host.store.images() for a in i.aliases}:
+            raise NotFound(f"image alias {alias!r} not found")
+        with host.store.transaction():
+            host.store.delete_alias(alias)
+
+
+def _move_tree(src: str, dest: str) -> None:
+    """Move the contents of ``src`` into the (empty) ``dest``; a rename when on the same
+    filesystem, else a copy."""
+    st = os.stat(src)
+    os.chmod(dest, st.st_mode & 0o7777)
+    for entry in os.listdir(src):
+        s, d = os.path.join(src, entry), os.path.join(dest, entry)
+        try:
+            os.rename(s, d)
+        except OSError:
+            from sysmgr._util import proc
+
+            proc.run(["cp", "-a", "--reflink=auto", s, d])
+
+
+def _tree_size(path: str) -> int:
+    total = 0
+    dev = os.lstat(path).st_dev
+    for base, dirs, files in os.walk(path):
+        for n in files + dirs:
+            try:
+                s = os.lstat(os.path.join(base, n))
+            except OSError:
+                continue
+            if s.st_dev == dev:
+                total += s.st_blocks * 512
+    return total
+
+
+def in_use(host: Host, fingerprint: str) -> list[str]:
+    return host.store.containers_using_image(fingerprint)
+
+
+__all__ = ["build", "import_image", "delete", "set_alias", "delete_alias", "in_use", "Conflict"]

@@ -1,0 +1,221 @@
+"""The pure planner: desired manifests + an observation -> a :class:`Plan`.
+
+No I/O here: given the same inputs it returns the same plan, so ``diff`` prints exactly what
+``apply`` will run, and a second apply of the same input plans nothing. Values are compared
+normalised (``64MiB`` == ``67108864``, ``yes`` == ``true``) so nobody sees a perpetual diff;
+sysmgr-managed keys (``volatile.*``) are never compared.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from sysmgr.engine.actions import (
+    Action, BuildImage, Change, CreateContainer, CreatePool, ImportImage, Plan, PutProfile,
+    Restart, Start, Stop, UpdateContainer, UpdateProfile)
+from sysmgr.engine.observe import Observed
+from sysmgr.errors import Issue, ValidationError
+from sysmgr.model import expand as mexpand
+from sysmgr.model import keys as mkeys
+from sysmgr.model.objects import (
+    ContainerSpec, ImageSpec, Manifest, ProfileSpec, StoragePoolSpec)
+
+Devices = Mapping[str, Mapping[str, str]]
+
+
+def _issue(spec: object, path: str, message: str) -> Issue:
+    src = getattr(spec, "source", None)
+    return Issue(message, file=getattr(src, "file", None), line=getattr(src, "line", None), path=path)
+
+
+def _profiles(manifest: Manifest, obs: Observed) -> dict[str, tuple[Mapping[str, str], Devices]]:
+    """Profiles as they will be after apply: desired ones override observed ones."""
+    out: dict[str, tuple[Mapping[str, str], Devices]] = {
+        n: (p.config, p.devices) for n, p in obs.profiles.items()}
+    for p in manifest.of("Profile"):
+        assert isinstance(p, ProfileSpec)
+        out[p.name] = (p.config, p.devices)
+    return out
+
+
+def check_references(manifest: Manifest, obs: Observed) -> None:
+    """Cross-document checks: referenced profiles, images and pools exist (in the manifest
+    or on the host), every container expands to a valid definition. Raises ValidationError."""
+    issues: list[Issue] = []
+    profiles = _profiles(manifest, obs)
+    pools = set(obs.pools) | {p.name for p in manifest.of("StoragePool")}
+    images = set(obs.aliases) | {i.name for i in manifest.of("Image")}
+
+    for spec in manifest.of("StoragePool"):
+        assert isinstance(spec, StoragePoolSpec)
+        cur = obs.pools.get(spec.name)
+        if cur is not None and cur.driver != spec.driver:
+            issues.append(_issue(spec, "driver", f"storage pool {spec.name!r} exists with driver "
+                                 f"{cur.driver!r}; the driver of a pool cannot be changed"))
+        elif cur is not None and mkeys.normalize_pool_config(cur.driver, cur.config) != mkeys.normalize_pool_config(spec.driver, spec.config):
+            issues.append(_issue(spec, "config", f"storage pool {spec.name!r} exists with a different "
+                                 "config; changing a pool's config is not supported"))
+
+    def disk_pool_issues(spec: object, devices: Devices) -> None:
+        for dname, dev in devices.items():
+            if dev.get("type") == "disk" and dev.get("pool") and dev["pool"] not in pools:
+                issues.append(_issue(spec, f"devices.{dname}.pool", f"storage pool {dev['pool']!r} not found"))
+
+    for spec in manifest.of("Profile"):
+        assert isinstance(spec, ProfileSpec)
+        disk_pool_issues(spec, spec.devices)
+
+    for spec in manifest.of("Container"):
+        assert isinstance(spec, ContainerSpec)
+        missing = False
+        for i, p in enumerate(spec.profiles):
+            if p not in profiles:
+                missing = True
+                issues.append(_issue(spec, f"profiles[{i}]", f"profile {p!r} not found"))
+        if spec.image not in images and obs.image_ref(spec.image) is None:
+            issues.append(_issue(spec, "image", f"image {spec.image!r} not found "
+                                 "(not an alias on this host nor an Image in the manifests)"))
+        disk_pool_issues(spec, spec.devices)
+        if missing:
+            continue
+        cfg, devs = mexpand.expand([profiles[p] for p in spec.profiles], spec.config, spec.devices)
+        for path, reason in mexpand.validate_expanded(cfg, devs):
+            issues.append(_issue(spec, path, reason))
+        cur = obs.containers.get(spec.name)
+        if cur is not None:
+            new_pool = _root_pool(devs)
+            if new_pool and new_pool != cur.record.pool:
+                issues.append(_issue(spec, "devices.root.pool",
+                                     f"container {spec.name!r} lives on pool {cur.record.pool!r}; "
+                                     f"moving it to {new_pool!r} by apply is not supported"))
+    if issues:
+        raise ValidationError(issues)
+
+
+def _root_pool(devices: Devices) -> str | None:
+    for dev in devices.values():
+        if dev.get("type") == "disk" and dev.get("path") == "/":
+            return dev.get("pool")
+    return None
+
+
+def _norm(config: Mapping[str, str]) -> dict[str, str]:
+    return mkeys.normalize_config(config)
+
+
+def _norm_devices(devices: Devices) -> dict[str, dict[str, str]]:
+    return mkeys.normalize_devices(devices)
+
+
+def _config_changes(prefix: str, old: Mapping[str, str], new: Mapping[str, str]) -> list[Change]:
+    o, n = _norm(old), _norm(new)
+    return [Change(f"{prefix}.{k}", old.get(k), new.get(k))
+            for k in sorted(set(o) | set(n)) if o.get(k) != n.get(k)]
+
+
+def _device_changes(old: Devices, new: Devices) -> list[Change]:
+    o, n = _norm_devices(old), _norm_devices(new)
+    return [Change(f"devices.{k}", old.get(k), new.get(k))
+            for k in sorted(set(o) | set(n)) if o.get(k) != n.get(k)]
+
+
+def plan(manifest: Manifest, obs: Observed) -> Plan:
+    """Return the actions that make the host match ``manifest`` (pure)."""
+    check_references(manifest, obs)
+    actions: list[Action] = []
+    warnings: list[str] = []
+
+    for spec in manifest.of("StoragePool"):
+        assert isinstance(spec, StoragePoolSpec)
+        if spec.name not in obs.pools:
+            actions.append(CreatePool(spec.name, driver=spec.driver, config=dict(spec.config),
+                                      description=spec.description))
+
+    for spec in manifest.of("Profile"):
+        assert isinstance(spec, ProfileSpec)
+        cur = obs.profiles.get(spec.name)
+        if cur is None:
+            actions.append(PutProfile(spec.name, spec.description, dict(spec.config), dict(spec.devices)))
+            continue
+        changes = _config_changes("config", cur.config, spec.config) + _device_changes(cur.devices, spec.devices)
+        if cur.description != spec.description:
+            changes.append(Change("description", cur.description, spec.description))
+        if changes:
+            actions.append(UpdateProfile(spec.name, spec.description, dict(spec.config),
+                                         dict(spec.devices), tuple(changes)))
+
+    for spec in manifest.of("Image"):
+        assert isinstance(spec, ImageSpec)
+        if spec.name in obs.aliases:
+            continue
+        if spec.build is not None:
+            opts = {k: v for k, v in spec.build.items() if k != "builder"}
+            actions.append(BuildImage(spec.name, builder=spec.build["builder"], options=opts))
+        else:
+            actions.append(ImportImage(spec.name, path=spec.path or ""))
+
+    new_profiles = _profiles(manifest, obs)
+    old_profiles = {n: (p.config, p.devices) for n, p in obs.profiles.items()}
+    in_manifest = {s.name for s in manifest.of("Container")}
+    for name, cur in sorted(obs.containers.items()):
+        # containers outside the manifests still see changed profiles: say what needs a restart
+        if name in in_manifest or cur.state == "STOPPED":
+            continue
+        rec = cur.record
+        if not any(new_profiles.get(p) != old_profiles.get(p) for p in rec.profiles):
+            continue
+        old_cfg, old_devs = mexpand.expand([old_profiles[p] for p in rec.profiles if p in old_profiles],
+                                           rec.config, rec.devices)
+        new_cfg, new_devs = mexpand.expand([new_profiles[p] for p in rec.profiles if p in new_profiles],
+                                           rec.config, rec.devices)
+        keys = [c.path for c in _config_changes("config", old_cfg, new_cfg)
+                if not mkeys.is_live(c.path[len("config."):])]
+        keys += [c.path for c in _device_changes(old_devs, new_devs)]
+        if keys:
+            warnings.append(f"container {name} (not in these manifests) needs a restart for: "
+                            + ", ".join(keys))
+    for spec in manifest.of("Container"):
+        assert isinstance(spec, ContainerSpec)
+        cur = obs.containers.get(spec.name)
+        if cur is None:
+            actions.append(CreateContainer(spec.name, image=spec.image, profiles=tuple(spec.profiles),
+                                           config=dict(spec.config), devices=dict(spec.devices),
+                                           description=spec.description))
+            if spec.state == "running":
+                actions.append(Start(spec.name))
+            continue
+        rec = cur.record
+        running = cur.state != "STOPPED"
+        changes: list[Change] = []
+        if list(rec.profiles) != list(spec.profiles):
+            changes.append(Change("profiles", list(rec.profiles), list(spec.profiles)))
+        changes += _config_changes("config", rec.config, spec.config)
+        changes += _device_changes(rec.devices, spec.devices)
+        if rec.description != spec.description:
+            changes.append(Change("description", rec.description, spec.description))
+        img = obs.image_ref(spec.image)
+        if img is not None and img != rec.image:
+            warnings.append(f"container {spec.name}: image {spec.image!r} differs from the one it was "
+                            "created from; its root filesystem is kept (delete and re-create to change it)")
+
+        # what the running container sees: expanded before vs after (profiles may change too)
+        old_cfg, old_devs = mexpand.expand([old_profiles[p] for p in rec.profiles if p in old_profiles],
+                                           rec.config, rec.devices)
+        new_cfg, new_devs = mexpand.expand([new_profiles[p] for p in spec.profiles], spec.config, spec.devices)
+        eff = _config_changes("config", old_cfg, new_cfg)
+        restart_keys = [c.path[len("config."):] for c in eff if not mkeys.is_live(c.path[len("config."):])]
+        restart_keys += [c.path for c in _device_changes(old_devs, new_devs)]
+        if changes:
+            actions.append(UpdateContainer(spec.name, profiles=tuple(spec.profiles), config=dict(spec.config),
+                                           devices=dict(spec.devices), description=spec.description,
+                                           changes=tuple(changes), live=running and not restart_keys))
+        want = spec.state
+        if want == "stopped" and running:
+            actions.append(Stop(spec.name))
+        elif running and restart_keys and want != "stopped":
+            actions.append(Restart(spec.name, reason=", ".join(restart_keys)))
+        elif want == "running" and cur.state == "STOPPED":
+            actions.append(Start(spec.name))
+        elif want == "running" and cur.state == "FROZEN":
+            warnings.append(f"container {spec.name} is frozen; unfreeze it to resume")
+    return Plan(tuple(actions), obs.digest, tuple(warnings))
