@@ -71,6 +71,10 @@ class StoragePool(abc.ABC):
     @abc.abstractmethod
     def delete_image(self, fingerprint: str) -> None: ...
 
+    def list_images(self) -> list[str]:
+        """Fingerprints of the image volumes in the pool (for observing actual state)."""
+        raise NotImplementedError
+
     # -- containers ----------------------------------------------------------------------
     @abc.abstractmethod
     def create_container(self, name: str, fingerprint: str) -> str:
@@ -82,6 +86,10 @@ class StoragePool(abc.ABC):
 
     @abc.abstractmethod
     def has_container(self, name: str) -> bool: ...
+
+    def list_containers(self) -> list[str]:
+        """Names of the container volumes in the pool (for observing actual state)."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def delete_container(self, name: str) -> None:

@@ -1,0 +1,450 @@
+"""The ``dir`` storage driver: plain directories on any filesystem.
+
+Works anywhere, at the cost of full copies: a container volume is a copy of its image
+(``cp -a --reflink=auto``, so it is cheap on filesystems that can reflink, such as btrfs or
+xfs). No quotas, no send/receive.
+
+Layout inside the pool directory::
+
+    .sysmgr-pool                 marker: this directory is a sysmgr pool (and who created it)
+    images/<fingerprint>/        read-only (by convention) template root filesystem
+    containers/<name>/rootfs/    a container's root filesystem (room for metadata beside it)
+    .staging-<tag>-<pid>-<rand>  a volume being made; renamed into place when complete
+    .deleting-<tag>-<pid>-<rand> a volume being removed; renamed out of place first
+
+Every volume appears and disappears by one atomic rename, so a crash never leaves a half
+volume that looks complete; leftovers of dead processes are removed on ``create``/``mount``.
+
+Layer: drivers (storage). Errors: :class:`ValidationError` for bad config or names,
+:class:`NotFound`, :class:`AlreadyExists`, :class:`Conflict`, :class:`DriverError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+from typing import ClassVar, Iterator, Mapping
+
+from sysmgr._util import proc
+from sysmgr._util.safefs import rename_noreplace
+from sysmgr.drivers.storage.base import PoolUsage, StorageInfo, StoragePool
+from sysmgr.errors import (
+    AlreadyExists,
+    CommandFailed,
+    Conflict,
+    DriverError,
+    NotFound,
+    ValidationError,
+)
+
+MARKER = ".sysmgr-pool"
+_STAGING = ".staging-"
+_DELETING = ".deleting-"
+# one path component, no leading dot (dot-names are the pool's own staging entries)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+# -- helpers shared with the fake driver -----------------------------------------------------
+
+def check_name(what: str, value: str) -> str:
+    """Reject names that are not a single safe path component."""
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise ValidationError(
+            f"invalid {what} {value!r}: use letters, digits, '-', '_' and '.', "
+            "not starting with '.' or '-' (at most 128 characters)")
+    return value
+
+
+def check_config(driver: str, pool: str, config: Mapping[str, str], known: Mapping[str, str]) -> None:
+    """Reject config keys the driver does not know (``user.*`` is always allowed)."""
+    for key in config:
+        if key not in known and not key.startswith("user."):
+            names = ", ".join(sorted(known)) or "none"
+            raise ValidationError(f"storage pool {pool}: unknown config key {key!r} for driver "
+                                  f"{driver} (known: {names})", hint="user.* keys are free-form")
+
+
+def pool_dir(pool: str, config: Mapping[str, str], default_path: str) -> str:
+    path = config.get("source") or default_path
+    if not os.path.isabs(path):
+        raise ValidationError(f"storage pool {pool}: source {path!r} must be an absolute path")
+    return os.path.normpath(path)
+
+
+def _unescape_mountinfo(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts_under(path: str) -> list[str]:
+    """Mount points (in this mount namespace) at or below ``path``."""
+    path = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = _unescape_mountinfo(line.split()[4])
+            if mp == path or mp.startswith(path.rstrip("/") + "/"):
+                found.append(mp)
+    return found
+
+
+def remove_tree(path: str) -> None:
+    """Remove the tree at ``path`` (already gone is fine).
+
+    Symlinks are never followed (``shutil.rmtree`` works with fds and ``O_NOFOLLOW``), and a
+    tree with anything mounted under it is refused: a leaked bind mount of a host directory
+    must not be emptied. Directories without write/search permission are opened up and the
+    removal retried (matters when not root).
+    """
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path) or os.path.islink(path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    mounts = mounts_under(path)
+    if mounts:
+        raise Conflict(f"refusing to remove {path}: {mounts[0]} is mounted under it")
+    try:
+        shutil.rmtree(path)
+        return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass
+    for dirpath, _dirs, _files in os.walk(path, followlinks=False):
+        with contextlib.suppress(OSError):
+            st = os.lstat(dirpath)
+            if stat.S_ISDIR(st.st_mode):
+                os.chmod(dirpath, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise DriverError(f"cannot remove {path}: {e.strerror} ({e.filename})") from e
+
+
+def tree_usage(path: str) -> int:
+    """Bytes allocated under ``path`` (``du -s`` style): st_blocks*512, hard links counted once,
+    symlinks not followed, other filesystems not entered."""
+    root_st = os.lstat(path)
+    seen: set[tuple[int, int]] = set()
+    total = root_st.st_blocks * 512
+    stack = [path]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue  # vanished or unreadable: usage is an estimate
+        with it:
+            for e in it:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if st.st_dev != root_st.st_dev:
+                    continue
+                if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                    key = (st.st_dev, st.st_ino)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                total += st.st_blocks * 512
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(e.path)
+    return total
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_name(parent: str, kind: str, tag: str) -> str:
+    """A unique name for a staging/deleting entry of this process inside ``parent``."""
+    return os.path.join(parent, f"{kind}{tag}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def remove_stale(parent: str) -> list[str]:
+    """Remove staging/deleting leftovers whose creating process is gone; return their names."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(parent)
+    except FileNotFoundError:
+        return removed
+    for n in names:
+        if not (n.startswith(_STAGING) or n.startswith(_DELETING)):
+            continue
+        parts = n.rsplit("-", 2)
+        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
+        if pid and _pid_alive(pid):
+            continue  # may be in progress in a live process (pid reuse only delays removal)
+        remove_tree(os.path.join(parent, n))
+        removed.append(n)
+    return removed
+
+
+def _last_line(err: CommandFailed) -> str:
+    lines = err.stderr.strip().splitlines()
+    if not lines:
+        return f"exit code {err.returncode}"
+    line = lines[-1]
+    return line.split(": ", 1)[1] if line.startswith(("cp: ", "tar: ")) else line
+
+
+# -- the driver ------------------------------------------------------------------------------
+
+class DirPool(StoragePool):
+    """A pool that is a directory; volumes are directories, containers are full copies.
+
+    ``delete`` removes only what sysmgr made: ``images/``, ``containers/`` (refused while any
+    container volume remains), leftovers and the marker, and the pool directory itself only
+    when sysmgr created it and nothing else was put there.
+    """
+
+    name: ClassVar[str] = "dir"
+    info: ClassVar[StorageInfo] = StorageInfo(
+        cow_snapshots=False, quotas=False, send_receive=False, incremental_send=False)
+    config_keys: ClassVar[Mapping[str, str]] = {
+        "source": "absolute path of the pool directory (created if missing; an existing one "
+                  "must be empty); default: under the sysmgr root",
+    }
+
+    def __init__(self, pool: str, config: Mapping[str, str], default_path: str) -> None:
+        super().__init__(pool, config, default_path)
+        check_config(self.name, pool, self.config, self.config_keys)
+        self.path = pool_dir(pool, self.config, default_path)
+
+    # -- paths ---------------------------------------------------------------------------
+    @property
+    def images_dir(self) -> str:
+        return os.path.join(self.path, "images")
+
+    @property
+    def containers_dir(self) -> str:
+        return os.path.join(self.path, "containers")
+
+    @property
+    def marker(self) -> str:
+        return os.path.join(self.path, MARKER)
+
+    def image_path(self, fingerprint: str) -> str:
+        return os.path.join(self.images_dir, check_name("image fingerprint", fingerprint))
+
+    def _container_dir(self, name: str) -> str:
+        return os.path.join(self.containers_dir, check_name("container name", name))
+
+    def container_path(self, name: str) -> str:
+        return os.path.join(self._container_dir(name), "rootfs")
+
+    # -- pool ----------------------------------------------------------------------------
+    def _read_marker(self) -> dict[str, object] | None:
+        try:
+            with open(self.marker) as f:
+                data = json.load(f)
+            return data if isinstance(data, dict) else {}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # damaged: still ours, but we no longer know if we made the directory
+
+    def create(self) -> None:
+        if os.path.lexists(self.path) and not os.path.isdir(self.path):
+            raise ValidationError(f"storage pool {self.pool}: source {self.path} is not a directory")
+        existed = os.path.isdir(self.path)
+        if existed and self._read_marker() is None:
+            others = sorted(set(os.listdir(self.path)) - {"lost+found"})
+            if others:
+                raise Conflict(f"storage pool {self.pool}: source {self.path} is not empty "
+                               f"(has {others[0]!r})", hint="point source at a new or empty directory")
+        try:
+            os.makedirs(self.path, mode=0o711, exist_ok=True)
+            if self._read_marker() is None:
+                tmp = self.marker + ".tmp"
+                with open(tmp, "w") as f:
+                    json.dump({"driver": self.name, "pool": self.pool, "created_dir": not existed}, f)
+                os.replace(tmp, self.marker)
+            for d in (self.images_dir, self.containers_dir):
+                os.makedirs(d, mode=0o711, exist_ok=True)
+        except OSError as e:
+            raise DriverError(f"cannot create storage pool {self.pool} at {self.path}: {e.strerror}") from e
+        remove_stale(self.path)
+
+    def mount(self) -> None:
+        if not os.path.isdir(self.path) or self._read_marker() is None:
+            raise DriverError(f"storage pool {self.pool}: {self.path} is missing or not a sysmgr pool",
+                              hint="was the filesystem holding it unmounted?")
+        try:
+            for d in (self.images_dir, self.containers_dir):
+                os.makedirs(d, mode=0o711, exist_ok=True)
+        except OSError as e:
+            raise DriverError(f"cannot mount storage pool {self.pool}: {e.strerror}") from e
+        remove_stale(self.path)
+
+    def delete(self) -> None:
+        marker = self._read_marker()
+        if marker is None:
+            return  # nothing of ours here (already deleted, or never created)
+        left = self.list_containers()
+        if left:
+            raise Conflict(f"storage pool {self.pool} still holds containers: {', '.join(left)}")
+        for fp in self.list_images():
+            self.delete_image(fp)
+        for n in os.listdir(self.path):
+            if n.startswith((_STAGING, _DELETING)):
+                remove_tree(os.path.join(self.path, n))
+        try:
+            for d in (self.images_dir, self.containers_dir):
+                with contextlib.suppress(FileNotFoundError):
+                    os.rmdir(d)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.marker)
+        except OSError as e:
+            raise DriverError(f"cannot delete storage pool {self.pool}: {e.strerror} "
+                              f"({e.filename})") from e
+        if marker.get("created_dir"):
+            with contextlib.suppress(OSError):  # ENOTEMPTY: someone put files there; keep them
+                os.rmdir(self.path)
+
+    def usage(self) -> PoolUsage:
+        try:
+            st = os.statvfs(self.path)
+        except FileNotFoundError as e:
+            raise NotFound(f"storage pool {self.pool}: {self.path} does not exist") from e
+        return PoolUsage(used_bytes=(st.f_blocks - st.f_bfree) * st.f_frsize,
+                         total_bytes=st.f_blocks * st.f_frsize)
+
+    def _require(self) -> None:
+        if not os.path.isdir(self.containers_dir) or not os.path.isdir(self.images_dir):
+            raise NotFound(f"storage pool {self.pool} does not exist at {self.path}")
+
+    def _staging(self, tag: str, mode: int) -> str:
+        path = temp_name(self.path, _STAGING, tag)
+        try:
+            os.mkdir(path, mode)
+            os.chmod(path, mode)  # not subject to the umask
+        except OSError as e:
+            raise DriverError(f"storage pool {self.pool}: cannot create {path}: {e.strerror}") from e
+        return path
+
+    def _discard(self, path: str) -> None:
+        """Move a volume out of place atomically, then remove it."""
+        grave = temp_name(self.path, _DELETING, os.path.basename(path))
+        try:
+            os.rename(path, grave)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise DriverError(f"cannot remove {path}: {e.strerror}") from e
+        remove_tree(grave)
+
+    # -- images --------------------------------------------------------------------------
+    def has_image(self, fingerprint: str) -> bool:
+        return os.path.isdir(self.image_path(fingerprint))
+
+    def list_images(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.images_dir) if _NAME_RE.match(n))
+        except FileNotFoundError:
+            return []
+
+    @contextlib.contextmanager
+    def create_image(self, fingerprint: str) -> Iterator[str]:
+        final = self.image_path(fingerprint)
+        self._require()
+        if os.path.lexists(final):
+            raise AlreadyExists(f"image {fingerprint} already exists in storage pool {self.pool}")
+        staging = self._staging(fingerprint, 0o755)  # becomes the rootfs' "/": 0755
+        try:
+            yield staging
+        except BaseException:
+            remove_tree(staging)
+            raise
+        try:
+            rename_noreplace(staging, final)
+        except OSError as e:
+            remove_tree(staging)
+            if isinstance(e, FileExistsError):
+                return  # made concurrently; same fingerprint, same content
+            raise DriverError(f"cannot store image {fingerprint} in pool {self.pool}: {e.strerror}") from e
+
+    def delete_image(self, fingerprint: str) -> None:
+        self._discard(self.image_path(fingerprint))
+
+    # -- containers ----------------------------------------------------------------------
+    def has_container(self, name: str) -> bool:
+        return os.path.isdir(self.container_path(name))
+
+    def list_containers(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.containers_dir) if _NAME_RE.match(n))
+        except FileNotFoundError:
+            return []
+
+    def create_container(self, name: str, fingerprint: str) -> str:
+        cdir = self._container_dir(name)
+        image = self.image_path(fingerprint)
+        self._require()
+        if not os.path.isdir(image):
+            raise NotFound(f"image {fingerprint} not found in storage pool {self.pool}")
+        if os.path.lexists(cdir):
+            raise AlreadyExists(f"container {name} already has a volume in storage pool {self.pool}")
+        staging = self._staging(name, 0o711)
+        try:
+            proc.run(["cp", "-a", "--reflink=auto", "--", image, os.path.join(staging, "rootfs")])
+            rename_noreplace(staging, cdir)
+        except CommandFailed as e:
+            remove_tree(staging)
+            raise DriverError(f"cannot create the volume of container {name} in storage pool "
+                              f"{self.pool}: {_last_line(e)}") from e
+        except FileExistsError as e:
+            remove_tree(staging)
+            raise AlreadyExists(f"container {name} already has a volume in storage pool {self.pool}") from e
+        except BaseException:
+            remove_tree(staging)
+            raise
+        return os.path.join(cdir, "rootfs")
+
+    def delete_container(self, name: str) -> None:
+        cdir = self._container_dir(name)
+        if not os.path.lexists(cdir):
+            return
+        mounts = mounts_under(cdir)
+        if mounts:
+            raise Conflict(f"container {name}'s volume is in use: {mounts[0]} is mounted",
+                           hint="stop the container first")
+        self._discard(cdir)
+
+    def rename_container(self, old: str, new: str) -> str:
+        src, dst = self._container_dir(old), self._container_dir(new)
+        if not os.path.isdir(src):
+            raise NotFound(f"container {old} has no volume in storage pool {self.pool}")
+        if mounts_under(src):
+            raise Conflict(f"container {old}'s volume is in use", hint="stop the container first")
+        try:
+            rename_noreplace(src, dst)
+        except FileExistsError as e:
+            raise AlreadyExists(f"container {new} already has a volume in storage pool {self.pool}") from e
+        except OSError as e:
+            raise DriverError(f"cannot rename volume {old} to {new}: {e.strerror}") from e
+        return os.path.join(dst, "rootfs")
+
+    def container_usage(self, name: str) -> int | None:
+        cdir = self._container_dir(name)
+        try:
+            return tree_usage(cdir)
+        except FileNotFoundError as e:
+            raise NotFound(f"container {name} has no volume in storage pool {self.pool}") from e
