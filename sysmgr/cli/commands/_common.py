@@ -1,0 +1,211 @@
+"""Helpers shared by the command modules: the per-run context, option factories, argument
+parsing (``KEY=VALUE``, ``KEY VALUE``), multi-name actions and YAML editing.
+
+Only click and the standard library are imported here; ``sysmgr.api`` and ``yaml`` are
+imported on first use so that loading a command module stays cheap.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
+
+import click
+
+from sysmgr.errors import Issue, SysmgrError, ValidationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sysmgr.api.client import Client
+
+T = TypeVar("T")
+
+LIST_FORMATS = ("table", "json", "yaml", "csv")
+DOC_FORMATS = ("yaml", "json")
+
+
+def make_client(root: str | None) -> "Client":
+    """Create the API client for ``root`` (tests replace this function with a stub)."""
+    from sysmgr.api.client import Client
+
+    return Client(root=root)
+
+
+@dataclass
+class AppContext:
+    """What the root group knows for one invocation (``ctx.obj``).
+
+    The :class:`~sysmgr.api.client.Client` is created on first use, so ``--help`` and
+    ``--version`` never touch the host root.
+    """
+
+    root: str | None = None
+    debug: bool = False
+    # lowest exit code an error may map to: ``diff`` raises it to 2 (1 means "changes")
+    error_floor: int = 1
+    _client: Any = field(default=None, repr=False)
+
+    @property
+    def client(self) -> "Client":
+        if self._client is None:
+            self._client = make_client(self.root)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            client.close()
+
+
+pass_app = click.make_pass_decorator(AppContext, ensure=True)
+
+
+def format_option(choices: Sequence[str] = LIST_FORMATS, default: str = "table") -> Callable[[T], T]:
+    """``-f/--format`` as on every ``lxc`` listing."""
+    return click.option("-f", "--format", "fmt", type=click.Choice(list(choices)), default=default,
+                        show_default=True, help="Output format.")
+
+
+# -- KEY=VALUE ----------------------------------------------------------------------------
+
+def parse_assignments(items: Sequence[str]) -> dict[str, str]:
+    """``KEY=VALUE`` strings to a dict (the model's parser; ValidationError on bad items)."""
+    if not items:
+        return {}
+    from sysmgr.model.keys import parse_assignments as parse
+
+    return parse(items)
+
+
+def parse_set_args(args: Sequence[str]) -> dict[str, str]:
+    """Arguments of ``config set`` / ``profile set``: ``KEY=VALUE...`` or LXD's ``KEY VALUE``."""
+    if not args:
+        raise click.UsageError("expected KEY=VALUE (or KEY VALUE)")
+    if len(args) == 2 and "=" not in args[0]:
+        return {args[0]: args[1]}
+    return parse_assignments(args)
+
+
+def parse_device_args(devname: str, devtype: str | None, items: Sequence[str]) -> dict[str, str]:
+    """``TYPE key=value...`` of ``device add`` as a device map."""
+    dev = parse_assignments(items)
+    if devtype is not None:
+        dev = {"type": devtype, **{k: v for k, v in dev.items() if k != "type"}}
+    if not dev.get("type"):
+        raise ValidationError([Issue(f"device {devname!r} has no type", path=f"devices.{devname}.type")],
+                              hint="give a type, e.g. disk or nic")
+    return dev
+
+
+def to_str(value: object, where: str) -> str:
+    """A YAML scalar as the string LXD stores (``true``, ``2``, ``64MiB``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise ValidationError([Issue(f"expected a string, got {type(value).__name__}", path=where)])
+
+
+def str_map(value: object, where: str) -> dict[str, str]:
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError([Issue(f"expected a mapping, got {type(value).__name__}", path=where)])
+    return {str(k): to_str(v, f"{where}.{k}") for k, v in value.items()}
+
+
+def devices_map(value: object, where: str = "devices") -> dict[str, dict[str, str]]:
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError([Issue(f"expected a mapping, got {type(value).__name__}", path=where)])
+    return {str(k): str_map(v, f"{where}.{k}") for k, v in value.items()}
+
+
+# -- several names ------------------------------------------------------------------------
+
+def for_each(names: Iterable[str], action: Callable[[str], object]) -> None:
+    """Run ``action`` on every name (like ``lxc start c1 c2``: one failure does not stop the
+    others), then raise one error naming every failure."""
+    names = list(names)
+    failures: list[tuple[str, SysmgrError]] = []
+    for name in names:
+        try:
+            action(name)
+        except SysmgrError as e:
+            failures.append((name, e))
+    if not failures:
+        return
+    if len(names) == 1:
+        raise failures[0][1]
+    err = SysmgrError("\n".join(f"{n}: {e.message}" for n, e in failures),
+                      hint=failures[0][1].hint if len(failures) == 1 else None)
+    err.exit_code = max(e.exit_code for _, e in failures)
+    raise err
+
+
+def stdin_is_tty() -> bool:
+    """Whether a person may be typing on stdin (prompts and editors only then)."""
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def output(text: str) -> None:
+    """Print a rendered block; nothing at all when it is empty (a CSV without rows)."""
+    if text:
+        click.echo(text)
+
+
+def echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def report_pending(name: str, pending: Sequence[str]) -> None:
+    """Name the changed keys that take effect only after a restart (stderr)."""
+    if pending:
+        echo_err(f"Restart {name} for these to take effect: {', '.join(pending)}")
+
+
+# -- YAML documents -----------------------------------------------------------------------
+
+def load_yaml(text: str, what: str) -> Any:
+    """Parse a YAML document typed by a user; ValidationError (with the line) when broken.
+
+    Scalars stay the text as written (YAML's base loader), as the manifest loader keeps them:
+    ``0755`` must not become 493, nor ``1.50`` become ``1.5``.
+    """
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=yaml.BaseLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(e, "problem", None) or str(e)
+        raise ValidationError([Issue(f"invalid YAML: {reason}", file=what, line=line)]) from None
+
+
+def edit_document(text: str, what: str, apply: Callable[[Any], None]) -> None:
+    """``lxc ... edit``: read the new YAML from stdin when it is not a terminal, else open
+    ``$VISUAL``/``$EDITOR`` on a temporary file and re-open it while the result is invalid."""
+    if not stdin_is_tty():
+        apply(load_yaml(sys.stdin.read(), "<stdin>"))
+        return
+    while True:
+        edited = click.edit(text, extension=".yaml", require_save=False)
+        if edited is None or edited == text:
+            click.echo("No changes", err=True)
+            return
+        try:
+            apply(load_yaml(edited, what))
+            return
+        except SysmgrError as e:
+            for line in e.message.splitlines():
+                echo_err(f"Error: {line}")
+            click.prompt("Press enter to open the editor again or ctrl+c to abort change",
+                         default="", show_default=False, err=True)
+            text = edited

@@ -1,0 +1,168 @@
+"""``sysmgr config``: a container's local configuration (``lxc config``): show, get, set,
+unset, edit, and ``config device`` add/remove/list/show.
+
+Changes apply live when they can; keys that need a restart are named on stderr.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from sysmgr.cli import render
+from sysmgr.cli.commands._common import (
+    AppContext, devices_map, edit_document, parse_device_args, parse_set_args, pass_app,
+    report_pending, str_map)
+from sysmgr.errors import AlreadyExists, Conflict, Issue, NotFound, ValidationError
+
+
+def container_document(c: Any, *, expanded: bool = False) -> dict[str, Any]:
+    """The YAML of ``config show`` / ``config edit`` (``lxc config show``'s shape)."""
+    config = c.expanded_config if expanded else c.config
+    devices = c.expanded_devices if expanded else c.devices
+    return {
+        "name": c.name,
+        "description": c.description,
+        "profiles": list(c.profiles),
+        "config": dict(sorted(config.items())),
+        "devices": {k: dict(v) for k, v in sorted(devices.items())},
+    }
+
+
+@click.group()
+def config() -> None:
+    """Show and change a container's configuration."""
+
+
+@config.command("show")
+@click.argument("name")
+@click.option("-e", "--expanded", is_flag=True, help="Include what the profiles contribute.")
+@pass_app
+def show(app: AppContext, name: str, expanded: bool) -> None:
+    """Show a container's configuration as YAML."""
+    click.echo(render.yaml_text(container_document(app.client.containers.get(name), expanded=expanded)))
+
+
+@config.command("get")
+@click.argument("name")
+@click.argument("key")
+@click.option("-e", "--expanded", is_flag=True, help="Read the expanded config (profiles included).")
+@pass_app
+def get(app: AppContext, name: str, key: str, expanded: bool) -> None:
+    """Print the value of a config key (empty when unset)."""
+    c = app.client.containers.get(name)
+    click.echo((c.expanded_config if expanded else c.config).get(key, ""))
+
+
+@config.command("set")
+@click.argument("name")
+@click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
+@pass_app
+def set_(app: AppContext, name: str, assignments: tuple[str, ...]) -> None:
+    """Set config keys (KEY=VALUE..., or KEY VALUE).
+
+    \b
+      sysmgr config set c1 limits.memory=256MiB limits.cpu=1
+      sysmgr config set c1 boot.autostart true
+    """
+    values = parse_set_args(assignments)
+    report_pending(name, app.client.containers.get(name).set_config(values))
+
+
+@config.command("unset")
+@click.argument("name")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@pass_app
+def unset(app: AppContext, name: str, keys: tuple[str, ...]) -> None:
+    """Remove config keys from a container."""
+    report_pending(name, app.client.containers.get(name).set_config({}, list(keys)))
+
+
+@config.command("edit")
+@click.argument("name")
+@pass_app
+def edit(app: AppContext, name: str) -> None:
+    """Edit a container's configuration as YAML ($EDITOR, or YAML on stdin)."""
+    c = app.client.containers.get(name)
+
+    def apply(doc: Any) -> None:
+        if doc in (None, ""):
+            doc = {}
+        if not isinstance(doc, dict):
+            raise ValidationError("expected a YAML mapping with config, devices, profiles, description")
+        if doc.get("name", name) != name:
+            raise ValidationError([Issue("renaming a container is not supported here", path="name")])
+        profiles = doc.get("profiles", c.profiles) or []
+        if not isinstance(profiles, list):
+            raise ValidationError([Issue("expected a list of profile names", path="profiles")])
+        c.config = str_map(doc.get("config"), "config")
+        c.devices = devices_map(doc.get("devices"))
+        c.profiles = [str(p) for p in profiles]
+        c.description = str(doc.get("description") or "")
+        report_pending(name, c.save())
+
+    edit_document(render.yaml_text(container_document(c)) + "\n", f"{name}.yaml", apply)
+
+
+# -- devices --------------------------------------------------------------------------------
+
+@config.group("device")
+def device() -> None:
+    """Manage a container's devices."""
+
+
+@device.command("add")
+@click.argument("name")
+@click.argument("devname")
+@click.argument("devtype", metavar="TYPE")
+@click.argument("options", nargs=-1, metavar="[KEY=VALUE]...")
+@pass_app
+def device_add(app: AppContext, name: str, devname: str, devtype: str, options: tuple[str, ...]) -> None:
+    """Add a device: sysmgr config device add c1 data disk source=/srv path=/srv"""
+    c = app.client.containers.get(name)
+    if devname in c.devices:
+        raise AlreadyExists(f"device {devname!r} already exists on {name!r}")
+    c.devices[devname] = parse_device_args(devname, devtype, options)
+    pending = c.save()
+    click.echo(f"Device {devname} added to {name}")
+    report_pending(name, pending)
+
+
+@device.command("remove")
+@click.argument("name")
+@click.argument("devnames", nargs=-1, required=True, metavar="DEVICE...")
+@pass_app
+def device_remove(app: AppContext, name: str, devnames: tuple[str, ...]) -> None:
+    """Remove devices from a container."""
+    c = app.client.containers.get(name)
+    for dev in devnames:
+        if dev not in c.devices:
+            if dev in c.expanded_devices:
+                raise Conflict(f"device {dev!r} of {name!r} comes from a profile",
+                               hint=f"override it: sysmgr config device add {name} {dev} none")
+            raise NotFound(f"device {dev!r} not found on {name!r}")
+        del c.devices[dev]
+    pending = c.save()
+    click.echo(f"Device {', '.join(devnames)} removed from {name}")
+    report_pending(name, pending)
+
+
+@device.command("list")
+@click.argument("name")
+@pass_app
+def device_list(app: AppContext, name: str) -> None:
+    """List a container's local devices."""
+    for dev in sorted(app.client.containers.get(name).devices):
+        click.echo(dev)
+
+
+@device.command("show")
+@click.argument("name")
+@click.option("-e", "--expanded", is_flag=True, help="Include the devices of the profiles.")
+@pass_app
+def device_show(app: AppContext, name: str, expanded: bool) -> None:
+    """Show a container's devices as YAML."""
+    c = app.client.containers.get(name)
+    devices = c.expanded_devices if expanded else c.devices
+    click.echo(render.yaml_text({k: dict(v) for k, v in sorted(devices.items())}))

@@ -1,0 +1,103 @@
+"""``sysmgr launch`` / ``sysmgr create``: make a container from an image (``lxc launch`` /
+``lxc init``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import click
+
+from sysmgr.cli.commands._common import AppContext, parse_assignments, pass_app
+from sysmgr.errors import Issue, ValidationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sysmgr.api.client import Client
+
+DEFAULT_PROFILES = ("default",)
+
+
+def _options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed([
+        click.argument("image"),
+        click.argument("name"),
+        click.option("-p", "--profile", "profiles", multiple=True, metavar="PROFILE",
+                     help="Profile to apply (repeatable; default: the default profile)."),
+        click.option("--no-profiles", is_flag=True, help="Create the container with no profiles."),
+        click.option("-c", "--config", "config", multiple=True, metavar="KEY=VALUE",
+                     help="Config key/value to apply (repeatable)."),
+        click.option("-s", "--storage", "pool", metavar="POOL", help="Storage pool for the root disk."),
+        click.option("-d", "--device", "device_overrides", multiple=True,
+                     metavar="NAME,KEY=VALUE[,...]",
+                     help="Override a profile device's keys (e.g. -d root,size=10GiB), or add a "
+                          "device (with type=...)."),
+        click.option("--description", default="", help="Container description."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def device_overrides(client: "Client", profiles: Sequence[str], items: Sequence[str]
+                     ) -> dict[str, dict[str, str]]:
+    """LXD's ``-d NAME,KEY=VALUE``: copy device NAME from the last profile that has it and
+    change the given keys (a device no profile has is new and needs ``type=``)."""
+    devices: dict[str, dict[str, str]] = {}
+    for item in items:
+        name, _, rest = item.partition(",")
+        if not name or not rest:
+            raise ValidationError([Issue(f"invalid device override {item!r}: expected "
+                                         "NAME,KEY=VALUE[,KEY=VALUE...]", path="--device")])
+        changes = parse_assignments(rest.split(","))
+        if name not in devices:
+            devices[name] = {}
+            for p in reversed(list(profiles)):
+                prof = client.profiles.get(p)
+                if name in prof.devices:
+                    devices[name] = dict(prof.devices[name])
+                    break
+        devices[name].update(changes)
+    return devices
+
+
+def _make(app: AppContext, *, start: bool, image: str, name: str, profiles: tuple[str, ...],
+          no_profiles: bool, config: tuple[str, ...], pool: str | None,
+          device_overrides_: tuple[str, ...], description: str) -> None:
+    if no_profiles and profiles:
+        raise click.UsageError("--no-profiles cannot be combined with -p/--profile")
+    chosen: list[str] | None = [] if no_profiles else (list(profiles) if profiles else None)
+    cfg = parse_assignments(config)
+    client = app.client
+    devices = device_overrides(client, DEFAULT_PROFILES if chosen is None else chosen,
+                               device_overrides_) if device_overrides_ else None
+    click.echo(f"Creating {name}")
+    client.containers.create(name, image, profiles=chosen, config=cfg, devices=devices, pool=pool,
+                             description=description, start=start)
+    if start:
+        click.echo(f"Started {name}")
+
+
+@click.command()
+@_options
+@pass_app
+def launch(app: AppContext, image: str, name: str, profiles: tuple[str, ...], no_profiles: bool,
+           config: tuple[str, ...], pool: str | None, device_overrides: tuple[str, ...],
+           description: str) -> None:
+    """Create a container from IMAGE and start it.
+
+    \b
+    Examples:
+      sysmgr launch busybox c1
+      sysmgr launch debian/12 web -p default -p web -c limits.memory=512MiB
+    """
+    _make(app, start=True, image=image, name=name, profiles=profiles, no_profiles=no_profiles,
+          config=config, pool=pool, device_overrides_=device_overrides, description=description)
+
+
+@click.command()
+@_options
+@pass_app
+def create(app: AppContext, image: str, name: str, profiles: tuple[str, ...], no_profiles: bool,
+           config: tuple[str, ...], pool: str | None, device_overrides: tuple[str, ...],
+           description: str) -> None:
+    """Create a container from IMAGE without starting it (lxc init)."""
+    _make(app, start=False, image=image, name=name, profiles=profiles, no_profiles=no_profiles,
+          config=config, pool=pool, device_overrides_=device_overrides, description=description)

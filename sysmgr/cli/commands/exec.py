@@ -1,0 +1,67 @@
+"""Getting inside a container: ``exec``, ``shell`` and ``console --show-log``.
+
+``exec`` and ``shell`` exit with the command's own exit code, as ``lxc exec`` does.
+"""
+
+from __future__ import annotations
+
+import click
+
+from sysmgr.cli.commands._common import AppContext, parse_assignments, pass_app
+from sysmgr.errors import ValidationError
+
+
+@click.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- COMMAND...")
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE",
+              help="Environment variable to set (repeatable).")
+@click.option("--cwd", metavar="DIR", help="Directory to run the command in (default: /root).")
+@click.option("-t", "--force-interactive", is_flag=True, help="Force a pseudo-terminal.")
+@click.option("-T", "--force-noninteractive", is_flag=True, help="Never allocate a pseudo-terminal.")
+@click.pass_context
+def exec_(ctx: click.Context, name: str, command: tuple[str, ...], env: tuple[str, ...],
+          cwd: str | None, force_interactive: bool, force_noninteractive: bool) -> None:
+    """Run a command in a container; exit with its exit code.
+
+    A terminal is used when stdin and stdout are terminals (-t / -T force it either way).
+    Put the command after "--" when it has options of its own:
+
+    \b
+      sysmgr exec c1 -- ls -la /etc
+    """
+    if force_interactive and force_noninteractive:
+        raise click.UsageError("-t/--force-interactive and -T/--force-noninteractive are exclusive")
+    tty = True if force_interactive else False if force_noninteractive else None
+    app = ctx.ensure_object(AppContext)
+    container = app.client.containers.get(name)
+    code = container.interactive(list(command), env=parse_assignments(env) or None, cwd=cwd, tty=tty)
+    ctx.exit(code)
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.pass_context
+def shell(ctx: click.Context, name: str | None) -> None:
+    """Open a login shell inside container NAME (like lxc shell)."""
+    if name is None:
+        raise ValidationError(
+            "sysmgr shell needs a container name: the interactive admin prompt is not part "
+            "of this version", hint="sysmgr shell NAME opens a login shell inside NAME")
+    app = ctx.ensure_object(AppContext)
+    ctx.exit(app.client.containers.get(name).shell())
+
+
+@click.command()
+@click.argument("name")
+@click.option("--show-log", is_flag=True, help="Print the container's console log.")
+@pass_app
+def console(app: AppContext, name: str, show_log: bool) -> None:
+    """Show the console of a container (its console log)."""
+    if not show_log:
+        raise ValidationError(
+            "only 'sysmgr console NAME --show-log' is supported: a container's console is "
+            "written to a log file, there is no interactive console to attach to",
+            hint=f"sysmgr console {name} --show-log, or sysmgr shell {name} for a shell")
+    log = app.client.containers.get(name).console_log()
+    click.echo(log, nl=not log.endswith("\n") and bool(log))

@@ -1,0 +1,153 @@
+"""``sysmgr image``: build (busybox, debian), import, list, show, delete images and manage
+their aliases, with ``lxc image``'s output conventions. Build and import report progress
+on stderr (a spinner with a clock on a terminal); the result goes to stdout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from sysmgr.cli import render
+from sysmgr.cli.commands._common import (
+    DOC_FORMATS, AppContext, for_each, format_option, output, parse_assignments, pass_app)
+
+
+HEADERS = ("ALIAS", "FINGERPRINT", "DESCRIPTION", "OS", "SIZE", "UPLOAD DATE")
+
+
+def image_record(img: Any) -> dict[str, Any]:
+    props = dict(img.properties)
+    return {
+        "fingerprint": img.fingerprint,
+        "aliases": sorted(img.aliases),
+        "description": props.get("description", ""),
+        "os": props.get("os", ""),
+        "release": props.get("release", ""),
+        "size": img.size,
+        "created_at": render.iso_time(img.created_at),
+        "source": img.source,
+        "properties": props,
+    }
+
+
+def _alias_cell(aliases: list[str]) -> str:
+    if not aliases:
+        return ""
+    first = min(aliases, key=lambda a: (len(a), a))  # lxc shows the shortest alias
+    return first + (f" ({len(aliases) - 1} more)" if len(aliases) > 1 else "")
+
+
+def image_row(r: dict[str, Any]) -> list[object]:
+    os_name = " ".join(x for x in (r["os"], r["release"]) if x)
+    return [_alias_cell(r["aliases"]), r["fingerprint"][:12], r["description"], os_name,
+            render.format_size(r["size"]), render.format_date(render.parse_iso(r["created_at"]))]
+
+
+@click.group()
+def image() -> None:
+    """Build, import and manage images."""
+
+
+@image.command("build")
+@click.argument("builder")
+@click.option("--alias", help="Alias to give the image (e.g. debian/12).")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Builder option (repeatable).")
+@click.option("--release", help="Shorthand for -o release=RELEASE.")
+@click.option("-s", "--storage", "pool", metavar="POOL", help="Storage pool to keep the image in.")
+@pass_app
+def build(app: AppContext, builder: str, alias: str | None, options: tuple[str, ...],
+          release: str | None, pool: str | None) -> None:
+    """Build an image with a builder (busybox, debian).
+
+    \b
+      sysmgr image build busybox --alias busybox
+      sysmgr image build debian --release bookworm --alias debian/12
+    """
+    opts = parse_assignments(options)
+    if release is not None:
+        opts["release"] = release
+    with render.ProgressPrinter(err=True) as progress:
+        img = app.client.images.build(builder, alias=alias, options=opts, pool=pool,
+                                      progress=progress)
+    click.echo(f"Image built with fingerprint: {img.fingerprint}")
+
+
+@image.command("import")
+@click.argument("path")
+@click.option("--alias", help="Alias to give the image.")
+@click.option("-s", "--storage", "pool", metavar="POOL", help="Storage pool to keep the image in.")
+@pass_app
+def import_(app: AppContext, path: str, alias: str | None, pool: str | None) -> None:
+    """Import an image: an LXD unified tarball, a rootfs tarball or a directory."""
+    with render.ProgressPrinter(err=True) as progress:
+        img = app.client.images.import_(path, alias=alias, pool=pool, progress=progress)
+    click.echo(f"Image imported with fingerprint: {img.fingerprint}")
+
+
+@image.command("list")
+@click.argument("filters", nargs=-1, metavar="[FILTER]...")
+@format_option()
+@pass_app
+def list_(app: AppContext, filters: tuple[str, ...], fmt: str) -> None:
+    """List images (FILTER: an alias or fingerprint prefix)."""
+    images = sorted(app.client.images.all(), key=lambda i: (sorted(i.aliases) or ["~"], i.fingerprint))
+    if filters:
+        images = [i for i in images if any(i.fingerprint.startswith(f) or
+                                           any(a.startswith(f) for a in i.aliases) for f in filters)]
+    output(render.listing(fmt, HEADERS, [image_record(i) for i in images], image_row))
+
+
+@image.command("show")
+@click.argument("ref")
+@format_option(DOC_FORMATS, default="yaml")
+@pass_app
+def show(app: AppContext, ref: str, fmt: str) -> None:
+    """Show an image (by alias or fingerprint prefix)."""
+    img = app.client.images.get(ref)
+    record = image_record(img)
+    record["used_by"] = sorted(img.used_by)
+    click.echo(render.document(fmt, record))
+
+
+@image.command("delete")
+@click.argument("refs", nargs=-1, required=True, metavar="REF...")
+@pass_app
+def delete(app: AppContext, refs: tuple[str, ...]) -> None:
+    """Delete images (containers made from them keep their own root filesystems)."""
+    images = app.client.images
+    for_each(refs, lambda ref: images.get(ref).delete())
+
+
+@image.group("alias")
+def alias() -> None:
+    """Manage image aliases."""
+
+
+@alias.command("create")
+@click.argument("name", metavar="ALIAS")
+@click.argument("ref", metavar="FINGERPRINT")
+@pass_app
+def alias_create(app: AppContext, name: str, ref: str) -> None:
+    """Point an alias at an image."""
+    app.client.images.alias(name, ref)
+
+
+@alias.command("delete")
+@click.argument("name", metavar="ALIAS")
+@pass_app
+def alias_delete(app: AppContext, name: str) -> None:
+    """Delete an alias (the image stays)."""
+    app.client.images.delete_alias(name)
+
+
+@alias.command("list")
+@format_option()
+@pass_app
+def alias_list(app: AppContext, fmt: str) -> None:
+    """List image aliases."""
+    records = sorted(({"name": a, "target": i.fingerprint, "description": i.properties.get("description", "")}
+                      for i in app.client.images.all() for a in i.aliases), key=lambda r: r["name"])
+    output(render.listing(fmt, ("ALIAS", "FINGERPRINT", "DESCRIPTION"), records,
+                              lambda r: [r["name"], r["target"][:12], r["description"]]))

@@ -1,0 +1,86 @@
+"""``sysmgr info NAME``: one container's status, image, resources, limits, expanded config
+and devices, laid out like ``lxc info``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from sysmgr.cli import render
+from sysmgr.cli.commands._common import AppContext, format_option, pass_app
+
+
+def info_record(c: Any, st: Any) -> dict[str, Any]:
+    """The container and its ``state()`` as one document (``--format yaml|json``)."""
+    exp = c.expanded_config
+    return {
+        "name": c.name,
+        "description": c.description,
+        "status": st.status,
+        "image": {"fingerprint": c.image_fingerprint, "aliases": list(c.image_aliases),
+                  "os": c.image_os},
+        "profiles": list(c.profiles),
+        "pool": c.pool,
+        "created_at": render.iso_time(c.created_at),
+        "pid": st.pid,
+        "resources": {
+            "processes": st.pids,
+            "memory_bytes": st.memory_bytes,
+            "memory_peak_bytes": st.memory_peak_bytes,
+            "cpu_seconds": None if st.cpu_ns is None else round(st.cpu_ns / 1e9, 3),
+            "disk_bytes": st.disk_bytes,
+        },
+        "limits": {k: exp[k] for k in sorted(exp) if k.startswith("limits.") and exp[k] != ""},
+        "expanded_config": dict(sorted(exp.items())),
+        "expanded_devices": {k: dict(v) for k, v in sorted(c.expanded_devices.items())},
+    }
+
+
+def info_text(r: dict[str, Any]) -> str:
+    img = r["image"]
+    fp = (img["fingerprint"] or "")[:12]
+    about = ", ".join(x for x in [f"fingerprint {fp}" if img["aliases"] else "",
+                                  f"os {img['os']}" if img["os"] else ""] if x)
+    image = (img["aliases"][0] if img["aliases"] else fp) + (f" ({about})" if about else "")
+    head = [("Name", r["name"]), ("Description", r["description"]),
+            ("Status", r["status"].upper()), ("Type", "container"), ("Image", image),
+            ("Profiles", ", ".join(r["profiles"])), ("Storage pool", r["pool"]),
+            ("Created", render.format_timestamp(render.parse_iso(r["created_at"]))),
+            ("Init PID", r["pid"])]
+    out = [f"{k}: {v}" for k, v in head if v not in (None, "")]
+    res = r["resources"]
+    if any(v is not None for v in res.values()):
+        out += ["", "Resources:"]
+        if res["processes"] is not None:
+            out.append(f"  Processes: {res['processes']}")
+        if res["disk_bytes"] is not None:
+            out += ["  Disk usage:", f"    root: {render.format_size(res['disk_bytes'])}"]
+        if res["cpu_seconds"] is not None:
+            out += ["  CPU usage:", f"    CPU usage (in seconds): {res['cpu_seconds']:.2f}"]
+        if res["memory_bytes"] is not None or res["memory_peak_bytes"] is not None:
+            out.append("  Memory usage:")
+            if res["memory_bytes"] is not None:
+                out.append(f"    Memory (current): {render.format_size(res['memory_bytes'])}")
+            if res["memory_peak_bytes"] is not None:
+                out.append(f"    Memory (peak): {render.format_size(res['memory_peak_bytes'])}")
+    for title, items in (("Limits", r["limits"]), ("Expanded config", r["expanded_config"])):
+        if items:
+            out += ["", f"{title}:"] + [f"  {k}: {v}" for k, v in items.items()]
+    if r["expanded_devices"]:
+        out += ["", "Devices:"]
+        for name, dev in r["expanded_devices"].items():
+            ordered = {"type": dev["type"], **dev} if "type" in dev else dev
+            out.append(f"  {name}: {render.inline_map(ordered)}")
+    return "\n".join(out)
+
+
+@click.command()
+@click.argument("name")
+@format_option(("text", "yaml", "json"), default="text")
+@pass_app
+def info(app: AppContext, name: str, fmt: str) -> None:
+    """Show a container's status, resources and configuration."""
+    c = app.client.containers.get(name)
+    record = info_record(c, c.state())
+    click.echo(info_text(record) if fmt == "text" else render.document(fmt, record))

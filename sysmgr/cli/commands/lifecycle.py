@@ -1,0 +1,108 @@
+"""Container lifecycle verbs: ``start``, ``stop``, ``restart``, ``freeze``, ``unfreeze``,
+``delete``. Each takes several names, tries them all (like ``lxc``) and reports every failure
+in one error; success is silent."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+from sysmgr.cli.commands._common import AppContext, for_each, pass_app
+
+
+def _targets(app: AppContext, names: tuple[str, ...], all_: bool,
+             running: bool | None = None) -> list[str]:
+    """The named containers, or with ``--all`` every container (only the running ones when
+    ``running`` is True, only the stopped ones when False)."""
+    if all_ and names:
+        raise click.UsageError("give container names or --all, not both")
+    if not all_:
+        if not names:
+            raise click.UsageError("missing container name (or --all)")
+        return list(names)
+    return [c.name for c in app.client.containers.all()
+            if running is None or (c.status != "Stopped") == running]
+
+
+def _all_option(verb: str) -> Callable[[Any], Any]:
+    return click.option("--all", "all_", is_flag=True, help=f"{verb} every container.")
+
+
+_timeout = click.option("--timeout", type=float, metavar="SECONDS",
+                        help="Time to wait for a clean shutdown before killing "
+                             "(default: boot.stop.timeout, else 30).")
+
+
+@click.command()
+@click.argument("names", nargs=-1, metavar="NAME...")
+@_all_option("Start")
+@pass_app
+def start(app: AppContext, names: tuple[str, ...], all_: bool) -> None:
+    """Start containers."""
+    containers = app.client.containers
+    for_each(_targets(app, names, all_, running=False), lambda n: containers.get(n).start())
+
+
+@click.command()
+@click.argument("names", nargs=-1, metavar="NAME...")
+@_all_option("Stop")
+@click.option("-f", "--force", is_flag=True, help="Kill the container instead of shutting it down.")
+@_timeout
+@pass_app
+def stop(app: AppContext, names: tuple[str, ...], all_: bool, force: bool,
+         timeout: float | None) -> None:
+    """Stop containers (halt signal, then a kill after the timeout)."""
+    containers = app.client.containers
+    for_each(_targets(app, names, all_, running=True),
+             lambda n: containers.get(n).stop(timeout=timeout, force=force))
+
+
+@click.command()
+@click.argument("names", nargs=-1, metavar="NAME...")
+@_all_option("Restart")
+@click.option("-f", "--force", is_flag=True, help="Kill the container instead of shutting it down.")
+@_timeout
+@pass_app
+def restart(app: AppContext, names: tuple[str, ...], all_: bool, force: bool,
+            timeout: float | None) -> None:
+    """Restart containers."""
+    containers = app.client.containers
+    for_each(_targets(app, names, all_, running=True),
+             lambda n: containers.get(n).restart(timeout=timeout, force=force))
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@pass_app
+def freeze(app: AppContext, names: tuple[str, ...]) -> None:
+    """Freeze (pause) containers."""
+    containers = app.client.containers
+    for_each(names, lambda n: containers.get(n).freeze())
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@pass_app
+def unfreeze(app: AppContext, names: tuple[str, ...]) -> None:
+    """Unfreeze (resume) containers."""
+    containers = app.client.containers
+    for_each(names, lambda n: containers.get(n).unfreeze())
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.option("-f", "--force", is_flag=True, help="Stop running containers first (kill).")
+@click.option("-i", "--interactive", is_flag=True, help="Ask before deleting each container.")
+@pass_app
+def delete(app: AppContext, names: tuple[str, ...], force: bool, interactive: bool) -> None:
+    """Delete containers and their root filesystems."""
+    containers = app.client.containers
+
+    def one(name: str) -> None:
+        c = containers.get(name)
+        if interactive and not click.confirm(f"Remove {name}?", default=False):
+            return
+        c.delete(force=force)
+
+    for_each(names, one)

@@ -1,0 +1,227 @@
+"""``sysmgr profile``: profiles as ``lxc profile`` manages them: list, show, create, copy,
+edit, delete, get/set/unset, add/remove on a container, and ``profile device``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from sysmgr.cli import render
+from sysmgr.cli.commands._common import (
+    AppContext, devices_map, edit_document, format_option, output, parse_assignments,
+    parse_device_args, parse_set_args, pass_app, report_pending, str_map)
+from sysmgr.errors import AlreadyExists, Conflict, Issue, NotFound, ValidationError
+
+
+def profile_document(p: Any, used_by: list[str] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": p.name,
+        "description": p.description,
+        "config": dict(sorted(p.config.items())),
+        "devices": {k: dict(v) for k, v in sorted(p.devices.items())},
+    }
+    if used_by is not None:
+        doc["used_by"] = sorted(used_by)
+    return doc
+
+
+@click.group()
+def profile() -> None:
+    """Manage profiles (config and devices shared by containers)."""
+
+
+@profile.command("list")
+@format_option()
+@pass_app
+def list_(app: AppContext, fmt: str) -> None:
+    """List profiles."""
+    records = [profile_document(p, p.used_by) for p in sorted(app.client.profiles.all(),
+                                                                key=lambda p: p.name)]
+    output(render.listing(fmt, ("NAME", "DESCRIPTION", "USED BY"), records,
+                              lambda r: [r["name"], r["description"], len(r["used_by"])]))
+
+
+@profile.command("show")
+@click.argument("name")
+@pass_app
+def show(app: AppContext, name: str) -> None:
+    """Show a profile as YAML."""
+    p = app.client.profiles.get(name)
+    click.echo(render.yaml_text(profile_document(p, p.used_by)))
+
+
+@profile.command("create")
+@click.argument("name")
+@click.option("-c", "--config", "config", multiple=True, metavar="KEY=VALUE",
+              help="Config key/value (repeatable).")
+@click.option("--description", default="", help="Profile description.")
+@pass_app
+def create(app: AppContext, name: str, config: tuple[str, ...], description: str) -> None:
+    """Create a profile."""
+    app.client.profiles.create(name, config=parse_assignments(config), description=description)
+    click.echo(f"Profile {name} created")
+
+
+@profile.command("copy")
+@click.argument("source")
+@click.argument("target")
+@pass_app
+def copy(app: AppContext, source: str, target: str) -> None:
+    """Copy a profile."""
+    p = app.client.profiles.get(source)
+    app.client.profiles.create(target, config=p.config, devices=p.devices, description=p.description)
+    click.echo(f"Profile {source} copied to {target}")
+
+
+@profile.command("edit")
+@click.argument("name")
+@pass_app
+def edit(app: AppContext, name: str) -> None:
+    """Edit a profile as YAML ($EDITOR, or YAML on stdin: sysmgr profile edit p < p.yaml)."""
+    p = app.client.profiles.get(name)
+
+    def apply(doc: Any) -> None:
+        if doc in (None, ""):
+            doc = {}
+        if not isinstance(doc, dict):
+            raise ValidationError("expected a YAML mapping with config, devices, description")
+        if doc.get("name", name) != name:
+            raise ValidationError([Issue("renaming a profile is not supported here", path="name")])
+        p.config = str_map(doc.get("config"), "config")
+        p.devices = devices_map(doc.get("devices"))
+        p.description = str(doc.get("description") or "")
+        p.save()
+
+    edit_document(render.yaml_text(profile_document(p)) + "\n", f"{name}.yaml", apply)
+
+
+@profile.command("delete")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@pass_app
+def delete(app: AppContext, names: tuple[str, ...]) -> None:
+    """Delete profiles (not the default profile, not one in use)."""
+    for name in names:
+        app.client.profiles.get(name).delete()
+        click.echo(f"Profile {name} deleted")
+
+
+@profile.command("get")
+@click.argument("name")
+@click.argument("key")
+@pass_app
+def get(app: AppContext, name: str, key: str) -> None:
+    """Print a profile's config value (empty when unset)."""
+    click.echo(app.client.profiles.get(name).config.get(key, ""))
+
+
+@profile.command("set")
+@click.argument("name")
+@click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
+@pass_app
+def set_(app: AppContext, name: str, assignments: tuple[str, ...]) -> None:
+    """Set profile config keys (KEY=VALUE..., or KEY VALUE); live keys reach running
+    containers at once."""
+    p = app.client.profiles.get(name)
+    p.config.update(parse_set_args(assignments))
+    p.save()
+
+
+@profile.command("unset")
+@click.argument("name")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@pass_app
+def unset(app: AppContext, name: str, keys: tuple[str, ...]) -> None:
+    """Remove config keys from a profile."""
+    p = app.client.profiles.get(name)
+    for key in keys:
+        if key not in p.config:
+            raise NotFound(f"config key {key!r} is not set on profile {name!r}")
+        del p.config[key]
+    p.save()
+
+
+@profile.command("add")
+@click.argument("container")
+@click.argument("name", metavar="PROFILE")
+@pass_app
+def add(app: AppContext, container: str, name: str) -> None:
+    """Apply a profile to a container (appended: it wins over earlier profiles)."""
+    c = app.client.containers.get(container)
+    if name in c.profiles:
+        raise Conflict(f"profile {name!r} is already applied to {container!r}")
+    c.profiles.append(name)
+    pending = c.save()
+    click.echo(f"Profile {name} added to {container}")
+    report_pending(container, pending)
+
+
+@profile.command("remove")
+@click.argument("container")
+@click.argument("name", metavar="PROFILE")
+@pass_app
+def remove(app: AppContext, container: str, name: str) -> None:
+    """Remove a profile from a container."""
+    c = app.client.containers.get(container)
+    if name not in c.profiles:
+        raise NotFound(f"profile {name!r} is not applied to {container!r}")
+    c.profiles.remove(name)
+    pending = c.save()
+    click.echo(f"Profile {name} removed from {container}")
+    report_pending(container, pending)
+
+
+# -- devices --------------------------------------------------------------------------------
+
+@profile.group("device")
+def device() -> None:
+    """Manage a profile's devices."""
+
+
+@device.command("add")
+@click.argument("name")
+@click.argument("devname")
+@click.argument("devtype", metavar="TYPE")
+@click.argument("options", nargs=-1, metavar="[KEY=VALUE]...")
+@pass_app
+def device_add(app: AppContext, name: str, devname: str, devtype: str, options: tuple[str, ...]) -> None:
+    """Add a device: sysmgr profile device add web eth0 nic network=br0 name=eth0"""
+    p = app.client.profiles.get(name)
+    if devname in p.devices:
+        raise AlreadyExists(f"device {devname!r} already exists on profile {name!r}")
+    p.devices[devname] = parse_device_args(devname, devtype, options)
+    p.save()
+    click.echo(f"Device {devname} added to {name}")
+
+
+@device.command("remove")
+@click.argument("name")
+@click.argument("devnames", nargs=-1, required=True, metavar="DEVICE...")
+@pass_app
+def device_remove(app: AppContext, name: str, devnames: tuple[str, ...]) -> None:
+    """Remove devices from a profile."""
+    p = app.client.profiles.get(name)
+    for dev in devnames:
+        if dev not in p.devices:
+            raise NotFound(f"device {dev!r} not found on profile {name!r}")
+        del p.devices[dev]
+    p.save()
+    click.echo(f"Device {', '.join(devnames)} removed from {name}")
+
+
+@device.command("list")
+@click.argument("name")
+@pass_app
+def device_list(app: AppContext, name: str) -> None:
+    """List a profile's devices."""
+    for dev in sorted(app.client.profiles.get(name).devices):
+        click.echo(dev)
+
+
+@device.command("show")
+@click.argument("name")
+@pass_app
+def device_show(app: AppContext, name: str) -> None:
+    """Show a profile's devices as YAML."""
+    devices = app.client.profiles.get(name).devices
+    click.echo(render.yaml_text({k: dict(v) for k, v in sorted(devices.items())}))

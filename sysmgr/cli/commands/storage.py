@@ -1,0 +1,93 @@
+"""``sysmgr storage``: storage pools (``lxc storage``): list, info, show, create, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from sysmgr.cli import render
+from sysmgr.cli.commands._common import (
+    AppContext, format_option, output, parse_assignments, pass_app)
+
+HEADERS = ("NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY")
+
+
+def pool_record(p: Any) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "driver": p.driver,
+        "source": getattr(p, "source", None) or p.config.get("source", ""),
+        "description": p.description,
+        "config": dict(sorted(p.config.items())),
+        "used_by": sorted(p.used_by),
+    }
+
+
+@click.group()
+def storage() -> None:
+    """Manage storage pools."""
+
+
+@storage.command("list")
+@format_option()
+@pass_app
+def list_(app: AppContext, fmt: str) -> None:
+    """List storage pools."""
+    records = [pool_record(p) for p in sorted(app.client.storage_pools.all(), key=lambda p: p.name)]
+    output(render.listing(fmt, HEADERS, records, lambda r: [
+        r["name"], r["driver"], r["source"], r["description"], len(r["used_by"])]))
+
+
+@storage.command("show")
+@click.argument("name")
+@pass_app
+def show(app: AppContext, name: str) -> None:
+    """Show a storage pool as YAML."""
+    click.echo(render.yaml_text(pool_record(app.client.storage_pools.get(name))))
+
+
+@storage.command("info")
+@click.argument("name")
+@format_option(("text", "yaml", "json"), default="text")
+@pass_app
+def info(app: AppContext, name: str, fmt: str) -> None:
+    """Show a storage pool's usage and users."""
+    pool = app.client.storage_pools.get(name)
+    usage = pool.usage()
+    used, total = getattr(usage, "used_bytes", None), getattr(usage, "total_bytes", None)
+    record = pool_record(pool)
+    if fmt != "text":
+        click.echo(render.document(fmt, {**record, "used_bytes": used, "total_bytes": total}))
+        return
+    about: dict[str, Any] = {"name": record["name"], "driver": record["driver"],
+                             "description": record["description"]}
+    if record["source"]:
+        about["source"] = record["source"]
+    if used is not None:
+        about["space used"] = render.format_size(used)
+    if total is not None:
+        about["total space"] = render.format_size(total)
+    users = {"containers": record["used_by"]} if record["used_by"] else {}
+    click.echo(render.yaml_text({"info": about, "used by": users}))
+
+
+@storage.command("create")
+@click.argument("name")
+@click.argument("driver")
+@click.argument("config", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--description", default="", help="Pool description.")
+@pass_app
+def create(app: AppContext, name: str, driver: str, config: tuple[str, ...], description: str) -> None:
+    """Create a storage pool: sysmgr storage create fast btrfs size=20GiB"""
+    app.client.storage_pools.create(name, driver, parse_assignments(config), description=description)
+    click.echo(f"Storage pool {name} created")
+
+
+@storage.command("delete")
+@click.argument("name")
+@pass_app
+def delete(app: AppContext, name: str) -> None:
+    """Delete a storage pool (it must be unused)."""
+    app.client.storage_pools.get(name).delete()
+    click.echo(f"Storage pool {name} deleted")

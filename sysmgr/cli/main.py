@@ -1,0 +1,225 @@
+"""The ``sysmgr`` root command and the one place where exceptions become exit codes.
+
+Subcommands are imported lazily from ``COMMANDS`` (name -> ``module:function``), so
+``sysmgr --version`` loads click and nothing else, and ``sysmgr list`` loads only its own
+module. This module must never import rich, pyroute2, paramiko, yaml or the API at import
+time (``tests/unit/test_cli_main.py`` checks it).
+
+Exit codes (DESIGN.md): 0 success, 1 failure, 2 bad input (validation, not found, usage),
+130 interrupted; ``exec``/``shell`` pass the command's own exit code through; ``diff`` uses
+1 for "changes pending" and 2 or more for errors.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import os
+import sys
+from typing import Any, NoReturn, Sequence
+
+import click
+
+from sysmgr import __version__
+from sysmgr.cli.commands._common import AppContext
+from sysmgr.errors import SysmgrError, ValidationError
+
+_PKG = "sysmgr.cli.commands"
+
+# name -> "module:function" below sysmgr.cli.commands; one module per noun
+COMMANDS: dict[str, str] = {
+    "init": "init:init",
+    "launch": "container:launch",
+    "create": "container:create",
+    "start": "lifecycle:start",
+    "stop": "lifecycle:stop",
+    "restart": "lifecycle:restart",
+    "freeze": "lifecycle:freeze",
+    "unfreeze": "lifecycle:unfreeze",
+    "delete": "lifecycle:delete",
+    "list": "listing:list_",
+    "info": "info:info",
+    "exec": "exec:exec_",
+    "shell": "exec:shell",
+    "console": "exec:console",
+    "config": "config:config",
+    "file": "file:file",
+    "profile": "profile:profile",
+    "image": "image:image",
+    "storage": "storage:storage",
+    "validate": "manifest:validate",
+    "diff": "manifest:diff",
+    "apply": "manifest:apply",
+    "keys": "keys:keys",
+}
+
+# LXD's short spellings
+ALIASES: dict[str, str] = {"ls": "list", "rm": "delete"}
+
+SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Containers", ("launch", "create", "list", "info", "start", "stop", "restart", "freeze",
+                    "unfreeze", "delete", "exec", "shell", "console", "config", "file")),
+    ("Declarative (GitOps)", ("validate", "diff", "apply")),
+    ("Host", ("init", "profile", "image", "storage", "keys")),
+)
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported the first time they are needed."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None,
+                 aliases: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+        self.aliases = dict(aliases or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd_name = self.aliases.get(cmd_name, cmd_name)
+        if cmd_name in self.lazy:
+            return self._load(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def _load(self, name: str) -> click.Command:
+        module, _, attr = self.lazy[name].partition(":")
+        cmd = getattr(importlib.import_module(f"{_PKG}.{module}"), attr)
+        if not isinstance(cmd, click.Command):  # pragma: no cover - a wiring mistake
+            raise TypeError(f"{module}:{attr} is not a click command")
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # the sections of SECTIONS, then anything not placed in one; one column width for all
+        names = self.list_commands(ctx)
+        width = max(len(n) for n in names)
+        limit = formatter.width - 6 - width
+        placed = {n for _, members in SECTIONS for n in members}
+        for title, members in (*SECTIONS, ("Other commands", tuple(n for n in names if n not in placed))):
+            rows = [(n.ljust(width), cmd.get_short_help_str(limit)) for n in members
+                    for cmd in [self.get_command(ctx, n)] if cmd is not None and not cmd.hidden]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        # Standalone calls (the console script, click's CliRunner) go through the exit-code
+        # mapper; run() itself calls back here with standalone_mode=False.
+        if standalone_mode:
+            sys.exit(run(args, prog_name=prog_name or "sysmgr", **extra))
+        return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, aliases=ALIASES,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--root", metavar="DIR", envvar="SYSMGR_ROOT", default="/var/lib/sysmgr",
+              show_default=True, show_envvar=True, help="Host root directory (state, images, pools).")
+@click.option("--debug", is_flag=True, envvar="SYSMGR_DEBUG",
+              help="Show tracebacks of errors.")
+@click.version_option(__version__, "--version", prog_name="sysmgr", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, root: str, debug: bool) -> None:
+    """sysmgr: declarative manager for full-OS system containers.
+
+    LXD's verbs for day-to-day work (launch, list, exec, config, profile...), YAML manifests
+    for GitOps (validate, diff, apply).
+    """
+    app = ctx.ensure_object(AppContext)
+    app.root = root
+    app.debug = debug
+    ctx.call_on_close(app.close)
+
+
+# -- the one exit-code mapper --------------------------------------------------------------
+
+def run(argv: Sequence[str] | None = None, *, prog_name: str = "sysmgr", **extra: Any) -> int:
+    """Run the CLI and return its exit code; every exception is mapped here and only here."""
+    app = extra.pop("obj", None) or AppContext()
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[: _first_command_index(args)] or \
+            os.environ.get("SYSMGR_DEBUG", "").lower() in ("1", "true", "yes", "on"):
+        app.debug = True  # known before the group callback runs, for errors while parsing
+    try:
+        rv = cli.main(args, prog_name, standalone_mode=False, obj=app, **extra)
+    except click.exceptions.Abort as e:
+        if isinstance(e.__context__, KeyboardInterrupt) or isinstance(e.__cause__, KeyboardInterrupt):
+            return 130
+        click.echo("Aborted!", err=True)
+        return 1
+    except click.ClickException as e:  # usage errors: exit 2
+        e.show()
+        return e.exit_code
+    except KeyboardInterrupt:
+        click.echo(err=True)
+        return 130
+    except SysmgrError as e:
+        if app.debug:
+            _traceback()
+        _report(e)
+        return max(e.exit_code, app.error_floor)
+    except BrokenPipeError:
+        _silence_stdout()
+        return 1
+    except OSError as e:  # the host refused (permissions, disk full...): not a bug of ours
+        if app.debug:
+            _traceback()
+        where = f": {e.filename}" if e.filename else ""
+        click.echo(f"Error: {e.strerror or e}{where}", err=True)
+        if e.errno in (errno.EACCES, errno.EPERM):
+            click.echo("Hint: sysmgr manages containers as root (or pass --root DIR)", err=True)
+        return max(1, app.error_floor)
+    except Exception as e:  # a bug: one line, the traceback only with --debug
+        if app.debug:
+            _traceback()
+        click.echo(f"Error: internal error: {type(e).__name__}: {e}", err=True)
+        if not app.debug:
+            click.echo("Hint: re-run with --debug to see the traceback", err=True)
+        return max(1, app.error_floor)
+    finally:
+        _flush()
+    return rv if isinstance(rv, int) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console-script entry point (``sysmgr``)."""
+    sys.exit(run(argv))
+
+
+def _report(e: SysmgrError) -> None:
+    lines = [str(i) for i in e.issues] if isinstance(e, ValidationError) else e.message.splitlines()
+    for line in lines or [type(e).__name__]:
+        click.echo(f"Error: {line}", err=True)
+    if e.hint:
+        click.echo(f"Hint: {e.hint}", err=True)
+
+
+def _first_command_index(args: list[str]) -> int:
+    for i, a in enumerate(args):
+        if not a.startswith("-") and (i == 0 or args[i - 1] != "--root"):
+            return i
+    return len(args)
+
+
+def _traceback() -> None:
+    import traceback
+
+    traceback.print_exc(file=sys.stderr)
+
+
+def _flush() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    except (OSError, ValueError):
+        pass
+
+
+def _silence_stdout() -> None:
+    # `sysmgr list | head`: stop writing, and keep the interpreter's final flush quiet
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
