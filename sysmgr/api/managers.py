@@ -88,9 +88,13 @@ class Container:
         self._host.start(self.name)
         self.refresh()
 
-    def stop(self, timeout: float | None = None, force: bool = False, wait: bool = True) -> None:
-        self._host.stop(self.name, timeout=timeout, force=force)
+    def stop(self, timeout: float | None = None, force: bool = False, wait: bool = True) -> bool:
+        """Stop the container: the image's halt signal, then a kill after ``timeout`` seconds
+        (default ``boot.host_shutdown_timeout``, 30). Returns True when init shut down by
+        itself, False when it had to be killed."""
+        graceful = self._host.stop(self.name, timeout=timeout, force=force)
         self.refresh()
+        return graceful
 
     def restart(self, timeout: float | None = None, force: bool = False) -> None:
         self._host.restart(self.name, timeout=timeout, force=force)
@@ -157,13 +161,12 @@ class Container:
         err: list[bytes] = []
 
         def feed() -> None:
-            try:
-                if stdin:
-                    os.write(in_w, stdin)
-            except BrokenPipeError:
-                pass
-            finally:
-                os.close(in_w)
+            with os.fdopen(in_w, "wb") as f:
+                try:
+                    if stdin:
+                        f.write(stdin)  # a buffered file writes all of it, in as many writes as needed
+                except BrokenPipeError:
+                    pass
 
         def drain(fd: int, sink: list[bytes]) -> None:
             with os.fdopen(fd, "rb") as f:

@@ -407,7 +407,10 @@ class Host:
                 raise
             return Status(RUNNING, init.pid)
 
-    def stop(self, name: str, *, timeout: float | None = None, force: bool = False) -> None:
+    def stop(self, name: str, *, timeout: float | None = None, force: bool = False) -> bool:
+        """Stop a container; True when its init shut down by itself on the halt signal,
+        False when it had to be killed (``force``, or the timeout ran out)."""
+        graceful = True
         with self.locked():
             rec = self.store.container(name)
             init = _init_record(rec)
@@ -421,10 +424,12 @@ class Host:
                 meta = self._image_meta(rec)
                 cfg, _ = self.expanded(rec)
                 if timeout is None:
-                    timeout = float(cfg.get("boot.stop.timeout") or DEFAULT_STOP_TIMEOUT)
-                self.runtime.stop(init, halt_signal=signal_number(meta.get("halt_signal") or "SIGPWR"),
-                                  timeout=timeout, force=force)
+                    timeout = float(cfg.get("boot.host_shutdown_timeout") or DEFAULT_STOP_TIMEOUT)
+                graceful = self.runtime.stop(
+                    init, halt_signal=signal_number(meta.get("halt_signal") or "SIGPWR"),
+                    timeout=timeout, force=force)
             self._forget_init(rec)
+        return graceful
 
     def _forget_init(self, rec: ContainerRecord) -> None:
         vol = {k: v for k, v in rec.volatile.items() if not k.startswith("init.")}

@@ -68,13 +68,12 @@ def test_debian_boots_systemd_and_stops_cleanly(debian_client):
 
     pid = c.refresh().pid
     assert pid
-    # graceful stop: systemd's halt signal (SIGRTMIN+3) brings it down by itself, well before
-    # the timeout would force-kill it; the console log shows systemd's own shutdown
-    c.stop(timeout=60)
+    # graceful stop: systemd's halt signal (SIGRTMIN+3) brings it down by itself, before the
+    # timeout would have killed it (systemd writes nothing to a console that is a log file,
+    # so the runtime's report is the evidence)
+    assert c.stop(timeout=60) is True
     reap_children()
     assert c.status == "Stopped"
     assert not os.path.exists(f"/proc/{pid}/status") or \
         "Z" in open(f"/proc/{pid}/status").read().split("State:")[1][:4]
-    log = c.console_log()
-    assert any(m in log for m in ("System Halt", "Reached target", "systemd-shutdown", "halt")), log[-2000:]
     c.delete()

@@ -122,9 +122,10 @@ class Runtime(abc.ABC):
         """Read the state from the kernel; a dead or reused pid means STOPPED."""
 
     @abc.abstractmethod
-    def stop(self, rec: InitRecord, *, halt_signal: int, timeout: float, force: bool) -> None:
+    def stop(self, rec: InitRecord, *, halt_signal: int, timeout: float, force: bool) -> bool:
         """Graceful: halt signal, wait up to ``timeout``, then kill every process of the
-        cgroup. ``force``: kill at once. Returns when init is gone; removes the cgroup."""
+        cgroup. ``force``: kill at once. Returns when init is gone and the cgroup removed:
+        True when init exited by itself on the halt signal, False when it had to be killed."""
 
     @abc.abstractmethod
     def freeze(self, rec: InitRecord) -> None: ...

@@ -1,0 +1,274 @@
+"""Thin ctypes wrappers for the Linux syscalls Python 3.11 does not expose.
+
+Namespaces (``unshare``, ``setns``), mounts (``mount``, ``umount2``, ``pivot_root``, the
+new mount API for idmapped mounts), ``sethostname``, a few ``prctl`` helpers and readers of
+``/proc/PID/stat``. libc is loaded once, at import (by soname: ``ctypes.util.find_library``
+would spawn ``ldconfig``); a failing call raises ``OSError`` with the real errno, so callers
+translate it to a sysmgr error at their own boundary. Nothing here imports sysmgr.
+
+These functions are also called in forked children between ``fork`` and ``execve``: they
+must stay allocation-light and must not take locks or import modules.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+
+try:
+    _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:  # pragma: no cover - non-glibc systems
+    import ctypes.util
+
+    _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+_c_ulong = ctypes.c_ulong
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, _c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.prctl.argtypes = [ctypes.c_int, _c_ulong, _c_ulong, _c_ulong, _c_ulong]
+_libc.syscall.restype = ctypes.c_long
+
+# -- constants --------------------------------------------------------------------------------
+
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+#: /proc/PID/ns/<name> -> CLONE_* flag
+NS_FLAGS = {
+    "cgroup": CLONE_NEWCGROUP, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "net": CLONE_NEWNET,
+    "pid": CLONE_NEWPID, "mnt": CLONE_NEWNS, "user": CLONE_NEWUSER, "time": CLONE_NEWTIME,
+}
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+
+MNT_FORCE = 1
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+PR_SET_NO_NEW_PRIVS = 38
+
+#: Capability name (lower case, no ``cap_`` prefix) -> number, as in linux/capability.h.
+CAPABILITIES: dict[str, int] = {
+    "chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "fsetid": 4, "kill": 5,
+    "setgid": 6, "setuid": 7, "setpcap": 8, "linux_immutable": 9, "net_bind_service": 10,
+    "net_broadcast": 11, "net_admin": 12, "net_raw": 13, "ipc_lock": 14, "ipc_owner": 15,
+    "sys_module": 16, "sys_rawio": 17, "sys_chroot": 18, "sys_ptrace": 19, "sys_pacct": 20,
+    "sys_admin": 21, "sys_boot": 22, "sys_nice": 23, "sys_resource": 24, "sys_time": 25,
+    "sys_tty_config": 26, "mknod": 27, "lease": 28, "audit_write": 29, "audit_control": 30,
+    "setfcap": 31, "mac_override": 32, "mac_admin": 33, "syslog": 34, "wake_alarm": 35,
+    "block_suspend": 36, "audit_read": 37, "perfmon": 38, "bpf": 39, "checkpoint_restore": 40,
+}
+CAP_NUMBERS: dict[int, str] = {v: k for k, v in CAPABILITIES.items()}
+
+# syscalls glibc 2.36 may not wrap; numbers of the new mount API are the same on every arch
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, 0o2000000
+AT_FDCWD, AT_EMPTY_PATH, AT_RECURSIVE = -100, 0x1000, 0x8000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_IDMAP = 0x00100000
+
+
+def _check(ret: int, what: str = "", path: str | None = None) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}" if what else os.strerror(err), path)
+    return ret
+
+
+def _b(s: str | bytes | None) -> bytes | None:
+    if s is None or isinstance(s, bytes):
+        return s
+    return os.fsencode(s)
+
+
+# -- namespaces -------------------------------------------------------------------------------
+
+def unshare(flags: int) -> None:
+    """unshare(2). CLONE_NEWPID/NEWTIME apply to children created afterwards."""
+    _check(_libc.unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """setns(2) into the namespace open at ``fd`` (a /proc/PID/ns/* file)."""
+    _check(_libc.setns(fd, nstype), "setns")
+
+
+# -- mounts -----------------------------------------------------------------------------------
+
+def mount(source: str | bytes | None, target: str | bytes, fstype: str | bytes | None = None,
+          flags: int = 0, data: str | bytes | None = None) -> None:
+    """mount(2); ``target`` names the failing path in the raised OSError."""
+    ret = _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data))
+    if ret < 0:
+        _check(ret, "mount", os.fsdecode(target))
+
+
+def umount2(target: str | bytes, flags: int = 0) -> None:
+    ret = _libc.umount2(_b(target), flags)
+    if ret < 0:
+        _check(ret, "umount", os.fsdecode(target))
+
+
+def pivot_root(new_root: str | bytes, put_old: str | bytes) -> None:
+    """pivot_root(2); ``pivot_root(".", ".")`` then ``umount2(".", MNT_DETACH)`` needs no put_old dir."""
+    _check(_libc.syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), "pivot_root")
+
+
+def open_tree(path: str, flags: int = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC) -> int:
+    """open_tree(2): a detached copy of the mount at ``path`` (returns an fd)."""
+    return _check(_libc.syscall(SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), _b(path), ctypes.c_uint(flags)),
+                  "open_tree")
+
+
+def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool = False) -> None:
+    """mount_setattr(2) with MOUNT_ATTR_IDMAP: map the detached tree through a user namespace."""
+    attr = ctypes.create_string_buffer(struct.pack("QQQQ", MOUNT_ATTR_IDMAP, 0, 0, userns_fd), 32)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    _check(_libc.syscall(SYS_MOUNT_SETATTR, ctypes.c_int(tree_fd), b"", ctypes.c_uint(flags), attr,
+                         ctypes.c_size_t(32)), "mount_setattr")
+
+
+def move_mount(tree_fd: int, target: str) -> None:
+    """move_mount(2) of a detached tree (from :func:`open_tree`) onto ``target``."""
+    _check(_libc.syscall(SYS_MOVE_MOUNT, ctypes.c_int(tree_fd), b"", ctypes.c_int(AT_FDCWD), _b(target),
+                         ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), "move_mount")
+
+
+def idmapped_bind(src: str, dst: str, userns_fd: int, recursive: bool = False) -> None:
+    """Bind ``src`` onto ``dst`` with ids shifted through the user ns at ``userns_fd``.
+
+    PLATFORM item 1: works on ext4, btrfs and tmpfs; nothing is rewritten on disk.
+    """
+    fd = open_tree(src)
+    try:
+        mount_setattr_idmap(fd, userns_fd, recursive)
+        move_mount(fd, dst)
+    finally:
+        os.close(fd)
+
+
+# -- identity and process attributes -----------------------------------------------------------
+
+def sethostname(name: str | bytes) -> None:
+    raw = _b(name) or b""
+    _check(_libc.sethostname(raw, len(raw)), "sethostname")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), "prctl")
+
+
+def capbset_drop(cap: int) -> None:
+    """Drop ``cap`` from the calling thread's bounding set (needs CAP_SETPCAP)."""
+    prctl(PR_CAPBSET_DROP, cap)
+
+
+def capbset_read(cap: int) -> bool:
+    return prctl(PR_CAPBSET_READ, cap) == 1
+
+
+def set_no_new_privs() -> None:
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def set_child_subreaper(on: bool = True) -> None:
+    """Make the calling process a child subreaper: orphaned descendants (container inits
+    whose starter exited) are reparented to it, so it can reap them."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)
+
+
+def is_child_subreaper() -> bool:
+    val = ctypes.c_int(0)
+    _check(_libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(val), 0, 0, 0), "prctl")
+    return bool(val.value)
+
+
+def set_pdeathsig(sig: int) -> None:
+    """Have the kernel send ``sig`` to the caller when its parent (thread) dies."""
+    prctl(PR_SET_PDEATHSIG, sig)
+
+
+def pidfd_open(pid: int) -> int:
+    """A pidfd for ``pid`` (readable once the process exited); raises ProcessLookupError."""
+    return os.pidfd_open(pid)
+
+
+def cap_last_cap() -> int:
+    """Highest capability number the running kernel knows."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return max(CAP_NUMBERS)
+
+
+# -- /proc readers ----------------------------------------------------------------------------
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat from field 3 (state) on; the comm may contain spaces and ')'."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return data[data.rfind(b")") + 2:].decode().split()
+
+
+def proc_starttime(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks after boot (field 22), or None if it is gone."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def proc_state(pid: int) -> str | None:
+    """One-letter state of ``pid`` (``R``, ``S``, ``D``, ``Z``...), or None if it is gone."""
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
+
+
+def proc_status_field(pid: int, key: str) -> str | None:
+    """Value of ``key`` in /proc/PID/status (e.g. ``CapBnd``, ``NoNewPrivs``), or None."""
+    prefix = key + ":"
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(prefix):
+                    return line[len(prefix):].strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None

@@ -1,0 +1,247 @@
+"""Render a :class:`RuntimeSpec` as an OCI runtime-spec ``config.json`` (pure, no I/O).
+
+The bundle is the runtime's input: the native driver writes it to ``<runtime_dir>/config.json``
+and starts the container from the rendered data, so another OCI runtime (crun, runc) could run
+the same bundle. Values follow LXC's choices for a privileged system container: init as the
+process, the full capability set minus LXC's default drop list, all namespaces but user (unless
+an id map is given), a tmpfs ``/dev`` with the standard nodes, a device allow list, and
+``/dev/console`` bound to the regular file ``<runtime_dir>/console.log``.
+
+The inverse helpers (:func:`limits_from_resources`, :func:`device_rules`, :func:`mount_flags`,
+:func:`signal_name`) let consumers read the bundle back without knowing the spec.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any, Mapping, Sequence
+
+from sysmgr.drivers.runtime.base import Limits, RuntimeSpec
+
+OCI_VERSION = "1.0.2"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CONSOLE_LOG = "console.log"
+
+ANNOTATION_HALT_SIGNAL = "org.sysmgr.halt-signal"
+ANNOTATION_NAME = "org.sysmgr.name"
+
+#: OCI capability names in kernel order (linux/capability.h, up to CAP_CHECKPOINT_RESTORE = 40).
+ALL_CAPABILITIES: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
+    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+)
+#: LXC's default ``lxc.cap.drop`` for privileged containers.
+DROPPED_CAPABILITIES: tuple[str, ...] = (
+    "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_SYS_TIME", "CAP_SYS_MODULE", "CAP_SYS_RAWIO",
+)
+
+#: Device nodes created in the container's tmpfs /dev: (path, type, major, minor).
+DEVICE_NODES: tuple[tuple[str, str, int, int], ...] = (
+    ("/dev/null", "c", 1, 3),
+    ("/dev/zero", "c", 1, 5),
+    ("/dev/full", "c", 1, 7),
+    ("/dev/random", "c", 1, 8),
+    ("/dev/urandom", "c", 1, 9),
+    ("/dev/tty", "c", 5, 0),
+)
+#: Devices cgroup allow list (after denying everything): the nodes above, the console,
+#: the devpts multiplexer and every pty slave (major 136). ``None`` minor = any.
+ALLOWED_DEVICES: tuple[tuple[str, int, int | None], ...] = (
+    ("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9),
+    ("c", 5, 0), ("c", 5, 1), ("c", 5, 2), ("c", 136, None),
+)
+
+#: Same defaults as runc: kernel interfaces a container must not write (sysrq-trigger would
+#: reboot the host) or read (kcore, keys).
+READONLY_PATHS: tuple[str, ...] = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+MASKED_PATHS: tuple[str, ...] = (
+    "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+)
+
+
+def signal_name(sig: int) -> str:
+    """``10`` -> ``"SIGUSR2"``-style name; real-time signals as ``"SIGRTMIN+3"``."""
+    rtmin, rtmax = int(signal.SIGRTMIN), int(signal.SIGRTMAX)
+    if rtmin < sig < rtmax:
+        return f"SIGRTMIN+{sig - rtmin}"
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
+
+
+def _mounts(console_log: str) -> list[dict[str, Any]]:
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        # cgroup2 only (PLATFORM item 8): mounted inside the cgroup namespace it shows the
+        # container's own cgroup as its root; systemd runs in unified mode on it.
+        {"destination": "/sys/fs/cgroup", "type": "cgroup2", "source": "cgroup2",
+         "options": ["nosuid", "noexec", "nodev", "rw"]},
+        # The console is a plain log file: nothing has to read it, nothing ever blocks.
+        # Read-only inside: init's stdout/stderr (the runtime's O_APPEND fd, opened through
+        # the host's mount) still append to it, but a re-open in the container (a shell's
+        # `> /dev/console` would truncate, a non-append open would overwrite) gets EROFS.
+        {"destination": "/dev/console", "type": "bind", "source": console_log,
+         "options": ["bind", "ro", "nosuid", "noexec"]},
+    ]
+
+
+def _resources(limits: Limits) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "devices": [{"allow": False, "access": "rwm"}]
+        + [
+            {"allow": True, "type": t, "major": ma, **({"minor": mi} if mi is not None else {}), "access": "rwm"}
+            for t, ma, mi in ALLOWED_DEVICES
+        ],
+    }
+    memory: dict[str, int] = {}
+    if limits.memory_bytes is not None:
+        memory["limit"] = limits.memory_bytes
+        if not limits.memory_swap:
+            memory["swap"] = limits.memory_bytes  # OCI swap = memory+swap, so no swap at all
+    if memory:
+        res["memory"] = memory
+    cpu: dict[str, Any] = {}
+    if limits.cpu_shares is not None:
+        cpu["shares"] = limits.cpu_shares
+    if limits.cpu_quota_us is not None:
+        cpu["quota"] = limits.cpu_quota_us
+        cpu["period"] = limits.cpu_period_us
+    if limits.cpuset is not None:
+        cpu["cpus"] = limits.cpuset
+    if cpu:
+        res["cpu"] = cpu
+    if limits.pids_max is not None:
+        res["pids"] = {"limit": limits.pids_max}
+    return res
+
+
+def render(spec: RuntimeSpec) -> dict[str, Any]:
+    """The OCI runtime-spec configuration for ``spec`` (deterministic: golden-file tested)."""
+    env = {"PATH": DEFAULT_PATH, "TERM": "linux", "container": "lxc"}
+    env.update(spec.env)
+    dropped = set(DROPPED_CAPABILITIES)
+    caps = [c for c in ALL_CAPABILITIES if c not in dropped]
+    namespaces = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")]
+    linux: dict[str, Any] = {
+        "namespaces": namespaces,
+        "devices": [
+            {"path": p, "type": t, "major": ma, "minor": mi, "fileMode": 0o666, "uid": 0, "gid": 0}
+            for p, t, ma, mi in DEVICE_NODES
+        ],
+        "resources": _resources(spec.limits),
+        "cgroupsPath": "/" + spec.cgroup.strip("/"),
+        "maskedPaths": list(MASKED_PATHS),
+        "readonlyPaths": list(READONLY_PATHS),
+    }
+    if spec.idmap is not None:
+        namespaces.append({"type": "user"})
+        mapping = [{"containerID": 0, "hostID": spec.idmap.host_start, "size": spec.idmap.size}]
+        linux["uidMappings"] = mapping
+        linux["gidMappings"] = [dict(m) for m in mapping]
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": list(spec.init),
+            "env": [f"{k}={v}" for k, v in env.items()],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": list(caps), "permitted": list(caps)},
+            "noNewPrivileges": bool(spec.no_new_privs),
+        },
+        "root": {"path": spec.rootfs, "readonly": False},
+        "hostname": spec.name,
+        "mounts": _mounts(os.path.join(spec.runtime_dir, CONSOLE_LOG)),
+        "linux": linux,
+        "annotations": {
+            ANNOTATION_HALT_SIGNAL: signal_name(spec.halt_signal),
+            ANNOTATION_NAME: spec.name,
+        },
+    }
+
+
+# -- reading a bundle back ---------------------------------------------------------------------
+
+def limits_from_resources(resources: Mapping[str, Any]) -> Limits:
+    """Inverse of the ``linux.resources`` rendering (``memory_swap=False`` without a memory
+    limit cannot be expressed in OCI and reads back as True)."""
+    mem = resources.get("memory") or {}
+    cpu = resources.get("cpu") or {}
+    pids = resources.get("pids") or {}
+    limit = mem.get("limit")
+    swap = mem.get("swap")
+    return Limits(
+        cpuset=cpu.get("cpus"),
+        cpu_quota_us=cpu.get("quota"),
+        cpu_period_us=int(cpu.get("period") or 100_000),
+        cpu_shares=cpu.get("shares"),
+        memory_bytes=limit,
+        memory_swap=not (limit is not None and swap is not None and swap <= limit),
+        pids_max=pids.get("limit"),
+    )
+
+
+def device_rules(resources: Mapping[str, Any]) -> list[tuple[bool, str]]:
+    """``linux.resources.devices`` as cgroup-v1 rules: ``[(allow, "c 1:3 rwm"), ...]``."""
+    rules = []
+    for d in resources.get("devices") or ():
+        kind = d.get("type", "a")
+        access = d.get("access", "rwm")
+        if kind == "a":
+            rule = f"a *:* {access}"
+        else:
+            ma = "*" if d.get("major") is None else str(d["major"])
+            mi = "*" if d.get("minor") is None else str(d["minor"])
+            rule = f"{kind} {ma}:{mi} {access}"
+        rules.append((bool(d.get("allow")), rule))
+    return rules
+
+
+_FLAG_OPTS = {
+    # option -> (flags to set, flags to clear); numbers from linux/mount.h
+    "ro": (1, 0), "rw": (0, 1), "nosuid": (2, 0), "suid": (0, 2), "nodev": (4, 0), "dev": (0, 4),
+    "noexec": (8, 0), "exec": (0, 8), "sync": (16, 0), "async": (0, 16), "remount": (32, 0),
+    "dirsync": (128, 0), "noatime": (1024, 0), "atime": (0, 1024), "nodiratime": (2048, 0),
+    "diratime": (0, 2048), "bind": (4096, 0), "rbind": (4096 | 16384, 0), "relatime": (1 << 21, 0),
+    "norelatime": (0, 1 << 21), "strictatime": (1 << 24, 0), "nosymfollow": (256, 0),
+}
+_PROPAGATION_OPTS = {
+    "private": 1 << 18, "rprivate": (1 << 18) | 16384, "slave": 1 << 19, "rslave": (1 << 19) | 16384,
+    "shared": 1 << 20, "rshared": (1 << 20) | 16384, "unbindable": 1 << 17, "runbindable": (1 << 17) | 16384,
+}
+
+
+def mount_flags(options: Sequence[str]) -> tuple[int, int, str]:
+    """OCI mount options -> ``(mount flags, propagation flags, data string)``."""
+    flags = prop = 0
+    data = []
+    for opt in options:
+        if opt in _FLAG_OPTS:
+            set_, clear = _FLAG_OPTS[opt]
+            flags = (flags | set_) & ~clear
+        elif opt in _PROPAGATION_OPTS:
+            prop |= _PROPAGATION_OPTS[opt]
+        else:
+            data.append(opt)
+    return flags, prop, ",".join(data)
