@@ -8,7 +8,6 @@ where they enter sysmgr, so the CLI's single exit-code mapper only needs ``exit_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 
@@ -23,14 +22,36 @@ class SysmgrError(Exception):
         self.hint = hint
 
 
-@dataclass(frozen=True)
 class Issue:
-    """One problem with user input: where it is and what is wrong."""
+    """One problem with user input: where it is and what is wrong.
 
-    message: str
-    file: str | None = None
-    line: int | None = None
-    path: str | None = None  # key path, e.g. "config.limits.memory"
+    A plain immutable class rather than a dataclass: this module is on every CLI start-up
+    path (``--version`` included) and ``dataclasses`` costs several milliseconds to import.
+    """
+
+    __slots__ = ("message", "file", "line", "path")
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None,
+                 path: str | None = None) -> None:
+        object.__setattr__(self, "message", message)
+        object.__setattr__(self, "file", file)
+        object.__setattr__(self, "line", line)
+        object.__setattr__(self, "path", path)  # key path, e.g. "config.limits.memory"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Issue is immutable")
+
+    def _key(self) -> tuple:
+        return (self.message, self.file, self.line, self.path)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Issue) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Issue(message={self.message!r}, file={self.file!r}, line={self.line!r}, path={self.path!r})"
 
     def __str__(self) -> str:
         where = ""

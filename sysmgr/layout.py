@@ -10,7 +10,6 @@ never touches what another root or other software made.
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -84,6 +83,8 @@ class Layout:
         for d in (self.root, self.images, self.pools, self.containers, self.tmp):
             os.makedirs(d, mode=0o711, exist_ok=True)
         if not os.path.exists(self.id_file):
+            import secrets  # only on first init: it costs milliseconds on every start
+
             tmp = self.id_file + ".tmp"
             with open(tmp, "w") as f:
                 f.write(secrets.token_hex(3) + "\n")

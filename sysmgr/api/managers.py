@@ -8,7 +8,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Callable, Mapping, Sequence
 
-from sysmgr.engine import images as eimages
 from sysmgr.engine.host import ContainerView
 from sysmgr.errors import NotFound
 from sysmgr.state.db import ImageRecord, PoolRecord, ProfileRecord
@@ -41,6 +40,13 @@ class ContainerState:
     pids: int | None = None
     cpu_ns: int | None = None
     disk_bytes: int | None = None
+
+
+def _images():
+    """Image operations, imported on first use (they pull in yaml and tar handling)."""
+    from sysmgr.engine import images
+
+    return images
 
 
 _STATUS_WORD = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen"}
@@ -346,10 +352,10 @@ class Image:
 
     @property
     def used_by(self) -> list[str]:
-        return eimages.in_use(self._client.host, self.fingerprint)
+        return _images().in_use(self._client.host, self.fingerprint)
 
     def delete(self) -> None:
-        eimages.delete(self._client.host, self.fingerprint)
+        _images().delete(self._client.host, self.fingerprint)
 
     def __repr__(self) -> str:
         return f"<Image {self.fingerprint[:12]} {self.aliases}>"
@@ -370,20 +376,20 @@ class ImageManager:
 
     def build(self, builder: str, *, alias: str | None = None, options: Mapping[str, str] | None = None,
               pool: str | None = None, progress: Progress | None = None) -> Image:
-        rec = eimages.build(self._client.host, builder, alias=alias, options=options, pool=pool,
+        rec = _images().build(self._client.host, builder, alias=alias, options=options, pool=pool,
                             progress=progress)
         return Image(self._client, rec)
 
     def import_(self, path: str, *, alias: str | None = None, pool: str | None = None,
                 progress: Progress | None = None) -> Image:
-        rec = eimages.import_image(self._client.host, path, alias=alias, pool=pool, progress=progress)
+        rec = _images().import_image(self._client.host, path, alias=alias, pool=pool, progress=progress)
         return Image(self._client, rec)
 
     def alias(self, alias: str, ref: str) -> None:
-        eimages.set_alias(self._client.host, alias, ref)
+        _images().set_alias(self._client.host, alias, ref)
 
     def delete_alias(self, alias: str) -> None:
-        eimages.delete_alias(self._client.host, alias)
+        _images().delete_alias(self._client.host, alias)
 
 
 # -- storage pools --------------------------------------------------------------------------

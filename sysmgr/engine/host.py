@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
@@ -355,7 +354,7 @@ class Host:
                 _write_hostname(rootfs, name)
                 rdir = self.layout.container_dir(name)
                 os.makedirs(rdir, exist_ok=True)
-                r.add(lambda: shutil.rmtree(rdir, ignore_errors=True), f"remove {rdir}")
+                r.add(lambda: _rmtree(rdir, ignore_errors=True), f"remove {rdir}")
                 rec.volatile = {"image.os": img.metadata.get("properties", {}).get("os", "")}
                 with st.transaction():
                     st.add_container(rec)
@@ -476,7 +475,7 @@ class Host:
             self.runtime.cleanup(self._cgroup(name))
             # the record goes last: if removing the volume fails, the container stays listed
             self.pool_driver(rec.pool).delete_container(name)
-            shutil.rmtree(self.layout.container_dir(name), ignore_errors=True)
+            _rmtree(self.layout.container_dir(name), ignore_errors=True)
             with self.store.transaction():
                 self.store.delete_container(name)
 
@@ -592,6 +591,12 @@ class Host:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+def _rmtree(path: str, ignore_errors: bool = False) -> None:
+    import shutil  # shutil drags in bz2/lzma; most commands never remove a tree
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)
+
 
 def _init_record(rec: ContainerRecord) -> InitRecord | None:
     v = rec.volatile

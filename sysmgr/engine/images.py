@@ -13,13 +13,18 @@ import time
 from typing import Mapping
 
 from sysmgr.drivers import registry
-from sysmgr.drivers.images import unpack
 from sysmgr.drivers.images.base import ImageMetadata, Progress
 from sysmgr.engine.host import DEFAULT_POOL, Host
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import Conflict, Issue, NotFound, ValidationError
 from sysmgr.model import names as mnames
 from sysmgr.state.db import ImageRecord
+
+
+def _unpack():
+    from sysmgr.drivers.images import unpack  # yaml + tar handling: only when images change
+
+    return unpack
 
 
 def _check_alias(alias: str | None) -> None:
@@ -63,7 +68,7 @@ def build(host: Host, builder: str, *, alias: str | None = None,
             meta = cls().build(rootfs, options, progress)
             if progress:
                 progress("computing fingerprint")
-            fp = unpack.fingerprint_tree(rootfs)
+            fp = _unpack().fingerprint_tree(rootfs)
             return _store(host, fp, meta, pool, alias, f"build:{builder}",
                           fill=lambda dest: _move_tree(rootfs, dest))
         finally:
@@ -81,13 +86,13 @@ def import_image(host: Host, path: str, *, alias: str | None = None, pool: str |
         pool = _pool_for_images(host, pool)
         if progress:
             progress(f"fingerprinting {path}")
-        fp = unpack.fingerprint_tree(path) if os.path.isdir(path) else unpack.fingerprint_file(path)
+        fp = _unpack().fingerprint_tree(path) if os.path.isdir(path) else _unpack().fingerprint_file(path)
         meta_box: list[ImageMetadata] = []
 
         def fill(dest: str) -> None:
             if progress:
                 progress(f"unpacking {os.path.basename(path)}")
-            meta_box.append(unpack.unpack(path, dest))
+            meta_box.append(_unpack().unpack(path, dest))
 
         if host.store.has_image(fp):
             rec = host.store.image(fp)
