@@ -18,6 +18,7 @@ _TABLES: dict[str, dict[str, str]] = {
     },
     "storage": {
         "dir": "sysmgr.drivers.storage.dir:DirPool",
+        "btrfs": "sysmgr.drivers.storage.btrfs:BtrfsPool",
         "fake": "sysmgr.drivers.storage.fake:FakePool",
     },
 }

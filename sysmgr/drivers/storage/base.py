@@ -1,24 +1,52 @@
 """The storage pool driver interface.
 
-A pool holds image volumes (read-only templates, one per image fingerprint) and container
-volumes (the writable root filesystem of one container). Drivers declare what they can do
-with :class:`StorageInfo` capability flags; callers branch on the flags, never on the name.
+A pool holds image volumes (read-only templates, one per image fingerprint), container
+volumes (the writable root filesystem of one container) and snapshots of container volumes
+(read-only, named per container). Drivers declare what they can do with :class:`StorageInfo`
+capability flags; callers branch on the flags, never on the name. Operations a driver's flags
+say it lacks raise :class:`NotImplementedError` (a caller bug: it should have checked the flag).
+
+Streaming (:meth:`StoragePool.send` / :meth:`StoragePool.receive`) moves one snapshot between
+two pools whose ``info.stream_format`` is equal: full, or incremental from a snapshot both
+sides have. The stream is a plain readable binary object, so the engine can write it to a
+backup file, pipe it into another local pool, or copy it over an SSH channel. The two helpers
+at the bottom (:func:`command_stream`, :func:`feed_command`) implement both ends on top of a
+subprocess for drivers whose formats come from a tool (``btrfs send``, ``tar``).
+
+Layer: drivers (storage).
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import io
+import signal
+import subprocess
+import tempfile
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Mapping
+from typing import BinaryIO, ClassVar, Iterator, Mapping, Protocol, Sequence
+
+from sysmgr._util import proc
+from sysmgr.errors import CommandFailed, DriverError
+
+STREAM_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class StorageInfo:
-    cow_snapshots: bool = False     # container-from-image and copies in constant time
-    quotas: bool = False            # root disk ``size`` can be enforced
-    send_receive: bool = False      # volumes can be streamed (migration, optimized backups)
-    incremental_send: bool = False
+    cow_snapshots: bool = False     # container-from-image, snapshots and copies in constant time
+    quotas: bool = False            # root disk ``size`` can be enforced (set_quota)
+    send_receive: bool = False      # snapshots can be streamed (migration, backups)
+    incremental_send: bool = False  # send(..., since=) gives a delta against a common snapshot
+    snapshots: bool = False         # snapshot/restore/copy work (full copies unless cow_snapshots)
+    stream_format: str | None = None  # send/receive wire format: only equal formats interoperate
+
+
+class Readable(Protocol):
+    """What :meth:`StoragePool.receive` reads from: a file, a pipe, an SSH channel file..."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -101,3 +129,168 @@ class StoragePool(abc.ABC):
     @abc.abstractmethod
     def container_usage(self, name: str) -> int | None:
         """Bytes used by the container's volume, or None when unknown."""
+
+    # -- snapshots, restore, copy (info.snapshots) -----------------------------------------
+    def _unsupported(self, what: str) -> NotImplementedError:
+        return NotImplementedError(f"storage driver {self.name} does not support {what}")
+
+    def snapshot_path(self, name: str, snap: str) -> str:
+        """Host path of snapshot ``snap`` of container ``name`` (read-only by convention)."""
+        raise self._unsupported("snapshots")
+
+    def create_snapshot(self, name: str, snap: str) -> str:
+        """Take a read-only snapshot ``snap`` of the container's volume; return its path.
+
+        Constant time where ``info.cow_snapshots``, a full copy otherwise. Raises NotFound
+        (no volume), AlreadyExists (the name is taken); on failure nothing is left behind.
+        """
+        raise self._unsupported("snapshots")
+
+    def delete_snapshot(self, name: str, snap: str) -> None:
+        """Remove a snapshot (idempotent: already gone is success)."""
+        raise self._unsupported("snapshots")
+
+    def list_snapshots(self, name: str) -> list[str]:
+        """Names of the container's snapshots, sorted by name. NotFound if it has no volume."""
+        raise self._unsupported("snapshots")
+
+    def restore_snapshot(self, name: str, snap: str) -> str:
+        """Make the container's volume a writable copy of snapshot ``snap``; return its path.
+
+        The other snapshots are kept. The new volume is built beside the old one and swapped
+        in atomically; the old one is removed only after that, so a failure at any point
+        leaves either the old or the new volume in place, never neither. Recreates a missing
+        volume. Raises NotFound (no such snapshot), Conflict (the volume is in use).
+        """
+        raise self._unsupported("snapshots")
+
+    def copy_container(self, src: str, dst: str, *, snapshot: str | None = None) -> str:
+        """Create volume ``dst`` as a writable copy of ``src`` (or of its snapshot
+        ``snapshot``); return its path. Snapshots are not copied. Constant time where
+        ``info.cow_snapshots``. The copy is independent of the source. Its quota is whatever
+        the driver carries over: call :meth:`set_quota` to give it its own. On failure
+        nothing is left behind."""
+        raise self._unsupported("copies")
+
+    # -- quotas (info.quotas) ------------------------------------------------------------
+    def set_quota(self, name: str, size_bytes: int | None) -> None:
+        """Limit the container's volume to ``size_bytes`` (what the container sees as its
+        disk size: shared blocks count), or remove the limit with None. Writes past the limit
+        fail inside with EDQUOT. Removing a limit is a no-op success on drivers without
+        quotas; setting one raises NotImplementedError there."""
+        if size_bytes is None:
+            return
+        raise self._unsupported("quotas")
+
+    # -- streaming (info.send_receive) -----------------------------------------------------
+    def send(self, name: str, snap: str, *, since: str | None = None
+             ) -> contextlib.AbstractContextManager[BinaryIO]:
+        """Stream snapshot ``snap`` of container ``name``.
+
+        Use as ``with pool.send(name, snap) as stream:``, read ``stream`` to its end (b""),
+        and trust what was read only once the block has exited cleanly: the producer's
+        failure (or a stream left unread) is raised as DriverError on exit. Leaving the block
+        with an exception stops the producer. ``since`` names an older snapshot of the same
+        container that the receiving pool already holds; the stream then carries only the
+        difference (``info.incremental_send`` only). The format is ``info.stream_format``.
+        """
+        raise self._unsupported("send/receive")
+
+    def receive(self, name: str, stream: Readable, *, snap: str) -> str:
+        """Read a :meth:`send` stream to its end and store it as snapshot ``snap`` of
+        container ``name``; create the container's volume from it when there is none.
+        Return the container's path.
+
+        An existing volume is left untouched: :meth:`restore_snapshot` brings it to the
+        received state (migration: receive full, receive incremental, restore). An
+        incremental stream needs its base snapshot in this pool (received earlier). Raises
+        AlreadyExists (the snapshot exists), DriverError (bad or truncated stream, pool
+        full); on failure nothing of the received snapshot is left.
+        """
+        raise self._unsupported("send/receive")
+
+    # -- host ------------------------------------------------------------------------------
+    @classmethod
+    def check_host(cls) -> None:
+        """Raise DriverUnavailable (with an install hint) if this host lacks what the driver
+        needs; no side effects. Lets ``init`` pick a fallback driver before touching anything."""
+
+
+# -- streaming helpers for tool-backed formats ----------------------------------------------
+
+def _failed(argv: Sequence[str], rc: int, err: BinaryIO, what: str) -> DriverError:
+    """DriverError naming the last stderr line, chained to the CommandFailed it stands for."""
+    err.seek(0)
+    text = err.read().decode(errors="replace")
+    lines = text.strip().splitlines()
+    if rc == -signal.SIGPIPE:
+        reason = "the stream was not read to the end"
+    elif rc < 0:
+        reason = f"killed by {signal.Signals(-rc).name}"
+    else:
+        reason = lines[-1] if lines else f"exit code {rc}"
+    e = DriverError(f"{what} failed: {reason}")
+    e.__cause__ = CommandFailed(argv, rc, text)
+    e.__suppress_context__ = True
+    return e
+
+
+@contextlib.contextmanager
+def command_stream(argv: Sequence[str], *, what: str, cwd: str | None = None) -> Iterator[BinaryIO]:
+    """Run a producer (``btrfs send``, ``tar -c``) and yield its stdout, unbuffered.
+
+    On a clean exit of the block, waits for the producer and raises DriverError if it failed
+    (an unread rest makes it fail with a broken pipe: the consumer did not get everything).
+    On an exception the producer is killed. stderr goes to a temporary file, so a chatty
+    producer can never block on a full pipe.
+    """
+    with tempfile.TemporaryFile() as err:
+        # bufsize=0: stdout is a raw FileIO, so feed_command can hand its fd straight to a
+        # local consumer (no copy through Python) without losing buffered bytes
+        p = proc.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                       cwd=cwd, bufsize=0)
+        assert p.stdout is not None
+        ok = False
+        try:
+            yield p.stdout  # type: ignore[misc]
+            ok = True
+        finally:
+            if not ok:
+                p.kill()
+            p.stdout.close()  # a producer still writing now gets EPIPE instead of blocking
+            rc = p.wait()
+        if rc != 0:
+            raise _failed(argv, rc, err, what)  # type: ignore[arg-type]
+
+
+def feed_command(argv: Sequence[str], stream: Readable, *, what: str, cwd: str | None = None) -> None:
+    """Run a consumer (``btrfs receive``, ``tar -x``) with ``stream`` as its stdin, to the end.
+
+    A raw file object (``io.FileIO``: a file opened unbuffered, or the stdout of
+    :func:`command_stream`) is passed as the consumer's stdin directly; anything else is
+    pumped through in chunks. Raises DriverError when the consumer fails; an exception from
+    ``stream`` kills the consumer and propagates.
+    """
+    direct = isinstance(stream, io.FileIO)
+    with tempfile.TemporaryFile() as err:
+        p = proc.popen(argv, stdin=stream.fileno() if direct else subprocess.PIPE,  # type: ignore[attr-defined]
+                       stdout=subprocess.DEVNULL, stderr=err, cwd=cwd, bufsize=0)
+        try:
+            if not direct:
+                assert p.stdin is not None
+                try:
+                    while chunk := stream.read(STREAM_CHUNK):
+                        view = memoryview(chunk)
+                        while view:  # a raw write may be partial
+                            view = view[p.stdin.write(view):]
+                except BrokenPipeError:
+                    pass  # the consumer gave up; its exit status and stderr say why
+                finally:
+                    p.stdin.close()
+            rc = p.wait()
+        except BaseException:
+            p.kill()
+            p.wait()
+            raise
+        if rc != 0:
+            raise _failed(argv, rc, err, what)  # type: ignore[arg-type]

@@ -1,14 +1,17 @@
 """The ``dir`` storage driver: plain directories on any filesystem.
 
-Works anywhere, at the cost of full copies: a container volume is a copy of its image
-(``cp -a --reflink=auto``, so it is cheap on filesystems that can reflink, such as btrfs or
-xfs). No quotas, no send/receive.
+Works anywhere, at the cost of full copies: a container volume, a snapshot, a restore and a
+copy are each a copy of their source (``cp -a --reflink=auto``, so it is cheap on filesystems
+that can reflink, such as btrfs or xfs). No quotas (nothing here could enforce them). Streams
+are tar archives of a snapshot (full only, format ``tar``): enough for backups and for moving
+a stopped container between dir pools, with no incremental step.
 
 Layout inside the pool directory::
 
     .sysmgr-pool                 marker: this directory is a sysmgr pool (and who created it)
     images/<fingerprint>/        read-only (by convention) template root filesystem
     containers/<name>/rootfs/    a container's root filesystem (room for metadata beside it)
+    snapshots/<name>/<snap>/     a copy of a container's root filesystem, read-only by convention
     .staging-<tag>-<pid>-<rand>  a volume being made; renamed into place when complete
     .deleting-<tag>-<pid>-<rand> a volume being removed; renamed out of place first
 
@@ -22,17 +25,25 @@ Layer: drivers (storage). Errors: :class:`ValidationError` for bad config or nam
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
 import secrets
 import shutil
 import stat
-from typing import ClassVar, Iterator, Mapping
+from typing import BinaryIO, Callable, ClassVar, Iterator, Mapping
 
 from sysmgr._util import proc
 from sysmgr._util.safefs import rename_noreplace
-from sysmgr.drivers.storage.base import PoolUsage, StorageInfo, StoragePool
+from sysmgr.drivers.storage.base import (
+    PoolUsage,
+    Readable,
+    StorageInfo,
+    StoragePool,
+    command_stream,
+    feed_command,
+)
 from sysmgr.errors import (
     AlreadyExists,
     CommandFailed,
@@ -76,7 +87,8 @@ def pool_dir(pool: str, config: Mapping[str, str], default_path: str) -> str:
     return os.path.normpath(path)
 
 
-def _unescape_mountinfo(field: str) -> str:
+def unescape_mountinfo(field: str) -> str:
+    """Undo the octal escapes (``\\040`` for a space...) of a /proc/*/mountinfo field."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
@@ -86,7 +98,7 @@ def mounts_under(path: str) -> list[str]:
     found = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
-            mp = _unescape_mountinfo(line.split()[4])
+            mp = unescape_mountinfo(line.split()[4])
             if mp == path or mp.startswith(path.rstrip("/") + "/"):
                 found.append(mp)
     return found
@@ -178,8 +190,27 @@ def temp_name(parent: str, kind: str, tag: str) -> str:
     return os.path.join(parent, f"{kind}{tag}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def remove_stale(parent: str) -> list[str]:
-    """Remove staging/deleting leftovers whose creating process is gone; return their names."""
+_RENAME_EXCHANGE = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def rename_exchange(a: str, b: str) -> None:
+    """Swap ``a`` and ``b`` atomically (``renameat2(RENAME_EXCHANGE)``; both must exist).
+
+    Replacing a volume this way means there is no moment without one in place.
+    """
+    r = _libc.renameat2(ctypes.c_int(-100), os.fsencode(a), ctypes.c_int(-100),
+                        os.fsencode(b), ctypes.c_uint(_RENAME_EXCHANGE))
+    if r < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), a, None, b)
+
+
+def remove_stale(parent: str, remove: Callable[[str], None] = remove_tree) -> list[str]:
+    """Remove staging/deleting leftovers whose creating process is gone; return their names.
+
+    ``remove`` deletes one leftover (drivers whose volumes are not plain trees pass theirs).
+    """
     removed: list[str] = []
     try:
         names = os.listdir(parent)
@@ -192,7 +223,7 @@ def remove_stale(parent: str) -> list[str]:
         pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
         if pid and _pid_alive(pid):
             continue  # may be in progress in a live process (pid reuse only delays removal)
-        remove_tree(os.path.join(parent, n))
+        remove(os.path.join(parent, n))
         removed.append(n)
     return removed
 
@@ -203,6 +234,12 @@ def _last_line(err: CommandFailed) -> str:
         return f"exit code {err.returncode}"
     line = lines[-1]
     return line.split(": ", 1)[1] if line.startswith(("cp: ", "tar: ")) else line
+
+
+# tar flags that keep everything a root filesystem needs: owners by number (the receiving
+# host's passwd must not remap them), permissions incl. setuid, ACLs, every xattr namespace
+# (file capabilities live in security.*), hard links (tar's default), holes
+_TAR_KEEP = ["--numeric-owner", "--acls", "--xattrs", "--xattrs-include=*"]
 
 
 # -- the driver ------------------------------------------------------------------------------
@@ -217,7 +254,8 @@ class DirPool(StoragePool):
 
     name: ClassVar[str] = "dir"
     info: ClassVar[StorageInfo] = StorageInfo(
-        cow_snapshots=False, quotas=False, send_receive=False, incremental_send=False)
+        cow_snapshots=False, quotas=False, send_receive=True, incremental_send=False,
+        snapshots=True, stream_format="tar")
     config_keys: ClassVar[Mapping[str, str]] = {
         "source": "absolute path of the pool directory (created if missing; an existing one "
                   "must be empty); default: under the sysmgr root",
@@ -238,6 +276,10 @@ class DirPool(StoragePool):
         return os.path.join(self.path, "containers")
 
     @property
+    def snapshots_dir(self) -> str:
+        return os.path.join(self.path, "snapshots")
+
+    @property
     def marker(self) -> str:
         return os.path.join(self.path, MARKER)
 
@@ -249,6 +291,12 @@ class DirPool(StoragePool):
 
     def container_path(self, name: str) -> str:
         return os.path.join(self._container_dir(name), "rootfs")
+
+    def _snapshots_of(self, name: str) -> str:
+        return os.path.join(self.snapshots_dir, check_name("container name", name))
+
+    def snapshot_path(self, name: str, snap: str) -> str:
+        return os.path.join(self._snapshots_of(name), check_name("snapshot name", snap))
 
     # -- pool ----------------------------------------------------------------------------
     def _read_marker(self) -> dict[str, object] | None:
@@ -277,7 +325,7 @@ class DirPool(StoragePool):
                 with open(tmp, "w") as f:
                     json.dump({"driver": self.name, "pool": self.pool, "created_dir": not existed}, f)
                 os.replace(tmp, self.marker)
-            for d in (self.images_dir, self.containers_dir):
+            for d in (self.images_dir, self.containers_dir, self.snapshots_dir):
                 os.makedirs(d, mode=0o711, exist_ok=True)
         except OSError as e:
             raise DriverError(f"cannot create storage pool {self.pool} at {self.path}: {e.strerror}") from e
@@ -288,7 +336,7 @@ class DirPool(StoragePool):
             raise DriverError(f"storage pool {self.pool}: {self.path} is missing or not a sysmgr pool",
                               hint="was the filesystem holding it unmounted?")
         try:
-            for d in (self.images_dir, self.containers_dir):
+            for d in (self.images_dir, self.containers_dir, self.snapshots_dir):
                 os.makedirs(d, mode=0o711, exist_ok=True)
         except OSError as e:
             raise DriverError(f"cannot mount storage pool {self.pool}: {e.strerror}") from e
@@ -303,11 +351,14 @@ class DirPool(StoragePool):
             raise Conflict(f"storage pool {self.pool} still holds containers: {', '.join(left)}")
         for fp in self.list_images():
             self.delete_image(fp)
+        with contextlib.suppress(FileNotFoundError):
+            for n in os.listdir(self.snapshots_dir):  # orphans of an interrupted delete
+                self._discard(os.path.join(self.snapshots_dir, n))
         for n in os.listdir(self.path):
             if n.startswith((_STAGING, _DELETING)):
                 remove_tree(os.path.join(self.path, n))
         try:
-            for d in (self.images_dir, self.containers_dir):
+            for d in (self.images_dir, self.containers_dir, self.snapshots_dir):
                 with contextlib.suppress(FileNotFoundError):
                     os.rmdir(d)
             with contextlib.suppress(FileNotFoundError):
@@ -402,30 +453,51 @@ class DirPool(StoragePool):
             raise NotFound(f"image {fingerprint} not found in storage pool {self.pool}")
         if os.path.lexists(cdir):
             raise AlreadyExists(f"container {name} already has a volume in storage pool {self.pool}")
-        staging = self._staging(name, 0o711)
+        self._copy_volume(image, cdir, name, f"create the volume of container {name}")
+        return os.path.join(cdir, "rootfs")
+
+    def _copy_volume(self, src: str, final: str, tag: str, what: str, *,
+                     container: bool = True) -> None:
+        """Copy the tree ``src`` into place at ``final`` through a staging directory.
+
+        A container volume is the staging directory itself (``rootfs/`` inside it); a
+        snapshot is the copied tree. Either way it appears by one atomic rename, and a
+        failure (disk full...) removes the staging directory.
+        """
+        staging = self._staging(tag, 0o711)
+        inner = os.path.join(staging, "rootfs")
         try:
-            proc.run(["cp", "-a", "--reflink=auto", "--", image, os.path.join(staging, "rootfs")])
-            rename_noreplace(staging, cdir)
+            proc.run(["cp", "-a", "--reflink=auto", "--", src, inner])
+            rename_noreplace(staging if container else inner, final)
         except CommandFailed as e:
             remove_tree(staging)
-            raise DriverError(f"cannot create the volume of container {name} in storage pool "
-                              f"{self.pool}: {_last_line(e)}") from e
+            raise DriverError(f"cannot {what} in storage pool {self.pool}: {_last_line(e)}") from e
         except FileExistsError as e:
             remove_tree(staging)
-            raise AlreadyExists(f"container {name} already has a volume in storage pool {self.pool}") from e
+            raise AlreadyExists(f"cannot {what} in storage pool {self.pool}: "
+                                f"{os.path.basename(final)} already exists") from e
+        except OSError as e:
+            remove_tree(staging)
+            raise DriverError(f"cannot {what} in storage pool {self.pool}: {e.strerror}") from e
         except BaseException:
             remove_tree(staging)
             raise
-        return os.path.join(cdir, "rootfs")
+        if not container:
+            remove_tree(staging)  # now empty
 
-    def delete_container(self, name: str) -> None:
-        cdir = self._container_dir(name)
-        if not os.path.lexists(cdir):
-            return
-        mounts = mounts_under(cdir)
+    def _check_unused(self, name: str) -> None:
+        mounts = mounts_under(self._container_dir(name))
         if mounts:
             raise Conflict(f"container {name}'s volume is in use: {mounts[0]} is mounted",
                            hint="stop the container first")
+
+    def delete_container(self, name: str) -> None:
+        cdir = self._container_dir(name)
+        snaps = self._snapshots_of(name)
+        if os.path.lexists(cdir):
+            self._check_unused(name)
+        # snapshots first: a failure then leaves the volume, and a retry finishes the job
+        self._discard(snaps)
         self._discard(cdir)
 
     def rename_container(self, old: str, new: str) -> str:
@@ -440,6 +512,13 @@ class DirPool(StoragePool):
             raise AlreadyExists(f"container {new} already has a volume in storage pool {self.pool}") from e
         except OSError as e:
             raise DriverError(f"cannot rename volume {old} to {new}: {e.strerror}") from e
+        ssrc, sdst = self._snapshots_of(old), self._snapshots_of(new)
+        if os.path.lexists(ssrc):
+            try:
+                rename_noreplace(ssrc, sdst)
+            except OSError as e:
+                os.rename(dst, src)  # undo: volume and snapshots keep one name
+                raise DriverError(f"cannot rename the snapshots of {old} to {new}: {e.strerror}") from e
         return os.path.join(dst, "rootfs")
 
     def container_usage(self, name: str) -> int | None:
@@ -448,3 +527,120 @@ class DirPool(StoragePool):
             return tree_usage(cdir)
         except FileNotFoundError as e:
             raise NotFound(f"container {name} has no volume in storage pool {self.pool}") from e
+
+    # -- snapshots, restore, copy (full copies) ----------------------------------------------
+    def _require_volume(self, name: str) -> str:
+        path = self.container_path(name)
+        if not os.path.isdir(path):
+            raise NotFound(f"container {name} has no volume in storage pool {self.pool}")
+        return path
+
+    def _require_snapshot(self, name: str, snap: str) -> str:
+        path = self.snapshot_path(name, snap)
+        if not os.path.isdir(path):
+            raise NotFound(f"snapshot {name}/{snap} not found in storage pool {self.pool}")
+        return path
+
+    def create_snapshot(self, name: str, snap: str) -> str:
+        src = self._require_volume(name)
+        final = self.snapshot_path(name, snap)
+        if os.path.lexists(final):
+            raise AlreadyExists(f"snapshot {name}/{snap} already exists in storage pool {self.pool}")
+        try:
+            os.makedirs(self._snapshots_of(name), mode=0o711, exist_ok=True)
+        except OSError as e:
+            raise DriverError(f"cannot create snapshot {name}/{snap}: {e.strerror}") from e
+        self._copy_volume(src, final, name, f"snapshot {name} as {snap}", container=False)
+        return final
+
+    def delete_snapshot(self, name: str, snap: str) -> None:
+        self._discard(self.snapshot_path(name, snap))
+
+    def list_snapshots(self, name: str) -> list[str]:
+        self._require_volume(name)
+        try:
+            return sorted(n for n in os.listdir(self._snapshots_of(name)) if _NAME_RE.match(n))
+        except FileNotFoundError:
+            return []
+
+    def restore_snapshot(self, name: str, snap: str) -> str:
+        src = self._require_snapshot(name, snap)
+        cdir = self._container_dir(name)
+        self._check_unused(name)
+        staging = self._staging(name, 0o711)
+        try:
+            proc.run(["cp", "-a", "--reflink=auto", "--", src, os.path.join(staging, "rootfs")])
+            if os.path.lexists(cdir):
+                rename_exchange(staging, cdir)  # staging now holds the old volume
+            else:
+                rename_noreplace(staging, cdir)
+                return self.container_path(name)
+        except CommandFailed as e:
+            remove_tree(staging)
+            raise DriverError(f"cannot restore {name} from snapshot {snap} in storage pool "
+                              f"{self.pool}: {_last_line(e)}") from e
+        except OSError as e:
+            remove_tree(staging)
+            raise DriverError(f"cannot restore {name} from snapshot {snap}: {e.strerror}") from e
+        except BaseException:
+            remove_tree(staging)
+            raise
+        remove_tree(staging)  # the old volume, only now that the new one is in place
+        return self.container_path(name)
+
+    def copy_container(self, src: str, dst: str, *, snapshot: str | None = None) -> str:
+        source = (self._require_snapshot(src, snapshot) if snapshot is not None
+                  else self._require_volume(src))
+        cdir = self._container_dir(dst)
+        if os.path.lexists(cdir):
+            raise AlreadyExists(f"container {dst} already has a volume in storage pool {self.pool}")
+        self._copy_volume(source, cdir, dst, f"copy {src} to {dst}")
+        return self.container_path(dst)
+
+    # -- streaming (tar, full only) --------------------------------------------------------
+    @contextlib.contextmanager
+    def send(self, name: str, snap: str, *, since: str | None = None) -> Iterator[BinaryIO]:
+        if since is not None:
+            raise self._unsupported("incremental send")
+        path = self._require_snapshot(name, snap)
+        argv = ["tar", "--create", "--file=-", "--directory", path, "--one-file-system",
+                "--sparse", *_TAR_KEEP, "."]
+        with command_stream(argv, what=f"sending snapshot {name}/{snap}") as stream:
+            yield stream
+
+    def receive(self, name: str, stream: Readable, *, snap: str) -> str:
+        final = self.snapshot_path(name, snap)
+        self._require()
+        if os.path.lexists(final):
+            raise AlreadyExists(f"snapshot {name}/{snap} already exists in storage pool {self.pool}")
+        staging = self._staging(f"{name}-{snap}", 0o700)
+        tree = os.path.join(staging, "rootfs")
+        try:
+            os.mkdir(tree, 0o700)  # tar gives it the sent root's owner and mode
+            # streams come from a peer's send(), but GNU tar also refuses '..' members and
+            # defers risky symlinks, so a hostile archive stays inside the staging dir
+            feed_command(["tar", "--extract", "--file=-", "--directory", tree,
+                          "--same-owner", "--preserve-permissions", *_TAR_KEEP],
+                         stream, what=f"receiving snapshot {name}/{snap}")
+            os.makedirs(self._snapshots_of(name), mode=0o711, exist_ok=True)
+            rename_noreplace(tree, final)
+        except FileExistsError as e:
+            remove_tree(staging)
+            raise AlreadyExists(f"snapshot {name}/{snap} already exists in storage pool {self.pool}") from e
+        except OSError as e:
+            remove_tree(staging)
+            raise DriverError(f"cannot receive snapshot {name}/{snap}: {e.strerror}") from e
+        except BaseException:
+            remove_tree(staging)
+            raise
+        remove_tree(staging)
+        if not os.path.lexists(self._container_dir(name)):
+            try:
+                self._copy_volume(final, self._container_dir(name), name,
+                                  f"create the volume of container {name}")
+            except BaseException:
+                self._discard(final)  # nothing of a failed receive stays
+                with contextlib.suppress(OSError):
+                    os.rmdir(self._snapshots_of(name))
+                raise
+        return self.container_path(name)
