@@ -54,6 +54,11 @@ class Layout:
         return os.path.join(self.root, "containers")
 
     @property
+    def networks(self) -> str:
+        """Per-network state (dnsmasq config, hosts and lease files, pid file, log)."""
+        return os.path.join(self.root, "networks")
+
+    @property
     def tmp(self) -> str:
         """Staging area on the same filesystem as the stores (renames are atomic)."""
         return os.path.join(self.root, "tmp")

@@ -16,6 +16,10 @@ _TABLES: dict[str, dict[str, str]] = {
         "busybox": "sysmgr.drivers.images.busybox:BusyboxBuilder",
         "debian": "sysmgr.drivers.images.debian:DebianBuilder",
     },
+    "network": {
+        "bridge": "sysmgr.drivers.network.bridge:BridgeNetwork",
+        "fake": "sysmgr.drivers.network.fake:FakeNetwork",
+    },
     "storage": {
         "dir": "sysmgr.drivers.storage.dir:DirPool",
         "btrfs": "sysmgr.drivers.storage.btrfs:BtrfsPool",
