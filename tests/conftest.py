@@ -23,6 +23,9 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# `init` makes a loop-backed btrfs default pool when the host can run it; a test that wants
+# one creates (and deletes) it itself, so every other root keeps a plain dir pool
+os.environ.setdefault("SYSMGR_STORAGE_DRIVER", "dir")
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -187,12 +190,148 @@ def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> str:
     return dest
 
 
+# -- per-test network namespaces ---------------------------------------------------------------
+
+def _ns_ident(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+class Netns:
+    """A network namespace of one test, held by ``unshare -n sleep`` (nothing mounted: it
+    vanishes with its holder). sysmgr runs inside it (``run_cli(..., netns=ns)``, or every
+    call on a root bound with :func:`bind_netns`), so the bridges, veths, dnsmasq and nftables
+    tables of a test never touch the machine's own namespace and nothing leaves the machine.
+    """
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(["unshare", "-n", "sleep", "infinity"])
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + 10
+        while True:  # unshare(2) happens before the exec of sleep
+            try:
+                with open(f"/proc/{self.pid}/comm") as f:
+                    if f.read().strip() == "sleep":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the namespace holder did not start"
+            time.sleep(0.005)
+        self.path = f"/proc/{self.pid}/ns/net"
+        self.ident = _ns_ident(self.path)
+        assert self.ident != _ns_ident("/proc/self/ns/net")
+        self.run("ip", "link", "set", "lo", "up")
+
+    def argv(self, *argv: str) -> list[str]:
+        return ["nsenter", f"--net={self.path}", "--", *argv]
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 30
+            ) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*argv), capture_output=True, text=True, check=check,
+                              timeout=timeout)
+
+    def ping(self, address: str, wait: int = 1) -> bool:
+        return self.run("busybox", "ping", "-c1", f"-W{wait}", address, check=False).returncode == 0
+
+    def links(self) -> list[str]:
+        out = self.run("ip", "-o", "link").stdout
+        return [m.group(1) for m in re.finditer(r"^\d+: ([^:@]+)", out, re.M)]
+
+    def strays(self) -> list[str]:
+        """Processes inside other than the holder (a dnsmasq nobody stopped)."""
+        found = []
+        for p in os.listdir("/proc"):
+            if p.isdigit() and int(p) != self.pid and _ns_ident(f"/proc/{p}/ns/net") == self.ident:
+                try:
+                    with open(f"/proc/{p}/cmdline", "rb") as f:
+                        cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                    found.append(f"{p} {cmd}")
+                except OSError:
+                    pass
+        return found
+
+    def close(self) -> list[str]:
+        strays = self.strays()
+        for entry in strays:
+            try:
+                os.kill(int(entry.split()[0]), 9)
+            except OSError:
+                pass
+        self.proc.kill()
+        self.proc.wait()
+        return strays
+
+
+_ROOT_NETNS: dict[str, Netns] = {}
+
+
+def bind_netns(root: str, ns: Netns) -> None:
+    """Run every later ``run_cli(..., root=root)`` inside ``ns``."""
+    _ROOT_NETNS[root] = ns
+
+
+@pytest.fixture
+def netns():
+    """A fresh network namespace; fails the test if a process (dnsmasq) is left inside."""
+    if not is_root():
+        pytest.skip("needs root (network namespaces)")
+    ns = Netns()
+    yield ns
+    for root, bound in list(_ROOT_NETNS.items()):
+        if bound is ns:
+            del _ROOT_NETNS[root]
+    strays = ns.close()
+    if strays:
+        pytest.fail(f"processes left inside the test's network namespace: {strays}",
+                    pytrace=False)
+
+
+_REMOVE_NETWORKS = """
+import sys
+import sysmgr
+
+with sysmgr.Client(root=sys.argv[1]) as client:
+    names = {n.name for n in client.networks.all()}
+    for prof in client.profiles.all():
+        nics = [d for d, dev in prof.devices.items() if dev.get("network") in names]
+        if nics:
+            for d in nics:
+                del prof.devices[d]
+            prof.save()
+    for n in client.networks.all():
+        n.delete()
+"""
+
+
+def remove_networks(root: str) -> None:
+    """Delete a root's networks (stopping their dnsmasq) once its containers are gone; nics
+    go from every profile first, since a network in use cannot be deleted. One process, in
+    the namespace the root is bound to."""
+    if not os.path.exists(os.path.join(root, "sysmgr.db")):
+        return
+    argv = [sys.executable, "-c", _REMOVE_NETWORKS, root]
+    ns = _ROOT_NETNS.get(root)
+    res = subprocess.run(ns.argv(*argv) if ns is not None else argv, capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
+    if res.returncode != 0:
+        raise AssertionError(f"removing the networks of {root} failed:\n{res.stderr}")
+
+
 def run_cli(*args: str, root: str, input: str | None = None, check: bool = False,
-            env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the real CLI (``python -m sysmgr``) against ``root``."""
+            env: dict | None = None, timeout: float = 120, netns: Netns | None = None
+            ) -> subprocess.CompletedProcess:
+    """Run the real CLI (``python -m sysmgr``) against ``root`` (inside ``netns``, or the
+    namespace the root is bound to)."""
     e = dict(os.environ, SYSMGR_ROOT=root, PYTHONPATH=REPO, NO_COLOR="1")
     e.update(env or {})
-    res = subprocess.run([sys.executable, "-m", "sysmgr", *args], capture_output=True, text=True,
+    argv = [sys.executable, "-m", "sysmgr", *args]
+    ns = netns or _ROOT_NETNS.get(root)
+    if ns is not None:
+        argv = ns.argv(*argv)
+    res = subprocess.run(argv, capture_output=True, text=True,
                          input=input, env=e, timeout=timeout)
     if check and res.returncode != 0:
         raise AssertionError(f"sysmgr {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")

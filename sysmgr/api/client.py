@@ -6,9 +6,9 @@
     >>> c.execute(["hostname"]).stdout
     'web1\\n'
 
-Managers (``containers``, ``profiles``, ``images``, ``storage_pools``, ``manifests``) return
-model objects; an object's fields are a snapshot: call ``refresh()`` to re-read (no hidden
-I/O on attribute access). Mutating calls take the host root's lock.
+Managers (``containers``, ``profiles``, ``images``, ``storage_pools``, ``networks``,
+``manifests``) return model objects; an object's fields are a snapshot: call ``refresh()`` to
+re-read (no hidden I/O on attribute access). Mutating calls take the host root's lock.
 """
 
 from __future__ import annotations
@@ -19,6 +19,14 @@ from sysmgr.layout import Layout, default_root
 
 if TYPE_CHECKING:  # pragma: no cover
     from sysmgr.engine.host import Host
+
+
+def default_storage_driver() -> str:
+    """The driver ``init`` picks for the default pool when none is given: btrfs when this
+    host can run it (tools and binding present), else dir; ``$SYSMGR_STORAGE_DRIVER`` wins."""
+    from sysmgr.engine.volumes import default_driver
+
+    return default_driver()[0]
 
 
 class Client:
@@ -42,16 +50,25 @@ class Client:
         self.images = ImageManager(self)
         self.storage_pools = StoragePoolManager(self)
         self.manifests = ManifestManager(self)
+        from sysmgr.api.networks import NetworkManager
+
+        self.networks = NetworkManager(self)
 
     @property
     def root(self) -> str:
         return self.layout.root
 
     def init(self, *, auto: bool = True, storage_driver: str | None = None,
-             runtime: str | None = None) -> list[str]:
+             runtime: str | None = None, network: str | None = None,
+             network_driver: str | None = None) -> list[str]:
         """Create the host root, a ``default`` storage pool and the ``default`` profile, and
-        start containers marked ``boot.autostart``. Idempotent; returns what it did."""
-        return self.host.init(storage_driver=storage_driver, runtime=runtime)
+        start containers marked ``boot.autostart``. Idempotent; returns what it did.
+
+        ``network``: also create that managed network (``sysmgr init --auto`` uses
+        ``"sysmgrbr0"``) and give the default profile an ``eth0`` nic on it; the API creates
+        none unless asked. Recorded networks are brought back up (after a reboot)."""
+        return self.host.init(storage_driver=storage_driver, runtime=runtime, network=network,
+                              network_driver=network_driver)
 
     def close(self) -> None:
         self.host.close()

@@ -61,6 +61,9 @@ class Container:
         self._client = client
         self._set(view)
         self.files = ContainerFiles(self)
+        from sysmgr.api.snapshots import SnapshotManager
+
+        self.snapshots = SnapshotManager(self)
 
     def _set(self, view: ContainerView) -> None:
         rec = view.record
@@ -80,6 +83,10 @@ class Container:
         self.image_os: str = (view.image.metadata.get("properties", {}).get("os", "")
                               if view.image else rec.volatile.get("image.os", ""))
         self.usage = view.usage
+        # nics: {device: {name, host_name, hwaddr, network, parent, ipv4, dhcp}}; ipv4: the
+        # addresses of a running container as `list` shows them, "10.0.3.5 (eth0)"
+        self.nics: dict[str, dict[str, Any]] = dict(view.extra.get("nics") or {})
+        self.ipv4: list[str] = list(view.extra.get("ipv4") or [])
 
     @property
     def _host(self):
@@ -115,7 +122,32 @@ class Container:
         self.refresh()
 
     def delete(self, force: bool = False) -> None:
+        """Delete the container, its root filesystem and its snapshots."""
         self._host.delete_container(self.name, force=force)
+
+    # storage (sysmgr.api.snapshots): copy, rename, backups
+    def copy(self, name: str, *, snapshot: str | None = None, pool: str | None = None) -> "Container":
+        """Copy this container (or its ``snapshot``) to a new stopped container ``name``
+        with a new identity, on ``pool`` (default: the same pool)."""
+        from sysmgr.api import snapshots
+
+        snapshots.copy(self, name, snapshot=snapshot, pool=pool)
+        return self._client.containers.get(name)
+
+    def rename(self, name: str) -> None:
+        """Rename this (stopped) container."""
+        from sysmgr.api import snapshots
+
+        snapshots.rename(self, name)
+        self.name = name
+        self.refresh()
+
+    def export(self, path: str, *, optimized: bool = False, progress: Progress | None = None):
+        """Write a backup file (config, snapshots, root filesystem; zstd). ``optimized``
+        stores the pool's own streams (imports only onto a pool of the same kind)."""
+        from sysmgr.api import snapshots
+
+        return snapshots.export(self, path, optimized=optimized, progress=progress)
 
     def state(self) -> ContainerState:
         v = self._host.view(self.name, usage=True)
@@ -264,6 +296,14 @@ class ContainerManager:
 
     def exists(self, name: str) -> bool:
         return self._client.host.store.has_container(name)
+
+    def import_(self, path: str, *, name: str | None = None, pool: str | None = None,
+                progress: Progress | None = None) -> Container:
+        """Create a stopped container from a backup file (``Container.export``)."""
+        from sysmgr.api import snapshots
+
+        return self.get(snapshots.import_(self._client.host, path, name=name, pool=pool,
+                                          progress=progress))
 
     def create(self, name: str, image: str, *, profiles: Sequence[str] | None = None,
                config: Mapping[str, str] | None = None,

@@ -47,6 +47,12 @@ COMMANDS: dict[str, str] = {
     "profile": "profile:profile",
     "image": "image:image",
     "storage": "storage:storage",
+    "network": "network:network",
+    "snapshot": "snapshot:snapshot",
+    "copy": "copy:copy",
+    "rename": "copy:rename",
+    "export": "backup:export",
+    "import": "backup:import_",
     "validate": "manifest:validate",
     "diff": "manifest:diff",
     "apply": "manifest:apply",
@@ -59,8 +65,9 @@ ALIASES: dict[str, str] = {"ls": "list", "rm": "delete"}
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Containers", ("launch", "create", "list", "info", "start", "stop", "restart", "freeze",
                     "unfreeze", "delete", "exec", "shell", "console", "config", "file")),
+    ("Storage", ("snapshot", "copy", "rename", "export", "import")),
     ("Declarative (GitOps)", ("validate", "diff", "apply")),
-    ("Host", ("init", "profile", "image", "storage", "keys")),
+    ("Host", ("init", "profile", "image", "storage", "network", "keys")),
 )
 
 

@@ -74,6 +74,53 @@ class CreatePool(Action):
 
 
 @dataclass(frozen=True)
+class CreateNetwork(Action):
+    kind = "Network"
+    effect = "create"
+    type: str = "bridge"
+    config: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    def details(self) -> tuple[str, ...]:
+        return (f"type: {self.type}",) + tuple(f"config.{k}: {v}" for k, v in sorted(self.config.items()))
+
+
+@dataclass(frozen=True)
+class UpdateNetwork(Action):
+    """Store a network's new config and make the host match (bridge, dnsmasq, nftables);
+    ``restart`` names running containers whose nics only pick the change up on a restart."""
+
+    kind = "Network"
+    effect = "update"
+    type: str = "bridge"
+    config: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+    changes: tuple[Change, ...] = ()
+    restart: tuple[str, ...] = ()
+
+    def details(self) -> tuple[str, ...]:
+        lines = tuple(c.describe() for c in self.changes)
+        if self.restart:
+            lines += (f"restart needed to pick it up: {', '.join(self.restart)}",)
+        return lines
+
+
+@dataclass(frozen=True)
+class RepairNetwork(Action):
+    """Bring a recorded network back (after a host reboot, a killed dnsmasq...)."""
+
+    kind = "Network"
+    effect = "update"
+    problems: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"repair {self.subject}"
+
+    def details(self) -> tuple[str, ...]:
+        return self.problems
+
+
+@dataclass(frozen=True)
 class PutProfile(Action):
     kind = "Profile"
     effect = "create"        # "update" when the profile exists

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from sysmgr.engine import images as eimages
+from sysmgr.engine import network as enetwork
 from sysmgr.engine.actions import (
     Action, BuildImage, CreateContainer, CreatePool, ImportImage, Plan, PutProfile, Restart,
     Start, Stop, UpdateContainer)
@@ -39,7 +40,11 @@ def apply(host: Host, plan: Plan, *, progress: Progress | None = None) -> ApplyR
     with host.locked():
         if observe(host).digest != plan.observed_digest:
             raise PlanStale("the host changed since this plan was made", hint="run diff/apply again")
-        with Reverter() as rev:
+        from sysmgr.engine import journal, volumes
+
+        volumes.mount_all(host)  # after a host restart the loop-backed pools are not mounted
+        journal.recover(host)
+        with Reverter() as rev, enetwork.reserving(host, plan):
             for action in plan.actions:
                 try:
                     _execute(host, action, rev, progress)
@@ -65,7 +70,9 @@ def _failed(result: ApplyResult, action: Action, err: Exception, rev: Reverter) 
 
 
 def _execute(host: Host, a: Action, rev: Reverter, progress: Progress | None) -> None:
-    if isinstance(a, CreatePool):
+    if isinstance(a, enetwork.NETWORK_ACTIONS):
+        enetwork.execute(host, a, rev)
+    elif isinstance(a, CreatePool):
         host.create_pool(a.name, a.driver, a.config, a.description)
         rev.add(lambda: host.delete_pool(a.name), f"delete pool {a.name}")
     elif isinstance(a, PutProfile):

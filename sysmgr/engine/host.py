@@ -13,7 +13,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from sysmgr.drivers import registry
 from sysmgr.drivers.runtime.base import (
@@ -29,6 +29,9 @@ from sysmgr.model import keys as mkeys
 from sysmgr.model import names as mnames
 from sysmgr.state import locks
 from sysmgr.state.db import ContainerRecord, ImageRecord, PoolRecord, ProfileRecord, Store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sysmgr.engine.network import NetworkEngine
 
 DEFAULT_POOL = "default"
 DEFAULT_PROFILE = "default"
@@ -63,8 +66,18 @@ class Host:
         self._pools: dict[str, StoragePool] = {}
         self._lock_depth = 0
         self._lock_cm: contextlib.AbstractContextManager[None] | None = None
+        self._networks: Any = None
 
     # -- plumbing ------------------------------------------------------------------------
+    @property
+    def networks(self) -> "NetworkEngine":
+        """Managed networks and container nics (:mod:`sysmgr.engine.network`)."""
+        if self._networks is None:
+            from sysmgr.engine.network import NetworkEngine
+
+            self._networks = NetworkEngine(self)
+        return self._networks
+
     @property
     def store(self) -> Store:
         if self._store is None:
@@ -115,8 +128,17 @@ class Host:
                 self._lock_cm = None
 
     # -- init ----------------------------------------------------------------------------
-    def init(self, *, storage_driver: str | None = None, runtime: str | None = None) -> list[str]:
-        """Create the root, the default pool and profile; start autostart containers."""
+    def init(self, *, storage_driver: str | None = None, runtime: str | None = None,
+             network: str | None = None, network_driver: str | None = None) -> list[str]:
+        """Create the root, the default pool and profile; start autostart containers.
+
+        ``network``: also create that managed network with the default profile and give the
+        profile an ``eth0`` nic on it. Every init re-ensures recorded networks (after a reboot
+        their bridges and dnsmasq are gone)."""
+        if network:
+            issues = _name_issues("network", network, mnames.object_name_problem)
+            if issues:
+                raise ValidationError(issues)
         done: list[str] = []
         fresh = not self.layout.exists()
         self.layout.ensure()
@@ -129,18 +151,31 @@ class Host:
                     st.set_meta("runtime", runtime)
                 elif st.get_meta("runtime") is None:
                     st.set_meta("runtime", "native")
+                if network_driver:
+                    st.set_meta("network.driver", network_driver)
+                elif st.get_meta("network.driver") is None:
+                    st.set_meta("network.driver", self.networks.driver_name())
             if not st.pools():
-                driver = storage_driver or "dir"
+                from sysmgr.engine import volumes
+
+                driver, why = (storage_driver, "as asked") if storage_driver else volumes.default_driver()
                 self.create_pool(DEFAULT_POOL, driver, {})
-                done.append(f"created storage pool {DEFAULT_POOL!r} (driver {driver})")
+                done.append(f"created storage pool {DEFAULT_POOL!r} (driver {driver}: {why})")
             else:
                 for rec in st.pools():
                     self.pool_driver(rec.name).mount()
+                from sysmgr.engine import journal
+
+                done += journal.recover(self)  # what a killed sysmgr left half-done
+            done += self.networks.repair_all()
             if not st.has_profile(DEFAULT_PROFILE):
                 pool = DEFAULT_POOL if st.has_pool(DEFAULT_POOL) else st.pools()[0].name
+                devices = {"root": {"type": "disk", "path": "/", "pool": pool}}
+                if network:
+                    done += self.networks.init_default(network)
+                    devices["eth0"] = {"type": "nic", "network": network, "name": "eth0"}
                 self.put_profile(ProfileRecord(
-                    DEFAULT_PROFILE, "Default sysmgr profile", {},
-                    {"root": {"type": "disk", "path": "/", "pool": pool}}))
+                    DEFAULT_PROFILE, "Default sysmgr profile", {}, devices))
                 done.append(f"created profile {DEFAULT_PROFILE!r}")
             for rec in st.containers():
                 cfg, _ = self.expanded(rec)
@@ -209,14 +244,21 @@ class Host:
             users = self.store.containers_using_profile(rec.name)
             before = {n: self.expanded(self.store.container(n)) for n in users}
             # check every user still expands to something valid before changing anything
+            after = {}
             for n in users:
                 c = self.store.container(n)
                 cfg, devs = self.expanded(c, override={rec.name: rec})
                 problems = mexpand.validate_expanded(cfg, devs)
                 if problems:
                     raise ValidationError([Issue(f"container {n}: {reason}", path=p) for p, reason in problems])
+                after[n] = devs
+            self.networks.check_addresses(after)  # e.g. a static address now used twice
+            from sysmgr.engine import volumes
+
+            volumes.resize(self, volumes.size_changes(self, {n: (before[n][1], after[n]) for n in users}))
             with self.store.transaction():
                 self.store.put_profile(rec)
+            self.networks.sync()
             for n in users:
                 self._apply_live(n, before[n][0])
 
@@ -268,6 +310,9 @@ class Host:
             pool = dev.get("pool")
             if dev.get("type") == "disk" and pool and not self.store.has_pool(pool):
                 issues.append(Issue(f"storage pool {pool!r} not found", path=f"{where}.{dname}.pool"))
+        from sysmgr.engine.network import nic_problems
+
+        issues += [Issue(r, path=p) for p, r in nic_problems(devices, self.networks.facts(), where=where)]
         return issues
 
     def _root_pool(self, devices: Mapping[str, Mapping[str, str]]) -> str:
@@ -283,7 +328,8 @@ class Host:
         rec = self.store.container(name)
         return self._view(rec, usage=usage)
 
-    def _view(self, rec: ContainerRecord, *, usage: bool = False) -> ContainerView:
+    def _view(self, rec: ContainerRecord, *, usage: bool = False,
+              cache: dict[str, Any] | None = None) -> ContainerView:
         cfg, devs = self.expanded(rec)
         status = self.runtime.status(_init_record(rec))
         img = None
@@ -294,10 +340,14 @@ class Host:
         use = None
         if usage and status.state != STOPPED:
             use = self.runtime.usage(self._cgroup(rec.name))
-        return ContainerView(rec, cfg, devs, status, img, use)
+        # nics and their IPv4 addresses (``list``'s IPV4 column, ``info``'s host interfaces)
+        extra = self.networks.view(rec, devs, status.pid if status.state != STOPPED else None,
+                                   cache)
+        return ContainerView(rec, cfg, devs, status, img, use, extra)
 
     def views(self, *, usage: bool = False) -> list[ContainerView]:
-        return [self._view(r, usage=usage) for r in self.store.containers()]
+        cache: dict[str, Any] = {}  # one read of each network's leases for the whole list
+        return [self._view(r, usage=usage, cache=cache) for r in self.store.containers()]
 
     def status(self, name: str) -> Status:
         return self.runtime.status(_init_record(self.store.container(name)))
@@ -345,12 +395,25 @@ class Host:
             if problems:
                 raise ValidationError([Issue(r, path=p) for p, r in problems])
             rec.pool = self._root_pool(devs)
+            self.networks.check_addresses({name: devs})
+            from sysmgr.engine import journal, volumes
+
+            size_problems = volumes.size_issues(self, devs)
+            if size_problems:
+                raise ValidationError(size_problems)
+            journal.recover(self)  # an earlier, killed create of this name left its volume
             assert img is not None
-            self.ensure_image_in_pool(img, rec.pool)
+            with volumes.full_is_clear(rec.pool):
+                self.ensure_image_in_pool(img, rec.pool)
             drv = self.pool_driver(rec.pool)
-            with Reverter() as r:
+            with journal.intent(self, "create", container=name, pool=rec.pool), \
+                    volumes.full_is_clear(rec.pool), Reverter() as r:
                 rootfs = drv.create_container(name, img.fingerprint)
                 r.add(lambda: drv.delete_container(name), f"delete volume of {name}")
+                size = mkeys.root_disk_size(devs)
+                if size is not None:
+                    volumes.check_size(self, name, rec.pool, size)
+                    volumes.set_size(self, name, rec.pool, size)
                 _write_hostname(rootfs, name)
                 rdir = self.layout.container_dir(name)
                 os.makedirs(rdir, exist_ok=True)
@@ -358,6 +421,13 @@ class Host:
                 rec.volatile = {"image.os": img.metadata.get("properties", {}).get("os", "")}
                 with st.transaction():
                     st.add_container(rec)
+
+                def unrecord() -> None:
+                    with st.transaction():
+                        st.delete_container(name)
+
+                r.add(unrecord, f"remove the record of {name}")
+                self.networks.sync()  # MAC, host interface and address of its nics; leases
                 r.success()
             return rec
 
@@ -394,7 +464,10 @@ class Host:
             self.runtime.cleanup(self._cgroup(name))  # a previous init may have died by itself
             spec = self.runtime_spec(rec)
             os.makedirs(spec.runtime_dir, exist_ok=True)
-            init = self.runtime.start(spec)
+            nics = self.networks.prepare_start(name, spec.rootfs)
+            rec = self.store.container(name)  # prepare_start may have recorded nic state
+            # the nics are plugged in and configured between "namespaces exist" and "init runs"
+            init = self.runtime.start(spec, before_go=self.networks.attacher(nics))
             vol = dict(rec.volatile)
             vol.update({"init.pid": init.pid, "init.starttime": init.starttime, "init.cgroup": init.cgroup,
                         "last_state": RUNNING})
@@ -428,6 +501,7 @@ class Host:
                     init, halt_signal=signal_number(meta.get("halt_signal") or "SIGPWR"),
                     timeout=timeout, force=force)
             self._forget_init(rec)
+            self.networks.detach(name)
         return graceful
 
     def _forget_init(self, rec: ContainerRecord) -> None:
@@ -473,11 +547,17 @@ class Host:
                                    hint="stop it first or use --force")
                 self.stop(name, force=True)
             self.runtime.cleanup(self._cgroup(name))
-            # the record goes last: if removing the volume fails, the container stays listed
-            self.pool_driver(rec.pool).delete_container(name)
+            # the record goes last: if removing the volume fails, the container stays listed;
+            # an unmounted pool (after a restart) would make the volume look already gone
+            drv = self.pool_driver(rec.pool)
+            if not drv.has_container(name):
+                drv.mount()
+            drv.delete_container(name)
             _rmtree(self.layout.container_dir(name), ignore_errors=True)
+            nets = self.networks.networks_of(rec)
             with self.store.transaction():
                 self.store.delete_container(name)
+            self.networks.sync(touched=nets)  # its DHCP leases and DNS names go
 
     # -- containers: config --------------------------------------------------------------
     def update_container(self, name: str, *, config: Mapping[str, str] | None = None,
@@ -514,8 +594,14 @@ class Host:
                 raise ValidationError(
                     f"changing the root disk's pool of {name!r} ({rec.pool} -> {self._root_pool(devs)}) "
                     "is not supported", hint="copy or export/import the container to another pool")
+            self.networks.check_addresses({name: devs})
+            from sysmgr.engine import volumes
+
+            # the root disk's size is a quota: set now (live), refused below the usage
+            volumes.resize(self, volumes.size_changes(self, {name: (old_devs, devs)}))
             with self.store.transaction():
                 self.store.update_container(new)
+            self.networks.sync()  # nic records follow the devices (a running nic: at restart)
             pending = self._apply_live(name, old_cfg, old_devs)
             return pending
 
@@ -531,7 +617,8 @@ class Host:
         pending = sorted(k for k in changed if not mkeys.is_live(k))
         if old_devs is not None and devs != old_devs:
             pending += [f"devices.{d}" for d in sorted(set(devs) | set(old_devs))
-                        if devs.get(d) != old_devs.get(d)]
+                        if devs.get(d) != old_devs.get(d)
+                        and not mkeys.device_change_is_live(old_devs.get(d), devs.get(d))]
         if any(k.startswith("limits.") for k in changed):
             self.runtime.set_limits(self._cgroup(name), mkeys.limits_from_config(cfg))
         return pending

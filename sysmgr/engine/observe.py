@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from sysmgr.engine.host import Host, _init_record
+from sysmgr.engine.network import ObservedNetwork
 from sysmgr.state.db import ContainerRecord, ImageRecord, PoolRecord, ProfileRecord
 
 
@@ -27,6 +28,8 @@ class Observed:
     images: dict[str, ImageRecord] = field(default_factory=dict)      # by fingerprint
     aliases: dict[str, str] = field(default_factory=dict)             # alias -> fingerprint
     containers: dict[str, ObservedContainer] = field(default_factory=dict)
+    networks: dict[str, ObservedNetwork] = field(default_factory=dict)
+    host_networks: tuple[str, ...] = ()    # IPv4 networks on the host (subnet overlap checks)
 
     def image_ref(self, ref: str) -> str | None:
         """Fingerprint for an alias or unique fingerprint prefix, else None."""
@@ -45,6 +48,9 @@ class Observed:
                                v.record.description, v.record.image]
                            for k, v in self.containers.items()},
         }
+        if self.networks:
+            data["networks"] = {k: [asdict(v.record), list(v.problems)]
+                                for k, v in self.networks.items()}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -58,10 +64,13 @@ def observe(host: Host) -> Observed:
     containers = {}
     for rec in st.containers():
         containers[rec.name] = ObservedContainer(rec, host.runtime.status(_init_record(rec)).state)
+    networks, host_networks = host.networks.observe()
     return Observed(
         pools={p.name: p for p in st.pools()},
         profiles={p.name: p for p in st.profiles()},
         images=images,
         aliases=aliases,
         containers=containers,
+        networks=networks,
+        host_networks=host_networks,
     )

@@ -13,6 +13,7 @@ from typing import Mapping
 from sysmgr.engine.actions import (
     Action, BuildImage, Change, CreateContainer, CreatePool, ImportImage, Plan, PutProfile,
     Restart, Start, Stop, UpdateContainer, UpdateProfile)
+from sysmgr.engine import network as enetwork
 from sysmgr.engine.observe import Observed
 from sysmgr.errors import Issue, ValidationError
 from sysmgr.model import expand as mexpand
@@ -88,6 +89,7 @@ def check_references(manifest: Manifest, obs: Observed) -> None:
                 issues.append(_issue(spec, "devices.root.pool",
                                      f"container {spec.name!r} lives on pool {cur.record.pool!r}; "
                                      f"moving it to {new_pool!r} by apply is not supported"))
+    issues += enetwork.reference_issues(manifest, obs, profiles)
     if issues:
         raise ValidationError(issues)
 
@@ -119,6 +121,12 @@ def _device_changes(old: Devices, new: Devices) -> list[Change]:
             for k in sorted(set(o) | set(n)) if o.get(k) != n.get(k)]
 
 
+def _live_device(change: Change, old: Devices, new: Devices) -> bool:
+    """A device change a running container takes without a restart (root disk ``size``)."""
+    name = change.path[len("devices."):]
+    return mkeys.device_change_is_live(old.get(name), new.get(name))
+
+
 def plan(manifest: Manifest, obs: Observed) -> Plan:
     """Return the actions that make the host match ``manifest`` (pure)."""
     check_references(manifest, obs)
@@ -130,6 +138,10 @@ def plan(manifest: Manifest, obs: Observed) -> Plan:
         if spec.name not in obs.pools:
             actions.append(CreatePool(spec.name, driver=spec.driver, config=dict(spec.config),
                                       description=spec.description))
+
+    net_actions, net_warnings = enetwork.plan_actions(manifest, obs)  # after pools, before profiles
+    actions += net_actions
+    warnings += net_warnings
 
     for spec in manifest.of("Profile"):
         assert isinstance(spec, ProfileSpec)
@@ -170,7 +182,8 @@ def plan(manifest: Manifest, obs: Observed) -> Plan:
                                            rec.config, rec.devices)
         keys = [c.path for c in _config_changes("config", old_cfg, new_cfg)
                 if not mkeys.is_live(c.path[len("config."):])]
-        keys += [c.path for c in _device_changes(old_devs, new_devs)]
+        keys += [c.path for c in _device_changes(old_devs, new_devs)
+                 if not _live_device(c, old_devs, new_devs)]
         if keys:
             warnings.append(f"container {name} (not in these manifests) needs a restart for: "
                             + ", ".join(keys))
@@ -204,7 +217,8 @@ def plan(manifest: Manifest, obs: Observed) -> Plan:
         new_cfg, new_devs = mexpand.expand([new_profiles[p] for p in spec.profiles], spec.config, spec.devices)
         eff = _config_changes("config", old_cfg, new_cfg)
         restart_keys = [c.path[len("config."):] for c in eff if not mkeys.is_live(c.path[len("config."):])]
-        restart_keys += [c.path for c in _device_changes(old_devs, new_devs)]
+        restart_keys += [c.path for c in _device_changes(old_devs, new_devs)
+                         if not _live_device(c, old_devs, new_devs)]
         if changes:
             actions.append(UpdateContainer(spec.name, profiles=tuple(spec.profiles), config=dict(spec.config),
                                            devices=dict(spec.devices), description=spec.description,

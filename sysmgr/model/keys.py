@@ -339,6 +339,12 @@ def _env_suffix(name: str) -> str | None:
     return None
 
 
+def _schedule():
+    from sysmgr.model import schedule  # only when a snapshot key is checked
+
+    return schedule
+
+
 # -- the container (and profile) config table -------------------------------------------------
 
 _PROCESSES = _int_key(minimum=1, what="process limit")
@@ -374,6 +380,16 @@ CONTAINER_KEYS: dict[str, Key] = _keys(
         doc="Seconds to wait for a clean halt before killing the container."),
     Key("security.protection.delete", _BOOL, _NORM_BOOL, live=True, default="false",
         doc="Refuse to delete the container while true."),
+    Key("snapshots.schedule", _check(lambda v: _schedule().parse_schedule(v)), _norm(str.strip),
+        live=True,
+        doc="Automatic snapshots: a cron expression (minute hour day month weekday) or "
+            "aliases such as @hourly, @daily, @weekly; taken by 'sysmgr snapshot auto'."),
+    Key("snapshots.schedule.stopped", _BOOL, _NORM_BOOL, live=True, default="false",
+        doc="Whether scheduled snapshots are also taken while the container is stopped."),
+    Key("snapshots.expiry", _check(lambda v: _schedule().parse_expiry(v)), _norm(str.strip),
+        live=True,
+        doc="Lifetime of new snapshots, e.g. 2w, 3d, 12H, 30M (M minutes, H hours, d days, "
+            "w weeks, m months, y years); 'sysmgr snapshot prune' deletes expired ones."),
     Key("security.privileged", _BOOL, _NORM_BOOL, live=False, default="true",
         doc="Run without a user namespace. Defaults to true until user-namespace (unprivileged) "
             "containers are implemented; false is accepted and reserved for them."),
@@ -708,7 +724,11 @@ DEVICE_TYPES: dict[str, dict[str, Key]] = {
         Key("hwaddr", _check(_mac), _norm(lambda v: v.strip().lower()),
             doc="MAC address (default: generated and kept in volatile state)."),
         Key("ipv4.address", _check(_ipv4), _norm(lambda v: str(ipaddress.IPv4Address(v.strip()))),
-            doc="Static IPv4 address on the network."),
+            doc="Static IPv4 address on the managed network (default: sysmgr allocates one "
+                "from the subnet and keeps it for the container's life)."),
+        Key("ipv4.dhcp", _BOOL, _NORM_BOOL, default="false",
+            doc="true: the guest's DHCP client configures the nic (it is served the reserved "
+                "address); false: sysmgr configures address and default route before init."),
         Key("mtu", _MTU[0], _MTU[1], doc="MTU (576..9000)."),
     ),
     "none": {},
@@ -742,6 +762,12 @@ def _nic_rules(dev: Mapping[str, str]) -> list[Problem]:
         out = [(k, f"{k} cannot be used with network (the network decides how to attach)")
                for k in ("nictype", "parent") if dev.get(k)]
         return out
+    # an unmanaged bridge has no sysmgr address management: the guest configures itself
+    unmanaged = [(k, f"{k} needs a managed network (network: NAME); on nictype bridged the "
+                     "guest configures its own address") for k in ("ipv4.address", "ipv4.dhcp")
+                 if dev.get(k)]
+    if unmanaged:
+        return unmanaged
     if not dev.get("nictype"):
         return [("network", "a nic needs a network, or nictype: bridged with a parent bridge")]
     if not dev.get("parent"):
@@ -820,6 +846,29 @@ def normalize_devices(devices: Mapping[str, Mapping[str, object]]) -> dict[str, 
         norm = _normalize_table(table, rest, drop_managed=False)
         out[str(name)] = {"type": dtype, **norm}
     return out
+
+
+def device_change_is_live(old: Mapping[str, str] | None, new: Mapping[str, str] | None) -> bool:
+    """Whether changing a device from ``old`` to ``new`` applies to a running container
+    without a restart: same type, and every changed key is a live one (the root disk's
+    ``size`` is). Adding or removing a device is not live."""
+    if old is None or new is None or old.get("type") != new.get("type"):
+        return False
+    table = DEVICE_TYPES.get(str(new.get("type", "")))
+    if table is None:
+        return False
+    o = normalize_devices({"d": old})["d"]
+    n = normalize_devices({"d": new})["d"]
+    changed = {k for k in set(o) | set(n) if o.get(k) != n.get(k)}
+    return all(k in table and table[k].live for k in changed)
+
+
+def root_disk_size(devices: Mapping[str, Mapping[str, str]]) -> int | None:
+    """Bytes of the root disk's ``size`` in an expanded devices map, None when unset."""
+    for dev in devices.values():
+        if is_root_disk(dev) and dev.get("size"):
+            return parse_size(str(dev["size"]))
+    return None
 
 
 def is_root_disk(device: Mapping[str, str]) -> bool:

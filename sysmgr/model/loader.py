@@ -38,6 +38,7 @@ from sysmgr.model.objects import (
     ContainerSpec,
     ImageSpec,
     Manifest,
+    NetworkSpec,
     ProfileSpec,
     Source,
     Spec,
@@ -268,6 +269,23 @@ def _build_pool(doc: Mapping[str, Any], ctx: DocContext) -> Spec:
                            description=_text(ctx, doc, "description"), source=ctx.source)
 
 
+def _build_network(doc: Mapping[str, Any], ctx: DocContext) -> Spec:
+    from sysmgr.model import network_keys  # only manifests with networks pay for it
+
+    name = _check_name(ctx, doc, names.object_name_problem)
+    raw_type = doc.get("type")
+    ntype = ctx.string("type", raw_type).strip() if isinstance(raw_type, str) else \
+        network_keys.DEFAULT_TYPE
+    config = ctx.string_map("config", doc.get("config"))
+    reason = network_keys.type_problem(ntype)
+    if reason:
+        ctx.problem("type", reason)
+    else:
+        ctx.problems(network_keys.validate_network_config(ntype, config))
+    return NetworkSpec(name=name, type=ntype, config=config,
+                       description=_text(ctx, doc, "description"), source=ctx.source)
+
+
 def _build_profile(doc: Mapping[str, Any], ctx: DocContext) -> Spec:
     name = _check_name(ctx, doc, names.object_name_problem)
     config = ctx.string_map("config", doc.get("config"))
@@ -343,6 +361,7 @@ def _build_container(doc: Mapping[str, Any], ctx: DocContext) -> Spec:
 #: its spec class and its place in ``objects.KIND_ORDER``.
 KINDS: dict[str, tuple[Mapping[str, Any], Builder]] = {
     "StoragePool": (schemas.STORAGE_POOL, _build_pool),
+    "Network": (schemas.NETWORK, _build_network),
     "Profile": (schemas.PROFILE, _build_profile),
     "Image": (schemas.IMAGE, _build_image),
     "Container": (schemas.CONTAINER, _build_container),

@@ -75,9 +75,22 @@ class ContainerSpec:
     kind = "Container"
 
 
-Spec = Union[ProfileSpec, StoragePoolSpec, ImageSpec, ContainerSpec]
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A managed network (LXD's ``lxc network``): ``type: bridge`` and its config keys
+    (:mod:`sysmgr.model.network_keys`)."""
 
-KIND_ORDER = ("StoragePool", "Profile", "Image", "Container")
+    name: str
+    type: str = "bridge"
+    config: Config = field(default_factory=dict)
+    description: str = ""
+    source: Source = Source()
+    kind = "Network"
+
+
+Spec = Union[ProfileSpec, StoragePoolSpec, NetworkSpec, ImageSpec, ContainerSpec]
+
+KIND_ORDER = ("StoragePool", "Network", "Profile", "Image", "Container")
 
 
 @dataclass(frozen=True)

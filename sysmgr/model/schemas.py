@@ -71,6 +71,14 @@ IMAGE: dict[str, Any] = {
     "description": _DESCRIPTION,
 }
 
+NETWORK: dict[str, Any] = {
+    "kind": _KIND,
+    "name": _NAME,
+    "type": {"type": "string", "nullable": True},
+    "config": _CONFIG,
+    "description": _DESCRIPTION,
+}
+
 CONTAINER: dict[str, Any] = {
     "kind": _KIND,
     "name": _NAME,

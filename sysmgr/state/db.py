@@ -41,6 +41,22 @@ MIGRATIONS: list[str] = [
         devices TEXT NOT NULL DEFAULT '{}', description TEXT NOT NULL DEFAULT '',
         volatile TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL);
     """,
+    # 2: container snapshots (the filesystem lives in the pool; this is the config it had)
+    """
+    CREATE TABLE IF NOT EXISTS snapshots (
+        container TEXT NOT NULL REFERENCES containers(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        name TEXT NOT NULL, created REAL NOT NULL, expires REAL,
+        profiles TEXT NOT NULL DEFAULT '[]', config TEXT NOT NULL DEFAULT '{}',
+        devices TEXT NOT NULL DEFAULT '{}', description TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (container, name));
+    """,
+    # 3: managed networks (bridge = the host bridge name, recorded so it stays stable)
+    """
+    CREATE TABLE IF NOT EXISTS networks (
+        name TEXT PRIMARY KEY, type TEXT NOT NULL, config TEXT NOT NULL DEFAULT '{}',
+        description TEXT NOT NULL DEFAULT '', bridge TEXT NOT NULL UNIQUE,
+        created REAL NOT NULL);
+    """,
 ]
 
 

@@ -9,20 +9,23 @@ import textwrap
 
 import pytest
 
-from tests.conftest import REPO, requires_root, run_cli
+from tests.conftest import REPO, bind_netns, remove_networks, requires_root, run_cli
 
 pytestmark = requires_root
 
 
 @pytest.fixture
-def root(sysmgr_root: str):
-    """An initialised root with the busybox image; every container deleted afterwards."""
+def root(sysmgr_root: str, netns):
+    """An initialised root with the busybox image, run inside a network namespace of its own
+    (``init --auto`` makes the default network); containers and networks deleted afterwards."""
+    bind_netns(sysmgr_root, netns)
     run_cli("init", "--auto", root=sysmgr_root, check=True)
     run_cli("image", "build", "busybox", "--alias", "busybox", root=sysmgr_root, check=True)
     yield sysmgr_root
     out = run_cli("list", "--format", "json", root=sysmgr_root, check=True).stdout
     for c in json.loads(out):
         run_cli("delete", "--force", c["name"], root=sysmgr_root)
+    remove_networks(sysmgr_root)
 
 
 def host_snapshot(root: str) -> tuple:
@@ -205,18 +208,26 @@ def test_apply_is_idempotent_and_live(root, tmp_path):
 
 @pytest.mark.parametrize("example", sorted(d for d in os.listdir(os.path.join(REPO, "examples"))
                                            if os.path.isdir(os.path.join(REPO, "examples", d))))
-def test_examples_apply_and_converge(sysmgr_root, example):
-    """Every examples/ scenario applies on a fresh root, runs, and converges."""
+def test_examples_apply_and_converge(sysmgr_root, netns, example):
+    """Every examples/ scenario applies on a fresh root (in a network namespace of its own),
+    runs, and converges; the quickstart's containers reach each other by name."""
     root = sysmgr_root
+    bind_netns(root, netns)
     run_cli("init", "--auto", root=root, check=True)
-    paths = ["-f", os.path.join(REPO, "profiles"), "-f", os.path.join(REPO, "examples", example)]
+    paths = ["-f", os.path.join(REPO, "networks"), "-f", os.path.join(REPO, "profiles"),
+             "-f", os.path.join(REPO, "examples", example)]
     try:
         run_cli("apply", *paths, "--yes", root=root, check=True, timeout=600)
         listing = json.loads(run_cli("list", "--format", "json", root=root, check=True).stdout)
         assert listing and all(c["status"] == "Running" for c in listing)
         for c in listing:
             assert run_cli("exec", c["name"], "--", "hostname", root=root).stdout.strip() == c["name"]
+        if example == "quickstart":
+            assert all(c["ipv4"] for c in listing), listing
+            res = run_cli("exec", "db1", "--", "ping", "-c1", "-W2", "web1.sysmgr", root=root)
+            assert res.returncode == 0, res.stdout + res.stderr
         assert "no changes" in run_cli("apply", *paths, "--yes", root=root, check=True).stdout
     finally:
         for c in json.loads(run_cli("list", "--format", "json", root=root).stdout or "[]"):
             run_cli("delete", "--force", c["name"], root=root)
+        remove_networks(root)

@@ -275,7 +275,8 @@ GOOD_DEVICES = [
     {"vol": {"type": "disk", "path": "/vol", "source": "myvol", "pool": "default"}},
     {"eth0": {"type": "nic", "network": "sysmgrbr0"}},
     {"eth0": {"type": "nic", "nictype": "bridged", "parent": "br0", "name": "eth0",
-              "hwaddr": "00:16:3E:12:34:56", "ipv4.address": "10.0.3.5", "mtu": "1500"}},
+              "hwaddr": "00:16:3E:12:34:56", "mtu": "1500"}},
+    {"eth0": {"type": "nic", "network": "lab", "ipv4.address": "10.0.3.5", "ipv4.dhcp": "true"}},
     {"eth1": {"type": "none"}},
 ]
 
@@ -286,6 +287,11 @@ def test_valid_devices(devices: dict) -> None:
 
 
 BAD_DEVICES = [
+    # an unmanaged bridge has no address management: the guest configures itself
+    ({"eth0": {"type": "nic", "nictype": "bridged", "parent": "br0", "ipv4.address": "10.0.3.5"}},
+     "devices.eth0.ipv4.address", "needs a managed network"),
+    ({"eth0": {"type": "nic", "network": "lab", "ipv4.dhcp": "maybe"}},
+     "devices.eth0.ipv4.dhcp", "invalid boolean"),
     ({"root": {"path": "/"}}, "devices.root.type", "a device needs a type"),
     ({"root": {"type": "dsk"}}, "devices.root.type", "unknown device type 'dsk' (did you mean 'disk'?)"),
     ({"root": "disk"}, "devices.root", "a device must be a mapping"),

@@ -1,5 +1,5 @@
 """``sysmgr config``: a container's local configuration (``lxc config``): show, get, set,
-unset, edit, and ``config device`` add/remove/list/show.
+unset, edit, and ``config device`` add/remove/list/show/set.
 
 Changes apply live when they can; keys that need a restart are named on stderr.
 """
@@ -166,3 +166,29 @@ def device_show(app: AppContext, name: str, expanded: bool) -> None:
     c = app.client.containers.get(name)
     devices = c.expanded_devices if expanded else c.devices
     click.echo(render.yaml_text({k: dict(v) for k, v in sorted(devices.items())}))
+
+
+@device.command("set")
+@click.argument("name")
+@click.argument("devname")
+@click.argument("options", nargs=-1, required=True, metavar="KEY=VALUE...")
+@pass_app
+def device_set(app: AppContext, name: str, devname: str, options: tuple[str, ...]) -> None:
+    """Change device keys: sysmgr config device set c1 root size=4GiB
+
+    A device that comes from a profile is copied into the container first (LXD's
+    "config device override"). The root disk's size changes live.
+    """
+    from sysmgr.cli.commands._common import parse_assignments
+
+    c = app.client.containers.get(name)
+    dev = c.devices.get(devname) or c.expanded_devices.get(devname)
+    if dev is None:
+        raise NotFound(f"device {devname!r} not found on {name!r}")
+    c.devices[devname] = {**dev, **parse_assignments(options)}
+    pending = c.save()
+    click.echo(f"Device {devname} of {name} changed")
+    report_pending(name, pending)
+
+
+device.add_command(device_set, "override")

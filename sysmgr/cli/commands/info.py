@@ -32,6 +32,9 @@ def info_record(c: Any, st: Any) -> dict[str, Any]:
             "disk_bytes": st.disk_bytes,
         },
         "limits": {k: exp[k] for k in sorted(exp) if k.startswith("limits.") and exp[k] != ""},
+        # per nic: name inside, host end (stable), MAC, network or parent, recorded address
+        "network": {k: dict(v) for k, v in sorted((getattr(c, "nics", None) or {}).items())},
+        "ipv4": list(getattr(c, "ipv4", None) or []),
         "expanded_config": dict(sorted(exp.items())),
         "expanded_devices": {k: dict(v) for k, v in sorted(c.expanded_devices.items())},
     }
@@ -64,6 +67,17 @@ def info_text(r: dict[str, Any]) -> str:
                 out.append(f"    Memory (current): {render.format_size(res['memory_bytes'])}")
             if res["memory_peak_bytes"] is not None:
                 out.append(f"    Memory (peak): {render.format_size(res['memory_peak_bytes'])}")
+    if r.get("network"):
+        out += ["", "Network:"]
+        for dev, nic in r["network"].items():
+            where = f"network {nic['network']}" if nic.get("network") else \
+                f"bridge {nic.get('parent') or '?'}"
+            addr = nic.get("ipv4") or "-"
+            how = "DHCP" if nic.get("dhcp") or not nic.get("network") else "static"
+            out.append(f"  {dev} ({nic.get('name') or dev}): {addr} ({how}) on {where}, "
+                       f"host interface {nic.get('host_name') or '-'}, MAC {nic.get('hwaddr') or '-'}")
+        if r.get("ipv4"):
+            out.append(f"  IPv4 now: {', '.join(r['ipv4'])}")
     for title, items in (("Limits", r["limits"]), ("Expanded config", r["expanded_config"])):
         if items:
             out += ["", f"{title}:"] + [f"  {k}: {v}" for k, v in items.items()]

@@ -11,12 +11,22 @@ from sysmgr.cli.commands._common import format_option, output
 
 @click.command()
 @click.argument("prefix", required=False, default="")
+@click.option("--network", "network", is_flag=True,
+              help="List the keys of managed networks (kind: Network) instead.")
 @format_option()
-def keys(prefix: str, fmt: str) -> None:
+def keys(prefix: str, network: bool, fmt: str) -> None:
     """List the container config keys and what they do.
 
     PREFIX limits the list, e.g. "sysmgr keys limits." (LIVE: applies without a restart).
     """
+    if network:
+        from sysmgr.model.network_keys import describe_network_keys
+
+        nrecords = [{"type": t, "key": k, "description": doc}
+                    for t, k, doc in describe_network_keys() if k.startswith(prefix)]
+        output(render.listing(fmt, ("TYPE", "KEY", "DESCRIPTION"), nrecords,
+                              lambda r: [r["type"], r["key"], r["description"]]))
+        return
     from sysmgr.model.keys import describe_keys
 
     records = [{"key": k, "live": live, "description": doc}

@@ -134,6 +134,15 @@ def read_sysctl(netns: str | None, key: str) -> str | None:
         raise DriverError(f"cannot read {key}: {e.strerror}") from e
 
 
+def ifnames(netns: str | None) -> list[str]:
+    """Names of the interfaces in namespace ``netns``, without netlink (``if_nameindex``):
+    cheap questions must not pay for importing pyroute2."""
+    try:
+        return in_netns(netns, lambda: [name for _, name in socket.if_nameindex()])
+    except OSError as e:
+        raise DriverError(f"cannot list interfaces: {e.strerror}") from e
+
+
 # -- pyroute2 ---------------------------------------------------------------------------------
 
 def _pyroute2() -> tuple[Any, type[Exception]]:

@@ -345,6 +345,11 @@ class NetworkDriver(abc.ABC):
     @abc.abstractmethod
     def status(self, net: NetworkSpec) -> NetworkStatus: ...
 
+    def leases(self, net: NetworkSpec) -> list[Lease]:
+        """Active DHCP leases of ``net``; drivers override it to skip the kernel queries of
+        :meth:`status` (``list`` reads it for every network)."""
+        return list(self.status(net).leases)
+
     # -- nics --------------------------------------------------------------------------------
     @abc.abstractmethod
     def attach(self, nic: NicSpec, init_pid: int) -> None:
@@ -357,6 +362,11 @@ class NetworkDriver(abc.ABC):
     def detach(self, nic: NicSpec) -> None:
         """Unplug ``nic`` (delete the host end; the pair goes with it). Idempotent: the pair
         also vanishes by itself when the container's netns dies."""
+
+    @abc.abstractmethod
+    def container_addresses(self, init_pid: int) -> list[tuple[str, str]]:
+        """``(interface, CIDR)`` of every IPv4 address inside the network namespace of
+        ``init_pid`` (``lo`` excluded); empty when the process is gone."""
 
     # -- observation -------------------------------------------------------------------------
     @abc.abstractmethod

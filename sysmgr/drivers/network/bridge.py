@@ -170,7 +170,22 @@ class BridgeNetwork(NetworkDriver):
             nft_table=nft.exists(nft_table_name(net.ifname), self.host_netns),
             leases=tuple(dns.leases()))
 
+    def leases(self, net: NetworkSpec) -> list[Lease]:
+        validate_network(self.root_id, net)
+        return self._dnsmasq(net).leases()  # the lease file only: no netlink, no nft
+
     # -- nics --------------------------------------------------------------------------------
+    def container_addresses(self, init_pid: int) -> list[tuple[str, str]]:
+        ns_path = _netlink.pid_netns(init_pid)
+        if _netlink.netns_id(ns_path) is None:
+            return []
+        try:
+            with _netlink.session(ns_path) as cn:
+                return [(lk.ifname, cidr) for lk in cn.links() if lk.ifname != "lo"
+                        for cidr in cn.ipv4_addresses(lk)]
+        except NotFound:
+            return []  # the container stopped meanwhile
+
     def attach(self, nic: NicSpec, init_pid: int) -> None:
         validate_nic(self.root_id, nic)
         what = f"container {nic.container} device {nic.device}"
@@ -215,6 +230,8 @@ class BridgeNetwork(NetworkDriver):
 
     def detach(self, nic: NicSpec) -> None:
         validate_nic(self.root_id, nic)
+        if nic.host_ifname not in _netlink.ifnames(self.host_netns):
+            return  # gone with the container's netns (the usual case after a stop)
         with _netlink.session(self.host_netns) as nl:
             link = nl.link(nic.host_ifname)
             if link is None:
@@ -231,5 +248,4 @@ class BridgeNetwork(NetworkDriver):
 
     def owned_interfaces(self) -> list[str]:
         prefixes = (BRIDGE_PREFIX + self.root_id, VETH_PREFIX + self.root_id)
-        with _netlink.session(self.host_netns) as nl:
-            return sorted(lk.ifname for lk in nl.links() if lk.ifname.startswith(prefixes))
+        return sorted(n for n in _netlink.ifnames(self.host_netns) if n.startswith(prefixes))

@@ -129,6 +129,19 @@ class FakeNetwork(NetworkDriver):
                 raise NotFound(f"network {net.name} does not exist on the host")
             rec["reservations"] = [dataclasses.asdict(lz) for lz in leases]
 
+    def leases(self, net: NetworkSpec) -> list[Lease]:
+        """Active leases as a DHCP client would have them: every attached nic without a
+        static address whose MAC has a reservation got that reservation."""
+        validate_network(self.root_id, net)
+        with self._state(write=False) as st:
+            rec = st["networks"].get(net.name)
+            if rec is None:
+                return []
+            waiting = {n["mac"].lower() for n in st["nics"].values()
+                       if n["bridge"] == net.ifname and not n.get("ipv4")}
+            return [Lease(**lz) for lz in rec["reservations"]
+                    if lz["mac"].lower() in waiting and lz["ipv4"]]
+
     def reservations(self, net: NetworkSpec) -> list[Lease]:
         """What :meth:`set_leases` recorded (test helper; the real driver keeps it in a file)."""
         with self._state(write=False) as st:
@@ -176,6 +189,12 @@ class FakeNetwork(NetworkDriver):
                 raise Conflict(f"container {nic.container} device {nic.device}: interface "
                                f"{nic.host_ifname} is not this nic's; left alone")
             del st["nics"][nic.host_ifname]
+
+    def container_addresses(self, init_pid: int) -> list[tuple[str, str]]:
+        with self._state(write=False) as st:
+            return sorted((n["container_ifname"], f"{n['ipv4']}/{n['prefixlen']}")
+                          for n in st["nics"].values()
+                          if n.get("init_pid") == init_pid and n.get("ipv4"))
 
     def attached(self) -> dict[str, NicSpec]:
         """host ifname -> nic, for assertions (the real driver: look at the bridge's ports)."""

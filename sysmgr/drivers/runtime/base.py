@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import signal
 from dataclasses import dataclass, field
-from typing import ClassVar, Mapping, Sequence
+from typing import Callable, ClassVar, Mapping, Sequence
 
 STOPPED, RUNNING, FROZEN = "STOPPED", "RUNNING", "FROZEN"
 
@@ -114,8 +114,12 @@ class Runtime(abc.ABC):
     info: ClassVar[RuntimeInfo]
 
     @abc.abstractmethod
-    def start(self, spec: RuntimeSpec) -> InitRecord:
-        """Start init; return once init has been exec'ed (or raise, leaving nothing behind)."""
+    def start(self, spec: RuntimeSpec, *, before_go: Callable[[int], object] | None = None
+              ) -> InitRecord:
+        """Start init; return once init has been exec'ed (or raise, leaving nothing behind).
+
+        ``before_go`` is called with init's host pid once its namespaces exist and before
+        init runs (the engine plugs the container's nics in there)."""
 
     @abc.abstractmethod
     def status(self, rec: InitRecord | None) -> Status:

@@ -1,0 +1,53 @@
+"""``sysmgr export`` / ``sysmgr import``: backups of containers (``lxc export`` / ``lxc
+import``): config, snapshots and root filesystem in one zstd-compressed tarball."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from sysmgr.cli import render
+from sysmgr.cli.commands._common import AppContext, echo_err, pass_app
+
+
+def _progress(quiet: bool):
+    return None if quiet else (lambda msg: echo_err(msg))
+
+
+@click.command("export")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--optimized", "--optimized-storage", "optimized", is_flag=True,
+              help="Store the pool's own streams (btrfs send): faster and keeps shared blocks, "
+                   "but imports only onto a pool of the same kind.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
+@pass_app
+def export(app: AppContext, name: str, file: str, optimized: bool, quiet: bool) -> None:
+    """Back up container NAME (config, snapshots, root filesystem) to FILE.
+
+    \b
+    Examples:
+      sysmgr export web1 web1.tar.zst
+      sysmgr export web1 web1.btrfs.tar.zst --optimized
+    """
+    t0 = time.monotonic()
+    res = app.client.containers.get(name).export(file, optimized=optimized, progress=_progress(quiet))
+    kind = f"optimized, {res.stream_format} streams" if res.optimized else "portable tar streams"
+    snaps = f", {len(res.snapshots)} snapshot(s)" if res.snapshots else ""
+    click.echo(f"Exported {name} to {res.path} ({render.format_size(res.size)}, {kind}{snaps}) "
+               f"in {time.monotonic() - t0:.1f}s")
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("name", required=False)
+@click.option("-s", "--storage", "pool", metavar="POOL",
+              help="Storage pool to import into (default: the original pool's name if it "
+                   "exists here, else default).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
+@pass_app
+def import_(app: AppContext, file: str, name: str | None, pool: str | None, quiet: bool) -> None:
+    """Create a stopped container from the backup FILE (as NAME, default its old name)."""
+    c = app.client.containers.import_(file, name=name, pool=pool, progress=_progress(quiet))
+    click.echo(f"Imported {c.name} into storage pool {c.pool}")

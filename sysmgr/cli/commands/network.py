@@ -1,0 +1,175 @@
+"""``sysmgr network``: managed networks as ``lxc network`` manages them: list, show, info,
+create, get/set/unset, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from sysmgr.cli import render
+from sysmgr.cli.commands._common import (
+    AppContext, echo_err, format_option, output, parse_assignments, parse_set_args, pass_app)
+from sysmgr.errors import NotFound
+
+HEADERS = ("NAME", "TYPE", "BRIDGE", "IPV4", "NAT", "DESCRIPTION", "USED BY", "STATE")
+
+
+def network_document(n: Any) -> dict[str, Any]:
+    return {
+        "name": n.name,
+        "type": n.type,
+        "managed": True,
+        "bridge": n.bridge,
+        "description": n.description,
+        "config": dict(sorted(n.config.items())),
+        "used_by": list(n.used_by),
+    }
+
+
+def _report_pending(name: str, pending: list[str]) -> None:
+    if pending:
+        echo_err(f"Restart these containers for network {name}'s new address or MTU to reach "
+                 f"them: {', '.join(pending)}")
+
+
+@click.group()
+def network() -> None:
+    """Manage networks (managed bridges with DHCP, DNS and NAT).
+
+    \b
+    Keys (see 'sysmgr keys --network'): ipv4.address (CIDR or auto), ipv4.nat,
+    ipv4.dhcp, ipv4.dhcp.ranges, dns.domain, dns.upstream, bridge.mtu, user.*
+    """
+
+
+@network.command("list")
+@format_option()
+@pass_app
+def list_(app: AppContext, fmt: str) -> None:
+    """List networks."""
+    records = []
+    for n in sorted(app.client.networks.all(), key=lambda n: n.name):
+        doc = network_document(n)
+        st = n.state()
+        doc["status"] = st.status
+        doc["problems"] = list(st.problems)
+        records.append(doc)
+    output(render.listing(fmt, HEADERS, records, lambda r: [
+        r["name"], r["type"], r["bridge"], r["config"].get("ipv4.address", ""),
+        r["config"].get("ipv4.nat", "true"), r["description"], len(r["used_by"]),
+        r["status"].upper()]))
+
+
+@network.command("show")
+@click.argument("name")
+@pass_app
+def show(app: AppContext, name: str) -> None:
+    """Show a network as YAML."""
+    click.echo(render.yaml_text(network_document(app.client.networks.get(name))))
+
+
+@network.command("info")
+@click.argument("name")
+@format_option(("text", "yaml", "json"), default="text")
+@pass_app
+def info(app: AppContext, name: str, fmt: str) -> None:
+    """Show a network's state: bridge, addresses, dnsmasq, nftables, ports and leases."""
+    n = app.client.networks.get(name)
+    st = n.state()
+    record = {
+        **network_document(n),
+        "state": {
+            "status": st.status, "up": st.up, "mtu": st.mtu, "addresses": list(st.addresses),
+            "ports": list(st.ports), "dnsmasq_pid": st.dnsmasq_pid, "nft_table": st.nft_table,
+            "problems": list(st.problems),
+        },
+        "leases": [{"hostname": lz.hostname, "hwaddr": lz.hwaddr, "address": lz.address,
+                    "type": lz.type} for lz in st.leases],
+    }
+    if fmt != "text":
+        click.echo(render.document(fmt, record))
+        return
+    cfg = n.config
+    lines = [f"Name: {n.name}", f"Type: {n.type}", f"Interface: {n.bridge}",
+             f"State: {'up' if st.up else 'down'}"]
+    if n.description:
+        lines.append(f"Description: {n.description}")
+    lines += ["", "IP addresses:"] + [f"  inet {a}" for a in st.addresses]
+    lines += ["", "Network:",
+              f"  NAT: {cfg.get('ipv4.nat', 'true')}",
+              f"  DHCP: {cfg.get('ipv4.dhcp', 'true')}",
+              f"  DNS domain: {cfg.get('dns.domain', 'sysmgr')}",
+              f"  MTU: {st.mtu if st.mtu is not None else ''}",
+              f"  dnsmasq: {'pid ' + str(st.dnsmasq_pid) if st.dnsmasq_pid else 'not running'}",
+              f"  nftables table: {'present' if st.nft_table else 'missing'}"]
+    if st.problems:
+        lines += ["", "Problems (sysmgr init or apply repairs them):"]
+        lines += [f"  {p}" for p in st.problems]
+    if st.ports:
+        lines += ["", "Ports:"] + [f"  {p}" for p in st.ports]
+    if st.leases:
+        lines += ["", "DHCP leases:"]
+        lines += [f"  {lz.hostname:<20} {lz.hwaddr}  {lz.address or '-':<15} {lz.type}"
+                  for lz in st.leases]
+    used = record["used_by"]
+    if used:
+        lines += ["", "Used by:"] + [f"  {u}" for u in used]
+    click.echo("\n".join(lines))
+
+
+@network.command("create")
+@click.argument("name")
+@click.argument("config", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("-t", "--type", "ntype", default="bridge", show_default=True, help="Network type.")
+@click.option("--description", default="", help="Network description.")
+@pass_app
+def create(app: AppContext, name: str, config: tuple[str, ...], ntype: str,
+           description: str) -> None:
+    """Create a network: sysmgr network create lab ipv4.address=10.50.0.1/24 ipv4.nat=false"""
+    n = app.client.networks.create(name, parse_assignments(config), type=ntype,
+                                   description=description)
+    click.echo(f"Network {name} created (bridge {n.bridge}, {n.config.get('ipv4.address')})")
+
+
+@network.command("get")
+@click.argument("name")
+@click.argument("key")
+@pass_app
+def get(app: AppContext, name: str, key: str) -> None:
+    """Print one config key of a network."""
+    click.echo(app.client.networks.get(name).config.get(key, ""))
+
+
+@network.command("set")
+@click.argument("name")
+@click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
+@pass_app
+def set_(app: AppContext, name: str, assignments: tuple[str, ...]) -> None:
+    """Set network config keys (KEY=VALUE..., or KEY VALUE) and make the host match."""
+    n = app.client.networks.get(name)
+    n.config.update(parse_set_args(assignments))
+    _report_pending(name, n.save())
+
+
+@network.command("unset")
+@click.argument("name")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@pass_app
+def unset(app: AppContext, name: str, keys: tuple[str, ...]) -> None:
+    """Remove config keys from a network (back to their defaults)."""
+    n = app.client.networks.get(name)
+    for key in keys:
+        if key not in n.config:
+            raise NotFound(f"config key {key!r} is not set on network {name!r}")
+        del n.config[key]
+    _report_pending(name, n.save())
+
+
+@network.command("delete")
+@click.argument("name")
+@pass_app
+def delete(app: AppContext, name: str) -> None:
+    """Delete a network (refused while a container or profile has a nic on it)."""
+    app.client.networks.get(name).delete()
+    click.echo(f"Network {name} deleted")

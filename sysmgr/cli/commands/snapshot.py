@@ -1,0 +1,126 @@
+"""``sysmgr snapshot``: container snapshots (``lxc snapshot`` / ``lxc restore`` / ``lxc info``'s
+snapshot list): create, list, show, restore, delete, prune, auto."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from sysmgr.cli import render
+from sysmgr.cli.commands._common import AppContext, format_option, output, pass_app
+
+HEADERS = ("NAME", "TAKEN AT", "EXPIRES AT", "PROFILES")
+
+
+def snapshot_record(s: Any) -> dict[str, Any]:
+    return {
+        "container": s.container,
+        "name": s.name,
+        "created_at": render.iso_time(s.created_at),
+        "expires_at": render.iso_time(s.expires_at),
+        "profiles": list(s.profiles),
+        "description": s.description,
+        "config": dict(sorted(s.config.items())),
+        "devices": {k: dict(v) for k, v in sorted(s.devices.items())},
+    }
+
+
+@click.group()
+def snapshot() -> None:
+    """Manage container snapshots (filesystem + configuration)."""
+
+
+@snapshot.command("create")
+@click.argument("name")
+@click.argument("snap", required=False)
+@click.option("--expiry", metavar="EXPIRY",
+              help="Lifetime of this snapshot (2w, 3d, 12H...; overrides snapshots.expiry).")
+@click.option("--no-expiry", is_flag=True, help="This snapshot never expires.")
+@pass_app
+def create(app: AppContext, name: str, snap: str | None, expiry: str | None, no_expiry: bool) -> None:
+    """Snapshot container NAME as SNAP (default snap0, snap1...).
+
+    \b
+    Example:
+      sysmgr snapshot create web1 before-upgrade --expiry 2w
+    """
+    if expiry is not None and no_expiry:
+        raise click.UsageError("--expiry and --no-expiry cannot be combined")
+    s = app.client.containers.get(name).snapshots.create(snap, expiry="" if no_expiry else expiry)
+    click.echo(f"Snapshot {name}/{s.name} created")
+
+
+@snapshot.command("list")
+@click.argument("name")
+@format_option()
+@pass_app
+def list_(app: AppContext, name: str, fmt: str) -> None:
+    """List the snapshots of container NAME, oldest first."""
+    records = [snapshot_record(s) for s in app.client.containers.get(name).snapshots.all()]
+    output(render.listing(fmt, HEADERS, records, lambda r: [
+        r["name"], render.format_timestamp(render.parse_iso(r["created_at"])),
+        render.format_timestamp(render.parse_iso(r["expires_at"])), ", ".join(r["profiles"])]))
+
+
+@snapshot.command("show")
+@click.argument("name")
+@click.argument("snap")
+@format_option(("yaml", "json"), default="yaml")
+@pass_app
+def show(app: AppContext, name: str, snap: str, fmt: str) -> None:
+    """Show snapshot SNAP of NAME: when it was taken and the configuration it recorded."""
+    click.echo(render.document(fmt, snapshot_record(app.client.containers.get(name).snapshots.get(snap))))
+
+
+@snapshot.command("restore")
+@click.argument("name")
+@click.argument("snap")
+@click.option("-f", "--force", is_flag=True,
+              help="Stop a running container, restore it, and start it again.")
+@pass_app
+def restore(app: AppContext, name: str, snap: str, force: bool) -> None:
+    """Restore container NAME's filesystem and configuration from snapshot SNAP."""
+    for line in app.client.containers.get(name).snapshots.restore(snap, force=force):
+        click.echo(line[0].upper() + line[1:])
+
+
+@snapshot.command("delete")
+@click.argument("name")
+@click.argument("snaps", nargs=-1, required=True, metavar="SNAP...")
+@pass_app
+def delete(app: AppContext, name: str, snaps: tuple[str, ...]) -> None:
+    """Delete snapshots of container NAME."""
+    from sysmgr.cli.commands._common import for_each
+
+    c = app.client.containers.get(name)
+    for_each(snaps, c.snapshots.delete)
+
+
+@snapshot.command("prune")
+@click.argument("name", required=False)
+@pass_app
+def prune(app: AppContext, name: str | None) -> None:
+    """Delete expired snapshots now (of NAME, or of every container)."""
+    if name:
+        gone = app.client.containers.get(name).snapshots.prune()
+    else:
+        from sysmgr.api import snapshots
+
+        gone = snapshots.prune_all(app.client)
+    for g in gone:
+        click.echo(f"Deleted expired snapshot {g}")
+
+
+@snapshot.command("auto")
+@pass_app
+def auto(app: AppContext) -> None:
+    """Take the snapshots snapshots.schedule says are due, then delete expired ones.
+
+    Run it every minute from a timer, e.g. a cron line:
+    * * * * * root sysmgr snapshot auto
+    """
+    from sysmgr.api import snapshots
+
+    for line in snapshots.auto(app.client):
+        click.echo(line[0].upper() + line[1:])

@@ -1,0 +1,244 @@
+"""Intents: what a storage operation is about to do, so a killed sysmgr leaves nothing behind.
+
+Creating, copying, importing, renaming or snapshotting a container changes a pool first and
+the record last. If sysmgr dies in between (``kill -9``, power loss), the pool holds a volume
+the record does not know about. Before changing a pool, such an operation writes an *intent*
+file (``<root>/tmp/intents/*.json``: the operation, the container, the pool...) and removes it
+once the record is committed. :func:`recover` — run by ``init`` and at the start of every
+storage operation, under the root's lock — resolves the intents of dead processes:
+
+* ``create`` / ``copy`` / ``import``: no record -> the volume (with its snapshots) and any
+  temporary image volumes are deleted; a record -> it was committed, nothing to do;
+* ``snapshot``: no snapshot record -> the snapshot volume is deleted;
+* ``delete-snapshot``: finished (volume and record removed);
+* ``rename``: undone when the record still has the old name, finished otherwise;
+* ``restore``: redone when the container is stopped (the filesystem swap is atomic, the
+  record update is idempotent);
+* ``export``: the temporary snapshot and the partial output file are removed.
+
+Leftover staging entries of the drivers (``.staging-*`` of dead processes) are swept by the
+pool's ``mount()`` afterwards. Resolution is idempotent: an intent whose resolution fails is
+kept and retried next time.
+
+Layer: engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from typing import TYPE_CHECKING, Any, Iterator
+
+from sysmgr.errors import NotFound, SysmgrError
+from sysmgr.state.snapshots import SnapshotStore
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sysmgr.engine.host import Host
+
+
+def _dir(host: "Host") -> str:
+    return os.path.join(host.layout.tmp, "intents")
+
+
+def _starttime(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), or None when it is gone; tells a
+    live process from a new one that got the same pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(")") + 2:].split()[19])
+
+
+def _alive(pid: int, starttime: int | None) -> bool:
+    now = _starttime(pid)
+    return now is not None and (starttime is None or now == starttime)
+
+
+class Intent:
+    """One pending operation; ``note()`` adds facts learnt on the way (temporary names)."""
+
+    def __init__(self, path: str, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+
+    def note(self, **facts: Any) -> None:
+        self.data.update(facts)
+        self._write()
+
+    def add(self, key: str, value: Any) -> None:
+        """Append ``value`` to the list ``key`` (e.g. a temporary image to remove)."""
+        self.data.setdefault(key, []).append(value)
+        self._write()
+
+    def _write(self) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+@contextlib.contextmanager
+def intent(host: "Host", op: str, *, resolve_on_error: bool = True, **data: Any) -> Iterator[Intent]:
+    """Record an intent for the block. On success it is removed; on an exception the
+    operation's own undo has run, and the intent is resolved once more (idempotent) and
+    removed, or kept for the next :func:`recover` if that fails too. Operations whose
+    resolution would redo them (``restore``) pass ``resolve_on_error=False``."""
+    d = _dir(host)
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    tag = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(data.get("container", "")))
+    path = os.path.join(d, f"{op}-{tag}-{os.getpid()}-{secrets.token_hex(4)}.json")
+    it = Intent(path, {"op": op, "pid": os.getpid(), "starttime": _starttime(os.getpid()), **data})
+    it._write()
+    try:
+        yield it
+    except BaseException:
+        if not resolve_on_error:
+            it.remove()
+            raise
+        try:
+            _resolve(host, it.data)
+        except Exception:  # noqa: BLE001 - kept for the next recover(); the original error wins
+            pass
+        else:
+            it.remove()
+        raise
+    it.remove()
+
+
+def pending(host: "Host") -> list[tuple[str, dict[str, Any]]]:
+    """Intents of processes that are gone: ``(path, data)``, oldest first."""
+    d = _dir(host)
+    try:
+        names = sorted(os.listdir(d), key=lambda n: os.stat(os.path.join(d, n)).st_mtime)
+    except FileNotFoundError:
+        return []
+    out = []
+    for n in names:
+        if not n.endswith(".json"):
+            continue
+        path = os.path.join(d, n)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # a torn write: nothing was changed after it
+            continue
+        pid = int(data.get("pid", 0))
+        if pid == os.getpid() or (pid and _alive(pid, data.get("starttime"))):
+            continue  # in progress (this process, or another one that holds no lock yet)
+        out.append((path, data))
+    return out
+
+
+def recover(host: "Host") -> list[str]:
+    """Resolve the intents of dead processes (call under the root's lock); return what was
+    done, one line each."""
+    done: list[str] = []
+    pools: set[str] = set()
+    for path, data in pending(host):
+        try:
+            line = _resolve(host, data)
+        except SysmgrError:
+            continue  # kept: retried by the next recover()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        if data.get("pool"):
+            pools.add(data["pool"])
+        if line:
+            done.append(line)
+    for pool in sorted(pools):
+        if host.store.has_pool(pool):
+            with contextlib.suppress(SysmgrError, OSError):
+                host.pool_driver(pool).mount()  # sweeps the drivers' staging leftovers
+    return done
+
+
+def _resolve(host: "Host", d: dict[str, Any]) -> str:
+    """Make the host consistent with an interrupted operation ``d`` (idempotent)."""
+    op, name, pool = d.get("op"), d.get("container", ""), d.get("pool", "")
+    st = host.store
+    if pool and not st.has_pool(pool):
+        return ""  # the pool is gone, and everything that was in it
+    drv = host.pool_driver(pool) if pool else None
+    if drv is not None:
+        drv.mount()  # an unmounted pool would make every volume look absent
+    if op in ("create", "copy", "import"):
+        line = ""
+        rec = st.container(name) if st.has_container(name) else None
+        if rec is None or rec.pool != pool:
+            assert drv is not None
+            if drv.has_container(name):
+                drv.delete_container(name)
+                line = f"removed the unfinished {op} of container {name} from pool {pool}"
+            if rec is None:
+                from sysmgr.engine.host import _rmtree
+
+                _rmtree(host.layout.container_dir(name), ignore_errors=True)
+        for fp in d.get("images", []):
+            assert drv is not None
+            if not st.image_pools(fp) or pool not in st.image_pools(fp):
+                drv.delete_image(fp)
+        src_pool, src_snap = d.get("source_pool"), d.get("source_snapshot")
+        if src_pool and src_snap and st.has_pool(src_pool):
+            with contextlib.suppress(NotFound):
+                host.pool_driver(src_pool).delete_snapshot(d["source"], src_snap)
+        return line
+    if op == "snapshot":
+        snap = d["snapshot"]
+        if st.has_container(name) and SnapshotStore(st).has(name, snap):
+            return ""
+        assert drv is not None
+        with contextlib.suppress(NotFound):
+            drv.delete_snapshot(name, snap)
+        return f"removed the unfinished snapshot {name}/{snap}"
+    if op == "delete-snapshot":
+        snap = d["snapshot"]
+        assert drv is not None
+        drv.delete_snapshot(name, snap)
+        if st.has_container(name):
+            with st.transaction():
+                SnapshotStore(st).delete(name, snap)
+        return f"finished deleting snapshot {name}/{snap}"
+    if op == "rename":
+        new = d["new"]
+        assert drv is not None
+        rdir_old, rdir_new = host.layout.container_dir(name), host.layout.container_dir(new)
+        if st.has_container(new):
+            if os.path.isdir(rdir_old) and not os.path.exists(rdir_new):
+                os.rename(rdir_old, rdir_new)
+            return ""
+        if st.has_container(name) and drv.has_container(new) and not drv.has_container(name):
+            drv.rename_container(new, name)
+        if os.path.isdir(rdir_new) and not os.path.exists(rdir_old):
+            os.rename(rdir_new, rdir_old)
+        return f"undid the unfinished rename of {name} to {new}"
+    if op == "restore":
+        from sysmgr.engine import snapshots as esnap
+
+        if st.has_container(name) and SnapshotStore(st).has(name, d["snapshot"]) and \
+                host.status(name).state == "STOPPED":
+            esnap.restore(host, name, d["snapshot"], _recovering=True)
+            return f"finished restoring {name} from {d['snapshot']}"
+        return ""
+    if op == "export":
+        snap = d.get("snapshot")
+        if snap and drv is not None and st.has_container(name):
+            with contextlib.suppress(NotFound):
+                drv.delete_snapshot(name, snap)
+        partial = d.get("partial")
+        if partial:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+        return ""
+    return ""

@@ -1,0 +1,31 @@
+"""The planner and the root disk's size: a size change is live (a quota), not a restart."""
+
+from __future__ import annotations
+
+from sysmgr.engine import planner
+from sysmgr.engine.actions import UpdateContainer
+from sysmgr.model.loader import load_text
+from tests.unit.test_planner import BASE, container_doc, observed
+
+
+def _doc(size: str) -> str:
+    return container_doc() + f"devices:\n  root: {{type: disk, path: /, pool: default, size: {size}}}\n"
+
+
+def test_root_size_change_is_live():
+    obs = observed({"c1": ("RUNNING", {"user.x": "1"})})
+    rec = obs.containers["c1"].record
+    rec.devices = {"root": {"type": "disk", "path": "/", "pool": "default", "size": "1GiB"}}
+    plan = planner.plan(load_text(BASE + _doc("2GiB")), obs)
+    (upd,) = plan.actions
+    assert isinstance(upd, UpdateContainer) and upd.live
+    assert [c.path for c in upd.changes] == ["devices.root"]
+    # the same size spelled differently is no change at all
+    assert planner.plan(load_text(BASE + _doc("1073741824")), obs).empty
+
+
+def test_adding_a_device_needs_a_restart():
+    obs = observed({"c1": ("RUNNING", {"user.x": "1"})})
+    text = BASE + container_doc() + "devices:\n  data: {type: disk, path: /srv, source: /tmp}\n"
+    kinds = [type(a).__name__ for a in planner.plan(load_text(text), obs).actions]
+    assert kinds == ["UpdateContainer", "Restart"]
