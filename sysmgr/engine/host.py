@@ -341,8 +341,10 @@ class Host:
         if usage and status.state != STOPPED:
             use = self.runtime.usage(self._cgroup(rec.name))
         # nics and their IPv4 addresses (``list``'s IPV4 column, ``info``'s host interfaces)
-        extra = self.networks.view(rec, devs, status.pid if status.state != STOPPED else None,
-                                   cache)
+        extra: dict[str, Any] = {}
+        if _has_nics(devs):  # most commands on nic-less containers never load networking
+            extra = self.networks.view(rec, devs, status.pid if status.state != STOPPED else None,
+                                       cache)
         return ContainerView(rec, cfg, devs, status, img, use, extra)
 
     def views(self, *, usage: bool = False) -> list[ContainerView]:
@@ -501,7 +503,8 @@ class Host:
                     init, halt_signal=signal_number(meta.get("halt_signal") or "SIGPWR"),
                     timeout=timeout, force=force)
             self._forget_init(rec)
-            self.networks.detach(name)
+            if _has_nics(self.expanded(rec)[1]):
+                self.networks.detach(name)
         return graceful
 
     def _forget_init(self, rec: ContainerRecord) -> None:
@@ -678,6 +681,10 @@ class Host:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+def _has_nics(devices: Mapping[str, Mapping[str, str]]) -> bool:
+    return any(d.get("type") == "nic" for d in devices.values())
+
 
 def _rmtree(path: str, ignore_errors: bool = False) -> None:
     import shutil  # shutil drags in bz2/lzma; most commands never remove a tree
