@@ -17,7 +17,6 @@ import argparse
 import ctypes
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,13 +25,11 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from _common import median_ms, reap_children  # noqa: E402
+
 # LXC 5.0.2 figures measured on the reference machine (../shared/anchors), used when lxc-start
 # is not installed here.
 ANCHOR_MS = {"start": 13.5, "stop_graceful": 2019.3, "stop_force": 7.3, "exec": 9.4}
-
-
-def median_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1000
 
 
 def timed(fn, runs: int, setup=None, teardown=None) -> list[float]:
@@ -106,28 +103,21 @@ def main() -> None:
         c = client.containers.create("bench", image="busybox")
         host = client.host
 
-        def reap() -> None:
-            try:
-                while os.waitpid(-1, os.WNOHANG)[0]:
-                    pass
-            except ChildProcessError:
-                pass
-
         results["start"] = median_ms(timed(lambda: host.start("bench"), args.runs,
-                                           teardown=lambda: (host.stop("bench", force=True), reap())))
+                                           teardown=lambda: (host.stop("bench", force=True), reap_children())))
         results["start_cli"] = median_ms(timed(lambda: cli(root, "start", "bench"), args.runs,
-                                               teardown=lambda: (host.stop("bench", force=True), reap())))
+                                               teardown=lambda: (host.stop("bench", force=True), reap_children())))
         graceful_runs = max(3, args.runs // 4)  # ~2 s each: busybox init's poweroff sequence
-        results["stop_graceful"] = median_ms(timed(lambda: (host.stop("bench", timeout=10), reap()),
+        results["stop_graceful"] = median_ms(timed(lambda: (host.stop("bench", timeout=10), reap_children()),
                                                    graceful_runs, setup=lambda: host.start("bench")))
-        results["stop_force"] = median_ms(timed(lambda: (host.stop("bench", force=True), reap()),
+        results["stop_force"] = median_ms(timed(lambda: (host.stop("bench", force=True), reap_children()),
                                                 args.runs, setup=lambda: host.start("bench")))
         host.start("bench")
         time.sleep(0.2)
         results["exec_api"] = median_ms(timed(lambda: c.execute(["true"]), args.runs))
         results["exec_cli"] = median_ms(timed(lambda: cli(root, "exec", "bench", "--", "true"), args.runs))
         host.stop("bench", force=True)
-        reap()
+        reap_children()
         results["version"] = median_ms(timed(lambda: cli(root, "--version"), args.runs))
 
         names = [f"l{i:02d}" for i in range(args.list_size)]
@@ -136,7 +126,7 @@ def main() -> None:
         results["list"] = median_ms(timed(lambda: cli(root, "list"), max(5, args.runs // 2)))
         for n in names:
             host.delete_container(n, force=True)
-        reap()
+        reap_children()
         rootfs = host.pool_driver("default").container_path("bench")
         anchor = lxc_anchor(rootfs, args.runs)
     finally:

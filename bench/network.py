@@ -25,7 +25,6 @@ import os
 import select
 import shutil
 import socket
-import statistics
 import struct
 import sys
 import tempfile
@@ -33,6 +32,8 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from _common import median_ms, reap_children  # noqa: E402
 
 
 def checksum(data: bytes) -> int:
@@ -80,10 +81,6 @@ class Pinger:
         raise TimeoutError(f"{address} did not answer within {timeout:.0f} s")
 
 
-def median_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1000
-
-
 def row(name: str, samples: list[float], target: str = "") -> None:
     ms = median_ms(samples)
     spread = f"(min {min(samples) * 1000:.1f}, max {max(samples) * 1000:.1f})"
@@ -120,13 +117,6 @@ def main() -> None:
         address = {n: client.containers.get(n).nics["eth0"]["ipv4"] for n in ("st", "dh")}
         pinger = Pinger()
 
-        def reap() -> None:
-            try:
-                while os.waitpid(-1, os.WNOHANG)[0]:
-                    pass
-            except ChildProcessError:
-                pass
-
         engine = host.networks
         attach_times: list[float] = []
         prepare_times: list[float] = []
@@ -158,12 +148,12 @@ def main() -> None:
                 if name == "st":
                     results["start_nic"].append(started - t)
                 host.stop(name, force=True)
-                reap()
+                reap_children()
             t = time.perf_counter()
             host.start("none")
             results["start_none"].append(time.perf_counter() - t)
             host.stop("none", force=True)
-            reap()
+            reap_children()
 
         print(f"sysmgr network benchmark ({args.runs} runs each, medians; own network namespace)")
         row("start -> answers ping, address set before init", results["st"], "target < 100 ms")

@@ -32,11 +32,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from _common import median_ms  # noqa: E402
+
 MB = 1000 * 1000
-
-
-def med_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1000
 
 
 def row(name: str, value: str, note: str = "") -> None:
@@ -130,9 +128,9 @@ def main() -> None:
                     samples.append(time.perf_counter() - t)
                 for i in range(runs):
                     client.containers.get(f"c{i}").delete()
-                results[f"create {img} {drv}"] = med_ms(samples)
+                results[f"create {img} {drv}"] = median_ms(samples)
                 row(f"{drv:<5} from the {'5 MB' if img == 'small' else f'{args.big_mb} MB'} image",
-                    f"{med_ms(samples):.1f} ms")
+                    f"{median_ms(samples):.1f} ms")
         ratio = results["create big btrfs"] / results["create small btrfs"]
         row("btrfs: big / small", f"{ratio:.2f}x", "target <= 1.3x, and < 100 ms")
 
@@ -147,9 +145,9 @@ def main() -> None:
                         native.containers.create(f"l{i}", img, pool=pool, start=True)
                         samples.append(time.perf_counter() - t)
                         native.containers.get(f"l{i}").delete(force=True)
-                    results[f"launch {img} {drv}"] = med_ms(samples)
+                    results[f"launch {img} {drv}"] = median_ms(samples)
                     row(f"{drv:<5} from the {'5 MB' if img == 'small' else f'{args.big_mb} MB'} image",
-                        f"{med_ms(samples):.1f} ms")
+                        f"{median_ms(samples):.1f} ms")
         finally:
             for c in native.containers.all():
                 with contextlib.suppress(Exception):
@@ -169,7 +167,7 @@ def main() -> None:
                 samples.append(time.perf_counter() - t)
             for i in range(runs):
                 c.snapshots.delete(f"s{i}")
-            row(f"{drv:<5} snapshot create", f"{med_ms(samples):.1f} ms",
+            row(f"{drv:<5} snapshot create", f"{median_ms(samples):.1f} ms",
                 "target < 20 ms" if drv == "btrfs" else "")
             samples = []
             for i in range(runs):
@@ -178,7 +176,7 @@ def main() -> None:
                 samples.append(time.perf_counter() - t)
             for i in range(runs):
                 client.containers.get(f"cp{i}").delete()
-            row(f"{drv:<5} copy (same pool)", f"{med_ms(samples):.1f} ms")
+            row(f"{drv:<5} copy (same pool)", f"{median_ms(samples):.1f} ms")
 
         # -- export / import vs raw btrfs send | receive --------------------------------------
         # interleaved (raw pipe, then each kind of backup, per round) so that all of them see

@@ -214,16 +214,9 @@ def pull(root: Root, path: str, dst: BinaryIO) -> int:
 
 def read_file(root: Root, path: str) -> bytes:
     """Return the content of the regular file ``path`` inside the root."""
-    parts: list[bytes] = []
-    with _open_regular(root, path) as fd:
-        while True:
-            try:
-                chunk = os.read(fd, _CHUNK)
-            except OSError as e:
-                raise _translate(e, path, "read") from e
-            if not chunk:
-                return b"".join(parts)
-            parts.append(chunk)
+    buf = io.BytesIO()
+    pull(root, path, buf)
+    return buf.getvalue()
 
 
 def _open_parent(rfd: int, parent: str, *, mkdir_parents: bool, uid: int, gid: int) -> int:

@@ -520,21 +520,21 @@ class Host:
             self.start(name)
 
     def freeze(self, name: str) -> None:
-        with self.locked():
-            rec = self.store.container(name)
-            st = self.runtime.status(_init_record(rec))
-            if st.state == STOPPED:
-                raise Conflict(f"container {name!r} is not running")
-            if st.state == RUNNING:
-                self.runtime.freeze(_init_record(rec))  # type: ignore[arg-type]
+        self._set_frozen(name, True)
 
     def unfreeze(self, name: str) -> None:
+        self._set_frozen(name, False)
+
+    def _set_frozen(self, name: str, frozen: bool) -> None:
+        """Freeze or thaw a running container; already in that state is success."""
         with self.locked():
             rec = self.store.container(name)
             st = self.runtime.status(_init_record(rec))
             if st.state == STOPPED:
                 raise Conflict(f"container {name!r} is not running")
-            if st.state == FROZEN:
+            if frozen and st.state == RUNNING:
+                self.runtime.freeze(_init_record(rec))  # type: ignore[arg-type]
+            elif not frozen and st.state == FROZEN:
                 self.runtime.unfreeze(_init_record(rec))  # type: ignore[arg-type]
 
     def delete_container(self, name: str, *, force: bool = False) -> None:

@@ -12,9 +12,9 @@ import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    AppContext, devices_map, edit_document, parse_device_args, parse_set_args, pass_app,
-    report_pending, str_map)
-from sysmgr.errors import AlreadyExists, Conflict, Issue, NotFound, ValidationError
+    AppContext, devices_map, edit_document, parse_set_args, pass_app, report_pending, str_map)
+from sysmgr.cli.commands._devices import device_group
+from sysmgr.errors import Issue, NotFound, ValidationError
 
 
 def container_document(c: Any, *, expanded: bool = False) -> dict[str, Any]:
@@ -107,65 +107,9 @@ def edit(app: AppContext, name: str) -> None:
 
 # -- devices --------------------------------------------------------------------------------
 
-@config.group("device")
-def device() -> None:
-    """Manage a container's devices."""
-
-
-@device.command("add")
-@click.argument("name")
-@click.argument("devname")
-@click.argument("devtype", metavar="TYPE")
-@click.argument("options", nargs=-1, metavar="[KEY=VALUE]...")
-@pass_app
-def device_add(app: AppContext, name: str, devname: str, devtype: str, options: tuple[str, ...]) -> None:
-    """Add a device: sysmgr config device add c1 data disk source=/srv path=/srv"""
-    c = app.client.containers.get(name)
-    if devname in c.devices:
-        raise AlreadyExists(f"device {devname!r} already exists on {name!r}")
-    c.devices[devname] = parse_device_args(devname, devtype, options)
-    pending = c.save()
-    click.echo(f"Device {devname} added to {name}")
-    report_pending(name, pending)
-
-
-@device.command("remove")
-@click.argument("name")
-@click.argument("devnames", nargs=-1, required=True, metavar="DEVICE...")
-@pass_app
-def device_remove(app: AppContext, name: str, devnames: tuple[str, ...]) -> None:
-    """Remove devices from a container."""
-    c = app.client.containers.get(name)
-    for dev in devnames:
-        if dev not in c.devices:
-            if dev in c.expanded_devices:
-                raise Conflict(f"device {dev!r} of {name!r} comes from a profile",
-                               hint=f"override it: sysmgr config device add {name} {dev} none")
-            raise NotFound(f"device {dev!r} not found on {name!r}")
-        del c.devices[dev]
-    pending = c.save()
-    click.echo(f"Device {', '.join(devnames)} removed from {name}")
-    report_pending(name, pending)
-
-
-@device.command("list")
-@click.argument("name")
-@pass_app
-def device_list(app: AppContext, name: str) -> None:
-    """List a container's local devices."""
-    for dev in sorted(app.client.containers.get(name).devices):
-        click.echo(dev)
-
-
-@device.command("show")
-@click.argument("name")
-@click.option("-e", "--expanded", is_flag=True, help="Include the devices of the profiles.")
-@pass_app
-def device_show(app: AppContext, name: str, expanded: bool) -> None:
-    """Show a container's devices as YAML."""
-    c = app.client.containers.get(name)
-    devices = c.expanded_devices if expanded else c.devices
-    click.echo(render.yaml_text({k: dict(v) for k, v in sorted(devices.items())}))
+device = device_group(config, noun="container", get=lambda app, name: app.client.containers.get(name),
+                      add_example="sysmgr config device add c1 data disk source=/srv path=/srv",
+                      expandable=True)
 
 
 @device.command("set")

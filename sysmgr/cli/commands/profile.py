@@ -10,8 +10,9 @@ import click
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
     AppContext, devices_map, edit_document, format_option, output, parse_assignments,
-    parse_device_args, parse_set_args, pass_app, report_pending, str_map)
-from sysmgr.errors import AlreadyExists, Conflict, Issue, NotFound, ValidationError
+    parse_set_args, pass_app, report_pending, str_map)
+from sysmgr.cli.commands._devices import device_group
+from sysmgr.errors import Conflict, Issue, NotFound, ValidationError
 
 
 def profile_document(p: Any, used_by: list[str] | None = None) -> dict[str, Any]:
@@ -173,55 +174,5 @@ def remove(app: AppContext, container: str, name: str) -> None:
 
 # -- devices --------------------------------------------------------------------------------
 
-@profile.group("device")
-def device() -> None:
-    """Manage a profile's devices."""
-
-
-@device.command("add")
-@click.argument("name")
-@click.argument("devname")
-@click.argument("devtype", metavar="TYPE")
-@click.argument("options", nargs=-1, metavar="[KEY=VALUE]...")
-@pass_app
-def device_add(app: AppContext, name: str, devname: str, devtype: str, options: tuple[str, ...]) -> None:
-    """Add a device: sysmgr profile device add web eth0 nic network=br0 name=eth0"""
-    p = app.client.profiles.get(name)
-    if devname in p.devices:
-        raise AlreadyExists(f"device {devname!r} already exists on profile {name!r}")
-    p.devices[devname] = parse_device_args(devname, devtype, options)
-    p.save()
-    click.echo(f"Device {devname} added to {name}")
-
-
-@device.command("remove")
-@click.argument("name")
-@click.argument("devnames", nargs=-1, required=True, metavar="DEVICE...")
-@pass_app
-def device_remove(app: AppContext, name: str, devnames: tuple[str, ...]) -> None:
-    """Remove devices from a profile."""
-    p = app.client.profiles.get(name)
-    for dev in devnames:
-        if dev not in p.devices:
-            raise NotFound(f"device {dev!r} not found on profile {name!r}")
-        del p.devices[dev]
-    p.save()
-    click.echo(f"Device {', '.join(devnames)} removed from {name}")
-
-
-@device.command("list")
-@click.argument("name")
-@pass_app
-def device_list(app: AppContext, name: str) -> None:
-    """List a profile's devices."""
-    for dev in sorted(app.client.profiles.get(name).devices):
-        click.echo(dev)
-
-
-@device.command("show")
-@click.argument("name")
-@pass_app
-def device_show(app: AppContext, name: str) -> None:
-    """Show a profile's devices as YAML."""
-    devices = app.client.profiles.get(name).devices
-    click.echo(render.yaml_text({k: dict(v) for k, v in sorted(devices.items())}))
+device = device_group(profile, noun="profile", get=lambda app, name: app.client.profiles.get(name),
+                      add_example="sysmgr profile device add web eth0 nic network=br0 name=eth0")

@@ -14,11 +14,12 @@ hooks are what the fake overrides).
 from __future__ import annotations
 
 import abc
+import contextlib
 import errno
 import os
 import signal
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from sysmgr.drivers.runtime.base import Limits, Usage
 from sysmgr.errors import DriverError, DriverUnavailable
@@ -118,7 +119,7 @@ class Cgroup(abc.ABC):
     def usage(self) -> Usage: ...
 
     @abc.abstractmethod
-    def freeze(self) -> None: ...
+    def freeze(self, timeout: float = 5.0) -> None: ...
 
     @abc.abstractmethod
     def thaw(self) -> None: ...
@@ -177,6 +178,36 @@ class Cgroup(abc.ABC):
                     raise DriverError(f"cannot remove cgroup {os.path.join(base, *parents[:i])}: {e.strerror}") from e
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _kill_until_empty(self, timeout: float, kill: Callable[[set[int]], None]) -> None:
+        """Call ``kill(pids)`` every poll until no process is left; DriverError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.procs()
+            if not pids:
+                return
+            if time.monotonic() > deadline:
+                raise DriverError(f"processes {sorted(pids)} of cgroup {self.path} did not die")
+            kill(pids)
+            time.sleep(_POLL)
+
+    def _kill_frozen(self) -> None:
+        """SIGKILL every task while the cgroup is frozen, then thaw it."""
+        self.freeze(timeout=0.5)
+        _kill(self.procs())
+        self.thaw()
+
+    @contextlib.contextmanager
+    def _destroyed_on_error(self) -> Iterator[None]:
+        """Undo a half-done :meth:`create`: destroy what exists, re-raise the first error."""
+        try:
+            yield
+        except BaseException:
+            try:
+                self.destroy()
+            except DriverError:
+                pass
+            raise
 
     @abc.abstractmethod
     def _bases(self) -> list[str]:
@@ -269,7 +300,7 @@ class V1Cgroup(Cgroup):
         return None
 
     def create(self, limits: Limits, devices: Sequence[tuple[bool, str]] | None = None) -> None:
-        try:
+        with self._destroyed_on_error():
             for h in self.hierarchies:
                 levels = self._mkdirs(os.path.join(self.root, h))
                 if "cpuset" in h.split(","):
@@ -286,12 +317,6 @@ class V1Cgroup(Cgroup):
                     rule = "a" if rule.startswith("a") else rule
                     self._write(os.path.join(dev, "devices.allow" if allow else "devices.deny"), rule)
             self.set_limits(limits)
-        except BaseException:
-            try:
-                self.destroy()
-            except DriverError:
-                pass
-            raise
 
     def set_limits(self, limits: Limits) -> None:
         mem = self._dir("memory")
@@ -379,22 +404,16 @@ class V1Cgroup(Cgroup):
 
     def kill_all(self, timeout: float = 10.0) -> None:
         has_freezer = bool(self._dir("freezer")) and self.exists()
-        deadline = time.monotonic() + timeout
-        while True:
-            pids = self.procs()
-            if not pids:
-                return
-            if time.monotonic() > deadline:
-                raise DriverError(f"processes {sorted(pids)} of cgroup {self.path} did not die")
+
+        def kill(pids: set[int]) -> None:
             if has_freezer:
                 # Frozen, nothing can fork or exit, so the pids read are stable (no reuse)
                 # and a fork bomb cannot outrun us; killed tasks die once thawed (gotcha).
-                self.freeze(timeout=0.5)
-                _kill(self.procs())
-                self.thaw()
+                self._kill_frozen()
             else:
                 _kill(pids)
-            time.sleep(_POLL)
+
+        self._kill_until_empty(timeout, kill)
 
 
 class V2Cgroup(Cgroup):
@@ -415,15 +434,9 @@ class V2Cgroup(Cgroup):
 
     def create(self, limits: Limits, devices: Sequence[tuple[bool, str]] | None = None) -> None:
         # Device rules need an eBPF BPF_CGROUP_DEVICE program on v2: not implemented yet.
-        try:
+        with self._destroyed_on_error():
             self._mkdirs(self.root, before_each=self._enable_controllers)
             self.set_limits(limits)
-        except BaseException:
-            try:
-                self.destroy()
-            except DriverError:
-                pass
-            raise
 
     def _enable_controllers(self, d: str) -> None:
         available = set((self._read(os.path.join(d, "cgroup.controllers")) or "").split())
@@ -492,20 +505,14 @@ class V2Cgroup(Cgroup):
         if not os.path.isdir(self.dir):
             return
         kill_file = os.path.join(self.dir, "cgroup.kill")
-        deadline = time.monotonic() + timeout
-        while True:
-            pids = self.procs()
-            if not pids:
-                return
-            if time.monotonic() > deadline:
-                raise DriverError(f"processes {sorted(pids)} of cgroup {self.path} did not die")
+
+        def kill(pids: set[int]) -> None:
             if os.path.exists(kill_file):  # kernel >= 5.14: atomic, also kills frozen tasks
                 self._write(kill_file, "1")
             else:
-                self.freeze(timeout=0.5)
-                _kill(self.procs())
-                self.thaw()
-            time.sleep(_POLL)
+                self._kill_frozen()
+
+        self._kill_until_empty(timeout, kill)
 
 
 _HIERARCHIES: dict[str, list[str]] = {}

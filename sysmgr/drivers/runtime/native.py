@@ -325,6 +325,17 @@ def _touch(path: str, mode: int = 0o600) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode))
 
 
+def _join_cgroups(procs_files: Sequence[str]) -> None:
+    """Move this process into the container's cgroups (one ``cgroup.procs`` per hierarchy)."""
+    mypid = str(os.getpid()).encode()
+    for f in procs_files:
+        fd = os.open(f, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, mypid)
+        finally:
+            os.close(fd)
+
+
 # -- child A: the starter ------------------------------------------------------------------------
 
 def _starter_main(plan: _InitPlan, info_w: int, err_w: int, go_r: int, console_fd: int) -> NoReturn:
@@ -334,13 +345,7 @@ def _starter_main(plan: _InitPlan, info_w: int, err_w: int, go_r: int, console_f
         gc.disable()  # no finalizer may close an fd number we are about to reuse
         _close_fds_except((info_w, err_w, go_r, console_fd))
         step("join the container's cgroups")
-        mypid = str(os.getpid()).encode()
-        for f in plan.procs_files:
-            fd = os.open(f, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, mypid)
-            finally:
-                os.close(fd)
+        _join_cgroups(plan.procs_files)
         # user namespaces (later): unshare(CLONE_NEWUSER) here, tell P, let P write
         # uid_map/gid_map, setresuid(0) -- *then* unshare the pid ns so it is owned by it.
         step("create namespaces")
@@ -502,13 +507,7 @@ def _exec_main(plan: _ExecPlan, err_w: int, sock_fd: int) -> NoReturn:
         gc.disable()
         _close_fds_except((err_w, sock_fd, *plan.ns_fds, *plan.stdio))
         step("join the container's cgroups")
-        mypid = str(os.getpid()).encode()
-        for f in plan.procs_files:
-            fd = os.open(f, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, mypid)
-            finally:
-                os.close(fd)
+        _join_cgroups(plan.procs_files)
         step("enter the container's namespaces")
         for fd in plan.ns_fds:
             linux.setns(fd, 0)

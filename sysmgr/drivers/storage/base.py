@@ -21,6 +21,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import io
+import os
 import signal
 import subprocess
 import tempfile
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, ClassVar, Iterator, Mapping, Protocol, Sequence
 
 from sysmgr._util import proc
-from sysmgr.errors import CommandFailed, DriverError
+from sysmgr.errors import AlreadyExists, CommandFailed, DriverError, NotFound
 
 STREAM_CHUNK = 1 << 20
 
@@ -84,8 +85,8 @@ class StoragePool(abc.ABC):
     def usage(self) -> PoolUsage: ...
 
     # -- images --------------------------------------------------------------------------
-    @abc.abstractmethod
-    def has_image(self, fingerprint: str) -> bool: ...
+    def has_image(self, fingerprint: str) -> bool:
+        return os.path.isdir(self.image_path(fingerprint))
 
     @abc.abstractmethod
     @contextlib.contextmanager
@@ -112,8 +113,8 @@ class StoragePool(abc.ABC):
     @abc.abstractmethod
     def container_path(self, name: str) -> str: ...
 
-    @abc.abstractmethod
-    def has_container(self, name: str) -> bool: ...
+    def has_container(self, name: str) -> bool:
+        return os.path.isdir(self.container_path(name))
 
     def list_containers(self) -> list[str]:
         """Names of the container volumes in the pool (for observing actual state)."""
@@ -129,6 +130,35 @@ class StoragePool(abc.ABC):
     @abc.abstractmethod
     def container_usage(self, name: str) -> int | None:
         """Bytes used by the container's volume, or None when unknown."""
+
+    # -- errors and checks shared by the drivers -------------------------------------------
+    def _no_volume(self, name: str) -> NotFound:
+        return NotFound(f"container {name} has no volume in storage pool {self.pool}")
+
+    def _volume_exists(self, name: str) -> AlreadyExists:
+        return AlreadyExists(f"container {name} already has a volume in storage pool {self.pool}")
+
+    def _snapshot_exists(self, name: str, snap: str) -> AlreadyExists:
+        return AlreadyExists(f"snapshot {name}/{snap} already exists in storage pool {self.pool}")
+
+    def _require_volume(self, name: str) -> str:
+        """The container's volume path; NotFound when it has none."""
+        path = self.container_path(name)
+        if not os.path.isdir(path):
+            raise self._no_volume(name)
+        return path
+
+    def _require_snapshot(self, name: str, snap: str) -> str:
+        """The snapshot's path; NotFound when there is no such snapshot."""
+        path = self.snapshot_path(name, snap)
+        if not os.path.isdir(path):
+            raise NotFound(f"snapshot {name}/{snap} not found in storage pool {self.pool}")
+        return path
+
+    def _copy_source(self, src: str, snapshot: str | None) -> str:
+        """What :meth:`copy_container` copies: ``src``'s volume, or its snapshot ``snapshot``."""
+        return (self._require_snapshot(src, snapshot) if snapshot is not None
+                else self._require_volume(src))
 
     # -- snapshots, restore, copy (info.snapshots) -----------------------------------------
     def _unsupported(self, what: str) -> NotImplementedError:

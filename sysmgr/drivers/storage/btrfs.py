@@ -64,10 +64,11 @@ from sysmgr.drivers.storage.dir import (
     MARKER,
     check_config,
     check_name,
-    mounts_under,
+    check_unused,
     remove_stale,
     remove_tree,
     rename_exchange,
+    statvfs_usage,
     temp_name,
     tree_usage,
     unescape_mountinfo,
@@ -528,17 +529,9 @@ class BtrfsPool(StoragePool):
                 os.rmdir(self.base)
 
     def usage(self) -> PoolUsage:
-        try:
-            st = os.statvfs(self.path)
-        except FileNotFoundError as e:
-            raise NotFound(f"storage pool {self.pool}: {self.path} does not exist") from e
-        return PoolUsage(used_bytes=(st.f_blocks - st.f_bfree) * st.f_frsize,
-                         total_bytes=st.f_blocks * st.f_frsize)
+        return statvfs_usage(self.pool, self.path)
 
     # -- images --------------------------------------------------------------------------
-    def has_image(self, fingerprint: str) -> bool:
-        return os.path.isdir(self.image_path(fingerprint))
-
     def _names(self, *parts: str) -> list[str]:
         try:
             return sorted(n for n in os.listdir(self._dir(*parts)) if not n.startswith("."))
@@ -581,9 +574,6 @@ class BtrfsPool(StoragePool):
         self._delete_subvolume(self.image_path(fingerprint), f"delete image {fingerprint}")
 
     # -- containers ----------------------------------------------------------------------
-    def has_container(self, name: str) -> bool:
-        return os.path.isdir(self.container_path(name))
-
     def list_containers(self) -> list[str]:
         return self._names("containers")
 
@@ -594,15 +584,12 @@ class BtrfsPool(StoragePool):
         if not os.path.isdir(image):
             raise NotFound(f"image {fingerprint} not found in storage pool {self.pool}")
         if os.path.lexists(path):
-            raise AlreadyExists(f"container {name} already has a volume in storage pool {self.pool}")
+            raise self._volume_exists(name)
         self._snapshot(image, path, read_only=False, what=f"create the volume of container {name}")
         return path
 
     def _check_unused(self, name: str) -> None:
-        mounts = mounts_under(self.container_path(name))
-        if mounts:
-            raise Conflict(f"container {name}'s volume is in use: {mounts[0]} is mounted",
-                           hint="stop the container first")
+        check_unused(name, self.container_path(name))
 
     def delete_container(self, name: str) -> None:
         path = self.container_path(name)
@@ -619,12 +606,12 @@ class BtrfsPool(StoragePool):
     def rename_container(self, old: str, new: str) -> str:
         src, dst = self.container_path(old), self.container_path(new)
         if not os.path.isdir(src):
-            raise NotFound(f"container {old} has no volume in storage pool {self.pool}")
+            raise self._no_volume(old)
         self._check_unused(old)
         try:
             rename_noreplace(src, dst)
         except FileExistsError as e:
-            raise AlreadyExists(f"container {new} already has a volume in storage pool {self.pool}") from e
+            raise self._volume_exists(new) from e
         except OSError as e:
             raise self._err(f"rename volume {old} to {new}", e) from e
         ssrc, sdst = self._snapshots_of(old), self._snapshots_of(new)
@@ -637,30 +624,16 @@ class BtrfsPool(StoragePool):
         return dst
 
     def container_usage(self, name: str) -> int | None:
-        path = self.container_path(name)
-        if not os.path.isdir(path):
-            raise NotFound(f"container {name} has no volume in storage pool {self.pool}")
+        path = self._require_volume(name)
         counted = self._qgroup_value(path, "referenced")
         if counted is not None:
             return counted
         try:
             return tree_usage(path)
         except FileNotFoundError as e:
-            raise NotFound(f"container {name} has no volume in storage pool {self.pool}") from e
+            raise self._no_volume(name) from e
 
     # -- snapshots, restore, copy ----------------------------------------------------------
-    def _require_volume(self, name: str) -> str:
-        path = self.container_path(name)
-        if not os.path.isdir(path):
-            raise NotFound(f"container {name} has no volume in storage pool {self.pool}")
-        return path
-
-    def _require_snapshot(self, name: str, snap: str) -> str:
-        path = self.snapshot_path(name, snap)
-        if not os.path.isdir(path):
-            raise NotFound(f"snapshot {name}/{snap} not found in storage pool {self.pool}")
-        return path
-
     def create_snapshot(self, name: str, snap: str) -> str:
         src = self._require_volume(name)
         dst = self.snapshot_path(name, snap)
@@ -704,11 +677,10 @@ class BtrfsPool(StoragePool):
         return path
 
     def copy_container(self, src: str, dst: str, *, snapshot: str | None = None) -> str:
-        source = (self._require_snapshot(src, snapshot) if snapshot is not None
-                  else self._require_volume(src))
+        source = self._copy_source(src, snapshot)
         path = self.container_path(dst)
         if os.path.lexists(path):
-            raise AlreadyExists(f"container {dst} already has a volume in storage pool {self.pool}")
+            raise self._volume_exists(dst)
         self._snapshot(source, path, read_only=False, what=f"copy {src} to {dst}")
         return path
 
@@ -811,7 +783,7 @@ class BtrfsPool(StoragePool):
         final = self.snapshot_path(name, snap)
         self._require()
         if os.path.lexists(final):
-            raise AlreadyExists(f"snapshot {name}/{snap} already exists in storage pool {self.pool}")
+            raise self._snapshot_exists(name, snap)
         # btrfs receive names the new subvolume after the sender's snapshot, and a read-only
         # subvolume can be renamed only within its directory (moving it elsewhere is EROFS):
         # receive straight into the container's snapshot directory, then rename what arrived
@@ -837,8 +809,7 @@ class BtrfsPool(StoragePool):
                 if not before:
                     os.rmdir(sdir)
             if isinstance(e, FileExistsError):
-                raise AlreadyExists(f"snapshot {name}/{snap} already exists in storage pool "
-                                    f"{self.pool}") from e
+                raise self._snapshot_exists(name, snap) from e
             if isinstance(e, OSError):
                 raise self._err(f"receive {name}/{snap}", e) from e
             raise

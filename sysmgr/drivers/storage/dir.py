@@ -104,6 +104,24 @@ def mounts_under(path: str) -> list[str]:
     return found
 
 
+def check_unused(name: str, path: str) -> None:
+    """Conflict when anything is mounted at or below the container's volume ``path``."""
+    mounts = mounts_under(path)
+    if mounts:
+        raise Conflict(f"container {name}'s volume is in use: {mounts[0]} is mounted",
+                       hint="stop the container first")
+
+
+def statvfs_usage(pool: str, path: str) -> PoolUsage:
+    """Used and total bytes of the filesystem holding ``path`` (a pool that owns it whole)."""
+    try:
+        st = os.statvfs(path)
+    except FileNotFoundError as e:
+        raise NotFound(f"storage pool {pool}: {path} does not exist") from e
+    return PoolUsage(used_bytes=(st.f_blocks - st.f_bfree) * st.f_frsize,
+                     total_bytes=st.f_blocks * st.f_frsize)
+
+
 def remove_tree(path: str) -> None:
     """Remove the tree at ``path`` (already gone is fine).
 
@@ -141,6 +159,16 @@ def remove_tree(path: str) -> None:
         return
     except OSError as e:
         raise DriverError(f"cannot remove {path}: {e.strerror} ({e.filename})") from e
+
+
+@contextlib.contextmanager
+def removed_on_error(path: str) -> Iterator[None]:
+    """Remove the staging tree ``path`` when the block fails, then let the error through."""
+    try:
+        yield
+    except BaseException:
+        remove_tree(path)
+        raise
 
 
 def tree_usage(path: str) -> int:
@@ -371,12 +399,7 @@ class DirPool(StoragePool):
                 os.rmdir(self.path)
 
     def usage(self) -> PoolUsage:
-        try:
-            st = os.statvfs(self.path)
-        except FileNotFoundError as e:
-            raise NotFound(f"storage pool {self.pool}: {self.path} does not exist") from e
-        return PoolUsage(used_bytes=(st.f_blocks - st.f_bfree) * st.f_frsize,
-                         total_bytes=st.f_blocks * st.f_frsize)
+        return statvfs_usage(self.pool, self.path)
 
     def _require(self) -> None:
         if not os.path.isdir(self.containers_dir) or not os.path.isdir(self.images_dir):
@@ -403,9 +426,6 @@ class DirPool(StoragePool):
         remove_tree(grave)
 
     # -- images --------------------------------------------------------------------------
-    def has_image(self, fingerprint: str) -> bool:
-        return os.path.isdir(self.image_path(fingerprint))
-
     def list_images(self) -> list[str]:
         try:
             return sorted(n for n in os.listdir(self.images_dir) if _NAME_RE.match(n))
@@ -419,11 +439,8 @@ class DirPool(StoragePool):
         if os.path.lexists(final):
             raise AlreadyExists(f"image {fingerprint} already exists in storage pool {self.pool}")
         staging = self._staging(fingerprint, 0o755)  # becomes the rootfs' "/": 0755
-        try:
+        with removed_on_error(staging):
             yield staging
-        except BaseException:
-            remove_tree(staging)
-            raise
         try:
             rename_noreplace(staging, final)
         except OSError as e:
@@ -436,9 +453,6 @@ class DirPool(StoragePool):
         self._discard(self.image_path(fingerprint))
 
     # -- containers ----------------------------------------------------------------------
-    def has_container(self, name: str) -> bool:
-        return os.path.isdir(self.container_path(name))
-
     def list_containers(self) -> list[str]:
         try:
             return sorted(n for n in os.listdir(self.containers_dir) if _NAME_RE.match(n))
@@ -452,7 +466,7 @@ class DirPool(StoragePool):
         if not os.path.isdir(image):
             raise NotFound(f"image {fingerprint} not found in storage pool {self.pool}")
         if os.path.lexists(cdir):
-            raise AlreadyExists(f"container {name} already has a volume in storage pool {self.pool}")
+            raise self._volume_exists(name)
         self._copy_volume(image, cdir, name, f"create the volume of container {name}")
         return os.path.join(cdir, "rootfs")
 
@@ -466,30 +480,22 @@ class DirPool(StoragePool):
         """
         staging = self._staging(tag, 0o711)
         inner = os.path.join(staging, "rootfs")
-        try:
-            proc.run(["cp", "-a", "--reflink=auto", "--", src, inner])
-            rename_noreplace(staging if container else inner, final)
-        except CommandFailed as e:
-            remove_tree(staging)
-            raise DriverError(f"cannot {what} in storage pool {self.pool}: {_last_line(e)}") from e
-        except FileExistsError as e:
-            remove_tree(staging)
-            raise AlreadyExists(f"cannot {what} in storage pool {self.pool}: "
-                                f"{os.path.basename(final)} already exists") from e
-        except OSError as e:
-            remove_tree(staging)
-            raise DriverError(f"cannot {what} in storage pool {self.pool}: {e.strerror}") from e
-        except BaseException:
-            remove_tree(staging)
-            raise
+        with removed_on_error(staging):
+            try:
+                proc.run(["cp", "-a", "--reflink=auto", "--", src, inner])
+                rename_noreplace(staging if container else inner, final)
+            except CommandFailed as e:
+                raise DriverError(f"cannot {what} in storage pool {self.pool}: {_last_line(e)}") from e
+            except FileExistsError as e:
+                raise AlreadyExists(f"cannot {what} in storage pool {self.pool}: "
+                                    f"{os.path.basename(final)} already exists") from e
+            except OSError as e:
+                raise DriverError(f"cannot {what} in storage pool {self.pool}: {e.strerror}") from e
         if not container:
             remove_tree(staging)  # now empty
 
     def _check_unused(self, name: str) -> None:
-        mounts = mounts_under(self._container_dir(name))
-        if mounts:
-            raise Conflict(f"container {name}'s volume is in use: {mounts[0]} is mounted",
-                           hint="stop the container first")
+        check_unused(name, self._container_dir(name))
 
     def delete_container(self, name: str) -> None:
         cdir = self._container_dir(name)
@@ -503,13 +509,13 @@ class DirPool(StoragePool):
     def rename_container(self, old: str, new: str) -> str:
         src, dst = self._container_dir(old), self._container_dir(new)
         if not os.path.isdir(src):
-            raise NotFound(f"container {old} has no volume in storage pool {self.pool}")
+            raise self._no_volume(old)
         if mounts_under(src):
             raise Conflict(f"container {old}'s volume is in use", hint="stop the container first")
         try:
             rename_noreplace(src, dst)
         except FileExistsError as e:
-            raise AlreadyExists(f"container {new} already has a volume in storage pool {self.pool}") from e
+            raise self._volume_exists(new) from e
         except OSError as e:
             raise DriverError(f"cannot rename volume {old} to {new}: {e.strerror}") from e
         ssrc, sdst = self._snapshots_of(old), self._snapshots_of(new)
@@ -526,26 +532,14 @@ class DirPool(StoragePool):
         try:
             return tree_usage(cdir)
         except FileNotFoundError as e:
-            raise NotFound(f"container {name} has no volume in storage pool {self.pool}") from e
+            raise self._no_volume(name) from e
 
     # -- snapshots, restore, copy (full copies) ----------------------------------------------
-    def _require_volume(self, name: str) -> str:
-        path = self.container_path(name)
-        if not os.path.isdir(path):
-            raise NotFound(f"container {name} has no volume in storage pool {self.pool}")
-        return path
-
-    def _require_snapshot(self, name: str, snap: str) -> str:
-        path = self.snapshot_path(name, snap)
-        if not os.path.isdir(path):
-            raise NotFound(f"snapshot {name}/{snap} not found in storage pool {self.pool}")
-        return path
-
     def create_snapshot(self, name: str, snap: str) -> str:
         src = self._require_volume(name)
         final = self.snapshot_path(name, snap)
         if os.path.lexists(final):
-            raise AlreadyExists(f"snapshot {name}/{snap} already exists in storage pool {self.pool}")
+            raise self._snapshot_exists(name, snap)
         try:
             os.makedirs(self._snapshots_of(name), mode=0o711, exist_ok=True)
         except OSError as e:
@@ -568,32 +562,27 @@ class DirPool(StoragePool):
         cdir = self._container_dir(name)
         self._check_unused(name)
         staging = self._staging(name, 0o711)
-        try:
-            proc.run(["cp", "-a", "--reflink=auto", "--", src, os.path.join(staging, "rootfs")])
-            if os.path.lexists(cdir):
-                rename_exchange(staging, cdir)  # staging now holds the old volume
-            else:
-                rename_noreplace(staging, cdir)
-                return self.container_path(name)
-        except CommandFailed as e:
-            remove_tree(staging)
-            raise DriverError(f"cannot restore {name} from snapshot {snap} in storage pool "
-                              f"{self.pool}: {_last_line(e)}") from e
-        except OSError as e:
-            remove_tree(staging)
-            raise DriverError(f"cannot restore {name} from snapshot {snap}: {e.strerror}") from e
-        except BaseException:
-            remove_tree(staging)
-            raise
+        with removed_on_error(staging):
+            try:
+                proc.run(["cp", "-a", "--reflink=auto", "--", src, os.path.join(staging, "rootfs")])
+                if os.path.lexists(cdir):
+                    rename_exchange(staging, cdir)  # staging now holds the old volume
+                else:
+                    rename_noreplace(staging, cdir)
+                    return self.container_path(name)
+            except CommandFailed as e:
+                raise DriverError(f"cannot restore {name} from snapshot {snap} in storage pool "
+                                  f"{self.pool}: {_last_line(e)}") from e
+            except OSError as e:
+                raise DriverError(f"cannot restore {name} from snapshot {snap}: {e.strerror}") from e
         remove_tree(staging)  # the old volume, only now that the new one is in place
         return self.container_path(name)
 
     def copy_container(self, src: str, dst: str, *, snapshot: str | None = None) -> str:
-        source = (self._require_snapshot(src, snapshot) if snapshot is not None
-                  else self._require_volume(src))
+        source = self._copy_source(src, snapshot)
         cdir = self._container_dir(dst)
         if os.path.lexists(cdir):
-            raise AlreadyExists(f"container {dst} already has a volume in storage pool {self.pool}")
+            raise self._volume_exists(dst)
         self._copy_volume(source, cdir, dst, f"copy {src} to {dst}")
         return self.container_path(dst)
 
@@ -612,27 +601,23 @@ class DirPool(StoragePool):
         final = self.snapshot_path(name, snap)
         self._require()
         if os.path.lexists(final):
-            raise AlreadyExists(f"snapshot {name}/{snap} already exists in storage pool {self.pool}")
+            raise self._snapshot_exists(name, snap)
         staging = self._staging(f"{name}-{snap}", 0o700)
         tree = os.path.join(staging, "rootfs")
-        try:
-            os.mkdir(tree, 0o700)  # tar gives it the sent root's owner and mode
-            # streams come from a peer's send(), but GNU tar also refuses '..' members and
-            # defers risky symlinks, so a hostile archive stays inside the staging dir
-            feed_command(["tar", "--extract", "--file=-", "--directory", tree,
-                          "--same-owner", "--preserve-permissions", *_TAR_KEEP],
-                         stream, what=f"receiving snapshot {name}/{snap}")
-            os.makedirs(self._snapshots_of(name), mode=0o711, exist_ok=True)
-            rename_noreplace(tree, final)
-        except FileExistsError as e:
-            remove_tree(staging)
-            raise AlreadyExists(f"snapshot {name}/{snap} already exists in storage pool {self.pool}") from e
-        except OSError as e:
-            remove_tree(staging)
-            raise DriverError(f"cannot receive snapshot {name}/{snap}: {e.strerror}") from e
-        except BaseException:
-            remove_tree(staging)
-            raise
+        with removed_on_error(staging):
+            try:
+                os.mkdir(tree, 0o700)  # tar gives it the sent root's owner and mode
+                # streams come from a peer's send(), but GNU tar also refuses '..' members and
+                # defers risky symlinks, so a hostile archive stays inside the staging dir
+                feed_command(["tar", "--extract", "--file=-", "--directory", tree,
+                              "--same-owner", "--preserve-permissions", *_TAR_KEEP],
+                             stream, what=f"receiving snapshot {name}/{snap}")
+                os.makedirs(self._snapshots_of(name), mode=0o711, exist_ok=True)
+                rename_noreplace(tree, final)
+            except FileExistsError as e:
+                raise self._snapshot_exists(name, snap) from e
+            except OSError as e:
+                raise DriverError(f"cannot receive snapshot {name}/{snap}: {e.strerror}") from e
         remove_tree(staging)
         if not os.path.lexists(self._container_dir(name)):
             try:

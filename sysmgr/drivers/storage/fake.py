@@ -90,9 +90,6 @@ class FakePool(StoragePool):
     def image_path(self, fingerprint: str) -> str:
         return os.path.join(self._images, check_name("image fingerprint", fingerprint))
 
-    def has_image(self, fingerprint: str) -> bool:
-        return os.path.isdir(self.image_path(fingerprint))
-
     def list_images(self) -> list[str]:
         try:
             return sorted(n for n in os.listdir(self._images) if not n.startswith("."))
@@ -129,9 +126,6 @@ class FakePool(StoragePool):
     def container_path(self, name: str) -> str:
         return os.path.join(self._cdir(name), "rootfs")
 
-    def has_container(self, name: str) -> bool:
-        return os.path.isdir(self.container_path(name))
-
     def list_containers(self) -> list[str]:
         try:
             return sorted(n for n in os.listdir(self._containers) if not n.startswith("."))
@@ -144,7 +138,7 @@ class FakePool(StoragePool):
         if not self.has_image(fingerprint):
             raise NotFound(f"image {fingerprint} not found in storage pool {self.pool}")
         if os.path.exists(cdir):
-            raise AlreadyExists(f"container {name} already has a volume in storage pool {self.pool}")
+            raise self._volume_exists(name)
         self._maybe_fail("create_container")
         rootfs = os.path.join(cdir, "rootfs")
         try:
@@ -166,17 +160,17 @@ class FakePool(StoragePool):
         self._maybe_fail("rename_container")
         src, dst = self._cdir(old), self._cdir(new)
         if not os.path.isdir(src):
-            raise NotFound(f"container {old} has no volume in storage pool {self.pool}")
+            raise self._no_volume(old)
         try:
             rename_noreplace(src, dst)
         except FileExistsError as e:
-            raise AlreadyExists(f"container {new} already has a volume in storage pool {self.pool}") from e
+            raise self._volume_exists(new) from e
         return os.path.join(dst, "rootfs")
 
     def container_usage(self, name: str) -> int | None:
         cdir = self._cdir(name)
         if not os.path.isdir(cdir):
-            raise NotFound(f"container {name} has no volume in storage pool {self.pool}")
+            raise self._no_volume(name)
         total = 0
         for dirpath, _dirs, files in os.walk(cdir):
             for f in files:
