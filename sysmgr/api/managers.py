@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
-from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping, Sequence
 
 from sysmgr.engine.host import ContainerView
-from sysmgr.errors import NotFound
 from sysmgr.state.db import ImageRecord, PoolRecord, ProfileRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,6 +81,7 @@ class Container:
         self.image_os: str = (view.image.metadata.get("properties", {}).get("os", "")
                               if view.image else rec.volatile.get("image.os", ""))
         self.usage = view.usage
+        self.disk_bytes: int | None = view.disk_bytes  # with ``containers.all(usage=True)``
         # nics: {device: {name, host_name, hwaddr, network, parent, ipv4, dhcp}}; ipv4: the
         # addresses of a running container as `list` shows them, "10.0.3.5 (eth0)"
         self.nics: dict[str, dict[str, Any]] = dict(view.extra.get("nics") or {})

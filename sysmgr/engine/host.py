@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from sysmgr.drivers import registry
 from sysmgr.drivers.runtime.base import (
-    FROZEN, RUNNING, STOPPED, InitRecord, Limits, ProcessSpec, Runtime, RuntimeSpec, Status,
+    FROZEN, RUNNING, STOPPED, InitRecord, ProcessSpec, Runtime, RuntimeSpec, Status,
     Usage, signal_number)
 from sysmgr.drivers.storage.base import StoragePool
 from sysmgr.engine.reverter import Reverter
@@ -49,6 +49,7 @@ class ContainerView:
     image: ImageRecord | None = None
     usage: Usage | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    disk_bytes: int | None = None    # root volume usage, with ``usage=True``
 
     @property
     def name(self) -> str:
@@ -338,14 +339,25 @@ class Host:
         except NotFound:
             pass
         use = None
-        if usage and status.state != STOPPED:
-            use = self.runtime.usage(self._cgroup(rec.name))
+        disk = None
+        if usage:
+            if status.state != STOPPED:
+                use = self.runtime.usage(self._cgroup(rec.name))
+            disk = self._disk_usage(rec)
         # nics and their IPv4 addresses (``list``'s IPV4 column, ``info``'s host interfaces)
         extra: dict[str, Any] = {}
         if _has_nics(devs):  # most commands on nic-less containers never load networking
             extra = self.networks.view(rec, devs, status.pid if status.state != STOPPED else None,
                                        cache)
-        return ContainerView(rec, cfg, devs, status, img, use, extra)
+        return ContainerView(rec, cfg, devs, status, img, use, extra, disk)
+
+    def _disk_usage(self, rec: ContainerRecord) -> int | None:
+        """Bytes used by the root volume (qgroup counters on btrfs, a walk elsewhere); None
+        when the pool cannot say (usage is informational: it never fails a listing)."""
+        try:
+            return self.pool_driver(rec.pool).container_usage(rec.name)
+        except SysmgrError:
+            return None
 
     def views(self, *, usage: bool = False) -> list[ContainerView]:
         cache: dict[str, Any] = {}  # one read of each network's leases for the whole list

@@ -68,6 +68,7 @@ def test_launch_exec_list_stop_delete(root):
     assert run_cli("exec", "c1", "--", "cat", root=root, input="hello").stdout == "hello"
     listing = json.loads(run_cli("list", "--format", "json", root=root, check=True).stdout)
     assert [(c["name"], c["status"]) for c in listing] == [("c1", "Running")]
+    assert listing[0]["disk"] and listing[0]["disk"] > 1024 * 1024  # the busybox tree, ~2-3 MiB
     table = run_cli("list", root=root, check=True).stdout
     assert "RUNNING" in table and "c1" in table
     info = run_cli("info", "c1", root=root, check=True).stdout

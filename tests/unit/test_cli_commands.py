@@ -56,6 +56,7 @@ class StubContainer:
         self.image_aliases = ["busybox"]
         self.image_os = "busybox"
         self.usage = SimpleNamespace(memory_bytes=2 * 1024 * 1024, pids=3) if status != "Stopped" else None
+        self.disk_bytes = 3 * 1024 * 1024
         self.files = StubFiles()
         self.calls: list[tuple] = []
         self.exit_code = 0
@@ -249,13 +250,13 @@ def test_several_names_try_all_and_report_every_failure(client):
 
 def test_list_formats(client):
     table = sysmgr("list").stdout
-    assert "| c1   | RUNNING |      | default  | 2.00MiB | 3    |" in table
-    assert "| c2   | STOPPED |      | default  |         |      |" in table
+    assert "| c1   | RUNNING |      | default  | 2.00MiB | 3.00MiB | 3    |" in table
+    assert "| c2   | STOPPED |      | default  |         | 3.00MiB |      |" in table
     data = json.loads(sysmgr("list", "--format", "json").stdout)
     assert [(c["name"], c["status"], c["pid"], c["memory"]) for c in data] == [
         ("c1", "Running", 4242, 2 * 1024 * 1024), ("c2", "Stopped", None, None)]
     assert yaml.safe_load(sysmgr("list", "-f", "yaml").stdout) == data
-    assert sysmgr("list", "-f", "csv", "c2").stdout == "c2,STOPPED,,default,,\n"
+    assert sysmgr("list", "-f", "csv", "c2").stdout == "c2,STOPPED,,default,,3.00MiB,\n"
 
 
 def test_info_text_and_yaml(client):

@@ -68,7 +68,8 @@ def _container(name: str, status: str = "Running", **kw):
                 image_fingerprint="ab" * 32, image_aliases=["busybox"], image_os="busybox",
                 profiles=["default"], pool="default", created_at=0.0, config={}, devices={},
                 expanded_config={}, expanded_devices={},
-                usage=SimpleNamespace(memory_bytes=3 * 1024 * 1024, pids=4) if status != "Stopped" else None)
+                usage=SimpleNamespace(memory_bytes=3 * 1024 * 1024, pids=4) if status != "Stopped" else None,
+                disk_bytes=5 * 1024 * 1024)
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -78,13 +79,13 @@ def test_container_listing_rows():
         _container("c1", profiles=["default", "web"], ipv4=["10.0.0.2 (eth0)"]),
         _container("c2", "Stopped"))]
     assert render.table(HEADERS, rows) == golden("""
-        +------+---------+-----------------+--------------+---------+------+
-        | NAME |  STATE  |      IPV4       |   PROFILES   | MEMORY  | PIDS |
-        +------+---------+-----------------+--------------+---------+------+
-        | c1   | RUNNING | 10.0.0.2 (eth0) | default, web | 3.00MiB | 4    |
-        +------+---------+-----------------+--------------+---------+------+
-        | c2   | STOPPED |                 | default      |         |      |
-        +------+---------+-----------------+--------------+---------+------+
+        +------+---------+-----------------+--------------+---------+---------+------+
+        | NAME |  STATE  |      IPV4       |   PROFILES   | MEMORY  |  DISK   | PIDS |
+        +------+---------+-----------------+--------------+---------+---------+------+
+        | c1   | RUNNING | 10.0.0.2 (eth0) | default, web | 3.00MiB | 5.00MiB | 4    |
+        +------+---------+-----------------+--------------+---------+---------+------+
+        | c2   | STOPPED |                 | default      |         | 5.00MiB |      |
+        +------+---------+-----------------+--------------+---------+---------+------+
         """)
 
 

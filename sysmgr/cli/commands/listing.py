@@ -1,5 +1,5 @@
 """``sysmgr list``: containers as ``lxc list`` shows them (NAME, STATE, IPV4, PROFILES,
-MEMORY, PIDS), or as JSON / YAML / CSV.
+MEMORY, DISK, PIDS), or as JSON / YAML / CSV.
 
 Usage figures come with the listing (``containers.all(usage=True)``): no per-container
 round trip.
@@ -15,7 +15,7 @@ import click
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import AppContext, format_option, output, pass_app
 
-HEADERS = ("NAME", "STATE", "IPV4", "PROFILES", "MEMORY", "PIDS")
+HEADERS = ("NAME", "STATE", "IPV4", "PROFILES", "MEMORY", "DISK", "PIDS")
 
 
 def container_record(c: Any) -> dict[str, Any]:
@@ -34,6 +34,7 @@ def container_record(c: Any) -> dict[str, Any]:
         "ipv4": list(getattr(c, "ipv4", None) or []),
         "memory": getattr(usage, "memory_bytes", None),
         "pids": getattr(usage, "pids", None),
+        "disk": getattr(c, "disk_bytes", None),
         "config": dict(sorted(c.config.items())),
         "devices": {k: dict(v) for k, v in sorted(c.devices.items())},
         "expanded_config": dict(sorted(c.expanded_config.items())),
@@ -49,6 +50,7 @@ def container_row(r: Mapping[str, Any]) -> list[object]:
         "\n".join(r["ipv4"]),
         ", ".join(r["profiles"]),
         render.format_size(r["memory"]) if running else "",
+        render.format_size(r["disk"]) if r.get("disk") is not None else "",
         r["pids"] if running and r["pids"] is not None else "",
     ]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import signal
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Mapping, Sequence
+from typing import Callable, ClassVar, Mapping
 
 STOPPED, RUNNING, FROZEN = "STOPPED", "RUNNING", "FROZEN"
 
