@@ -19,3 +19,25 @@ def reap_children() -> None:
             pass
     except ChildProcessError:
         pass
+
+
+def teardown(client) -> None:
+    """Remove everything a benchmark's throw-away root holds, so nothing stays mounted or
+    attached: containers, then what profiles hold on pools and networks, then networks and
+    pools (a loop-backed pool is unmounted and its loop device released)."""
+    import sys
+
+    steps = [c.delete for c in client.containers.all()]
+    for obj in steps:
+        try:
+            obj(force=True)
+        except Exception as e:  # keep cleaning up; say what stays
+            print(f"bench: cleanup failed: {e}", file=sys.stderr)
+    for p in client.profiles.all():
+        if p.devices:
+            p.devices = {}
+            p.save()
+    for n in client.networks.all():
+        n.delete()
+    for pool in client.storage_pools.all():
+        pool.delete()

@@ -25,7 +25,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from _common import median_ms, reap_children  # noqa: E402
+from _common import median_ms, reap_children, teardown as teardown_root  # noqa: E402
 
 # LXC 5.0.2 figures measured on the reference machine (../shared/anchors), used when lxc-start
 # is not installed here.
@@ -130,11 +130,7 @@ def main() -> None:
         rootfs = host.pool_driver("default").container_path("bench")
         anchor = lxc_anchor(rootfs, args.runs)
     finally:
-        for c in client.containers.all():
-            try:
-                c.delete(force=True)
-            except Exception as e:  # keep cleaning up
-                print(f"bench: cleanup of {c.name} failed: {e}", file=sys.stderr)
+        teardown_root(client)
         client.close()
         shutil.rmtree(root, ignore_errors=True)
 
