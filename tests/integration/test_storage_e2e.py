@@ -315,7 +315,8 @@ def test_snapshot_expiry_prune_and_schedule(root):
 
     ok("config", "set", "e1", "snapshots.schedule=@hourly", "snapshots.schedule.stopped=true", root=root)
     with sysmgr.Client(root=root) as client:
-        later = time.time() + 2 * 3600
+        # ten minutes past an hour, two hours on: "+60 s" must not cross the next @hourly mark
+        later = (int(time.time()) // 3600 + 2) * 3600 + 600
         done = esnap.auto(client.host, now=later)
         assert done[0] == "snapshot e1/snap1" and "expired e1/snap0" in done
         assert esnap.auto(client.host, now=later + 60) == []      # not due again yet
