@@ -16,7 +16,7 @@ from sysmgr.drivers import registry
 from sysmgr.drivers.images.base import ImageMetadata, Progress
 from sysmgr.engine.host import DEFAULT_POOL, Host
 from sysmgr.engine.reverter import Reverter
-from sysmgr.errors import Conflict, Issue, NotFound, ValidationError
+from sysmgr.errors import Issue, NotFound, ValidationError
 from sysmgr.model import names as mnames
 from sysmgr.state.db import ImageRecord
 
@@ -94,12 +94,7 @@ def import_image(host: Host, path: str, *, alias: str | None = None, pool: str |
                 progress(f"unpacking {os.path.basename(path)}")
             meta_box.append(_unpack().unpack(path, dest))
 
-        if host.store.has_image(fp):
-            rec = host.store.image(fp)
-            if alias:
-                with host.store.transaction():
-                    host.store.set_alias(alias, fp)
-            return host.store.image(fp)
+        # a known image only gets the alias (and a volume on this pool if it lacks one)
         return _store(host, fp, None, pool, alias, f"file:{path}", fill=fill, meta_box=meta_box)
 
 
@@ -188,4 +183,4 @@ def in_use(host: Host, fingerprint: str) -> list[str]:
     return host.store.containers_using_image(fingerprint)
 
 
-__all__ = ["build", "import_image", "delete", "set_alias", "delete_alias", "in_use", "Conflict"]
+__all__ = ["build", "import_image", "delete", "set_alias", "delete_alias", "in_use"]

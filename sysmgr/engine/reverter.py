@@ -31,11 +31,8 @@ class Reverter:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self._ok or exc_type is None and self._ok:
-            return
-        if exc_type is None:
-            # leaving the block without success() and without error: treat as success
-            return
+        if self._ok or exc_type is None:
+            return  # success() called, or the block ended without an error
         for what, fn in reversed(self._undo):
             try:
                 fn()
