@@ -402,8 +402,8 @@ class NetworkEngine:
         name = self.store.get_meta("network.driver")
         if name:
             return name
-        # the fake runtime's inits have no network namespace to plug a veth into
-        return "fake" if self.host.runtime.name == "fake" else "bridge"
+        # inits without a network namespace (the fake runtime's) have nowhere to plug a veth
+        return "bridge" if self.host.runtime.info.network_namespaces else "fake"
 
     @property
     def driver(self) -> netbase.NetworkDriver:

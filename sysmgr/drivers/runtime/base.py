@@ -13,28 +13,9 @@ import signal
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Mapping
 
+from sysmgr.types import IdMap, Limits  # noqa: F401  (re-exported: drivers take them from here)
+
 STOPPED, RUNNING, FROZEN = "STOPPED", "RUNNING", "FROZEN"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits in kernel terms (already parsed from LXD keys by the model)."""
-
-    cpuset: str | None = None            # "0-1", "0,2"; None = all
-    cpu_quota_us: int | None = None      # hard limit: quota per period
-    cpu_period_us: int = 100_000
-    cpu_shares: int | None = None        # soft limit (v1 cpu.shares; v2 cpu.weight derived)
-    memory_bytes: int | None = None
-    memory_swap: bool = True             # False: memory+swap limited to memory_bytes
-    pids_max: int | None = None
-
-
-@dataclass(frozen=True)
-class IdMap:
-    """User-namespace mapping (container id 0..size-1 -> host_start..). Shaped for later use."""
-
-    host_start: int = 100_000
-    size: int = 65_536
 
 
 @dataclass(frozen=True)
@@ -97,6 +78,7 @@ class RuntimeInfo:
     freeze: bool = True
     user_namespaces: bool = False
     live_limits: bool = True
+    network_namespaces: bool = True     # inits get a netns that nics can be plugged into
 
 
 class ExecProcess(abc.ABC):

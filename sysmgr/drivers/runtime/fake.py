@@ -75,7 +75,8 @@ class FakeExecProcess(ExecProcess):
 
 class FakeRuntime(Runtime):
     name: ClassVar[str] = "fake"
-    info: ClassVar[RuntimeInfo] = RuntimeInfo(freeze=True, user_namespaces=False, live_limits=True)
+    info: ClassVar[RuntimeInfo] = RuntimeInfo(freeze=True, user_namespaces=False, live_limits=True,
+                                            network_namespaces=False)
     #: every command run through exec/exec_pty: (cgroup, argv)
     execs: ClassVar[list[tuple[str, tuple[str, ...]]]] = []
 

@@ -1,0 +1,21 @@
+"""Facts about the machine sysmgr runs on, read from the kernel (the engine's source of
+:class:`~sysmgr.types.HostFacts`)."""
+
+from __future__ import annotations
+
+import os
+
+from sysmgr.types import HostFacts
+
+
+def memory_total() -> int:
+    """MemTotal in bytes."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise ValueError("MemTotal missing from /proc/meminfo")  # pragma: no cover
+
+
+def host_facts() -> HostFacts:
+    return HostFacts(cpus=os.cpu_count() or 1, memory_bytes=memory_total())

@@ -1,0 +1,39 @@
+"""Plain value types shared across layers (no behaviour, no I/O).
+
+They sit below every layer so that the model can produce them, the engine can pass them on and
+the drivers can consume them without any of those importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits in kernel terms (already parsed from LXD keys by the model)."""
+
+    cpuset: str | None = None            # "0-1", "0,2"; None = all
+    cpu_quota_us: int | None = None      # hard limit: quota per period
+    cpu_period_us: int = 100_000
+    cpu_shares: int | None = None        # soft limit (v1 cpu.shares; v2 cpu.weight derived)
+    memory_bytes: int | None = None
+    memory_swap: bool = True             # False: memory+swap limited to memory_bytes
+    pids_max: int | None = None
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """User-namespace mapping (container id 0..size-1 -> host_start..)."""
+
+    host_start: int = 100_000
+    size: int = 65_536
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the model needs to know of the host to resolve relative values (``50%`` of
+    memory, a CPU count clamped to the host's). The engine reads them; the model never does."""
+
+    cpus: int
+    memory_bytes: int
