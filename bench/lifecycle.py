@@ -93,6 +93,7 @@ def main() -> None:
     libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: reap container inits we stop
 
     import sysmgr
+    from sysmgr.engine import containers, lifecycle
 
     root = tempfile.mkdtemp(prefix="sysmgr-bench-")
     client = sysmgr.Client(root=root)
@@ -103,20 +104,20 @@ def main() -> None:
         c = client.containers.create("bench", image="busybox")
         host = client.host
 
-        results["start"] = median_ms(timed(lambda: host.start("bench"), args.runs,
-                                           teardown=lambda: (host.stop("bench", force=True), reap_children())))
+        results["start"] = median_ms(timed(lambda: lifecycle.start(host, "bench"), args.runs,
+                                           teardown=lambda: (lifecycle.stop(host, "bench", force=True), reap_children())))
         results["start_cli"] = median_ms(timed(lambda: cli(root, "start", "bench"), args.runs,
-                                               teardown=lambda: (host.stop("bench", force=True), reap_children())))
+                                               teardown=lambda: (lifecycle.stop(host, "bench", force=True), reap_children())))
         graceful_runs = max(3, args.runs // 4)  # ~2 s each: busybox init's poweroff sequence
-        results["stop_graceful"] = median_ms(timed(lambda: (host.stop("bench", timeout=10), reap_children()),
-                                                   graceful_runs, setup=lambda: host.start("bench")))
-        results["stop_force"] = median_ms(timed(lambda: (host.stop("bench", force=True), reap_children()),
-                                                args.runs, setup=lambda: host.start("bench")))
-        host.start("bench")
+        results["stop_graceful"] = median_ms(timed(lambda: (lifecycle.stop(host, "bench", timeout=10), reap_children()),
+                                                   graceful_runs, setup=lambda: lifecycle.start(host, "bench")))
+        results["stop_force"] = median_ms(timed(lambda: (lifecycle.stop(host, "bench", force=True), reap_children()),
+                                                args.runs, setup=lambda: lifecycle.start(host, "bench")))
+        lifecycle.start(host, "bench")
         time.sleep(0.2)
         results["exec_api"] = median_ms(timed(lambda: c.execute(["true"]), args.runs))
         results["exec_cli"] = median_ms(timed(lambda: cli(root, "exec", "bench", "--", "true"), args.runs))
-        host.stop("bench", force=True)
+        lifecycle.stop(host, "bench", force=True)
         reap_children()
         results["version"] = median_ms(timed(lambda: cli(root, "--version"), args.runs))
 
@@ -125,7 +126,7 @@ def main() -> None:
             client.containers.create(n, image="busybox", start=True)
         results["list"] = median_ms(timed(lambda: cli(root, "list"), max(5, args.runs // 2)))
         for n in names:
-            host.delete_container(n, force=True)
+            containers.delete_container(host, n, force=True)
         reap_children()
         rootfs = host.pool_driver("default").container_path("bench")
         anchor = lxc_anchor(rootfs, args.runs)

@@ -100,6 +100,8 @@ def main() -> None:
     os.system("ip link set lo up")
 
     import sysmgr
+    from sysmgr.engine import lifecycle
+    from sysmgr.engine.nics import NicEngine
 
     root = tempfile.mkdtemp(prefix="sysmgr-bench-net-")
     client = sysmgr.Client(root=root)
@@ -117,42 +119,42 @@ def main() -> None:
         address = {n: client.containers.get(n).nics["eth0"]["ipv4"] for n in ("st", "dh")}
         pinger = Pinger()
 
-        engine = host.networks
+        driver = host.network_driver
         attach_times: list[float] = []
         prepare_times: list[float] = []
-        attach, prepare = engine.driver.attach, engine.prepare_start
+        attach, prepare = driver.attach, NicEngine.prepare_start
 
         def timed_attach(nic, pid):
             t = time.perf_counter()
             attach(nic, pid)
             attach_times.append(time.perf_counter() - t)
 
-        def timed_prepare(name, rootfs):
+        def timed_prepare(self, name, rootfs):
             t = time.perf_counter()
-            out = prepare(name, rootfs)
+            out = prepare(self, name, rootfs)
             if out:  # a container with nics
                 prepare_times.append(time.perf_counter() - t)
             return out
 
-        engine.driver.attach = timed_attach            # type: ignore[method-assign]
-        engine.prepare_start = timed_prepare           # type: ignore[method-assign]
+        driver.attach = timed_attach                   # type: ignore[method-assign]
+        NicEngine.prepare_start = timed_prepare        # type: ignore[method-assign]
 
         results: dict[str, list[float]] = {"st": [], "dh": [], "start_nic": [], "start_none": []}
         for _ in range(args.runs):
             for name in ("st", "dh"):
                 t = time.perf_counter()
-                host.start(name)
+                lifecycle.start(host, name)
                 started = time.perf_counter()
                 pinger.wait(address[name])
                 results[name].append(time.perf_counter() - t)
                 if name == "st":
                     results["start_nic"].append(started - t)
-                host.stop(name, force=True)
+                lifecycle.stop(host, name, force=True)
                 reap_children()
             t = time.perf_counter()
-            host.start("none")
+            lifecycle.start(host, "none")
             results["start_none"].append(time.perf_counter() - t)
-            host.stop("none", force=True)
+            lifecycle.stop(host, "none", force=True)
             reap_children()
 
         print(f"sysmgr network benchmark ({args.runs} runs each, medians; own network namespace)")

@@ -37,3 +37,29 @@ class HostFacts:
 
     cpus: int
     memory_bytes: int
+
+
+@dataclass(frozen=True)
+class NetworkLease:
+    """A DHCP reservation or lease on a managed network."""
+
+    hostname: str
+    hwaddr: str
+    address: str | None
+    type: str                 # "static" (sysmgr's reservation) | "dynamic" (an active lease)
+
+
+@dataclass(frozen=True)
+class NetworkState:
+    """What the host has for a managed network right now (read from the kernel and dnsmasq)."""
+
+    status: str               # "Created" | "Errored"
+    bridge: str
+    up: bool
+    mtu: int | None
+    addresses: tuple[str, ...]
+    ports: tuple[str, ...]    # host ends of container nics plugged into the bridge
+    dnsmasq_pid: int | None
+    nft_table: bool
+    problems: tuple[str, ...]
+    leases: tuple[NetworkLease, ...]

@@ -94,84 +94,106 @@ def proxy(master_fd: int, proc: Process, stdin_fd: int = 0, stdout_fd: int = 1) 
 
 def _pump(sel: selectors.BaseSelector, master: int, proc: Process, stdin_fd: int, stdout_fd: int,
           tty_fd: int, winch: int | None) -> None:
-    to_master = bytearray()
-    to_out = bytearray()
-    stdin_open = True
-    master_open = True
-    if winch is not None:
-        sel.register(winch, selectors.EVENT_READ)
+    _Pump(sel, master, stdin_fd, stdout_fd).run(proc, tty_fd, winch)
 
-    def want(fd: int, events: int) -> None:
+
+class _Pump:
+    """The buffers and the open/closed state of one proxied session."""
+
+    def __init__(self, sel: selectors.BaseSelector, master: int, stdin_fd: int,
+                 stdout_fd: int) -> None:
+        self.sel, self.master, self.stdin_fd, self.stdout_fd = sel, master, stdin_fd, stdout_fd
+        self.to_master = bytearray()
+        self.to_out = bytearray()
+        self.stdin_open = True
+        self.master_open = True
+
+    def want(self, fd: int, events: int) -> None:
         try:
-            key = sel.get_key(fd)
+            key = self.sel.get_key(fd)
         except KeyError:
             if events:
-                sel.register(fd, events)
+                self.sel.register(fd, events)
             return
         if not events:
-            sel.unregister(fd)
+            self.sel.unregister(fd)
         elif key.events != events:
-            sel.modify(fd, events)
+            self.sel.modify(fd, events)
 
-    while master_open or to_out:
+    def _interest(self) -> None:
         # stdin and stdout may be the same fd (a terminal): register it once
         ev: dict[int, int] = {}
-        if stdin_open and len(to_master) < _CHUNK:
-            ev[stdin_fd] = ev.get(stdin_fd, 0) | selectors.EVENT_READ
-        if to_out:
-            ev[stdout_fd] = ev.get(stdout_fd, 0) | selectors.EVENT_WRITE
+        if self.stdin_open and len(self.to_master) < _CHUNK:
+            ev[self.stdin_fd] = ev.get(self.stdin_fd, 0) | selectors.EVENT_READ
+        if self.to_out:
+            ev[self.stdout_fd] = ev.get(self.stdout_fd, 0) | selectors.EVENT_WRITE
         m = 0
-        if master_open and len(to_out) < _CHUNK:
+        if self.master_open and len(self.to_out) < _CHUNK:
             m |= selectors.EVENT_READ
-        if master_open and to_master:
+        if self.master_open and self.to_master:
             m |= selectors.EVENT_WRITE
-        ev[master] = ev.get(master, 0) | m
-        for fd in (stdin_fd, stdout_fd, master):
-            want(fd, ev.get(fd, 0))
+        ev[self.master] = ev.get(self.master, 0) | m
+        for fd in (self.stdin_fd, self.stdout_fd, self.master):
+            self.want(fd, ev.get(fd, 0))
+
+    def run(self, proc: Process, tty_fd: int, winch: int | None) -> None:
+        if winch is not None:
+            self.sel.register(winch, selectors.EVENT_READ)
         poll = getattr(proc, "poll", None)
-        events = sel.select(0.2)
-        if not events and poll is not None and poll() is not None and not _readable(master):
-            break  # the process ended and nothing more is coming (a background job may hold the pty)
-        for key, mask in events:
-            fd = key.fd
-            if fd == winch:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(winch, 64)
-                copy_winsize(tty_fd, master)
-                continue
-            if mask & selectors.EVENT_READ and fd == master:
-                try:
-                    data = os.read(master, _CHUNK)
-                except BlockingIOError:
-                    data = None
-                except OSError as e:  # EIO: every slave fd closed (the process exited)
-                    if e.errno != errno.EIO:
-                        raise
-                    data = b""
-                if data == b"":
-                    master_open = False
-                elif data:
-                    to_out += data
-            if mask & selectors.EVENT_READ and fd == stdin_fd and stdin_open:
-                try:
-                    data = os.read(stdin_fd, _CHUNK)
-                except BlockingIOError:
-                    data = None
-                if data == b"":
-                    stdin_open = False
-                    if not os.isatty(stdin_fd):
-                        # piped input ended: pass EOF on as the terminal's EOF character
-                        to_master += bytes([termios.tcgetattr(master)[6][termios.VEOF][0]])
-                elif data:
-                    to_master += data
-            if mask & selectors.EVENT_WRITE and fd == master and to_master:
-                with contextlib.suppress(BlockingIOError):
-                    del to_master[:os.write(master, to_master)]
-            if mask & selectors.EVENT_WRITE and fd == stdout_fd and to_out:
-                with contextlib.suppress(BlockingIOError):
-                    del to_out[:os.write(stdout_fd, to_out)]
-    for fd in (stdin_fd, stdout_fd, master):
-        want(fd, 0)
+        while self.master_open or self.to_out:
+            self._interest()
+            events = self.sel.select(0.2)
+            if not events and poll is not None and poll() is not None \
+                    and not _readable(self.master):
+                break  # the process ended and nothing more is coming (a background job may hold the pty)
+            for key, mask in events:
+                if key.fd == winch:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(winch, 64)
+                    copy_winsize(tty_fd, self.master)
+                    continue
+                self._handle(key.fd, mask)
+        for fd in (self.stdin_fd, self.stdout_fd, self.master):
+            self.want(fd, 0)
+
+    def _handle(self, fd: int, mask: int) -> None:
+        if mask & selectors.EVENT_READ and fd == self.master:
+            self._read_master()
+        if mask & selectors.EVENT_READ and fd == self.stdin_fd and self.stdin_open:
+            self._read_stdin()
+        if mask & selectors.EVENT_WRITE and fd == self.master and self.to_master:
+            with contextlib.suppress(BlockingIOError):
+                del self.to_master[:os.write(self.master, self.to_master)]
+        if mask & selectors.EVENT_WRITE and fd == self.stdout_fd and self.to_out:
+            with contextlib.suppress(BlockingIOError):
+                del self.to_out[:os.write(self.stdout_fd, self.to_out)]
+
+    def _read_master(self) -> None:
+        try:
+            data = os.read(self.master, _CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as e:  # EIO: every slave fd closed (the process exited)
+            if e.errno != errno.EIO:
+                raise
+            data = b""
+        if data == b"":
+            self.master_open = False
+        else:
+            self.to_out += data
+
+    def _read_stdin(self) -> None:
+        try:
+            data = os.read(self.stdin_fd, _CHUNK)
+        except BlockingIOError:
+            return
+        if data == b"":
+            self.stdin_open = False
+            if not os.isatty(self.stdin_fd):
+                # piped input ended: pass EOF on as the terminal's EOF character
+                self.to_master += bytes([termios.tcgetattr(self.master)[6][termios.VEOF][0]])
+        else:
+            self.to_master += data
 
 
 def _readable(fd: int) -> bool:

@@ -8,13 +8,22 @@
 
 Managers (``containers``, ``profiles``, ``images``, ``storage_pools``, ``networks``,
 ``manifests``) return model objects; an object's fields are a snapshot: call ``refresh()`` to
-re-read (no hidden I/O on attribute access). Mutating calls take the host root's lock.
+re-read (no hidden I/O on attribute access). Mutating calls take the host root's lock. Every
+call goes through the client's :attr:`Client.backend` (this host: the engine).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sysmgr.api.backend import Backend
+from sysmgr.api.containers import ContainerManager
+from sysmgr.api.images import ImageManager
+from sysmgr.api.local import LocalBackend
+from sysmgr.api.manifests import ManifestManager
+from sysmgr.api.networks import NetworkManager
+from sysmgr.api.profiles import ProfileManager
+from sysmgr.api.storage_pools import StoragePoolManager
 from sysmgr.layout import Layout, default_root
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,9 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 def default_storage_driver() -> str:
     """The driver ``init`` picks for the default pool when none is given: btrfs when this
     host can run it (tools and binding present), else dir; ``$SYSMGR_STORAGE_DRIVER`` wins."""
-    from sysmgr.engine.volumes import default_driver
-
-    return default_driver()[0]
+    return LocalBackend(Layout(default_root())).default_storage_driver()
 
 
 class Client:
@@ -39,24 +46,25 @@ class Client:
     """
 
     def __init__(self, root: str | None = None, *, runtime: str | None = None) -> None:
-        from sysmgr.api.managers import (
-            ContainerManager, ImageManager, ManifestManager, ProfileManager, StoragePoolManager)
-        from sysmgr.engine.host import Host
-
         self.layout = Layout(root or default_root())
-        self.host: "Host" = Host(self.layout, runtime=runtime)
+        self._local = LocalBackend(self.layout, runtime=runtime)
+        self.backend: Backend = self._local
         self.containers = ContainerManager(self)
         self.profiles = ProfileManager(self)
         self.images = ImageManager(self)
         self.storage_pools = StoragePoolManager(self)
-        self.manifests = ManifestManager(self)
-        from sysmgr.api.networks import NetworkManager
-
         self.networks = NetworkManager(self)
+        self.manifests = ManifestManager(self)
 
     @property
     def root(self) -> str:
         return self.layout.root
+
+    @property
+    def host(self) -> "Host":
+        """The engine's handle on this root, for white-box tests and benchmarks; front ends
+        use the managers."""
+        return self._local.host
 
     def init(self, *, auto: bool = True, storage_driver: str | None = None,
              runtime: str | None = None, network: str | None = None,
@@ -67,11 +75,11 @@ class Client:
         ``network``: also create that managed network (``sysmgr init --auto`` uses
         ``"sysmgrbr0"``) and give the default profile an ``eth0`` nic on it; the API creates
         none unless asked. Recorded networks are brought back up (after a reboot)."""
-        return self.host.init(storage_driver=storage_driver, runtime=runtime, network=network,
-                              network_driver=network_driver)
+        return self.backend.init(storage_driver=storage_driver, runtime=runtime, network=network,
+                                 network_driver=network_driver)
 
     def close(self) -> None:
-        self.host.close()
+        self.backend.close()
 
     def __enter__(self) -> "Client":
         return self

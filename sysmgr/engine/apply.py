@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from sysmgr.engine import (
+    bootstrap, containers, journal, lifecycle, netplan, networks, pools, profiles, volumes)
 from sysmgr.engine import images as eimages
-from sysmgr.engine import network as enetwork
 from sysmgr.engine.actions import (
     Action, BuildImage, CreateContainer, CreatePool, ImportImage, Plan, PutProfile, Restart,
     Start, Stop, UpdateContainer)
@@ -36,15 +37,13 @@ def apply(host: Host, plan: Plan, *, progress: Progress | None = None) -> ApplyR
     if plan.empty:
         return result
     if not host.layout.exists():
-        host.init()
+        bootstrap.init(host)
     with host.locked():
         if observe(host).digest != plan.observed_digest:
             raise PlanStale("the host changed since this plan was made", hint="run diff/apply again")
-        from sysmgr.engine import journal, volumes
-
         volumes.mount_all(host)  # after a host restart the loop-backed pools are not mounted
         journal.recover(host)
-        with Reverter() as rev, enetwork.reserving(host, plan):
+        with Reverter() as rev, networks.reserving(plan):
             for action in plan.actions:
                 try:
                     _execute(host, action, rev, progress)
@@ -70,19 +69,13 @@ def _failed(result: ApplyResult, action: Action, err: Exception, rev: Reverter) 
 
 
 def _execute(host: Host, a: Action, rev: Reverter, progress: Progress | None) -> None:
-    if isinstance(a, enetwork.NETWORK_ACTIONS):
-        enetwork.execute(host, a, rev)
+    if isinstance(a, netplan.NETWORK_ACTIONS):
+        networks.execute(host, a, rev)
     elif isinstance(a, CreatePool):
-        host.create_pool(a.name, a.driver, a.config, a.description)
-        rev.add(lambda: host.delete_pool(a.name), f"delete pool {a.name}")
+        pools.create_pool(host, a.name, a.driver, a.config, a.description)
+        rev.add(lambda: pools.delete_pool(host, a.name), f"delete pool {a.name}")
     elif isinstance(a, PutProfile):
-        old = host.store.profile(a.name) if host.store.has_profile(a.name) else None
-        host.put_profile(ProfileRecord(a.name, a.description, dict(a.config),
-                                       {k: dict(v) for k, v in a.devices.items()}))
-        if old is None:
-            rev.add(lambda: host.delete_profile(a.name), f"delete profile {a.name}")
-        else:
-            rev.add(lambda: host.put_profile(old), f"restore profile {a.name}")
+        _put_profile(host, a, rev)
     elif isinstance(a, BuildImage):
         img = eimages.build(host, a.builder, alias=a.name, options=a.options, progress=progress)
         rev.add(lambda: eimages.delete_alias(host, a.name), f"remove alias {a.name} ({img.fingerprint[:12]})")
@@ -90,23 +83,38 @@ def _execute(host: Host, a: Action, rev: Reverter, progress: Progress | None) ->
         img = eimages.import_image(host, a.path, alias=a.name, progress=progress)
         rev.add(lambda: eimages.delete_alias(host, a.name), f"remove alias {a.name} ({img.fingerprint[:12]})")
     elif isinstance(a, CreateContainer):
-        host.create_container(a.name, a.image, profiles=a.profiles, config=a.config,
-                              devices=a.devices, description=a.description)
-        rev.add(lambda: host.delete_container(a.name, force=True), f"delete container {a.name}")
+        containers.create_container(host, a.name, a.image, profiles=a.profiles, config=a.config,
+                                    devices=a.devices, description=a.description)
+        rev.add(lambda: containers.delete_container(host, a.name, force=True),
+                f"delete container {a.name}")
     elif isinstance(a, UpdateContainer):
-        old = host.store.container(a.name)
-        host.update_container(a.name, config=a.config, devices=a.devices, profiles=a.profiles,
-                              description=a.description)
-        rev.add(lambda: host.update_container(old.name, config=old.config, devices=old.devices,
-                                              profiles=old.profiles, description=old.description),
-                f"restore container {a.name}")
+        _update_container(host, a, rev)
     elif isinstance(a, Start):
-        host.start(a.name)
-        rev.add(lambda: host.stop(a.name, force=True), f"stop {a.name}")
+        lifecycle.start(host, a.name)
+        rev.add(lambda: lifecycle.stop(host, a.name, force=True), f"stop {a.name}")
     elif isinstance(a, Stop):
-        host.stop(a.name)
-        rev.add(lambda: host.start(a.name), f"start {a.name}")
+        lifecycle.stop(host, a.name)
+        rev.add(lambda: lifecycle.start(host, a.name), f"start {a.name}")
     elif isinstance(a, Restart):
-        host.restart(a.name)
+        lifecycle.restart(host, a.name)
     else:  # pragma: no cover - the planner only makes the actions above
         raise SysmgrError(f"unknown action {a!r}")
+
+
+def _put_profile(host: Host, a: PutProfile, rev: Reverter) -> None:
+    old = host.store.profile(a.name) if host.store.has_profile(a.name) else None
+    profiles.put_profile(host, ProfileRecord(a.name, a.description, dict(a.config),
+                                             {k: dict(v) for k, v in a.devices.items()}))
+    if old is None:
+        rev.add(lambda: profiles.delete_profile(host, a.name), f"delete profile {a.name}")
+    else:
+        rev.add(lambda: profiles.put_profile(host, old), f"restore profile {a.name}")
+
+
+def _update_container(host: Host, a: UpdateContainer, rev: Reverter) -> None:
+    old = host.store.container(a.name)
+    containers.update_container(host, a.name, config=a.config, devices=a.devices,
+                                profiles=a.profiles, description=a.description)
+    rev.add(lambda: containers.update_container(
+        host, old.name, config=old.config, devices=old.devices, profiles=old.profiles,
+        description=old.description), f"restore container {a.name}")

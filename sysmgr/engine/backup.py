@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
 from sysmgr._util import proc
 from sysmgr.drivers.storage.base import command_stream, feed_command
-from sysmgr.engine import journal, volumes
+from sysmgr.engine import journal, records, volumes
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import (
     AlreadyExists, DriverError, DriverUnavailable, Issue, NotFound, SysmgrError, ValidationError)
@@ -457,7 +457,7 @@ def export(host: "Host", name: str, path: str, *, optimized: bool = False,
             prev = s.name
         streams.append({"file": f"container.{ext}", "snapshot": tmp,
                         "base": prev if optimized and drv.info.incremental_send else None})
-        _, devs = host.expanded(rec)
+        _, devs = records.expanded(host, rec)
         index = {
             "format_version": FORMAT_VERSION,
             "created": time.time(),
@@ -540,7 +540,7 @@ def _retarget(host: "Host", rec: ContainerRecord, pool: str) -> dict[str, dict[s
     """``rec``'s local devices, with the root disk moved to ``pool`` when its expansion puts
     it elsewhere (a local override of the expanded root disk, as ``-s POOL`` does)."""
     devices = {k: dict(v) for k, v in rec.devices.items()}
-    _, devs = host.expanded(rec)
+    _, devs = records.expanded(host, rec)
     root = next((n for n, d in devs.items() if mkeys.is_root_disk(d)), "root")
     if devs.get(root, {}).get("pool") != pool:
         devices[root] = {**devs.get(root, {"type": "disk", "path": "/"}), "pool": pool}
@@ -555,7 +555,7 @@ def import_(host: "Host", path: str, *, name: str | None = None, pool: str | Non
         raise NotFound(f"backup file {path} not found")
     import yaml
 
-    from sysmgr.engine.host import DEFAULT_POOL, _rmtree, _write_hostname
+    from sysmgr.engine.host import DEFAULT_POOL
 
     with host.locked():
         journal.recover(host)
@@ -614,7 +614,7 @@ def import_(host: "Host", path: str, *, name: str | None = None, pool: str | Non
             if issues:
                 raise ValidationError(issues)
             rec.devices = _retarget(host, rec, target)
-            cfg, devs = host.expanded(rec)
+            cfg, devs = records.expanded(host, rec)
             problems = mexpand.validate_expanded(cfg, devs)
             issues = [Issue(r, path=p) for p, r in problems] + volumes.size_issues(host, devs)
             if issues:
@@ -682,10 +682,10 @@ def import_(host: "Host", path: str, *, name: str | None = None, pool: str | Non
                 if size is not None or drv.info.quotas:
                     volumes.set_size(host, name, target, size)
                 if name != index["name"]:
-                    _write_hostname(drv.container_path(name), name)
+                    records.write_hostname(drv.container_path(name), name)
                 rdir = host.layout.container_dir(name)
                 os.makedirs(rdir, exist_ok=True)
-                r.add(lambda: _rmtree(rdir, ignore_errors=True), f"remove {rdir}")
+                r.add(lambda: records.remove_tree(rdir, ignore_errors=True), f"remove {rdir}")
                 with st.transaction():
                     st.add_container(rec)
                     snaps = SnapshotStore(st)

@@ -21,9 +21,10 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from typing import TYPE_CHECKING
-
-from sysmgr.engine import journal, volumes
+from sysmgr._util import safefs
+from sysmgr.drivers.runtime.base import STOPPED
+from sysmgr.engine import journal, records, volumes
+from sysmgr.engine.host import Host
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import AlreadyExists, Conflict, Issue, SysmgrError, ValidationError
 from sysmgr.model import expand as mexpand
@@ -33,14 +34,11 @@ from sysmgr.state.db import ContainerRecord
 from sysmgr.state.snapshots import SnapshotStore
 from sysmgr.state.snapshots import rename_container as rename_record
 
-if TYPE_CHECKING:  # pragma: no cover
-    from sysmgr.engine.host import Host
-
 # volatile keys a copy keeps: what describes its image, nothing about the original's identity
 _KEEP_VOLATILE = ("image.os", "image.meta")
 
 
-def _check_new_name(host: "Host", name: str) -> None:
+def _check_new_name(host: Host, name: str) -> None:
     reason = mnames.name_problem(name)
     if reason:
         raise ValidationError([Issue(f"invalid container name {name!r}: {reason}", path="name")])
@@ -48,13 +46,7 @@ def _check_new_name(host: "Host", name: str) -> None:
         raise AlreadyExists(f"container {name!r} already exists")
 
 
-def _write_hostname(rootfs: str, name: str) -> None:
-    from sysmgr.engine.host import _write_hostname as write
-
-    write(rootfs, name)
-
-
-def copy(host: "Host", src: str, dst: str, *, snapshot: str | None = None,
+def copy(host: Host, src: str, dst: str, *, snapshot: str | None = None,
          pool: str | None = None) -> ContainerRecord:
     """Copy container ``src`` (or its snapshot ``snapshot``) to a new, stopped ``dst``,
     on ``pool`` (default: the source's pool)."""
@@ -77,10 +69,10 @@ def copy(host: "Host", src: str, dst: str, *, snapshot: str | None = None,
                               description, {k: v for k, v in source.volatile.items() if k in _KEEP_VOLATILE},
                               time.time())
         if target != source.pool:
-            _, src_devs = host.expanded(rec)
+            _, src_devs = records.expanded(host, rec)
             root = next((n for n, d in src_devs.items() if mkeys.is_root_disk(d)), "root")
             rec.devices[root] = {**src_devs.get(root, {"type": "disk", "path": "/"}), "pool": target}
-        cfg, devs = host.expanded(rec)
+        cfg, devs = records.expanded(host, rec)
         problems = mexpand.validate_expanded(cfg, devs)
         if problems:
             raise ValidationError([Issue(r, path=p) for p, r in problems])
@@ -101,19 +93,17 @@ def copy(host: "Host", src: str, dst: str, *, snapshot: str | None = None,
             if size is not None or dst_drv.info.quotas:
                 volumes.check_size(host, dst, target, size)
                 volumes.set_size(host, dst, target, size)  # its own limit, not the source's
-            _write_hostname(path, dst)
+            records.write_hostname(path, dst)
             rdir = host.layout.container_dir(dst)
             os.makedirs(rdir, exist_ok=True)
-            from sysmgr.engine.host import _rmtree
-
-            r.add(lambda: _rmtree(rdir, ignore_errors=True), f"remove {rdir}")
+            r.add(lambda: records.remove_tree(rdir, ignore_errors=True), f"remove {rdir}")
             with st.transaction():
                 st.add_container(rec)
             r.success()
         return rec
 
 
-def _copy_across(host: "Host", it: journal.Intent, src: str, dst: str, snapshot: str | None,
+def _copy_across(host: Host, it: journal.Intent, src: str, dst: str, snapshot: str | None,
                  src_pool: str, dst_pool: str) -> str:
     """A copy onto another pool: a stream when the formats match, else a tree copy."""
     src_drv, dst_drv = host.pool_driver(src_pool), host.pool_driver(dst_pool)
@@ -139,14 +129,14 @@ def _copy_across(host: "Host", it: journal.Intent, src: str, dst: str, snapshot:
     return path
 
 
-def rename(host: "Host", old: str, new: str) -> None:
+def rename(host: Host, old: str, new: str) -> None:
     """Rename a stopped container."""
     with host.locked():
         journal.recover(host)
         st = host.store
         rec = st.container(old)
         _check_new_name(host, new)
-        if host.status(old).state != "STOPPED":
+        if records.status(host, host.store.container(old)).state != STOPPED:
             raise Conflict(f"container {old!r} is running", hint=f"stop it first: sysmgr stop {old}")
         drv = host.pool_driver(rec.pool)
         rdir_old, rdir_new = host.layout.container_dir(old), host.layout.container_dir(new)
@@ -160,9 +150,7 @@ def rename(host: "Host", old: str, new: str) -> None:
                 rename_record(st, old, new)
             r.success()
         try:
-            from sysmgr._util import safefs
-
             if safefs.read_file(path, "/etc/hostname").decode(errors="replace").strip() == old:
-                _write_hostname(path, new)
+                records.write_hostname(path, new)
         except (SysmgrError, OSError):
             pass  # no /etc/hostname (or unreadable): nothing to template

@@ -29,16 +29,19 @@ import contextlib
 import json
 import os
 import secrets
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from sysmgr.drivers.runtime.base import STOPPED
+from sysmgr.engine import records, restoring
+from sysmgr.engine.host import Host
 from sysmgr.errors import NotFound, SysmgrError
 from sysmgr.state.snapshots import SnapshotStore
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sysmgr.engine.host import Host
+    from sysmgr.drivers.storage.base import StoragePool
 
 
-def _dir(host: "Host") -> str:
+def _dir(host: Host) -> str:
     return os.path.join(host.layout.tmp, "intents")
 
 
@@ -67,14 +70,14 @@ class Intent:
 
     def note(self, **facts: Any) -> None:
         self.data.update(facts)
-        self._write()
+        self.write()
 
     def add(self, key: str, value: Any) -> None:
         """Append ``value`` to the list ``key`` (e.g. a temporary image to remove)."""
         self.data.setdefault(key, []).append(value)
-        self._write()
+        self.write()
 
-    def _write(self) -> None:
+    def write(self) -> None:
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(self.data, f)
@@ -88,7 +91,7 @@ class Intent:
 
 
 @contextlib.contextmanager
-def intent(host: "Host", op: str, *, resolve_on_error: bool = True, **data: Any) -> Iterator[Intent]:
+def intent(host: Host, op: str, *, resolve_on_error: bool = True, **data: Any) -> Iterator[Intent]:
     """Record an intent for the block. On success it is removed; on an exception the
     operation's own undo has run, and the intent is resolved once more (idempotent) and
     removed, or kept for the next :func:`recover` if that fails too. Operations whose
@@ -98,7 +101,7 @@ def intent(host: "Host", op: str, *, resolve_on_error: bool = True, **data: Any)
     tag = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(data.get("container", "")))
     path = os.path.join(d, f"{op}-{tag}-{os.getpid()}-{secrets.token_hex(4)}.json")
     it = Intent(path, {"op": op, "pid": os.getpid(), "starttime": _starttime(os.getpid()), **data})
-    it._write()
+    it.write()
     try:
         yield it
     except BaseException:
@@ -106,7 +109,7 @@ def intent(host: "Host", op: str, *, resolve_on_error: bool = True, **data: Any)
             it.remove()
             raise
         try:
-            _resolve(host, it.data)
+            resolve(host, it.data)
         except Exception:  # noqa: BLE001 - kept for the next recover(); the original error wins
             pass
         else:
@@ -115,7 +118,7 @@ def intent(host: "Host", op: str, *, resolve_on_error: bool = True, **data: Any)
     it.remove()
 
 
-def pending(host: "Host") -> list[tuple[str, dict[str, Any]]]:
+def pending(host: Host) -> list[tuple[str, dict[str, Any]]]:
     """Intents of processes that are gone: ``(path, data)``, oldest first."""
     d = _dir(host)
     try:
@@ -141,14 +144,14 @@ def pending(host: "Host") -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def recover(host: "Host") -> list[str]:
+def recover(host: Host) -> list[str]:
     """Resolve the intents of dead processes (call under the root's lock); return what was
     done, one line each."""
     done: list[str] = []
     pools: set[str] = set()
     for path, data in pending(host):
         try:
-            line = _resolve(host, data)
+            line = resolve(host, data)
         except SysmgrError:
             continue  # kept: retried by the next recover()
         with contextlib.suppress(FileNotFoundError):
@@ -164,81 +167,106 @@ def recover(host: "Host") -> list[str]:
     return done
 
 
-def _resolve(host: "Host", d: dict[str, Any]) -> str:
-    """Make the host consistent with an interrupted operation ``d`` (idempotent)."""
-    op, name, pool = d.get("op"), d.get("container", ""), d.get("pool", "")
-    st = host.store
-    if pool and not st.has_pool(pool):
+Resolver = Callable[[Host, dict[str, Any], "StoragePool | None"], str]
+
+
+def resolve(host: Host, d: dict[str, Any]) -> str:
+    """Make the host consistent with an interrupted operation ``d`` (idempotent); one line
+    saying what was done, or ""."""
+    pool = d.get("pool", "")
+    if pool and not host.store.has_pool(pool):
         return ""  # the pool is gone, and everything that was in it
     drv = host.pool_driver(pool) if pool else None
     if drv is not None:
         drv.mount()  # an unmounted pool would make every volume look absent
-    if op in ("create", "copy", "import"):
-        line = ""
-        rec = st.container(name) if st.has_container(name) else None
-        if rec is None or rec.pool != pool:
-            assert drv is not None
-            if drv.has_container(name):
-                drv.delete_container(name)
-                line = f"removed the unfinished {op} of container {name} from pool {pool}"
-            if rec is None:
-                from sysmgr.engine.host import _rmtree
+    fn = _RESOLVERS.get(str(d.get("op")))
+    return fn(host, d, drv) if fn is not None else ""
 
-                _rmtree(host.layout.container_dir(name), ignore_errors=True)
-        for fp in d.get("images", []):
-            assert drv is not None
-            if not st.image_pools(fp) or pool not in st.image_pools(fp):
-                drv.delete_image(fp)
-        src_pool, src_snap = d.get("source_pool"), d.get("source_snapshot")
-        if src_pool and src_snap and st.has_pool(src_pool):
-            with contextlib.suppress(NotFound):
-                host.pool_driver(src_pool).delete_snapshot(d["source"], src_snap)
-        return line
-    if op == "snapshot":
-        snap = d["snapshot"]
-        if st.has_container(name) and SnapshotStore(st).has(name, snap):
-            return ""
-        assert drv is not None
+
+def _unfinished_create(host: Host, d: dict[str, Any], drv: "StoragePool | None") -> str:
+    """``create`` / ``copy`` / ``import``: no record -> the volume and temporary images go."""
+    op, name, pool = d.get("op"), d.get("container", ""), d.get("pool", "")
+    st = host.store
+    line = ""
+    assert drv is not None
+    rec = st.container(name) if st.has_container(name) else None
+    if rec is None or rec.pool != pool:
+        if drv.has_container(name):
+            drv.delete_container(name)
+            line = f"removed the unfinished {op} of container {name} from pool {pool}"
+        if rec is None:
+            records.remove_tree(host.layout.container_dir(name), ignore_errors=True)
+    for fp in d.get("images", []):
+        if not st.image_pools(fp) or pool not in st.image_pools(fp):
+            drv.delete_image(fp)
+    src_pool, src_snap = d.get("source_pool"), d.get("source_snapshot")
+    if src_pool and src_snap and st.has_pool(src_pool):
+        with contextlib.suppress(NotFound):
+            host.pool_driver(src_pool).delete_snapshot(d["source"], src_snap)
+    return line
+
+
+def _unfinished_snapshot(host: Host, d: dict[str, Any], drv: "StoragePool | None") -> str:
+    name, snap = d.get("container", ""), d["snapshot"]
+    if host.store.has_container(name) and SnapshotStore(host.store).has(name, snap):
+        return ""
+    assert drv is not None
+    with contextlib.suppress(NotFound):
+        drv.delete_snapshot(name, snap)
+    return f"removed the unfinished snapshot {name}/{snap}"
+
+
+def _unfinished_snapshot_delete(host: Host, d: dict[str, Any], drv: "StoragePool | None") -> str:
+    name, snap = d.get("container", ""), d["snapshot"]
+    assert drv is not None
+    drv.delete_snapshot(name, snap)
+    if host.store.has_container(name):
+        with host.store.transaction():
+            SnapshotStore(host.store).delete(name, snap)
+    return f"finished deleting snapshot {name}/{snap}"
+
+
+def _unfinished_rename(host: Host, d: dict[str, Any], drv: "StoragePool | None") -> str:
+    st, name, new = host.store, d.get("container", ""), d["new"]
+    assert drv is not None
+    rdir_old, rdir_new = host.layout.container_dir(name), host.layout.container_dir(new)
+    if st.has_container(new):
+        if os.path.isdir(rdir_old) and not os.path.exists(rdir_new):
+            os.rename(rdir_old, rdir_new)
+        return ""
+    if st.has_container(name) and drv.has_container(new) and not drv.has_container(name):
+        drv.rename_container(new, name)
+    if os.path.isdir(rdir_new) and not os.path.exists(rdir_old):
+        os.rename(rdir_new, rdir_old)
+    return f"undid the unfinished rename of {name} to {new}"
+
+
+def _unfinished_restore(host: Host, d: dict[str, Any], drv: "StoragePool | None") -> str:
+    """Redone when the container is stopped (the swap is atomic, the record update
+    idempotent)."""
+    st, name, snap = host.store, d.get("container", ""), d["snapshot"]
+    if st.has_container(name) and SnapshotStore(st).has(name, snap) and \
+            records.status(host, st.container(name)).state == STOPPED:
+        plan, pool_drv = restoring.check(host, name, snap)
+        restoring.swap(host, plan, pool_drv, recovering=True)
+        return f"finished restoring {name} from {snap}"
+    return ""
+
+
+def _unfinished_export(host: Host, d: dict[str, Any], drv: "StoragePool | None") -> str:
+    name, snap = d.get("container", ""), d.get("snapshot")
+    if snap and drv is not None and host.store.has_container(name):
         with contextlib.suppress(NotFound):
             drv.delete_snapshot(name, snap)
-        return f"removed the unfinished snapshot {name}/{snap}"
-    if op == "delete-snapshot":
-        snap = d["snapshot"]
-        assert drv is not None
-        drv.delete_snapshot(name, snap)
-        if st.has_container(name):
-            with st.transaction():
-                SnapshotStore(st).delete(name, snap)
-        return f"finished deleting snapshot {name}/{snap}"
-    if op == "rename":
-        new = d["new"]
-        assert drv is not None
-        rdir_old, rdir_new = host.layout.container_dir(name), host.layout.container_dir(new)
-        if st.has_container(new):
-            if os.path.isdir(rdir_old) and not os.path.exists(rdir_new):
-                os.rename(rdir_old, rdir_new)
-            return ""
-        if st.has_container(name) and drv.has_container(new) and not drv.has_container(name):
-            drv.rename_container(new, name)
-        if os.path.isdir(rdir_new) and not os.path.exists(rdir_old):
-            os.rename(rdir_new, rdir_old)
-        return f"undid the unfinished rename of {name} to {new}"
-    if op == "restore":
-        from sysmgr.engine import snapshots as esnap
-
-        if st.has_container(name) and SnapshotStore(st).has(name, d["snapshot"]) and \
-                host.status(name).state == "STOPPED":
-            esnap.restore(host, name, d["snapshot"], _recovering=True)
-            return f"finished restoring {name} from {d['snapshot']}"
-        return ""
-    if op == "export":
-        snap = d.get("snapshot")
-        if snap and drv is not None and st.has_container(name):
-            with contextlib.suppress(NotFound):
-                drv.delete_snapshot(name, snap)
-        partial = d.get("partial")
-        if partial:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial)
-        return ""
+    partial = d.get("partial")
+    if partial:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
     return ""
+
+
+_RESOLVERS: dict[str, Resolver] = {
+    "create": _unfinished_create, "copy": _unfinished_create, "import": _unfinished_create,
+    "snapshot": _unfinished_snapshot, "delete-snapshot": _unfinished_snapshot_delete,
+    "rename": _unfinished_rename, "restore": _unfinished_restore, "export": _unfinished_export,
+}

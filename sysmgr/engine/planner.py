@@ -13,8 +13,8 @@ from typing import Mapping
 from sysmgr.engine.actions import (
     Action, BuildImage, Change, CreateContainer, CreatePool, ImportImage, Plan, PutProfile,
     Restart, Start, Stop, UpdateContainer, UpdateProfile)
-from sysmgr.engine import network as enetwork
-from sysmgr.engine.observe import Observed
+from sysmgr.engine import netplan
+from sysmgr.engine.observed import Observed
 from sysmgr.errors import Issue, ValidationError
 from sysmgr.model import expand as mexpand
 from sysmgr.model import keys as mkeys
@@ -42,56 +42,68 @@ def _profiles(manifest: Manifest, obs: Observed) -> dict[str, tuple[Mapping[str,
 def check_references(manifest: Manifest, obs: Observed) -> None:
     """Cross-document checks: referenced profiles, images and pools exist (in the manifest
     or on the host), every container expands to a valid definition. Raises ValidationError."""
-    issues: list[Issue] = []
     profiles = _profiles(manifest, obs)
     pools = set(obs.pools) | {p.name for p in manifest.of("StoragePool")}
-    images = set(obs.aliases) | {i.name for i in manifest.of("Image")}
+    issues = _pool_issues(manifest, obs)
+    for spec in manifest.of("Profile"):
+        assert isinstance(spec, ProfileSpec)
+        issues += _disk_pool_issues(spec, spec.devices, pools)
+    for spec in manifest.of("Container"):
+        assert isinstance(spec, ContainerSpec)
+        issues += _container_issues(spec, obs, profiles, pools,
+                                    set(obs.aliases) | {i.name for i in manifest.of("Image")})
+    issues += netplan.reference_issues(manifest, obs, profiles)
+    if issues:
+        raise ValidationError(issues)
 
+
+def _pool_issues(manifest: Manifest, obs: Observed) -> list[Issue]:
+    """A pool's driver and config cannot change."""
+    issues = []
     for spec in manifest.of("StoragePool"):
         assert isinstance(spec, StoragePoolSpec)
         cur = obs.pools.get(spec.name)
         if cur is not None and cur.driver != spec.driver:
             issues.append(_issue(spec, "driver", f"storage pool {spec.name!r} exists with driver "
                                  f"{cur.driver!r}; the driver of a pool cannot be changed"))
-        elif cur is not None and mkeys.normalize_pool_config(cur.driver, cur.config) != mkeys.normalize_pool_config(spec.driver, spec.config):
+        elif cur is not None and mkeys.normalize_pool_config(cur.driver, cur.config) != \
+                mkeys.normalize_pool_config(spec.driver, spec.config):
             issues.append(_issue(spec, "config", f"storage pool {spec.name!r} exists with a different "
                                  "config; changing a pool's config is not supported"))
+    return issues
 
-    def disk_pool_issues(spec: object, devices: Devices) -> None:
-        for dname, dev in devices.items():
-            if dev.get("type") == "disk" and dev.get("pool") and dev["pool"] not in pools:
-                issues.append(_issue(spec, f"devices.{dname}.pool", f"storage pool {dev['pool']!r} not found"))
 
-    for spec in manifest.of("Profile"):
-        assert isinstance(spec, ProfileSpec)
-        disk_pool_issues(spec, spec.devices)
+def _disk_pool_issues(spec: object, devices: Devices, pools: set[str]) -> list[Issue]:
+    return [_issue(spec, f"devices.{dname}.pool", f"storage pool {dev['pool']!r} not found")
+            for dname, dev in devices.items()
+            if dev.get("type") == "disk" and dev.get("pool") and dev["pool"] not in pools]
 
-    for spec in manifest.of("Container"):
-        assert isinstance(spec, ContainerSpec)
-        missing = False
-        for i, p in enumerate(spec.profiles):
-            if p not in profiles:
-                missing = True
-                issues.append(_issue(spec, f"profiles[{i}]", f"profile {p!r} not found"))
-        if spec.image not in images and obs.image_ref(spec.image) is None:
-            issues.append(_issue(spec, "image", f"image {spec.image!r} not found "
-                                 "(not an alias on this host nor an Image in the manifests)"))
-        disk_pool_issues(spec, spec.devices)
-        if missing:
-            continue
-        cfg, devs = mexpand.expand([profiles[p] for p in spec.profiles], spec.config, spec.devices)
-        for path, reason in mexpand.validate_expanded(cfg, devs):
-            issues.append(_issue(spec, path, reason))
-        cur = obs.containers.get(spec.name)
-        if cur is not None:
-            new_pool = _root_pool(devs)
-            if new_pool and new_pool != cur.record.pool:
-                issues.append(_issue(spec, "devices.root.pool",
-                                     f"container {spec.name!r} lives on pool {cur.record.pool!r}; "
-                                     f"moving it to {new_pool!r} by apply is not supported"))
-    issues += enetwork.reference_issues(manifest, obs, profiles)
-    if issues:
-        raise ValidationError(issues)
+
+def _container_issues(spec: ContainerSpec, obs: Observed,
+                      profiles: Mapping[str, tuple[Mapping[str, str], Devices]],
+                      pools: set[str], images: set[str]) -> list[Issue]:
+    """Missing profiles, image or pools; an invalid expansion; a root disk moved to another
+    pool."""
+    issues = [_issue(spec, f"profiles[{i}]", f"profile {p!r} not found")
+              for i, p in enumerate(spec.profiles) if p not in profiles]
+    missing = bool(issues)
+    if spec.image not in images and obs.image_ref(spec.image) is None:
+        issues.append(_issue(spec, "image", f"image {spec.image!r} not found "
+                             "(not an alias on this host nor an Image in the manifests)"))
+    issues += _disk_pool_issues(spec, spec.devices, pools)
+    if missing:
+        return issues
+    cfg, devs = mexpand.expand([profiles[p] for p in spec.profiles], spec.config, spec.devices)
+    for path, reason in mexpand.validate_expanded(cfg, devs):
+        issues.append(_issue(spec, path, reason))
+    cur = obs.containers.get(spec.name)
+    if cur is not None:
+        new_pool = _root_pool(devs)
+        if new_pool and new_pool != cur.record.pool:
+            issues.append(_issue(spec, "devices.root.pool",
+                                 f"container {spec.name!r} lives on pool {cur.record.pool!r}; "
+                                 f"moving it to {new_pool!r} by apply is not supported"))
+    return issues
 
 
 def _root_pool(devices: Devices) -> str | None:
@@ -132,17 +144,25 @@ def plan(manifest: Manifest, obs: Observed) -> Plan:
     check_references(manifest, obs)
     actions: list[Action] = []
     warnings: list[str] = []
-
     for spec in manifest.of("StoragePool"):
         assert isinstance(spec, StoragePoolSpec)
         if spec.name not in obs.pools:
             actions.append(CreatePool(spec.name, driver=spec.driver, config=dict(spec.config),
                                       description=spec.description))
+    net_actions, net_warnings = netplan.plan_actions(manifest, obs)  # after pools, before profiles
+    actions += net_actions + _profile_actions(manifest, obs) + _image_actions(manifest, obs)
+    warnings += net_warnings + _outside_warnings(manifest, obs)
+    new_profiles = _profiles(manifest, obs)
+    for spec in manifest.of("Container"):
+        assert isinstance(spec, ContainerSpec)
+        acts, warns = _container_actions(spec, obs, new_profiles)
+        actions += acts
+        warnings += warns
+    return Plan(tuple(actions), obs.digest, tuple(warnings))
 
-    net_actions, net_warnings = enetwork.plan_actions(manifest, obs)  # after pools, before profiles
-    actions += net_actions
-    warnings += net_warnings
 
+def _profile_actions(manifest: Manifest, obs: Observed) -> list[Action]:
+    actions: list[Action] = []
     for spec in manifest.of("Profile"):
         assert isinstance(spec, ProfileSpec)
         cur = obs.profiles.get(spec.name)
@@ -155,7 +175,11 @@ def plan(manifest: Manifest, obs: Observed) -> Plan:
         if changes:
             actions.append(UpdateProfile(spec.name, spec.description, dict(spec.config),
                                          dict(spec.devices), tuple(changes)))
+    return actions
 
+
+def _image_actions(manifest: Manifest, obs: Observed) -> list[Action]:
+    actions: list[Action] = []
     for spec in manifest.of("Image"):
         assert isinstance(spec, ImageSpec)
         if spec.name in obs.aliases:
@@ -165,12 +189,27 @@ def plan(manifest: Manifest, obs: Observed) -> Plan:
             actions.append(BuildImage(spec.name, builder=spec.build["builder"], options=opts))
         else:
             actions.append(ImportImage(spec.name, path=spec.path or ""))
+    return actions
 
+
+def _restart_keys(old_cfg: Mapping[str, str], old_devs: Devices, new_cfg: Mapping[str, str],
+                  new_devs: Devices) -> list[str]:
+    """What a running container takes only at its next start: ``config.KEY`` paths of
+    changed non-live keys, then ``devices.NAME`` of changed devices."""
+    keys = [c.path for c in _config_changes("config", old_cfg, new_cfg)
+            if not mkeys.is_live(c.path[len("config."):])]
+    return keys + [c.path for c in _device_changes(old_devs, new_devs)
+                   if not _live_device(c, old_devs, new_devs)]
+
+
+def _outside_warnings(manifest: Manifest, obs: Observed) -> list[str]:
+    """Running containers outside the manifests still see changed profiles: say what needs
+    a restart."""
     new_profiles = _profiles(manifest, obs)
     old_profiles = {n: (p.config, p.devices) for n, p in obs.profiles.items()}
     in_manifest = {s.name for s in manifest.of("Container")}
+    warnings = []
     for name, cur in sorted(obs.containers.items()):
-        # containers outside the manifests still see changed profiles: say what needs a restart
         if name in in_manifest or cur.state == "STOPPED":
             continue
         rec = cur.record
@@ -180,56 +219,55 @@ def plan(manifest: Manifest, obs: Observed) -> Plan:
                                            rec.config, rec.devices)
         new_cfg, new_devs = mexpand.expand([new_profiles[p] for p in rec.profiles if p in new_profiles],
                                            rec.config, rec.devices)
-        keys = [c.path for c in _config_changes("config", old_cfg, new_cfg)
-                if not mkeys.is_live(c.path[len("config."):])]
-        keys += [c.path for c in _device_changes(old_devs, new_devs)
-                 if not _live_device(c, old_devs, new_devs)]
+        keys = _restart_keys(old_cfg, old_devs, new_cfg, new_devs)
         if keys:
             warnings.append(f"container {name} (not in these manifests) needs a restart for: "
                             + ", ".join(keys))
-    for spec in manifest.of("Container"):
-        assert isinstance(spec, ContainerSpec)
-        cur = obs.containers.get(spec.name)
-        if cur is None:
-            actions.append(CreateContainer(spec.name, image=spec.image, profiles=tuple(spec.profiles),
-                                           config=dict(spec.config), devices=dict(spec.devices),
-                                           description=spec.description))
-            if spec.state == "running":
-                actions.append(Start(spec.name))
-            continue
-        rec = cur.record
-        running = cur.state != "STOPPED"
-        changes: list[Change] = []
-        if list(rec.profiles) != list(spec.profiles):
-            changes.append(Change("profiles", list(rec.profiles), list(spec.profiles)))
-        changes += _config_changes("config", rec.config, spec.config)
-        changes += _device_changes(rec.devices, spec.devices)
-        if rec.description != spec.description:
-            changes.append(Change("description", rec.description, spec.description))
-        img = obs.image_ref(spec.image)
-        if img is not None and img != rec.image:
-            warnings.append(f"container {spec.name}: image {spec.image!r} differs from the one it was "
-                            "created from; its root filesystem is kept (delete and re-create to change it)")
+    return warnings
 
-        # what the running container sees: expanded before vs after (profiles may change too)
-        old_cfg, old_devs = mexpand.expand([old_profiles[p] for p in rec.profiles if p in old_profiles],
-                                           rec.config, rec.devices)
-        new_cfg, new_devs = mexpand.expand([new_profiles[p] for p in spec.profiles], spec.config, spec.devices)
-        eff = _config_changes("config", old_cfg, new_cfg)
-        restart_keys = [c.path[len("config."):] for c in eff if not mkeys.is_live(c.path[len("config."):])]
-        restart_keys += [c.path for c in _device_changes(old_devs, new_devs)
-                         if not _live_device(c, old_devs, new_devs)]
-        if changes:
-            actions.append(UpdateContainer(spec.name, profiles=tuple(spec.profiles), config=dict(spec.config),
-                                           devices=dict(spec.devices), description=spec.description,
-                                           changes=tuple(changes), live=running and not restart_keys))
-        want = spec.state
-        if want == "stopped" and running:
-            actions.append(Stop(spec.name))
-        elif running and restart_keys and want != "stopped":
-            actions.append(Restart(spec.name, reason=", ".join(restart_keys)))
-        elif want == "running" and cur.state == "STOPPED":
-            actions.append(Start(spec.name))
-        elif want == "running" and cur.state == "FROZEN":
-            warnings.append(f"container {spec.name} is frozen; unfreeze it to resume")
-    return Plan(tuple(actions), obs.digest, tuple(warnings))
+
+def _container_actions(spec: ContainerSpec, obs: Observed,
+                       new_profiles: Mapping[str, tuple[Mapping[str, str], Devices]]
+                       ) -> tuple[list[Action], list[str]]:
+    """Create, update, start, stop or restart one container, and warnings about it."""
+    cur = obs.containers.get(spec.name)
+    if cur is None:
+        create: list[Action] = [CreateContainer(
+            spec.name, image=spec.image, profiles=tuple(spec.profiles), config=dict(spec.config),
+            devices=dict(spec.devices), description=spec.description)]
+        return create + ([Start(spec.name)] if spec.state == "running" else []), []
+    actions: list[Action] = []
+    warnings: list[str] = []
+    rec = cur.record
+    running = cur.state != "STOPPED"
+    changes: list[Change] = []
+    if list(rec.profiles) != list(spec.profiles):
+        changes.append(Change("profiles", list(rec.profiles), list(spec.profiles)))
+    changes += _config_changes("config", rec.config, spec.config)
+    changes += _device_changes(rec.devices, spec.devices)
+    if rec.description != spec.description:
+        changes.append(Change("description", rec.description, spec.description))
+    img = obs.image_ref(spec.image)
+    if img is not None and img != rec.image:
+        warnings.append(f"container {spec.name}: image {spec.image!r} differs from the one it was "
+                        "created from; its root filesystem is kept (delete and re-create to change it)")
+    # what the running container sees: expanded before vs after (profiles may change too)
+    old_profiles = {n: (p.config, p.devices) for n, p in obs.profiles.items()}
+    old_cfg, old_devs = mexpand.expand([old_profiles[p] for p in rec.profiles if p in old_profiles],
+                                       rec.config, rec.devices)
+    new_cfg, new_devs = mexpand.expand([new_profiles[p] for p in spec.profiles], spec.config, spec.devices)
+    restart_keys = [k.removeprefix("config.") for k in _restart_keys(old_cfg, old_devs, new_cfg, new_devs)]
+    if changes:
+        actions.append(UpdateContainer(spec.name, profiles=tuple(spec.profiles), config=dict(spec.config),
+                                       devices=dict(spec.devices), description=spec.description,
+                                       changes=tuple(changes), live=running and not restart_keys))
+    want = spec.state
+    if want == "stopped" and running:
+        actions.append(Stop(spec.name))
+    elif running and restart_keys and want != "stopped":
+        actions.append(Restart(spec.name, reason=", ".join(restart_keys)))
+    elif want == "running" and cur.state == "STOPPED":
+        actions.append(Start(spec.name))
+    elif want == "running" and cur.state == "FROZEN":
+        warnings.append(f"container {spec.name} is frozen; unfreeze it to resume")
+    return actions, warnings

@@ -18,18 +18,14 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING
-
-from sysmgr.engine import journal, volumes
+from sysmgr.drivers.runtime.base import STOPPED
+from sysmgr.engine import journal, lifecycle, records, restoring, volumes
+from sysmgr.engine.host import Host
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import AlreadyExists, Conflict, Issue, NotFound, ValidationError
-from sysmgr.model import expand as mexpand
 from sysmgr.model import keys as mkeys
 from sysmgr.model import schedule as msched
 from sysmgr.state.snapshots import SnapshotRecord, SnapshotStore
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sysmgr.engine.host import Host
 
 _SNAP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _AUTO_KEY = "snapshots.last_auto"   # volatile: when the schedule last fired
@@ -48,39 +44,30 @@ def next_name(existing: list[str]) -> str:
     return f"snap{max(nums) + 1 if nums else 0}"
 
 
-def _snapshot_pool(host: "Host", name: str):
-    rec = host.store.container(name)
-    drv = host.pool_driver(rec.pool)
-    if not drv.info.snapshots:
-        raise Conflict(f"storage pool {rec.pool!r} (driver {drv.name}) cannot take snapshots",
-                       hint="move the container to a dir or btrfs pool (copy -s POOL)")
-    return rec, drv
-
-
-def all_(host: "Host", name: str) -> list[SnapshotRecord]:
+def all_(host: Host, name: str) -> list[SnapshotRecord]:
     host.store.container(name)
     return SnapshotStore(host.store).all(name)
 
 
-def get(host: "Host", name: str, snap: str) -> SnapshotRecord:
+def get(host: Host, name: str, snap: str) -> SnapshotRecord:
     host.store.container(name)
     return SnapshotStore(host.store).get(name, snap)
 
 
-def create(host: "Host", name: str, snap: str | None = None, *, expiry: str | None = None,
+def create(host: Host, name: str, snap: str | None = None, *, expiry: str | None = None,
            now: float | None = None) -> SnapshotRecord:
     """Snapshot container ``name`` (running or not). ``expiry`` overrides
     ``snapshots.expiry`` (``""``: never expires)."""
     with host.locked():
         journal.recover(host)
-        rec, drv = _snapshot_pool(host, name)
+        rec, drv = restoring.snapshot_pool(host, name)
         snaps = SnapshotStore(host.store)
         if snap is None:
             snap = next_name([s.name for s in snaps.all(name)])
         check_name(snap)
         if snaps.has(name, snap):
             raise AlreadyExists(f"snapshot {name}/{snap} already exists")
-        cfg, _ = host.expanded(rec)
+        cfg, _ = records.expanded(host, rec)
         exp_value = cfg.get("snapshots.expiry", "") if expiry is None else expiry
         try:
             created = time.time() if now is None else now
@@ -106,7 +93,7 @@ def _volume_snapshots(drv, name: str) -> list[str]:
         return []
 
 
-def delete(host: "Host", name: str, snap: str) -> None:
+def delete(host: Host, name: str, snap: str) -> None:
     with host.locked():
         journal.recover(host)
         rec = host.store.container(name)
@@ -118,63 +105,36 @@ def delete(host: "Host", name: str, snap: str) -> None:
                 SnapshotStore(host.store).delete(name, snap)
 
 
-def restore(host: "Host", name: str, snap: str, *, force: bool = False,
-            _recovering: bool = False) -> list[str]:
+def restore(host: Host, name: str, snap: str, *, force: bool = False) -> list[str]:
     """Bring back the filesystem and the definition of snapshot ``snap``.
 
     The container must be stopped, or ``force``: it is then stopped (killed: its state is
     being thrown away), restored and started again. Returns the steps taken."""
     done: list[str] = []
     with host.locked():
-        if not _recovering:
-            journal.recover(host)
-        rec, drv = _snapshot_pool(host, name)
-        s = SnapshotStore(host.store).get(name, snap)
-        # the definition must still make sense today (profiles may have gone or changed)
-        issues = [Issue(f"profile {p!r} (used by snapshot {snap}) no longer exists", path="profiles")
-                  for p in s.profiles if not host.store.has_profile(p)]
-        if issues:
-            raise ValidationError(issues, hint="re-create the profile, then restore again")
-        new = type(rec)(**{**rec.__dict__, "profiles": list(s.profiles), "config": dict(s.config),
-                           "devices": {k: dict(v) for k, v in s.devices.items()},
-                           "description": s.description})
-        cfg, devs = host.expanded(new)
-        problems = mexpand.validate_expanded(cfg, devs)
-        if problems:
-            raise ValidationError([Issue(f"snapshot {snap}: {r}", path=p) for p, r in problems])
-        if host._root_pool(devs) != rec.pool:
-            raise ValidationError(f"snapshot {snap} puts the root disk on pool "
-                                  f"{host._root_pool(devs)!r}, but {name} lives on {rec.pool!r}")
-        size_problems = volumes.size_issues(host, devs, f"snapshot {snap}")
-        if size_problems:
-            raise ValidationError(size_problems)
-        running = host.status(name).state != "STOPPED"
+        journal.recover(host)
+        plan, drv = restoring.check(host, name, snap)
+        running = records.status(host, plan.current).state != STOPPED
         if running and not force:
             raise Conflict(f"container {name!r} is running",
                            hint="stop it first, or use --force to stop, restore and start it")
-        _, old_devs = host.expanded(rec)
         with Reverter() as r:
             if running:
-                host.stop(name, force=True)
+                lifecycle.stop(host, name, force=True)
                 done.append(f"stopped {name}")
-                r.add(lambda: host.start(name), f"start {name} again")
-            with journal.intent(host, "restore", container=name, pool=rec.pool, snapshot=snap,
-                                resolve_on_error=False):
-                drv.restore_snapshot(name, snap)
-                old_size, new_size = mkeys.root_disk_size(old_devs), mkeys.root_disk_size(devs)
-                if new_size != old_size or _recovering:
-                    volumes.set_size(host, name, rec.pool, new_size)
-                with host.store.transaction():
-                    host.store.update_container(new)
+                r.add(lambda: lifecycle.start(host, name), f"start {name} again")
+            with journal.intent(host, "restore", container=name, pool=plan.current.pool,
+                                snapshot=snap, resolve_on_error=False):
+                restoring.swap(host, plan, drv)
             done.append(f"restored {name} from {snap}")
             if running:
-                host.start(name)
+                lifecycle.start(host, name)
                 done.append(f"started {name}")
             r.success()
     return done
 
 
-def prune(host: "Host", name: str | None = None, *, now: float | None = None) -> list[str]:
+def prune(host: Host, name: str | None = None, *, now: float | None = None) -> list[str]:
     """Delete the expired snapshots (of one container, or all); return ``container/snap``s."""
     now = time.time() if now is None else now
     gone = []
@@ -187,14 +147,14 @@ def prune(host: "Host", name: str | None = None, *, now: float | None = None) ->
     return gone
 
 
-def auto(host: "Host", *, now: float | None = None) -> list[str]:
+def auto(host: Host, *, now: float | None = None) -> list[str]:
     """Take the snapshots that ``snapshots.schedule`` says are due, then prune expired ones.
     Run it from a timer (every minute); returns one line per snapshot taken or deleted."""
     now = time.time() if now is None else now
     done: list[str] = []
     with host.locked():
         for rec in host.store.containers():
-            cfg, _ = host.expanded(rec)
+            cfg, _ = records.expanded(host, rec)
             sched = cfg.get("snapshots.schedule", "")
             if not sched:
                 continue
@@ -205,7 +165,7 @@ def auto(host: "Host", *, now: float | None = None) -> list[str]:
                 continue  # rejected at validation; never here
             if due is None or due > now:
                 continue
-            stopped = host.status(rec.name).state == "STOPPED"
+            stopped = records.status(host, rec).state == STOPPED
             if not stopped or mkeys.parse_bool(cfg.get("snapshots.schedule.stopped", "false")):
                 s = create(host, rec.name, now=now)
                 done.append(f"snapshot {rec.name}/{s.name}")

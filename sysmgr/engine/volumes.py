@@ -17,18 +17,22 @@ import contextlib
 import errno
 import os
 import secrets
-from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Protocol, Sequence
 
 from sysmgr.drivers import registry
 from sysmgr.drivers.storage.base import StoragePool
+from sysmgr.engine.host import Host
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import (
     CommandFailed, DriverError, DriverUnavailable, Issue, SysmgrError, ValidationError)
 from sysmgr.model import keys as mkeys
 
-if TYPE_CHECKING:  # pragma: no cover
-    from sysmgr.engine.host import Host
-    from sysmgr.engine.journal import Intent
+
+
+class Notes(Protocol):
+    """Where an operation notes what it creates on the way (a journal intent)."""
+
+    def add(self, key: str, value: str) -> None: ...
 
 Devices = Mapping[str, Mapping[str, str]]
 DRIVER_ENV = "SYSMGR_STORAGE_DRIVER"
@@ -47,7 +51,7 @@ def default_driver() -> tuple[str, str]:
     return "btrfs", "loop-backed; constant-time copies and snapshots, quotas"
 
 
-def mount_all(host: "Host") -> list[str]:
+def mount_all(host: Host) -> list[str]:
     """Mount every pool (after a host restart); return the names of pools that failed."""
     failed = []
     for rec in host.store.pools():
@@ -67,7 +71,7 @@ def _root_pool(devices: Devices) -> str | None:
     return None
 
 
-def size_issues(host: "Host", devices: Devices, who: str = "") -> list[Issue]:
+def size_issues(host: Host, devices: Devices, who: str = "") -> list[Issue]:
     """Problems with the root disk's ``size`` of an expanded devices map: the pool cannot
     enforce it (no ``info.quotas``)."""
     size = mkeys.root_disk_size(devices)
@@ -83,7 +87,7 @@ def size_issues(host: "Host", devices: Devices, who: str = "") -> list[Issue]:
                   path="devices.root.size")]
 
 
-def check_size(host: "Host", name: str, pool: str, size: int | None) -> None:
+def check_size(host: Host, name: str, pool: str, size: int | None) -> None:
     """Refuse a size below what the container's volume already uses."""
     if size is None:
         return
@@ -100,7 +104,7 @@ def check_size(host: "Host", name: str, pool: str, size: int | None) -> None:
             hint="free space inside the container first, or choose a larger size")
 
 
-def set_size(host: "Host", name: str, pool: str, size: int | None) -> None:
+def set_size(host: Host, name: str, pool: str, size: int | None) -> None:
     """Apply a root disk size (None removes the limit) to the container's volume."""
     drv = host.pool_driver(pool)
     if size is None and not drv.info.quotas:
@@ -108,7 +112,7 @@ def set_size(host: "Host", name: str, pool: str, size: int | None) -> None:
     drv.set_quota(name, size)
 
 
-def resize(host: "Host", changes: Sequence[tuple[str, str, int | None, int | None]]) -> None:
+def resize(host: Host, changes: Sequence[tuple[str, str, int | None, int | None]]) -> None:
     """Apply ``(name, pool, old size, new size)`` changes, all or none: check every one
     first, then set them, undoing the ones done if a later one fails."""
     todo = [c for c in changes if c[2] != c[3]]
@@ -128,7 +132,7 @@ def resize(host: "Host", changes: Sequence[tuple[str, str, int | None, int | Non
         r.success()
 
 
-def size_changes(host: "Host", names_devs: Mapping[str, tuple[Devices, Devices]]
+def size_changes(host: Host, names_devs: Mapping[str, tuple[Devices, Devices]]
                  ) -> list[tuple[str, str, int | None, int | None]]:
     """``name -> (old expanded devices, new expanded devices)`` to the size changes."""
     out = []
@@ -171,7 +175,7 @@ def full_is_clear(pool: str) -> Iterator[None]:
         raise clear from e
 
 
-def empty_volume(drv: StoragePool, name: str, intent: "Intent | None" = None) -> str:
+def empty_volume(drv: StoragePool, name: str, intent: Notes | None = None) -> str:
     """Create an empty, writable container volume ``name``; return its root path.
 
     Made from a temporary empty image, deleted again at once (constant time everywhere).

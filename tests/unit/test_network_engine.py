@@ -14,6 +14,7 @@ import sysmgr
 from sysmgr.drivers.network.fake import FakeNetwork
 from sysmgr.drivers.runtime.fake import FakeRuntime
 from sysmgr.engine.actions import CreateNetwork, RepairNetwork, Restart, UpdateNetwork
+from sysmgr.engine.networks import NetworkEngine
 from sysmgr.errors import Conflict, ValidationError
 
 NET = "sysmgrbr0"
@@ -34,13 +35,13 @@ def client(sysmgr_root: str):
 
 
 def fake(client) -> FakeNetwork:
-    drv = client.host.networks.driver
+    drv = client.host.network_driver
     assert isinstance(drv, FakeNetwork)
     return drv
 
 
 def spec(client, name: str = NET):
-    engine = client.host.networks
+    engine = NetworkEngine(client.host)
     return engine.spec(engine.record(name))
 
 

@@ -1,0 +1,269 @@
+"""The one door between the Python API and a host: :class:`Backend`.
+
+Every manager and object of :mod:`sysmgr.api` calls a host only through these methods, with
+plain values in and plain records out (dataclasses of names, strings, numbers, maps), so the
+same managers work on this host (:class:`~sysmgr.api.local.LocalBackend`, which calls the
+engine) and, later, on a cluster member over SSH (a remote backend sending the same calls).
+Methods are grouped by the kind of object they act on and named ``<kind>_<verb>``.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, BinaryIO, Callable, Mapping, Sequence
+
+Progress = Callable[[str], None]
+Config = Mapping[str, str]
+Devices = Mapping[str, Mapping[str, str]]
+
+
+class Backend(abc.ABC):
+    """What a host offers the API. Records returned are snapshots; nothing is cached."""
+
+    root: str
+
+    # -- host ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def init(self, *, storage_driver: str | None = None, runtime: str | None = None,
+             network: str | None = None, network_driver: str | None = None) -> list[str]:
+        """Initialise (or bring back) the host root; what was done, one line each."""
+
+    @abc.abstractmethod
+    def initialised(self) -> bool:
+        """Whether the host root exists."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the host's handles (the state database)."""
+
+    # -- containers ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def container_views(self, *, usage: bool = False) -> list[Any]:
+        """Every container's view (record, expansion, status, nics; usage when asked)."""
+
+    @abc.abstractmethod
+    def container_view(self, name: str, *, usage: bool = False) -> Any: ...
+
+    @abc.abstractmethod
+    def container_exists(self, name: str) -> bool: ...
+
+    @abc.abstractmethod
+    def container_create(self, name: str, image: str, *, profiles: Sequence[str] | None,
+                         config: Config | None, devices: Devices | None, pool: str | None,
+                         description: str, start: bool) -> None:
+        """Create (and with ``start``, start) a container; nothing is left if either fails."""
+
+    @abc.abstractmethod
+    def container_start(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def container_stop(self, name: str, *, timeout: float | None, force: bool) -> bool:
+        """True when init shut down by itself, False when it had to be killed."""
+
+    @abc.abstractmethod
+    def container_restart(self, name: str, *, timeout: float | None, force: bool) -> None: ...
+
+    @abc.abstractmethod
+    def container_set_frozen(self, name: str, frozen: bool) -> None: ...
+
+    @abc.abstractmethod
+    def container_delete(self, name: str, *, force: bool) -> None: ...
+
+    @abc.abstractmethod
+    def container_update(self, name: str, *, config: Config | None = None,
+                         devices: Devices | None = None, profiles: Sequence[str] | None = None,
+                         description: str | None = None) -> list[str]:
+        """Replace parts of the local definition; the keys that need a restart."""
+
+    @abc.abstractmethod
+    def container_set_config(self, name: str, values: Config, unset: Sequence[str]) -> list[str]: ...
+
+    @abc.abstractmethod
+    def container_limits(self, name: str) -> Any:
+        """The container's limits in kernel terms (:class:`sysmgr.types.Limits`)."""
+
+    @abc.abstractmethod
+    def container_console_log(self, name: str) -> str: ...
+
+    @abc.abstractmethod
+    def container_copy(self, name: str, new: str, *, snapshot: str | None, pool: str | None) -> None: ...
+
+    @abc.abstractmethod
+    def container_rename(self, name: str, new: str) -> None: ...
+
+    @abc.abstractmethod
+    def container_export(self, name: str, path: str, *, optimized: bool,
+                         progress: Progress | None) -> Any: ...
+
+    @abc.abstractmethod
+    def container_import(self, path: str, *, name: str | None, pool: str | None,
+                         progress: Progress | None) -> str:
+        """Create a container from a backup file; its name."""
+
+    # -- processes and files ---------------------------------------------------------------
+    @abc.abstractmethod
+    def exec_capture(self, name: str, argv: Sequence[str], *, env: Config | None,
+                     cwd: str | None, stdin: bytes | None) -> tuple[int, bytes, bytes]:
+        """Run a command to completion: (exit code, stdout, stderr)."""
+
+    @abc.abstractmethod
+    def exec_interactive(self, name: str, argv: Sequence[str], *, env: Config | None,
+                         cwd: str | None, tty: bool | None, stdin: int, stdout: int,
+                         stderr: int) -> int:
+        """Run a command with the caller's stdio streamed through; its exit code."""
+
+    @abc.abstractmethod
+    def shell_argv(self, name: str) -> list[str]:
+        """The login shell command of the container's image."""
+
+    @abc.abstractmethod
+    def file_put(self, name: str, path: str, src: BinaryIO, *, mode: int, uid: int, gid: int,
+                 mkdir: bool) -> None: ...
+
+    @abc.abstractmethod
+    def file_get(self, name: str, path: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def file_pull(self, name: str, path: str, dst: BinaryIO) -> None: ...
+
+    # -- snapshots -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def snapshot_list(self, name: str) -> list[Any]: ...
+
+    @abc.abstractmethod
+    def snapshot_get(self, name: str, snap: str) -> Any: ...
+
+    @abc.abstractmethod
+    def snapshot_create(self, name: str, snap: str | None, *, expiry: str | None) -> Any: ...
+
+    @abc.abstractmethod
+    def snapshot_restore(self, name: str, snap: str, *, force: bool) -> list[str]: ...
+
+    @abc.abstractmethod
+    def snapshot_delete(self, name: str, snap: str) -> None: ...
+
+    @abc.abstractmethod
+    def snapshot_prune(self, name: str | None) -> list[str]:
+        """Delete expired snapshots (of ``name``, or of every container)."""
+
+    @abc.abstractmethod
+    def snapshot_auto(self) -> list[str]:
+        """Take the scheduled snapshots that are due, then prune."""
+
+    # -- profiles --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def profile_list(self) -> list[Any]: ...
+
+    @abc.abstractmethod
+    def profile_get(self, name: str) -> Any: ...
+
+    @abc.abstractmethod
+    def profile_exists(self, name: str) -> bool: ...
+
+    @abc.abstractmethod
+    def profile_put(self, name: str, *, description: str, config: Config, devices: Devices,
+                    create: bool | None) -> None:
+        """Create (``create=True``), replace (``False``) or either (None) a profile."""
+
+    @abc.abstractmethod
+    def profile_delete(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def profile_used_by(self, name: str) -> list[str]: ...
+
+    # -- images ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def image_list(self) -> list[Any]: ...
+
+    @abc.abstractmethod
+    def image_get(self, ref: str) -> Any: ...
+
+    @abc.abstractmethod
+    def image_exists(self, ref: str) -> bool: ...
+
+    @abc.abstractmethod
+    def image_build(self, builder: str, *, alias: str | None, options: Config | None,
+                    pool: str | None, progress: Progress | None) -> Any: ...
+
+    @abc.abstractmethod
+    def image_import(self, path: str, *, alias: str | None, pool: str | None,
+                     progress: Progress | None) -> Any: ...
+
+    @abc.abstractmethod
+    def image_alias(self, alias: str, ref: str) -> None: ...
+
+    @abc.abstractmethod
+    def image_delete_alias(self, alias: str) -> None: ...
+
+    @abc.abstractmethod
+    def image_delete(self, ref: str) -> None: ...
+
+    @abc.abstractmethod
+    def image_used_by(self, fingerprint: str) -> list[str]: ...
+
+    # -- storage pools ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def pool_list(self) -> list[Any]: ...
+
+    @abc.abstractmethod
+    def pool_get(self, name: str) -> Any: ...
+
+    @abc.abstractmethod
+    def pool_exists(self, name: str) -> bool: ...
+
+    @abc.abstractmethod
+    def pool_create(self, name: str, driver: str, config: Config, description: str) -> Any: ...
+
+    @abc.abstractmethod
+    def pool_delete(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def pool_usage(self, name: str) -> Any: ...
+
+    @abc.abstractmethod
+    def pool_used_by(self, name: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def default_storage_driver(self) -> str:
+        """The driver ``init`` picks for the default pool on this host."""
+
+    # -- networks --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def network_list(self) -> list[Any]: ...
+
+    @abc.abstractmethod
+    def network_get(self, name: str) -> Any: ...
+
+    @abc.abstractmethod
+    def network_exists(self, name: str) -> bool: ...
+
+    @abc.abstractmethod
+    def network_create(self, name: str, config: Config, *, type: str, description: str) -> Any: ...
+
+    @abc.abstractmethod
+    def network_update(self, name: str, *, config: Config | None,
+                       description: str | None) -> list[str]:
+        """The running containers that keep the old address or MTU until restarted."""
+
+    @abc.abstractmethod
+    def network_delete(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def network_used_by(self, name: str) -> tuple[list[str], list[str]]:
+        """(containers, profiles) with a nic on the network."""
+
+    @abc.abstractmethod
+    def network_state(self, name: str) -> Any:
+        """What the host has for the network (:class:`~sysmgr.api.networks.NetworkState`
+        fields: status, bridge, up, mtu, addresses, ports, dnsmasq pid, nft table, problems,
+        leases)."""
+
+    # -- manifests -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def manifest_validate(self, paths: Sequence[str]) -> Any: ...
+
+    @abc.abstractmethod
+    def manifest_plan(self, paths: Sequence[str]) -> Any: ...
+
+    @abc.abstractmethod
+    def manifest_apply(self, plan: Any, *, progress: Progress | None) -> Any: ...

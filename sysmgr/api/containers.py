@@ -1,0 +1,244 @@
+"""``client.containers``: containers as pylxd shows them.
+
+    >>> c = client.containers.create("web1", image="busybox", start=True)
+    >>> code, out, err = c.execute(["hostname"])
+    >>> c.stop(timeout=10)
+
+A :class:`Container`'s fields are a snapshot (``refresh()`` re-reads); ``config`` and
+``devices`` are the local ones, ``expanded_config``/``expanded_devices`` include profiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from io import BytesIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping, Sequence
+
+from sysmgr.api.base import HasBackend, Manager, Model
+from sysmgr.api.snapshots import SnapshotManager
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sysmgr.types import Limits
+
+Progress = Callable[[str], None]
+_STATUS_WORD = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen"}
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def __iter__(self):  # allows ``code, out, err = c.execute(...)`` like pylxd
+        return iter((self.exit_code, self.stdout, self.stderr))
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    status: str                       # Running | Stopped | Frozen (LXD's words)
+    pid: int | None
+    memory_bytes: int | None = None
+    memory_peak_bytes: int | None = None
+    pids: int | None = None
+    cpu_ns: int | None = None
+    disk_bytes: int | None = None
+
+
+class Container(Model):
+    """A container. Fields are a snapshot taken when the object was made; ``refresh()``."""
+
+    def __init__(self, client: HasBackend, view: Any) -> None:
+        super().__init__(client, view)
+        self.files = ContainerFiles(self)
+        self.snapshots = SnapshotManager(self)
+
+    def _set(self, view: Any) -> None:
+        rec = view.record
+        self.name: str = rec.name
+        self.status: str = _STATUS_WORD[view.status.state]
+        self.pid: int | None = view.status.pid
+        self.config: dict[str, str] = dict(rec.config)
+        self.devices: dict[str, dict[str, str]] = {k: dict(v) for k, v in rec.devices.items()}
+        self.profiles: list[str] = list(rec.profiles)
+        self.expanded_config: dict[str, str] = view.expanded_config
+        self.expanded_devices: dict[str, dict[str, str]] = view.expanded_devices
+        self.description: str = rec.description
+        self.pool: str = rec.pool
+        self.created_at: float = rec.created
+        self.image_fingerprint: str = rec.image
+        self.image_aliases: list[str] = list(view.image.aliases) if view.image else []
+        self.image_os: str = (view.image.metadata.get("properties", {}).get("os", "")
+                              if view.image else rec.volatile.get("image.os", ""))
+        self.usage = view.usage
+        self.disk_bytes: int | None = view.disk_bytes  # with ``containers.all(usage=True)``
+        # nics: {device: {name, host_name, hwaddr, network, parent, ipv4, dhcp}}; ipv4: the
+        # addresses of a running container as `list` shows them, "10.0.3.5 (eth0)"
+        self.nics: dict[str, dict[str, Any]] = dict(view.extra.get("nics") or {})
+        self.ipv4: list[str] = list(view.extra.get("ipv4") or [])
+
+    def _fetch(self) -> Any:
+        return self._backend.container_view(self.name)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, wait: bool = True) -> None:
+        """Start the container's init (returns once it runs)."""
+        self._backend.container_start(self.name)
+        self.refresh()
+
+    def stop(self, timeout: float | None = None, force: bool = False, wait: bool = True) -> bool:
+        """Stop the container: the image's halt signal, then a kill after ``timeout`` seconds
+        (default ``boot.host_shutdown_timeout``, 30). Returns True when init shut down by
+        itself, False when it had to be killed."""
+        graceful = self._backend.container_stop(self.name, timeout=timeout, force=force)
+        self.refresh()
+        return graceful
+
+    def restart(self, timeout: float | None = None, force: bool = False) -> None:
+        """Stop (as :meth:`stop`) and start again."""
+        self._backend.container_restart(self.name, timeout=timeout, force=force)
+        self.refresh()
+
+    def freeze(self) -> None:
+        """Freeze every process of the container (already frozen is fine)."""
+        self._backend.container_set_frozen(self.name, True)
+        self.refresh()
+
+    def unfreeze(self) -> None:
+        """Thaw a frozen container (already running is fine)."""
+        self._backend.container_set_frozen(self.name, False)
+        self.refresh()
+
+    def delete(self, force: bool = False) -> None:
+        """Delete the container, its root filesystem and its snapshots (a running one only
+        with ``force``)."""
+        self._backend.container_delete(self.name, force=force)
+
+    # -- storage -------------------------------------------------------------------------------
+    def copy(self, name: str, *, snapshot: str | None = None, pool: str | None = None) -> "Container":
+        """Copy this container (or its ``snapshot``) to a new stopped container ``name``
+        with a new identity, on ``pool`` (default: the same pool)."""
+        self._backend.container_copy(self.name, name, snapshot=snapshot, pool=pool)
+        return type(self)(self._client, self._backend.container_view(name))
+
+    def rename(self, name: str) -> None:
+        """Rename this (stopped) container."""
+        self._backend.container_rename(self.name, name)
+        self.name = name
+        self.refresh()
+
+    def export(self, path: str, *, optimized: bool = False, progress: Progress | None = None) -> Any:
+        """Write a backup file (config, snapshots, root filesystem; zstd). ``optimized``
+        stores the pool's own streams (imports only onto a pool of the same kind)."""
+        return self._backend.container_export(self.name, path, optimized=optimized,
+                                              progress=progress)
+
+    def state(self) -> ContainerState:
+        """Status, init pid and usage (memory, peak, processes, CPU time, disk) now."""
+        v = self._backend.container_view(self.name, usage=True)
+        u = v.usage
+        return ContainerState(_STATUS_WORD[v.status.state], v.status.pid,
+                              u.memory_bytes if u else None, u.memory_peak_bytes if u else None,
+                              u.pids if u else None, u.cpu_ns if u else None, v.disk_bytes)
+
+    def limits(self) -> "Limits":
+        """The container's ``limits.*`` in kernel terms."""
+        return self._backend.container_limits(self.name)
+
+    # -- config (pylxd: edit .config then save()) ------------------------------------------------
+    def save(self) -> list[str]:
+        """Store the local ``config``/``devices``/``profiles``/``description``; live keys
+        apply at once. Returns the keys that need a restart to take effect."""
+        pending = self._backend.container_update(
+            self.name, config=self.config, devices=self.devices, profiles=self.profiles,
+            description=self.description)
+        self.refresh()
+        return pending
+
+    def set_config(self, values: Mapping[str, str], unset: Sequence[str] = ()) -> list[str]:
+        """Set and unset local config keys; the keys that need a restart."""
+        pending = self._backend.container_set_config(self.name, values, unset)
+        self.refresh()
+        return pending
+
+    # -- processes -------------------------------------------------------------------------------
+    def execute(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+                cwd: str | None = None, stdin: bytes | None = None) -> ExecResult:
+        """Run a command to completion, capturing its output (bytes decoded as UTF-8)."""
+        code, out, err = self._backend.exec_capture(self.name, argv, env=env, cwd=cwd, stdin=stdin)
+        return ExecResult(code, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def interactive(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+                    cwd: str | None = None, tty: bool | None = None,
+                    stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
+        """Run a command with the caller's stdio streamed through; with ``tty`` (default:
+        when stdin and stdout are terminals) on a pty inside the container. Returns the
+        command's exit code."""
+        return self._backend.exec_interactive(self.name, argv, env=env, cwd=cwd, tty=tty,
+                                              stdin=stdin, stdout=stdout, stderr=stderr)
+
+    def shell(self) -> int:
+        """A login shell inside, like ``lxc shell`` (``su -l`` when the image has su)."""
+        return self.interactive(self._backend.shell_argv(self.name))
+
+    def console_log(self) -> str:
+        """What init and its children wrote to ``/dev/console``."""
+        return self._backend.container_console_log(self.name)
+
+    def __repr__(self) -> str:
+        return f"<Container {self.name} {self.status}>"
+
+
+class ContainerFiles:
+    """``container.files``: push and pull files, resolved inside the container's root."""
+
+    def __init__(self, container: Container) -> None:
+        self._c = container
+
+    def put(self, path: str, data: bytes | BinaryIO, *, mode: int | None = None, uid: int = 0,
+            gid: int = 0, mkdir: bool = False) -> None:
+        """Write ``data`` to ``path`` inside (``mkdir``: create missing parent directories)."""
+        src = BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+        self._c._backend.file_put(self._c.name, path, src, mode=0o644 if mode is None else mode,
+                                  uid=uid, gid=gid, mkdir=mkdir)
+
+    def get(self, path: str) -> bytes:
+        """The contents of the file at ``path`` inside."""
+        return self._c._backend.file_get(self._c.name, path)
+
+    def pull(self, path: str, dst: BinaryIO) -> None:
+        """Copy the file at ``path`` inside to the open file ``dst``."""
+        self._c._backend.file_pull(self._c.name, path, dst)
+
+
+class ContainerManager(Manager[Container]):
+    """``client.containers``."""
+
+    model = Container
+
+    def all(self, *, usage: bool = False) -> list[Container]:
+        """Every container (``usage``: with memory, processes, CPU and disk usage)."""
+        return [self._wrap(v) for v in self._backend.container_views(usage=usage)]
+
+    def get(self, name: str) -> Container:
+        return self._wrap(self._backend.container_view(name))
+
+    def exists(self, name: str) -> bool:
+        return self._backend.container_exists(name)
+
+    def import_(self, path: str, *, name: str | None = None, pool: str | None = None,
+                progress: Progress | None = None) -> Container:
+        """Create a stopped container from a backup file (``Container.export``)."""
+        return self.get(self._backend.container_import(path, name=name, pool=pool,
+                                                       progress=progress))
+
+    def create(self, name: str, image: str, *, profiles: Sequence[str] | None = None,
+               config: Mapping[str, str] | None = None,
+               devices: Mapping[str, Mapping[str, str]] | None = None, pool: str | None = None,
+               description: str = "", start: bool = False, wait: bool = True) -> Container:
+        """Create a container from an image (alias or fingerprint); ``start`` it if asked
+        (``lxc launch``). If the start fails the new container is deleted again."""
+        self._backend.container_create(name, image, profiles=profiles, config=config,
+                                       devices=devices, pool=pool, description=description,
+                                       start=start)
+        return self.get(name)

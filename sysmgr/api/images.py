@@ -1,0 +1,72 @@
+"""``client.images``: root filesystems known by fingerprint and aliases."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from sysmgr.api.base import Manager, Model
+
+Progress = Callable[[str], None]
+
+
+class Image(Model):
+    """One image: fingerprint, aliases, metadata (``properties``), size and source."""
+
+    def _set(self, rec: Any) -> None:
+        self.fingerprint: str = rec.fingerprint
+        self.aliases: list[str] = list(rec.aliases)
+        self.metadata: dict[str, Any] = dict(rec.metadata)
+        self.properties: dict[str, str] = dict(rec.metadata.get("properties") or {})
+        self.size = rec.size
+        self.created_at: float = rec.created
+        self.source: str = rec.source
+
+    def _fetch(self) -> Any:
+        return self._backend.image_get(self.fingerprint)
+
+    @property
+    def used_by(self) -> list[str]:
+        """The containers made from this image (read now)."""
+        return self._backend.image_used_by(self.fingerprint)
+
+    def delete(self) -> None:
+        """Delete the image and its volumes."""
+        self._backend.image_delete(self.fingerprint)
+
+    def __repr__(self) -> str:
+        return f"<Image {self.fingerprint[:12]} {self.aliases}>"
+
+
+class ImageManager(Manager[Image]):
+    """``client.images``."""
+
+    model = Image
+
+    def all(self) -> list[Image]:
+        return [self._wrap(r) for r in self._backend.image_list()]
+
+    def get(self, ref: str) -> Image:
+        """An image by alias, fingerprint or unique fingerprint prefix."""
+        return self._wrap(self._backend.image_get(ref))
+
+    def exists(self, ref: str) -> bool:
+        return self._backend.image_exists(ref)
+
+    def build(self, builder: str, *, alias: str | None = None, options: Mapping[str, str] | None = None,
+              pool: str | None = None, progress: Progress | None = None) -> Image:
+        """Build an image with a builder (``busybox``, ``debian``)."""
+        return self._wrap(self._backend.image_build(builder, alias=alias, options=options,
+                                                    pool=pool, progress=progress))
+
+    def import_(self, path: str, *, alias: str | None = None, pool: str | None = None,
+                progress: Progress | None = None) -> Image:
+        """Import an LXD unified tarball, a rootfs tarball or a directory."""
+        return self._wrap(self._backend.image_import(path, alias=alias, pool=pool,
+                                                     progress=progress))
+
+    def alias(self, alias: str, ref: str) -> None:
+        """Point ``alias`` at the image ``ref``."""
+        self._backend.image_alias(alias, ref)
+
+    def delete_alias(self, alias: str) -> None:
+        self._backend.image_delete_alias(alias)

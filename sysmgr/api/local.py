@@ -1,0 +1,339 @@
+"""The backend for this host: every call goes to the engine, under one :class:`Host`.
+
+Cold start matters (a daemonless CLI pays its imports on every command): ``exec`` and
+``shell`` import only the execution path; every other group of calls imports its engine
+modules when first used (networking, planning, YAML and tar handling cost tens of
+milliseconds that ``sysmgr exec`` must not pay).
+"""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO, Sequence
+
+from sysmgr.api.backend import Backend, Config, Devices, Progress
+from sysmgr.engine import execution, pools, records, runspec, volumes
+from sysmgr.engine.host import Host
+from sysmgr.layout import Layout
+
+
+class LocalBackend(Backend):
+    """This host's root, through the engine."""
+
+    def __init__(self, layout: Layout, *, runtime: str | None = None) -> None:
+        self.layout = layout
+        self.root = layout.root
+        #: the engine's handle on this root (white-box tests and benches reach it)
+        self.host = Host(layout, runtime=runtime)
+
+    # -- host ------------------------------------------------------------------------------
+    def init(self, *, storage_driver: str | None = None, runtime: str | None = None,
+             network: str | None = None, network_driver: str | None = None) -> list[str]:
+        from sysmgr.engine import bootstrap  # cold start: pools, profiles, networks
+
+        return bootstrap.init(self.host, storage_driver=storage_driver, runtime=runtime,
+                              network=network, network_driver=network_driver)
+
+    def initialised(self) -> bool:
+        return self.layout.exists()
+
+    def close(self) -> None:
+        self.host.close()
+
+    # -- containers ------------------------------------------------------------------------
+    def container_views(self, *, usage: bool = False) -> list[Any]:
+        from sysmgr.engine import views  # cold start: nics and their networks
+
+        return views.views(self.host, usage=usage)
+
+    def container_view(self, name: str, *, usage: bool = False) -> Any:
+        from sysmgr.engine import views  # cold start: nics and their networks
+
+        return views.view(self.host, name, usage=usage)
+
+    def container_exists(self, name: str) -> bool:
+        return self.host.store.has_container(name)
+
+    def container_create(self, name: str, image: str, *, profiles: Sequence[str] | None,
+                         config: Config | None, devices: Devices | None, pool: str | None,
+                         description: str, start: bool) -> None:
+        from sysmgr.engine import containers, lifecycle  # cold start: storage and networks
+
+        host = self.host
+        with host.locked():
+            containers.create_container(host, name, image, profiles=profiles, config=config,
+                                        devices=devices, pool=pool, description=description)
+            if start:
+                try:
+                    lifecycle.start(host, name)
+                except BaseException:
+                    containers.delete_container(host, name, force=True)
+                    raise
+
+    def container_start(self, name: str) -> None:
+        from sysmgr.engine import lifecycle  # cold start: nics
+
+        lifecycle.start(self.host, name)
+
+    def container_stop(self, name: str, *, timeout: float | None, force: bool) -> bool:
+        from sysmgr.engine import lifecycle  # cold start: nics
+
+        return lifecycle.stop(self.host, name, timeout=timeout, force=force)
+
+    def container_restart(self, name: str, *, timeout: float | None, force: bool) -> None:
+        from sysmgr.engine import lifecycle  # cold start: nics
+
+        lifecycle.restart(self.host, name, timeout=timeout, force=force)
+
+    def container_set_frozen(self, name: str, frozen: bool) -> None:
+        from sysmgr.engine import lifecycle  # cold start: nics
+
+        lifecycle.set_frozen(self.host, name, frozen)
+
+    def container_delete(self, name: str, *, force: bool) -> None:
+        from sysmgr.engine import containers  # cold start: storage and networks
+
+        containers.delete_container(self.host, name, force=force)
+
+    def container_update(self, name: str, *, config: Config | None = None,
+                         devices: Devices | None = None, profiles: Sequence[str] | None = None,
+                         description: str | None = None) -> list[str]:
+        from sysmgr.engine import containers  # cold start: storage and networks
+
+        return containers.update_container(self.host, name, config=config, devices=devices,
+                                           profiles=profiles, description=description)
+
+    def container_set_config(self, name: str, values: Config, unset: Sequence[str]) -> list[str]:
+        from sysmgr.engine import containers  # cold start: storage and networks
+
+        return containers.set_config(self.host, name, values, unset)
+
+    def container_limits(self, name: str) -> Any:
+        cfg, _ = records.expanded(self.host, self.host.store.container(name))
+        return runspec.limits(cfg)
+
+    def container_console_log(self, name: str) -> str:
+        return execution.console_log(self.host, name)
+
+    def container_copy(self, name: str, new: str, *, snapshot: str | None, pool: str | None) -> None:
+        from sysmgr.engine import copy  # cold start: storage streams
+
+        copy.copy(self.host, name, new, snapshot=snapshot, pool=pool)
+
+    def container_rename(self, name: str, new: str) -> None:
+        from sysmgr.engine import copy  # cold start: storage streams
+
+        copy.rename(self.host, name, new)
+
+    def container_export(self, name: str, path: str, *, optimized: bool,
+                         progress: Progress | None) -> Any:
+        from sysmgr.engine import backup  # cold start: tar, zstd and YAML handling
+
+        return backup.export(self.host, name, path, optimized=optimized, progress=progress)
+
+    def container_import(self, path: str, *, name: str | None, pool: str | None,
+                         progress: Progress | None) -> str:
+        from sysmgr.engine import backup  # cold start: tar, zstd and YAML handling
+
+        return backup.import_(self.host, path, name=name, pool=pool, progress=progress).name
+
+    # -- processes and files ---------------------------------------------------------------
+    def exec_capture(self, name: str, argv: Sequence[str], *, env: Config | None,
+                     cwd: str | None, stdin: bytes | None) -> tuple[int, bytes, bytes]:
+        return execution.execute(self.host, name, argv, env=env, cwd=cwd, stdin=stdin)
+
+    def exec_interactive(self, name: str, argv: Sequence[str], *, env: Config | None,
+                         cwd: str | None, tty: bool | None, stdin: int, stdout: int,
+                         stderr: int) -> int:
+        return execution.interactive(self.host, name, argv, env=env, cwd=cwd, tty=tty,
+                                     stdin=stdin, stdout=stdout, stderr=stderr)
+
+    def shell_argv(self, name: str) -> list[str]:
+        return execution.shell_argv(self.host, name)
+
+    def file_put(self, name: str, path: str, src: BinaryIO, *, mode: int, uid: int, gid: int,
+                 mkdir: bool) -> None:
+        execution.put_file(self.host, name, path, src, mode=mode, uid=uid, gid=gid, mkdir=mkdir)
+
+    def file_get(self, name: str, path: str) -> bytes:
+        return execution.read_file(self.host, name, path)
+
+    def file_pull(self, name: str, path: str, dst: BinaryIO) -> None:
+        execution.pull_file(self.host, name, path, dst)
+
+    # -- snapshots -------------------------------------------------------------------------
+    def snapshot_list(self, name: str) -> list[Any]:
+        from sysmgr.engine import snapshots  # cold start: storage and schedules
+
+        return snapshots.all_(self.host, name)
+
+    def snapshot_get(self, name: str, snap: str) -> Any:
+        from sysmgr.engine import snapshots  # cold start: storage and schedules
+
+        return snapshots.get(self.host, name, snap)
+
+    def snapshot_create(self, name: str, snap: str | None, *, expiry: str | None) -> Any:
+        from sysmgr.engine import snapshots  # cold start: storage and schedules
+
+        return snapshots.create(self.host, name, snap, expiry=expiry)
+
+    def snapshot_restore(self, name: str, snap: str, *, force: bool) -> list[str]:
+        from sysmgr.engine import snapshots  # cold start: storage and schedules
+
+        return snapshots.restore(self.host, name, snap, force=force)
+
+    def snapshot_delete(self, name: str, snap: str) -> None:
+        from sysmgr.engine import snapshots  # cold start: storage and schedules
+
+        snapshots.delete(self.host, name, snap)
+
+    def snapshot_prune(self, name: str | None) -> list[str]:
+        from sysmgr.engine import snapshots  # cold start: storage and schedules
+
+        return snapshots.prune(self.host, name)
+
+    def snapshot_auto(self) -> list[str]:
+        from sysmgr.engine import snapshots  # cold start: storage and schedules
+
+        return snapshots.auto(self.host)
+
+    # -- profiles --------------------------------------------------------------------------
+    def profile_list(self) -> list[Any]:
+        return self.host.store.profiles()
+
+    def profile_get(self, name: str) -> Any:
+        return self.host.store.profile(name)
+
+    def profile_exists(self, name: str) -> bool:
+        return self.host.store.has_profile(name)
+
+    def profile_put(self, name: str, *, description: str, config: Config, devices: Devices,
+                    create: bool | None) -> None:
+        from sysmgr.engine import profiles  # cold start: networks
+
+        profiles.put(self.host, name, description=description, config=config, devices=devices,
+                     create=create)
+
+    def profile_delete(self, name: str) -> None:
+        from sysmgr.engine import profiles  # cold start: networks
+
+        profiles.delete_profile(self.host, name)
+
+    def profile_used_by(self, name: str) -> list[str]:
+        return self.host.store.containers_using_profile(name)
+
+    # -- images ----------------------------------------------------------------------------
+    def image_list(self) -> list[Any]:
+        return self.host.store.images()
+
+    def image_get(self, ref: str) -> Any:
+        return self.host.store.image(ref)
+
+    def image_exists(self, ref: str) -> bool:
+        return self.host.store.has_image(ref)
+
+    def image_build(self, builder: str, *, alias: str | None, options: Config | None,
+                    pool: str | None, progress: Progress | None) -> Any:
+        from sysmgr.engine import images  # cold start: builders, tar and YAML handling
+
+        return images.build(self.host, builder, alias=alias, options=options, pool=pool,
+                            progress=progress)
+
+    def image_import(self, path: str, *, alias: str | None, pool: str | None,
+                     progress: Progress | None) -> Any:
+        from sysmgr.engine import images  # cold start: builders, tar and YAML handling
+
+        return images.import_image(self.host, path, alias=alias, pool=pool, progress=progress)
+
+    def image_alias(self, alias: str, ref: str) -> None:
+        from sysmgr.engine import images  # cold start: builders, tar and YAML handling
+
+        images.set_alias(self.host, alias, ref)
+
+    def image_delete_alias(self, alias: str) -> None:
+        from sysmgr.engine import images  # cold start: builders, tar and YAML handling
+
+        images.delete_alias(self.host, alias)
+
+    def image_delete(self, ref: str) -> None:
+        from sysmgr.engine import images  # cold start: builders, tar and YAML handling
+
+        images.delete(self.host, ref)
+
+    def image_used_by(self, fingerprint: str) -> list[str]:
+        from sysmgr.engine import images  # cold start: builders, tar and YAML handling
+
+        return images.in_use(self.host, fingerprint)
+
+    # -- storage pools ---------------------------------------------------------------------
+    def pool_list(self) -> list[Any]:
+        return self.host.store.pools()
+
+    def pool_get(self, name: str) -> Any:
+        return self.host.store.pool(name)
+
+    def pool_exists(self, name: str) -> bool:
+        return self.host.store.has_pool(name)
+
+    def pool_create(self, name: str, driver: str, config: Config, description: str) -> Any:
+        return pools.create_pool(self.host, name, driver, dict(config), description)
+
+    def pool_delete(self, name: str) -> None:
+        pools.delete_pool(self.host, name)
+
+    def pool_usage(self, name: str) -> Any:
+        return self.host.pool_driver(name).usage()
+
+    def pool_used_by(self, name: str) -> list[str]:
+        return [c.name for c in self.host.store.containers() if c.pool == name]
+
+    def default_storage_driver(self) -> str:
+        return volumes.default_driver()[0]
+
+    # -- networks --------------------------------------------------------------------------
+    def _networks(self) -> Any:
+        from sysmgr.engine.networks import NetworkEngine  # cold start: networking
+
+        return NetworkEngine(self.host)
+
+    def network_list(self) -> list[Any]:
+        return self._networks().records()
+
+    def network_get(self, name: str) -> Any:
+        return self._networks().record(name)
+
+    def network_exists(self, name: str) -> bool:
+        return bool(self._networks().exists(name))
+
+    def network_create(self, name: str, config: Config, *, type: str, description: str) -> Any:
+        return self._networks().create(name, dict(config), type=type, description=description)
+
+    def network_update(self, name: str, *, config: Config | None,
+                       description: str | None) -> list[str]:
+        return self._networks().update(name, config=config, description=description)
+
+    def network_delete(self, name: str) -> None:
+        self._networks().delete(name)
+
+    def network_used_by(self, name: str) -> tuple[list[str], list[str]]:
+        return self._networks().used_by(name)
+
+    def network_state(self, name: str) -> Any:
+        from sysmgr.engine.networks import network_state  # cold start: networking
+
+        return network_state(self.host, name)
+
+    # -- manifests -------------------------------------------------------------------------
+    def manifest_validate(self, paths: Sequence[str]) -> Any:
+        from sysmgr.engine import manifests  # cold start: YAML, cerberus and the planner
+
+        return manifests.validate(self.host, paths)
+
+    def manifest_plan(self, paths: Sequence[str]) -> Any:
+        from sysmgr.engine import manifests  # cold start: YAML, cerberus and the planner
+
+        return manifests.plan(self.host, paths)
+
+    def manifest_apply(self, plan: Any, *, progress: Progress | None) -> Any:
+        from sysmgr.engine import manifests  # cold start: YAML, cerberus and the planner
+
+        return manifests.apply(self.host, plan, progress=progress)

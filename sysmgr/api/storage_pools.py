@@ -1,0 +1,57 @@
+"""``client.storage_pools``: where images, root filesystems and snapshots live."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from sysmgr.api.base import Manager, Model
+
+
+class StoragePoolObj(Model):
+    """One storage pool: name, driver, config and description."""
+
+    def _set(self, rec: Any) -> None:
+        self.name: str = rec.name
+        self.driver: str = rec.driver
+        self.config: dict[str, str] = dict(rec.config)
+        self.description: str = rec.description
+
+    def _fetch(self) -> Any:
+        return self._backend.pool_get(self.name)
+
+    @property
+    def used_by(self) -> list[str]:
+        """The containers whose root disk is on the pool (read now)."""
+        return self._backend.pool_used_by(self.name)
+
+    def usage(self) -> Any:
+        """Used and total bytes of the pool."""
+        return self._backend.pool_usage(self.name)
+
+    def delete(self) -> None:
+        """Delete the pool (refused while anything uses it)."""
+        self._backend.pool_delete(self.name)
+
+    def __repr__(self) -> str:
+        return f"<StoragePool {self.name} ({self.driver})>"
+
+
+class StoragePoolManager(Manager[StoragePoolObj]):
+    """``client.storage_pools``."""
+
+    model = StoragePoolObj
+
+    def all(self) -> list[StoragePoolObj]:
+        return [self._wrap(r) for r in self._backend.pool_list()]
+
+    def get(self, name: str) -> StoragePoolObj:
+        return self._wrap(self._backend.pool_get(name))
+
+    def exists(self, name: str) -> bool:
+        return self._backend.pool_exists(name)
+
+    def create(self, name: str, driver: str = "dir", config: Mapping[str, str] | None = None,
+               description: str = "") -> StoragePoolObj:
+        """Create a pool (``btrfs``: a loop file sysmgr formats and mounts, or ``source=``
+        an existing btrfs directory; ``dir``: anywhere)."""
+        return self._wrap(self._backend.pool_create(name, driver, dict(config or {}), description))

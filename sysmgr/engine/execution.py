@@ -1,0 +1,158 @@
+"""Running processes inside a container and reaching its files.
+
+``execute`` runs a command to completion with its output captured (stdin fed and stdout/stderr
+drained by threads, so no pipe fills up); ``interactive`` streams the caller's stdio through,
+on a pty inside the container when asked. Files are resolved inside the container's root (its
+live root while it runs, so its mounts are seen), never following a link out of it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import BinaryIO, Mapping, Sequence
+
+from sysmgr._util import safefs
+from sysmgr.drivers.runtime.base import FROZEN, STOPPED, InitRecord, ProcessSpec
+from sysmgr.engine import records
+from sysmgr.engine.host import Host
+from sysmgr.errors import Conflict, ValidationError
+from sysmgr.model import keys as mkeys
+
+DEFAULT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               "HOME": "/root", "USER": "root", "LANG": "C.UTF-8"}
+
+
+def running_init(host: Host, name: str) -> InitRecord:
+    """The init of a running (not frozen) container; Conflict otherwise."""
+    init = records.init_record(host.store.container(name))
+    state = host.runtime.status(init).state
+    if state == STOPPED or init is None:
+        raise Conflict(f"container {name!r} is not running", hint=f"sysmgr start {name}")
+    if state == FROZEN:
+        raise Conflict(f"container {name!r} is frozen", hint=f"sysmgr unfreeze {name}")
+    return init
+
+
+def process_spec(host: Host, name: str, argv: Sequence[str], *,
+                 env: Mapping[str, str] | None = None, cwd: str | None = None,
+                 tty: bool = False) -> ProcessSpec:
+    """The process to run: ``argv`` with the container's ``environment.*`` over a login-like
+    default environment, then ``env``."""
+    if not argv:
+        raise ValidationError("no command given")
+    cfg, _ = records.expanded(host, host.store.container(name))
+    e = dict(DEFAULT_ENV)
+    if tty:
+        e["TERM"] = os.environ.get("TERM", "xterm")
+    e.update(mkeys.env_from_config(cfg))
+    e.update(env or {})
+    return ProcessSpec(tuple(argv), e, cwd or e.get("HOME", "/"))
+
+
+def execute(host: Host, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+            cwd: str | None = None, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
+    """Run a command to completion; ``(exit code, stdout, stderr)``."""
+    init = running_init(host, name)
+    spec = process_spec(host, name, argv, env=env, cwd=cwd)
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        proc = host.runtime.exec(init, spec, stdin=in_r, stdout=out_w, stderr=err_w)
+    except BaseException:
+        for fd in (in_w, out_r, err_r):
+            os.close(fd)
+        raise
+    finally:
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+    out: list[bytes] = []
+    err: list[bytes] = []
+    threads = [threading.Thread(target=_feed, args=(in_w, stdin)),
+               threading.Thread(target=_drain, args=(out_r, out)),
+               threading.Thread(target=_drain, args=(err_r, err))]
+    for t in threads:
+        t.start()
+    code = proc.wait()
+    for t in threads:
+        t.join()
+    return code, b"".join(out), b"".join(err)
+
+
+def _feed(fd: int, data: bytes | None) -> None:
+    with os.fdopen(fd, "wb") as f:
+        try:
+            if data:
+                f.write(data)  # a buffered file writes all of it, in as many writes as needed
+        except BrokenPipeError:
+            pass
+
+
+def _drain(fd: int, sink: list[bytes]) -> None:
+    with os.fdopen(fd, "rb") as f:
+        sink.append(f.read())
+
+
+def interactive(host: Host, name: str, argv: Sequence[str], *,
+                env: Mapping[str, str] | None = None, cwd: str | None = None,
+                tty: bool | None = None, stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
+    """Run a command with the caller's stdio streamed through; with ``tty`` (default: when
+    stdin and stdout are terminals) on a pty inside the container. Returns its exit code."""
+    if tty is None:
+        tty = os.isatty(stdin) and os.isatty(stdout)
+    init = running_init(host, name)
+    spec = process_spec(host, name, argv, env=env, cwd=cwd, tty=tty)
+    if tty:
+        from sysmgr._util import ptyproxy  # termios and select: only interactive sessions
+
+        proc, master = host.runtime.exec_pty(init, spec)
+        try:
+            return ptyproxy.proxy(master, proc, stdin, stdout)
+        finally:
+            os.close(master)
+    return host.runtime.exec(init, spec, stdin=stdin, stdout=stdout, stderr=stderr).wait()
+
+
+def shell_argv(host: Host, name: str) -> list[str]:
+    """A login shell, like ``lxc shell``: ``su -l`` when the image has su."""
+    root = file_root(host, name)
+    if any(safefs.exists(root, p) for p in ("/bin/su", "/usr/bin/su")):
+        return ["su", "-l"]
+    return ["/bin/sh", "-l"]
+
+
+# -- files ----------------------------------------------------------------------------------
+
+def file_root(host: Host, name: str) -> str:
+    """Where the container's files are seen from: its live root when running (so its
+    mounts are visible), else its root filesystem on the pool."""
+    rec = host.store.container(name)
+    init = records.init_record(rec)
+    if init is not None and host.runtime.status(init).state != STOPPED and init.pid > 0:
+        return f"/proc/{init.pid}/root"
+    return host.pool_driver(rec.pool).container_path(name)
+
+
+def put_file(host: Host, name: str, path: str, src: BinaryIO, *, mode: int, uid: int, gid: int,
+             mkdir: bool) -> None:
+    safefs.push(file_root(host, name), path, src, mode=mode, uid=uid, gid=gid,
+                mkdir_parents=mkdir)
+
+
+def read_file(host: Host, name: str, path: str) -> bytes:
+    return safefs.read_file(file_root(host, name), path)
+
+
+def pull_file(host: Host, name: str, path: str, dst: BinaryIO) -> None:
+    safefs.pull(file_root(host, name), path, dst)
+
+
+def console_log(host: Host, name: str) -> str:
+    host.store.container(name)
+    path = host.runtime.console_log(host.layout.container_dir(name))
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""

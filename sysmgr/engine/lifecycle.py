@@ -1,0 +1,101 @@
+"""Container lifecycle: start, stop, restart, freeze and unfreeze.
+
+Each operation reads the container's record and expansion once, under the root's lock. A
+start plugs the nics in between "namespaces exist" and "init runs" and records how to find
+init again (pid + start time); a stop sends the image's halt signal, kills after the timeout,
+forgets init and unplugs the nics. The kernel is the truth for what runs: a container whose
+init died by itself is stopped, and its leftovers are cleaned up by the next start or stop.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sysmgr.drivers.runtime.base import FROZEN, RUNNING, STOPPED, Status
+from sysmgr.engine import records, runspec
+from sysmgr.engine.host import DEFAULT_STOP_TIMEOUT, Host
+from sysmgr.engine.nics import NicEngine
+from sysmgr.errors import Conflict
+from sysmgr.state.db import ContainerRecord
+
+
+def start(host: Host, name: str) -> Status:
+    """Start a stopped container; Conflict when it runs already."""
+    with host.locked():
+        ex = records.read(host, name)
+        rec = ex.record
+        if records.status(host, rec).state != STOPPED:
+            raise Conflict(f"container {name!r} is already running")
+        cgroup = records.cgroup_path(host, name)
+        host.runtime.cleanup(cgroup)  # a previous init may have died by itself
+        spec = runspec.runtime_spec(host, ex, records.image_meta(host, rec))
+        os.makedirs(spec.runtime_dir, exist_ok=True)
+        before_go = None
+        if records.has_nics(ex.devices):  # nic-less containers never load networking
+            nics = NicEngine(host)
+            before_go = nics.attacher(nics.prepare_start(name, spec.rootfs))
+            rec = host.store.container(name)  # prepare_start may have recorded nic state
+        init = host.runtime.start(spec, before_go=before_go)
+        vol = dict(rec.volatile)
+        vol.update({"init.pid": init.pid, "init.starttime": init.starttime,
+                    "init.cgroup": init.cgroup, "last_state": RUNNING})
+        try:
+            with host.store.transaction():
+                host.store.set_volatile(name, vol)
+        except BaseException:
+            host.runtime.stop(init, halt_signal=spec.halt_signal, timeout=0, force=True)
+            raise
+        return Status(RUNNING, init.pid)
+
+
+def stop(host: Host, name: str, *, timeout: float | None = None, force: bool = False) -> bool:
+    """Stop a container; True when its init shut down by itself on the halt signal, False
+    when it had to be killed (``force``, or the timeout ran out)."""
+    graceful = True
+    with host.locked():
+        ex = records.read(host, name)
+        rec = ex.record
+        init = records.init_record(rec)
+        if host.runtime.status(init).state == STOPPED:
+            host.runtime.cleanup(records.cgroup_path(host, name))
+            if init is None and not force:
+                raise Conflict(f"container {name!r} is not running")
+        else:
+            assert init is not None
+            if timeout is None:
+                timeout = float(ex.config.get("boot.host_shutdown_timeout") or DEFAULT_STOP_TIMEOUT)
+            graceful = host.runtime.stop(
+                init, halt_signal=runspec.halt_signal(records.image_meta(host, rec)),
+                timeout=timeout, force=force)
+        forget_init(host, rec)
+        if records.has_nics(ex.devices):
+            NicEngine(host).detach(name)
+    return graceful
+
+
+def forget_init(host: Host, rec: ContainerRecord) -> None:
+    """Drop the record of a stopped container's init."""
+    vol = {k: v for k, v in rec.volatile.items() if not k.startswith("init.")}
+    vol["last_state"] = STOPPED
+    with host.store.transaction():
+        host.store.set_volatile(rec.name, vol)
+
+
+def restart(host: Host, name: str, *, timeout: float | None = None, force: bool = False) -> None:
+    with host.locked():
+        if records.status(host, host.store.container(name)).state != STOPPED:
+            stop(host, name, timeout=timeout, force=force)
+        start(host, name)
+
+
+def set_frozen(host: Host, name: str, frozen: bool) -> None:
+    """Freeze or thaw a running container; already in that state is success."""
+    with host.locked():
+        init = records.init_record(host.store.container(name))
+        state = host.runtime.status(init).state
+        if state == STOPPED or init is None:
+            raise Conflict(f"container {name!r} is not running")
+        if frozen and state == RUNNING:
+            host.runtime.freeze(init)
+        elif not frozen and state == FROZEN:
+            host.runtime.unfreeze(init)

@@ -1,0 +1,39 @@
+"""Manifests against a host: load and validate them, plan the changes, apply a plan.
+
+``validate`` checks references against the host when its root exists (profiles, images,
+pools, networks, addresses); ``plan`` observes the host afresh and runs the pure planner;
+``apply`` runs a plan, refusing one the host has moved away from.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from sysmgr.engine import planner
+from sysmgr.engine.actions import Plan
+from sysmgr.engine.apply import ApplyResult, apply as apply_plan
+from sysmgr.engine.host import Host
+from sysmgr.engine.observe import observe
+from sysmgr.model.loader import load_paths
+from sysmgr.model.objects import Manifest
+
+
+def load(paths: Sequence[str]) -> Manifest:
+    return load_paths(paths)
+
+
+def validate(host: Host, paths: Sequence[str]) -> Manifest:
+    """Load and check the manifests, including references to existing objects when the host
+    root exists. Raises ValidationError listing every problem."""
+    manifest = load(paths)
+    if host.layout.exists():
+        planner.check_references(manifest, observe(host))
+    return manifest
+
+
+def plan(host: Host, paths: Sequence[str]) -> Plan:
+    return planner.plan(load(paths), observe(host))
+
+
+def apply(host: Host, plan: Plan, *, progress: Callable[[str], None] | None = None) -> ApplyResult:
+    return apply_plan(host, plan, progress=progress)

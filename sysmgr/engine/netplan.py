@@ -1,0 +1,333 @@
+"""Network planning: the pure half of managed networks and nics.
+
+What the planner and the imperative commands both need to decide before anything changes:
+the facts of a network a nic needs (:class:`NetFacts`), per-nic checks (:func:`nic_problems`:
+the network exists, a static address fits its subnet and is not the gateway's), the addresses
+containers claim and which claims lose (:func:`claims`, :func:`conflicts`), the manifest's
+network checks with file:line (:func:`reference_issues`), and the network actions of a plan
+(:func:`plan_actions`). No I/O: the side effects are :mod:`sysmgr.engine.networks` (networks
+on the host) and :mod:`sysmgr.engine.nics` (container nics).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Mapping
+
+from sysmgr.drivers.network import ipam
+from sysmgr.engine.actions import (
+    Action, Change, CreateContainer, CreateNetwork, Plan, PutProfile, RepairNetwork,
+    UpdateContainer, UpdateNetwork)
+from sysmgr.errors import Issue
+from sysmgr.model import expand as mexpand
+from sysmgr.model import keys as mkeys
+from sysmgr.model import network_keys as nkeys
+from sysmgr.engine.observed import Observed
+from sysmgr.model.objects import Manifest, NetworkSpec
+from sysmgr.state.networks import NetworkRecord
+
+
+DEFAULT_NETWORK = "sysmgrbr0"          # the network `sysmgr init --auto` creates (LXD: lxdbr0)
+DEFAULT_NIC = "eth0"
+NICS = "nics"                           # key of the nic records in ContainerRecord.volatile
+RESOLV_MARKER = "# written by sysmgr"
+RESTART_KEYS = ("ipv4.address", "bridge.mtu")   # what a running container's nic has baked in
+
+Devices = Mapping[str, Mapping[str, str]]
+Problem = tuple[str, str]
+
+
+# -- facts and checks ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NetFacts:
+    """What validating a nic needs to know about its network."""
+
+    cidr: str | None           # gateway CIDR; None: ``auto`` and not created yet
+    dhcp: bool = True
+
+
+def facts(ntype: str, config: Mapping[str, str]) -> NetFacts:
+    norm = nkeys.normalize_network_config(ntype, config)
+    address = norm.get("ipv4.address", nkeys.AUTO)
+    return NetFacts(None if address == nkeys.AUTO else address, norm.get("ipv4.dhcp") == "true")
+
+
+def nic_devices(devices: Devices) -> dict[str, Mapping[str, str]]:
+    return {n: d for n, d in sorted(devices.items()) if d.get("type") == "nic"}
+
+
+def is_dhcp(dev: Mapping[str, str]) -> bool:
+    """Whether the guest's DHCP client configures this nic (``ipv4.dhcp: true``)."""
+    try:
+        return mkeys.parse_bool(dev.get("ipv4.dhcp") or "false")
+    except ValueError:
+        return False  # reported by the key table
+
+
+def normalize_address(text: str) -> str:
+    return str(ipaddress.IPv4Address(str(text).strip()))
+
+
+def nic_problems(devices: Devices, nets: Mapping[str, NetFacts], *,
+                 where: str = "devices") -> list[Problem]:
+    """Per-nic checks against the networks: the network exists, a static address fits its
+    subnet (not the network, broadcast or gateway address), DHCP is served when asked for.
+
+    Returns:
+        ``(key path, reason)`` per problem.
+    """
+    out: list[Problem] = []
+    for name, dev in nic_devices(devices).items():
+        net = dev.get("network")
+        if not net:
+            continue
+        f = nets.get(net)
+        if f is None:
+            out.append((f"{where}.{name}.network", f"network {net!r} not found"))
+            continue
+        if is_dhcp(dev) and not f.dhcp:
+            out.append((f"{where}.{name}.ipv4.dhcp",
+                        f"network {net!r} does not serve DHCP (its ipv4.dhcp is false)"))
+        address = dev.get("ipv4.address")
+        try:
+            address = normalize_address(address) if address else None
+        except ValueError:
+            address = None  # not an address at all: the key table reports it
+        if address and f.cidr is None:
+            out.append((f"{where}.{name}.ipv4.address",
+                        f"network {net!r} has ipv4.address auto and does not exist yet, so its "
+                        "subnet is unknown: give the network an explicit ipv4.address"))
+        elif address and f.cidr:
+            for p in ipam.address_problems(f.cidr, {"nic": address}):
+                out.append((f"{where}.{name}.ipv4.address",
+                             f"{p.address} cannot be used on network {net!r}: {p.reason}"))
+    return out
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One container nic's address on a managed network: static, or recorded (allocated)."""
+
+    container: str
+    device: str
+    network: str
+    address: str
+    static: bool
+
+
+def claims(container: str, devices: Devices, nic_records: Mapping[str, Any]) -> list[Claim]:
+    """The addresses a container holds, from its expanded devices and its nic records."""
+    out = []
+    for name, dev in nic_devices(devices).items():
+        net = dev.get("network")
+        if not net:
+            continue
+        static = dev.get("ipv4.address")
+        if static:
+            with contextlib.suppress(ValueError):
+                out.append(Claim(container, name, net, normalize_address(static), True))
+            continue
+        rec = nic_records.get(name) or {}
+        if rec.get("network") == net and rec.get("ipv4"):
+            out.append(Claim(container, name, net, rec["ipv4"], False))
+    return out
+
+
+def conflicts(all_claims: Iterable[Claim], held: Iterable[Claim] = ()) -> list[tuple[Claim, str]]:
+    """Static addresses that are already somebody's on the same network.
+
+    What the host already has wins: recorded (allocated) addresses first, then the claims in
+    ``held`` (the current ones of existing containers), then the rest in (container, device)
+    order. Returns ``(losing claim, reason)`` for every static claim that loses; duplicate
+    allocations are :meth:`NetworkEngine.sync`'s to fix, not the user's.
+    """
+    keep = set(held)
+    owner: dict[tuple[str, str], Claim] = {}
+    out = []
+    for c in sorted(all_claims, key=lambda c: (c.static, c not in keep, c.container, c.device)):
+        key = (c.network, c.address)
+        first = owner.get(key)
+        if first is None:
+            owner[key] = c
+        elif c.static:
+            who = (f"device {first.device} of the same container" if first.container == c.container
+                   else f"container {first.container}")
+            out.append((c, f"{c.address} is already used on network {c.network!r} by {who}"))
+    return out
+
+
+def dns_label(text: str) -> str:
+    """A DNS label from ``container-device`` (a second nic on the same network)."""
+    label = re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")[:63].rstrip("-")
+    return label or "nic"
+
+
+# -- planner side ----------------------------------------------------------------------------
+
+def _issue(spec: object, path: str | None, message: str) -> Issue:
+    src = getattr(spec, "source", None)
+    return Issue(message, file=getattr(src, "file", None), line=getattr(src, "line", None),
+                 path=path)
+
+
+def planned_facts(manifest: Manifest, obs: Observed) -> dict[str, NetFacts]:
+    """Networks as they will be after apply: desired ones override recorded ones (a desired
+    ``auto`` keeps the recorded subnet)."""
+    out = {n: facts(o.record.type, o.record.config) for n, o in obs.networks.items()}
+    for spec in manifest.of("Network"):
+        assert isinstance(spec, NetworkSpec)
+        f = facts(spec.type, spec.config)
+        if f.cidr is None and spec.name in out:
+            f = replace(f, cidr=out[spec.name].cidr)
+        out[spec.name] = f
+    return out
+
+
+def reference_issues(manifest: Manifest, obs: Observed,
+                     profiles: Mapping[str, tuple[Mapping[str, str], Devices]]) -> list[Issue]:
+    """The planner's network checks, each with the file:line of the document at fault:
+    network type changes and subnet overlaps, nics referring to missing networks or using
+    addresses outside their subnet, the gateway's address, or another container's address."""
+    nets = planned_facts(manifest, obs)
+    issues = _network_issues(manifest, obs, nets)
+    for spec in manifest.of("Profile"):
+        for path, reason in nic_problems(getattr(spec, "devices", {}), nets):
+            issues.append(_issue(spec, path, reason))
+    return issues + _container_issues(manifest, obs, profiles, nets)
+
+
+def _network_issues(manifest: Manifest, obs: Observed, nets: Mapping[str, NetFacts]
+                    ) -> list[Issue]:
+    """Network documents: a type that cannot change, a subnet that overlaps another."""
+    issues: list[Issue] = []
+    for spec in manifest.of("Network"):
+        assert isinstance(spec, NetworkSpec)
+        cur = obs.networks.get(spec.name)
+        if cur is not None and cur.record.type != spec.type:
+            issues.append(_issue(spec, "type", f"network {spec.name!r} exists with type "
+                                 f"{cur.record.type!r}; the type of a network cannot be changed"))
+        f = nets[spec.name]
+        explicit = str(spec.config.get("ipv4.address", "")).strip().lower() not in ("", nkeys.AUTO)
+        if not explicit or f.cidr is None:
+            continue
+        own = ({str(ipaddress.IPv4Interface(cur_cidr).network)}
+               if cur is not None and (cur_cidr := facts(cur.record.type, cur.record.config).cidr)
+               else set())
+        others = [g.cidr for n, g in nets.items() if n != spec.name and g.cidr]
+        hits = [n for n in ipam.overlapping(f.cidr, [*obs.host_networks, *others]) if n not in own]
+        if hits:
+            issues.append(_issue(spec, "config.ipv4.address",
+                                 f"{f.cidr} overlaps {', '.join(hits)}, already used on this host"))
+    return issues
+
+
+def _container_issues(manifest: Manifest, obs: Observed,
+                      profiles: Mapping[str, tuple[Mapping[str, str], Devices]],
+                      nets: Mapping[str, NetFacts]) -> list[Issue]:
+    """Container nics: per-nic problems, and static addresses somebody else holds."""
+    issues: list[Issue] = []
+    in_manifest = {s.name: s for s in manifest.of("Container")}
+    old_profiles = {n: (p.config, p.devices) for n, p in obs.profiles.items()}
+    held: list[Claim] = []
+    for name, cur_c in obs.containers.items():  # what the host has now wins a tie
+        rec = cur_c.record
+        _, devs = mexpand.expand([old_profiles[p] for p in rec.profiles if p in old_profiles],
+                                 rec.config, rec.devices)
+        held += claims(name, devs, rec.volatile.get(NICS) or {})
+    every: list[Claim] = []
+    for spec in in_manifest.values():
+        prof = [profiles[p] for p in getattr(spec, "profiles", ()) if p in profiles]
+        _, devs = mexpand.expand(prof, getattr(spec, "config", {}), getattr(spec, "devices", {}))
+        for path, reason in nic_problems(devs, nets):
+            issues.append(_issue(spec, path, reason))
+        now = obs.containers.get(spec.name)
+        records = (now.record.volatile.get(NICS) or {}) if now is not None else {}
+        every += claims(spec.name, devs, records)
+    for name, cur_c in obs.containers.items():
+        if name in in_manifest:
+            continue
+        rec = cur_c.record
+        prof = [profiles[p] for p in rec.profiles if p in profiles]
+        _, devs = mexpand.expand(prof, rec.config, rec.devices)
+        every += claims(name, devs, rec.volatile.get(NICS) or {})
+    for claim, reason in conflicts(every, held):
+        owner = in_manifest.get(claim.container)
+        issues.append(_issue(owner, f"devices.{claim.device}.ipv4.address",
+                             reason if owner is not None else f"container {claim.container}: {reason}"))
+    return issues
+
+
+def config_changes(rec: NetworkRecord, spec: NetworkSpec) -> list[Change]:
+    old = nkeys.normalize_network_config(rec.type, rec.config)
+    new = nkeys.normalize_network_config(spec.type, spec.config)
+    if new.get("ipv4.address") == nkeys.AUTO:
+        new["ipv4.address"] = old.get("ipv4.address", nkeys.AUTO)  # auto: keep the subnet
+    return [Change(f"config.{k}", rec.config.get(k, old.get(k)), spec.config.get(k, new.get(k)))
+            for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def running_users(obs: Observed) -> dict[str, list[str]]:
+    """network -> running containers with a nic on it (as they are expanded now)."""
+    profiles = {n: (p.config, p.devices) for n, p in obs.profiles.items()}
+    out: dict[str, list[str]] = {}
+    for name, cur in sorted(obs.containers.items()):
+        if cur.state == "STOPPED":
+            continue
+        rec = cur.record
+        _, devs = mexpand.expand([profiles[p] for p in rec.profiles if p in profiles],
+                                 rec.config, rec.devices)
+        for net in sorted({d["network"] for d in nic_devices(devs).values() if d.get("network")}):
+            out.setdefault(net, []).append(name)
+    return out
+
+
+def plan_actions(manifest: Manifest, obs: Observed) -> tuple[list[Action], list[str]]:
+    """Network actions (repairs, creations, updates) and warnings, in plan order (pure)."""
+    users = running_users(obs)
+    actions: list[Action] = []
+    warnings: list[str] = []
+    updated = set()
+    for spec in manifest.of("Network"):
+        assert isinstance(spec, NetworkSpec)
+        cur = obs.networks.get(spec.name)
+        if cur is None:
+            actions.append(CreateNetwork(spec.name, type=spec.type, config=dict(spec.config),
+                                         description=spec.description))
+            continue
+        changes = config_changes(cur.record, spec)
+        if cur.record.description != spec.description:
+            changes.append(Change("description", cur.record.description, spec.description))
+        if changes:
+            baked = any(c.path[len("config."):] in RESTART_KEYS for c in changes)
+            restart = tuple(users.get(spec.name, ())) if baked else ()
+            actions.append(UpdateNetwork(spec.name, type=spec.type, config=dict(spec.config),
+                                         description=spec.description, changes=tuple(changes),
+                                         restart=restart))
+            updated.add(spec.name)
+            if restart:
+                warnings.append(f"network {spec.name}: running containers keep their old "
+                                f"address or MTU until restarted: {', '.join(restart)}")
+    repairs: list[Action] = [RepairNetwork(n, problems=o.problems)
+                             for n, o in sorted(obs.networks.items())
+                             if o.problems and n not in updated]
+    return repairs + actions, warnings
+
+
+def reserved_addresses(plan: Plan) -> set[str]:
+    """The static addresses a plan declares: kept out of allocations while it runs (a
+    container created first must not take the address a later one declares)."""
+    wanted: set[str] = set()
+    for a in plan.actions:
+        if isinstance(a, (CreateContainer, UpdateContainer, PutProfile)):
+            for dev in nic_devices(a.devices).values():
+                if dev.get("network") and dev.get("ipv4.address"):
+                    with contextlib.suppress(ValueError):
+                        wanted.add(normalize_address(dev["ipv4.address"]))
+    return wanted
+
+
+NETWORK_ACTIONS = (CreateNetwork, UpdateNetwork, RepairNetwork)

@@ -1,0 +1,137 @@
+"""Container records and what every engine operation derives from them.
+
+Reading a record's expansion (profiles merged), its init record (how to find its running
+init), its kernel status, its image's metadata, its cgroup path; the checks shared by the
+commands that write records; and the two file-system chores that go with a record (the
+container's ``/etc/hostname``, removing its runtime directory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from sysmgr._util import safefs
+from sysmgr.drivers.runtime.base import InitRecord, Status
+from sysmgr.engine.host import Host
+from sysmgr.errors import Issue, NotFound, ValidationError
+from sysmgr.model import expand as mexpand
+from sysmgr.model import keys as mkeys
+from sysmgr.state.db import ContainerRecord, ProfileRecord
+
+Devices = Mapping[str, Mapping[str, str]]
+
+
+@dataclass(frozen=True)
+class Expanded:
+    """A record read once with its expansion: what one command works from."""
+
+    record: ContainerRecord
+    config: dict[str, str]
+    devices: dict[str, dict[str, str]]
+
+
+def expanded(host: Host, rec: ContainerRecord, *,
+             override: Mapping[str, ProfileRecord] | None = None
+             ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The record's config and devices with its profiles merged in (LXD's rules);
+    ``override``: profiles to use instead of the recorded ones (a profile being changed)."""
+    profs = []
+    for p in rec.profiles:
+        prof = (override or {}).get(p) or host.store.profile(p)
+        profs.append((prof.config, prof.devices))
+    return mexpand.expand(profs, rec.config, rec.devices)
+
+
+def read(host: Host, name: str) -> Expanded:
+    """Container ``name``'s record and its expansion (NotFound when there is none)."""
+    rec = host.store.container(name)
+    cfg, devs = expanded(host, rec)
+    return Expanded(rec, cfg, devs)
+
+
+def init_record(rec: ContainerRecord) -> InitRecord | None:
+    """How to find the container's init again (None: not started since it last stopped)."""
+    v = rec.volatile
+    if "init.pid" not in v:
+        return None
+    return InitRecord(int(v["init.pid"]), int(v["init.starttime"]), str(v["init.cgroup"]))
+
+
+def status(host: Host, rec: ContainerRecord) -> Status:
+    """The container's state as the kernel has it."""
+    return host.runtime.status(init_record(rec))
+
+
+def cgroup_path(host: Host, name: str) -> str:
+    return f"{host.layout.prefix}/{name}"
+
+
+def image_meta(host: Host, rec: ContainerRecord) -> dict[str, Any]:
+    """The metadata of the container's image: recorded with the container when it came from
+    a backup or another host, else the image's (empty once the image is deleted)."""
+    meta = dict(rec.volatile.get("image.meta") or {})
+    if not meta:
+        try:
+            meta = host.store.image(rec.image).metadata
+        except NotFound:
+            meta = {}
+    return meta
+
+
+def root_pool(devices: Devices) -> str:
+    """The pool of the root disk of an expanded devices map."""
+    for dev in devices.values():
+        if dev.get("type") == "disk" and dev.get("path") == "/":
+            return dev["pool"]
+    raise ValidationError("no root disk device",
+                          hint="add devices.root {type: disk, path: /, pool: default}")
+
+
+def has_nics(devices: Devices) -> bool:
+    return any(d.get("type") == "nic" for d in devices.values())
+
+
+# -- checks ----------------------------------------------------------------------------------
+
+def name_issues(what: str, name: str, check: Callable[[str], str | None]) -> list[Issue]:
+    reason = check(name)
+    return [Issue(f"invalid {what} name {name!r}: {reason}", path="name")] if reason else []
+
+
+def config_issues(config: Mapping[str, Any], devices: Mapping[str, Mapping[str, Any]]) -> list[Issue]:
+    issues = [Issue(reason, path=path) for path, reason in mkeys.validate_config(config)]
+    issues += [Issue(reason, path=path) for path, reason in mkeys.validate_devices(devices)]
+    return issues
+
+
+def expansion_issues(cfg: Mapping[str, str], devs: Devices, who: str = "") -> list[Issue]:
+    """What is wrong with an expanded definition (``who``: prefix naming the container)."""
+    prefix = f"container {who}: " if who else ""
+    return [Issue(prefix + r, path=p) for p, r in mexpand.validate_expanded(cfg, devs)]
+
+
+def stringify(config: Mapping[str, Any] | None, devices: Mapping[str, Mapping[str, Any]] | None
+              ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Config and devices with every value as the string LXD stores (``true``, ``64MiB``)."""
+    cfg = {k: mkeys.value_to_str(v) for k, v in (config or {}).items()}
+    devs = {k: {dk: mkeys.value_to_str(dv) for dk, dv in d.items()}
+            for k, d in (devices or {}).items()}
+    return cfg, devs
+
+
+# -- files that go with a record ----------------------------------------------------------------
+
+def remove_tree(path: str, ignore_errors: bool = False) -> None:
+    import shutil  # shutil drags in bz2/lzma at import: most commands never remove a tree
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)
+
+
+def write_hostname(rootfs: str, name: str) -> None:
+    """systemd takes the hostname from /etc/hostname; write it without following symlinks
+    out of the container."""
+    try:
+        safefs.write_file(rootfs, "/etc/hostname", (name + "\n").encode(), mode=0o644)
+    except NotFound:
+        pass  # an image without /etc: nothing to template

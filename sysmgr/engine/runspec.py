@@ -1,0 +1,51 @@
+"""The runtime's view of a container: its expanded config turned into a
+:class:`~sysmgr.drivers.runtime.base.RuntimeSpec` (limits, environment, init, halt signal).
+
+Host facts (CPU count, memory) come from the engine so that the model's conversion stays pure;
+they are read at most once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+from sysmgr._util import hostinfo
+from sysmgr.drivers.runtime.base import RuntimeSpec, signal_number
+from sysmgr.engine import records
+from sysmgr.engine.host import Host
+from sysmgr.model import keys as mkeys
+from sysmgr.types import HostFacts, Limits
+
+
+@functools.cache
+def host_facts() -> HostFacts:
+    return hostinfo.host_facts()
+
+
+def limits(config: Mapping[str, str]) -> Limits:
+    """``limits.*`` of an expanded config in kernel terms, against this host's facts."""
+    facts = host_facts()
+    return mkeys.limits_from_config(config, host_cpus=facts.cpus, host_mem=facts.memory_bytes)
+
+
+def halt_signal(meta: Mapping[str, Any]) -> int:
+    """The image's halt signal (busybox init: SIGUSR2, systemd: SIGRTMIN+3; SIGPWR else)."""
+    return signal_number(meta.get("halt_signal") or "SIGPWR")
+
+
+def runtime_spec(host: Host, ex: records.Expanded, meta: Mapping[str, Any]) -> RuntimeSpec:
+    """What the runtime needs to start the container ``ex`` (read once by the caller) whose
+    image has the metadata ``meta``."""
+    rec = ex.record
+    return RuntimeSpec(
+        name=rec.name,
+        rootfs=host.pool_driver(rec.pool).container_path(rec.name),
+        runtime_dir=host.layout.container_dir(rec.name),
+        cgroup=records.cgroup_path(host, rec.name),
+        init=(meta.get("init") or "/sbin/init",),
+        env=mkeys.env_from_config(ex.config),
+        limits=limits(ex.config),
+        halt_signal=halt_signal(meta),
+        no_new_privs=bool(meta.get("no_new_privs", False)),
+    )

@@ -1,0 +1,76 @@
+"""Containers as the API shows them: the record, its expansion, kernel status, usage, nics.
+
+Read-only. Networking is loaded only for containers that have nics, and one listing reads
+each network's leases once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sysmgr.drivers.runtime.base import STOPPED, Status, Usage
+from sysmgr.engine import records
+from sysmgr.engine.host import Host
+from sysmgr.engine.nics import NicEngine
+from sysmgr.errors import NotFound, SysmgrError
+from sysmgr.state.db import ContainerRecord, ImageRecord
+
+
+@dataclass
+class ContainerView:
+    """A container as the API shows it: the record, its expansion and its kernel status."""
+
+    record: ContainerRecord
+    expanded_config: dict[str, str]
+    expanded_devices: dict[str, dict[str, str]]
+    status: Status
+    image: ImageRecord | None = None
+    usage: Usage | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    disk_bytes: int | None = None    # root volume usage, with ``usage=True``
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+
+def view(host: Host, name: str, *, usage: bool = False) -> ContainerView:
+    return _view(host, host.store.container(name), usage=usage)
+
+
+def views(host: Host, *, usage: bool = False) -> list[ContainerView]:
+    cache: dict[str, Any] = {}  # one read of each network's leases for the whole list
+    return [_view(host, r, usage=usage, cache=cache) for r in host.store.containers()]
+
+
+def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
+          cache: dict[str, Any] | None = None) -> ContainerView:
+    cfg, devs = records.expanded(host, rec)
+    status = records.status(host, rec)
+    img = None
+    try:
+        img = host.store.image(rec.image)
+    except NotFound:
+        pass
+    use = None
+    disk = None
+    if usage:
+        if status.state != STOPPED:
+            use = host.runtime.usage(records.cgroup_path(host, rec.name))
+        disk = disk_usage(host, rec)
+    # nics and their IPv4 addresses (``list``'s IPV4 column, ``info``'s host interfaces)
+    extra: dict[str, Any] = {}
+    if records.has_nics(devs):  # most commands on nic-less containers never load networking
+        extra = NicEngine(host).view(rec, devs, status.pid if status.state != STOPPED else None,
+                                     cache)
+    return ContainerView(rec, cfg, devs, status, img, use, extra, disk)
+
+
+def disk_usage(host: Host, rec: ContainerRecord) -> int | None:
+    """Bytes used by the root volume (qgroup counters on btrfs, a walk elsewhere); None
+    when the pool cannot say (usage is informational: it never fails a listing)."""
+    try:
+        return host.pool_driver(rec.pool).container_usage(rec.name)
+    except SysmgrError:
+        return None
