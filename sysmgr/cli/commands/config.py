@@ -35,7 +35,7 @@ def config() -> None:
 
 
 CONTAINER = Noun(
-    name="container",
+    "container",
     fetch=lambda client, name: client.containers.get(name),
     document=lambda c, expanded: container_document(c, expanded=expanded),
     edit_document=container_document,

@@ -50,7 +50,7 @@ def network() -> None:
 
 
 NETWORK = Noun(
-    name="network",
+    "network",
     fetch=lambda client, name: client.networks.get(name),
     document=lambda n, expanded: network_document(n),
     edit_document=network_edit_document,

@@ -33,7 +33,7 @@ def profile() -> None:
 
 
 PROFILE = Noun(
-    name="profile",
+    "profile",
     fetch=lambda client, name: client.profiles.get(name),
     document=lambda p, expanded: profile_document(p, p.used_by),
     edit_document=profile_document,  # without used_by: it is not the profile's to edit

@@ -33,7 +33,7 @@ def storage() -> None:
 
 # read-only: the API has no way to save a pool's config or description (no set/unset/edit)
 POOL = Noun(
-    name="storage pool",
+    "storage pool",
     fetch=lambda client, name: client.storage_pools.get(name),
     document=lambda p, expanded: pool_record(p),
 )
