@@ -1,15 +1,15 @@
-"""Helpers shared by the command modules: the per-run context, option factories, argument
-parsing (``KEY=VALUE``, ``KEY VALUE``), multi-name actions and YAML editing.
+"""Helpers shared by the command modules: the per-run context, option factories, ``KEY=VALUE``
+parsing, multi-name actions and terminal checks (the get/set/edit verbs are in ``_keyvalue``).
 
-Only click and the standard library are imported here; ``sysmgr.api`` and ``yaml`` are
-imported on first use so that loading a command module stays cheap.
+Only click and the standard library are imported here; ``sysmgr.api`` is imported on
+first use so that loading a command module stays cheap.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
 import click
 
@@ -77,15 +77,6 @@ def parse_assignments(items: Sequence[str]) -> dict[str, str]:
     return parse(items)
 
 
-def parse_set_args(args: Sequence[str]) -> dict[str, str]:
-    """Arguments of ``config set`` / ``profile set``: ``KEY=VALUE...`` or LXD's ``KEY VALUE``."""
-    if not args:
-        raise click.UsageError("expected KEY=VALUE (or KEY VALUE)")
-    if len(args) == 2 and "=" not in args[0]:
-        return {args[0]: args[1]}
-    return parse_assignments(args)
-
-
 def parse_device_args(devname: str, devtype: str | None, items: Sequence[str]) -> dict[str, str]:
     """``TYPE key=value...`` of ``device add`` as a device map."""
     dev = parse_assignments(items)
@@ -95,33 +86,6 @@ def parse_device_args(devname: str, devtype: str | None, items: Sequence[str]) -
         raise ValidationError([Issue(f"device {devname!r} has no type", path=f"devices.{devname}.type")],
                               hint="give a type, e.g. disk or nic")
     return dev
-
-
-def to_str(value: object, where: str) -> str:
-    """A YAML scalar as the string LXD stores (``true``, ``2``, ``64MiB``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return ""
-    if isinstance(value, (str, int, float)):
-        return str(value)
-    raise ValidationError([Issue(f"expected a string, got {type(value).__name__}", path=where)])
-
-
-def str_map(value: object, where: str) -> dict[str, str]:
-    if value is None or value == "":
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValidationError([Issue(f"expected a mapping, got {type(value).__name__}", path=where)])
-    return {str(k): to_str(v, f"{where}.{k}") for k, v in value.items()}
-
-
-def devices_map(value: object, where: str = "devices") -> dict[str, dict[str, str]]:
-    if value is None or value == "":
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValidationError([Issue(f"expected a mapping, got {type(value).__name__}", path=where)])
-    return {str(k): str_map(v, f"{where}.{k}") for k, v in value.items()}
 
 
 # -- several names ------------------------------------------------------------------------
@@ -169,43 +133,3 @@ def report_pending(name: str, pending: Sequence[str]) -> None:
     if pending:
         echo_err(f"Restart {name} for these to take effect: {', '.join(pending)}")
 
-
-# -- YAML documents -----------------------------------------------------------------------
-
-def load_yaml(text: str, what: str) -> Any:
-    """Parse a YAML document typed by a user; ValidationError (with the line) when broken.
-
-    Scalars stay the text as written (YAML's base loader), as the manifest loader keeps them:
-    ``0755`` must not become 493, nor ``1.50`` become ``1.5``.
-    """
-    import yaml
-
-    try:
-        return yaml.load(text, Loader=yaml.BaseLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        reason = getattr(e, "problem", None) or str(e)
-        raise ValidationError([Issue(f"invalid YAML: {reason}", file=what, line=line)]) from None
-
-
-def edit_document(text: str, what: str, apply: Callable[[Any], None]) -> None:
-    """``lxc ... edit``: read the new YAML from stdin when it is not a terminal, else open
-    ``$VISUAL``/``$EDITOR`` on a temporary file and re-open it while the result is invalid."""
-    if not stdin_is_tty():
-        apply(load_yaml(sys.stdin.read(), "<stdin>"))
-        return
-    while True:
-        edited = click.edit(text, extension=".yaml", require_save=False)
-        if edited is None or edited == text:
-            click.echo("No changes", err=True)
-            return
-        try:
-            apply(load_yaml(edited, what))
-            return
-        except SysmgrError as e:
-            for line in e.message.splitlines():
-                echo_err(f"Error: {line}")
-            click.prompt("Press enter to open the editor again or ctrl+c to abort change",
-                         default="", show_default=False, err=True)
-            text = edited

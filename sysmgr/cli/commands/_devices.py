@@ -16,8 +16,10 @@ from sysmgr.cli import render
 from sysmgr.cli.commands._common import AppContext, parse_device_args, pass_app, report_pending
 from sysmgr.errors import AlreadyExists, Conflict, NotFound
 
+Getter = Callable[[AppContext, str], Any]
 
-def device_group(parent: click.Group, *, noun: str, get: Callable[[AppContext, str], Any],
+
+def device_group(parent: click.Group, *, noun: str, get: Getter,
                  add_example: str, expandable: bool = False) -> click.Group:
     """Add a ``device`` group to ``parent`` for objects of kind ``noun`` fetched by ``get``.
 
@@ -31,7 +33,15 @@ def device_group(parent: click.Group, *, noun: str, get: Callable[[AppContext, s
     def device() -> None:
         pass
 
-    @device.command("add", help=f"Add a device: {add_example}")
+    _add_command(device, get, on, add_example)
+    _remove_command(device, get, on, noun, expandable)
+    _list_command(device, get, noun, expandable)
+    _show_command(device, get, noun, expandable)
+    return device
+
+
+def _add_command(device: click.Group, get: Getter, on: str, example: str) -> None:
+    @device.command("add", help=f"Add a device: {example}")
     @click.argument("name")
     @click.argument("devname")
     @click.argument("devtype", metavar="TYPE")
@@ -47,6 +57,8 @@ def device_group(parent: click.Group, *, noun: str, get: Callable[[AppContext, s
         click.echo(f"Device {devname} added to {name}")
         report_pending(name, pending or [])
 
+
+def _remove_command(device: click.Group, get: Getter, on: str, noun: str, expandable: bool) -> None:
     @device.command("remove", help=f"Remove devices from a {noun}.")
     @click.argument("name")
     @click.argument("devnames", nargs=-1, required=True, metavar="DEVICE...")
@@ -64,6 +76,8 @@ def device_group(parent: click.Group, *, noun: str, get: Callable[[AppContext, s
         click.echo(f"Device {', '.join(devnames)} removed from {name}")
         report_pending(name, pending or [])
 
+
+def _list_command(device: click.Group, get: Getter, noun: str, expandable: bool) -> None:
     @device.command("list", help=f"List a {noun}'s {'local ' if expandable else ''}devices.")
     @click.argument("name")
     @pass_app
@@ -71,6 +85,8 @@ def device_group(parent: click.Group, *, noun: str, get: Callable[[AppContext, s
         for dev in sorted(get(app, name).devices):
             click.echo(dev)
 
+
+def _show_command(device: click.Group, get: Getter, noun: str, expandable: bool) -> None:
     def show(app: AppContext, name: str, expanded: bool = False) -> None:
         obj = get(app, name)
         devices = obj.expanded_devices if expanded else obj.devices
@@ -81,4 +97,3 @@ def device_group(parent: click.Group, *, noun: str, get: Callable[[AppContext, s
                             help="Include the devices of the profiles.")(show)
     device.command("show", help=f"Show a {noun}'s devices as YAML.")(
         click.argument("name")(pass_app(show)))
-    return device

@@ -10,11 +10,10 @@ from typing import Any
 
 import click
 
-from sysmgr.cli import render
-from sysmgr.cli.commands._common import (
-    AppContext, devices_map, edit_document, parse_set_args, pass_app, report_pending, str_map)
+from sysmgr.cli.commands._common import AppContext, parse_assignments, pass_app, report_pending
 from sysmgr.cli.commands._devices import device_group
-from sysmgr.errors import Issue, NotFound, ValidationError
+from sysmgr.cli.commands._keyvalue import Noun, register
+from sysmgr.errors import NotFound
 
 
 def container_document(c: Any, *, expanded: bool = False) -> dict[str, Any]:
@@ -35,74 +34,26 @@ def config() -> None:
     """Show and change a container's configuration."""
 
 
-@config.command("show")
-@click.argument("name")
-@click.option("-e", "--expanded", is_flag=True, help="Include what the profiles contribute.")
-@pass_app
-def show(app: AppContext, name: str, expanded: bool) -> None:
-    """Show a container's configuration as YAML."""
-    click.echo(render.yaml_text(container_document(app.client.containers.get(name), expanded=expanded)))
-
-
-@config.command("get")
-@click.argument("name")
-@click.argument("key")
-@click.option("-e", "--expanded", is_flag=True, help="Read the expanded config (profiles included).")
-@pass_app
-def get(app: AppContext, name: str, key: str, expanded: bool) -> None:
-    """Print the value of a config key (empty when unset)."""
-    c = app.client.containers.get(name)
-    click.echo((c.expanded_config if expanded else c.config).get(key, ""))
-
-
-@config.command("set")
-@click.argument("name")
-@click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
-@pass_app
-def set_(app: AppContext, name: str, assignments: tuple[str, ...]) -> None:
-    """Set config keys (KEY=VALUE..., or KEY VALUE).
-
-    \b
-      sysmgr config set c1 limits.memory=256MiB limits.cpu=1
-      sysmgr config set c1 boot.autostart true
-    """
-    values = parse_set_args(assignments)
-    report_pending(name, app.client.containers.get(name).set_config(values))
-
-
-@config.command("unset")
-@click.argument("name")
-@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
-@pass_app
-def unset(app: AppContext, name: str, keys: tuple[str, ...]) -> None:
-    """Remove config keys from a container."""
-    report_pending(name, app.client.containers.get(name).set_config({}, list(keys)))
-
-
-@config.command("edit")
-@click.argument("name")
-@pass_app
-def edit(app: AppContext, name: str) -> None:
-    """Edit a container's configuration as YAML ($EDITOR, or YAML on stdin)."""
-    c = app.client.containers.get(name)
-
-    def apply(doc: Any) -> None:
-        if doc in (None, ""):
-            doc = {}
-        if not isinstance(doc, dict):
-            raise ValidationError("expected a YAML mapping with config, devices, profiles, description")
-        if doc.get("name", name) != name:
-            raise ValidationError([Issue("renaming a container is not supported here", path="name")])
-        profiles = doc.get("profiles", c.profiles) or []
-        if not isinstance(profiles, list):
-            raise ValidationError([Issue("expected a list of profile names", path="profiles")])
-        c.config = str_map(doc.get("config"), "config")
-        c.devices = devices_map(doc.get("devices"))
-        c.profiles = [str(p) for p in profiles]
-        c.description = str(doc.get("description") or "")
-        report_pending(name, c.save())
-
-    edit_document(render.yaml_text(container_document(c)) + "\n", f"{name}.yaml", apply)
+CONTAINER = Noun(
+    "container",
+    fetch=lambda client, name: client.containers.get(name),
+    document=lambda c, expanded: container_document(c, expanded=expanded),
+    edit_document=container_document,
+    edit_fields=("config", "devices", "profiles", "description"),
+    # the API applies live keys at once and returns those that need a restart
+    set_config=lambda c, values, unset: c.set_config(values, list(unset)),
+    expandable=True,
+    help={
+        "show": "Show a container's configuration as YAML.",
+        "get": "Print the value of a config key (empty when unset).",
+        "set": "Set config keys (KEY=VALUE..., or KEY VALUE).\n\n"
+               "\b\n  sysmgr config set c1 limits.memory=256MiB limits.cpu=1\n"
+               "  sysmgr config set c1 boot.autostart true",
+        "edit": "Edit a container's configuration as YAML ($EDITOR, or YAML on stdin).",
+    },
+    keys_doc="Keys: sysmgr keys [PREFIX]",
+)
+register(config, CONTAINER)
 
 
 # -- devices --------------------------------------------------------------------------------
@@ -123,8 +74,6 @@ def device_set(app: AppContext, name: str, devname: str, options: tuple[str, ...
     A device that comes from a profile is copied into the container first (LXD's
     "config device override"). The root disk's size changes live.
     """
-    from sysmgr.cli.commands._common import parse_assignments
-
     c = app.client.containers.get(name)
     dev = c.devices.get(devname) or c.expanded_devices.get(devname)
     if dev is None:

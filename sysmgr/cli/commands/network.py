@@ -1,16 +1,16 @@
 """``sysmgr network``: managed networks as ``lxc network`` manages them: list, show, info,
-create, get/set/unset, delete."""
+create, get/set/unset/edit, delete."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    AppContext, echo_err, format_option, output, parse_assignments, parse_set_args, pass_app)
-from sysmgr.errors import NotFound
+    AppContext, echo_err, format_option, output, parse_assignments, pass_app)
+from sysmgr.cli.commands._keyvalue import Noun, register, save_local_config
 
 HEADERS = ("NAME", "TYPE", "BRIDGE", "IPV4", "NAT", "DESCRIPTION", "USED BY", "STATE")
 
@@ -27,7 +27,13 @@ def network_document(n: Any) -> dict[str, Any]:
     }
 
 
-def _report_pending(name: str, pending: list[str]) -> None:
+def network_edit_document(n: Any) -> dict[str, Any]:
+    """What ``network edit`` opens: the name and the fields it can change (the type, bridge
+    and users are the network's own, not the user's to edit)."""
+    return {"name": n.name, "description": n.description, "config": dict(sorted(n.config.items()))}
+
+
+def _report_pending(name: str, pending: Sequence[str]) -> None:
     if pending:
         echo_err(f"Restart these containers for network {name}'s new address or MTU to reach "
                  f"them: {', '.join(pending)}")
@@ -41,6 +47,26 @@ def network() -> None:
     Keys (see 'sysmgr keys --network'): ipv4.address (CIDR or auto), ipv4.nat,
     ipv4.dhcp, ipv4.dhcp.ranges, dns.domain, dns.upstream, bridge.mtu, user.*
     """
+
+
+NETWORK = Noun(
+    "network",
+    fetch=lambda client, name: client.networks.get(name),
+    document=lambda n, expanded: network_document(n),
+    edit_document=network_edit_document,
+    edit_fields=("config", "description"),
+    set_config=save_local_config("network"),
+    report=_report_pending,
+    help={
+        "get": "Print one config key of a network.",
+        "set": "Set network config keys (KEY=VALUE..., or KEY VALUE) and make the host match.",
+        "unset": "Remove config keys from a network (back to their defaults).",
+        "edit": "Edit a network's description and config as YAML ($EDITOR, or YAML on stdin)\n"
+                "and make the host match.",
+    },
+    keys_doc="Keys: sysmgr keys --network",
+)
+register(network, NETWORK)
 
 
 @network.command("list")
@@ -59,14 +85,6 @@ def list_(app: AppContext, fmt: str) -> None:
         r["name"], r["type"], r["bridge"], r["config"].get("ipv4.address", ""),
         r["config"].get("ipv4.nat", "true"), r["description"], len(r["used_by"]),
         r["status"].upper()]))
-
-
-@network.command("show")
-@click.argument("name")
-@pass_app
-def show(app: AppContext, name: str) -> None:
-    """Show a network as YAML."""
-    click.echo(render.yaml_text(network_document(app.client.networks.get(name))))
 
 
 @network.command("info")
@@ -130,40 +148,6 @@ def create(app: AppContext, name: str, config: tuple[str, ...], ntype: str,
     n = app.client.networks.create(name, parse_assignments(config), type=ntype,
                                    description=description)
     click.echo(f"Network {name} created (bridge {n.bridge}, {n.config.get('ipv4.address')})")
-
-
-@network.command("get")
-@click.argument("name")
-@click.argument("key")
-@pass_app
-def get(app: AppContext, name: str, key: str) -> None:
-    """Print one config key of a network."""
-    click.echo(app.client.networks.get(name).config.get(key, ""))
-
-
-@network.command("set")
-@click.argument("name")
-@click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
-@pass_app
-def set_(app: AppContext, name: str, assignments: tuple[str, ...]) -> None:
-    """Set network config keys (KEY=VALUE..., or KEY VALUE) and make the host match."""
-    n = app.client.networks.get(name)
-    n.config.update(parse_set_args(assignments))
-    _report_pending(name, n.save())
-
-
-@network.command("unset")
-@click.argument("name")
-@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
-@pass_app
-def unset(app: AppContext, name: str, keys: tuple[str, ...]) -> None:
-    """Remove config keys from a network (back to their defaults)."""
-    n = app.client.networks.get(name)
-    for key in keys:
-        if key not in n.config:
-            raise NotFound(f"config key {key!r} is not set on network {name!r}")
-        del n.config[key]
-    _report_pending(name, n.save())
 
 
 @network.command("delete")

@@ -9,10 +9,10 @@ import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    AppContext, devices_map, edit_document, format_option, output, parse_assignments,
-    parse_set_args, pass_app, report_pending, str_map)
+    AppContext, format_option, output, parse_assignments, pass_app, report_pending)
 from sysmgr.cli.commands._devices import device_group
-from sysmgr.errors import Conflict, Issue, NotFound, ValidationError
+from sysmgr.cli.commands._keyvalue import Noun, register, save_local_config
+from sysmgr.errors import Conflict, NotFound
 
 
 def profile_document(p: Any, used_by: list[str] | None = None) -> dict[str, Any]:
@@ -32,6 +32,23 @@ def profile() -> None:
     """Manage profiles (config and devices shared by containers)."""
 
 
+PROFILE = Noun(
+    "profile",
+    fetch=lambda client, name: client.profiles.get(name),
+    document=lambda p, expanded: profile_document(p, p.used_by),
+    edit_document=profile_document,  # without used_by: it is not the profile's to edit
+    edit_fields=("config", "devices", "description"),
+    set_config=save_local_config("profile"),
+    help={
+        "set": "Set profile config keys (KEY=VALUE..., or KEY VALUE); live keys reach running\n"
+               "containers at once.",
+        "edit": "Edit a profile as YAML ($EDITOR, or YAML on stdin: sysmgr profile edit p < p.yaml).",
+    },
+    keys_doc="Keys: sysmgr keys [PREFIX]",
+)
+register(profile, PROFILE)
+
+
 @profile.command("list")
 @format_option()
 @pass_app
@@ -41,15 +58,6 @@ def list_(app: AppContext, fmt: str) -> None:
                                                                 key=lambda p: p.name)]
     output(render.listing(fmt, ("NAME", "DESCRIPTION", "USED BY"), records,
                               lambda r: [r["name"], r["description"], len(r["used_by"])]))
-
-
-@profile.command("show")
-@click.argument("name")
-@pass_app
-def show(app: AppContext, name: str) -> None:
-    """Show a profile as YAML."""
-    p = app.client.profiles.get(name)
-    click.echo(render.yaml_text(profile_document(p, p.used_by)))
 
 
 @profile.command("create")
@@ -75,28 +83,6 @@ def copy(app: AppContext, source: str, target: str) -> None:
     click.echo(f"Profile {source} copied to {target}")
 
 
-@profile.command("edit")
-@click.argument("name")
-@pass_app
-def edit(app: AppContext, name: str) -> None:
-    """Edit a profile as YAML ($EDITOR, or YAML on stdin: sysmgr profile edit p < p.yaml)."""
-    p = app.client.profiles.get(name)
-
-    def apply(doc: Any) -> None:
-        if doc in (None, ""):
-            doc = {}
-        if not isinstance(doc, dict):
-            raise ValidationError("expected a YAML mapping with config, devices, description")
-        if doc.get("name", name) != name:
-            raise ValidationError([Issue("renaming a profile is not supported here", path="name")])
-        p.config = str_map(doc.get("config"), "config")
-        p.devices = devices_map(doc.get("devices"))
-        p.description = str(doc.get("description") or "")
-        p.save()
-
-    edit_document(render.yaml_text(profile_document(p)) + "\n", f"{name}.yaml", apply)
-
-
 @profile.command("delete")
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @pass_app
@@ -105,41 +91,6 @@ def delete(app: AppContext, names: tuple[str, ...]) -> None:
     for name in names:
         app.client.profiles.get(name).delete()
         click.echo(f"Profile {name} deleted")
-
-
-@profile.command("get")
-@click.argument("name")
-@click.argument("key")
-@pass_app
-def get(app: AppContext, name: str, key: str) -> None:
-    """Print a profile's config value (empty when unset)."""
-    click.echo(app.client.profiles.get(name).config.get(key, ""))
-
-
-@profile.command("set")
-@click.argument("name")
-@click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
-@pass_app
-def set_(app: AppContext, name: str, assignments: tuple[str, ...]) -> None:
-    """Set profile config keys (KEY=VALUE..., or KEY VALUE); live keys reach running
-    containers at once."""
-    p = app.client.profiles.get(name)
-    p.config.update(parse_set_args(assignments))
-    p.save()
-
-
-@profile.command("unset")
-@click.argument("name")
-@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
-@pass_app
-def unset(app: AppContext, name: str, keys: tuple[str, ...]) -> None:
-    """Remove config keys from a profile."""
-    p = app.client.profiles.get(name)
-    for key in keys:
-        if key not in p.config:
-            raise NotFound(f"config key {key!r} is not set on profile {name!r}")
-        del p.config[key]
-    p.save()
 
 
 @profile.command("add")

@@ -1,4 +1,5 @@
-"""``sysmgr storage``: storage pools (``lxc storage``): list, info, show, create, delete."""
+"""``sysmgr storage``: storage pools (``lxc storage``): list, info, show, get, create,
+delete."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import click
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
     AppContext, format_option, output, parse_assignments, pass_app)
+from sysmgr.cli.commands._keyvalue import Noun, register
 
 HEADERS = ("NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY")
 
@@ -29,6 +31,15 @@ def storage() -> None:
     """Manage storage pools."""
 
 
+# read-only: the API has no way to save a pool's config or description (no set/unset/edit)
+POOL = Noun(
+    "storage pool",
+    fetch=lambda client, name: client.storage_pools.get(name),
+    document=lambda p, expanded: pool_record(p),
+)
+register(storage, POOL)
+
+
 @storage.command("list")
 @format_option()
 @pass_app
@@ -37,14 +48,6 @@ def list_(app: AppContext, fmt: str) -> None:
     records = [pool_record(p) for p in sorted(app.client.storage_pools.all(), key=lambda p: p.name)]
     output(render.listing(fmt, HEADERS, records, lambda r: [
         r["name"], r["driver"], r["source"], r["description"], len(r["used_by"])]))
-
-
-@storage.command("show")
-@click.argument("name")
-@pass_app
-def show(app: AppContext, name: str) -> None:
-    """Show a storage pool as YAML."""
-    click.echo(render.yaml_text(pool_record(app.client.storage_pools.get(name))))
 
 
 @storage.command("info")
