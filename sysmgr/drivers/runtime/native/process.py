@@ -25,7 +25,7 @@ from sysmgr.drivers.runtime.native.plan import ExecPlan, InitPlan
 from sysmgr.errors import Conflict, DriverError
 
 #: Called with init's host pid after the namespaces exist and before init runs.
-BeforeGo = Callable[[int], None]
+BeforeGo = Callable[[int], object]
 
 START_TIMEOUT = 30.0     # from fork to init exec'ed (a stuck mount would hit this)
 KILL_TIMEOUT = 10.0      # after SIGKILL, for the kernel to tear a container down
