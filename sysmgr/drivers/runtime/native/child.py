@@ -1,0 +1,439 @@
+"""Code that runs in the forked children, between ``fork`` and ``execve`` (layer: runtime driver).
+
+Start: A (:func:`starter_main`) joins the cgroups, unshares the namespaces and forks B, which
+becomes PID 1 (:func:`_init_main`): mounts, /dev, pivot_root, hostname, masks, capabilities,
+then it execs init. Exec: C (:func:`exec_main`) joins the cgroups and setns()es into init's
+namespaces, forks D (:func:`_command_main`), which execs the command.
+
+The children run only code from this module (and :mod:`sysmgr._util.linux`): every body is
+wrapped in ``try/finally: os._exit()`` so it never returns into the caller's Python code, and
+everything it needs (:mod:`.plan`) is prepared by P before the fork. A failure is written to
+the CLOEXEC error pipe, which P reads to EOF.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import gc
+import os
+import signal
+import struct
+import termios
+from typing import NoReturn, Sequence
+
+from sysmgr._util import linux
+from sysmgr.drivers.runtime import bundle
+from sysmgr.drivers.runtime.base import exit_code
+from sysmgr.drivers.runtime.native.plan import ExecPlan, InitPlan, Mount
+
+
+def _fd_ceiling() -> int:
+    """Above any fd a process can hold (fs.nr_open caps every RLIMIT_NOFILE); closerange
+    uses close_range(2), so the size of the range costs nothing."""
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return max(os.sysconf("SC_OPEN_MAX"), 1 << 20)
+
+
+_MAXFD = _fd_ceiling()
+_CATCHABLE = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
+#: Signals C passes on to the command it runs (D has its own session, no terminal to get them).
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+# -- helpers shared by the children --------------------------------------------------------------
+
+class _ChildError(Exception):
+    """A failure a child reports verbatim (no "step: reason" formatting)."""
+
+
+class _Step:
+    """What a child is doing, for the error message if it fails."""
+
+    what = "start"
+
+    def __call__(self, what: str) -> None:
+        self.what = what
+
+
+def _report(fd: int, step: _Step, exc: BaseException) -> None:
+    if isinstance(exc, _ChildError):
+        msg = str(exc)
+    elif isinstance(exc, OSError):
+        msg = f"{step.what}: {os.strerror(exc.errno) if exc.errno else exc}"
+        if exc.filename and exc.filename not in step.what:
+            msg += f" ({exc.filename})"
+    else:
+        msg = f"{step.what}: {type(exc).__name__}: {exc}"
+    try:
+        os.write(fd, msg.encode(errors="replace")[:4000])  # < PIPE_BUF: one atomic write
+    except OSError:
+        pass
+
+
+def _close_fds_except(keep: Sequence[int]) -> None:
+    lo = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        if fd > lo:
+            os.closerange(lo, fd)
+        lo = max(lo, fd + 1)
+    os.closerange(lo, _MAXFD)
+
+
+def _setup_stdio(fds: Sequence[int]) -> None:
+    """dup2 ``fds`` onto 0, 1, 2 even when they overlap (move them out of the way first)."""
+    tmp = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
+    for i, fd in enumerate(tmp):
+        os.dup2(fd, i)
+    for fd in tmp:
+        os.close(fd)
+
+
+def _reset_signals() -> None:
+    """Python ignores SIGPIPE/SIGXFSZ and installs handlers; ignored signals survive execve."""
+    for sig in _CATCHABLE:
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
+def _which(cmd: str, path: str) -> str | None:
+    if "/" in cmd:
+        return cmd
+    for d in path.split(":"):
+        cand = os.path.join(d or ".", cmd)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def _in_root(root: str, path: str) -> str:
+    """Host path of the container path ``path``, following symlinks as if ``root`` were ``/``
+    (an image's ``/dev -> /host/dir`` must not make a privileged launcher write outside)."""
+    todo = [p for p in path.split("/") if p and p != "."]
+    done: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        cand = os.path.join(root, *done, part)
+        try:
+            target = os.readlink(cand)
+        except OSError:  # not a symlink, or missing: taken literally
+            done.append(part)
+            continue
+        links += 1
+        if links > 40:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+        if target.startswith("/"):
+            done = []
+        todo = [p for p in target.split("/") if p and p != "."] + todo
+    return os.path.join(root, *done)
+
+
+def _touch(path: str, mode: int = 0o600) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode))
+
+
+def _join_cgroups(procs_files: Sequence[str]) -> None:
+    """Move this process into the container's cgroups (one ``cgroup.procs`` per hierarchy)."""
+    mypid = str(os.getpid()).encode()
+    for f in procs_files:
+        fd = os.open(f, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, mypid)
+        finally:
+            os.close(fd)
+
+
+# -- child A: the starter ------------------------------------------------------------------------
+
+def starter_main(plan: InitPlan, info_w: int, err_w: int, go_r: int, console_fd: int) -> NoReturn:
+    code = 1
+    step = _Step()
+    try:
+        gc.disable()  # no finalizer may close an fd number we are about to reuse
+        _close_fds_except((info_w, err_w, go_r, console_fd))
+        step("join the container's cgroups")
+        _join_cgroups(plan.procs_files)
+        # user namespaces (later): unshare(CLONE_NEWUSER) here, tell P, let P write
+        # uid_map/gid_map, setresuid(0) -- *then* unshare the pid ns so it is owned by it.
+        step("create namespaces")
+        linux.unshare(plan.unshare_starter)
+        step("fork init")
+        pid = os.fork()
+        if pid == 0:
+            os.close(info_w)
+            _init_main(plan, go_r, err_w, console_fd)  # never returns
+        os.write(info_w, struct.pack("=q", pid))
+        code = 0
+    except BaseException as e:
+        _report(err_w, step, e)
+    finally:
+        os._exit(code)
+
+
+# -- child B: PID 1 until it execs init ------------------------------------------------------------
+
+def _init_main(plan: InitPlan, go_r: int, err_w: int, console_fd: int) -> NoReturn:
+    code = 1
+    step = _Step()
+    try:
+        os.umask(0o022)
+        if plan.unshare_init:
+            step("create the cgroup namespace")
+            linux.unshare(plan.unshare_init)  # after joining the cgroup: it becomes the ns root
+        step("wait for the runtime")
+        if os.read(go_r, 1) != b"g":
+            os._exit(1)  # P gave up (its end closed): exit quietly
+        os.close(go_r)
+        _setup_root(plan, step)
+        step("start init")
+        os.setsid()
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        # stdin is /dev/null, not the log: a shell reading its console must see EOF,
+        # never the log's own contents as commands
+        _setup_stdio((null, console_fd, console_fd))
+        _close_fds_except((err_w,))
+        prog = _which(plan.args[0], plan.env.get("PATH", bundle.DEFAULT_PATH)) or plan.args[0]
+        _reset_signals()
+        try:
+            os.execve(prog, list(plan.args), plan.env)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                if os.path.lexists(prog):
+                    raise _ChildError(f"init {plan.args[0]} cannot be run: its interpreter is missing") from None
+                raise _ChildError(f"init {plan.args[0]} not found in the image") from None
+            if e.errno in (errno.EACCES, errno.ENOEXEC):
+                raise _ChildError(f"init {plan.args[0]} is not an executable ({e.strerror})") from None
+            raise _ChildError(f"cannot exec init {plan.args[0]}: {e.strerror}") from None
+    except BaseException as e:
+        _report(err_w, step, e)
+    finally:
+        os._exit(code)
+
+
+def _setup_root(plan: InitPlan, step: _Step) -> None:
+    """Mounts, device nodes, pivot_root, hostname, masks, capabilities (PLATFORM item 2)."""
+    root = plan.rootfs
+    step("make the mount namespace private")
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)  # never propagate to the host
+    step("bind the root filesystem")
+    linux.mount(root, root, None, linux.MS_BIND | linux.MS_REC)     # pivot_root needs a mount point
+    for m in plan.mounts:
+        step(f"mount {m.fstype or 'bind'} on {m.target}")
+        _mount(root, m)
+    _populate_dev(plan, step)
+    if plan.readonly_root:
+        step("make the root filesystem read-only")
+        linux.mount(None, root, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY)
+    if plan.hostname is not None:
+        step(f"set the hostname to {plan.hostname}")
+        linux.sethostname(plan.hostname)
+    step("pivot_root into the root filesystem")
+    os.chdir(root)
+    linux.pivot_root(".", ".")
+    linux.umount2(".", linux.MNT_DETACH)  # drops the host's mounts (and their pins) from our ns
+    os.chdir("/")
+    _protect_kernel_paths(plan, step)
+    if plan.hostname is not None:
+        _write_etc_hostname(plan.hostname)
+    step("drop capabilities")
+    for cap in plan.drop_caps:
+        linux.capbset_drop(cap)
+    if plan.no_new_privs:
+        step("set no_new_privs")
+        linux.set_no_new_privs()
+    step(f"change directory to {plan.cwd}")
+    os.chdir(plan.cwd)
+
+
+def _mount(root: str, m: Mount) -> None:
+    """One bundle mount, its target resolved inside ``root`` (still the host's view)."""
+    target = _in_root(root, m.target)
+    if m.bind:
+        if os.path.isdir(m.source):
+            os.makedirs(target, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if not os.path.lexists(target):
+                _touch(target)
+        linux.mount(m.source, target, None, linux.MS_BIND | (m.flags & linux.MS_REC))
+        extra = m.flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
+        if extra:  # bind mounts take their flags on a remount
+            linux.mount(None, target, None, linux.MS_REMOUNT | linux.MS_BIND | extra)
+    else:
+        if not os.path.isdir(target):
+            os.makedirs(target)
+        linux.mount(m.source, target, m.fstype, m.flags, m.data)
+    if m.propagation:
+        linux.mount(None, target, None, m.propagation)
+
+
+def _populate_dev(plan: InitPlan, step: _Step) -> None:
+    """Device nodes and the standard /dev symlinks (existing entries are kept)."""
+    root = plan.rootfs
+    for path, mode, rdev, perm, uid, gid in plan.devices:
+        step(f"create device {path}")
+        target = _in_root(root, path)
+        if os.path.lexists(target):
+            continue
+        os.mknod(target, mode, rdev)
+        os.chmod(target, perm)  # mknod obeys the umask
+        if uid or gid:
+            os.chown(target, uid, gid)
+    for src, path in plan.dev_symlinks:
+        target = _in_root(root, path)
+        if not os.path.lexists(target):
+            step(f"create symlink {path}")
+            os.symlink(src, target)
+
+
+def _protect_kernel_paths(plan: InitPlan, step: _Step) -> None:
+    """Masked and read-only paths; after pivot_root, so the paths are the container's."""
+    for path in plan.masked:
+        step(f"mask {path}")
+        if os.path.isdir(path):
+            linux.mount("tmpfs", path, "tmpfs", linux.MS_RDONLY)
+        elif os.path.exists(path):
+            linux.mount("/dev/null", path, None, linux.MS_BIND)
+    ro = linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+    for path in plan.readonly:
+        if os.path.exists(path):
+            step(f"make {path} read-only")
+            linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
+            linux.mount(None, path, None, ro)
+
+
+def _write_etc_hostname(name: str) -> None:
+    """Keep /etc/hostname in step with the container name (systemd and the busybox rcS read
+    it). Done after pivot_root, so a symlink in the image resolves inside the container."""
+    want = name + "\n"
+    try:
+        if not os.path.isdir("/etc"):
+            return
+        try:
+            with open("/etc/hostname") as f:
+                if f.read() == want:
+                    return
+        except FileNotFoundError:
+            pass
+        with open("/etc/hostname", "w") as f:
+            f.write(want)
+    except OSError:
+        pass  # read-only image: the kernel hostname is set anyway
+
+
+# -- children C and D: exec ------------------------------------------------------------------------
+
+def exec_main(plan: ExecPlan, err_w: int, sock_fd: int) -> NoReturn:
+    code = 126
+    step = _Step()
+    try:
+        gc.disable()
+        _close_fds_except((err_w, sock_fd, *plan.ns_fds, *plan.stdio))
+        step("join the container's cgroups")
+        _join_cgroups(plan.procs_files)
+        step("enter the container's namespaces")
+        for fd in plan.ns_fds:
+            linux.setns(fd, 0)
+            os.close(fd)
+        if plan.joins_userns:
+            os.setgroups([])
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        import socket  # imported by P before the fork: a sys.modules lookup here
+
+        stdio = plan.stdio
+        master = -1
+        if plan.pty:
+            step("allocate a pty in the container")
+            master, slave = os.openpty()  # from the container's devpts: we are in its mount ns
+            stdio = (slave, slave, slave)
+        child: list[int] = []
+
+        def forward(sig: int, _frame: object) -> None:
+            if child:
+                try:
+                    os.kill(child[0], sig)
+                except ProcessLookupError:
+                    pass
+
+        for sig in _FORWARDED:
+            signal.signal(sig, forward)
+        step("fork")
+        pid = os.fork()
+        if pid == 0:
+            _command_main(plan, err_w, stdio)  # never returns
+        child.append(pid)
+        # P signals the command through this pidfd, never by killing us: if we died first,
+        # the command would be reparented to a reaper *outside* its pid namespace, and the
+        # container's init could not finish dying until that reaper collected it.
+        pidfd = os.pidfd_open(pid)
+        with socket.socket(fileno=sock_fd) as sock:
+            socket.send_fds(sock, [b"x"], [pidfd] + ([master] if master >= 0 else []))
+        os.close(pidfd)
+        if master >= 0:
+            os.close(master)
+        os.close(err_w)
+        for fd in set(stdio):
+            os.close(fd)
+        _, status = os.waitpid(pid, 0)  # PEP 475: retried after forwarded signals
+        code = exit_code(status)
+    except BaseException as e:
+        _report(err_w, step, e)
+    finally:
+        os._exit(code)
+
+
+def _command_main(plan: ExecPlan, err_w: int, stdio: tuple[int, int, int]) -> NoReturn:
+    code = 126
+    step = _Step()
+    try:
+        step("prepare the process")
+        linux.set_pdeathsig(signal.SIGKILL)  # C killed by someone -> the command dies too
+        os.setsid()  # never the caller's controlling terminal (no TIOCSTI into the host)
+        if plan.pty:
+            fcntl.ioctl(stdio[0], termios.TIOCSCTTY, 0)
+        _setup_stdio(stdio)
+        step(f"change directory to {plan.cwd}")
+        try:
+            os.chdir(plan.cwd)
+        except FileNotFoundError:
+            raise _ChildError(f"working directory {plan.cwd} does not exist in the container") from None
+        step("drop capabilities")
+        for cap in plan.drop_caps:
+            linux.capbset_drop(cap)
+        step(f"switch to uid {plan.uid} gid {plan.gid}")
+        os.setgroups([plan.gid] if plan.gid else [])
+        os.setresgid(plan.gid, plan.gid, plan.gid)
+        os.setresuid(plan.uid, plan.uid, plan.uid)
+        if plan.no_new_privs:
+            linux.set_no_new_privs()
+        os.umask(0o022)
+        prog = _which(plan.argv[0], plan.env.get("PATH", bundle.DEFAULT_PATH))
+        _close_fds_except((err_w,))
+        _reset_signals()
+        os.close(err_w)  # setup done: from here on, failures are the command's (like a shell)
+        if prog is None:
+            code = 127
+            os.write(2, f"sysmgr: {plan.argv[0]}: command not found\n".encode(errors="replace"))
+        else:
+            try:
+                os.execve(prog, list(plan.argv), plan.env)
+            except OSError as e:
+                code = 127 if e.errno == errno.ENOENT else 126
+                os.write(2, f"sysmgr: {plan.argv[0]}: {e.strerror}\n".encode(errors="replace"))
+    except BaseException as e:
+        _report(err_w, step, e)
+    finally:
+        os._exit(code)
+

@@ -1,0 +1,229 @@
+"""What a native start or exec will do, as data (layer: runtime driver, no side effects).
+
+The caller (P) digests the spec, or a bundle's ``config.json``, into an :class:`InitPlan`
+before it forks, so the children in :mod:`.child` only execute a ready-made list of steps.
+:class:`ExecPlan` is the same for a process run inside a running container.
+
+The OCI rendering itself belongs to :mod:`sysmgr.drivers.runtime.bundle`; this module reads
+the parts of a rendered configuration that the children need (mounts, devices, capabilities,
+namespaces, masked paths). A normal start digests the configuration it has just rendered, in
+memory, and takes the limits from the spec (:func:`plan_from_spec`); only a start from an
+existing bundle dir recovers the limits from ``linux.resources`` (:func:`plan_from_config`).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any, Mapping, NamedTuple
+
+from sysmgr._util import linux
+from sysmgr.drivers.runtime import bundle
+from sysmgr.drivers.runtime.base import Limits, RuntimeSpec
+from sysmgr.errors import DriverError
+
+#: Symlinks every /dev gets (the OCI runtime spec's default set).
+DEV_SYMLINKS: tuple[tuple[str, str], ...] = (
+    ("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
+    ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"),
+)
+#: OCI namespace type -> unshare(2) flag.
+NS_CLONE: dict[str, int] = {
+    "pid": linux.CLONE_NEWPID, "network": linux.CLONE_NEWNET, "ipc": linux.CLONE_NEWIPC,
+    "uts": linux.CLONE_NEWUTS, "mount": linux.CLONE_NEWNS, "cgroup": linux.CLONE_NEWCGROUP,
+    "user": linux.CLONE_NEWUSER,
+}
+_DEVICE_KIND = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+
+#: A device node to create: (path, mode incl. file type, rdev, permissions, uid, gid).
+Device = tuple[str, int, int, int, int, int]
+
+
+# -- what the children need (NamedTuples: cheap to define, immutable across the fork) -----------
+
+class Mount(NamedTuple):
+    source: str
+    target: str          # path inside the container
+    fstype: str | None
+    flags: int
+    propagation: int
+    data: str | None
+    bind: bool
+
+
+class InitPlan(NamedTuple):
+    """The bundle, pre-digested into exactly what A and B execute."""
+
+    name: str
+    rootfs: str
+    readonly_root: bool
+    args: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str
+    hostname: str | None
+    unshare_starter: int          # A: every namespace but cgroup (and user, later)
+    unshare_init: int             # B: the cgroup ns, once it sits in its cgroup
+    userns: bool
+    mounts: tuple[Mount, ...]
+    devices: tuple[Device, ...]
+    dev_symlinks: tuple[tuple[str, str], ...]
+    masked: tuple[str, ...]
+    readonly: tuple[str, ...]
+    drop_caps: tuple[int, ...]
+    no_new_privs: bool
+    cgroup: str
+    limits: Limits
+    device_rules: tuple[tuple[bool, str], ...]
+    procs_files: tuple[str, ...] = ()
+
+
+class ExecPlan(NamedTuple):
+    """What C and D execute to run one process in a running container."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str
+    uid: int
+    gid: int
+    procs_files: tuple[str, ...]
+    ns_fds: tuple[int, ...]       # in setns order
+    joins_userns: bool
+    drop_caps: tuple[int, ...]
+    no_new_privs: bool
+    pty: bool
+    stdio: tuple[int, int, int] = (0, 1, 2)
+
+
+# -- building an InitPlan ------------------------------------------------------------------------
+
+def plan_from_spec(spec: RuntimeSpec, config: Mapping[str, Any]) -> InitPlan:
+    """The plan to start ``spec``; ``config`` is ``bundle.render(spec)``, still in memory.
+
+    The limits are the spec's own: reading them back from ``linux.resources`` would lose
+    what OCI cannot express (``memory_swap=False`` without a memory limit).
+    """
+    return _digest(config, spec.runtime_dir, spec.limits)
+
+
+def plan_from_config(config: Mapping[str, Any], bundle_dir: str) -> InitPlan:
+    """The plan to start an existing bundle (``config`` read from ``<bundle_dir>/config.json``);
+    the limits are recovered from ``linux.resources``."""
+    return _digest(config, bundle_dir, None)
+
+
+def _digest(config: Mapping[str, Any], bundle_dir: str, limits: Limits | None) -> InitPlan:
+    """Validate the configuration and digest it; errors name the bad field."""
+    try:
+        proc = config["process"]
+        linux_cfg = config.get("linux") or {}
+        rootfs = _rootfs(config, bundle_dir)
+        args = tuple(proc["args"])
+        if not args:
+            raise ValueError("process.args is empty")
+        env = _env(proc)
+        ns_types = _namespace_types(linux_cfg)
+        mounts = _mounts(config)
+        devices = _devices(linux_cfg)
+        drop_caps = _dropped_caps(proc)
+        resources = linux_cfg.get("resources") or {}
+        return InitPlan(
+            name=str((config.get("annotations") or {}).get(bundle.ANNOTATION_NAME) or config.get("hostname") or ""),
+            rootfs=rootfs,
+            readonly_root=bool(config["root"].get("readonly")),
+            args=args,
+            env=env,
+            cwd=proc.get("cwd") or "/",
+            hostname=config.get("hostname"),
+            unshare_starter=_starter_flags(ns_types),
+            unshare_init=linux.CLONE_NEWCGROUP if "cgroup" in ns_types else 0,
+            userns="user" in ns_types,
+            mounts=mounts,
+            devices=devices,
+            dev_symlinks=_dev_symlinks(mounts),
+            masked=tuple(linux_cfg.get("maskedPaths") or ()),
+            readonly=tuple(linux_cfg.get("readonlyPaths") or ()),
+            drop_caps=drop_caps,
+            no_new_privs=bool(proc.get("noNewPrivileges")),
+            cgroup=str(linux_cfg.get("cgroupsPath") or "").strip("/"),
+            limits=limits if limits is not None else bundle.limits_from_resources(resources),
+            device_rules=tuple(bundle.device_rules(resources)),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise DriverError(f"invalid bundle {os.path.join(bundle_dir, 'config.json')}: {e}") from e
+
+
+def _rootfs(config: Mapping[str, Any], bundle_dir: str) -> str:
+    root = config["root"]["path"]
+    if not os.path.isabs(root):
+        root = os.path.join(bundle_dir, root)  # OCI: relative to the bundle
+    return os.path.realpath(root)
+
+
+def _env(proc: Mapping[str, Any]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in proc.get("env") or ():
+        k, _, v = item.partition("=")
+        env[k] = v
+    return env
+
+
+def _namespace_types(linux_cfg: Mapping[str, Any]) -> list[str]:
+    ns_types = [n["type"] for n in linux_cfg.get("namespaces") or ()]
+    unknown = [t for t in ns_types if t not in NS_CLONE]
+    if unknown:
+        raise ValueError(f"unsupported namespace {unknown[0]!r}")
+    return ns_types
+
+
+def _starter_flags(ns_types: list[str]) -> int:
+    """What A unshares: everything but cgroup (B, once in its cgroup) and user (later)."""
+    flags = 0
+    for t in ns_types:
+        if t not in ("cgroup", "user"):
+            flags |= NS_CLONE[t]
+    return flags
+
+
+def _mounts(config: Mapping[str, Any]) -> tuple[Mount, ...]:
+    mounts = []
+    for m in config.get("mounts") or ():
+        flags, prop, data = bundle.mount_flags(m.get("options") or ())
+        fstype = m.get("type")
+        is_bind = bool(flags & linux.MS_BIND) or fstype == "bind"
+        mounts.append(Mount(
+            source=m.get("source") or fstype or "none", target=m["destination"],
+            fstype=None if is_bind else fstype, flags=flags, propagation=prop,
+            data=data or None, bind=is_bind,
+        ))
+    return tuple(mounts)
+
+
+def _devices(linux_cfg: Mapping[str, Any]) -> tuple[Device, ...]:
+    devices = []
+    for d in linux_cfg.get("devices") or ():
+        kind = _DEVICE_KIND[d["type"]]
+        perm = int(d.get("fileMode", 0o666)) & 0o7777
+        devices.append((d["path"], kind | perm, os.makedev(d.get("major", 0), d.get("minor", 0)), perm,
+                        int(d.get("uid", 0)), int(d.get("gid", 0))))
+    return tuple(devices)
+
+
+def _dropped_caps(proc: Mapping[str, Any]) -> tuple[int, ...]:
+    """Every capability the kernel knows that is not in ``process.capabilities.bounding``."""
+    keep = set()
+    for name in (proc.get("capabilities") or {}).get("bounding") or ():
+        num = linux.CAPABILITIES.get(name.lower().removeprefix("cap_"))
+        if num is None:
+            raise ValueError(f"unknown capability {name!r}")
+        keep.add(num)
+    return tuple(c for c in range(linux.cap_last_cap() + 1) if c not in keep)
+
+
+def _dev_symlinks(mounts: tuple[Mount, ...]) -> tuple[tuple[str, str], ...]:
+    """The /dev symlinks, only when the bundle mounts its own /dev."""
+    if not any(m.target == "/dev" for m in mounts):
+        return ()
+    symlinks = list(DEV_SYMLINKS)
+    if any(m.target == "/dev/pts" and "newinstance" in (m.data or "") for m in mounts):
+        symlinks.append(("pts/ptmx", "/dev/ptmx"))
+    return tuple(symlinks)
