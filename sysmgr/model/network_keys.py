@@ -13,10 +13,11 @@ desired ``auto`` then matches whatever was recorded (no perpetual diff). Cross-k
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from typing import Mapping
 
-from sysmgr.drivers.network import ipam
+from sysmgr._util import ipv4
 from sysmgr.errors import ValidationError
 from sysmgr.model.keys import (
     _BOOL, _MTU, _NORM_BOOL, Key, Problem, _accept, _check, _keys, _lookup, _norm, _normalize_table,
@@ -32,21 +33,19 @@ def _parse_address(value: str) -> None:
     if value.strip().lower() == AUTO:
         return
     try:
-        ipam.parse_gateway(value)
+        ipv4.parse_gateway(value)
     except ValidationError as e:
         raise ValueError(e.message) from None
 
 
 def _norm_address(value: str) -> str:
     v = value.strip()
-    return AUTO if v.lower() == AUTO else str(ipam.parse_gateway(v))
+    return AUTO if v.lower() == AUTO else str(ipv4.parse_gateway(v))
 
 
 def parse_ranges_text(value: str) -> tuple[tuple[str, str], ...]:
     """``"A-B,C-D"`` as address pairs (syntax only; :func:`validate_network_config` checks
     them against the subnet)."""
-    import ipaddress
-
     out = []
     for part in (p.strip() for p in value.split(",")):
         if not part:
@@ -134,7 +133,7 @@ def validate_network_config(ntype: str, config: Mapping[str, object], *,
                                     "(the subnet of auto is only known once created)"))
         else:
             try:
-                ipam.parse_ranges(ranges, address)
+                ipv4.parse_ranges(ranges, address)
             except ValidationError as e:
                 problems.append((rpath, e.message))
     return problems
