@@ -57,21 +57,41 @@ requires_root = pytest.mark.skipif(not is_root(), reason="needs root (real kerne
 
 # -- snapshots of kernel objects -----------------------------------------------------------
 
-def _mounts() -> set[str]:
+# Only what this test session made is checked (and cleaned up after a failure): other sysmgr
+# roots — a user's, a benchmark's, another test run's — may work on the same machine at the
+# same time. A session's roots live under its base temp dir, and their kernel objects carry
+# the roots' ids.
+
+def _root_ids(base: str) -> set[str]:
+    """Ids of the sysmgr roots under ``base`` (a root is at most three levels down)."""
+    ids = set()
+    for pattern in ("*/root.id", "*/*/root.id", "*/*/*/root.id"):
+        for path in glob.glob(os.path.join(base, pattern)):
+            try:
+                with open(path) as f:
+                    ids.add(f.read().strip())
+            except OSError:
+                pass
+    return {i for i in ids if i}
+
+
+def _mounts(base: str) -> set[str]:
     with open("/proc/self/mountinfo") as f:
-        return {" ".join(line.split()[3:5]) for line in f}
+        return {" ".join(line.split()[3:5]) for line in f if base in line.split()[4]}
 
 
-def _cgroups() -> set[str]:
+def _cgroups(ids: set[str]) -> set[str]:
     found: set[str] = set()
     for d in glob.glob("/sys/fs/cgroup/*/sysmgr-*") + glob.glob("/sys/fs/cgroup/sysmgr-*"):
+        if os.path.basename(d).removeprefix("sysmgr-") not in ids:
+            continue
         found.add(d)
         for sub, dirs, _ in os.walk(d):
             found.update(os.path.join(sub, x) for x in dirs)
     return found
 
 
-def _links() -> set[str]:
+def _links(ids: set[str]) -> set[str]:
     try:
         out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     except FileNotFoundError:
@@ -79,7 +99,8 @@ def _links() -> set[str]:
     names = set()
     for line in out.splitlines():
         m = re.match(r"\d+: ([^:@]+)", line)
-        if m and (m.group(1).startswith("sm") or "sysmgr" in m.group(1)):
+        if m and (m.group(1).startswith("sm") or "sysmgr" in m.group(1)) \
+                and any(i in m.group(1) for i in ids):
             names.add(m.group(1))
     return names
 
@@ -125,13 +146,15 @@ def leak_check(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         yield
         return
     base = str(tmp_path_factory.getbasetemp())
-    before = (_mounts(), _cgroups(), _links(), _loops(base))
+    ids = _root_ids(base)
+    before = (_mounts(base), _cgroups(ids), _links(ids), _loops(base))
     yield
     # give killed processes a moment to be reaped and veths to vanish
     deadline = time.monotonic() + 3
+    ids = _root_ids(base)  # the roots the test made
     while True:
         reap_children()
-        after = (_mounts(), _cgroups(), _links(), _loops(base))
+        after = (_mounts(base), _cgroups(ids), _links(ids), _loops(base))
         procs = _procs(base, None)
         leaked = {
             "mounts": sorted(after[0] - before[0]),
