@@ -163,7 +163,11 @@ class Container:
     def limits(self):
         from sysmgr.model import keys
 
-        return keys.limits_from_config(self.expanded_config)
+        from sysmgr._util.hostinfo import host_facts  # TEMP: host facts for the pure model
+
+        facts = host_facts()
+        return keys.limits_from_config(self.expanded_config, host_cpus=facts.cpus,
+                                       host_mem=facts.memory_bytes)
 
     # config (pylxd: edit .config then save())
     def save(self) -> list[str]:

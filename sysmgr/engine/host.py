@@ -455,7 +455,7 @@ class Host:
             cgroup=self._cgroup(rec.name),
             init=(img_meta.get("init") or "/sbin/init",),
             env=mkeys.env_from_config(cfg),
-            limits=mkeys.limits_from_config(cfg),
+            limits=_limits(cfg),
             halt_signal=signal_number(img_meta.get("halt_signal") or "SIGPWR"),
             no_new_privs=bool(img_meta.get("no_new_privs", False)),
         )
@@ -635,7 +635,7 @@ class Host:
                         if devs.get(d) != old_devs.get(d)
                         and not mkeys.device_change_is_live(old_devs.get(d), devs.get(d))]
         if any(k.startswith("limits.") for k in changed):
-            self.runtime.set_limits(self._cgroup(name), mkeys.limits_from_config(cfg))
+            self.runtime.set_limits(self._cgroup(name), _limits(cfg))
         return pending
 
     def set_config(self, name: str, values: Mapping[str, str], unset: Sequence[str] = ()) -> list[str]:
@@ -731,3 +731,10 @@ def _write_hostname(rootfs: str, name: str) -> None:
         safefs.write_file(rootfs, "/etc/hostname", (name + "\n").encode(), mode=0o644)
     except NotFound:
         pass  # an image without /etc: nothing to template
+
+
+def _limits(cfg):  # TEMP: host facts for the now-pure model (the engine rewrite replaces this)
+    from sysmgr._util.hostinfo import host_facts
+
+    facts = host_facts()
+    return mkeys.limits_from_config(cfg, host_cpus=facts.cpus, host_mem=facts.memory_bytes)
