@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from sysmgr.errors import Issue, ValidationError
-from sysmgr.model.keys import Problem, is_root_disk, normalize_path
+from sysmgr.model.device_keys import is_root_disk
+from sysmgr.model.keyrules import Problem, normalize_path
 from sysmgr.model.objects import ContainerSpec, ProfileSpec
 
 ConfigIn = Mapping[str, str]

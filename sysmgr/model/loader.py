@@ -32,7 +32,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from sysmgr.errors import Issue, ValidationError
-from sysmgr.model import keys, names, schemas
+from sysmgr.model import keys, names, network_keys, schemas
 from sysmgr.model.objects import (
     KIND_ORDER,
     ContainerSpec,
@@ -270,8 +270,6 @@ def _build_pool(doc: Mapping[str, Any], ctx: DocContext) -> Spec:
 
 
 def _build_network(doc: Mapping[str, Any], ctx: DocContext) -> Spec:
-    from sysmgr.model import network_keys  # only manifests with networks pay for it
-
     name = _check_name(ctx, doc, names.object_name_problem)
     raw_type = doc.get("type")
     ntype = ctx.string("type", raw_type).strip() if isinstance(raw_type, str) else \

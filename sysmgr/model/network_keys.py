@@ -1,6 +1,6 @@
 """Config-key rule tables of managed networks (``kind: Network``), per network type.
 
-Model layer, pure. Same shape as :mod:`sysmgr.model.keys` (a :class:`~sysmgr.model.keys.Key`
+Model layer, pure. Same shape as :mod:`sysmgr.model.keys` (a :class:`~sysmgr.model.keyrules.Key`
 per key: validator, normaliser, doc, default), so ``network create/set``, manifests, diffs and
 ``sysmgr keys --network`` all read one table. Unknown keys are rejected except ``user.*``.
 
@@ -13,14 +13,15 @@ desired ``auto`` then matches whatever was recorded (no perpetual diff). Cross-k
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from typing import Mapping
 
-from sysmgr.drivers.network import ipam
+from sysmgr._util import ipv4
 from sysmgr.errors import ValidationError
-from sysmgr.model.keys import (
-    _BOOL, _MTU, _NORM_BOOL, Key, Problem, _accept, _check, _keys, _lookup, _norm, _normalize_table,
-    _same, _validate_table)
+from sysmgr.model.keyrules import (
+    BOOL, MTU, NORM_BOOL, Key, Problem, accept, check, key_table, lookup_key, norm, normalize_table,
+    same, validate_table)
 
 AUTO = "auto"
 DEFAULT_TYPE = "bridge"
@@ -32,21 +33,19 @@ def _parse_address(value: str) -> None:
     if value.strip().lower() == AUTO:
         return
     try:
-        ipam.parse_gateway(value)
+        ipv4.parse_gateway(value)
     except ValidationError as e:
         raise ValueError(e.message) from None
 
 
 def _norm_address(value: str) -> str:
     v = value.strip()
-    return AUTO if v.lower() == AUTO else str(ipam.parse_gateway(v))
+    return AUTO if v.lower() == AUTO else str(ipv4.parse_gateway(v))
 
 
 def parse_ranges_text(value: str) -> tuple[tuple[str, str], ...]:
     """``"A-B,C-D"`` as address pairs (syntax only; :func:`validate_network_config` checks
     them against the subnet)."""
-    import ipaddress
-
     out = []
     for part in (p.strip() for p in value.split(",")):
         if not part:
@@ -77,25 +76,25 @@ def _domain(value: str) -> None:
                          "hyphens separated by dots, such as sysmgr or lab.example")
 
 
-_BRIDGE_KEYS: dict[str, Key] = _keys(
-    Key("ipv4.address", _check(_parse_address), _norm(_norm_address), live=True, default=AUTO,
+_BRIDGE_KEYS: dict[str, Key] = key_table(
+    Key("ipv4.address", check(_parse_address), norm(_norm_address), live=True, default=AUTO,
         doc="Gateway address of the bridge with the subnet's prefix (10.12.34.1/24), or auto: "
             "a free private /24 no host interface uses, picked once and recorded."),
-    Key("ipv4.nat", _BOOL, _NORM_BOOL, live=True, default="true",
+    Key("ipv4.nat", BOOL, NORM_BOOL, live=True, default="true",
         doc="Masquerade traffic leaving the subnet (nftables table of sysmgr's own)."),
-    Key("ipv4.dhcp", _BOOL, _NORM_BOOL, live=True, default="true",
+    Key("ipv4.dhcp", BOOL, NORM_BOOL, live=True, default="true",
         doc="Serve DHCP on the bridge (static leases for every container nic)."),
-    Key("ipv4.dhcp.ranges", _check(parse_ranges_text), _norm(_norm_ranges), live=True,
+    Key("ipv4.dhcp.ranges", check(parse_ranges_text), norm(_norm_ranges), live=True,
         doc="Dynamic DHCP pools for clients sysmgr does not know, FIRST-LAST[,FIRST-LAST]; "
             "default: none (every address comes from sysmgr's allocation)."),
-    Key("dns.domain", _check(_domain), _norm(lambda v: v.strip()), live=True, default="sysmgr",
+    Key("dns.domain", check(_domain), norm(lambda v: v.strip()), live=True, default="sysmgr",
         doc="Containers resolve as NAME.<domain> through the bridge's DNS server."),
-    Key("dns.upstream", _BOOL, _NORM_BOOL, live=True, default="false",
+    Key("dns.upstream", BOOL, NORM_BOOL, live=True, default="false",
         doc="Forward names outside dns.domain to the host's resolvers; false: no DNS query "
             "leaves the host."),
-    Key("bridge.mtu", _MTU[0], _MTU[1], live=True,
+    Key("bridge.mtu", MTU[0], MTU[1], live=True,
         doc="MTU of the bridge and of every nic on it (576..9000); default: 1500."),
-    Key("user.*", _accept, _same, live=True,
+    Key("user.*", accept, same, live=True,
         doc="Free-form user metadata; sysmgr never interprets it."),
 )
 
@@ -123,7 +122,7 @@ def validate_network_config(ntype: str, config: Mapping[str, object], *,
     table = NETWORK_TYPES.get(ntype)
     if table is None:
         return []
-    problems = _validate_table(table, config, where, f"{ntype} network config")
+    problems = validate_table(table, config, where, f"{ntype} network config")
     bad = {p for p, _ in problems}
     address = str(config.get("ipv4.address", "") or "").strip()
     ranges = str(config.get("ipv4.dhcp.ranges", "") or "").strip()
@@ -134,7 +133,7 @@ def validate_network_config(ntype: str, config: Mapping[str, object], *,
                                     "(the subnet of auto is only known once created)"))
         else:
             try:
-                ipam.parse_ranges(ranges, address)
+                ipv4.parse_ranges(ranges, address)
             except ValidationError as e:
                 problems.append((rpath, e.message))
     return problems
@@ -145,7 +144,7 @@ def normalize_network_config(ntype: str, config: Mapping[str, object], *,
     """Canonical form of a network config for diffs: values normalised, and with
     ``defaults`` every unset key with a default filled in (``ipv4.nat`` absent == ``true``)."""
     table = NETWORK_TYPES.get(ntype, {})
-    out = _normalize_table(table, config, drop_managed=False)
+    out = normalize_table(table, config, drop_managed=False)
     out = {k: v for k, v in out.items() if v != ""}
     if defaults:
         for key in table.values():
@@ -156,7 +155,7 @@ def normalize_network_config(ntype: str, config: Mapping[str, object], *,
 
 def network_key(ntype: str, key: str) -> Key | None:
     """The rule of ``key`` for networks of type ``ntype`` (or None)."""
-    return _lookup(NETWORK_TYPES.get(ntype, {}), key)
+    return lookup_key(NETWORK_TYPES.get(ntype, {}), key)
 
 
 def describe_network_keys() -> list[tuple[str, str, str]]:

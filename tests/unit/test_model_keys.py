@@ -246,9 +246,12 @@ def test_limits_from_config(config: dict[str, str], expected: Limits) -> None:
     assert limits_from_config(config, host_cpus=4, host_mem=1024 * MiB) == expected
 
 
-def test_limits_memory_percentage_reads_host_memory_when_not_given() -> None:
-    lim = limits_from_config({"limits.memory": "100%"}, host_cpus=1)
-    assert lim.memory_bytes and lim.memory_bytes > 4 * MiB
+def test_limits_memory_percentage_is_refused_without_host_memory() -> None:
+    # the model never reads the host: the caller passes the host facts
+    with pytest.raises(TypeError, match="host_mem"):
+        limits_from_config({"limits.memory": "100%"}, host_cpus=1)
+    with pytest.raises(TypeError, match="host_cpus"):
+        limits_from_config({"limits.cpu": "2"}, host_mem=1024 * MiB)  # type: ignore[call-arg]
 
 
 def test_limits_reject_invalid_values_and_missing_cpus() -> None:
