@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, BinaryIO, Sequence
 
 from sysmgr.api.backend import Backend, Config, Devices, Progress
-from sysmgr.engine import execution, pools, records, runspec, volumes
+from sysmgr.engine import backup, copy, execution, images, pools, records, runspec, volumes
 from sysmgr.engine.host import Host
 from sysmgr.layout import Layout
 
@@ -28,10 +28,8 @@ class LocalBackend(Backend):
     # -- host ------------------------------------------------------------------------------
     def init(self, *, storage_driver: str | None = None, runtime: str | None = None,
              network: str | None = None, network_driver: str | None = None) -> list[str]:
-        from sysmgr.engine import bootstrap  # cold start: pools, profiles, networks
-
-        return bootstrap.init(self.host, storage_driver=storage_driver, runtime=runtime,
-                              network=network, network_driver=network_driver)
+        return _bootstrap().init(self.host, storage_driver=storage_driver, runtime=runtime,
+                                 network=network, network_driver=network_driver)
 
     def initialised(self) -> bool:
         return self.layout.exists()
@@ -41,14 +39,10 @@ class LocalBackend(Backend):
 
     # -- containers ------------------------------------------------------------------------
     def container_views(self, *, usage: bool = False) -> list[Any]:
-        from sysmgr.engine import views  # cold start: nics and their networks
-
-        return views.views(self.host, usage=usage)
+        return _views().views(self.host, usage=usage)
 
     def container_view(self, name: str, *, usage: bool = False) -> Any:
-        from sysmgr.engine import views  # cold start: nics and their networks
-
-        return views.view(self.host, name, usage=usage)
+        return _views().view(self.host, name, usage=usage)
 
     def container_exists(self, name: str) -> bool:
         return self.host.store.has_container(name)
@@ -56,9 +50,8 @@ class LocalBackend(Backend):
     def container_create(self, name: str, image: str, *, profiles: Sequence[str] | None,
                          config: Config | None, devices: Devices | None, pool: str | None,
                          description: str, start: bool) -> None:
-        from sysmgr.engine import containers, lifecycle  # cold start: storage and networks
-
         host = self.host
+        containers, lifecycle = _containers(), _lifecycle()
         with host.locked():
             containers.create_container(host, name, image, profiles=profiles, config=config,
                                         devices=devices, pool=pool, description=description)
@@ -70,42 +63,28 @@ class LocalBackend(Backend):
                     raise
 
     def container_start(self, name: str) -> None:
-        from sysmgr.engine import lifecycle  # cold start: nics
-
-        lifecycle.start(self.host, name)
+        _lifecycle().start(self.host, name)
 
     def container_stop(self, name: str, *, timeout: float | None, force: bool) -> bool:
-        from sysmgr.engine import lifecycle  # cold start: nics
-
-        return lifecycle.stop(self.host, name, timeout=timeout, force=force)
+        return _lifecycle().stop(self.host, name, timeout=timeout, force=force)
 
     def container_restart(self, name: str, *, timeout: float | None, force: bool) -> None:
-        from sysmgr.engine import lifecycle  # cold start: nics
-
-        lifecycle.restart(self.host, name, timeout=timeout, force=force)
+        _lifecycle().restart(self.host, name, timeout=timeout, force=force)
 
     def container_set_frozen(self, name: str, frozen: bool) -> None:
-        from sysmgr.engine import lifecycle  # cold start: nics
-
-        lifecycle.set_frozen(self.host, name, frozen)
+        _lifecycle().set_frozen(self.host, name, frozen)
 
     def container_delete(self, name: str, *, force: bool) -> None:
-        from sysmgr.engine import containers  # cold start: storage and networks
-
-        containers.delete_container(self.host, name, force=force)
+        _containers().delete_container(self.host, name, force=force)
 
     def container_update(self, name: str, *, config: Config | None = None,
                          devices: Devices | None = None, profiles: Sequence[str] | None = None,
                          description: str | None = None) -> list[str]:
-        from sysmgr.engine import containers  # cold start: storage and networks
-
-        return containers.update_container(self.host, name, config=config, devices=devices,
-                                           profiles=profiles, description=description)
+        return _containers().update_container(self.host, name, config=config, devices=devices,
+                                              profiles=profiles, description=description)
 
     def container_set_config(self, name: str, values: Config, unset: Sequence[str]) -> list[str]:
-        from sysmgr.engine import containers  # cold start: storage and networks
-
-        return containers.set_config(self.host, name, values, unset)
+        return _containers().set_config(self.host, name, values, unset)
 
     def container_limits(self, name: str) -> Any:
         cfg, _ = records.expanded(self.host, self.host.store.container(name))
@@ -115,25 +94,17 @@ class LocalBackend(Backend):
         return execution.console_log(self.host, name)
 
     def container_copy(self, name: str, new: str, *, snapshot: str | None, pool: str | None) -> None:
-        from sysmgr.engine import copy  # cold start: storage streams
-
         copy.copy(self.host, name, new, snapshot=snapshot, pool=pool)
 
     def container_rename(self, name: str, new: str) -> None:
-        from sysmgr.engine import copy  # cold start: storage streams
-
         copy.rename(self.host, name, new)
 
     def container_export(self, name: str, path: str, *, optimized: bool,
                          progress: Progress | None) -> Any:
-        from sysmgr.engine import backup  # cold start: tar, zstd and YAML handling
-
         return backup.export(self.host, name, path, optimized=optimized, progress=progress)
 
     def container_import(self, path: str, *, name: str | None, pool: str | None,
                          progress: Progress | None) -> str:
-        from sysmgr.engine import backup  # cold start: tar, zstd and YAML handling
-
         return backup.import_(self.host, path, name=name, pool=pool, progress=progress).name
 
     # -- processes and files ---------------------------------------------------------------
@@ -162,39 +133,25 @@ class LocalBackend(Backend):
 
     # -- snapshots -------------------------------------------------------------------------
     def snapshot_list(self, name: str) -> list[Any]:
-        from sysmgr.engine import snapshots  # cold start: storage and schedules
-
-        return snapshots.all_(self.host, name)
+        return _snapshots().all_(self.host, name)
 
     def snapshot_get(self, name: str, snap: str) -> Any:
-        from sysmgr.engine import snapshots  # cold start: storage and schedules
-
-        return snapshots.get(self.host, name, snap)
+        return _snapshots().get(self.host, name, snap)
 
     def snapshot_create(self, name: str, snap: str | None, *, expiry: str | None) -> Any:
-        from sysmgr.engine import snapshots  # cold start: storage and schedules
-
-        return snapshots.create(self.host, name, snap, expiry=expiry)
+        return _snapshots().create(self.host, name, snap, expiry=expiry)
 
     def snapshot_restore(self, name: str, snap: str, *, force: bool) -> list[str]:
-        from sysmgr.engine import snapshots  # cold start: storage and schedules
-
-        return snapshots.restore(self.host, name, snap, force=force)
+        return _snapshots().restore(self.host, name, snap, force=force)
 
     def snapshot_delete(self, name: str, snap: str) -> None:
-        from sysmgr.engine import snapshots  # cold start: storage and schedules
-
-        snapshots.delete(self.host, name, snap)
+        _snapshots().delete(self.host, name, snap)
 
     def snapshot_prune(self, name: str | None) -> list[str]:
-        from sysmgr.engine import snapshots  # cold start: storage and schedules
-
-        return snapshots.prune(self.host, name)
+        return _snapshots().prune(self.host, name)
 
     def snapshot_auto(self) -> list[str]:
-        from sysmgr.engine import snapshots  # cold start: storage and schedules
-
-        return snapshots.auto(self.host)
+        return _snapshots().auto(self.host)
 
     # -- profiles --------------------------------------------------------------------------
     def profile_list(self) -> list[Any]:
@@ -208,15 +165,11 @@ class LocalBackend(Backend):
 
     def profile_put(self, name: str, *, description: str, config: Config, devices: Devices,
                     create: bool | None) -> None:
-        from sysmgr.engine import profiles  # cold start: networks
-
-        profiles.put(self.host, name, description=description, config=config, devices=devices,
-                     create=create)
+        _profiles().put(self.host, name, description=description, config=config,
+                        devices=devices, create=create)
 
     def profile_delete(self, name: str) -> None:
-        from sysmgr.engine import profiles  # cold start: networks
-
-        profiles.delete_profile(self.host, name)
+        _profiles().delete_profile(self.host, name)
 
     def profile_used_by(self, name: str) -> list[str]:
         return self.host.store.containers_using_profile(name)
@@ -233,35 +186,23 @@ class LocalBackend(Backend):
 
     def image_build(self, builder: str, *, alias: str | None, options: Config | None,
                     pool: str | None, progress: Progress | None) -> Any:
-        from sysmgr.engine import images  # cold start: builders, tar and YAML handling
-
         return images.build(self.host, builder, alias=alias, options=options, pool=pool,
                             progress=progress)
 
     def image_import(self, path: str, *, alias: str | None, pool: str | None,
                      progress: Progress | None) -> Any:
-        from sysmgr.engine import images  # cold start: builders, tar and YAML handling
-
         return images.import_image(self.host, path, alias=alias, pool=pool, progress=progress)
 
     def image_alias(self, alias: str, ref: str) -> None:
-        from sysmgr.engine import images  # cold start: builders, tar and YAML handling
-
         images.set_alias(self.host, alias, ref)
 
     def image_delete_alias(self, alias: str) -> None:
-        from sysmgr.engine import images  # cold start: builders, tar and YAML handling
-
         images.delete_alias(self.host, alias)
 
     def image_delete(self, ref: str) -> None:
-        from sysmgr.engine import images  # cold start: builders, tar and YAML handling
-
         images.delete(self.host, ref)
 
     def image_used_by(self, fingerprint: str) -> list[str]:
-        from sysmgr.engine import images  # cold start: builders, tar and YAML handling
-
         return images.in_use(self.host, fingerprint)
 
     # -- storage pools ---------------------------------------------------------------------
@@ -291,9 +232,7 @@ class LocalBackend(Backend):
 
     # -- networks --------------------------------------------------------------------------
     def _networks(self) -> Any:
-        from sysmgr.engine.networks import NetworkEngine  # cold start: networking
-
-        return NetworkEngine(self.host)
+        return _networks().NetworkEngine(self.host)
 
     def network_list(self) -> list[Any]:
         return self._networks().records()
@@ -318,22 +257,55 @@ class LocalBackend(Backend):
         return self._networks().used_by(name)
 
     def network_state(self, name: str) -> Any:
-        from sysmgr.engine.networks import network_state  # cold start: networking
-
-        return network_state(self.host, name)
+        return _networks().network_state(self.host, name)
 
     # -- manifests -------------------------------------------------------------------------
     def manifest_validate(self, paths: Sequence[str]) -> Any:
-        from sysmgr.engine import manifests  # cold start: YAML, cerberus and the planner
-
-        return manifests.validate(self.host, paths)
+        return _manifests().validate(self.host, paths)
 
     def manifest_plan(self, paths: Sequence[str]) -> Any:
-        from sysmgr.engine import manifests  # cold start: YAML, cerberus and the planner
-
-        return manifests.plan(self.host, paths)
+        return _manifests().plan(self.host, paths)
 
     def manifest_apply(self, plan: Any, *, progress: Progress | None) -> Any:
-        from sysmgr.engine import manifests  # cold start: YAML, cerberus and the planner
+        return _manifests().apply(self.host, plan, progress=progress)
 
-        return manifests.apply(self.host, plan, progress=progress)
+
+# Engine modules that pull in networking, the planner or YAML, imported on first use.
+def _bootstrap() -> Any:
+    from sysmgr.engine import bootstrap  # cold start: pools, profiles and networks
+    return bootstrap
+
+
+def _views() -> Any:
+    from sysmgr.engine import views  # cold start: nics and their networks
+    return views
+
+
+def _containers() -> Any:
+    from sysmgr.engine import containers  # cold start: storage, networks and nic records
+    return containers
+
+
+def _lifecycle() -> Any:
+    from sysmgr.engine import lifecycle  # cold start: nics and their networks
+    return lifecycle
+
+
+def _snapshots() -> Any:
+    from sysmgr.engine import snapshots  # cold start: lifecycle, nics and schedules
+    return snapshots
+
+
+def _profiles() -> Any:
+    from sysmgr.engine import profiles  # cold start: networks
+    return profiles
+
+
+def _networks() -> Any:
+    from sysmgr.engine import networks  # cold start: networking
+    return networks
+
+
+def _manifests() -> Any:
+    from sysmgr.engine import manifests  # cold start: YAML, cerberus and the planner
+    return manifests
