@@ -47,9 +47,11 @@ class Model:
 
 
 class Manager(Generic[M]):
-    """The objects of one kind on the client's host."""
+    """The objects of one kind on the client's host: ``all()``, ``get(ref)``, ``exists(ref)``
+    through the backend's ``<kind>_list``, ``<kind>_get`` and ``<kind>_exists``."""
 
     model: type[M]
+    kind: str          # the backend's name for the kind: "profile", "image", "pool", ...
 
     def __init__(self, client: HasBackend) -> None:
         self._client = client
@@ -60,3 +62,14 @@ class Manager(Generic[M]):
 
     def _wrap(self, record: Any) -> M:
         return self.model(self._client, record)
+
+    def all(self) -> list[M]:
+        """Every object of this kind."""
+        return [self._wrap(r) for r in getattr(self._backend, f"{self.kind}_list")()]
+
+    def get(self, ref: str) -> M:
+        """One object by name (images: alias, fingerprint or unique prefix); NotFound."""
+        return self._wrap(getattr(self._backend, f"{self.kind}_get")(ref))
+
+    def exists(self, ref: str) -> bool:
+        return bool(getattr(self._backend, f"{self.kind}_exists")(ref))

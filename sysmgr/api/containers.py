@@ -214,6 +214,7 @@ class ContainerFiles:
 class ContainerManager(Manager[Container]):
     """``client.containers``."""
 
+    kind = "container"
     model = Container
 
     def all(self, *, usage: bool = False) -> list[Container]:
@@ -222,9 +223,6 @@ class ContainerManager(Manager[Container]):
 
     def get(self, name: str) -> Container:
         return self._wrap(self._backend.container_view(name))
-
-    def exists(self, name: str) -> bool:
-        return self._backend.container_exists(name)
 
     def import_(self, path: str, *, name: str | None = None, pool: str | None = None,
                 progress: Progress | None = None) -> Container:

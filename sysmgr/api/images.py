@@ -40,17 +40,8 @@ class Image(Model):
 class ImageManager(Manager[Image]):
     """``client.images``."""
 
+    kind = "image"
     model = Image
-
-    def all(self) -> list[Image]:
-        return [self._wrap(r) for r in self._backend.image_list()]
-
-    def get(self, ref: str) -> Image:
-        """An image by alias, fingerprint or unique fingerprint prefix."""
-        return self._wrap(self._backend.image_get(ref))
-
-    def exists(self, ref: str) -> bool:
-        return self._backend.image_exists(ref)
 
     def build(self, builder: str, *, alias: str | None = None, options: Mapping[str, str] | None = None,
               pool: str | None = None, progress: Progress | None = None) -> Image:

@@ -59,16 +59,8 @@ class Network(Model):
 class NetworkManager(Manager[Network]):
     """``client.networks``."""
 
+    kind = "network"
     model = Network
-
-    def all(self) -> list[Network]:
-        return [self._wrap(r) for r in self._backend.network_list()]
-
-    def get(self, name: str) -> Network:
-        return self._wrap(self._backend.network_get(name))
-
-    def exists(self, name: str) -> bool:
-        return self._backend.network_exists(name)
 
     def create(self, name: str, config: Mapping[str, str] | None = None, *,
                type: str = "bridge", description: str = "") -> Network:

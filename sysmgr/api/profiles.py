@@ -40,16 +40,8 @@ class Profile(Model):
 class ProfileManager(Manager[Profile]):
     """``client.profiles``."""
 
+    kind = "profile"
     model = Profile
-
-    def all(self) -> list[Profile]:
-        return [self._wrap(r) for r in self._backend.profile_list()]
-
-    def get(self, name: str) -> Profile:
-        return self._wrap(self._backend.profile_get(name))
-
-    def exists(self, name: str) -> bool:
-        return self._backend.profile_exists(name)
 
     def create(self, name: str, *, config: Mapping[str, str] | None = None,
                devices: Mapping[str, Mapping[str, str]] | None = None, description: str = "") -> Profile:

@@ -39,16 +39,8 @@ class StoragePoolObj(Model):
 class StoragePoolManager(Manager[StoragePoolObj]):
     """``client.storage_pools``."""
 
+    kind = "pool"
     model = StoragePoolObj
-
-    def all(self) -> list[StoragePoolObj]:
-        return [self._wrap(r) for r in self._backend.pool_list()]
-
-    def get(self, name: str) -> StoragePoolObj:
-        return self._wrap(self._backend.pool_get(name))
-
-    def exists(self, name: str) -> bool:
-        return self._backend.pool_exists(name)
 
     def create(self, name: str, driver: str = "dir", config: Mapping[str, str] | None = None,
                description: str = "") -> StoragePoolObj:

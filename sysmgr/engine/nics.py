@@ -35,14 +35,11 @@ class NicEngine:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.networks = NetworkEngine(host)
-
-    @property
-    def store(self) -> Any:
-        return self.host.store
+        self.store = host.store
 
     @property
     def driver(self) -> netbase.NetworkDriver:
-        return self.host.network_driver
+        return self.networks.driver  # loaded on first use: a stopped container needs none
 
     def _nic_spec(self, rec: ContainerRecord, dname: str, dev: Mapping[str, str],
                   r: Mapping[str, str], nets: Mapping[str, NetworkRecord]) -> netbase.NicSpec:
