@@ -230,6 +230,7 @@ def export(host: "Host", name: str, path: str, *, optimized: bool = False,
 # -- import: read and check the index, plan the container ------------------------------------
 
 def _check_index(path: str, index: Any) -> dict[str, Any]:
+    """``index`` if it has the shape this version writes (fields, snapshot names, streams)."""
     if not isinstance(index, dict) or index.get("format_version") != FORMAT_VERSION:
         raise _corrupt(path, "not a sysmgr backup (no index of a known format version)")
     for key, kind in (("name", str), ("container", dict), ("snapshots", list), ("streams", list),
@@ -281,6 +282,7 @@ class _ImportPlan:
 
 
 def _free_name(st: Store, name: str) -> str:
+    """``name`` if it is a valid container name not taken on this host."""
     reason = mnames.name_problem(name)
     if reason:
         raise ValidationError([Issue(f"invalid container name {name!r}: {reason}", path="name")])
@@ -317,6 +319,7 @@ def _check_pool_can(drv: "StoragePool", target: str, index: dict[str, Any]) -> N
 
 
 def _record_from_index(c: dict[str, Any], name: str, target: str, path: str) -> ContainerRecord:
+    """The container's record from the index's ``container`` entry, on pool ``target``."""
     meta = {"image.os": c.get("image_os", "")}
     if c.get("image_meta"):
         meta["image.meta"] = c["image_meta"]
@@ -353,6 +356,7 @@ def _check_record(host: "Host", rec: ContainerRecord, target: str) -> dict[str, 
 
 def _snapshot_records(host: "Host", index: dict[str, Any], name: str,
                       target: str) -> list[SnapshotRecord]:
+    """The records of the index's snapshots, their root disk moved to ``target`` too."""
     recs = [SnapshotRecord(name, s["name"], float(s.get("created") or time.time()),
                            s.get("expires"), list(s.get("profiles") or []),
                            dict(s.get("config") or {}),
