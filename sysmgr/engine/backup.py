@@ -26,50 +26,44 @@ new container's volume; a short read, a bad tar header, a failing consumer, a ch
 mismatch or a zstd error reject the file with a clear error, and everything imported so far
 is removed (by the undo, or by the intent if sysmgr is killed): nothing half-imported stays.
 
+The tar, chunk and zstd machinery is :mod:`sysmgr.engine.streams`; this module keeps the
+file's layout (index, streams, checksums) and the export / import steps.
+
 Layer: engine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import io
+import functools
 import os
-import queue
 import secrets
-import subprocess
-import tarfile
-import tempfile
-import threading
 import time
-import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
-from sysmgr._util import proc
-from sysmgr.drivers.storage.base import command_stream, feed_command
-from sysmgr.engine import journal, records, volumes
+from sysmgr.drivers.storage.dir import remove_tree
+from sysmgr.engine import journal, records, streams, volumes
+from sysmgr.engine.host import DEFAULT_POOL, Host
 from sysmgr.engine.reverter import Reverter
+from sysmgr.engine.snapshots import check_name
 from sysmgr.errors import (
-    AlreadyExists, DriverError, DriverUnavailable, Issue, NotFound, SysmgrError, ValidationError)
+    AlreadyExists, DriverError, Issue, NotFound, SysmgrError, ValidationError)
 from sysmgr.model import expand as mexpand
 from sysmgr.model import keys as mkeys
 from sysmgr.model import names as mnames
-from sysmgr.state.db import ContainerRecord
+from sysmgr.state.db import ContainerRecord, Store
 from sysmgr.state.snapshots import SnapshotRecord, SnapshotStore
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sysmgr.engine.host import Host
+    from sysmgr.drivers.storage.base import StoragePool
+    from sysmgr.engine.journal import Intent
 
 FORMAT_VERSION = 1
 CHUNK = 4 << 20
 INDEX = "backup/index.yaml"
 CHECKSUMS = "backup/checksums.yaml"
-ZSTD_ARGS = ["-T0", "-1"]  # every core, the fastest level: export runs at the speed of the pool
-# what a root filesystem needs from tar: numeric owners, ACLs, every xattr (file
-# capabilities live in security.*), sparse files; hard links are tar's default
-_TAR_KEEP = ["--numeric-owner", "--acls", "--xattrs", "--xattrs-include=*"]
-_ZSTD_HINT = "apt-get install zstd"
 
 Progress = Callable[[str], None]
 
@@ -83,322 +77,18 @@ def _corrupt(path: str, why: str) -> Corrupt:
                    hint="nothing was imported; export it again from the source")
 
 
-def _need_zstd() -> None:
-    if proc.which("zstd") is None:
-        raise DriverUnavailable("backups need the zstd program", hint=_ZSTD_HINT)
+def _yaml() -> ModuleType:
+    import yaml  # lazy: slow to import, and the CLI must not pay for it at start-up
+
+    return yaml
 
 
-# -- tar, written and read by hand (members of known size, streamed) ---------------------------
-
-class _TarOut:
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.now = int(time.time())
-
-    def _write(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        while view:  # a raw pipe write may be partial
-            view = view[self.raw.write(view):]
-
-    def member(self, name: str, data: bytes | memoryview) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mtime = self.now
-        info.mode = 0o600
-        self._write(info.tobuf(format=tarfile.USTAR_FORMAT))
-        self._write(data)
-        pad = -len(data) % tarfile.BLOCKSIZE
-        if pad:
-            self._write(b"\0" * pad)
-
-    def close(self) -> None:
-        self._write(b"\0" * (2 * tarfile.BLOCKSIZE))
-
-
-class _TarIn:
-    def __init__(self, raw: BinaryIO, path: str) -> None:
-        self.raw = io.BufferedReader(raw, buffer_size=1 << 20)  # type: ignore[arg-type]
-        self.path = path
-        self._pushed: tarfile.TarInfo | None = None
-        self.ended = False
-
-    def exact(self, n: int) -> bytes:
-        data = self.raw.read(n)
-        if len(data) != n:
-            raise _corrupt(self.path, "the archive ends in the middle of a member")
-        return data
-
-    def next(self) -> tarfile.TarInfo | None:
-        """The next member's header, or None at the end of the archive."""
-        if self._pushed is not None:
-            info, self._pushed = self._pushed, None
-            return info
-        if self.ended:
-            return None
-        block = self.raw.read(tarfile.BLOCKSIZE)
-        if len(block) == 0:
-            raise _corrupt(self.path, "the archive ends before its end marker")
-        if len(block) != tarfile.BLOCKSIZE:
-            raise _corrupt(self.path, "the archive ends in the middle of a header")
-        if block == b"\0" * tarfile.BLOCKSIZE:
-            self.ended = True
-            return None
-        try:
-            return tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-        except tarfile.HeaderError as e:
-            raise _corrupt(self.path, f"bad tar header ({e})") from None
-
-    def push(self, info: tarfile.TarInfo) -> None:
-        self._pushed = info
-
-    def skip_pad(self, size: int) -> None:
-        pad = -size % tarfile.BLOCKSIZE
-        if pad:
-            self.exact(pad)
-
-    def small(self, name: str) -> bytes:
-        info = self.next()
-        if info is None or info.name != name:
-            raise _corrupt(self.path, f"expected {name}, found "
-                           f"{info.name if info else 'the end of the archive'}")
-        if info.size > 16 << 20:
-            raise _corrupt(self.path, f"{name} is implausibly large")
-        data = self.exact(info.size)
-        self.skip_pad(info.size)
-        return data
-
-
-class _StreamIn:
-    """One stream of the archive (its chunk members, in order) as a readable file."""
-
-    def __init__(self, tin: _TarIn, base: str) -> None:
-        self.tin = tin
-        self.base = base
-        self.index = 0
-        self.left = 0
-        self.size = 0
-        self.crc = 0
-        self.started = False
-        self.done = False
-        self._cur = 0
-
-    def _advance(self) -> bool:
-        if self.started:
-            self.tin.skip_pad(self._cur)
-        info = self.tin.next()
-        want = f"{self.base}.{self.index:06d}"
-        if info is None or info.name != want:
-            if not self.started:
-                raise _corrupt(self.tin.path, f"expected {want}, found "
-                               f"{info.name if info else 'the end of the archive'}")
-            if info is not None:
-                self.tin.push(info)
-            self.done = True
-            return False
-        self.started = True
-        self.index += 1
-        self.left = self._cur = info.size
-        return True
-
-    def read(self, size: int = -1, /) -> bytes:
-        while self.left == 0:
-            if self.done or not self._advance():
-                return b""
-        n = self.left if size is None or size < 0 else min(size, self.left)
-        data = self.tin.exact(n)
-        self.left -= n
-        self.size += n
-        self.crc = zlib.crc32(data, self.crc)
-        return data
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
-
-
-@contextlib.contextmanager
-def _piped(reader: _StreamIn) -> Iterator[io.FileIO]:
-    """``reader``'s bytes through a pipe of our own (1 MiB), fed by a thread: the consumer
-    (``btrfs receive``, ``tar -x``) gets the pipe as its stdin directly. An error of the
-    reader (a truncated archive) is raised on leaving the block."""
-    rfd, wfd = os.pipe()
-    rf = io.FileIO(rfd, "rb", closefd=True)
-    _big_pipe(rf)
-    failed: list[BaseException] = []
-
-    def feed() -> None:
-        try:
-            while chunk := reader.read(1 << 20):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(wfd, view):]
-        except BrokenPipeError:
-            pass  # the consumer gave up: its own error says why
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            failed.append(e)
-        finally:
-            os.close(wfd)  # EOF (or a cut stream) for the consumer
-
-    t = threading.Thread(target=feed, daemon=True)
-    t.start()
-    try:
-        yield rf
-    finally:
-        rf.close()  # a feeder still writing gets EPIPE
-        t.join()
-    if failed:
-        raise failed[0]
-
-
-# -- processes -------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _compressor(out: BinaryIO) -> Iterator[BinaryIO]:
-    """``zstd`` writing to ``out``; yields its stdin (raw). Raises DriverError if it fails."""
-    _need_zstd()
-    with tempfile.TemporaryFile() as err:
-        p = proc.popen(["zstd", "-q", *ZSTD_ARGS, "-c"], stdin=subprocess.PIPE, stdout=out,
-                       stderr=err, bufsize=0)
-        assert p.stdin is not None
-        _big_pipe(p.stdin)
-        ok = False
-        try:
-            yield p.stdin  # type: ignore[misc]
-            ok = True
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                p.stdin.close()
-            if not ok:
-                p.kill()
-            rc = p.wait()
-        if rc != 0:
-            err.seek(0)
-            raise DriverError(f"zstd failed: {err.read().decode(errors='replace').strip()}")
-
-
-def _zstd_says(lines: list[str], rc: int) -> str:
-    last = lines[-1].strip() if lines else f"exit code {rc}"
-    return last if last.startswith("zstd:") else f"zstd: {last}"
-
-
-class _Decompressor:
-    def __init__(self, path: str) -> None:
-        _need_zstd()
-        self.path = path
-        self.err = tempfile.TemporaryFile()
-        self.p = proc.popen(["zstd", "-q", "-d", "-c", "--", path], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=self.err, bufsize=0)
-        assert self.p.stdout is not None
-        _big_pipe(self.p.stdout)
-        self.stdout: BinaryIO = self.p.stdout  # type: ignore[assignment]
-
-    def finish(self) -> None:
-        """Read to the end and check zstd's verdict (a damaged or cut frame)."""
-        while self.stdout.read(1 << 20):
-            pass
-        rc = self.p.wait()
-        if rc != 0:
-            self.err.seek(0)
-            lines = self.err.read().decode(errors="replace").strip().splitlines()
-            raise _corrupt(self.path, _zstd_says(lines, rc))
-
-    def failure(self) -> str | None:
-        """zstd's complaint when it has failed (damaged, cut or not a zstd file), else None."""
-        try:
-            rc = self.p.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            return None
-        if rc == 0:
-            return None
-        self.err.seek(0)
-        lines = self.err.read().decode(errors="replace").strip().splitlines()
-        return _zstd_says(lines, rc)
-
-    def close(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.wait()
-        self.stdout.close()
-        self.err.close()
-
-
-_F_SETPIPE_SZ = 1031
-PIPE_SIZE = 1 << 20
-
-
-def _big_pipe(f: object) -> None:
-    """Grow a pipe's buffer (fewer wake-ups between producer, sysmgr and zstd)."""
-    with contextlib.suppress(OSError, AttributeError, ValueError):
-        fcntl.fcntl(f.fileno(), _F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[attr-defined]
-
-
-def _read_into(stream: BinaryIO, buf: bytearray) -> memoryview:
-    """Fill ``buf`` from a raw stream; the part filled (short only at the stream's end)."""
-    view = memoryview(buf)
-    got = 0
-    while got < len(buf):
-        n = stream.readinto(view[got:])  # type: ignore[attr-defined]
-        if not n:
-            break
-        got += n
-    return view[:got]
-
-
-def _chunks(stream: BinaryIO, size: int) -> Iterator[tuple[memoryview, int]]:
-    """The stream in chunks of ``size`` (the last one shorter, at least one chunk), each with
-    the CRC-32 of the stream so far; read (and summed) by a thread, so that reading the
-    producer overlaps writing to zstd. A chunk is valid until the next one is asked for."""
-    depth = 2
-    bufs = [bytearray(size) for _ in range(depth + 2)]  # queued + being filled + being written
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def reader() -> None:
-        crc, i = 0, 0
-        try:
-            while not stop.is_set():
-                chunk = _read_into(stream, bufs[i % len(bufs)])
-                i += 1
-                crc = zlib.crc32(chunk, crc)  # releases the GIL
-                q.put((chunk, crc))
-                if len(chunk) < size:
-                    return
-        except BaseException as e:  # handed to the consumer
-            q.put(e)
-
-    t = threading.Thread(target=reader, daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-            if len(item[0]) < size:
-                return
-    finally:
-        stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                q.get_nowait()  # unblock a reader waiting on a full queue
-        t.join()
-
-
-def _tar_stream(path: str, what: str) -> contextlib.AbstractContextManager[BinaryIO]:
-    return command_stream(["tar", "--create", "--file=-", "--directory", path, "--one-file-system",
-                           "--sparse", *_TAR_KEEP, "."], what=what)
-
-
-def _extract(stream: Any, path: str, what: str) -> None:
-    # GNU tar refuses '..' members and defers risky symlinks: a hostile archive stays inside
-    feed_command(["tar", "--extract", "--file=-", "--directory", path, "--same-owner",
-                  "--preserve-permissions", *_TAR_KEEP], stream, what=what)
+def _dump(data: Any) -> bytes:
+    return _yaml().safe_dump(data, sort_keys=False).encode()
 
 
 def _clear(path: str) -> None:
     """Empty a volume's root directory (keeping the directory itself)."""
-    from sysmgr.drivers.storage.dir import remove_tree
-
     for n in os.listdir(path):
         remove_tree(os.path.join(path, n))
 
@@ -407,6 +97,8 @@ def _clear(path: str) -> None:
 
 @dataclass
 class ExportResult:
+    """What :func:`export` wrote."""
+
     path: str
     size: int
     snapshots: list[str]
@@ -414,117 +106,136 @@ class ExportResult:
     stream_format: str
 
 
-def _dump(data: Any) -> bytes:
-    import yaml
-
-    return yaml.safe_dump(data, sort_keys=False).encode()
-
-
-def export(host: "Host", name: str, path: str, *, optimized: bool = False,
-           progress: Progress | None = None) -> ExportResult:
-    """Write container ``name`` with its snapshots to the backup file ``path``."""
+def _export_path(path: str) -> str:
+    """The backup file's absolute path, checked: not a directory, in one that exists."""
     out_path = os.path.abspath(path)
     if os.path.isdir(out_path):
         raise ValidationError([Issue(f"{out_path} is a directory", path="file")],
                               hint="give the backup file's name, e.g. c1.tar.zst")
     if not os.path.isdir(os.path.dirname(out_path)):
         raise NotFound(f"directory {os.path.dirname(out_path)} does not exist")
-    _need_zstd()
+    return out_path
+
+
+def _plan_streams(snaps: list[SnapshotRecord], tmp: str | None, optimized: bool,
+                  incremental: bool) -> list[dict[str, Any]]:
+    """The index's streams: one per snapshot, oldest first, then the container (read from
+    the snapshot ``tmp`` when there is one); optimized ones incremental where possible."""
+    ext = "bin" if optimized else "tar"
+    inc = optimized and incremental
+    files: list[dict[str, Any]] = []
+    prev = None
+    for s in snaps:
+        files.append({"file": f"snapshots/{s.name}.{ext}", "snapshot": s.name,
+                      "base": prev if inc else None})
+        prev = s.name
+    files.append({"file": f"container.{ext}", "snapshot": tmp, "base": prev if inc else None})
+    return files
+
+
+def _build_index(host: Host, rec: ContainerRecord, drv: "StoragePool",
+                 snaps: list[SnapshotRecord], files: list[dict[str, Any]],
+                 optimized: bool) -> dict[str, Any]:
+    """The content of :data:`INDEX`: everything import checks before it changes anything."""
+    img_meta: dict[str, Any] = {}
+    with contextlib.suppress(NotFound):
+        img_meta = host.store.image(rec.image).metadata
+    img_meta = dict(rec.volatile.get("image.meta") or img_meta)
+    _, devs = records.expanded(host, rec)
+    return {
+        "format_version": FORMAT_VERSION,
+        "created": time.time(),
+        "name": rec.name,
+        "optimized": optimized,
+        "stream_format": (drv.info.stream_format or "") if optimized else "tar",
+        "pool": {"name": rec.pool, "driver": drv.name},
+        "container": {"image": rec.image, "image_meta": img_meta,
+                      "image_os": rec.volatile.get("image.os", ""),
+                      "profiles": list(rec.profiles), "config": dict(rec.config),
+                      "devices": {k: dict(v) for k, v in rec.devices.items()},
+                      "description": rec.description, "created": rec.created,
+                      "root_size": mkeys.root_disk_size(devs)},
+        "snapshots": [{"name": s.name, "created": s.created, "expires": s.expires,
+                       "profiles": s.profiles, "config": s.config, "devices": s.devices,
+                       "description": s.description} for s in snaps],
+        "streams": files,
+    }
+
+
+def _open_stream(drv: "StoragePool", name: str, s: dict[str, Any],
+                 optimized: bool) -> contextlib.AbstractContextManager[BinaryIO]:
+    """The bytes of one stream of the index: the pool's send stream, or a tar of the tree."""
+    if optimized:
+        return drv.send(name, s["snapshot"], since=s["base"])
+    if s["snapshot"] is not None:
+        return streams.tar_stream(drv.snapshot_path(name, s["snapshot"]), f"tar of {name}")
+    return streams.tar_stream(drv.container_path(name), f"tar of {name}")
+
+
+def _write_backup(f: BinaryIO, drv: "StoragePool", name: str, index: dict[str, Any],
+                  progress: Progress | None) -> None:
+    """The archive into ``f`` through zstd: the index, every stream in chunks, checksums."""
+    sums: dict[str, dict[str, Any]] = {}
+    with streams.compressor(f) as zin:
+        out = streams.TarWriter(zin)
+        out.member(INDEX, _dump(index))
+        for s in index["streams"]:
+            if progress:
+                progress(f"exporting {s['file']}")
+            with _open_stream(drv, name, s, index["optimized"]) as stream:
+                streams.big_pipe(stream)
+                size, crc, n = out.chunked(f"backup/{s['file']}", stream, CHUNK)
+            sums[s["file"]] = {"size": size, "crc32": f"{crc:08x}", "chunks": n}
+        out.member(CHECKSUMS, _dump({"streams": sums}))
+        out.close()
+
+
+def export(host: Host, name: str, path: str, *, optimized: bool = False,
+           progress: Progress | None = None) -> ExportResult:
+    """Write container ``name`` with its snapshots to the backup file ``path``."""
+    out_path = _export_path(path)
+    streams.need_zstd()
     with host.locked():
         journal.recover(host)
-        st = host.store
-        rec = st.container(name)
+        rec = host.store.container(name)
         drv = host.pool_driver(rec.pool)
         if optimized and not drv.info.send_receive:
             raise ValidationError([Issue(f"storage pool {rec.pool!r} (driver {drv.name}) cannot "
                                          "stream its volumes: export without --optimized",
                                          path="optimized")])
-        snaps = SnapshotStore(st).all(name)
-        fmt = (drv.info.stream_format or "") if optimized else "tar"
-        ext = "bin" if optimized else "tar"
-        img_meta: dict[str, Any] = {}
-        with contextlib.suppress(NotFound):
-            img_meta = st.image(rec.image).metadata
-        img_meta = dict(rec.volatile.get("image.meta") or img_meta)
-        tmp = None
+        snaps = SnapshotStore(host.store).all(name)
+        tmp = None  # a snapshot of our own, for a consistent root filesystem where it is cheap
         if drv.info.snapshots and (optimized or drv.info.cow_snapshots):
             tmp = "backup-" + secrets.token_hex(6)
-        streams = []
-        prev = None
-        for s in snaps:
-            streams.append({"file": f"snapshots/{s.name}.{ext}", "snapshot": s.name,
-                            "base": prev if optimized and drv.info.incremental_send else None})
-            prev = s.name
-        streams.append({"file": f"container.{ext}", "snapshot": tmp,
-                        "base": prev if optimized and drv.info.incremental_send else None})
-        _, devs = records.expanded(host, rec)
-        index = {
-            "format_version": FORMAT_VERSION,
-            "created": time.time(),
-            "name": name,
-            "optimized": optimized,
-            "stream_format": fmt,
-            "pool": {"name": rec.pool, "driver": drv.name},
-            "container": {"image": rec.image, "image_meta": img_meta,
-                          "image_os": rec.volatile.get("image.os", ""),
-                          "profiles": list(rec.profiles), "config": dict(rec.config),
-                          "devices": {k: dict(v) for k, v in rec.devices.items()},
-                          "description": rec.description, "created": rec.created,
-                          "root_size": mkeys.root_disk_size(devs)},
-            "snapshots": [{"name": s.name, "created": s.created, "expires": s.expires,
-                           "profiles": s.profiles, "config": s.config, "devices": s.devices,
-                           "description": s.description} for s in snaps],
-            "streams": streams,
-        }
+        files = _plan_streams(snaps, tmp, optimized, drv.info.incremental_send)
+        index = _build_index(host, rec, drv, snaps, files, optimized)
         partial = f"{out_path}.partial-{os.getpid()}"
-        sums: dict[str, dict[str, Any]] = {}
         with journal.intent(host, "export", container=name, pool=rec.pool, partial=partial) as it:
             try:
                 if tmp is not None:
                     it.note(snapshot=tmp)
                     drv.create_snapshot(name, tmp)
-                with open(partial, "wb") as f, _compressor(f) as zin:  # type: ignore[arg-type]
-                    out = _TarOut(zin)
-                    out.member(INDEX, _dump(index))
-                    for s in streams:
-                        if progress:
-                            progress(f"exporting {s['file']}")
-                        if optimized:
-                            src = drv.send(name, s["snapshot"], since=s["base"])
-                        elif s["snapshot"] is not None:
-                            src = _tar_stream(drv.snapshot_path(name, s["snapshot"]), f"tar of {name}")
-                        else:
-                            src = _tar_stream(drv.container_path(name), f"tar of {name}")
-                        crc, size, i = 0, 0, 0
-                        with src as stream:
-                            _big_pipe(stream)
-                            for chunk, crc in _chunks(stream, CHUNK):
-                                out.member(f"backup/{s['file']}.{i:06d}", chunk)
-                                size += len(chunk)
-                                i += 1
-                        sums[s["file"]] = {"size": size, "crc32": f"{crc:08x}", "chunks": i}
-                    out.member(CHECKSUMS, _dump({"streams": sums}))
-                    out.close()
+                with open(partial, "wb") as f:
+                    _write_backup(f, drv, name, index, progress)
                 os.rename(partial, out_path)
             finally:
                 if tmp is not None:
                     with contextlib.suppress(NotFound):
                         drv.delete_snapshot(name, tmp)
         return ExportResult(out_path, os.path.getsize(out_path), [s.name for s in snaps],
-                            optimized, fmt)
+                            optimized, index["stream_format"])
 
 
-# -- import ----------------------------------------------------------------------------------
+# -- import: read and check the index, plan the container ------------------------------------
 
 def _check_index(path: str, index: Any) -> dict[str, Any]:
+    """``index`` if it has the shape this version writes (fields, snapshot names, streams)."""
     if not isinstance(index, dict) or index.get("format_version") != FORMAT_VERSION:
         raise _corrupt(path, "not a sysmgr backup (no index of a known format version)")
     for key, kind in (("name", str), ("container", dict), ("snapshots", list), ("streams", list),
                       ("optimized", bool)):
         if not isinstance(index.get(key), kind):
             raise _corrupt(path, f"index field {key!r} is missing or not a {kind.__name__}")
-    from sysmgr.engine.snapshots import check_name
-
     names = [s.get("name") for s in index["snapshots"] if isinstance(s, dict)]
     if len(names) != len(index["snapshots"]) or len(set(names)) != len(names):
         raise _corrupt(path, "the index lists snapshots without names or twice")
@@ -536,7 +247,16 @@ def _check_index(path: str, index: Any) -> dict[str, Any]:
     return index
 
 
-def _retarget(host: "Host", rec: ContainerRecord, pool: str) -> dict[str, dict[str, str]]:
+def _read_index(tin: streams.TarReader, path: str) -> dict[str, Any]:
+    """The archive's first member, :data:`INDEX`, parsed and checked."""
+    yaml = _yaml()
+    try:
+        return _check_index(path, yaml.safe_load(tin.small(INDEX)))
+    except yaml.YAMLError as e:
+        raise _corrupt(path, f"unreadable index ({e})") from None
+
+
+def _retarget(host: Host, rec: ContainerRecord, pool: str) -> dict[str, dict[str, str]]:
     """``rec``'s local devices, with the root disk moved to ``pool`` when its expansion puts
     it elsewhere (a local override of the expanded root disk, as ``-s POOL`` does)."""
     devices = {k: dict(v) for k, v in rec.devices.items()}
@@ -547,152 +267,241 @@ def _retarget(host: "Host", rec: ContainerRecord, pool: str) -> dict[str, dict[s
     return devices
 
 
-def import_(host: "Host", path: str, *, name: str | None = None, pool: str | None = None,
+@dataclass
+class _ImportPlan:
+    """Where and what :func:`import_` creates, checked against this host."""
+
+    name: str
+    pool: str
+    drv: "StoragePool"
+    rec: ContainerRecord
+    devs: dict[str, dict[str, str]]  # the record's expanded devices
+    snaps: list[SnapshotRecord]
+    optimized: bool
+
+
+def _free_name(st: Store, name: str) -> str:
+    """``name`` if it is a valid container name not taken on this host."""
+    reason = mnames.name_problem(name)
+    if reason:
+        raise ValidationError([Issue(f"invalid container name {name!r}: {reason}", path="name")])
+    if st.has_container(name):
+        raise AlreadyExists(f"container {name!r} already exists",
+                            hint="import it under another name: sysmgr import FILE NEWNAME")
+    return name
+
+
+def _pick_pool(st: Store, index: dict[str, Any], pool: str | None) -> str:
+    """The pool asked for, else the backup's own pool if this host has one of that name,
+    else the default pool, else the first one."""
+    src_pool = (index.get("pool") or {}).get("name")
+    target = pool or (src_pool if src_pool and st.has_pool(src_pool) else None) or \
+        (DEFAULT_POOL if st.has_pool(DEFAULT_POOL) else (st.pools()[0].name if st.pools() else None))
+    if target is None:
+        raise NotFound("no storage pool exists", hint="run 'sysmgr init --auto'")
+    return target
+
+
+def _check_pool_can(drv: "StoragePool", target: str, index: dict[str, Any]) -> None:
+    """The pool can take the backup's streams and snapshots."""
+    if index["optimized"] and (not drv.info.send_receive
+                               or drv.info.stream_format != index.get("stream_format")):
+        raise ValidationError([Issue(
+            f"this backup was exported with --optimized from a {index.get('stream_format')} "
+            f"pool; storage pool {target!r} (driver {drv.name}, stream format "
+            f"{drv.info.stream_format or 'none'}) cannot receive it", path="pool")],
+            hint="import it into a pool of the same driver (-s POOL), or export it again "
+                 "without --optimized")
+    if index["snapshots"] and not drv.info.snapshots:
+        raise ValidationError(f"storage pool {target!r} (driver {drv.name}) cannot hold "
+                              "the backup's snapshots")
+
+
+def _record_from_index(c: dict[str, Any], name: str, target: str, path: str) -> ContainerRecord:
+    """The container's record from the index's ``container`` entry, on pool ``target``."""
+    meta = {"image.os": c.get("image_os", "")}
+    if c.get("image_meta"):
+        meta["image.meta"] = c["image_meta"]
+    try:
+        return ContainerRecord(name, str(c.get("image", "")), target,
+                               [str(p) for p in c.get("profiles", [])],
+                               {str(k): mkeys.value_to_str(v) for k, v in (c.get("config") or {}).items()},
+                               {str(k): {str(dk): mkeys.value_to_str(dv) for dk, dv in d.items()}
+                                for k, d in (c.get("devices") or {}).items()},
+                               str(c.get("description", "")), meta, time.time())
+    except (TypeError, AttributeError) as e:
+        raise _corrupt(path, f"bad container definition in the index ({e})") from None
+
+
+def _check_record(host: Host, rec: ContainerRecord, target: str) -> dict[str, dict[str, str]]:
+    """Check ``rec`` against this host (profiles, config, devices) and move its root disk to
+    ``target``; returns its expanded devices."""
+    missing = [Issue(f"profile {p!r} not found on this host", path=f"profiles[{i}]")
+               for i, p in enumerate(rec.profiles) if not host.store.has_profile(p)]
+    if missing:
+        raise ValidationError(missing, hint="create the profiles first, then import again")
+    issues = [Issue(r, path=p) for p, r in mkeys.validate_config(rec.config)]
+    issues += [Issue(r, path=p) for p, r in mkeys.validate_devices(rec.devices)]
+    if issues:
+        raise ValidationError(issues)
+    rec.devices = _retarget(host, rec, target)
+    cfg, devs = records.expanded(host, rec)
+    problems = mexpand.validate_expanded(cfg, devs)
+    issues = [Issue(r, path=p) for p, r in problems] + volumes.size_issues(host, devs)
+    if issues:
+        raise ValidationError(issues)
+    return devs
+
+
+def _snapshot_records(host: Host, index: dict[str, Any], name: str,
+                      target: str) -> list[SnapshotRecord]:
+    """The records of the index's snapshots, their root disk moved to ``target`` too."""
+    recs = [SnapshotRecord(name, s["name"], float(s.get("created") or time.time()),
+                           s.get("expires"), list(s.get("profiles") or []),
+                           dict(s.get("config") or {}),
+                           {k: dict(v) for k, v in (s.get("devices") or {}).items()},
+                           str(s.get("description", ""))) for s in index["snapshots"]]
+    for sr in recs:  # a restore must find the root disk on the pool it is on now
+        if all(host.store.has_profile(p) for p in sr.profiles):
+            sr.devices = _retarget(host, ContainerRecord(name, "", target, sr.profiles,
+                                                         sr.config, sr.devices), target)
+    return recs
+
+
+def _plan_import(host: Host, index: dict[str, Any], path: str, name: str | None,
+                 pool: str | None) -> _ImportPlan:
+    """Check the index against this host before anything changes: name, pool, record."""
+    st = host.store
+    name = _free_name(st, name or index["name"])
+    target = _pick_pool(st, index, pool)
+    st.pool(target)
+    drv = host.pool_driver(target)
+    _check_pool_can(drv, target, index)
+    rec = _record_from_index(index["container"], name, target, path)
+    devs = _check_record(host, rec, target)
+    snaps = _snapshot_records(host, index, name, target)
+    return _ImportPlan(name, target, drv, rec, devs, snaps, index["optimized"])
+
+
+# -- import: receive the streams, verify, commit ---------------------------------------------
+
+def _receive_one(p: _ImportPlan, s: dict[str, Any], reader: streams.ChunkReader,
+                 vol: str | None, last: bool, path: str, it: "Intent") -> str:
+    """Store one stream of the archive; returns the container's volume path."""
+    snap = s.get("snapshot")
+    if p.optimized:
+        if not snap:
+            raise _corrupt(path, f"stream {s['file']} names no snapshot")
+        with streams.piped(reader) as pipe:
+            return p.drv.receive(p.name, pipe, snap=snap)
+    if vol is None:
+        vol = volumes.empty_volume(p.drv, p.name, it)
+    else:
+        _clear(vol)
+    with streams.piped(reader) as pipe:
+        streams.extract_tar(pipe, vol, f"unpacking {s['file']}")
+    if not last:
+        p.drv.create_snapshot(p.name, snap)
+    return vol
+
+
+def _receive_streams(p: _ImportPlan, index: dict[str, Any], tin: streams.TarReader, path: str,
+                     it: "Intent", progress: Progress | None) -> list[tuple[int, str]]:
+    """Store every stream, oldest snapshot first; returns each one's size and CRC-32."""
+    got: list[tuple[int, str]] = []
+    vol = None
+    for s in index["streams"]:
+        if progress:
+            progress(f"importing {s['file']}")
+        reader = streams.ChunkReader(tin, f"backup/{s['file']}")
+        try:
+            vol = _receive_one(p, s, reader, vol, s is index["streams"][-1], path, it)
+            reader.drain()
+        except Corrupt:
+            raise
+        except DriverError as e:
+            full = volumes.pool_full(e, p.pool)
+            if full is not None:
+                raise full from e
+            raise _corrupt(path, f"{s['file']}: {e.message}") from e
+        got.append((reader.size, f"{reader.crc:08x}"))
+    assert vol is not None
+    return got
+
+
+def _verify_checksums(tin: streams.TarReader, files: list[dict[str, Any]],
+                      got: list[tuple[int, str]], path: str) -> None:
+    """Compare what was received with :data:`CHECKSUMS`, the archive's last member."""
+    yaml = _yaml()
+    try:
+        sums = yaml.safe_load(tin.small(CHECKSUMS))["streams"]
+    except (yaml.YAMLError, TypeError, KeyError):
+        raise _corrupt(path, "unreadable checksums") from None
+    for s, have in zip(files, got):
+        want = sums.get(s["file"]) if isinstance(sums, dict) else None
+        if not isinstance(want, dict) or (want.get("size"), want.get("crc32")) != have:
+            raise _corrupt(path, f"{s['file']} does not match its checksum")
+    if tin.next() is not None:
+        raise _corrupt(path, "unexpected data after the checksums")
+
+
+def _settle_volume(host: Host, p: _ImportPlan, index: dict[str, Any]) -> None:
+    """The volume as the container wants it: the last received state, its size, hostname."""
+    if p.optimized:  # the container's state came as one more snapshot: make it the volume
+        last = index["streams"][-1]["snapshot"]
+        if p.snaps:
+            p.drv.restore_snapshot(p.name, last)
+        p.drv.delete_snapshot(p.name, last)
+    size = mkeys.root_disk_size(p.devs)
+    if size is not None or p.drv.info.quotas:
+        volumes.set_size(host, p.name, p.pool, size)
+    if p.name != index["name"]:
+        records.write_hostname(p.drv.container_path(p.name), p.name)
+
+
+def _commit(host: Host, p: _ImportPlan, r: Reverter) -> None:
+    """The container's directory and its records (container and snapshots)."""
+    rdir = host.layout.container_dir(p.name)
+    os.makedirs(rdir, exist_ok=True)
+    r.add(lambda: records.remove_tree(rdir, ignore_errors=True), f"remove {rdir}")
+    st = host.store
+    with st.transaction():
+        st.add_container(p.rec)
+        snaps = SnapshotStore(st)
+        for sr in p.snaps:
+            snaps.add(sr)
+
+
+def _import_streams(host: Host, p: _ImportPlan, index: dict[str, Any], tin: streams.TarReader,
+                    dec: streams.Decompressor, path: str, progress: Progress | None) -> None:
+    """Everything after the checks, undone as a whole on failure (or by the intent if killed)."""
+    with journal.intent(host, "import", container=p.name, pool=p.pool) as it, \
+            volumes.full_is_clear(p.pool), Reverter() as r:
+        r.add(lambda: p.drv.delete_container(p.name), f"delete volume of {p.name}")
+        got = _receive_streams(p, index, tin, path, it, progress)
+        _verify_checksums(tin, index["streams"], got, path)
+        dec.finish()
+        _settle_volume(host, p, index)
+        _commit(host, p, r)
+        r.success()
+
+
+def import_(host: Host, path: str, *, name: str | None = None, pool: str | None = None,
             progress: Progress | None = None) -> ContainerRecord:
     """Create a container (stopped) from the backup file ``path``."""
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise NotFound(f"backup file {path} not found")
-    import yaml
-
-    from sysmgr.engine.host import DEFAULT_POOL
-
+    on_corrupt = functools.partial(_corrupt, path)
     with host.locked():
         journal.recover(host)
-        st = host.store
-        dec = _Decompressor(path)
+        dec = streams.Decompressor(path, on_corrupt=on_corrupt)
         try:
-            tin = _TarIn(dec.stdout, path)
-            try:
-                index = _check_index(path, yaml.safe_load(tin.small(INDEX)))
-            except yaml.YAMLError as e:
-                raise _corrupt(path, f"unreadable index ({e})") from None
-            c = index["container"]
-            name = name or index["name"]
-            reason = mnames.name_problem(name)
-            if reason:
-                raise ValidationError([Issue(f"invalid container name {name!r}: {reason}", path="name")])
-            if st.has_container(name):
-                raise AlreadyExists(f"container {name!r} already exists",
-                                    hint="import it under another name: sysmgr import FILE NEWNAME")
-            src_pool = (index.get("pool") or {}).get("name")
-            target = pool or (src_pool if src_pool and st.has_pool(src_pool) else None) or \
-                (DEFAULT_POOL if st.has_pool(DEFAULT_POOL) else (st.pools()[0].name if st.pools() else None))
-            if target is None:
-                raise NotFound("no storage pool exists", hint="run 'sysmgr init --auto'")
-            st.pool(target)
-            drv = host.pool_driver(target)
-            optimized = index["optimized"]
-            if optimized and (not drv.info.send_receive or drv.info.stream_format != index.get("stream_format")):
-                raise ValidationError([Issue(
-                    f"this backup was exported with --optimized from a {index.get('stream_format')} "
-                    f"pool; storage pool {target!r} (driver {drv.name}, stream format "
-                    f"{drv.info.stream_format or 'none'}) cannot receive it", path="pool")],
-                    hint="import it into a pool of the same driver (-s POOL), or export it again "
-                         "without --optimized")
-            if index["snapshots"] and not drv.info.snapshots:
-                raise ValidationError(f"storage pool {target!r} (driver {drv.name}) cannot hold "
-                                      "the backup's snapshots")
-            meta = {"image.os": c.get("image_os", "")}
-            if c.get("image_meta"):
-                meta["image.meta"] = c["image_meta"]
-            try:
-                rec = ContainerRecord(name, str(c.get("image", "")), target,
-                                      [str(p) for p in c.get("profiles", [])],
-                                      {str(k): mkeys.value_to_str(v) for k, v in (c.get("config") or {}).items()},
-                                      {str(k): {str(dk): mkeys.value_to_str(dv) for dk, dv in d.items()}
-                                       for k, d in (c.get("devices") or {}).items()},
-                                      str(c.get("description", "")), meta, time.time())
-            except (TypeError, AttributeError) as e:
-                raise _corrupt(path, f"bad container definition in the index ({e})") from None
-            missing = [Issue(f"profile {p!r} not found on this host", path=f"profiles[{i}]")
-                       for i, p in enumerate(rec.profiles) if not st.has_profile(p)]
-            if missing:
-                raise ValidationError(missing, hint="create the profiles first, then import again")
-            issues = [Issue(r, path=p) for p, r in mkeys.validate_config(rec.config)]
-            issues += [Issue(r, path=p) for p, r in mkeys.validate_devices(rec.devices)]
-            if issues:
-                raise ValidationError(issues)
-            rec.devices = _retarget(host, rec, target)
-            cfg, devs = records.expanded(host, rec)
-            problems = mexpand.validate_expanded(cfg, devs)
-            issues = [Issue(r, path=p) for p, r in problems] + volumes.size_issues(host, devs)
-            if issues:
-                raise ValidationError(issues)
-            snap_recs = [SnapshotRecord(name, s["name"], float(s.get("created") or time.time()),
-                                        s.get("expires"), list(s.get("profiles") or []),
-                                        dict(s.get("config") or {}),
-                                        {k: dict(v) for k, v in (s.get("devices") or {}).items()},
-                                        str(s.get("description", ""))) for s in index["snapshots"]]
-            for sr in snap_recs:  # a restore must find the root disk on the pool it is on now
-                if all(st.has_profile(p) for p in sr.profiles):
-                    sr.devices = _retarget(host, ContainerRecord(name, "", target, sr.profiles,
-                                                                 sr.config, sr.devices), target)
-            with journal.intent(host, "import", container=name, pool=target) as it, \
-                    volumes.full_is_clear(target), Reverter() as r:
-                r.add(lambda: drv.delete_container(name), f"delete volume of {name}")
-                vol = None
-                for s in index["streams"]:
-                    if progress:
-                        progress(f"importing {s['file']}")
-                    reader = _StreamIn(tin, f"backup/{s['file']}")
-                    snap = s.get("snapshot")
-                    try:
-                        if optimized:
-                            if not snap:
-                                raise _corrupt(path, f"stream {s['file']} names no snapshot")
-                            with _piped(reader) as pipe:
-                                vol = drv.receive(name, pipe, snap=snap)
-                        else:
-                            if vol is None:
-                                vol = volumes.empty_volume(drv, name, it)
-                            else:
-                                _clear(vol)
-                            with _piped(reader) as pipe:
-                                _extract(pipe, vol, f"unpacking {s['file']}")
-                            if s is not index["streams"][-1]:
-                                drv.create_snapshot(name, snap)
-                        reader.drain()
-                    except Corrupt:
-                        raise
-                    except DriverError as e:
-                        full = volumes.pool_full(e, target)
-                        if full is not None:
-                            raise full from e
-                        raise _corrupt(path, f"{s['file']}: {e.message}") from e
-                    s["_got"] = (reader.size, f"{reader.crc:08x}")
-                try:
-                    sums = yaml.safe_load(tin.small(CHECKSUMS))["streams"]
-                except (yaml.YAMLError, TypeError, KeyError):
-                    raise _corrupt(path, "unreadable checksums") from None
-                for s in index["streams"]:
-                    want = sums.get(s["file"]) if isinstance(sums, dict) else None
-                    if not isinstance(want, dict) or (want.get("size"), want.get("crc32")) != s["_got"]:
-                        raise _corrupt(path, f"{s['file']} does not match its checksum")
-                if tin.next() is not None:
-                    raise _corrupt(path, "unexpected data after the checksums")
-                dec.finish()
-                if optimized:
-                    last = index["streams"][-1]["snapshot"]
-                    if snap_recs:
-                        drv.restore_snapshot(name, last)
-                    drv.delete_snapshot(name, last)
-                assert vol is not None
-                size = mkeys.root_disk_size(devs)
-                if size is not None or drv.info.quotas:
-                    volumes.set_size(host, name, target, size)
-                if name != index["name"]:
-                    records.write_hostname(drv.container_path(name), name)
-                rdir = host.layout.container_dir(name)
-                os.makedirs(rdir, exist_ok=True)
-                r.add(lambda: records.remove_tree(rdir, ignore_errors=True), f"remove {rdir}")
-                with st.transaction():
-                    st.add_container(rec)
-                    snaps = SnapshotStore(st)
-                    for sr in snap_recs:
-                        snaps.add(sr)
-                r.success()
-            return rec
+            tin = streams.TarReader(dec.stdout, on_corrupt=on_corrupt)
+            index = _read_index(tin, path)
+            plan = _plan_import(host, index, path, name, pool)
+            _import_streams(host, plan, index, tin, dec, path, progress)
+            return plan.rec
         except Corrupt:
             why = dec.failure()  # a short read usually means zstd gave up: say why
             if why is not None:
