@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def __getattr__(name: str) -> Any:
     if name == "Client":
-        from sysmgr.api.client import Client
+        from sysmgr.api.client import Client  # on first use: `sysmgr --version` needs none of it
 
         return Client
     raise AttributeError(name)

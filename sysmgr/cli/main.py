@@ -209,7 +209,7 @@ def _first_command_index(args: list[str]) -> int:
 
 
 def _traceback() -> None:
-    import traceback
+    import traceback  # only with --debug
 
     traceback.print_exc(file=sys.stderr)
 

@@ -52,7 +52,7 @@ def _center(text: str, width: int) -> str:
 
 def csv_text(rows: Iterable[Row]) -> str:
     """Rows as CSV without a header (``lxc list -f csv``)."""
-    import csv
+    import csv  # these formats only when asked for (--format)
     import io
 
     buf = io.StringIO()
@@ -63,13 +63,13 @@ def csv_text(rows: Iterable[Row]) -> str:
 
 
 def json_text(data: Any) -> str:
-    import json
+    import json  # --format json only
 
     return json.dumps(data, indent=2, sort_keys=False, default=str)
 
 
 def yaml_text(data: Any) -> str:
-    import yaml
+    import yaml  # --format yaml only: yaml costs ~20 ms at start-up
 
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True,
                           width=1000).rstrip("\n")
@@ -96,7 +96,7 @@ def document(fmt: str, data: Any) -> str:
 # -- values -------------------------------------------------------------------------------
 
 def format_size(n: int | None) -> str:
-    from sysmgr._util.sizes import format_size as fmt
+    from sysmgr._util.sizes import format_size as fmt  # only listings with sizes
 
     return fmt(n)
 
@@ -128,7 +128,7 @@ def parse_iso(iso: str | None) -> float | None:
     """The inverse of :func:`iso_time`."""
     if not iso:
         return None
-    import calendar
+    import calendar  # only for timestamps that are shown
 
     return float(calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")))
 
@@ -233,6 +233,7 @@ class ProgressPrinter:
     def __enter__(self) -> "ProgressPrinter":
         self._start = time.monotonic()
         if self.live:
+            # rich costs ~40 ms at start-up: only a live progress display pays for it
             from rich.console import Console
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -247,7 +248,7 @@ class ProgressPrinter:
         if self._bar is None:
             click.echo(f"{self.indent}{message}", err=self.err)
             return
-        from rich.text import Text
+        from rich.text import Text  # rich only on a terminal (see above)
 
         stamp = Text(f"[{self.elapsed:6.1f}s] ", style="dim")
         self._bar.console.print(Text(self.indent) + stamp + Text(message))

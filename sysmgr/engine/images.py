@@ -12,6 +12,7 @@ import tempfile
 import time
 from typing import Mapping
 
+from sysmgr._util import proc
 from sysmgr.drivers import registry
 from sysmgr.drivers.images.base import ImageMetadata, Progress
 from sysmgr.engine.host import DEFAULT_POOL, Host
@@ -160,8 +161,6 @@ def _move_tree(src: str, dest: str) -> None:
         try:
             os.rename(s, d)
         except OSError:
-            from sysmgr._util import proc
-
             proc.run(["cp", "-a", "--reflink=auto", s, d])
 
 

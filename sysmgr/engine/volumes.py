@@ -19,6 +19,8 @@ import os
 import secrets
 from typing import Iterator, Mapping, Protocol, Sequence
 
+from sysmgr._util import proc
+from sysmgr._util.sizes import format_size
 from sysmgr.drivers import registry
 from sysmgr.drivers.storage.base import StoragePool
 from sysmgr.engine.host import Host
@@ -96,8 +98,6 @@ def check_size(host: Host, name: str, pool: str, size: int | None) -> None:
     except SysmgrError:
         return
     if used is not None and size < used:
-        from sysmgr._util.sizes import format_size
-
         raise ValidationError([Issue(
             f"container {name}: size {format_size(size)} is below its current disk usage "
             f"({format_size(used)})", path="devices.root.size")],
@@ -195,6 +195,4 @@ def empty_volume(drv: StoragePool, name: str, intent: Notes | None = None) -> st
 def copy_tree(src: str, dst: str) -> None:
     """Copy the contents of directory ``src`` into the existing directory ``dst``, keeping
     owners, modes, xattrs, hard links, sparseness (``cp -a``; reflinks where possible)."""
-    from sysmgr._util import proc
-
     proc.run(["cp", "-a", "--reflink=auto", "-T", "--", src, dst])

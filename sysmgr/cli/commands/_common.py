@@ -26,7 +26,7 @@ DOC_FORMATS = ("yaml", "json")
 
 def make_client(root: str | None) -> "Client":
     """Create the API client for ``root`` (tests replace this function with a stub)."""
-    from sysmgr.api.client import Client
+    from sysmgr.api.client import Client  # on first use: --help and --version need none of it
 
     return Client(root=root)
 
@@ -72,7 +72,7 @@ def parse_assignments(items: Sequence[str]) -> dict[str, str]:
     """``KEY=VALUE`` strings to a dict (the model's parser; ValidationError on bad items)."""
     if not items:
         return {}
-    from sysmgr.model.keys import parse_assignments as parse
+    from sysmgr.model.keys import parse_assignments as parse  # the key tables: only with KEY=VALUE
 
     return parse(items)
 

@@ -32,7 +32,7 @@ def init(app: AppContext, auto: bool, storage_driver: str | None, network: str |
             network = click.prompt("Name of the network to create (none: no network)",
                                    default=network)
     if not auto and storage_driver is None and stdin_is_tty():
-        from sysmgr.api.client import default_storage_driver
+        from sysmgr.api.client import default_storage_driver  # only when asking interactively
 
         storage_driver = click.prompt("Name of the storage backend to use (btrfs, dir)",
                                       default=default_storage_driver())

@@ -20,14 +20,14 @@ def keys(prefix: str, network: bool, fmt: str) -> None:
     PREFIX limits the list, e.g. "sysmgr keys limits." (LIVE: applies without a restart).
     """
     if network:
-        from sysmgr.model.network_keys import describe_network_keys
+        from sysmgr.model.network_keys import describe_network_keys  # this command only
 
         nrecords = [{"type": t, "key": k, "description": doc}
                     for t, k, doc in describe_network_keys() if k.startswith(prefix)]
         output(render.listing(fmt, ("TYPE", "KEY", "DESCRIPTION"), nrecords,
                               lambda r: [r["type"], r["key"], r["description"]]))
         return
-    from sysmgr.model.keys import describe_keys
+    from sysmgr.model.keys import describe_keys  # this command only
 
     records = [{"key": k, "live": live, "description": doc}
                for k, doc, live in describe_keys() if k.startswith(prefix)]

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from sysmgr.cli import render
-from sysmgr.cli.commands._common import AppContext, format_option, output, pass_app
+from sysmgr.cli.commands._common import AppContext, for_each, format_option, output, pass_app
 
 HEADERS = ("NAME", "TAKEN AT", "EXPIRES AT", "PROFILES")
 
@@ -91,8 +91,6 @@ def restore(app: AppContext, name: str, snap: str, force: bool) -> None:
 @pass_app
 def delete(app: AppContext, name: str, snaps: tuple[str, ...]) -> None:
     """Delete snapshots of container NAME."""
-    from sysmgr.cli.commands._common import for_each
-
     c = app.client.containers.get(name)
     for_each(snaps, c.snapshots.delete)
 
@@ -105,7 +103,7 @@ def prune(app: AppContext, name: str | None) -> None:
     if name:
         gone = app.client.containers.get(name).snapshots.prune()
     else:
-        from sysmgr.api import snapshots
+        from sysmgr.api import snapshots  # the API on first use, as every command does
 
         gone = snapshots.prune_all(app.client)
     for g in gone:
@@ -120,7 +118,7 @@ def auto(app: AppContext) -> None:
     Run it every minute from a timer, e.g. a cron line:
     * * * * * root sysmgr snapshot auto
     """
-    from sysmgr.api import snapshots
+    from sysmgr.api import snapshots  # the API on first use, as every command does
 
     for line in snapshots.auto(app.client):
         click.echo(line[0].upper() + line[1:])

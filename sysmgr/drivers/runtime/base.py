@@ -9,6 +9,7 @@ process of its own per container: what it needs to find a container again is the
 from __future__ import annotations
 
 import abc
+import os
 import signal
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Mapping
@@ -142,15 +143,11 @@ class Runtime(abc.ABC):
 
     def console_log(self, runtime_dir: str) -> str:
         """Path of the console log for a container's bundle dir."""
-        import os
-
         return os.path.join(runtime_dir, "console.log")
 
 
 def exit_code(wait_status: int) -> int:
     """Shell-style exit code from an ``os.waitpid`` status."""
-    import os
-
     if os.WIFSIGNALED(wait_status):
         return 128 + os.WTERMSIG(wait_status)
     return os.WEXITSTATUS(wait_status)
