@@ -30,6 +30,9 @@ from sysmgr._util.sizes import parse_size
 from sysmgr.drivers.runtime.base import Limits
 from sysmgr.errors import Issue, ValidationError
 from sysmgr.model.names import device_name_problem, ifname_problem, object_name_problem
+# the pool key table lives in pool_keys; re-exported for the importers of these names here
+from sysmgr.model.pool_keys import (  # noqa: F401
+    POOL_DRIVER_KEYS, describe_pool_keys, normalize_pool_config, validate_pool_config)
 
 Validator = Callable[[str], str | None]
 Normalizer = Callable[[str], str]
@@ -877,49 +880,7 @@ def is_root_disk(device: Mapping[str, str]) -> bool:
     return device.get("type") == "disk" and path.startswith("/") and normalize_path(path) == "/"
 
 
-# -- storage pool driver keys ---------------------------------------------------------------
-
-POOL_DRIVER_KEYS: dict[str, dict[str, Key]] = {
-    "dir": _keys(
-        Key("source", _check(_abs_path), _norm(normalize_path),
-            doc="Directory holding the pool (default: under the sysmgr root)."),
-    ),
-    "btrfs": _keys(
-        Key("source", _check(_abs_path), _norm(normalize_path),
-            doc="An existing btrfs path, or where to create the loop file (default: under the "
-                "sysmgr root)."),
-        Key("size", _DISK_SIZE[0], _DISK_SIZE[1],
-            doc="Size of the loop file sysmgr creates (e.g. 10GiB)."),
-    ),
-}
-
-
-def validate_pool_config(driver: str, config: Mapping[str, object], *,
-                         where: str = "config") -> list[Problem]:
-    """Check a storage pool's config against its driver's key table.
-
-    Drivers without a table here (the test ``fake`` driver, drivers registered later) are
-    left to the engine, which knows the registered drivers: the result is then empty.
-
-    Returns:
-        One ``(key path, reason)`` per problem.
-    """
-    table = POOL_DRIVER_KEYS.get(driver)
-    if table is None:
-        return []
-    return _validate_table(table, config, where, f"{driver} pool config")
-
-
-def normalize_pool_config(driver: str, config: Mapping[str, object]) -> dict[str, str]:
-    """Canonical form of a pool config (for diffs); unknown drivers keep values as strings."""
-    return _normalize_table(POOL_DRIVER_KEYS.get(driver, {}), config, drop_managed=False)
-
-
 def describe_device_keys() -> list[tuple[str, str, str, bool]]:
     """``(device type, key, doc, live)`` for every device key, sorted, for docs and --help."""
     return sorted((t, k.name, k.doc, k.live) for t, tab in DEVICE_TYPES.items() for k in tab.values())
 
-
-def describe_pool_keys() -> list[tuple[str, str, str]]:
-    """``(driver, key, doc)`` for every storage pool driver key, sorted."""
-    return sorted((d, k.name, k.doc) for d, tab in POOL_DRIVER_KEYS.items() for k in tab.values())
