@@ -77,7 +77,8 @@ def _root_ids(base: str) -> set[str]:
 
 def _mounts(base: str) -> set[str]:
     with open("/proc/self/mountinfo") as f:
-        return {" ".join(line.split()[3:5]) for line in f if base in line.split()[4]}
+        return {" ".join(line.split()[3:5]) for line in f
+                if (line.split()[4] + "/").startswith(base + "/")}
 
 
 def _cgroups(ids: set[str]) -> set[str]:
@@ -110,7 +111,7 @@ def _loops(marker: str) -> set[str]:
         out = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
     except FileNotFoundError:
         return set()
-    return {line.split(":")[0] for line in out.splitlines() if marker in line}
+    return {line.split(":")[0] for line in out.splitlines() if marker + "/" in line}
 
 
 def _procs(marker: str, prefix: str | None) -> set[str]:
@@ -129,7 +130,7 @@ def _procs(marker: str, prefix: str | None) -> set[str]:
             cg = open(f"/proc/{p}/cgroup").read() if prefix else ""
         except OSError:
             continue
-        if root.startswith(marker) or (prefix and prefix in cg):
+        if (root + "/").startswith(marker + "/") or (prefix and prefix in cg):
             found.add(f"{p} root={root}")
     return found
 
