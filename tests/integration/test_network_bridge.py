@@ -91,7 +91,9 @@ class Netns:
         return found
 
     def close(self) -> list[int]:
-        strays = self.strays()
+        # only while the holder lives is the namespace ours: once it is gone, another
+        # namespace (another test run's) may have been given the same inode
+        strays = self.strays() if self.proc.poll() is None else []
         for pid in strays:
             try:
                 os.kill(pid, signal.SIGKILL)
