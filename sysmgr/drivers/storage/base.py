@@ -298,6 +298,7 @@ def check_config(driver: str, pool: str, config: Mapping[str, str], known: Colle
 
 
 def pool_dir(pool: str, config: Mapping[str, str], default_path: str) -> str:
+    """The pool's directory: ``source`` when set, else ``default_path``; must be absolute."""
     path = config.get("source") or default_path
     if not os.path.isabs(path):
         raise ValidationError(f"storage pool {pool}: source {path!r} must be an absolute path")
