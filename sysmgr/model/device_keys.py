@@ -229,3 +229,8 @@ def is_root_disk(device: Mapping[str, str]) -> bool:
     """Whether a device is the root disk (``type: disk`` with ``path: /``)."""
     path = str(device.get("path", ""))
     return device.get("type") == "disk" and path.startswith("/") and normalize_path(path) == "/"
+
+
+def describe_device_keys() -> list[tuple[str, str, str, bool]]:
+    """``(device type, key, doc, live)`` for every device key, sorted, for docs and --help."""
+    return sorted((t, k.name, k.doc, k.live) for t, tab in DEVICE_TYPES.items() for k in tab.values())

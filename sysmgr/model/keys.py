@@ -29,23 +29,20 @@ from sysmgr.errors import Issue, ValidationError
 from sysmgr.model import schedule
 # re-exported: the engine, API, CLI and tests import the device rules from here
 from sysmgr.model.device_keys import (  # noqa: F401
-    DEVICE_TYPES, device_change_is_live, is_root_disk, normalize_devices, root_disk_size,
-    validate_devices)
+    DEVICE_TYPES, describe_device_keys, device_change_is_live, is_root_disk, normalize_devices,
+    root_disk_size, validate_devices)
 # also re-exported from here: Key, Problem, normalize_path, parse_bool, value_to_str
 from sysmgr.model.keyrules import (  # noqa: F401
     BOOL, NORM_BOOL, Key, Problem, accept, check, int_key, key_table, lookup_key, norm,
     normalize_path, normalize_table, parse_bool, reject, same, size_key, validate_table,
     value_to_str)
-# the storage-pool block at the end of this module uses the machinery under its old private
-# names (the block is moving to pool_keys.py: drop these aliases with it)
-from sysmgr.model.keyrules import (
-    abs_path as _abs_path, check as _check, key_table as _keys, norm as _norm,
-    normalize_table as _normalize_table, validate_table as _validate_table)
+# the pool key table lives in pool_keys; re-exported for the importers of these names here
+from sysmgr.model.pool_keys import (  # noqa: F401
+    POOL_DRIVER_KEYS, describe_pool_keys, normalize_pool_config, validate_pool_config)
 from sysmgr.types import Limits
 
 MIN_MEMORY = 4 * 1024 * 1024
 
-_DISK_SIZE = size_key()  # used by the storage-pool block at the end
 
 
 # -- value parsers (raise ValueError with the reason) ------------------------------------------
@@ -438,57 +435,9 @@ def _memory_bytes(value: str, host_mem: int | None) -> int:
                         "host memory: pass host_mem=")
     return int(host_mem * parsed / 100)
 
+
 def env_from_config(expanded: Mapping[str, str]) -> dict[str, str]:
     """The ``environment.*`` keys of an expanded config as ``{NAME: value}``."""
     prefix = "environment."
     return {k[len(prefix):]: str(v) for k, v in expanded.items()
             if k.startswith(prefix) and len(k) > len(prefix)}
-
-
-
-# -- storage pool driver keys ---------------------------------------------------------------
-
-POOL_DRIVER_KEYS: dict[str, dict[str, Key]] = {
-    "dir": _keys(
-        Key("source", _check(_abs_path), _norm(normalize_path),
-            doc="Directory holding the pool (default: under the sysmgr root)."),
-    ),
-    "btrfs": _keys(
-        Key("source", _check(_abs_path), _norm(normalize_path),
-            doc="An existing btrfs path, or where to create the loop file (default: under the "
-                "sysmgr root)."),
-        Key("size", _DISK_SIZE[0], _DISK_SIZE[1],
-            doc="Size of the loop file sysmgr creates (e.g. 10GiB)."),
-    ),
-}
-
-
-def validate_pool_config(driver: str, config: Mapping[str, object], *,
-                         where: str = "config") -> list[Problem]:
-    """Check a storage pool's config against its driver's key table.
-
-    Drivers without a table here (the test ``fake`` driver, drivers registered later) are
-    left to the engine, which knows the registered drivers: the result is then empty.
-
-    Returns:
-        One ``(key path, reason)`` per problem.
-    """
-    table = POOL_DRIVER_KEYS.get(driver)
-    if table is None:
-        return []
-    return _validate_table(table, config, where, f"{driver} pool config")
-
-
-def normalize_pool_config(driver: str, config: Mapping[str, object]) -> dict[str, str]:
-    """Canonical form of a pool config (for diffs); unknown drivers keep values as strings."""
-    return _normalize_table(POOL_DRIVER_KEYS.get(driver, {}), config, drop_managed=False)
-
-
-def describe_device_keys() -> list[tuple[str, str, str, bool]]:
-    """``(device type, key, doc, live)`` for every device key, sorted, for docs and --help."""
-    return sorted((t, k.name, k.doc, k.live) for t, tab in DEVICE_TYPES.items() for k in tab.values())
-
-
-def describe_pool_keys() -> list[tuple[str, str, str]]:
-    """``(driver, key, doc)`` for every storage pool driver key, sorted."""
-    return sorted((d, k.name, k.doc) for d, tab in POOL_DRIVER_KEYS.items() for k in tab.values())

@@ -13,6 +13,12 @@ backup file, pipe it into another local pool, or copy it over an SSH channel. Th
 at the bottom (:func:`command_stream`, :func:`feed_command`) implement both ends on top of a
 subprocess for drivers whose formats come from a tool (``btrfs send``, ``tar``).
 
+What the drivers share lives here once, so no driver imports another: name and config checks
+(:func:`check_name`, :func:`check_config`, :func:`pool_dir`), the pool layout's fixed names
+(:data:`MARKER`, the :data:`STAGING` / :data:`DELETING` prefixes, :func:`temp_name`,
+:func:`remove_stale`) and host-filesystem helpers (mounts, tree removal and usage, the atomic
+:func:`rename_exchange`).
+
 Layer: drivers (storage).
 """
 
@@ -20,18 +26,35 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import ctypes
 import io
 import os
+import re
+import secrets
+import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import BinaryIO, ClassVar, Iterator, Mapping, Protocol, Sequence
+from typing import BinaryIO, Callable, ClassVar, Collection, Iterator, Mapping, Protocol, Sequence
 
 from sysmgr._util import proc
-from sysmgr.errors import AlreadyExists, CommandFailed, DriverError, NotFound
+from sysmgr.errors import (
+    AlreadyExists,
+    CommandFailed,
+    Conflict,
+    DriverError,
+    NotFound,
+    ValidationError,
+)
 
 STREAM_CHUNK = 1 << 20
+MARKER = ".sysmgr-pool"      # in a pool's root: this directory is a sysmgr pool
+STAGING = ".staging-"        # prefix of a volume being made (renamed into place when complete)
+DELETING = ".deleting-"      # prefix of a volume being removed (renamed out of place first)
+# one path component, no leading dot (dot-names are the pool's own staging entries)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -61,13 +84,21 @@ class StoragePool(abc.ABC):
 
     name: ClassVar[str]            # driver name, e.g. "dir"
     info: ClassVar[StorageInfo]
-    config_keys: ClassVar[Mapping[str, str]] = {}   # key -> one-line doc; others rejected
+    # the config key names the driver reads; any other (but user.*) is refused. Validators
+    # and docs are the model's pool key table, which the engine checks before making a
+    # driver: this guard only catches a typo when a driver is constructed directly
+    config_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, pool: str, config: Mapping[str, str], default_path: str) -> None:
-        """``default_path`` is where the pool lives when the config gives no ``source``."""
+        """``default_path`` is where the pool lives when the config gives no ``source``.
+
+        Raises:
+            ValidationError: a config key the driver does not read (``user.*`` is free-form).
+        """
         self.pool = pool
         self.config = dict(config)
         self.default_path = default_path
+        check_config(self.name, pool, self.config, self.config_keys)
 
     # -- pool ----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -244,6 +275,203 @@ class StoragePool(abc.ABC):
     def check_host(cls) -> None:
         """Raise DriverUnavailable (with an install hint) if this host lacks what the driver
         needs; no side effects. Lets ``init`` pick a fallback driver before touching anything."""
+
+
+# -- names, config and host-filesystem helpers shared by the drivers -------------------------
+
+def check_name(what: str, value: str) -> str:
+    """Reject names that are not a single safe path component."""
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise ValidationError(
+            f"invalid {what} {value!r}: use letters, digits, '-', '_' and '.', "
+            "not starting with '.' or '-' (at most 128 characters)")
+    return value
+
+
+def check_config(driver: str, pool: str, config: Mapping[str, str], known: Collection[str]) -> None:
+    """Reject config keys not in ``known`` (``user.*`` is always allowed)."""
+    for key in config:
+        if key not in known and not key.startswith("user."):
+            names = ", ".join(sorted(known)) or "none"
+            raise ValidationError(f"storage pool {pool}: unknown config key {key!r} for driver "
+                                  f"{driver} (known: {names})", hint="user.* keys are free-form")
+
+
+def pool_dir(pool: str, config: Mapping[str, str], default_path: str) -> str:
+    """The pool's directory: ``source`` when set, else ``default_path``; must be absolute."""
+    path = config.get("source") or default_path
+    if not os.path.isabs(path):
+        raise ValidationError(f"storage pool {pool}: source {path!r} must be an absolute path")
+    return os.path.normpath(path)
+
+
+def unescape_mountinfo(field: str) -> str:
+    """Undo the octal escapes (``\\040`` for a space...) of a /proc/*/mountinfo field."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts_under(path: str) -> list[str]:
+    """Mount points (in this mount namespace) at or below ``path``."""
+    path = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = unescape_mountinfo(line.split()[4])
+            if mp == path or mp.startswith(path.rstrip("/") + "/"):
+                found.append(mp)
+    return found
+
+
+def check_unused(name: str, path: str) -> None:
+    """Conflict when anything is mounted at or below the container's volume ``path``."""
+    mounts = mounts_under(path)
+    if mounts:
+        raise Conflict(f"container {name}'s volume is in use: {mounts[0]} is mounted",
+                       hint="stop the container first")
+
+
+def statvfs_usage(pool: str, path: str) -> PoolUsage:
+    """Used and total bytes of the filesystem holding ``path`` (a pool that owns it whole)."""
+    try:
+        st = os.statvfs(path)
+    except FileNotFoundError as e:
+        raise NotFound(f"storage pool {pool}: {path} does not exist") from e
+    return PoolUsage(used_bytes=(st.f_blocks - st.f_bfree) * st.f_frsize,
+                     total_bytes=st.f_blocks * st.f_frsize)
+
+
+def remove_tree(path: str) -> None:
+    """Remove the tree at ``path`` (already gone is fine).
+
+    Symlinks are never followed (``shutil.rmtree`` works with fds and ``O_NOFOLLOW``), and a
+    tree with anything mounted under it is refused: a leaked bind mount of a host directory
+    must not be emptied. Directories without write/search permission are opened up and the
+    removal retried (matters when not root).
+    """
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path) or os.path.islink(path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    mounts = mounts_under(path)
+    if mounts:
+        raise Conflict(f"refusing to remove {path}: {mounts[0]} is mounted under it")
+    try:
+        shutil.rmtree(path)
+        return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass
+    for dirpath, _dirs, _files in os.walk(path, followlinks=False):
+        with contextlib.suppress(OSError):
+            st = os.lstat(dirpath)
+            if stat.S_ISDIR(st.st_mode):
+                os.chmod(dirpath, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise DriverError(f"cannot remove {path}: {e.strerror} ({e.filename})") from e
+
+
+@contextlib.contextmanager
+def removed_on_error(path: str) -> Iterator[None]:
+    """Remove the staging tree ``path`` when the block fails, then let the error through."""
+    try:
+        yield
+    except BaseException:
+        remove_tree(path)
+        raise
+
+
+def tree_usage(path: str) -> int:
+    """Bytes allocated under ``path`` (``du -s`` style): st_blocks*512, hard links counted once,
+    symlinks not followed, other filesystems not entered."""
+    root_st = os.lstat(path)
+    seen: set[tuple[int, int]] = set()
+    total = root_st.st_blocks * 512
+    stack = [path]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue  # vanished or unreadable: usage is an estimate
+        with it:
+            for e in it:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if st.st_dev != root_st.st_dev:
+                    continue
+                if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                    key = (st.st_dev, st.st_ino)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                total += st.st_blocks * 512
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(e.path)
+    return total
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_name(parent: str, kind: str, tag: str) -> str:
+    """A unique name for a staging/deleting entry of this process inside ``parent``."""
+    return os.path.join(parent, f"{kind}{tag}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+_RENAME_EXCHANGE = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def rename_exchange(a: str, b: str) -> None:
+    """Swap ``a`` and ``b`` atomically (``renameat2(RENAME_EXCHANGE)``; both must exist).
+
+    Replacing a volume this way means there is no moment without one in place.
+    """
+    r = _libc.renameat2(ctypes.c_int(-100), os.fsencode(a), ctypes.c_int(-100),
+                        os.fsencode(b), ctypes.c_uint(_RENAME_EXCHANGE))
+    if r < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), a, None, b)
+
+
+def remove_stale(parent: str, remove: Callable[[str], None] = remove_tree) -> list[str]:
+    """Remove staging/deleting leftovers whose creating process is gone; return their names.
+
+    ``remove`` deletes one leftover (drivers whose volumes are not plain trees pass theirs).
+    """
+    removed: list[str] = []
+    try:
+        names = os.listdir(parent)
+    except FileNotFoundError:
+        return removed
+    for n in names:
+        if not (n.startswith(STAGING) or n.startswith(DELETING)):
+            continue
+        parts = n.rsplit("-", 2)
+        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
+        if pid and _pid_alive(pid):
+            continue  # may be in progress in a live process (pid reuse only delays removal)
+        remove(os.path.join(parent, n))
+        removed.append(n)
+    return removed
 
 
 # -- streaming helpers for tool-backed formats ----------------------------------------------

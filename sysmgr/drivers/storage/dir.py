@@ -25,24 +25,35 @@ Layer: drivers (storage). Errors: :class:`ValidationError` for bad config or nam
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import re
-import secrets
-import shutil
-import stat
-from typing import BinaryIO, Callable, ClassVar, Iterator, Mapping
+from typing import BinaryIO, ClassVar, Iterator, Mapping
 
 from sysmgr._util import proc
 from sysmgr._util.safefs import rename_noreplace
+# MARKER, mounts_under, remove_tree and temp_name are also imported from here (tests, backup)
 from sysmgr.drivers.storage.base import (
+    DELETING,
+    MARKER,
+    NAME_RE,
+    STAGING,
     PoolUsage,
     Readable,
     StorageInfo,
     StoragePool,
+    check_name,
+    check_unused,
     command_stream,
     feed_command,
+    mounts_under,
+    pool_dir,
+    remove_stale,
+    remove_tree,
+    removed_on_error,
+    rename_exchange,
+    statvfs_usage,
+    temp_name,
+    tree_usage,
 )
 from sysmgr.errors import (
     AlreadyExists,
@@ -52,208 +63,6 @@ from sysmgr.errors import (
     NotFound,
     ValidationError,
 )
-
-MARKER = ".sysmgr-pool"
-_STAGING = ".staging-"
-_DELETING = ".deleting-"
-# one path component, no leading dot (dot-names are the pool's own staging entries)
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-# -- helpers shared with the fake driver -----------------------------------------------------
-
-def check_name(what: str, value: str) -> str:
-    """Reject names that are not a single safe path component."""
-    if not isinstance(value, str) or not _NAME_RE.match(value):
-        raise ValidationError(
-            f"invalid {what} {value!r}: use letters, digits, '-', '_' and '.', "
-            "not starting with '.' or '-' (at most 128 characters)")
-    return value
-
-
-def check_config(driver: str, pool: str, config: Mapping[str, str], known: Mapping[str, str]) -> None:
-    """Reject config keys the driver does not know (``user.*`` is always allowed)."""
-    for key in config:
-        if key not in known and not key.startswith("user."):
-            names = ", ".join(sorted(known)) or "none"
-            raise ValidationError(f"storage pool {pool}: unknown config key {key!r} for driver "
-                                  f"{driver} (known: {names})", hint="user.* keys are free-form")
-
-
-def pool_dir(pool: str, config: Mapping[str, str], default_path: str) -> str:
-    path = config.get("source") or default_path
-    if not os.path.isabs(path):
-        raise ValidationError(f"storage pool {pool}: source {path!r} must be an absolute path")
-    return os.path.normpath(path)
-
-
-def unescape_mountinfo(field: str) -> str:
-    """Undo the octal escapes (``\\040`` for a space...) of a /proc/*/mountinfo field."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mounts_under(path: str) -> list[str]:
-    """Mount points (in this mount namespace) at or below ``path``."""
-    path = os.path.realpath(path)
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = unescape_mountinfo(line.split()[4])
-            if mp == path or mp.startswith(path.rstrip("/") + "/"):
-                found.append(mp)
-    return found
-
-
-def check_unused(name: str, path: str) -> None:
-    """Conflict when anything is mounted at or below the container's volume ``path``."""
-    mounts = mounts_under(path)
-    if mounts:
-        raise Conflict(f"container {name}'s volume is in use: {mounts[0]} is mounted",
-                       hint="stop the container first")
-
-
-def statvfs_usage(pool: str, path: str) -> PoolUsage:
-    """Used and total bytes of the filesystem holding ``path`` (a pool that owns it whole)."""
-    try:
-        st = os.statvfs(path)
-    except FileNotFoundError as e:
-        raise NotFound(f"storage pool {pool}: {path} does not exist") from e
-    return PoolUsage(used_bytes=(st.f_blocks - st.f_bfree) * st.f_frsize,
-                     total_bytes=st.f_blocks * st.f_frsize)
-
-
-def remove_tree(path: str) -> None:
-    """Remove the tree at ``path`` (already gone is fine).
-
-    Symlinks are never followed (``shutil.rmtree`` works with fds and ``O_NOFOLLOW``), and a
-    tree with anything mounted under it is refused: a leaked bind mount of a host directory
-    must not be emptied. Directories without write/search permission are opened up and the
-    removal retried (matters when not root).
-    """
-    if not os.path.lexists(path):
-        return
-    if not os.path.isdir(path) or os.path.islink(path):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        return
-    mounts = mounts_under(path)
-    if mounts:
-        raise Conflict(f"refusing to remove {path}: {mounts[0]} is mounted under it")
-    try:
-        shutil.rmtree(path)
-        return
-    except FileNotFoundError:
-        return
-    except OSError:
-        pass
-    for dirpath, _dirs, _files in os.walk(path, followlinks=False):
-        with contextlib.suppress(OSError):
-            st = os.lstat(dirpath)
-            if stat.S_ISDIR(st.st_mode):
-                os.chmod(dirpath, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
-    try:
-        shutil.rmtree(path)
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise DriverError(f"cannot remove {path}: {e.strerror} ({e.filename})") from e
-
-
-@contextlib.contextmanager
-def removed_on_error(path: str) -> Iterator[None]:
-    """Remove the staging tree ``path`` when the block fails, then let the error through."""
-    try:
-        yield
-    except BaseException:
-        remove_tree(path)
-        raise
-
-
-def tree_usage(path: str) -> int:
-    """Bytes allocated under ``path`` (``du -s`` style): st_blocks*512, hard links counted once,
-    symlinks not followed, other filesystems not entered."""
-    root_st = os.lstat(path)
-    seen: set[tuple[int, int]] = set()
-    total = root_st.st_blocks * 512
-    stack = [path]
-    while stack:
-        d = stack.pop()
-        try:
-            it = os.scandir(d)
-        except OSError:
-            continue  # vanished or unreadable: usage is an estimate
-        with it:
-            for e in it:
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if st.st_dev != root_st.st_dev:
-                    continue
-                if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
-                    key = (st.st_dev, st.st_ino)
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                total += st.st_blocks * 512
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(e.path)
-    return total
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def temp_name(parent: str, kind: str, tag: str) -> str:
-    """A unique name for a staging/deleting entry of this process inside ``parent``."""
-    return os.path.join(parent, f"{kind}{tag}-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-_RENAME_EXCHANGE = 2
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def rename_exchange(a: str, b: str) -> None:
-    """Swap ``a`` and ``b`` atomically (``renameat2(RENAME_EXCHANGE)``; both must exist).
-
-    Replacing a volume this way means there is no moment without one in place.
-    """
-    r = _libc.renameat2(ctypes.c_int(-100), os.fsencode(a), ctypes.c_int(-100),
-                        os.fsencode(b), ctypes.c_uint(_RENAME_EXCHANGE))
-    if r < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), a, None, b)
-
-
-def remove_stale(parent: str, remove: Callable[[str], None] = remove_tree) -> list[str]:
-    """Remove staging/deleting leftovers whose creating process is gone; return their names.
-
-    ``remove`` deletes one leftover (drivers whose volumes are not plain trees pass theirs).
-    """
-    removed: list[str] = []
-    try:
-        names = os.listdir(parent)
-    except FileNotFoundError:
-        return removed
-    for n in names:
-        if not (n.startswith(_STAGING) or n.startswith(_DELETING)):
-            continue
-        parts = n.rsplit("-", 2)
-        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
-        if pid and _pid_alive(pid):
-            continue  # may be in progress in a live process (pid reuse only delays removal)
-        remove(os.path.join(parent, n))
-        removed.append(n)
-    return removed
 
 
 def _last_line(err: CommandFailed) -> str:
@@ -284,14 +93,10 @@ class DirPool(StoragePool):
     info: ClassVar[StorageInfo] = StorageInfo(
         cow_snapshots=False, quotas=False, send_receive=True, incremental_send=False,
         snapshots=True, stream_format="tar")
-    config_keys: ClassVar[Mapping[str, str]] = {
-        "source": "absolute path of the pool directory (created if missing; an existing one "
-                  "must be empty); default: under the sysmgr root",
-    }
+    config_keys: ClassVar[frozenset[str]] = frozenset({"source"})
 
     def __init__(self, pool: str, config: Mapping[str, str], default_path: str) -> None:
         super().__init__(pool, config, default_path)
-        check_config(self.name, pool, self.config, self.config_keys)
         self.path = pool_dir(pool, self.config, default_path)
 
     # -- paths ---------------------------------------------------------------------------
@@ -383,7 +188,7 @@ class DirPool(StoragePool):
             for n in os.listdir(self.snapshots_dir):  # orphans of an interrupted delete
                 self._discard(os.path.join(self.snapshots_dir, n))
         for n in os.listdir(self.path):
-            if n.startswith((_STAGING, _DELETING)):
+            if n.startswith((STAGING, DELETING)):
                 remove_tree(os.path.join(self.path, n))
         try:
             for d in (self.images_dir, self.containers_dir, self.snapshots_dir):
@@ -406,7 +211,7 @@ class DirPool(StoragePool):
             raise NotFound(f"storage pool {self.pool} does not exist at {self.path}")
 
     def _staging(self, tag: str, mode: int) -> str:
-        path = temp_name(self.path, _STAGING, tag)
+        path = temp_name(self.path, STAGING, tag)
         try:
             os.mkdir(path, mode)
             os.chmod(path, mode)  # not subject to the umask
@@ -416,7 +221,7 @@ class DirPool(StoragePool):
 
     def _discard(self, path: str) -> None:
         """Move a volume out of place atomically, then remove it."""
-        grave = temp_name(self.path, _DELETING, os.path.basename(path))
+        grave = temp_name(self.path, DELETING, os.path.basename(path))
         try:
             os.rename(path, grave)
         except FileNotFoundError:
@@ -428,7 +233,7 @@ class DirPool(StoragePool):
     # -- images --------------------------------------------------------------------------
     def list_images(self) -> list[str]:
         try:
-            return sorted(n for n in os.listdir(self.images_dir) if _NAME_RE.match(n))
+            return sorted(n for n in os.listdir(self.images_dir) if NAME_RE.match(n))
         except FileNotFoundError:
             return []
 
@@ -455,7 +260,7 @@ class DirPool(StoragePool):
     # -- containers ----------------------------------------------------------------------
     def list_containers(self) -> list[str]:
         try:
-            return sorted(n for n in os.listdir(self.containers_dir) if _NAME_RE.match(n))
+            return sorted(n for n in os.listdir(self.containers_dir) if NAME_RE.match(n))
         except FileNotFoundError:
             return []
 
@@ -553,7 +358,7 @@ class DirPool(StoragePool):
     def list_snapshots(self, name: str) -> list[str]:
         self._require_volume(name)
         try:
-            return sorted(n for n in os.listdir(self._snapshots_of(name)) if _NAME_RE.match(n))
+            return sorted(n for n in os.listdir(self._snapshots_of(name)) if NAME_RE.match(n))
         except FileNotFoundError:
             return []
 
