@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
-from sysmgr.drivers.storage.dir import remove_tree
+from sysmgr.drivers.storage.base import remove_tree
 from sysmgr.engine import journal, records, streams, volumes
 from sysmgr.engine.host import DEFAULT_POOL, Host
 from sysmgr.engine.reverter import Reverter

@@ -13,8 +13,9 @@ from typing import Any, Callable, Mapping
 
 from sysmgr._util import safefs
 from sysmgr.drivers.runtime.base import InitRecord, Status
+from sysmgr.drivers.storage import base as storage_base
 from sysmgr.engine.host import Host
-from sysmgr.errors import Issue, NotFound, ValidationError
+from sysmgr.errors import Issue, NotFound, SysmgrError, ValidationError
 from sysmgr.model import expand as mexpand
 from sysmgr.model import keys as mkeys
 from sysmgr.state.db import ContainerRecord, ProfileRecord
@@ -123,9 +124,12 @@ def stringify(config: Mapping[str, Any] | None, devices: Mapping[str, Mapping[st
 # -- files that go with a record ----------------------------------------------------------------
 
 def remove_tree(path: str, ignore_errors: bool = False) -> None:
-    import shutil  # shutil drags in bz2/lzma at import: most commands never remove a tree
-
-    shutil.rmtree(path, ignore_errors=ignore_errors)
+    """Remove a container's directory tree (never following a link, never into a mount)."""
+    try:
+        storage_base.remove_tree(path)
+    except (OSError, SysmgrError):
+        if not ignore_errors:
+            raise
 
 
 def write_hostname(rootfs: str, name: str) -> None:
