@@ -23,11 +23,47 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class IdMapEntry:
+    """One extra mapping (LXD's ``raw.idmap``): ``size`` host ids from ``host_id`` appear as
+    ``ns_id``.. inside; ``kind`` is ``uid``, ``gid`` or ``both``."""
+
+    kind: str
+    host_id: int
+    ns_id: int
+    size: int = 1
+
+
+@dataclass(frozen=True)
 class IdMap:
-    """User-namespace mapping (container id 0..size-1 -> host_start..)."""
+    """A container's user-namespace mapping: container ids 0..size-1 are host ids
+    host_start.., except where an ``extra`` entry maps container ids to other host ids."""
 
     host_start: int = 100_000
     size: int = 65_536
+    extra: tuple[IdMapEntry, ...] = ()
+
+    def mappings(self, kind: str) -> list[tuple[int, int, int]]:
+        """``(container id, host id, count)`` lines for ``uid`` or ``gid``, sorted, as
+        ``/proc/PID/uid_map`` takes them: the base range with holes where extras sit."""
+        extras = sorted((e.ns_id, e.host_id, e.size) for e in self.extra if e.kind in (kind, "both"))
+        out: list[tuple[int, int, int]] = []
+        start = 0
+        for ns, host, n in extras + [(self.size, 0, 0)]:
+            if ns > start:  # the base range up to this extra
+                end = min(ns, self.size)
+                if end > start:
+                    out.append((start, self.host_start + start, end - start))
+            if n:
+                out.append((ns, host, n))
+            start = max(start, ns + n)
+        return sorted(out)
+
+    def host_id(self, kind: str, ns_id: int) -> int | None:
+        """The host id container id ``ns_id`` maps to (None: unmapped)."""
+        for ns, host, n in self.mappings(kind):
+            if ns <= ns_id < ns + n:
+                return host + ns_id - ns
+        return None
 
 
 @dataclass(frozen=True)

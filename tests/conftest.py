@@ -10,6 +10,7 @@ PID 1 that does not reap (the reference VM's does not).
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import glob
@@ -18,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -26,6 +28,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # `init` makes a loop-backed btrfs default pool when the host can run it; a test that wants
 # one creates (and deletes) it itself, so every other root keeps a plain dir pool
 os.environ.setdefault("SYSMGR_STORAGE_DRIVER", "dir")
+# `init` gives root a subordinate id range in /etc/subuid and /etc/subgid when it has none:
+# the tests' roots use files of this session instead of the machine's
+_SUBIDS = tempfile.mkdtemp(prefix="sysmgr-test-subids-")
+os.environ.setdefault("SYSMGR_SUBUID", os.path.join(_SUBIDS, "subuid"))
+os.environ.setdefault("SYSMGR_SUBGID", os.path.join(_SUBIDS, "subgid"))
+atexit.register(shutil.rmtree, _SUBIDS, True)
 PR_SET_CHILD_SUBREAPER = 36
 
 

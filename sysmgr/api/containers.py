@@ -76,6 +76,8 @@ class Container(Model):
         # addresses of a running container as `list` shows them, "10.0.3.5 (eth0)"
         self.nics: dict[str, dict[str, Any]] = dict(view.extra.get("nics") or {})
         self.ipv4: list[str] = list(view.extra.get("ipv4") or [])
+        # "unprivileged (host ids 1000000+65536)" or "privileged" (no user namespace)
+        self.security: str = str(view.extra.get("security") or "")
 
     def _fetch(self) -> Any:
         return self._backend.container_view(self.name)

@@ -9,7 +9,7 @@ killed sysmgr left half-done, repairs recorded networks and starts the container
 from __future__ import annotations
 
 from sysmgr.drivers.runtime.base import STOPPED
-from sysmgr.engine import journal, lifecycle, pools, profiles, records, volumes
+from sysmgr.engine import idmap, journal, lifecycle, pools, profiles, records, volumes
 from sysmgr.engine.host import DEFAULT_POOL, DEFAULT_PROFILE, Host
 from sysmgr.engine.networks import NetworkEngine
 from sysmgr.errors import ValidationError
@@ -36,6 +36,7 @@ def init(host: Host, *, storage_driver: str | None = None, runtime: str | None =
         done.append(f"created host root {host.layout.root} (id {host.layout.root_id})")
     with host.locked():
         _record_drivers(host, runtime, network_driver)
+        done += idmap.ensure_subids()
         done += _pools(host, storage_driver)
         networks = NetworkEngine(host)
         done += networks.repair_all()

@@ -98,7 +98,11 @@ def interactive(host: Host, name: str, argv: Sequence[str], *,
                 env: Mapping[str, str] | None = None, cwd: str | None = None,
                 tty: bool | None = None, stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
     """Run a command with the caller's stdio streamed through; with ``tty`` (default: when
-    stdin and stdout are terminals) on a pty inside the container. Returns its exit code."""
+    stdin and stdout are terminals) on a pty inside the container. Returns its exit code.
+
+    The caller's own fds are never handed to the container: a terminal of the admin's would
+    let the container type into the admin's shell (TIOCSTI). Without a pty the bytes are
+    relayed through pipes of sysmgr's own."""
     if tty is None:
         tty = os.isatty(stdin) and os.isatty(stdout)
     init = running_init(host, name)
@@ -111,7 +115,46 @@ def interactive(host: Host, name: str, argv: Sequence[str], *,
             return ptyproxy.proxy(master, proc, stdin, stdout)
         finally:
             os.close(master)
-    return host.runtime.exec(init, spec, stdin=stdin, stdout=stdout, stderr=stderr).wait()
+    return _relayed(host, init, spec, (stdin, stdout, stderr))
+
+
+def _relayed(host: Host, init: InitRecord, spec: ProcessSpec, stdio: tuple[int, int, int]) -> int:
+    """Run ``spec`` on pipes, copying the caller's stdin in and its output out as it comes."""
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        proc = host.runtime.exec(init, spec, stdin=in_r, stdout=out_w, stderr=err_w)
+    except BaseException:
+        for fd in (in_w, out_r, err_r):
+            os.close(fd)
+        raise
+    finally:
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+    feeder = threading.Thread(target=_pump, args=(stdio[0], in_w, True), daemon=True)
+    outs = [threading.Thread(target=_pump, args=(out_r, stdio[1], False)),
+            threading.Thread(target=_pump, args=(err_r, stdio[2], False))]
+    for t in (feeder, *outs):
+        t.start()
+    code = proc.wait()
+    for t in outs:
+        t.join()
+    return code
+
+
+def _pump(src: int, dst: int, close_dst: bool) -> None:
+    """Copy ``src`` to ``dst`` until EOF (or the reader goes away); ``close_dst``: our end of
+    a pipe, closed at the end so the command sees EOF. A source that is ours is closed."""
+    try:
+        while data := os.read(src, 65536):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(dst, view):]
+    except OSError:
+        pass  # the command exited (EPIPE) or the caller's end went away
+    finally:
+        os.close(dst if close_dst else src)
 
 
 def shell_argv(host: Host, name: str) -> list[str]:
@@ -136,8 +179,19 @@ def file_root(host: Host, name: str) -> str:
 
 def put_file(host: Host, name: str, path: str, src: BinaryIO, *, mode: int, uid: int, gid: int,
              mkdir: bool) -> None:
-    safefs.push(file_root(host, name), path, src, mode=mode, uid=uid, gid=gid,
-                mkdir_parents=mkdir)
+    """Write a file inside; ``uid``/``gid`` are the container's ids. Into a running container
+    the write goes through its live root as its root would make it (an unprivileged
+    container's root filesystem is idmapped: the host's root cannot create files in it)."""
+    root = file_root(host, name)
+
+    def push() -> None:
+        safefs.push(root, path, src, mode=mode, uid=uid, gid=gid, mkdir_parents=mkdir)
+
+    init = records.init_record(host.store.container(name))
+    if root.startswith("/proc/") and init is not None:
+        host.runtime.as_container_root(init, push)
+    else:
+        push()
 
 
 def read_file(host: Host, name: str, path: str) -> bytes:

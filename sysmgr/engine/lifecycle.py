@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from sysmgr.drivers.runtime.base import FROZEN, RUNNING, STOPPED, Status
-from sysmgr.engine import records, runspec
+from sysmgr.engine import idmap, records, runspec
 from sysmgr.engine.host import DEFAULT_STOP_TIMEOUT, Host
 from sysmgr.engine.nics import NicEngine
 from sysmgr.errors import Conflict
@@ -28,13 +28,14 @@ def start(host: Host, name: str) -> Status:
             raise Conflict(f"container {name!r} is already running")
         cgroup = records.cgroup_path(host, name)
         host.runtime.cleanup(cgroup)  # a previous init may have died by itself
-        spec = runspec.runtime_spec(host, ex, records.image_meta(host, rec))
+        ids = idmap.idmap_for(host, rec, ex.config)
+        spec = runspec.runtime_spec(host, ex, records.image_meta(host, rec), ids)
         os.makedirs(spec.runtime_dir, exist_ok=True)
         before_go = None
         if records.has_nics(ex.devices):  # nic-less containers never load networking
             nics = NicEngine(host)
             before_go = nics.attacher(nics.prepare_start(name, spec.rootfs))
-            rec = host.store.container(name)  # prepare_start may have recorded nic state
+        rec = host.store.container(name)  # the id map and nics may have recorded state
         init = host.runtime.start(spec, before_go=before_go)
         vol = dict(rec.volatile)
         vol.update({"init.pid": init.pid, "init.starttime": init.starttime,

@@ -15,7 +15,7 @@ from sysmgr.drivers.runtime.base import RuntimeSpec, signal_number
 from sysmgr.engine import records
 from sysmgr.engine.host import Host
 from sysmgr.model import keys as mkeys
-from sysmgr.types import HostFacts, Limits
+from sysmgr.types import HostFacts, IdMap, Limits
 
 
 @functools.cache
@@ -34,9 +34,10 @@ def halt_signal(meta: Mapping[str, Any]) -> int:
     return signal_number(meta.get("halt_signal") or "SIGPWR")
 
 
-def runtime_spec(host: Host, ex: records.Expanded, meta: Mapping[str, Any]) -> RuntimeSpec:
+def runtime_spec(host: Host, ex: records.Expanded, meta: Mapping[str, Any],
+                 idmap: IdMap | None = None) -> RuntimeSpec:
     """What the runtime needs to start the container ``ex`` (read once by the caller) whose
-    image has the metadata ``meta``."""
+    image has the metadata ``meta``, in a user namespace with ``idmap`` (None: privileged)."""
     rec = ex.record
     return RuntimeSpec(
         name=rec.name,
@@ -48,4 +49,5 @@ def runtime_spec(host: Host, ex: records.Expanded, meta: Mapping[str, Any]) -> R
         limits=limits(ex.config),
         halt_signal=halt_signal(meta),
         no_new_privs=bool(meta.get("no_new_privs", False)),
+        idmap=idmap,
     )

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sysmgr.drivers.runtime.base import STOPPED, Status, Usage
-from sysmgr.engine import records
+from sysmgr.engine import idmap, records
 from sysmgr.engine.host import Host
 from sysmgr.engine.nics import NicEngine
 from sysmgr.errors import NotFound, SysmgrError
@@ -64,6 +64,7 @@ def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
     if records.has_nics(devs):  # most commands on nic-less containers never load networking
         extra = NicEngine(host).view(rec, devs, status.pid if status.state != STOPPED else None,
                                      cache)
+    extra["security"] = idmap.describe(cfg, rec.volatile)
     return ContainerView(rec, cfg, devs, status, img, use, extra, disk)
 
 

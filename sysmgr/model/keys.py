@@ -27,6 +27,7 @@ from typing import Iterable, Mapping, Sequence
 from sysmgr._util.sizes import parse_size
 from sysmgr.errors import Issue, ValidationError
 from sysmgr.model import schedule
+from sysmgr.model.idmaps import normalize_raw_idmap, parse_raw_idmap
 # re-exported: the engine, API, CLI and tests import the device rules from here
 from sysmgr.model.device_keys import (  # noqa: F401
     DEVICE_TYPES, describe_device_keys, device_change_is_live, is_root_disk, normalize_devices,
@@ -202,6 +203,7 @@ def _env_suffix(name: str) -> str | None:
 _PROCESSES = int_key(minimum=1, what="process limit")
 _PRIORITY = int_key(minimum=0, what="priority")
 _SECONDS = int_key(minimum=0, what="number of seconds")
+_IDMAP_SIZE = int_key(minimum=65536, maximum=1 << 31, what="id map size")
 
 CONTAINER_KEYS: dict[str, Key] = key_table(
     Key("limits.cpu", check(parse_cpu), norm(_norm_cpu), live=True,
@@ -235,9 +237,17 @@ CONTAINER_KEYS: dict[str, Key] = key_table(
     Key("snapshots.expiry", check(schedule.parse_expiry), norm(str.strip), live=True,
         doc="Lifetime of new snapshots, e.g. 2w, 3d, 12H, 30M (M minutes, H hours, d days, "
             "w weeks, m months, y years); 'sysmgr snapshot prune' deletes expired ones."),
-    Key("security.privileged", BOOL, NORM_BOOL, live=False, default="true",
-        doc="Run without a user namespace. Defaults to true until user-namespace (unprivileged) "
-            "containers are implemented; false is accepted and reserved for them."),
+    Key("security.privileged", BOOL, NORM_BOOL, live=False, default="false",
+        doc="Run without a user namespace: root inside is root on the host (explicit opt-in; "
+            "the default runs container root as an unprivileged host uid from /etc/subuid)."),
+    Key("security.idmap.isolated", BOOL, NORM_BOOL, live=False, default="false",
+        doc="Give the container a host id range of its own instead of the range unprivileged "
+            "containers share."),
+    Key("security.idmap.size", _IDMAP_SIZE[0], _IDMAP_SIZE[1], live=False, default="65536",
+        doc="How many ids the container's map has (at least 65536: images need nobody, 65534)."),
+    Key("raw.idmap", check(parse_raw_idmap), norm(normalize_raw_idmap), live=False,
+        doc="Extra host ids mapped in, one per line: 'uid|gid|both HOST NS' (ids or A-B "
+            "ranges), e.g. 'both 1000 1000'."),
     Key("user.*", accept, same, live=True,
         doc="Free-form user metadata; sysmgr never interprets it."),
     # not live: init's environment only changes at a start, and a declared environment that

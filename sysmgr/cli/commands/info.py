@@ -24,6 +24,7 @@ def info_record(c: Any, st: Any) -> dict[str, Any]:
         "pool": c.pool,
         "created_at": render.iso_time(c.created_at),
         "pid": st.pid,
+        "security": getattr(c, "security", ""),
         "resources": {
             "processes": st.pids,
             "memory_bytes": st.memory_bytes,
@@ -50,7 +51,7 @@ def info_text(r: dict[str, Any]) -> str:
             ("Status", r["status"].upper()), ("Type", "container"), ("Image", image),
             ("Profiles", ", ".join(r["profiles"])), ("Storage pool", r["pool"]),
             ("Created", render.format_timestamp(render.parse_iso(r["created_at"]))),
-            ("Init PID", r["pid"])]
+            ("Init PID", r["pid"]), ("Security", r.get("security"))]
     out = [f"{k}: {v}" for k, v in head if v not in (None, "")]
     res = r["resources"]
     if any(v is not None for v in res.values()):

@@ -1,5 +1,6 @@
 """``sysmgr list``: containers as ``lxc list`` shows them (NAME, STATE, IPV4, PROFILES,
-MEMORY, DISK, PIDS), or as JSON / YAML / CSV.
+MEMORY, DISK, PIDS), or as JSON / YAML / CSV. A privileged container (``security.privileged``,
+root inside is root on the host) says so in its STATE.
 
 Usage figures come with the listing (``containers.all(usage=True)``): no per-container
 round trip.
@@ -16,6 +17,7 @@ from sysmgr.cli import render
 from sysmgr.cli.commands._common import AppContext, format_option, output, pass_app
 
 HEADERS = ("NAME", "STATE", "IPV4", "PROFILES", "MEMORY", "DISK", "PIDS")
+TRUE = ("true", "yes", "on", "1")  # LXD's true words: containers without a user namespace
 
 
 def container_record(c: Any) -> dict[str, Any]:
@@ -24,6 +26,7 @@ def container_record(c: Any) -> dict[str, Any]:
     return {
         "name": c.name,
         "status": c.status,
+        "privileged": c.expanded_config.get("security.privileged", "false").lower() in TRUE,
         "pid": c.pid,
         "description": c.description,
         "image": {"fingerprint": c.image_fingerprint, "aliases": list(c.image_aliases),
@@ -46,7 +49,7 @@ def container_row(r: Mapping[str, Any]) -> list[object]:
     running = r["status"] != "Stopped"
     return [
         r["name"],
-        r["status"].upper(),
+        r["status"].upper() + (" (privileged)" if r.get("privileged") else ""),
         "\n".join(r["ipv4"]),
         ", ".join(r["profiles"]),
         render.format_size(r["memory"]) if running else "",

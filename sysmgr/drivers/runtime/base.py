@@ -12,9 +12,11 @@ import abc
 import os
 import signal
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Mapping
+from typing import Callable, ClassVar, Mapping, TypeVar
 
 from sysmgr.types import IdMap, Limits  # noqa: F401  (re-exported: drivers take them from here)
+
+T = TypeVar("T")
 
 STOPPED, RUNNING, FROZEN = "STOPPED", "RUNNING", "FROZEN"
 
@@ -140,6 +142,12 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def cleanup(self, cgroup: str) -> None:
         """Remove leftovers of a stopped container (cgroups); idempotent."""
+
+    def as_container_root(self, rec: InitRecord, fn: Callable[[], T]) -> T:
+        """Run ``fn`` with the identity of the container's root: for writes into a running
+        unprivileged container's files, which the host's root may not create through its
+        idmapped root filesystem. Runtimes without user namespaces just call ``fn``."""
+        return fn()
 
     def console_log(self, runtime_dir: str) -> str:
         """Path of the console log for a container's bundle dir."""

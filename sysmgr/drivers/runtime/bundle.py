@@ -156,9 +156,9 @@ def render(spec: RuntimeSpec) -> dict[str, Any]:
     }
     if spec.idmap is not None:
         namespaces.append({"type": "user"})
-        mapping = [{"containerID": 0, "hostID": spec.idmap.host_start, "size": spec.idmap.size}]
-        linux["uidMappings"] = mapping
-        linux["gidMappings"] = [dict(m) for m in mapping]
+        for kind, key in (("uid", "uidMappings"), ("gid", "gidMappings")):
+            linux[key] = [{"containerID": ns, "hostID": h, "size": n}
+                          for ns, h, n in spec.idmap.mappings(kind)]
     return {
         "ociVersion": OCI_VERSION,
         "process": {

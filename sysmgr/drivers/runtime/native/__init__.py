@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 from sysmgr._util import linux
 from sysmgr.drivers.runtime import bundle
@@ -55,7 +55,7 @@ from sysmgr.drivers.runtime.base import (
     Usage,
 )
 from sysmgr.drivers.runtime.cgroups import CGROUP_ROOT, Cgroup, open_cgroup
-from sysmgr.drivers.runtime.native import process
+from sysmgr.drivers.runtime.native import process, userns
 from sysmgr.drivers.runtime.native.plan import InitPlan, plan_from_config, plan_from_spec
 from sysmgr.drivers.runtime.native.process import (
     KILL_TIMEOUT,
@@ -63,7 +63,9 @@ from sysmgr.drivers.runtime.native.process import (
     BeforeGo,
     NativeExecProcess,
 )
-from sysmgr.errors import Conflict, DriverError, DriverUnavailable
+from sysmgr.errors import Conflict, DriverError
+
+T = TypeVar("T")
 
 __all__ = ["BeforeGo", "KILL_TIMEOUT", "NativeExecProcess", "NativeRuntime", "START_TIMEOUT"]
 
@@ -79,7 +81,7 @@ class NativeRuntime(Runtime):
     """
 
     name: ClassVar[str] = "native"
-    info: ClassVar[RuntimeInfo] = RuntimeInfo(freeze=True, user_namespaces=False, live_limits=True)
+    info: ClassVar[RuntimeInfo] = RuntimeInfo(freeze=True, user_namespaces=True, live_limits=True)
 
     def __init__(self, cgroup_root: str = CGROUP_ROOT, before_go: BeforeGo | None = None) -> None:
         self.cgroup_root = cgroup_root
@@ -101,11 +103,6 @@ class NativeRuntime(Runtime):
     # -- start -----------------------------------------------------------------------------
 
     def start(self, spec: RuntimeSpec, *, before_go: BeforeGo | None = None) -> InitRecord:
-        if spec.idmap is not None:
-            raise DriverUnavailable(
-                "user namespaces are not enabled yet",
-                hint="run the container privileged (no security.idmap) for now",
-            )
         config = bundle.render(spec)
         try:
             os.makedirs(spec.runtime_dir, mode=0o700, exist_ok=True)
@@ -126,8 +123,8 @@ class NativeRuntime(Runtime):
         """Check the plan, create the cgroup with its limits, launch; on failure remove the
         cgroup again (and with it anything that was started)."""
         what = f"cannot start container {plan.name}" if plan.name else "cannot start container"
-        if plan.userns:
-            raise DriverUnavailable("user namespaces are not enabled yet")
+        if plan.userns and not plan.uid_map:
+            raise DriverError(f"{what}: the bundle has a user namespace but no uidMappings")
         if not os.path.isdir(plan.rootfs):
             raise DriverError(f"{what}: root filesystem {plan.rootfs} does not exist")
         if not plan.cgroup:
@@ -139,6 +136,8 @@ class NativeRuntime(Runtime):
             cg.destroy()  # leftovers of a container that died by itself
         cg.create(plan.limits, plan.device_rules)  # limits are in place before init runs
         try:
+            if plan.userns:
+                _delegate(cg, plan)
             return process.launch(plan._replace(procs_files=tuple(cg.procs_files())), bundle_dir, what, hook)
         except BaseException as e:
             try:
@@ -203,8 +202,30 @@ class NativeRuntime(Runtime):
         assert master is not None
         return p, master
 
+    def as_container_root(self, rec: InitRecord, fn: Callable[[], T]) -> T:
+        if not process.alive(rec) or not userns.own_userns(rec.pid):
+            return fn()
+        return userns.call_as_root_of(rec.pid, fn)
+
 
 # -- the bundle file ---------------------------------------------------------------------------
+
+def _delegate(cg: Cgroup, plan: InitPlan) -> None:
+    """The cgroup directories an unprivileged init manages itself go to its root: the one
+    systemd uses (the cgroup2 directory: the ``unified`` hierarchy on a hybrid host, or the
+    container's on a v2 host) and the ``name=systemd`` one. Controllers' own directories (the
+    device rules, the limits) stay the host's."""
+    root_uid = next((h for ns, h, _n in plan.uid_map if ns == 0), None)
+    root_gid = next((h for ns, h, _n in plan.gid_map if ns == 0), None)
+    if root_uid is None or root_gid is None:
+        return
+    dirs = [d for d in cg.dirs() if cg.version == 2 or d.startswith(
+        (os.path.join(cg.root, "unified") + "/", os.path.join(cg.root, "systemd") + "/"))]
+    try:
+        userns.delegate(dirs, root_uid, root_gid)
+    except OSError as e:
+        raise DriverError(f"cannot hand the cgroup {cg.path} to the container: {e.strerror}") from e
+
 
 def _write_json(path: str, data: Mapping[str, Any]) -> None:
     """Atomically: a reader never sees half a file."""

@@ -25,6 +25,7 @@ from typing import NoReturn, Sequence
 from sysmgr._util import linux
 from sysmgr.drivers.runtime import bundle
 from sysmgr.drivers.runtime.base import exit_code
+from sysmgr.drivers.runtime.native import userns
 from sysmgr.drivers.runtime.native.plan import ExecPlan, InitPlan, Mount
 
 
@@ -164,15 +165,16 @@ def starter_main(plan: InitPlan, info_w: int, err_w: int, go_r: int, console_fd:
         _close_fds_except((info_w, err_w, go_r, console_fd))
         step("join the container's cgroups")
         _join_cgroups(plan.procs_files)
-        # user namespaces (later): unshare(CLONE_NEWUSER) here, tell P, let P write
-        # uid_map/gid_map, setresuid(0) -- *then* unshare the pid ns so it is owned by it.
+        sources: dict[str, str] = {}
+        if plan.userns:
+            plan, sources = _enter_userns(plan, step)
         step("create namespaces")
         linux.unshare(plan.unshare_starter)
         step("fork init")
         pid = os.fork()
         if pid == 0:
             os.close(info_w)
-            _init_main(plan, go_r, err_w, console_fd)  # never returns
+            _init_main(plan, go_r, err_w, console_fd, sources)  # never returns
         os.write(info_w, struct.pack("=q", pid))
         code = 0
     except BaseException as e:
@@ -181,9 +183,27 @@ def starter_main(plan: InitPlan, info_w: int, err_w: int, go_r: int, console_fd:
         os._exit(code)
 
 
+def _enter_userns(plan: InitPlan, step: _Step) -> tuple[InitPlan, dict[str, str]]:
+    """The steps of :mod:`.userns` A takes as host root; returns the plan with the staged
+    rootfs and where B finds what it binds in from the host."""
+    step("create a private mount namespace")
+    linux.unshare(linux.CLONE_NEWNS)
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    step("create the user namespace")
+    ns_fd = userns.make_userns(plan.uid_map, plan.gid_map)
+    step("attach the root filesystem through an idmapped mount")
+    staged, sources = userns.stage(plan.rootfs, ns_fd, [m.source for m in plan.mounts if m.bind]
+                                   + [d[0] for d in plan.devices])
+    step("become root in the user namespace")
+    userns.become_root(ns_fd)
+    os.close(ns_fd)
+    return plan._replace(rootfs=staged), sources
+
+
 # -- child B: PID 1 until it execs init ------------------------------------------------------------
 
-def _init_main(plan: InitPlan, go_r: int, err_w: int, console_fd: int) -> NoReturn:
+def _init_main(plan: InitPlan, go_r: int, err_w: int, console_fd: int,
+               sources: dict[str, str]) -> NoReturn:
     code = 1
     step = _Step()
     try:
@@ -195,7 +215,7 @@ def _init_main(plan: InitPlan, go_r: int, err_w: int, console_fd: int) -> NoRetu
         if os.read(go_r, 1) != b"g":
             os._exit(1)  # P gave up (its end closed): exit quietly
         os.close(go_r)
-        _setup_root(plan, step)
+        _setup_root(plan, step, sources)
         step("start init")
         os.setsid()
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
@@ -221,8 +241,11 @@ def _init_main(plan: InitPlan, go_r: int, err_w: int, console_fd: int) -> NoRetu
         os._exit(code)
 
 
-def _setup_root(plan: InitPlan, step: _Step) -> None:
-    """Mounts, device nodes, pivot_root, hostname, masks, capabilities (PLATFORM item 2)."""
+def _setup_root(plan: InitPlan, step: _Step, sources: dict[str, str]) -> None:
+    """Mounts, device nodes, pivot_root, hostname, masks, capabilities (PLATFORM item 2).
+
+    ``sources``: in a user namespace, where the host files bound in are staged (by their
+    host path, see :func:`_enter_userns`); bind mounts and device nodes come from there."""
     root = plan.rootfs
     step("make the mount namespace private")
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)  # never propagate to the host
@@ -230,8 +253,10 @@ def _setup_root(plan: InitPlan, step: _Step) -> None:
     linux.mount(root, root, None, linux.MS_BIND | linux.MS_REC)     # pivot_root needs a mount point
     for m in plan.mounts:
         step(f"mount {m.fstype or 'bind'} on {m.target}")
+        if m.bind and m.source in sources:
+            m = m._replace(source=sources[m.source])
         _mount(root, m)
-    _populate_dev(plan, step)
+    _populate_dev(plan, step, sources)
     if plan.readonly_root:
         step("make the root filesystem read-only")
         linux.mount(None, root, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY)
@@ -278,13 +303,19 @@ def _mount(root: str, m: Mount) -> None:
         linux.mount(None, target, None, m.propagation)
 
 
-def _populate_dev(plan: InitPlan, step: _Step) -> None:
-    """Device nodes and the standard /dev symlinks (existing entries are kept)."""
+def _populate_dev(plan: InitPlan, step: _Step, sources: dict[str, str]) -> None:
+    """Device nodes and the standard /dev symlinks (existing entries are kept). In a user
+    namespace (no mknod) each node is the host's, bound in."""
     root = plan.rootfs
     for path, mode, rdev, perm, uid, gid in plan.devices:
         step(f"create device {path}")
         target = _in_root(root, path)
         if os.path.lexists(target):
+            continue
+        if plan.userns:
+            if path in sources:
+                _touch(target, 0o666)
+                linux.mount(sources[path], target, None, linux.MS_BIND)
             continue
         os.mknod(target, mode, rdev)
         os.chmod(target, perm)  # mknod obeys the umask
@@ -338,6 +369,9 @@ def exec_main(plan: ExecPlan, err_w: int, sock_fd: int) -> NoReturn:
     code = 126
     step = _Step()
     try:
+        # a copy of the host's interpreter about to join the container: nothing in there may
+        # ptrace it or open its /proc/PID/mem (runc's CVE-2016-9962 / CVE-2019-5736 lesson)
+        linux.prctl(linux.PR_SET_DUMPABLE, 0)
         gc.disable()
         _close_fds_except((err_w, sock_fd, *plan.ns_fds, *plan.stdio))
         step("join the container's cgroups")

@@ -61,7 +61,7 @@ class InitPlan(NamedTuple):
     env: dict[str, str]
     cwd: str
     hostname: str | None
-    unshare_starter: int          # A: every namespace but cgroup (and user, later)
+    unshare_starter: int          # A: every namespace but cgroup and user (A joins that first)
     unshare_init: int             # B: the cgroup ns, once it sits in its cgroup
     userns: bool
     mounts: tuple[Mount, ...]
@@ -75,6 +75,9 @@ class InitPlan(NamedTuple):
     limits: Limits
     device_rules: tuple[tuple[bool, str], ...]
     procs_files: tuple[str, ...] = ()
+    #: with ``userns``: (container id, host id, count) lines of the uid and gid maps
+    uid_map: tuple[tuple[int, int, int], ...] = ()
+    gid_map: tuple[tuple[int, int, int], ...] = ()
 
 
 class ExecPlan(NamedTuple):
@@ -147,6 +150,8 @@ def _digest(config: Mapping[str, Any], bundle_dir: str, limits: Limits | None) -
             cgroup=str(linux_cfg.get("cgroupsPath") or "").strip("/"),
             limits=limits if limits is not None else bundle.limits_from_resources(resources),
             device_rules=tuple(bundle.device_rules(resources)),
+            uid_map=_id_map(linux_cfg.get("uidMappings")),
+            gid_map=_id_map(linux_cfg.get("gidMappings")),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise DriverError(f"invalid bundle {os.path.join(bundle_dir, 'config.json')}: {e}") from e
@@ -175,8 +180,13 @@ def _namespace_types(linux_cfg: Mapping[str, Any]) -> list[str]:
     return ns_types
 
 
+def _id_map(entries: Any) -> tuple[tuple[int, int, int], ...]:
+    return tuple((int(e["containerID"]), int(e["hostID"]), int(e["size"])) for e in entries or ())
+
+
 def _starter_flags(ns_types: list[str]) -> int:
-    """What A unshares: everything but cgroup (B, once in its cgroup) and user (later)."""
+    """What A unshares: everything but cgroup (B, once in its cgroup) and user (A joins the
+    container's user namespace first, and the others are then owned by it)."""
     flags = 0
     for t in ns_types:
         if t not in ("cgroup", "user"):

@@ -1,26 +1,175 @@
-"""User-namespace support of the native runtime, as far as it exists today (layer: runtime driver).
+"""User namespaces of the native runtime: what starter A does before it joins one.
 
-Not on any start path yet: :meth:`NativeRuntime.start` refuses an id map
-(``RuntimeInfo.user_namespaces`` is False). What is here is the piece P will run between A's
-``unshare(CLONE_NEWUSER)`` and the "go" (see :func:`.process.launch`); the rootfs then goes
-through :func:`sysmgr._util.linux.idmapped_bind`.
+An unprivileged container's namespaces are all owned by its user namespace, and its root
+filesystem is an idmapped mount, so files stay on disk with container ids (0 is root) and
+nothing is chowned. The order matters and is the reason for this module (A runs it as host
+root, in the container's cgroups):
+
+1. ``unshare(CLONE_NEWNS)``: a private mount namespace M1, still owned by the host.
+2. :func:`make_userns`: a throwaway child U unshares a user namespace, A writes its maps,
+   keeps an fd of it, U exits.
+3. :func:`stage`: a tmpfs over :data:`STAGE_PARENT` in M1 (so the staging paths have no 0700
+   parents the container's root could not walk), the rootfs bound there through an idmapped
+   mount, and beside it what B binds in from the host (the console log, device nodes, which a
+   user namespace cannot ``mknod``). M1 is private: the host sees none of this.
+4. (B finds them at the staged paths: bind sources must be mounts of B's own namespace.)
+5. :func:`become_root`: ``setns`` into the user namespace, root in it.
+
+Then A unshares the other namespaces (the new mount namespace M2 is owned by the user
+namespace, and the mounts copied from M1 are locked: the container cannot unmount them to
+reveal what is beneath), and B binds the staged rootfs onto itself, mounts /proc, /sys and /dev
+while the host's are still visible in M2 (the kernel requires that in a user namespace),
+pivots into it and detaches the rest.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import os
+from typing import Callable, Iterable, Sequence, TypeVar
 
-from sysmgr.errors import DriverError
+from sysmgr._util import linux
+
+STAGE_PARENT = "/tmp"                   # any directory every host has; covered in M1 only
+STAGE = STAGE_PARENT + "/sysmgr-rootfs"
+SOURCES = STAGE_PARENT + "/sysmgr-sources"
+
+IdLines = Sequence[tuple[int, int, int]]
+T = TypeVar("T")
 
 
-def write_id_maps(pid: int, uid_mappings: Sequence[Mapping[str, int]],
-                  gid_mappings: Sequence[Mapping[str, int]]) -> None:
-    """Write a process's uid/gid maps from the bundle's ``linux.uidMappings``/``gidMappings``
-    (PLATFORM item 1: host root writes them, no ``setgroups`` needed)."""
-    for name, maps in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
-        text = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps)
+def map_text(lines: IdLines) -> str:
+    return "".join(f"{ns} {host} {n}\n" for ns, host, n in lines)
+
+
+def make_userns(uid_map: IdLines, gid_map: IdLines) -> int:
+    """A new user namespace with these maps; returns an fd of it (the caller closes it)."""
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    done_r, done_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # U: only creates the namespace and waits
+        code = 1
         try:
+            os.close(ready_r)
+            os.close(done_w)
+            linux.unshare(linux.CLONE_NEWUSER)
+            os.write(ready_w, b"u")
+            os.read(done_r, 1)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 1) != b"u":
+            raise OSError("the user namespace helper died")
+        for name, lines in (("uid_map", uid_map), ("gid_map", gid_map)):
             with open(f"/proc/{pid}/{name}", "w") as f:
-                f.write(text)
-        except OSError as e:
-            raise DriverError(f"cannot write /proc/{pid}/{name}: {e.strerror}") from e
+                f.write(map_text(lines))
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(done_w)  # U reads EOF and exits
+        os.waitpid(pid, 0)
+
+
+def stage(rootfs: str, userns_fd: int, sources: Iterable[str]) -> tuple[str, dict[str, str]]:
+    """The rootfs, idmapped through ``userns_fd``, at :data:`STAGE`, and each host file in
+    ``sources`` (the console log, device nodes) bound under :data:`SOURCES`, all in a private
+    mount namespace of the caller's. Returns the staged rootfs and ``{source: staged path}``.
+
+    Everything is opened before the tmpfs goes over :data:`STAGE_PARENT`, which may cover
+    their own paths (a root under /tmp); the binds are made from ``/proc/self/fd/N`` of those
+    fds (a bind's source must be a mount of the caller's own namespace, as these are)."""
+    tree = linux.open_tree(rootfs)
+    fds: dict[str, int] = {}
+    try:
+        linux.mount_setattr_idmap(tree, userns_fd)
+        for p in sources:
+            if p not in fds and os.path.exists(p):
+                fds[p] = os.open(p, os.O_PATH | os.O_CLOEXEC)
+        linux.mount("tmpfs", STAGE_PARENT, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                    "mode=0755,size=64k")
+        os.mkdir(STAGE, 0o755)
+        linux.move_mount(tree, STAGE)
+        os.mkdir(SOURCES, 0o755)
+        staged = {}
+        for i, (p, fd) in enumerate(sorted(fds.items())):
+            target = f"{SOURCES}/{i}"
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            linux.mount(f"/proc/self/fd/{fd}", target, None, linux.MS_BIND)
+            staged[p] = target
+        return STAGE, staged
+    finally:
+        os.close(tree)
+        for fd in fds.values():
+            os.close(fd)
+
+
+def become_root(userns_fd: int) -> None:
+    """Join the user namespace and be its root (all capabilities in it, none outside)."""
+    linux.setns(userns_fd, linux.CLONE_NEWUSER)
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def delegate(dirs: Iterable[str], uid: int, gid: int) -> None:
+    """Give the container's root the cgroup directories its init manages (systemd creates
+    sub-cgroups and moves processes there): the directory and the files that let it do so."""
+    for d in dirs:
+        if not os.path.isdir(d):
+            continue
+        os.chown(d, uid, gid)
+        for f in ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "tasks"):
+            path = os.path.join(d, f)
+            if os.path.exists(path):
+                os.chown(path, uid, gid)
+
+
+def own_userns(pid: int) -> bool:
+    """Whether process ``pid`` lives in a user namespace other than ours."""
+    return os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino
+
+
+def call_as_root_of(pid: int, fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a forked child that joined the user namespace of ``pid`` as its root;
+    return its result or raise its exception (both pickled back over a pipe).
+
+    The child makes itself non-dumpable before it joins: the container's processes, root in
+    that namespace, must not ptrace a copy of the host's interpreter (CVE-2019-5736's lesson).
+    It keeps the host's mount namespace, so ``/proc/PID/root`` paths still resolve."""
+    import pickle  # only for writes into running unprivileged containers
+
+    ns_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            os.close(r)
+            linux.prctl(linux.PR_SET_DUMPABLE, 0)
+            try:
+                become_root(ns_fd)
+                out: tuple[bool, object] = (True, fn())
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                out = (False, e)
+            try:
+                data = pickle.dumps(out)
+            except Exception as e:  # noqa: BLE001 - an unpicklable result or error
+                data = pickle.dumps((False, OSError(f"{type(e).__name__}: {e}")))
+            with os.fdopen(w, "wb") as f:
+                f.write(data)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ns_fd)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(child, 0)
+    if not data:
+        raise OSError(f"the helper in the user namespace of pid {pid} died")
+    ok, value = pickle.loads(data)
+    if ok:
+        return value  # type: ignore[no-any-return]
+    raise value
