@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Lifecycle benchmark: prints medians (never asserts) beside LXC's figures when available.
 
-Measures on a throw-away host root, with busybox containers:
-  - start until init has been exec'ed, in-process (API) and through the CLI
+Measures on a throw-away host root, with busybox containers (unprivileged: the default):
+  - start until init has been exec'ed, in-process (API) and through the CLI; start and exec of
+    the same container privileged beside it (the user namespace and idmapped mount's cost)
   - graceful stop (busybox poweroff) and forced stop
   - ``sysmgr exec NAME -- true`` round trip through the CLI
   - ``sysmgr list`` with 50 running containers
@@ -119,6 +120,16 @@ def main() -> None:
         results["exec_cli"] = median_ms(timed(lambda: cli(root, "exec", "bench", "--", "true"), args.runs))
         lifecycle.stop(host, "bench", force=True)
         reap_children()
+        # the same container privileged (no user namespace, no idmapped mount): side by side
+        p = client.containers.create("bench-priv", image="busybox",
+                                     config={"security.privileged": "true"})
+        results["start_priv"] = median_ms(timed(lambda: lifecycle.start(host, "bench-priv"), args.runs,
+                                                teardown=lambda: (lifecycle.stop(host, "bench-priv", force=True), reap_children())))
+        lifecycle.start(host, "bench-priv")
+        time.sleep(0.2)
+        results["exec_api_priv"] = median_ms(timed(lambda: p.execute(["true"]), args.runs))
+        lifecycle.stop(host, "bench-priv", force=True)
+        reap_children()
         results["version"] = median_ms(timed(lambda: cli(root, "--version"), args.runs))
 
         names = [f"l{i:02d}" for i in range(args.list_size)]
@@ -139,10 +150,13 @@ def main() -> None:
     a = anchor or ANCHOR_MS
     print(f"sysmgr lifecycle benchmark: medians, {args.runs} runs, busybox image")
     row("start until init runs (in-process)", results["start"], "< 50 ms", a.get("start"), src)
+    print(f"  {'  unprivileged / privileged start':<42} {results['start'] / results['start_priv']:9.2f}x      <= 1.2x")
+    row("  privileged start (in-process)", results["start_priv"], "", a.get("start"), src)
     row("start through the CLI", results["start_cli"], "< 150 ms", a.get("start"), src)
     row("graceful stop (busybox poweroff)", results["stop_graceful"], "", ANCHOR_MS["stop_graceful"], "lxc 5.0.2 (anchors)")
     row("forced stop", results["stop_force"], "", ANCHOR_MS["stop_force"], "lxc 5.0.2 (anchors)")
     row("exec true (API, in-process)", results["exec_api"], "", a.get("exec"), src)
+    row("  privileged exec true (API, in-process)", results["exec_api_priv"], "", a.get("exec"), src)
     row("exec true round trip through the CLI", results["exec_cli"], "< 120 ms", a.get("exec"), src)
     row(f"sysmgr list with {args.list_size} running", results["list"], "< 250 ms")
     row("CLI cold start (sysmgr --version)", results["version"], "< 100 ms")
