@@ -189,7 +189,7 @@ def test_describe_keys_covers_the_table_sorted() -> None:
 
 
 def test_defaults() -> None:
-    assert CONTAINER_KEYS["security.privileged"].default == "true"
+    assert CONTAINER_KEYS["security.privileged"].default == "false"  # unprivileged by default, as LXD
     assert CONTAINER_KEYS["limits.memory.swap"].default == "true"
     assert CONTAINER_KEYS["limits.memory"].default is None
 
