@@ -85,11 +85,15 @@ def drop_devices(root: str) -> list[str]:
     return found
 
 
-def devices_warning(what: str, paths: list[str], *, dropped: bool = True) -> str:
-    """The warning naming the device nodes of ``what`` (an image or a backup)."""
+DROPPED = "dropped"
+KEPT = "kept (--allow-devices)"
+
+
+def devices_warning(what: str, paths: list[str], verb: str = DROPPED) -> str:
+    """The message naming the device nodes ``paths`` of ``what`` (an image, a backup):
+    ``"<what>: <verb> N device node(s): /dev/sda, ..."``."""
     shown = ", ".join("/" + p for p in paths[:WARN_NAMES])
     more = f" and {len(paths) - WARN_NAMES} more" if len(paths) > WARN_NAMES else ""
-    verb = "dropped" if dropped else "kept (--allow-devices)"
     return f"{what}: {verb} {len(paths)} device node(s): {shown}{more}"
 
 
