@@ -17,7 +17,7 @@ Two rules, shared by the layout, the storage drivers, image import and backup im
   trees need none: :func:`find_devices` lists them and :func:`drop_devices` removes them
   (the caller warns, naming them, unless the user allowed devices).
 
-Layer: _util (no sysmgr imports but errors).
+Layer: _util (imports nothing of sysmgr).
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ import stat
 from typing import Callable
 
 PRIVATE_MODE = 0o700
+
+#: receives one warning (a sentence) for the user
+Warn = Callable[[str], None]
 
 #: how many device node names a warning lists before "and N more"
 WARN_NAMES = 8
@@ -96,5 +99,3 @@ def devices_warning(what: str, paths: list[str], verb: str = DROPPED) -> str:
     more = f" and {len(paths) - WARN_NAMES} more" if len(paths) > WARN_NAMES else ""
     return f"{what}: {verb} {len(paths)} device node(s): {shown}{more}"
 
-
-Warn = Callable[[str], None]
