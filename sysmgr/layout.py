@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 
+from sysmgr._util.exposure import private_dir
+
 DEFAULT_ROOT = "/var/lib/sysmgr"
 
 
@@ -63,6 +65,11 @@ class Layout:
         """Staging area on the same filesystem as the stores (renames are atomic)."""
         return os.path.join(self.root, "tmp")
 
+    @property
+    def private_dirs(self) -> tuple[str, ...]:
+        """The directories no host user but root may enter (mode 0700)."""
+        return (self.images, self.pools, self.containers, self.tmp)
+
     def container_dir(self, name: str) -> str:
         return os.path.join(self.containers, name)
 
@@ -84,9 +91,18 @@ class Layout:
         return f"sysmgr-{self.root_id}"
 
     def ensure(self) -> None:
-        """Create the directory tree and the root id if missing (idempotent)."""
-        for d in (self.root, self.images, self.pools, self.containers, self.tmp):
-            os.makedirs(d, mode=0o711, exist_ok=True)
+        """Create the directory tree and the root id if missing (idempotent).
+
+        The root stays 0711; the directories that hold container root filesystems, images,
+        pools and build trees are 0700 (as LXD's ``images`` and per-volume directories), so
+        no unprivileged host user can reach a setuid file or a device node inside them. A
+        container's own root does not need to traverse them on the host: the runtime sets
+        its root filesystem up as host root before it drops into the container. Modes of an
+        existing root are tightened here too, so ``sysmgr init`` fixes older roots.
+        """
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        for d in self.private_dirs:
+            private_dir(d)
         if not os.path.exists(self.id_file):
             import secrets  # only on first init: it costs milliseconds on every start
 

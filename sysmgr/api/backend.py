@@ -13,6 +13,8 @@ import abc
 from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
 Progress = Callable[[str], None]
+#: receives one warning (a sentence) for the user, e.g. the device nodes an import dropped
+Warn = Callable[[str], None]
 Config = Mapping[str, str]
 Devices = Mapping[str, Mapping[str, str]]
 
@@ -97,8 +99,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def container_import(self, path: str, *, name: str | None, pool: str | None,
-                         progress: Progress | None) -> str:
-        """Create a container from a backup file; its name."""
+                         progress: Progress | None, allow_devices: bool = False,
+                         warn: Warn | None = None) -> str:
+        """Create a container from a backup file; its name. Device nodes in it are dropped
+        (``warn`` names them) unless ``allow_devices``."""
 
     # -- processes and files ---------------------------------------------------------------
     @abc.abstractmethod
@@ -187,7 +191,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def image_import(self, path: str, *, alias: str | None, pool: str | None,
-                     progress: Progress | None) -> Any: ...
+                     progress: Progress | None, allow_devices: bool = False,
+                     warn: Warn | None = None) -> Any:
+        """Import an image; device nodes in it are dropped (``warn`` names them) unless
+        ``allow_devices``."""
 
     @abc.abstractmethod
     def image_alias(self, alias: str, ref: str) -> None: ...

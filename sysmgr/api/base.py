@@ -8,7 +8,7 @@ through the client's :class:`~sysmgr.api.backend.Backend`.
 
 from __future__ import annotations
 
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Callable, Generic, Protocol, TypeVar
 
 from sysmgr.api.backend import Backend
 
@@ -73,3 +73,14 @@ class Manager(Generic[M]):
 
     def exists(self, ref: str) -> bool:
         return bool(getattr(self._backend, f"{self.kind}_exists")(ref))
+
+
+def collect_warnings(into: list[str], warn: Callable[[str], None] | None
+                     ) -> Callable[[str], None]:
+    """A warn callback for the backend: keeps each warning in ``into`` (for the returned
+    object's ``warnings``) and passes it on to the caller's ``warn`` as it happens."""
+    def collect(msg: str) -> None:
+        into.append(msg)
+        if warn is not None:
+            warn(msg)
+    return collect

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping, Sequence
 
-from sysmgr.api.base import HasBackend, Manager, Model
+from sysmgr.api.base import HasBackend, Manager, Model, collect_warnings
 from sysmgr.api.snapshots import SnapshotManager
 
 if TYPE_CHECKING:  # pragma: no cover
     from sysmgr.types import Limits
 
 Progress = Callable[[str], None]
+Warn = Callable[[str], None]
 _STATUS_WORD = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen"}
 
 
@@ -46,7 +47,13 @@ class ContainerState:
 
 
 class Container(Model):
-    """A container. Fields are a snapshot taken when the object was made; ``refresh()``."""
+    """A container. Fields are a snapshot taken when the object was made; ``refresh()``.
+
+    ``warnings`` holds what the call that returned it had to say (``import_``: the device
+    nodes it dropped or kept); it is empty otherwise.
+    """
+
+    warnings: tuple[str, ...] = ()
 
     def __init__(self, client: HasBackend, view: Any) -> None:
         super().__init__(client, view)
@@ -227,10 +234,21 @@ class ContainerManager(Manager[Container]):
         return self._wrap(self._backend.container_view(name))
 
     def import_(self, path: str, *, name: str | None = None, pool: str | None = None,
-                progress: Progress | None = None) -> Container:
-        """Create a stopped container from a backup file (``Container.export``)."""
-        return self.get(self._backend.container_import(path, name=name, pool=pool,
-                                                       progress=progress))
+                progress: Progress | None = None, allow_devices: bool = False,
+                warn: Warn | None = None) -> Container:
+        """Create a stopped container from a backup file (``Container.export``).
+
+        Device nodes in the backup's trees are dropped unless ``allow_devices`` (the
+        runtime makes the container's ``/dev``); each warning naming them goes to ``warn``
+        and is in the returned container's ``warnings``.
+        """
+        said: list[str] = []
+        name = self._backend.container_import(path, name=name, pool=pool, progress=progress,
+                                              allow_devices=allow_devices,
+                                              warn=collect_warnings(said, warn))
+        c = self.get(name)
+        c.warnings = tuple(said)
+        return c
 
     def create(self, name: str, image: str, *, profiles: Sequence[str] | None = None,
                config: Mapping[str, str] | None = None,

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from sysmgr.api.base import Manager, Model
+from sysmgr.api.base import Manager, Model, collect_warnings
 
 Progress = Callable[[str], None]
+Warn = Callable[[str], None]
 
 
 class Image(Model):
-    """One image: fingerprint, aliases, metadata (``properties``), size and source."""
+    """One image: fingerprint, aliases, metadata (``properties``), size and source.
+
+    ``warnings`` holds what the call that returned it had to say (``import_``: the device
+    nodes it dropped or kept); it is empty otherwise.
+    """
+
+    warnings: tuple[str, ...] = ()
 
     def _set(self, rec: Any) -> None:
         self.fingerprint: str = rec.fingerprint
@@ -50,10 +57,22 @@ class ImageManager(Manager[Image]):
                                                     pool=pool, progress=progress))
 
     def import_(self, path: str, *, alias: str | None = None, pool: str | None = None,
-                progress: Progress | None = None) -> Image:
-        """Import an LXD unified tarball, a rootfs tarball or a directory."""
-        return self._wrap(self._backend.image_import(path, alias=alias, pool=pool,
-                                                     progress=progress))
+                progress: Progress | None = None, allow_devices: bool = False,
+                warn: Warn | None = None) -> Image:
+        """Import an LXD unified tarball, a rootfs tarball or a directory.
+
+        Device nodes in the image are dropped unless ``allow_devices`` (the runtime gives
+        every container its own ``/dev``; a node from an image would be a door to the
+        host's devices). Each warning (naming the nodes dropped or kept) goes to ``warn``
+        as it happens and is in the returned image's ``warnings``.
+        """
+        said: list[str] = []
+        img = self._wrap(self._backend.image_import(path, alias=alias, pool=pool,
+                                                    progress=progress,
+                                                    allow_devices=allow_devices,
+                                                    warn=collect_warnings(said, warn)))
+        img.warnings = tuple(said)
+        return img
 
     def alias(self, alias: str, ref: str) -> None:
         """Point ``alias`` at the image ``ref``."""
@@ -61,3 +80,4 @@ class ImageManager(Manager[Image]):
 
     def delete_alias(self, alias: str) -> None:
         self._backend.image_delete_alias(alias)
+

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO, Sequence
 
-from sysmgr.api.backend import Backend, Config, Devices, Progress
+from sysmgr.api.backend import Backend, Config, Devices, Progress, Warn
 from sysmgr.engine import backup, copy, execution, images, pools, records, runspec, volumes
 from sysmgr.engine.host import Host
 from sysmgr.layout import Layout
@@ -104,8 +104,10 @@ class LocalBackend(Backend):
         return backup.export(self.host, name, path, optimized=optimized, progress=progress)
 
     def container_import(self, path: str, *, name: str | None, pool: str | None,
-                         progress: Progress | None) -> str:
-        return backup.import_(self.host, path, name=name, pool=pool, progress=progress).name
+                         progress: Progress | None, allow_devices: bool = False,
+                         warn: Warn | None = None) -> str:
+        return backup.import_(self.host, path, name=name, pool=pool, progress=progress,
+                              allow_devices=allow_devices, warn=warn).name
 
     # -- processes and files ---------------------------------------------------------------
     def exec_capture(self, name: str, argv: Sequence[str], *, env: Config | None,
@@ -190,8 +192,10 @@ class LocalBackend(Backend):
                             progress=progress)
 
     def image_import(self, path: str, *, alias: str | None, pool: str | None,
-                     progress: Progress | None) -> Any:
-        return images.import_image(self.host, path, alias=alias, pool=pool, progress=progress)
+                     progress: Progress | None, allow_devices: bool = False,
+                     warn: Warn | None = None) -> Any:
+        return images.import_image(self.host, path, alias=alias, pool=pool, progress=progress,
+                                   allow_devices=allow_devices, warn=warn)
 
     def image_alias(self, alias: str, ref: str) -> None:
         images.set_alias(self.host, alias, ref)

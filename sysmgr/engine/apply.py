@@ -80,7 +80,9 @@ def _execute(host: Host, a: Action, rev: Reverter, progress: Progress | None) ->
         img = eimages.build(host, a.builder, alias=a.name, options=a.options, progress=progress)
         rev.add(lambda: eimages.delete_alias(host, a.name), f"remove alias {a.name} ({img.fingerprint[:12]})")
     elif isinstance(a, ImportImage):
-        img = eimages.import_image(host, a.path, alias=a.name, progress=progress)
+        # device nodes are dropped; the warning naming them goes out with the progress
+        img = eimages.import_image(host, a.path, alias=a.name, progress=progress,
+                                   warn=(lambda m: progress(f"warning: {m}")) if progress else None)
         rev.add(lambda: eimages.delete_alias(host, a.name), f"remove alias {a.name} ({img.fingerprint[:12]})")
     elif isinstance(a, CreateContainer):
         containers.create_container(host, a.name, a.image, profiles=a.profiles, config=a.config,

@@ -39,10 +39,12 @@ import functools
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
+from sysmgr._util import exposure
+from sysmgr._util.exposure import Warn
 from sysmgr.drivers.storage.base import remove_tree
 from sysmgr.engine import journal, records, streams, volumes
 from sysmgr.engine.host import DEFAULT_POOL, Host
@@ -278,6 +280,8 @@ class _ImportPlan:
     devs: dict[str, dict[str, str]]  # the record's expanded devices
     snaps: list[SnapshotRecord]
     optimized: bool
+    allow_devices: bool = False
+    devices: set[str] = field(default_factory=set)  # device nodes found (dropped or kept)
 
 
 def _free_name(st: Store, name: str) -> str:
@@ -369,7 +373,7 @@ def _snapshot_records(host: Host, index: dict[str, Any], name: str,
 
 
 def _plan_import(host: Host, index: dict[str, Any], path: str, name: str | None,
-                 pool: str | None) -> _ImportPlan:
+                 pool: str | None, allow_devices: bool) -> _ImportPlan:
     """Check the index against this host before anything changes: name, pool, record."""
     st = host.store
     name = _free_name(st, name or index["name"])
@@ -380,7 +384,7 @@ def _plan_import(host: Host, index: dict[str, Any], path: str, name: str | None,
     rec = _record_from_index(index["container"], name, target, path)
     devs = _check_record(host, rec, target)
     snaps = _snapshot_records(host, index, name, target)
-    return _ImportPlan(name, target, drv, rec, devs, snaps, index["optimized"])
+    return _ImportPlan(name, target, drv, rec, devs, snaps, index["optimized"], allow_devices)
 
 
 # -- import: receive the streams, verify, commit ---------------------------------------------
@@ -393,16 +397,48 @@ def _receive_one(p: _ImportPlan, s: dict[str, Any], reader: streams.ChunkReader,
         if not snap:
             raise _corrupt(path, f"stream {s['file']} names no snapshot")
         with streams.piped(reader) as pipe:
-            return p.drv.receive(p.name, pipe, snap=snap)
+            vol = p.drv.receive(p.name, pipe, snap=snap)
+        if not last:
+            _refuse_devices(p, p.drv.snapshot_path(p.name, snap), path, snap)
+        return vol
     if vol is None:
         vol = volumes.empty_volume(p.drv, p.name, it)
     else:
         _clear(vol)
     with streams.piped(reader) as pipe:
         streams.extract_tar(pipe, vol, f"unpacking {s['file']}")
+    _devices(p, vol)  # before the snapshot: snapshots are read-only
     if not last:
         p.drv.create_snapshot(p.name, snap)
     return vol
+
+
+def _devices(p: _ImportPlan, tree: str) -> None:
+    """Note the device nodes under the writable ``tree``; drop them unless allowed.
+
+    A backup may come from another host or another user: a 0666 block device node in it
+    would be a door to this host's disks, and the runtime makes every container's ``/dev``
+    itself, so a container needs none in its volume.
+    """
+    p.devices.update(exposure.find_devices(tree) if p.allow_devices
+                     else exposure.drop_devices(tree))
+
+
+def _refuse_devices(p: _ImportPlan, snap_path: str, path: str, snap: str) -> None:
+    """Refuse an optimized backup with device nodes in a snapshot, unless allowed.
+
+    A received snapshot is read-only and the base of the next incremental stream: removing
+    a node would mean making it writable (which drops its received identity) and would let
+    the next stream apply onto a modified base. A portable backup (tar streams) has its
+    nodes dropped instead.
+    """
+    found = exposure.find_devices(snap_path)
+    if found and not p.allow_devices:
+        raise ValidationError([Issue(exposure.devices_warning(
+            f"backup {path}, snapshot {snap}", found, "holds"), path="allow_devices")],
+            hint="import it with --allow-devices, or export it again without --optimized "
+                 "(device nodes are then dropped)")
+    p.devices.update(found)
 
 
 def _receive_streams(p: _ImportPlan, index: dict[str, Any], tin: streams.TarReader, path: str,
@@ -482,13 +518,21 @@ def _import_streams(host: Host, p: _ImportPlan, index: dict[str, Any], tin: stre
         _verify_checksums(tin, index["streams"], got, path)
         dec.finish()
         _settle_volume(host, p, index)
+        if p.optimized:
+            _devices(p, p.drv.container_path(p.name))
         _commit(host, p, r)
         r.success()
 
 
 def import_(host: Host, path: str, *, name: str | None = None, pool: str | None = None,
-            progress: Progress | None = None) -> ContainerRecord:
-    """Create a container (stopped) from the backup file ``path``."""
+            progress: Progress | None = None, allow_devices: bool = False,
+            warn: Warn | None = None) -> ContainerRecord:
+    """Create a container (stopped) from the backup file ``path``.
+
+    Device nodes in the backup's trees are dropped unless ``allow_devices`` (an optimized
+    backup with nodes in a snapshot is refused instead, see :func:`_refuse_devices`); once
+    the import has succeeded, ``warn`` gets one message naming them (dropped or kept).
+    """
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise NotFound(f"backup file {path} not found")
@@ -499,8 +543,11 @@ def import_(host: Host, path: str, *, name: str | None = None, pool: str | None 
         try:
             tin = streams.TarReader(dec.stdout, on_corrupt=on_corrupt)
             index = _read_index(tin, path)
-            plan = _plan_import(host, index, path, name, pool)
+            plan = _plan_import(host, index, path, name, pool, allow_devices)
             _import_streams(host, plan, index, tin, dec, path, progress)
+            if plan.devices and warn:
+                verb = exposure.KEPT if allow_devices else exposure.DROPPED
+                warn(exposure.devices_warning(f"backup {path}", sorted(plan.devices), verb))
             return plan.rec
         except Corrupt:
             why = dec.failure()  # a short read usually means zstd gave up: say why

@@ -71,6 +71,18 @@ def _pools(host: Host, storage_driver: str | None) -> list[str]:
     return journal.recover(host)  # what a killed sysmgr left half-done
 
 
+#: limits every container gets from the default profile ``init`` creates, so one container
+#: cannot take the host down: a fork bomb stops at ``limits.processes`` (pids.max, threads
+#: count) and a runaway allocation at ``limits.memory``. 2000 processes is far above what a
+#: full systemd container runs (a Debian boot needs under 50) and fills in well under a
+#: second when something forks without end; with several containers it still leaves most of
+#: a default ``pid_max`` (32768) to the host. Memory is a share of the host, not a size, so
+#: the default fits a 1 GiB VM and a 256 GiB server alike; half keeps room for the host and
+#: its other containers. Both are ordinary profile keys: override them in a profile or on a
+#: container, or edit the default profile. Existing default profiles are never rewritten.
+DEFAULT_LIMITS = {"limits.processes": "2000", "limits.memory": "50%"}
+
+
 def _default_profile(host: Host, networks: NetworkEngine, network: str | None) -> list[str]:
     st = host.store
     done: list[str] = []
@@ -80,7 +92,7 @@ def _default_profile(host: Host, networks: NetworkEngine, network: str | None) -
         done += networks.init_default(network)
         devices["eth0"] = {"type": "nic", "network": network, "name": "eth0"}
     profiles.put_profile(host, ProfileRecord(
-        DEFAULT_PROFILE, "Default sysmgr profile", {}, devices))
+        DEFAULT_PROFILE, "Default sysmgr profile", dict(DEFAULT_LIMITS), devices))
     done.append(f"created profile {DEFAULT_PROFILE!r}")
     return done
 

@@ -12,7 +12,8 @@ import tempfile
 import time
 from typing import Mapping
 
-from sysmgr._util import proc
+from sysmgr._util import exposure, proc
+from sysmgr._util.exposure import Warn
 from sysmgr.drivers import registry
 from sysmgr.drivers.images.base import ImageMetadata, Progress
 from sysmgr.engine.host import DEFAULT_POOL, Host
@@ -69,6 +70,11 @@ def build(host: Host, builder: str, *, alias: str | None = None,
             meta = cls().build(rootfs, options, progress)
             if progress:
                 progress("computing fingerprint")
+            # a builder's /dev nodes (mmdebstrap makes some) are hidden by the runtime's
+            # own /dev at every start: the store keeps no device nodes at all
+            dropped = exposure.drop_devices(rootfs)
+            if dropped and progress:
+                progress(f"dropped {len(dropped)} device node(s) the builder made")
             fp = _unpack().fingerprint_tree(rootfs)
             return _store(host, fp, meta, pool, alias, f"build:{builder}",
                           fill=lambda dest: _move_tree(rootfs, dest))
@@ -77,8 +83,17 @@ def build(host: Host, builder: str, *, alias: str | None = None,
 
 
 def import_image(host: Host, path: str, *, alias: str | None = None, pool: str | None = None,
-                 progress: Progress | None = None) -> ImageRecord:
-    """Import an LXD/LXC unified tarball, a plain rootfs tarball, or a directory."""
+                 progress: Progress | None = None, allow_devices: bool = False,
+                 warn: Warn | None = None) -> ImageRecord:
+    """Import an LXD/LXC unified tarball, a plain rootfs tarball, or a directory.
+
+    Device nodes in the image are dropped (``warn`` gets one message naming them) unless
+    ``allow_devices``: an image comes from someone else, a block device node in it would
+    open the host's disk to whoever reaches it, and the runtime gives every container a
+    ``/dev`` of its own, so an image needs none. With ``allow_devices`` they are kept and
+    ``warn`` still names them. An image already known by its fingerprint is not unpacked
+    again (it only gets the alias), whatever ``allow_devices`` says.
+    """
     _check_alias(alias)
     path = os.path.abspath(path)
     if not os.path.exists(path):
@@ -94,9 +109,17 @@ def import_image(host: Host, path: str, *, alias: str | None = None, pool: str |
             if progress:
                 progress(f"unpacking {os.path.basename(path)}")
             meta_box.append(_unpack().unpack(path, dest))
+            _check_devices(dest, f"image {path}", allow_devices, warn)
 
         # a known image only gets the alias (and a volume on this pool if it lacks one)
         return _store(host, fp, None, pool, alias, f"file:{path}", fill=fill, meta_box=meta_box)
+
+
+def _check_devices(tree: str, what: str, allow: bool, warn: Warn | None) -> None:
+    """Drop the device nodes under ``tree`` unless ``allow``; tell ``warn`` either way."""
+    found = exposure.find_devices(tree) if allow else exposure.drop_devices(tree)
+    if found and warn:
+        warn(exposure.devices_warning(what, found, exposure.KEPT if allow else exposure.DROPPED))
 
 
 def _store(host: Host, fp: str, meta: ImageMetadata | None, pool: str, alias: str | None,

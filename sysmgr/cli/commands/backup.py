@@ -45,9 +45,18 @@ def export(app: AppContext, name: str, file: str, optimized: bool, quiet: bool) 
 @click.option("-s", "--storage", "pool", metavar="POOL",
               help="Storage pool to import into (default: the original pool's name if it "
                    "exists here, else default).")
+@click.option("--allow-devices", is_flag=True,
+              help="Keep the device nodes the backup holds (dropped by default, with a "
+                   "warning: the container gets its own /dev).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
 @pass_app
-def import_(app: AppContext, file: str, name: str | None, pool: str | None, quiet: bool) -> None:
-    """Create a stopped container from the backup FILE (as NAME, default its old name)."""
-    c = app.client.containers.import_(file, name=name, pool=pool, progress=_progress(quiet))
+def import_(app: AppContext, file: str, name: str | None, pool: str | None,
+            allow_devices: bool, quiet: bool) -> None:
+    """Create a stopped container from the backup FILE (as NAME, default its old name).
+
+    Device nodes in it are dropped, and a warning names them, unless --allow-devices.
+    """
+    c = app.client.containers.import_(file, name=name, pool=pool, progress=_progress(quiet),
+                                      allow_devices=allow_devices,
+                                      warn=lambda m: echo_err(f"warning: {m}"))
     click.echo(f"Imported {c.name} into storage pool {c.pool}")

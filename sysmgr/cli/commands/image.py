@@ -10,7 +10,8 @@ import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    DOC_FORMATS, AppContext, for_each, format_option, output, parse_assignments, pass_app)
+    DOC_FORMATS, AppContext, echo_err, for_each, format_option, output, parse_assignments,
+    pass_app)
 
 
 HEADERS = ("ALIAS", "FINGERPRINT", "DESCRIPTION", "OS", "SIZE", "UPLOAD DATE")
@@ -78,11 +79,21 @@ def build(app: AppContext, builder: str, alias: str | None, options: tuple[str, 
 @click.argument("path")
 @click.option("--alias", help="Alias to give the image.")
 @click.option("-s", "--storage", "pool", metavar="POOL", help="Storage pool to keep the image in.")
+@click.option("--allow-devices", is_flag=True,
+              help="Keep the device nodes the image holds (dropped by default, with a warning: "
+                   "every container gets its own /dev).")
 @pass_app
-def import_(app: AppContext, path: str, alias: str | None, pool: str | None) -> None:
-    """Import an image: an LXD unified tarball, a rootfs tarball or a directory."""
+def import_(app: AppContext, path: str, alias: str | None, pool: str | None,
+            allow_devices: bool) -> None:
+    """Import an image: an LXD unified tarball, a rootfs tarball or a directory.
+
+    Device nodes in it are dropped, and a warning names them, unless --allow-devices.
+    """
     with render.ProgressPrinter(err=True) as progress:
-        img = app.client.images.import_(path, alias=alias, pool=pool, progress=progress)
+        img = app.client.images.import_(path, alias=alias, pool=pool, progress=progress,
+                                        allow_devices=allow_devices)
+    for w in img.warnings:  # after the progress display: it owns stderr until then
+        echo_err(f"warning: {w}")
     click.echo(f"Image imported with fingerprint: {img.fingerprint}")
 
 

@@ -30,6 +30,7 @@ import os
 from typing import BinaryIO, ClassVar, Iterator, Mapping
 
 from sysmgr._util import proc
+from sysmgr._util.exposure import PRIVATE_MODE, private_dir
 from sysmgr._util.safefs import rename_noreplace
 # MARKER, mounts_under, remove_tree and temp_name are also imported from here (tests, backup)
 from sysmgr.drivers.storage.base import (
@@ -158,8 +159,7 @@ class DirPool(StoragePool):
                 with open(tmp, "w") as f:
                     json.dump({"driver": self.name, "pool": self.pool, "created_dir": not existed}, f)
                 os.replace(tmp, self.marker)
-            for d in (self.images_dir, self.containers_dir, self.snapshots_dir):
-                os.makedirs(d, mode=0o711, exist_ok=True)
+            self._private_tops()
         except OSError as e:
             raise DriverError(f"cannot create storage pool {self.pool} at {self.path}: {e.strerror}") from e
         remove_stale(self.path)
@@ -169,11 +169,22 @@ class DirPool(StoragePool):
             raise DriverError(f"storage pool {self.pool}: {self.path} is missing or not a sysmgr pool",
                               hint="was the filesystem holding it unmounted?")
         try:
-            for d in (self.images_dir, self.containers_dir, self.snapshots_dir):
-                os.makedirs(d, mode=0o711, exist_ok=True)
+            self._private_tops()
         except OSError as e:
             raise DriverError(f"cannot mount storage pool {self.pool}: {e.strerror}") from e
         remove_stale(self.path)
+
+    def _private_tops(self) -> None:
+        """``images/``, ``containers/`` and ``snapshots/``, 0700 (existing ones tightened).
+
+        That mode is what keeps host users from the volumes: a dir pool lives on the host's
+        own filesystem, where sysmgr cannot mount ``nosuid,nodev`` without a bind mount of
+        the pool onto itself — one more mount to re-create at every boot, to keep out of
+        ``delete`` and of every mount-namespace copy, for no gain: a host user who cannot
+        reach a file cannot run or open it.
+        """
+        for d in (self.images_dir, self.containers_dir, self.snapshots_dir):
+            private_dir(d)
 
     def delete(self) -> None:
         marker = self._read_marker()
@@ -283,7 +294,7 @@ class DirPool(StoragePool):
         snapshot is the copied tree. Either way it appears by one atomic rename, and a
         failure (disk full...) removes the staging directory.
         """
-        staging = self._staging(tag, 0o711)
+        staging = self._staging(tag, PRIVATE_MODE)
         inner = os.path.join(staging, "rootfs")
         with removed_on_error(staging):
             try:
@@ -346,7 +357,7 @@ class DirPool(StoragePool):
         if os.path.lexists(final):
             raise self._snapshot_exists(name, snap)
         try:
-            os.makedirs(self._snapshots_of(name), mode=0o711, exist_ok=True)
+            private_dir(self._snapshots_of(name))
         except OSError as e:
             raise DriverError(f"cannot create snapshot {name}/{snap}: {e.strerror}") from e
         self._copy_volume(src, final, name, f"snapshot {name} as {snap}", container=False)
@@ -366,7 +377,7 @@ class DirPool(StoragePool):
         src = self._require_snapshot(name, snap)
         cdir = self._container_dir(name)
         self._check_unused(name)
-        staging = self._staging(name, 0o711)
+        staging = self._staging(name, PRIVATE_MODE)
         with removed_on_error(staging):
             try:
                 proc.run(["cp", "-a", "--reflink=auto", "--", src, os.path.join(staging, "rootfs")])
@@ -417,7 +428,7 @@ class DirPool(StoragePool):
                 feed_command(["tar", "--extract", "--file=-", "--directory", tree,
                               "--same-owner", "--preserve-permissions", *_TAR_KEEP],
                              stream, what=f"receiving snapshot {name}/{snap}")
-                os.makedirs(self._snapshots_of(name), mode=0o711, exist_ok=True)
+                private_dir(self._snapshots_of(name))
                 rename_noreplace(tree, final)
             except FileExistsError as e:
                 raise self._snapshot_exists(name, snap) from e

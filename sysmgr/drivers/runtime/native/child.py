@@ -251,6 +251,7 @@ def _setup_root(plan: InitPlan, step: _Step, sources: dict[str, str]) -> None:
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)  # never propagate to the host
     step("bind the root filesystem")
     linux.mount(root, root, None, linux.MS_BIND | linux.MS_REC)     # pivot_root needs a mount point
+    _allow_suid_dev(root)
     for m in plan.mounts:
         step(f"mount {m.fstype or 'bind'} on {m.target}")
         if m.bind and m.source in sources:
@@ -279,6 +280,24 @@ def _setup_root(plan: InitPlan, step: _Step, sources: dict[str, str]) -> None:
         linux.set_no_new_privs()
     step(f"change directory to {plan.cwd}")
     os.chdir(plan.cwd)
+
+
+def _allow_suid_dev(root: str) -> None:
+    """Clear ``nosuid``/``nodev`` on the container's own bind of its root filesystem.
+
+    A bind mount inherits the flags of the mount it copies, and sysmgr mounts its loop
+    pools ``nosuid,nodev`` on the host (exposure: nothing in a volume works for a host
+    user). Inside, the root is the container's whole OS: ``su``, ``ping`` and friends need
+    setuid. ``ro``, ``noexec`` and the atime mode are kept as they were.
+    """
+    flags = os.statvfs(root).f_flag
+    if not flags & (os.ST_NOSUID | os.ST_NODEV):
+        return
+    keep = {os.ST_RDONLY: linux.MS_RDONLY, os.ST_NOEXEC: linux.MS_NOEXEC,
+            os.ST_NOATIME: linux.MS_NOATIME, os.ST_NODIRATIME: linux.MS_NODIRATIME,
+            os.ST_RELATIME: linux.MS_RELATIME}
+    extra = sum(ms for st, ms in keep.items() if flags & st)
+    linux.mount(None, root, None, linux.MS_REMOUNT | linux.MS_BIND | extra)
 
 
 def _mount(root: str, m: Mount) -> None:

@@ -24,18 +24,45 @@ MIN_LOOP_SIZE = 128 * 1024**2          # mkfs.btrfs refuses devices under ~109 M
 _AUTO_MIN, _AUTO_MAX = 5 * 1024**3, 30 * 1024**3
 
 
-def mount_at(path: str) -> tuple[str, str] | None:
-    """``(fstype, source)`` of the mount whose mount point is exactly ``path``, or None."""
+def _mountinfo_at(path: str) -> tuple[str, str, set[str]] | None:
+    """``(fstype, source, per-mount options)`` of the mount whose mount point is exactly
+    ``path`` (the top one), or None."""
     path = os.path.realpath(path)
     found = None
     with open("/proc/self/mountinfo") as f:
         for line in f:
             left, _, right = line.partition(" - ")
-            mp = unescape_mountinfo(left.split()[4])
-            if mp == path:
+            fields = left.split()
+            if unescape_mountinfo(fields[4]) == path:
                 fstype, source = right.split()[:2]
-                found = (fstype, source)  # the last one listed is the one on top
+                found = (fstype, source, set(fields[5].split(",")))  # the last one is on top
     return found
+
+
+def mount_at(path: str) -> tuple[str, str] | None:
+    """``(fstype, source)`` of the mount whose mount point is exactly ``path``, or None."""
+    found = _mountinfo_at(path)
+    return (found[0], found[1]) if found is not None else None
+
+
+#: per-mount flags of a loop pool on the host: a setuid binary or a device node inside a
+#: volume is inert from the host's side (the container sees its root through its own bind
+#: mount, which the runtime makes without them)
+HOST_FLAGS = ("nosuid", "nodev")
+
+
+def _harden(pool: str, mnt: str) -> None:
+    """Add :data:`HOST_FLAGS` to the mount at ``mnt`` when it lacks one (a pool mounted by
+    an older version): a remount changes only those flags, and containers already running
+    keep their own copies of the mount."""
+    found = _mountinfo_at(mnt)
+    if found is None or found[2].issuperset(HOST_FLAGS):
+        return
+    try:
+        proc.run(["mount", "-o", "remount," + ",".join(HOST_FLAGS), mnt])
+    except CommandFailed as e:
+        raise DriverError(f"storage pool {pool}: cannot remount {mnt} "
+                          f"{','.join(HOST_FLAGS)}: {e.stderr.strip() or e}") from e
 
 
 def loops_backing(image: str) -> list[str]:
@@ -97,11 +124,14 @@ def mount_loop(pool: str, image_file: str, mnt: str) -> bool:
                                  and source not in loops_backing(image_file)):
             raise DriverError(f"storage pool {pool}: something else is mounted at {mnt} "
                               f"({fstype} from {source})")
+        _harden(pool, mnt)
         return False
     try:
         # util-linux attaches a free loop device with autoclear: unmounting detaches it.
-        # user_subvol_rm_allowed as LXD: a container's root may delete its own subvolumes
-        proc.run(["mount", "-t", "btrfs", "-o", "loop,user_subvol_rm_allowed", image_file, mnt])
+        # user_subvol_rm_allowed as LXD: a container's root may delete its own subvolumes.
+        # nosuid,nodev: see HOST_FLAGS
+        opts = ",".join(("loop", "user_subvol_rm_allowed", *HOST_FLAGS))
+        proc.run(["mount", "-t", "btrfs", "-o", opts, image_file, mnt])
     except CommandFailed as e:
         raise DriverError(f"storage pool {pool}: cannot mount {image_file}: "
                           f"{e.stderr.strip() or e}") from e

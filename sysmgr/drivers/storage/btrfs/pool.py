@@ -17,6 +17,7 @@ import json
 import os
 from typing import BinaryIO, ClassVar, Iterator, Mapping
 
+from sysmgr._util.exposure import private_dir
 from sysmgr._util.safefs import rename_noreplace
 from sysmgr._util.sizes import format_size, parse_size
 from sysmgr.drivers.storage.base import (
@@ -162,8 +163,10 @@ class BtrfsPool(StoragePool):
         try:
             if _read_json(self._dir(MARKER)) is None:
                 _write_json(self._dir(MARKER), {"driver": self.name, "pool": self.pool})
+            # 0700: no host user reaches a volume (see sysmgr._util.exposure); tightened
+            # on every mount, so pools made by older versions are fixed by ``init``
             for d in ("images", "containers", "snapshots"):
-                os.makedirs(self._dir(d), mode=0o711, exist_ok=True)
+                private_dir(self._dir(d))
         except OSError as e:
             raise pool_error(self.pool, "set up the pool", e) from e
         remove_stale(self.path, purge)
@@ -391,7 +394,7 @@ class BtrfsPool(StoragePool):
         src = self._require_volume(name)
         dst = self.snapshot_path(name, snap)
         try:
-            os.makedirs(self._snapshots_of(name), mode=0o711, exist_ok=True)
+            private_dir(self._snapshots_of(name))
         except OSError as e:
             raise pool_error(self.pool, f"snapshot {name}", e) from e
         snapshot_subvolume(self.pool, src, dst, read_only=True, what=f"snapshot {name} as {snap}")
@@ -471,7 +474,7 @@ class BtrfsPool(StoragePool):
         # received straight into the container's snapshot directory (see receive_snapshot)
         sdir = self._snapshots_of(name)
         try:
-            os.makedirs(sdir, mode=0o711, exist_ok=True)
+            private_dir(sdir)
             before = set(os.listdir(sdir))
         except OSError as e:
             raise pool_error(self.pool, f"receive {name}/{snap}", e) from e
