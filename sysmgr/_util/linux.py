@@ -102,6 +102,8 @@ OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, 0o2000000
 AT_FDCWD, AT_EMPTY_PATH, AT_RECURSIVE = -100, 0x1000, 0x8000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_IDMAP = 0x00100000
+MOUNT_ATTR_NOSUID = 0x00000002
+MOUNT_ATTR_NODEV = 0x00000004
 
 
 def _check(ret: int, what: str = "", path: str | None = None) -> int:
@@ -156,9 +158,11 @@ def open_tree(path: str, flags: int = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC) -> in
                   "open_tree")
 
 
-def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool = False) -> None:
-    """mount_setattr(2) with MOUNT_ATTR_IDMAP: map the detached tree through a user namespace."""
-    attr = ctypes.create_string_buffer(struct.pack("QQQQ", MOUNT_ATTR_IDMAP, 0, 0, userns_fd), 32)
+def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool = False,
+                        clear: int = 0) -> None:
+    """mount_setattr(2) with MOUNT_ATTR_IDMAP: map the detached tree through a user namespace
+    (and clear the ``MOUNT_ATTR_*`` flags in ``clear``)."""
+    attr = ctypes.create_string_buffer(struct.pack("QQQQ", MOUNT_ATTR_IDMAP, clear, 0, userns_fd), 32)
     flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
     _check(_libc.syscall(SYS_MOUNT_SETATTR, ctypes.c_int(tree_fd), b"", ctypes.c_uint(flags), attr,
                          ctypes.c_size_t(32)), "mount_setattr")

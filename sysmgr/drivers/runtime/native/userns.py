@@ -83,7 +83,11 @@ def stage(rootfs: str, userns_fd: int, sources: Iterable[str]) -> tuple[str, dic
     tree = linux.open_tree(rootfs)
     fds: dict[str, int] = {}
     try:
-        linux.mount_setattr_idmap(tree, userns_fd)
+        # the pool's host mount is nosuid,nodev (no host user may use what is in a volume);
+        # inside, the root is the container's whole OS and its setuid programs must work.
+        # Cleared here, by host root: in the user namespace these flags are locked.
+        linux.mount_setattr_idmap(tree, userns_fd,
+                                  clear=linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV)
         for p in sources:
             if p not in fds and os.path.exists(p):
                 fds[p] = os.open(p, os.O_PATH | os.O_CLOEXEC)
