@@ -25,7 +25,7 @@ from typing import NoReturn, Sequence
 from sysmgr._util import linux
 from sysmgr.drivers.runtime import bundle
 from sysmgr.drivers.runtime.base import exit_code
-from sysmgr.drivers.runtime.native.plan import ExecPlan, InitPlan, Mount
+from sysmgr.drivers.runtime.native.plan import CapSets, ExecPlan, InitPlan, Mount
 
 
 def _fd_ceiling() -> int:
@@ -143,6 +143,21 @@ def _touch(path: str, mode: int = 0o600) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode))
 
 
+def _confine(caps: CapSets | None, program: bytes, step: _Step) -> None:
+    """The seccomp filter, then the explicit capability sets (the bounding set is already
+    reduced). The filter goes first because loading it needs CAP_SYS_ADMIN (or no_new_privs,
+    which would break setuid programs inside) and the new sets may lack it; nothing the
+    child does after this is on the deny list, and execve and everything after is filtered."""
+    if program:
+        step("install the seccomp filter")
+        linux.seccomp_filter(program)
+    if caps is not None:
+        step("set the capability sets")
+        held = linux.capget()[1]  # a launcher that lacks a capability cannot hand it out
+        linux.capset(caps.effective & held, caps.permitted & held, caps.inheritable & held)
+        linux.set_ambient_caps(caps.ambient & held)
+
+
 def _join_cgroups(procs_files: Sequence[str]) -> None:
     """Move this process into the container's cgroups (one ``cgroup.procs`` per hierarchy)."""
     mypid = str(os.getpid()).encode()
@@ -249,6 +264,7 @@ def _setup_root(plan: InitPlan, step: _Step) -> None:
     step("drop capabilities")
     for cap in plan.drop_caps:
         linux.capbset_drop(cap)
+    _confine(plan.caps, plan.seccomp, step)
     if plan.no_new_privs:
         step("set no_new_privs")
         linux.set_no_new_privs()
@@ -412,6 +428,7 @@ def _command_main(plan: ExecPlan, err_w: int, stdio: tuple[int, int, int]) -> No
         step("drop capabilities")
         for cap in plan.drop_caps:
             linux.capbset_drop(cap)
+        _confine(plan.caps, plan.seccomp, step)
         step(f"switch to uid {plan.uid} gid {plan.gid}")
         os.setgroups([plan.gid] if plan.gid else [])
         os.setresgid(plan.gid, plan.gid, plan.gid)
