@@ -256,6 +256,8 @@ def from_oci(section: Mapping[str, Any]) -> tuple[Rule, ...]:
         if len(args) > 1 or any(a.get("op") != "SCMP_CMP_MASKED_EQ" or
                                 int(a.get("value", 0)) > 0xFFFFFFFF for a in args):
             raise ValueError("linux.seccomp args: only one 32-bit SCMP_CMP_MASKED_EQ per rule")
-        arg = (int(args[0]["index"]), int(args[0]["value"]), int(args[0].get("valueTwo", 0))) if args else None
+        arg = None
+        if args:
+            arg = (int(args[0]["index"]), int(args[0]["value"]), int(args[0].get("valueTwo", 0)))
         rules.extend(Rule(name, e, arg) for name in entry.get("names") or ())
     return tuple(rules)

@@ -86,7 +86,8 @@ def test_oci_round_trip_and_refusals() -> None:
     with pytest.raises(ValueError, match="defaultAction"):
         seccomp.from_oci({"defaultAction": "SCMP_ACT_ERRNO"})
     with pytest.raises(ValueError, match="only SCMP_ACT_ERRNO"):
-        seccomp.from_oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["x"], "action": "SCMP_ACT_KILL"}]})
+        seccomp.from_oci({"defaultAction": "SCMP_ACT_ALLOW",
+                          "syscalls": [{"names": ["x"], "action": "SCMP_ACT_KILL"}]})
     with pytest.raises(ValueError, match="unknown syscall"):
         seccomp.assemble((seccomp.Rule("reboot"),))
 
@@ -132,7 +133,8 @@ def _checks(libc: ctypes.CDLL) -> dict[str, int]:
     out["open_by_handle_at"] = _errno_of(libc.syscall(304, -100, None, 0))
     out["bpf"] = _errno_of(libc.syscall(321, 0, None, 0))
     out["tiocsti"] = _errno_of(libc.syscall(16, fd, termios.TIOCSTI, b"x"))
-    out["tiocsti_high_bits"] = _errno_of(libc.syscall(16, fd, ctypes.c_ulong(1 << 32 | termios.TIOCSTI), b"x"))
+    high = ctypes.c_ulong(1 << 32 | termios.TIOCSTI)  # the kernel ignores the upper half
+    out["tiocsti_high_bits"] = _errno_of(libc.syscall(16, fd, high, b"x"))
     out["umount_force"] = _errno_of(libc.syscall(166, b"/nonexistent", 1))
     out["umount_plain"] = _errno_of(libc.syscall(166, b"/nonexistent", 0))
     try:
@@ -147,7 +149,8 @@ def _checks(libc: ctypes.CDLL) -> dict[str, int]:
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the raw syscall numbers are x86_64's")
 def test_filter_denies_in_a_real_child() -> None:
     res = _in_filtered_child(_checks)
-    for name in ("keyctl", "add_key", "open_by_handle_at", "bpf", "tiocsti", "tiocsti_high_bits", "umount_force"):
+    for name in ("keyctl", "add_key", "open_by_handle_at", "bpf", "tiocsti", "tiocsti_high_bits",
+                 "umount_force"):
         assert res[name] == errno.EPERM, (name, res)
     assert res["tcgets"] == 0 and res["getpid"] == 0
     if os.geteuid() == 0:  # without MNT_FORCE the call reaches the kernel (and its own checks)

@@ -31,7 +31,7 @@ ANNOTATION_NAME = "org.sysmgr.name"
 
 #: OCI capability names in kernel order (linux/capability.h, up to CAP_CHECKPOINT_RESTORE = 40).
 ALL_CAPABILITIES: tuple[str, ...] = tuple(capabilities.oci_name(n) for n in capabilities.NAMES)
-#: What a container does not get by default, one reason each (issue 9, point 2):
+#: What a container does not get by default, one reason each (issue 9, point 2; rows of its table):
 #: ``security.capabilities.add`` gives one back, ``security.capabilities.drop`` drops more.
 #: Kept on purpose: SYS_ADMIN (a system container mounts), SYS_BOOT (reboot() in the pid ns
 #: signals the container's init, the stop path relies on it; kexec is denied by seccomp),
@@ -43,7 +43,7 @@ DEFAULT_DROPPED: tuple[tuple[str, str], ...] = (
     ("CAP_SYS_TIME", "sets the host's clock: there is no clock namespace for it (LXC default)"),
     ("CAP_MAC_ADMIN", "changes the host's LSM policy (LXC default)"),
     ("CAP_MAC_OVERRIDE", "bypasses the host's LSM policy (LXC default)"),
-    ("CAP_DAC_READ_SEARCH", "open_by_handle_at: any host file from a guessed handle (issue 9 rows 4-5)"),
+    ("CAP_DAC_READ_SEARCH", "open_by_handle_at: any host file from a guessed handle (rows 4-5)"),
     ("CAP_SYSLOG", "reads and clears the host's kernel log despite dmesg_restrict (row 6)"),
     ("CAP_BPF", "loads BPF programs and maps into the host kernel"),
     ("CAP_PERFMON", "perf events of the whole host, kernel addresses"),

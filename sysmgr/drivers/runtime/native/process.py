@@ -267,7 +267,8 @@ def _exec_plan(rec: InitRecord, proc: ProcessSpec, cg: Cgroup, ns_fds: list[int]
         drop_caps=tuple(c for c in range(linux.cap_last_cap() + 1) if not mask >> c & 1),
         no_new_privs=linux.proc_status_field(rec.pid, "NoNewPrivs") == "1",
         pty=pty, stdio=stdio,
-        caps=exec_cap_sets({k: linux.proc_status_field(rec.pid, k) or "" for k in ("CapPrm", "CapInh", "CapAmb")}),
+        caps=exec_cap_sets({k: linux.proc_status_field(rec.pid, k) or ""
+                            for k in ("CapPrm", "CapInh", "CapAmb")}),
         # init under a filter (mode 2): the command gets sysmgr's filter too (assembled once)
         seccomp=seccomp.assemble() if linux.proc_status_field(rec.pid, "Seccomp") == "2" else b"",
     )
