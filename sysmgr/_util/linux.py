@@ -277,3 +277,53 @@ def proc_status_field(pid: int, key: str) -> str | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     return None
+
+
+# -- capability sets and seccomp (called by the children right before execve) ----------------
+
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_SYS_CAPGET, _SYS_CAPSET = {"x86_64": (125, 126), "aarch64": (90, 91)}.get(os.uname().machine, (125, 126))
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_filter(program: bytes) -> None:
+    """Install the classic-BPF ``program`` (``struct sock_filter`` array) as this thread's
+    seccomp filter; inherited by children and kept across execve. Needs no_new_privs or
+    CAP_SYS_ADMIN."""
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0), "seccomp")
+
+
+def capget() -> tuple[int, int, int]:
+    """capget(2) of the calling thread: ``(effective, permitted, inheritable)`` masks."""
+    header = struct.pack("=Ii", _LINUX_CAPABILITY_VERSION_3, 0)
+    data = ctypes.create_string_buffer(24)
+    _check(_libc.syscall(_SYS_CAPGET, header, data), "capget")
+    e0, p0, i0, e1, p1, i1 = struct.unpack("=6I", data.raw)
+    return e0 | e1 << 32, p0 | p1 << 32, i0 | i1 << 32
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) of the calling thread's three sets (64-bit masks, two 32-bit words each)."""
+    header = struct.pack("=Ii", _LINUX_CAPABILITY_VERSION_3, 0)
+    lo, hi = 0xFFFFFFFF, 32
+    data = struct.pack("=6I", effective & lo, permitted & lo, inheritable & lo,
+                       effective >> hi & lo, permitted >> hi & lo, inheritable >> hi & lo)
+    _check(_libc.syscall(_SYS_CAPSET, header, data), "capset")
+
+
+def set_ambient_caps(mask: int) -> None:
+    """Make the ambient set exactly ``mask`` (each cap must be permitted and inheritable)."""
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    for cap in range(mask.bit_length()):
+        if mask >> cap & 1:
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)

@@ -1,5 +1,6 @@
 """The runtime's view of a container: its expanded config turned into a
-:class:`~sysmgr.drivers.runtime.base.RuntimeSpec` (limits, environment, init, halt signal).
+:class:`~sysmgr.drivers.runtime.base.RuntimeSpec` (limits, environment, init, halt signal,
+capabilities given back or dropped).
 
 Host facts (CPU count, memory) come from the engine so that the model's conversion stays pure;
 they are read at most once per process.
@@ -39,6 +40,7 @@ def runtime_spec(host: Host, ex: records.Expanded, meta: Mapping[str, Any],
     """What the runtime needs to start the container ``ex`` (read once by the caller) whose
     image has the metadata ``meta``, in a user namespace with ``idmap`` (None: privileged)."""
     rec = ex.record
+    cap_add, cap_drop = mkeys.capabilities_from_config(ex.config)
     return RuntimeSpec(
         name=rec.name,
         rootfs=host.pool_driver(rec.pool).container_path(rec.name),
@@ -50,4 +52,6 @@ def runtime_spec(host: Host, ex: records.Expanded, meta: Mapping[str, Any],
         halt_signal=halt_signal(meta),
         no_new_privs=bool(meta.get("no_new_privs", False)),
         idmap=idmap,
+        cap_add=cap_add,
+        cap_drop=cap_drop,
     )

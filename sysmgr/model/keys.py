@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Mapping, Sequence
 
+from sysmgr._util import capabilities
 from sysmgr._util.sizes import parse_size
 from sysmgr.errors import Issue, ValidationError
 from sysmgr.model import schedule
@@ -198,6 +199,10 @@ def _env_suffix(name: str) -> str | None:
     return None
 
 
+def _norm_caps(value: str) -> str:
+    return ",".join(capabilities.parse_names(value))
+
+
 # -- the container (and profile) config table -------------------------------------------------
 
 _PROCESSES = int_key(minimum=1, what="process limit")
@@ -237,6 +242,16 @@ CONTAINER_KEYS: dict[str, Key] = key_table(
     Key("snapshots.expiry", check(schedule.parse_expiry), norm(str.strip), live=True,
         doc="Lifetime of new snapshots, e.g. 2w, 3d, 12H, 30M (M minutes, H hours, d days, "
             "w weeks, m months, y years); 'sysmgr snapshot prune' deletes expired ones."),
+    Key("security.capabilities.add", check(capabilities.parse_names), norm(_norm_caps),
+        live=False,
+        doc="Capabilities given back beyond the default set, comma-separated "
+            "(e.g. dac_read_search,syslog); by default a container lacks sys_module, sys_rawio, "
+            "sys_time, mac_admin, mac_override, dac_read_search, syslog, bpf, perfmon, "
+            "audit_control, wake_alarm, block_suspend. A change restarts the container."),
+    Key("security.capabilities.drop", check(capabilities.parse_names), norm(_norm_caps),
+        live=False,
+        doc="Capabilities dropped beyond the defaults, comma-separated (wins over "
+            "security.capabilities.add). A change restarts the container."),
     Key("security.privileged", BOOL, NORM_BOOL, live=False, default="false",
         doc="Run without a user namespace: root inside is root on the host (explicit opt-in; "
             "the default runs container root as an unprivileged host uid from /etc/subuid)."),
@@ -451,3 +466,23 @@ def env_from_config(expanded: Mapping[str, str]) -> dict[str, str]:
     prefix = "environment."
     return {k[len(prefix):]: str(v) for k, v in expanded.items()
             if k.startswith(prefix) and len(k) > len(prefix)}
+
+
+def capabilities_from_config(expanded: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``security.capabilities.add`` and ``.drop`` of an expanded config as canonical names
+    (``("dac_read_search", "syslog")``); unset keys are empty.
+
+    Raises:
+        ValidationError: a value names an unknown capability.
+    """
+    out: list[tuple[str, ...]] = []
+    issues: list[Issue] = []
+    for key in ("security.capabilities.add", "security.capabilities.drop"):
+        try:
+            out.append(capabilities.parse_names(str(expanded.get(key) or "")))
+        except ValueError as e:
+            issues.append(Issue(str(e), path=f"config.{key}"))
+            out.append(())
+    if issues:
+        raise ValidationError(issues)
+    return out[0], out[1]

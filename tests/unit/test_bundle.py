@@ -6,12 +6,14 @@ the diff like code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 
 import pytest
 
+from sysmgr._util import seccomp
 from sysmgr.drivers.runtime import bundle
 from sysmgr.drivers.runtime.base import IdMap, Limits, RuntimeSpec, signal_number
 
@@ -64,12 +66,30 @@ def test_render_is_pure_and_deterministic() -> None:
     assert json.dumps(bundle.render(spec)) == json.dumps(bundle.render(spec))
 
 
-def test_capabilities_are_the_full_set_minus_lxcs_drop_list() -> None:
+def test_capabilities_are_the_full_set_minus_the_default_drops_in_every_set() -> None:
     caps = bundle.render(CASES["basic"])["process"]["capabilities"]
-    dropped = {"CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_SYS_TIME", "CAP_SYS_MODULE", "CAP_SYS_RAWIO"}
+    dropped = {"CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_SYS_TIME", "CAP_SYS_MODULE", "CAP_SYS_RAWIO",
+               "CAP_DAC_READ_SEARCH", "CAP_SYSLOG", "CAP_BPF", "CAP_PERFMON", "CAP_AUDIT_CONTROL",
+               "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND"}
     assert set(caps["bounding"]) == set(bundle.ALL_CAPABILITIES) - dropped
-    assert caps["bounding"] == caps["effective"] == caps["permitted"]
-    assert "CAP_SYS_ADMIN" in caps["bounding"]
+    assert caps["bounding"] == caps["effective"] == caps["permitted"] == caps["inheritable"] == caps["ambient"]
+    assert {"CAP_SYS_ADMIN", "CAP_SYS_BOOT"} <= set(caps["bounding"])
+    assert all(reason for _, reason in bundle.DEFAULT_DROPPED)
+
+
+def test_capabilities_given_back_and_dropped_by_the_spec() -> None:
+    spec = dataclasses.replace(CASES["basic"], cap_add=("dac_read_search", "syslog", "chown"),
+                               cap_drop=("net_raw", "syslog"))
+    caps = bundle.render(spec)["process"]["capabilities"]["bounding"]
+    assert "CAP_DAC_READ_SEARCH" in caps and "CAP_CHOWN" in caps
+    assert "CAP_SYSLOG" not in caps and "CAP_NET_RAW" not in caps  # drop wins over add
+    assert caps == [c for c in bundle.ALL_CAPABILITIES if c in caps]  # kernel order
+
+
+def test_seccomp_section_is_sysmgrs_deny_list() -> None:
+    sec = bundle.render(CASES["basic"])["linux"]["seccomp"]
+    assert sec == seccomp.to_oci() and sec["defaultAction"] == "SCMP_ACT_ALLOW"
+    assert seccomp.from_oci(sec) == seccomp.DEFAULT_RULES
 
 
 def test_env_defaults_and_overrides() -> None:

@@ -392,3 +392,23 @@ def test_pool_tables() -> None:
     assert set(POOL_DRIVER_KEYS) == {"dir", "btrfs"}
     assert keys.normalize_pool_config("btrfs", {"size": "1GiB", "source": "/a//b/"}) == {
         "size": str(1024**3), "source": "/a/b"}
+
+
+# -- security.capabilities.* ------------------------------------------------------------------
+
+def test_capability_keys_validate_normalise_and_need_a_restart() -> None:
+    assert validate_config({"security.capabilities.add": "CAP_SYSLOG, dac_read_search"}) == []
+    assert normalize_config({"security.capabilities.add": "syslog,CAP_DAC_READ_SEARCH,syslog"}) == {
+        "security.capabilities.add": "dac_read_search,syslog"}
+    (path, reason), = validate_config({"security.capabilities.drop": "net_raw,cap_bogus"})
+    assert path == "config.security.capabilities.drop" and "unknown capability 'bogus'" in reason
+    assert not is_live("security.capabilities.add") and not is_live("security.capabilities.drop")
+
+
+def test_capabilities_from_config() -> None:
+    assert keys.capabilities_from_config({}) == ((), ())
+    assert keys.capabilities_from_config({"security.capabilities.add": "syslog",
+                                          "security.capabilities.drop": "NET_RAW,chown"}) == (
+        ("syslog",), ("chown", "net_raw"))
+    with pytest.raises(ValidationError):
+        keys.capabilities_from_config({"security.capabilities.add": "nope"})

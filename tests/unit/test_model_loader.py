@@ -508,3 +508,15 @@ def test_kind_table_is_extensible() -> None:
         assert issue.path == "size"
     finally:
         del loader.KINDS["Thing"]
+
+
+def test_unknown_capability_is_reported_with_file_and_line() -> None:
+    issue = one_issue("""\
+        kind: Container
+        name: c1
+        image: busybox
+        config:
+          security.capabilities.add: syslog,sys_everything
+        """)
+    assert (issue.file, issue.line, issue.path) == ("x.yaml", 5, "config.security.capabilities.add")
+    assert "unknown capability 'sys_everything'" in str(issue)

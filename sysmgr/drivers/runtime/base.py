@@ -35,6 +35,8 @@ class RuntimeSpec:
     halt_signal: int = int(signal.SIGPWR)
     no_new_privs: bool = False
     idmap: IdMap | None = None             # None: privileged (host user ns)
+    cap_add: tuple[str, ...] = ()          # given back beyond the default set (security.capabilities.add)
+    cap_drop: tuple[str, ...] = ()         # dropped beyond the default drops (security.capabilities.drop)
 
 
 @dataclass(frozen=True)

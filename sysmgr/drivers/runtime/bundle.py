@@ -3,9 +3,11 @@
 The bundle is the runtime's input: the native driver writes it to ``<runtime_dir>/config.json``
 and starts the container from the rendered data, so another OCI runtime (crun, runc) could run
 the same bundle. Values follow LXC's choices for a privileged system container: init as the
-process, the full capability set minus LXC's default drop list, all namespaces but user (unless
-an id map is given), a tmpfs ``/dev`` with the standard nodes, a device allow list, and
-``/dev/console`` bound to the regular file ``<runtime_dir>/console.log``.
+process, the full capability set minus LXC's default drop list and the drops of issue 9
+(:data:`DEFAULT_DROPPED`, every OCI capability set explicit and equal), sysmgr's seccomp deny
+list (:mod:`sysmgr._util.seccomp`), all namespaces but user (unless an id map is given), a
+tmpfs ``/dev`` with the standard nodes, a device allow list, and ``/dev/console`` bound to the
+regular file ``<runtime_dir>/console.log``.
 
 The inverse helpers (:func:`limits_from_resources`, :func:`device_rules`, :func:`mount_flags`,
 :func:`signal_name`) let consumers read the bundle back without knowing the spec.
@@ -17,6 +19,7 @@ import os
 import signal
 from typing import Any, Mapping, Sequence
 
+from sysmgr._util import capabilities, seccomp
 from sysmgr.drivers.runtime.base import Limits, RuntimeSpec
 
 OCI_VERSION = "1.0.2"
@@ -27,21 +30,28 @@ ANNOTATION_HALT_SIGNAL = "org.sysmgr.halt-signal"
 ANNOTATION_NAME = "org.sysmgr.name"
 
 #: OCI capability names in kernel order (linux/capability.h, up to CAP_CHECKPOINT_RESTORE = 40).
-ALL_CAPABILITIES: tuple[str, ...] = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
-    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
+ALL_CAPABILITIES: tuple[str, ...] = tuple(capabilities.oci_name(n) for n in capabilities.NAMES)
+#: What a container does not get by default, one reason each (issue 9, point 2; rows of its table):
+#: ``security.capabilities.add`` gives one back, ``security.capabilities.drop`` drops more.
+#: Kept on purpose: SYS_ADMIN (a system container mounts), SYS_BOOT (reboot() in the pid ns
+#: signals the container's init, the stop path relies on it; kexec is denied by seccomp),
+#: NET_ADMIN (its own netns), SYS_PTRACE/SYS_PACCT (pid ns), MKNOD (the devices cgroup
+#: decides), AUDIT_WRITE/AUDIT_READ (login, journald), CHECKPOINT_RESTORE.
+DEFAULT_DROPPED: tuple[tuple[str, str], ...] = (
+    ("CAP_SYS_MODULE", "loads code into the host kernel (LXC default)"),
+    ("CAP_SYS_RAWIO", "I/O ports, /dev/mem, raw SCSI: the host's hardware (LXC default)"),
+    ("CAP_SYS_TIME", "sets the host's clock: there is no clock namespace for it (LXC default)"),
+    ("CAP_MAC_ADMIN", "changes the host's LSM policy (LXC default)"),
+    ("CAP_MAC_OVERRIDE", "bypasses the host's LSM policy (LXC default)"),
+    ("CAP_DAC_READ_SEARCH", "open_by_handle_at: any host file from a guessed handle (rows 4-5)"),
+    ("CAP_SYSLOG", "reads and clears the host's kernel log despite dmesg_restrict (row 6)"),
+    ("CAP_BPF", "loads BPF programs and maps into the host kernel"),
+    ("CAP_PERFMON", "perf events of the whole host, kernel addresses"),
+    ("CAP_AUDIT_CONTROL", "changes the host's audit rules (audit is not namespaced)"),
+    ("CAP_WAKE_ALARM", "sets the host's RTC wake-up alarms"),
+    ("CAP_BLOCK_SUSPEND", "keeps the host from suspending"),
 )
-#: LXC's default ``lxc.cap.drop`` for privileged containers.
-DROPPED_CAPABILITIES: tuple[str, ...] = (
-    "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_SYS_TIME", "CAP_SYS_MODULE", "CAP_SYS_RAWIO",
-)
+DROPPED_CAPABILITIES: tuple[str, ...] = tuple(name for name, _ in DEFAULT_DROPPED)
 
 #: Device nodes created in the container's tmpfs /dev: (path, type, major, minor).
 DEVICE_NODES: tuple[tuple[str, str, int, int], ...] = (
@@ -136,12 +146,19 @@ def _resources(limits: Limits) -> dict[str, Any]:
     return res
 
 
+def container_capabilities(spec: RuntimeSpec) -> list[str]:
+    """The container's capability set, OCI names in kernel order: everything but the default
+    drops, plus ``spec.cap_add``, minus ``spec.cap_drop`` (a name in both is dropped)."""
+    dropped = set(DROPPED_CAPABILITIES) - {capabilities.oci_name(n) for n in spec.cap_add}
+    dropped |= {capabilities.oci_name(n) for n in spec.cap_drop}
+    return [c for c in ALL_CAPABILITIES if c not in dropped]
+
+
 def render(spec: RuntimeSpec) -> dict[str, Any]:
     """The OCI runtime-spec configuration for ``spec`` (deterministic: golden-file tested)."""
     env = {"PATH": DEFAULT_PATH, "TERM": "linux", "container": "lxc"}
     env.update(spec.env)
-    dropped = set(DROPPED_CAPABILITIES)
-    caps = [c for c in ALL_CAPABILITIES if c not in dropped]
+    caps = container_capabilities(spec)
     namespaces = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")]
     linux: dict[str, Any] = {
         "namespaces": namespaces,
@@ -153,6 +170,7 @@ def render(spec: RuntimeSpec) -> dict[str, Any]:
         "cgroupsPath": "/" + spec.cgroup.strip("/"),
         "maskedPaths": list(MASKED_PATHS),
         "readonlyPaths": list(READONLY_PATHS),
+        "seccomp": seccomp.to_oci(),
     }
     if spec.idmap is not None:
         namespaces.append({"type": "user"})
@@ -167,7 +185,9 @@ def render(spec: RuntimeSpec) -> dict[str, Any]:
             "args": list(spec.init),
             "env": [f"{k}={v}" for k, v in env.items()],
             "cwd": "/",
-            "capabilities": {"bounding": caps, "effective": list(caps), "permitted": list(caps)},
+            # every set explicit and equal: nothing is left to what the launcher happened to hold
+            "capabilities": {k: list(caps) for k in ("bounding", "effective", "permitted",
+                                                     "inheritable", "ambient")},
             "noNewPrivileges": bool(spec.no_new_privs),
         },
         "root": {"path": spec.rootfs, "readonly": False},

@@ -26,7 +26,7 @@ from sysmgr._util import linux
 from sysmgr.drivers.runtime import bundle
 from sysmgr.drivers.runtime.base import exit_code
 from sysmgr.drivers.runtime.native import userns
-from sysmgr.drivers.runtime.native.plan import ExecPlan, InitPlan, Mount
+from sysmgr.drivers.runtime.native.plan import CapSets, ExecPlan, InitPlan, Mount
 
 
 def _fd_ceiling() -> int:
@@ -142,6 +142,21 @@ def _in_root(root: str, path: str) -> str:
 
 def _touch(path: str, mode: int = 0o600) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode))
+
+
+def _confine(caps: CapSets | None, program: bytes, step: _Step) -> None:
+    """The seccomp filter, then the explicit capability sets (the bounding set is already
+    reduced). The filter goes first because loading it needs CAP_SYS_ADMIN (or no_new_privs,
+    which would break setuid programs inside) and the new sets may lack it; nothing the
+    child does after this is on the deny list, and execve and everything after is filtered."""
+    if program:
+        step("install the seccomp filter")
+        linux.seccomp_filter(program)
+    if caps is not None:
+        step("set the capability sets")
+        held = linux.capget()[1]  # a launcher that lacks a capability cannot hand it out
+        linux.capset(caps.effective & held, caps.permitted & held, caps.inheritable & held)
+        linux.set_ambient_caps(caps.ambient & held)
 
 
 def _join_cgroups(procs_files: Sequence[str]) -> None:
@@ -275,6 +290,7 @@ def _setup_root(plan: InitPlan, step: _Step, sources: dict[str, str]) -> None:
     step("drop capabilities")
     for cap in plan.drop_caps:
         linux.capbset_drop(cap)
+    _confine(plan.caps, plan.seccomp, step)
     if plan.no_new_privs:
         step("set no_new_privs")
         linux.set_no_new_privs()
@@ -393,16 +409,7 @@ def exec_main(plan: ExecPlan, err_w: int, sock_fd: int) -> NoReturn:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
         gc.disable()
         _close_fds_except((err_w, sock_fd, *plan.ns_fds, *plan.stdio))
-        step("join the container's cgroups")
-        _join_cgroups(plan.procs_files)
-        step("enter the container's namespaces")
-        for fd in plan.ns_fds:
-            linux.setns(fd, 0)
-            os.close(fd)
-        if plan.joins_userns:
-            os.setgroups([])
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
+        _join_container(plan, step)
         import socket  # imported by P before the fork: a sys.modules lookup here
 
         stdio = plan.stdio
@@ -447,6 +454,21 @@ def exec_main(plan: ExecPlan, err_w: int, sock_fd: int) -> NoReturn:
         os._exit(code)
 
 
+def _join_container(plan: ExecPlan, step: _Step) -> None:
+    """C's way in: the cgroups (as host root), then init's namespaces (its user namespace
+    first, when it has one), as root in them."""
+    step("join the container's cgroups")
+    _join_cgroups(plan.procs_files)
+    step("enter the container's namespaces")
+    for fd in plan.ns_fds:
+        linux.setns(fd, 0)
+        os.close(fd)
+    if plan.joins_userns:
+        os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+
+
 def _command_main(plan: ExecPlan, err_w: int, stdio: tuple[int, int, int]) -> NoReturn:
     code = 126
     step = _Step()
@@ -465,6 +487,7 @@ def _command_main(plan: ExecPlan, err_w: int, stdio: tuple[int, int, int]) -> No
         step("drop capabilities")
         for cap in plan.drop_caps:
             linux.capbset_drop(cap)
+        _confine(plan.caps, plan.seccomp, step)
         step(f"switch to uid {plan.uid} gid {plan.gid}")
         os.setgroups([plan.gid] if plan.gid else [])
         os.setresgid(plan.gid, plan.gid, plan.gid)

@@ -17,7 +17,7 @@ import os
 import stat
 from typing import Any, Mapping, NamedTuple
 
-from sysmgr._util import linux
+from sysmgr._util import capabilities, linux, seccomp
 from sysmgr.drivers.runtime import bundle
 from sysmgr.drivers.runtime.base import Limits, RuntimeSpec
 from sysmgr.errors import DriverError
@@ -51,6 +51,16 @@ class Mount(NamedTuple):
     bind: bool
 
 
+class CapSets(NamedTuple):
+    """A process's capability sets as bit masks (set explicitly with capset(2) and
+    PR_CAP_AMBIENT; the bounding set is what ``drop_caps`` leaves)."""
+
+    effective: int
+    permitted: int
+    inheritable: int
+    ambient: int
+
+
 class InitPlan(NamedTuple):
     """The bundle, pre-digested into exactly what A and B execute."""
 
@@ -78,6 +88,8 @@ class InitPlan(NamedTuple):
     #: with ``userns``: (container id, host id, count) lines of the uid and gid maps
     uid_map: tuple[tuple[int, int, int], ...] = ()
     gid_map: tuple[tuple[int, int, int], ...] = ()
+    caps: CapSets | None = None   # None: leave the sets as inherited (bounding drops only)
+    seccomp: bytes = b""          # assembled BPF (sock_filter array); empty: no filter
 
 
 class ExecPlan(NamedTuple):
@@ -95,6 +107,8 @@ class ExecPlan(NamedTuple):
     no_new_privs: bool
     pty: bool
     stdio: tuple[int, int, int] = (0, 1, 2)
+    caps: CapSets | None = None   # init's sets (a root command gets what init has)
+    seccomp: bytes = b""          # the container's filter, when init runs under one
 
 
 # -- building an InitPlan ------------------------------------------------------------------------
@@ -152,6 +166,8 @@ def _digest(config: Mapping[str, Any], bundle_dir: str, limits: Limits | None) -
             device_rules=tuple(bundle.device_rules(resources)),
             uid_map=_id_map(linux_cfg.get("uidMappings")),
             gid_map=_id_map(linux_cfg.get("gidMappings")),
+            caps=_cap_sets(proc),
+            seccomp=_seccomp_program(linux_cfg),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise DriverError(f"invalid bundle {os.path.join(bundle_dir, 'config.json')}: {e}") from e
@@ -227,6 +243,28 @@ def _dropped_caps(proc: Mapping[str, Any]) -> tuple[int, ...]:
             raise ValueError(f"unknown capability {name!r}")
         keep.add(num)
     return tuple(c for c in range(linux.cap_last_cap() + 1) if c not in keep)
+
+
+def _cap_sets(proc: Mapping[str, Any]) -> CapSets:
+    """``process.capabilities`` as masks; a missing set is empty (the OCI meaning)."""
+    caps = proc.get("capabilities") or {}
+    known = (1 << (linux.cap_last_cap() + 1)) - 1  # PR_CAP_AMBIENT_RAISE refuses newer caps
+    return CapSets(*(capabilities.mask(caps.get(k) or ()) & known
+                     for k in ("effective", "permitted", "inheritable", "ambient")))
+
+
+def _seccomp_program(linux_cfg: Mapping[str, Any]) -> bytes:
+    """``linux.seccomp`` assembled once here, in P (cached): the children only load it."""
+    section = linux_cfg.get("seccomp")
+    return seccomp.assemble(seccomp.from_oci(section)) if section else b""
+
+
+def exec_cap_sets(status: Mapping[str, str]) -> CapSets:
+    """The sets a root command run in the container gets: init's (``CapPrm`` etc. from
+    ``/proc/<init>/status``), effective = permitted as for any root process."""
+    prm = int(status.get("CapPrm") or "0", 16)
+    return CapSets(effective=prm, permitted=prm, inheritable=int(status.get("CapInh") or "0", 16),
+                   ambient=int(status.get("CapAmb") or "0", 16))
 
 
 def _dev_symlinks(mounts: tuple[Mount, ...]) -> tuple[tuple[str, str], ...]:

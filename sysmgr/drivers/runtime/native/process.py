@@ -16,12 +16,12 @@ import struct
 import time
 from typing import Callable
 
-from sysmgr._util import linux
+from sysmgr._util import linux, seccomp
 from sysmgr.drivers.runtime import bundle
 from sysmgr.drivers.runtime.base import ExecProcess, InitRecord, ProcessSpec, exit_code
 from sysmgr.drivers.runtime.cgroups import Cgroup
 from sysmgr.drivers.runtime.native import child
-from sysmgr.drivers.runtime.native.plan import ExecPlan, InitPlan
+from sysmgr.drivers.runtime.native.plan import ExecPlan, InitPlan, exec_cap_sets
 from sysmgr.errors import Conflict, DriverError
 
 #: Called with init's host pid after the namespaces exist and before init runs.
@@ -267,6 +267,10 @@ def _exec_plan(rec: InitRecord, proc: ProcessSpec, cg: Cgroup, ns_fds: list[int]
         drop_caps=tuple(c for c in range(linux.cap_last_cap() + 1) if not mask >> c & 1),
         no_new_privs=linux.proc_status_field(rec.pid, "NoNewPrivs") == "1",
         pty=pty, stdio=stdio,
+        caps=exec_cap_sets({k: linux.proc_status_field(rec.pid, k) or ""
+                            for k in ("CapPrm", "CapInh", "CapAmb")}),
+        # init under a filter (mode 2): the command gets sysmgr's filter too (assembled once)
+        seccomp=seccomp.assemble() if linux.proc_status_field(rec.pid, "Seccomp") == "2" else b"",
     )
 
 
