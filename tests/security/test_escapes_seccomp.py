@@ -80,20 +80,29 @@ def status(ct) -> dict[str, str]:
     return {k: v.strip() for k, _, v in (line.partition(":") for line in res.stdout.splitlines())}
 
 
-def expected_caps(add: tuple[str, ...] = ()) -> int:
-    """The default set (all but :data:`bundle.DEFAULT_DROPPED`) plus ``add``, as far as this
-    test process holds them (a launcher cannot hand out what it lacks)."""
+def expected_caps(add: tuple[str, ...] = (), *, privileged: bool = False) -> int:
+    """The default set (all but :data:`bundle.DEFAULT_DROPPED`) plus ``add``. A privileged
+    container gets them as far as this test process holds them (a launcher cannot hand out
+    what it lacks); an unprivileged one, the default, holds them in its own user namespace."""
     dropped = set(bundle.DROPPED_CAPABILITIES) - {capabilities.oci_name(a) for a in add}
     keep = capabilities.mask([c for c in bundle.ALL_CAPABILITIES if c not in dropped])
+    if not privileged:
+        return keep
     with open("/proc/self/status") as f:
         held = int(next(line for line in f if line.startswith("CapPrm:")).split()[1], 16)
     return keep & held
 
 
-def test_open_by_handle_at_cannot_reach_the_host(launch) -> None:
+MODES = pytest.mark.parametrize("mode", [{}, {"security.privileged": "true"}],
+                                ids=["unprivileged", "privileged"])
+
+
+@MODES
+def test_open_by_handle_at_cannot_reach_the_host(launch, mode) -> None:
     """Rows 4 and 5: a handle through the bind-mounted /dev/console (the host's ext4 root)
-    or on the cgroup2 kernfs (the host's cgroup root, release_agent) is never opened."""
-    got = run_probe(launch())
+    or on the cgroup2 kernfs (the host's cgroup root, release_agent) is never opened, with
+    or without a user namespace."""
+    got = run_probe(launch(mode))
     for tag in ("console", "cgroup"):
         assert got[f"{tag}_open_own_handle"] == errno.EPERM, got
         assert got[f"{tag}_open_forged_handle"] == errno.EPERM, got
@@ -106,9 +115,10 @@ def test_open_by_handle_at_stays_denied_with_dac_read_search_given_back(launch) 
     assert got["cgroup_open_forged_handle"] == errno.EPERM
 
 
-def test_kernel_log_and_keyring_are_out_of_reach(launch) -> None:
+@MODES
+def test_kernel_log_and_keyring_are_out_of_reach(launch, mode) -> None:
     """Row 6: dmesg (CAP_SYSLOG dropped) and the host's keyrings (keyctl/add_key denied)."""
-    ct = launch()
+    ct = launch(mode)
     got = run_probe(ct)
     assert got["syslog_size_unread"] == errno.EPERM
     assert got["keyctl_user_keyring"] == errno.EPERM
@@ -119,9 +129,10 @@ def test_kernel_log_and_keyring_are_out_of_reach(launch) -> None:
             assert res.exit_code != 0 and "not permitted" in res.stderr, res
 
 
-def test_tiocsti_cannot_type_into_a_terminal(launch) -> None:
+@MODES
+def test_tiocsti_cannot_type_into_a_terminal(launch, mode) -> None:
     """Row 8, the seccomp half: TIOCSTI on a pty fails even with CAP_SYS_ADMIN kept."""
-    assert run_probe(launch())["tiocsti"] == errno.EPERM
+    assert run_probe(launch(mode))["tiocsti"] == errno.EPERM
 
 
 def test_capability_sets_inside_are_the_explicit_default(launch) -> None:
@@ -139,8 +150,15 @@ def test_capability_sets_inside_are_the_explicit_default(launch) -> None:
 
 
 def test_security_capabilities_add_gives_one_back(launch) -> None:
+    # unprivileged (the default): the capability is back, but it is the container's user
+    # namespace's; the host's kernel log wants it in the host's, so it stays out of reach
     ct = launch({"security.capabilities.add": "syslog"})
     st = status(ct)
     assert int(st["CapEff"], 16) == expected_caps(("syslog",))
     assert int(st["CapEff"], 16) >> capabilities.NUMBERS["syslog"] & 1
-    assert run_probe(ct)["syslog_size_unread"] == 0
+    assert run_probe(ct)["syslog_size_unread"] != 0
+    # privileged: the capability is the host's, as asked for
+    priv = launch({"security.capabilities.add": "syslog", "security.privileged": "true"})
+    st = status(priv)
+    assert int(st["CapEff"], 16) == expected_caps(("syslog",), privileged=True)
+    assert run_probe(priv)["syslog_size_unread"] == 0
