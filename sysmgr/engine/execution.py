@@ -13,7 +13,7 @@ import threading
 from typing import BinaryIO, Mapping, Sequence
 
 from sysmgr._util import safefs
-from sysmgr.drivers.runtime.base import FROZEN, STOPPED, InitRecord, ProcessSpec
+from sysmgr.drivers.runtime.base import FROZEN, STOPPED, ExecProcess, InitRecord, ProcessSpec
 from sysmgr.engine import records
 from sysmgr.engine.host import Host
 from sysmgr.errors import Conflict, ValidationError
@@ -55,6 +55,23 @@ def execute(host: Host, name: str, argv: Sequence[str], *, env: Mapping[str, str
     """Run a command to completion; ``(exit code, stdout, stderr)``."""
     init = running_init(host, name)
     spec = process_spec(host, name, argv, env=env, cwd=cwd)
+    proc, in_w, out_r, err_r = _on_pipes(host, init, spec)
+    out: list[bytes] = []
+    err: list[bytes] = []
+    threads = [threading.Thread(target=_feed, args=(in_w, stdin)),
+               threading.Thread(target=_drain, args=(out_r, out)),
+               threading.Thread(target=_drain, args=(err_r, err))]
+    for t in threads:
+        t.start()
+    code = proc.wait()
+    for t in threads:
+        t.join()
+    return code, b"".join(out), b"".join(err)
+
+
+def _on_pipes(host: Host, init: InitRecord, spec: ProcessSpec) -> tuple[ExecProcess, int, int, int]:
+    """Start ``spec`` with pipes of our own as its stdio; returns the process and our ends
+    (stdin to write, stdout and stderr to read), which the caller closes."""
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -67,17 +84,7 @@ def execute(host: Host, name: str, argv: Sequence[str], *, env: Mapping[str, str
     finally:
         for fd in (in_r, out_w, err_w):
             os.close(fd)
-    out: list[bytes] = []
-    err: list[bytes] = []
-    threads = [threading.Thread(target=_feed, args=(in_w, stdin)),
-               threading.Thread(target=_drain, args=(out_r, out)),
-               threading.Thread(target=_drain, args=(err_r, err))]
-    for t in threads:
-        t.start()
-    code = proc.wait()
-    for t in threads:
-        t.join()
-    return code, b"".join(out), b"".join(err)
+    return proc, in_w, out_r, err_r
 
 
 def _feed(fd: int, data: bytes | None) -> None:
@@ -120,18 +127,7 @@ def interactive(host: Host, name: str, argv: Sequence[str], *,
 
 def _relayed(host: Host, init: InitRecord, spec: ProcessSpec, stdio: tuple[int, int, int]) -> int:
     """Run ``spec`` on pipes, copying the caller's stdin in and its output out as it comes."""
-    in_r, in_w = os.pipe()
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    try:
-        proc = host.runtime.exec(init, spec, stdin=in_r, stdout=out_w, stderr=err_w)
-    except BaseException:
-        for fd in (in_w, out_r, err_r):
-            os.close(fd)
-        raise
-    finally:
-        for fd in (in_r, out_w, err_w):
-            os.close(fd)
+    proc, in_w, out_r, err_r = _on_pipes(host, init, spec)
     feeder = threading.Thread(target=_pump, args=(stdio[0], in_w, True), daemon=True)
     outs = [threading.Thread(target=_pump, args=(out_r, stdio[1], False)),
             threading.Thread(target=_pump, args=(err_r, stdio[2], False))]
