@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, BinaryIO, Sequence
 
 from sysmgr.api.backend import Backend, Config, Devices, Progress, Warn
-from sysmgr.engine import backup, copy, execution, images, pools, records, runspec, volumes
+from sysmgr.engine import execution, pools, records, runspec, volumes
 from sysmgr.engine.host import Host
 from sysmgr.layout import Layout
 
@@ -94,19 +94,19 @@ class LocalBackend(Backend):
         return execution.console_log(self.host, name)
 
     def container_copy(self, name: str, new: str, *, snapshot: str | None, pool: str | None) -> None:
-        copy.copy(self.host, name, new, snapshot=snapshot, pool=pool)
+        _copy().copy(self.host, name, new, snapshot=snapshot, pool=pool)
 
     def container_rename(self, name: str, new: str) -> None:
-        copy.rename(self.host, name, new)
+        _copy().rename(self.host, name, new)
 
     def container_export(self, name: str, path: str, *, optimized: bool,
                          progress: Progress | None) -> Any:
-        return backup.export(self.host, name, path, optimized=optimized, progress=progress)
+        return _backup().export(self.host, name, path, optimized=optimized, progress=progress)
 
     def container_import(self, path: str, *, name: str | None, pool: str | None,
                          progress: Progress | None, allow_devices: bool = False,
                          warn: Warn | None = None) -> str:
-        return backup.import_(self.host, path, name=name, pool=pool, progress=progress,
+        return _backup().import_(self.host, path, name=name, pool=pool, progress=progress,
                               allow_devices=allow_devices, warn=warn).name
 
     # -- processes and files ---------------------------------------------------------------
@@ -188,26 +188,26 @@ class LocalBackend(Backend):
 
     def image_build(self, builder: str, *, alias: str | None, options: Config | None,
                     pool: str | None, progress: Progress | None) -> Any:
-        return images.build(self.host, builder, alias=alias, options=options, pool=pool,
+        return _images().build(self.host, builder, alias=alias, options=options, pool=pool,
                             progress=progress)
 
     def image_import(self, path: str, *, alias: str | None, pool: str | None,
                      progress: Progress | None, allow_devices: bool = False,
                      warn: Warn | None = None) -> Any:
-        return images.import_image(self.host, path, alias=alias, pool=pool, progress=progress,
+        return _images().import_image(self.host, path, alias=alias, pool=pool, progress=progress,
                                    allow_devices=allow_devices, warn=warn)
 
     def image_alias(self, alias: str, ref: str) -> None:
-        images.set_alias(self.host, alias, ref)
+        _images().set_alias(self.host, alias, ref)
 
     def image_delete_alias(self, alias: str) -> None:
-        images.delete_alias(self.host, alias)
+        _images().delete_alias(self.host, alias)
 
     def image_delete(self, ref: str) -> None:
-        images.delete(self.host, ref)
+        _images().delete(self.host, ref)
 
     def image_used_by(self, fingerprint: str) -> list[str]:
-        return images.in_use(self.host, fingerprint)
+        return _images().in_use(self.host, fingerprint)
 
     # -- storage pools ---------------------------------------------------------------------
     def pool_list(self) -> list[Any]:
@@ -308,6 +308,21 @@ def _profiles() -> Any:
 def _networks() -> Any:
     from sysmgr.engine import networks  # cold start: networking
     return networks
+
+
+def _backup() -> Any:
+    from sysmgr.engine import backup  # cold start: journal, snapshots, tar and zstd handling
+    return backup
+
+
+def _copy() -> Any:
+    from sysmgr.engine import copy  # cold start: journal and storage streams
+    return copy
+
+
+def _images() -> Any:
+    from sysmgr.engine import images  # cold start: builders, unpacking, journal
+    return images
 
 
 def _manifests() -> Any:

@@ -12,7 +12,6 @@ from typing import Any
 from sysmgr.drivers.runtime.base import STOPPED, Status, Usage
 from sysmgr.engine import idmap, records
 from sysmgr.engine.host import Host
-from sysmgr.engine.nics import NicEngine
 from sysmgr.errors import NotFound, SysmgrError
 from sysmgr.state.db import ContainerRecord, ImageRecord
 
@@ -61,7 +60,9 @@ def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
         disk = disk_usage(host, rec)
     # nics and their IPv4 addresses (``list``'s IPV4 column, ``info``'s host interfaces)
     extra: dict[str, Any] = {}
-    if records.has_nics(devs):  # most commands on nic-less containers never load networking
+    if records.has_nics(devs):
+        from sysmgr.engine.nics import NicEngine  # networking (~15 ms): only containers with nics
+
         extra = NicEngine(host).view(rec, devs, status.pid if status.state != STOPPED else None,
                                      cache)
     extra["security"] = idmap.describe(cfg, rec.volatile)
