@@ -83,8 +83,9 @@ def _mounts(base: str) -> set[str]:
 
 def _cgroups(ids: set[str]) -> set[str]:
     found: set[str] = set()
+    # v1 hierarchies, a v2 root, or the delegated scopes under systemd (sysmgr.slice)
     for d in glob.glob("/sys/fs/cgroup/*/sysmgr-*") + glob.glob("/sys/fs/cgroup/sysmgr-*"):
-        if os.path.basename(d).removeprefix("sysmgr-") not in ids:
+        if os.path.basename(d).removeprefix("sysmgr-").removesuffix(".scope") not in ids:
             continue
         found.add(d)
         for sub, dirs, _ in os.walk(d):
