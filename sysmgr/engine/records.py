@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from sysmgr._util import safefs
+from sysmgr.drivers.runtime import cgroup_layout
 from sysmgr.drivers.runtime.base import InitRecord, Status
 from sysmgr.engine.host import Host
 from sysmgr.errors import Issue, NotFound, ValidationError
 from sysmgr.model import expand as mexpand
 from sysmgr.model import keys as mkeys
 from sysmgr.state.db import ContainerRecord, ProfileRecord
+from sysmgr.types import HostCgroups
 
 Devices = Mapping[str, Mapping[str, str]]
 
@@ -65,6 +67,16 @@ def status(host: Host, rec: ContainerRecord) -> Status:
 
 def cgroup_path(host: Host, name: str) -> str:
     return f"{host.layout.prefix}/{name}"
+
+
+def host_cgroups(host: Host, root: str = "/sys/fs/cgroup") -> HostCgroups:
+    """The host's cgroup layout and where this root's container cgroups live."""
+    found = cgroup_layout.detect_layout(root)
+    if found.kind != "unified":
+        return HostCgroups(found.kind, subtree=f"{root}/<controller>/{host.layout.prefix}")
+    if found.systemd:
+        return HostCgroups(found.kind, True, cgroup_layout.scope_dir(root, host.layout.prefix), True)
+    return HostCgroups(found.kind, subtree=f"{root}/{host.layout.prefix}")
 
 
 def image_meta(host: Host, rec: ContainerRecord) -> dict[str, Any]:
