@@ -264,6 +264,7 @@ def test_delegated_cgroups_live_in_the_scope_and_never_touch_the_root(root: str)
     _put(os.path.join(scope, "cgroup.controllers"), "cpu cpuset memory pids")
     for name, text in CORE_FILES.items():
         _put(os.path.join(scope, name), text)
+    _put(os.path.join(scope, "cgroup.events"), "populated 1\nfrozen 0\n")  # a container lives there
     cg = FakeV2("sysmgr-1a2b3c/web1", root)
     cg.base = scope  # what systemd_owns_root() selects on a systemd host
     cg.create(Limits(pids_max=9))

@@ -77,6 +77,23 @@ def scope_dir(root: str, prefix: str) -> str:
     return os.path.join(root, DELEGATE_SLICE, f"{prefix}.scope")
 
 
+def scope_alive(path: str, timeout: float = 5.0) -> bool:
+    """True when the scope at ``path`` exists and holds a process. An emptied scope (its last
+    container just stopped: a restart) is about to be removed by systemd: wait for that, so
+    the caller creates a new one instead of a cgroup inside a dying unit."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(os.path.join(path, "cgroup.events")) as f:
+                if "populated 1" in f.read():
+                    return True
+        except OSError:
+            return False  # gone (or going: ENODEV)
+        if time.monotonic() > deadline:
+            raise DriverError(f"systemd did not remove the emptied scope {path}")
+        time.sleep(_POLL)
+
+
 class ScopeHold:
     """Create the delegated scope of ``prefix`` around a short-lived holder process.
 

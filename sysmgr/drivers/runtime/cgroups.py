@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from sysmgr.drivers.runtime.base import Limits, Usage
 from sysmgr.drivers.runtime.cgroup_layout import (
-    ScopeHold, detect_layout, scope_dir, systemd_owns_root, v1_hierarchies,
+    ScopeHold, detect_layout, scope_alive, scope_dir, systemd_owns_root, v1_hierarchies,
 )
 from sysmgr.errors import DriverError, DriverUnavailable
 
@@ -72,6 +72,8 @@ def _read(path: str) -> str | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     except OSError as e:
+        if e.errno == errno.ENODEV:  # the cgroup was removed while we read (systemd's scope)
+            return None
         raise DriverError(f"cannot read {path}: {e.strerror or e}") from e
 
 
@@ -472,7 +474,7 @@ class V2Cgroup(Cgroup):
     def create(self, limits: Limits, devices: Sequence[tuple[bool, str]] | None = None) -> None:
         # Device rules need an eBPF BPF_CGROUP_DEVICE program on v2: not implemented yet.
         with self._destroyed_on_error():
-            if self.base != self.root and not os.path.isdir(self.base):
+            if self.base != self.root and not scope_alive(self.base):
                 self._hold = ScopeHold(self.root, self.path.split("/")[0])
                 self._mkdirs(self.base)
                 self._hold.move_to(self.dir)  # the scope's own cgroup must hold no process
