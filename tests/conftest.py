@@ -187,9 +187,9 @@ def _force_cleanup(base: str, leaked: dict) -> None:
         path = m.split()[1]
         subprocess.run(["umount", "-l", path], capture_output=True)
     for cg in sorted(leaked.get("cgroups", []), key=len, reverse=True):
-        for f in ("freezer.state",):
+        for f, thawed in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):  # v1, v2
             try:
-                open(os.path.join(cg, f), "w").write("THAWED")
+                open(os.path.join(cg, f), "w").write(thawed)
             except OSError:
                 pass
         try:

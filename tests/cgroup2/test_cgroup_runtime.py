@@ -180,3 +180,13 @@ def test_containers_live_in_a_delegated_scope_under_systemd(env: Env) -> None:
     env.rt.stop(again, halt_signal=signal.SIGUSR2, timeout=5, force=False)
     wait_for(lambda: not os.path.isdir(os.path.join(CGROUP_ROOT, DELEGATE_SLICE, scope)),
              what="systemd to remove the empty scope")
+
+
+@pytest.mark.skipif(V2, reason="the v2 device policy (a BPF_CGROUP_DEVICE program) comes with the "
+                               "containment issue; v2 has no devices.* files")
+def test_device_policy_refuses_devices_off_the_list(env: Env) -> None:
+    rec = env.start()
+    code, _, _ = env.sh(rec, "head -c1 /dev/zero >/dev/null")
+    assert code == 0
+    code, _, err = env.sh(rec, "mknod /tmp/loopctl c 10 237 && cat /tmp/loopctl")
+    assert code != 0 and ("not permitted" in err or "denied" in err), err

@@ -8,9 +8,11 @@ Delegation on a unified host whose root belongs to systemd (PID 1 is systemd, or
 has ``init.scope``): the kernel's "no internal processes" rule and systemd's ownership of
 every ``cgroup.subtree_control`` it did not delegate mean sysmgr must not create
 ``/sys/fs/cgroup/sysmgr-<id>`` at the root nor enable controllers there. systemd's own
-answer (its "Control Group APIs and Delegation" document, and what systemd-nspawn does with
-``machine-<name>.scope``, or LXD/Incus with a ``Delegate=yes`` service) is a unit with
-``Delegate=yes``: below it, the cgroups and their ``subtree_control`` are ours.
+answer (its "Control Group APIs and Delegation" document; systemd-nspawn's
+``machine-<name>.scope``; runc's systemd driver, a transient scope per container holding its
+init; LXD/Incus, whose daemon runs in a ``Delegate=yes`` service) is a unit with
+``Delegate=yes``: below it, the cgroups and their ``subtree_control`` are ours, and a manager
+should touch nothing outside the subtrees of the units it created.
 
 The design: one transient **scope per host root**, ``sysmgr.slice/sysmgr-<id>.scope`` with
 ``Delegate=yes``; containers are its children (``.../sysmgr-<id>.scope/<name>``). sysmgr has
@@ -21,7 +23,10 @@ container's cgroup at once and killed as soon as the container's init is there
 (:class:`ScopeHold`); from then on the containers keep the scope alive, and when the last
 one stops, systemd removes the scope and its cgroup itself. A service unit with
 ``Delegate=yes`` would need a resident process (a oneshot's cgroup is removed once it is
-empty), and writing unit files would leave state behind sysmgr's own root.
+empty), and writing unit files would leave state behind sysmgr's own root. One scope per
+root rather than per container (runc's way) keeps ``<prefix>/<name>`` paths, the
+engine's records and the cgroup namespace layout the same on every host; a start never
+joins a scope that systemd is about to remove (:func:`scope_alive` waits for it).
 """
 
 from __future__ import annotations
