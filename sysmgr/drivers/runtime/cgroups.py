@@ -475,11 +475,20 @@ class V2Cgroup(Cgroup):
         # Device rules need an eBPF BPF_CGROUP_DEVICE program on v2: not implemented yet.
         with self._destroyed_on_error():
             if self.base != self.root and not scope_alive(self.base):
-                self._hold = ScopeHold(self.root, self.path.split("/")[0])
-                self._mkdirs(self.base)
-                self._hold.move_to(self.dir)  # the scope's own cgroup must hold no process
+                self._hold_scope()
             self._mkdirs(self.base, before_each=self._enable_controllers)
             self.set_limits(limits)
+
+    def _hold_scope(self) -> None:
+        """Have systemd create the delegated scope; its holder waits in our cgroup."""
+        try:
+            self._hold = ScopeHold(self.root, self.path.split("/")[0])
+        except DriverError:
+            if scope_alive(self.base):
+                return  # another sysmgr made it at the same moment: it is there, use it
+            raise
+        self._mkdirs(self.base)
+        self._hold.move_to(self.dir)  # the scope's own cgroup must hold no process
 
     def release(self) -> None:
         if self._hold is not None:
