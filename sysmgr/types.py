@@ -71,5 +71,5 @@ class HostCgroups:
 
     layout: str                      # v1 | hybrid | unified
     systemd: bool = False            # unified, and systemd owns the root of the tree
-    subtree: str | None = None       # where this root's containers' cgroups live (the prefix)
+    subtree: str | None = None       # where this root's containers' cgroups live; None before init
     delegated: bool = False          # subtree is a systemd scope with Delegate=yes

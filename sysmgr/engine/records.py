@@ -70,8 +70,11 @@ def cgroup_path(host: Host, name: str) -> str:
 
 
 def host_cgroups(host: Host, root: str = "/sys/fs/cgroup") -> HostCgroups:
-    """The host's cgroup layout and where this root's container cgroups live."""
+    """The host's cgroup layout and where this root's container cgroups live (no subtree
+    before ``init`` gave the root its id)."""
     found = cgroup_layout.detect_layout(root)
+    if not host.layout.exists():
+        return HostCgroups(found.kind, found.systemd, None, found.systemd)
     if found.kind != "unified":
         return HostCgroups(found.kind, subtree=f"{root}/<controller>/{host.layout.prefix}")
     if found.systemd:

@@ -113,7 +113,8 @@ def host_text(r: dict[str, Any]) -> str:
     lines = ["Host:", f"  Root: {r['root']}", f"  Cgroup layout: {cg['layout']}"]
     if cg["layout"] == "unified":
         lines.append(f"  systemd owns the cgroup root: {'yes' if cg['systemd'] else 'no'}")
-    lines.append(f"  Containers' cgroups: {cg['subtree']}" + (" (delegated, Delegate=yes)" if cg["delegated"] else ""))
+    where = cg["subtree"] or "- (the host root is not initialised)"
+    lines.append(f"  Containers' cgroups: {where}" + (" (delegated, Delegate=yes)" if cg["delegated"] else ""))
     return "\n".join(lines)
 
 
