@@ -94,8 +94,10 @@ def test_cpu_allowance_both_forms_at_start_and_live(env: Env) -> None:
 def test_processes_limit_at_start_and_live(env: Env) -> None:
     rec = env.start(limits=Limits(pids_max=20))
     assert read(rec.cgroup, ("pids", "pids.max"), "pids.max") == "20"
-    code, out, err = env.sh(rec, "i=0; while [ $i -lt 40 ]; do sleep 60 & i=$((i+1)); done; echo all")
-    assert "all" not in out
+    # the sleepers must not hold the exec's pipes open (run_in reads them to EOF)
+    bomb = "i=0; while [ $i -lt 40 ]; do sleep 600 </dev/null >/dev/null 2>&1 & i=$((i+1)); done; echo all"
+    code, out, err = env.sh(rec, bomb)
+    assert "all" not in out and "fork" in err.lower()
     usage = env.rt.usage(rec.cgroup)
     assert usage.pids is not None and usage.pids <= 20
     env.rt.set_limits(rec.cgroup, Limits(pids_max=77))
