@@ -99,3 +99,13 @@ class NetworkState:
     nft_table: bool
     problems: tuple[str, ...]
     leases: tuple[NetworkLease, ...]
+
+
+@dataclass(frozen=True)
+class HostCgroups:
+    """The host's cgroup layout as ``sysmgr info`` and ``sysmgr init`` show it."""
+
+    layout: str                      # v1 | hybrid | unified
+    systemd: bool = False            # unified, and systemd owns the root of the tree
+    subtree: str | None = None       # where this root's containers' cgroups live; None before init
+    delegated: bool = False          # subtree is a systemd scope with Delegate=yes

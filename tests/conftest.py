@@ -91,8 +91,9 @@ def _mounts(base: str) -> set[str]:
 
 def _cgroups(ids: set[str]) -> set[str]:
     found: set[str] = set()
+    # v1 hierarchies, a v2 root, or the delegated scopes under systemd (sysmgr.slice)
     for d in glob.glob("/sys/fs/cgroup/*/sysmgr-*") + glob.glob("/sys/fs/cgroup/sysmgr-*"):
-        if os.path.basename(d).removeprefix("sysmgr-") not in ids:
+        if os.path.basename(d).removeprefix("sysmgr-").removesuffix(".scope") not in ids:
             continue
         found.add(d)
         for sub, dirs, _ in os.walk(d):
@@ -194,9 +195,9 @@ def _force_cleanup(base: str, leaked: dict) -> None:
         path = m.split()[1]
         subprocess.run(["umount", "-l", path], capture_output=True)
     for cg in sorted(leaked.get("cgroups", []), key=len, reverse=True):
-        for f in ("freezer.state",):
+        for f, thawed in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):  # v1, v2
             try:
-                open(os.path.join(cg, f), "w").write("THAWED")
+                open(os.path.join(cg, f), "w").write(thawed)
             except OSError:
                 pass
         try:

@@ -88,6 +88,10 @@ class Backend(abc.ABC):
     def container_console_log(self, name: str) -> str: ...
 
     @abc.abstractmethod
+    def host_cgroups(self) -> Any:
+        """The host's cgroup layout (:class:`sysmgr.types.HostCgroups`)."""
+
+    @abc.abstractmethod
     def container_copy(self, name: str, new: str, *, snapshot: str | None, pool: str | None) -> None: ...
 
     @abc.abstractmethod

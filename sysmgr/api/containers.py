@@ -44,6 +44,7 @@ class ContainerState:
     pids: int | None = None
     cpu_ns: int | None = None
     disk_bytes: int | None = None
+    oom_kills: int | None = None
 
 
 class Container(Model):
@@ -148,7 +149,8 @@ class Container(Model):
         u = v.usage
         return ContainerState(_STATUS_WORD[v.status.state], v.status.pid,
                               u.memory_bytes if u else None, u.memory_peak_bytes if u else None,
-                              u.pids if u else None, u.cpu_ns if u else None, v.disk_bytes)
+                              u.pids if u else None, u.cpu_ns if u else None, v.disk_bytes,
+                              u.oom_kills if u else None)
 
     def limits(self) -> "Limits":
         """The container's ``limits.*`` in kernel terms."""

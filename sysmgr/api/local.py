@@ -93,6 +93,9 @@ class LocalBackend(Backend):
     def container_console_log(self, name: str) -> str:
         return execution.console_log(self.host, name)
 
+    def host_cgroups(self) -> Any:
+        return records.host_cgroups(self.host)
+
     def container_copy(self, name: str, new: str, *, snapshot: str | None, pool: str | None) -> None:
         _copy().copy(self.host, name, new, snapshot=snapshot, pool=pool)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from sysmgr._util import safefs
+from sysmgr.drivers.runtime import cgroup_layout
 from sysmgr.drivers.runtime.base import InitRecord, Status
 from sysmgr.drivers.storage import base as storage_base
 from sysmgr.engine.host import Host
@@ -19,6 +20,7 @@ from sysmgr.errors import Issue, NotFound, SysmgrError, ValidationError
 from sysmgr.model import expand as mexpand
 from sysmgr.model import keys as mkeys
 from sysmgr.state.db import ContainerRecord, ProfileRecord
+from sysmgr.types import HostCgroups
 
 Devices = Mapping[str, Mapping[str, str]]
 
@@ -66,6 +68,19 @@ def status(host: Host, rec: ContainerRecord) -> Status:
 
 def cgroup_path(host: Host, name: str) -> str:
     return f"{host.layout.prefix}/{name}"
+
+
+def host_cgroups(host: Host, root: str = "/sys/fs/cgroup") -> HostCgroups:
+    """The host's cgroup layout and where this root's container cgroups live (no subtree
+    before ``init`` gave the root its id)."""
+    found = cgroup_layout.detect_layout(root)
+    if not host.layout.exists():
+        return HostCgroups(found.kind, found.systemd, None, found.systemd)
+    if found.kind != "unified":
+        return HostCgroups(found.kind, subtree=f"{root}/<controller>/{host.layout.prefix}")
+    if found.systemd:
+        return HostCgroups(found.kind, True, cgroup_layout.scope_dir(root, host.layout.prefix), True)
+    return HostCgroups(found.kind, subtree=f"{root}/{host.layout.prefix}")
 
 
 def image_meta(host: Host, rec: ContainerRecord) -> dict[str, Any]:

@@ -236,3 +236,58 @@ def test_destroy_removes_sub_cgroups_and_the_prefix_with_the_last_container(root
     assert not os.path.exists(os.path.join(root, "sysmgr-1a2b3c"))
     b.destroy()  # idempotent
     assert b.usage().memory_bytes is None
+
+
+def test_usage_counts_oom_kills(root: str) -> None:
+    cg = FakeV2("sysmgr-1a2b3c/web1", root)
+    cg.create(Limits())
+    _put(os.path.join(cg.dir, "memory.events"), "low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n")
+    assert cg.usage().oom_kills == 2
+
+
+def test_exec_joins_the_container_while_it_is_a_leaf_then_a_leaf_below(root: str) -> None:
+    cg = FakeV2("sysmgr-1a2b3c/web1", root)
+    cg.create(Limits())
+    assert cg.join_files() == [os.path.join(cg.dir, "cgroup.procs")]
+    _put(os.path.join(cg.dir, "cgroup.subtree_control"), "pids")  # systemd inside did this
+    leaf = os.path.join(cg.dir, V2Cgroup.EXEC_LEAF)
+    assert cg.join_files() == [os.path.join(leaf, "cgroup.procs")]
+    assert cg.join_files() == [os.path.join(leaf, "cgroup.procs")]  # exists already: fine
+    cg.destroy()
+    assert not os.path.exists(cg.dir)
+
+
+def test_delegated_cgroups_live_in_the_scope_and_never_touch_the_root(root: str) -> None:
+    # systemd made sysmgr.slice/sysmgr-1a2b3c.scope (Delegate=yes: controllers available)
+    scope = os.path.join(root, "sysmgr.slice", "sysmgr-1a2b3c.scope")
+    os.makedirs(scope)
+    _put(os.path.join(scope, "cgroup.controllers"), "cpu cpuset memory pids")
+    for name, text in CORE_FILES.items():
+        _put(os.path.join(scope, name), text)
+    _put(os.path.join(scope, "cgroup.events"), "populated 1\nfrozen 0\n")  # a container lives there
+    cg = FakeV2("sysmgr-1a2b3c/web1", root)
+    cg.base = scope  # what systemd_owns_root() selects on a systemd host
+    cg.create(Limits(pids_max=9))
+    assert cg.dir == os.path.join(scope, "web1")
+    assert _get(os.path.join(cg.dir, "pids.max")) == "9"
+    assert all(not path.startswith("cgroup.subtree_control") for path, _ in cg.writes)
+    assert set(_get(os.path.join(scope, "cgroup.subtree_control")).split()) == {"cpu", "cpuset", "memory", "pids"}
+    cg.destroy()
+    assert not os.path.exists(cg.dir) and os.path.isdir(scope)  # the scope is systemd's to remove
+
+
+def test_detect_layout(tmp_path) -> None:
+    from sysmgr.drivers.runtime.cgroup_layout import detect_layout
+
+    root = make_root(tmp_path)
+    assert detect_layout(root).kind == "unified" and not detect_layout(root).systemd
+    os.mkdir(os.path.join(root, "init.scope"))
+    assert detect_layout(root).systemd
+    hybrid = tmp_path / "hybrid"
+    (hybrid / "memory").mkdir(parents=True)
+    (hybrid / "unified").mkdir()
+    _put(str(hybrid / "unified" / "cgroup.controllers"), "hugetlb")
+    assert detect_layout(str(hybrid)).kind == "hybrid"
+    os.rmdir(hybrid / "memory")
+    os.unlink(hybrid / "unified" / "cgroup.controllers")
+    assert detect_layout(str(hybrid)).kind == "v1"

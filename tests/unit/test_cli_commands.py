@@ -20,6 +20,7 @@ from sysmgr.cli import main as climain
 from sysmgr.cli.commands import _common
 from sysmgr.engine.actions import Change, CreateContainer, Plan, Restart, Start, UpdateContainer
 from sysmgr.errors import Conflict, Issue, NotFound, ValidationError
+from sysmgr.types import HostCgroups
 
 ROOT_DEV = {"type": "disk", "path": "/", "pool": "default"}
 
@@ -110,7 +111,7 @@ class StubContainer:
     def state(self):
         return SimpleNamespace(status=self.status, pid=self.pid, memory_bytes=2 * 1024 * 1024,
                                memory_peak_bytes=5 * 1024 * 1024, pids=3, cpu_ns=1_500_000_000,
-                               disk_bytes=4096)
+                               disk_bytes=4096, oom_kills=1)
 
 
 class StubContainers:
@@ -176,6 +177,9 @@ class StubClient:
 
     def close(self) -> None:
         self.closed = True
+
+    def host_cgroups(self):
+        return HostCgroups("unified", True, "/sys/fs/cgroup/sysmgr.slice/sysmgr-1a2b3c.scope", True)
 
 
 @pytest.fixture
@@ -271,6 +275,17 @@ def test_info_text_and_yaml(client):
     doc = yaml.safe_load(sysmgr("info", "c1", "--format", "yaml").stdout)
     assert doc["limits"] == {"limits.memory": "64MiB"} and doc["resources"]["processes"] == 3
     assert sysmgr("info", "ghost").exit_code == 2
+    assert "    OOM kills: 1" in out and doc["resources"]["oom_kills"] == 1
+
+
+def test_info_without_a_name_shows_the_hosts_cgroup_layout(client):
+    out = sysmgr("info").stdout
+    for line in ("Host:", "  Root: /stub", "  Cgroup layout: unified", "  systemd owns the cgroup root: yes",
+                 "  Containers' cgroups: /sys/fs/cgroup/sysmgr.slice/sysmgr-1a2b3c.scope (delegated, Delegate=yes)"):
+        assert line in out, line
+    doc = json.loads(sysmgr("info", "--format", "json").stdout)
+    assert doc["cgroups"] == {"layout": "unified", "systemd": True, "delegated": True,
+                              "subtree": "/sys/fs/cgroup/sysmgr.slice/sysmgr-1a2b3c.scope"}
 
 
 def test_exec_passes_argv_env_tty_and_exit_code(client):

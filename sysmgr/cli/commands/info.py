@@ -1,5 +1,6 @@
 """``sysmgr info NAME``: one container's status, image, resources, limits, expanded config
-and devices, laid out like ``lxc info``."""
+and devices, laid out like ``lxc info``; ``sysmgr info`` alone: the host section (the host
+root and its cgroup layout)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def info_record(c: Any, st: Any) -> dict[str, Any]:
             "memory_bytes": st.memory_bytes,
             "memory_peak_bytes": st.memory_peak_bytes,
             "cpu_seconds": None if st.cpu_ns is None else round(st.cpu_ns / 1e9, 3),
+            "oom_kills": st.oom_kills,
             "disk_bytes": st.disk_bytes,
         },
         "limits": {k: exp[k] for k in sorted(exp) if k.startswith("limits.") and exp[k] != ""},
@@ -68,6 +70,8 @@ def info_text(r: dict[str, Any]) -> str:
                 out.append(f"    Memory (current): {render.format_size(res['memory_bytes'])}")
             if res["memory_peak_bytes"] is not None:
                 out.append(f"    Memory (peak): {render.format_size(res['memory_peak_bytes'])}")
+            if res.get("oom_kills") is not None:
+                out.append(f"    OOM kills: {res['oom_kills']}")
     if r.get("network"):
         out += ["", "Network:"]
         for dev, nic in r["network"].items():
@@ -90,12 +94,41 @@ def info_text(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def host_record(root: str, cg: Any) -> dict[str, Any]:
+    """The host section: the root and its cgroup layout (a ``HostCgroups``)."""
+    return {"root": root, "cgroups": {"layout": cg.layout, "systemd": cg.systemd,
+                                      "subtree": cg.subtree, "delegated": cg.delegated}}
+
+
+def cgroup_line(cg: Any) -> str:
+    """One line on the cgroup layout (also printed by ``sysmgr init``)."""
+    how = {"v1": "cgroup v1", "hybrid": "cgroup v1 (hybrid: controllers on v1, cgroup2 only tracks processes)",
+           "unified": "cgroup v2 (unified)"}.get(cg.layout, cg.layout)
+    if cg.delegated:
+        return f"{how}, owned by systemd: containers in the delegated scope {cg.subtree}"
+    return f"{how}: containers under {cg.subtree}"
+
+
+def host_text(r: dict[str, Any]) -> str:
+    cg = r["cgroups"]
+    lines = ["Host:", f"  Root: {r['root']}", f"  Cgroup layout: {cg['layout']}"]
+    if cg["layout"] == "unified":
+        lines.append(f"  systemd owns the cgroup root: {'yes' if cg['systemd'] else 'no'}")
+    where = cg["subtree"] or "- (the host root is not initialised)"
+    lines.append(f"  Containers' cgroups: {where}" + (" (delegated, Delegate=yes)" if cg["delegated"] else ""))
+    return "\n".join(lines)
+
+
 @click.command()
-@click.argument("name")
+@click.argument("name", required=False)
 @format_option(("text", "yaml", "json"), default="text")
 @pass_app
-def info(app: AppContext, name: str, fmt: str) -> None:
-    """Show a container's status, resources and configuration."""
+def info(app: AppContext, name: str | None, fmt: str) -> None:
+    """Show a container's status, resources and configuration; without NAME, the host's."""
+    if name is None:
+        record = host_record(app.client.root, app.client.host_cgroups())
+        click.echo(host_text(record) if fmt == "text" else render.document(fmt, record))
+        return
     c = app.client.containers.get(name)
     record = info_record(c, c.state())
     click.echo(info_text(record) if fmt == "text" else render.document(fmt, record))

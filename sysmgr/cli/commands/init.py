@@ -43,3 +43,6 @@ def init(app: AppContext, auto: bool, storage_driver: str | None, network: str |
         click.echo(line)
     if not done:
         click.echo(f"Nothing to do: host root {app.client.root} is already initialised")
+    from sysmgr.cli.commands.info import cgroup_line
+
+    click.echo(f"cgroups: {cgroup_line(app.client.host_cgroups())}")

@@ -63,6 +63,7 @@ class Usage:
     memory_peak_bytes: int | None = None
     pids: int | None = None
     cpu_ns: int | None = None
+    oom_kills: int | None = None   # processes the OOM killer killed in the container
 
 
 @dataclass(frozen=True)

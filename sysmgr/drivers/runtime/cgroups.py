@@ -6,9 +6,11 @@ Limits are written before init runs and can be changed live; an unset limit is w
 "max"/-1 so removing a key takes effect. Writes the kernel refuses become
 :class:`DriverError` naming the file and the value.
 
-Only the v1 code path can run on the reference machine (every controller but hugetlb is
-bound to v1 there); v2 is unit-tested against a fake cgroupfs (the ``_mkdir``/``_rmdir``
-hooks are what the fake overrides).
+The reference machine is hybrid (every controller but hugetlb bound to v1); the v2 code is
+unit-tested against a fake cgroupfs (the ``_mkdir``/``_rmdir`` hooks are what the fake
+overrides) and runs for real in the cgroup-v2 guests of ``scripts/test-cgroup2``. On a
+unified host whose root systemd owns, the containers live in a delegated scope
+(:mod:`.cgroup_layout` says how and why).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import time
 from typing import Callable, Iterable, Iterator, Sequence
 
 from sysmgr.drivers.runtime.base import Limits, Usage
+from sysmgr.drivers.runtime.cgroup_layout import (
+    ScopeHold, detect_layout, scope_alive, scope_dir, systemd_owns_root, v1_hierarchies,
+)
 from sysmgr.errors import DriverError, DriverUnavailable
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -39,11 +44,7 @@ _POLL = 0.005
 
 def detect_version(root: str = CGROUP_ROOT) -> int:
     """2 on a pure cgroup-v2 host, 1 on a v1 or hybrid host."""
-    if os.path.exists(os.path.join(root, "cgroup.controllers")) and not os.path.isdir(
-        os.path.join(root, "memory")
-    ):
-        return 2
-    return 1
+    return 2 if detect_layout(root).kind == "unified" else 1
 
 
 def open_cgroup(path: str, root: str = CGROUP_ROOT) -> "Cgroup":
@@ -71,6 +72,8 @@ def _read(path: str) -> str | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     except OSError as e:
+        if e.errno == errno.ENODEV:  # the cgroup was removed while we read (systemd's scope)
+            return None
         raise DriverError(f"cannot read {path}: {e.strerror or e}") from e
 
 
@@ -80,6 +83,15 @@ def _kill(pids: Iterable[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _keyed(text: str | None, key: str) -> int | None:
+    """The value of ``key`` in a flat-keyed cgroup file (``memory.events``: ``oom_kill 2``)."""
+    for line in (text or "").splitlines():
+        k, _, v = line.partition(" ")
+        if k == key and v.strip().isdigit():
+            return int(v)
+    return None
 
 
 def shares_to_weight(shares: int) -> int:
@@ -137,6 +149,17 @@ class Cgroup(abc.ABC):
         """``cgroup.procs`` of every hierarchy: write a pid to each to join the container."""
         return [os.path.join(d, "cgroup.procs") for d in self.dirs()]
 
+    def join_files(self) -> list[str]:
+        """What an exec'ed process joins: :meth:`procs_files`, or a leaf below (v2)."""
+        return self.procs_files()
+
+    def release(self) -> None:
+        """Called once init runs: drop what :meth:`create` held on to (v2's scope holder)."""
+
+    def _rel(self) -> list[str]:
+        """The levels created below each base (v2 in a delegated scope: just the name)."""
+        return self.path.split("/")
+
     def exists(self) -> bool:
         return any(os.path.isdir(d) for d in self.dirs())
 
@@ -167,7 +190,7 @@ class Cgroup(abc.ABC):
                 self._rmdir_retry(sub, timeout)
         # Remove the shared <prefix> if this was its last container; another container
         # still there (ENOTEMPTY/EBUSY) or a concurrent removal (ENOENT) is fine.
-        parents = self.path.split("/")[:-1]
+        parents = self._rel()[:-1]
         for base in self._bases():
             for i in range(len(parents), 0, -1):
                 try:
@@ -243,7 +266,7 @@ class Cgroup(abc.ABC):
             levels = []
             cur = base
             try:
-                for part in self.path.split("/"):
+                for part in self._rel():
                     if before_each is not None:
                         before_each(cur)
                     cur = os.path.join(cur, part)
@@ -284,7 +307,7 @@ class V1Cgroup(Cgroup):
 
     def __init__(self, path: str, root: str = CGROUP_ROOT) -> None:
         super().__init__(path, root)
-        self.hierarchies = _v1_hierarchies(root)
+        self.hierarchies = v1_hierarchies(root)
 
     def _bases(self) -> list[str]:
         return [os.path.join(self.root, h) for h in self.hierarchies]
@@ -377,6 +400,7 @@ class V1Cgroup(Cgroup):
             memory_peak_bytes=self._read_int(os.path.join(mem, "memory.max_usage_in_bytes")) if mem else None,
             pids=self._read_int(os.path.join(pids, "pids.current")) if pids else None,
             cpu_ns=self._read_int(os.path.join(acct, "cpuacct.usage")) if acct else None,
+            oom_kills=_keyed(self._read(os.path.join(mem, "memory.oom_control")), "oom_kill") if mem else None,
         )
 
     def _freezer(self) -> str:
@@ -417,17 +441,32 @@ class V1Cgroup(Cgroup):
 
 
 class V2Cgroup(Cgroup):
-    """cgroup v2: one directory; controllers enabled along the path."""
+    """cgroup v2: one directory; controllers enabled along the path. When systemd owns the
+    root, ``<prefix>/<name>`` is ``sysmgr.slice/<prefix>.scope/<name>`` instead, and only
+    the delegated scope and below are touched."""
 
     version = 2
     CONTROLLERS = ("cpu", "cpuset", "memory", "pids")
+    EXEC_LEAF = ".sysmgr-exec"  # where exec'ed processes go once init made its cgroup a parent
+
+    def __init__(self, path: str, root: str = CGROUP_ROOT, delegated: bool | None = None) -> None:
+        super().__init__(path, root)
+        parts = self.path.split("/")
+        if delegated is None:
+            delegated = len(parts) > 1 and systemd_owns_root(root)
+        self.base = scope_dir(root, parts[0]) if delegated else root
+        self._hold: ScopeHold | None = None
 
     @property
     def dir(self) -> str:
-        return os.path.join(self.root, self.path)
+        return os.path.join(self.base, *self._rel())
+
+    def _rel(self) -> list[str]:
+        parts = self.path.split("/")
+        return parts[1:] if self.base != self.root else parts
 
     def _bases(self) -> list[str]:
-        return [self.root]
+        return [self.base]
 
     def dirs(self) -> list[str]:
         return [self.dir]
@@ -435,8 +474,45 @@ class V2Cgroup(Cgroup):
     def create(self, limits: Limits, devices: Sequence[tuple[bool, str]] | None = None) -> None:
         # Device rules need an eBPF BPF_CGROUP_DEVICE program on v2: not implemented yet.
         with self._destroyed_on_error():
-            self._mkdirs(self.root, before_each=self._enable_controllers)
+            if self.base != self.root and not scope_alive(self.base):
+                self._hold_scope()
+            self._mkdirs(self.base, before_each=self._enable_controllers)
             self.set_limits(limits)
+
+    def _hold_scope(self) -> None:
+        """Have systemd create the delegated scope; its holder waits in our cgroup."""
+        try:
+            self._hold = ScopeHold(self.root, self.path.split("/")[0])
+        except DriverError:
+            if scope_alive(self.base):
+                return  # another sysmgr made it at the same moment: it is there, use it
+            raise
+        self._mkdirs(self.base)
+        self._hold.move_to(self.dir)  # the scope's own cgroup must hold no process
+
+    def release(self) -> None:
+        if self._hold is not None:
+            self._hold.release()
+            self._hold = None
+
+    def destroy(self, timeout: float = 5.0) -> None:
+        self.release()
+        super().destroy(timeout)
+
+    def join_files(self) -> list[str]:
+        """The container's cgroup while it is a leaf; once its init enabled controllers for
+        sub-cgroups (systemd does), processes may no longer join it ("no internal processes"):
+        then a leaf of sysmgr's own below it, like LXC's ``.lxc``."""
+        if not (self._read(os.path.join(self.dir, "cgroup.subtree_control")) or "").strip():
+            return self.procs_files()
+        leaf = os.path.join(self.dir, self.EXEC_LEAF)
+        try:
+            self._mkdir(leaf)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise DriverError(f"cannot create cgroup {leaf}: {e.strerror or e}") from e
+        return [os.path.join(leaf, "cgroup.procs")]
 
     def _enable_controllers(self, d: str) -> None:
         available = set((self._read(os.path.join(d, "cgroup.controllers")) or "").split())
@@ -479,6 +555,7 @@ class V2Cgroup(Cgroup):
             memory_peak_bytes=self._read_int(os.path.join(self.dir, "memory.peak")),
             pids=self._read_int(os.path.join(self.dir, "pids.current")),
             cpu_ns=cpu_ns,
+            oom_kills=_keyed(self._read(os.path.join(self.dir, "memory.events")), "oom_kill"),
         )
 
     def _events_frozen(self) -> bool:
@@ -513,25 +590,3 @@ class V2Cgroup(Cgroup):
                 self._kill_frozen()
 
         self._kill_until_empty(timeout, kill)
-
-
-_HIERARCHIES: dict[str, list[str]] = {}
-
-
-def _v1_hierarchies(root: str) -> list[str]:
-    """Names of the cgroup mounts below ``root`` (real dirs holding ``cgroup.procs``;
-    the ``cpu``/``cpuacct`` symlinks to a ``cpu,cpuacct`` co-mount are skipped)."""
-    cached = _HIERARCHIES.get(root)
-    if cached is not None:
-        return cached
-    found = []
-    try:
-        entries = sorted(os.listdir(root))
-    except OSError as e:
-        raise DriverUnavailable(f"cgroups are not mounted at {root}: {e.strerror}") from e
-    for entry in entries:
-        p = os.path.join(root, entry)
-        if not os.path.islink(p) and os.path.exists(os.path.join(p, "cgroup.procs")):
-            found.append(entry)
-    _HIERARCHIES[root] = found
-    return found

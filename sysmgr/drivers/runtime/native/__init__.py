@@ -145,6 +145,8 @@ class NativeRuntime(Runtime):
             except DriverError as cleanup_error:
                 e.add_note(f"cleanup failed too: {cleanup_error}")
             raise
+        finally:
+            cg.release()  # init keeps a delegated scope alive from now on
 
     def _remove_cgroup(self, cg: Cgroup) -> None:
         cg.kill_all(KILL_TIMEOUT)

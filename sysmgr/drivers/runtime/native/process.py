@@ -263,7 +263,7 @@ def _exec_plan(rec: InitRecord, proc: ProcessSpec, cg: Cgroup, ns_fds: list[int]
     env.setdefault("PATH", bundle.DEFAULT_PATH)
     return ExecPlan(
         argv=tuple(proc.argv), env=env, cwd=proc.cwd or "/", uid=proc.uid, gid=proc.gid,
-        procs_files=tuple(cg.procs_files()), ns_fds=tuple(ns_fds), joins_userns=len(ns_fds) > len(_EXEC_NS),
+        procs_files=tuple(cg.join_files()), ns_fds=tuple(ns_fds), joins_userns=len(ns_fds) > len(_EXEC_NS),
         drop_caps=tuple(c for c in range(linux.cap_last_cap() + 1) if not mask >> c & 1),
         no_new_privs=linux.proc_status_field(rec.pid, "NoNewPrivs") == "1",
         pty=pty, stdio=stdio,
