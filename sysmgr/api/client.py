@@ -14,7 +14,7 @@ call goes through the client's :attr:`Client.backend` (this host: the engine).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sysmgr.api.backend import Backend
 from sysmgr.api.containers import ContainerManager
