@@ -146,9 +146,19 @@ def test_exec_joins_a_leaf_once_init_enabled_controllers(env: Env) -> None:
     ct = open_cgroup(rec.cgroup).dirs()[0]
     # what systemd as the container's init does: move itself to a leaf, delegate controllers
     os.mkdir(os.path.join(ct, "init.scope"))
-    for pid in open_cgroup(rec.cgroup).procs():
-        with open(os.path.join(ct, "init.scope", "cgroup.procs"), "w") as f:
-            f.write(str(pid))
+
+    def move_all() -> bool:  # init may fork while we move: until the cgroup itself is empty
+        with open(os.path.join(ct, "cgroup.procs")) as f:
+            pids = f.read().split()
+        for pid in pids:
+            try:
+                with open(os.path.join(ct, "init.scope", "cgroup.procs"), "w") as f:
+                    f.write(pid)
+            except ProcessLookupError:
+                pass  # exited meanwhile
+        return not pids
+
+    wait_for(move_all, what=f"{ct} to hold no process")
     with open(os.path.join(ct, "cgroup.subtree_control"), "w") as f:
         f.write("+pids")
     code, out, err = env.sh(rec, "cat /proc/self/cgroup")
