@@ -207,8 +207,16 @@ def _enter_userns(plan: InitPlan, step: _Step) -> tuple[InitPlan, dict[str, str]
     step("create the user namespace")
     ns_fd = userns.make_userns(plan.uid_map, plan.gid_map)
     step("attach the root filesystem through an idmapped mount")
-    staged, sources = userns.stage(plan.rootfs, ns_fd, [m.source for m in plan.mounts if m.bind]
-                                   + [d[0] for d in plan.devices])
+    try:
+        staged, sources = userns.stage(plan.rootfs, ns_fd, [m.source for m in plan.mounts if m.bind]
+                                       + [d[0] for d in plan.devices])
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        raise _ChildError(
+            f"the filesystem of {plan.rootfs} cannot be idmapped (ext4, btrfs and xfs can; tmpfs "
+            "only from Linux 6.3): put the container on such a pool, or set "
+            "security.privileged=true") from None
     step("become root in the user namespace")
     userns.become_root(ns_fd)
     os.close(ns_fd)
