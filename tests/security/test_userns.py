@@ -179,3 +179,13 @@ def test_a_filesystem_that_cannot_idmap_gets_a_clear_error_and_privileged_still_
         client.storage_pools.get("ram").delete()
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_row3_privileged_a_container_cannot_widen_its_device_rules(client):
+    """Privileged, root inside may mount cgroupfs: its processes sit below the level that
+    holds the device rules, so writing devices.allow of its namespace root is refused."""
+    c = client.containers.create("p", "busybox", config={"security.privileged": "true"}, start=True)
+    code, out = sh(c, "mkdir -p /mnt/d; mount -t cgroup -o devices none /mnt/d || echo NOMOUNT;"
+                      " echo 'b 7:* rwm' > /mnt/d/devices.allow && echo ALLOWED;"
+                      " mknod /tmp/loop0 b 7 0 && cat /tmp/loop0 > /dev/null && echo READ; true")
+    assert "ALLOWED" not in out and "READ" not in out, out

@@ -1,16 +1,14 @@
 """Per-container cgroups: v1 (hybrid hosts, like the CI machine) and v2, one interface.
 
 A container's cgroup is ``<prefix>/<name>`` below the root of every hierarchy (v1) or of the
-single tree (v2), e.g. ``sysmgr-1a2b3c/web1``. :func:`open_cgroup` detects the host's layout.
-Limits are written before init runs and can be changed live; an unset limit is written as
-"max"/-1 so removing a key takes effect. Writes the kernel refuses become
-:class:`DriverError` naming the file and the value.
+single tree (v2), e.g. ``sysmgr-1a2b3c/web1``; :func:`open_cgroup` detects the layout. Limits
+are written before init runs and change live; an unset limit is written as "max"/-1. Writes
+the kernel refuses become :class:`DriverError` naming the file and the value.
 
 The reference machine is hybrid (every controller but hugetlb bound to v1); the v2 code is
-unit-tested against a fake cgroupfs (the ``_mkdir``/``_rmdir`` hooks are what the fake
-overrides) and runs for real in the cgroup-v2 guests of ``scripts/test-cgroup2``. On a
-unified host whose root systemd owns, the containers live in a delegated scope
-(:mod:`.cgroup_layout` says how and why).
+unit-tested against a fake cgroupfs (the ``_mkdir``/``_rmdir`` hooks) and runs for real in
+the guests of ``scripts/test-cgroup2``. On a unified host whose root systemd owns, containers
+live in a delegated scope (:mod:`.cgroup_layout` says how and why).
 """
 
 from __future__ import annotations
@@ -339,7 +337,17 @@ class V1Cgroup(Cgroup):
                 for allow, rule in DEFAULT_DEVICE_RULES if devices is None else devices:
                     rule = "a" if rule.startswith("a") else rule
                     self._write(os.path.join(dev, "devices.allow" if allow else "devices.deny"), rule)
+                self._mkdir(os.path.join(dev, self.DEVICES_LEAF))  # inherits the rules
             self.set_limits(limits)
+
+    #: Processes sit one level below the device rules, the root of the container's cgroup
+    #: namespace: a privileged container can only narrow them (LXC's lxc.payload split).
+    DEVICES_LEAF = ".payload"
+
+    def procs_files(self) -> list[str]:
+        dev = self._dir("devices")
+        leaf = os.path.join(dev or "", self.DEVICES_LEAF)
+        return [os.path.join(leaf if d == dev and os.path.isdir(leaf) else d, "cgroup.procs") for d in self.dirs()]
 
     def set_limits(self, limits: Limits) -> None:
         mem = self._dir("memory")
