@@ -102,6 +102,13 @@ class NetworkState:
 
 
 @dataclass(frozen=True)
+class HostSecurity:
+    """What confines containers on this host, as ``sysmgr info`` shows it."""
+
+    apparmor: str                    # "not available" | "available, no sysmgr profile yet"
+
+
+@dataclass(frozen=True)
 class HostCgroups:
     """The host's cgroup layout as ``sysmgr info`` and ``sysmgr init`` show it."""
 

@@ -17,5 +17,14 @@ def memory_total() -> int:
     raise ValueError("MemTotal missing from /proc/meminfo")  # pragma: no cover
 
 
+def apparmor_enabled() -> bool:
+    """Whether the kernel runs AppArmor (its module parameter says ``Y``)."""
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            return f.read().strip() == "Y"
+    except OSError:
+        return False
+
+
 def host_facts() -> HostFacts:
     return HostFacts(cpus=os.cpu_count() or 1, memory_bytes=memory_total())

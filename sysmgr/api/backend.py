@@ -88,6 +88,10 @@ class Backend(abc.ABC):
     def container_console_log(self, name: str) -> str: ...
 
     @abc.abstractmethod
+    def host_security(self) -> Any:
+        """What confines containers on this host (:class:`sysmgr.types.HostSecurity`)."""
+
+    @abc.abstractmethod
     def host_cgroups(self) -> Any:
         """The host's cgroup layout (:class:`sysmgr.types.HostCgroups`)."""
 

@@ -78,6 +78,11 @@ class Client:
         return self.backend.init(storage_driver=storage_driver, runtime=runtime, network=network,
                                  network_driver=network_driver)
 
+    def host_security(self) -> Any:
+        """What confines containers on this host beyond user namespaces, seccomp and
+        capabilities (AppArmor), as :class:`sysmgr.types.HostSecurity`."""
+        return self.backend.host_security()
+
     def host_cgroups(self) -> Any:
         """The host's cgroup layout (v1, hybrid, unified) and where this root's containers'
         cgroups live (on a systemd host: a delegated scope), as :class:`sysmgr.types.HostCgroups`."""

@@ -93,6 +93,9 @@ class LocalBackend(Backend):
     def container_console_log(self, name: str) -> str:
         return execution.console_log(self.host, name)
 
+    def host_security(self) -> Any:
+        return records.host_security()
+
     def host_cgroups(self) -> Any:
         return records.host_cgroups(self.host)
 

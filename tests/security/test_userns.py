@@ -189,3 +189,15 @@ def test_row3_privileged_a_container_cannot_widen_its_device_rules(client):
                       " echo 'b 7:* rwm' > /mnt/d/devices.allow && echo ALLOWED;"
                       " mknod /tmp/loop0 b 7 0 && cat /tmp/loop0 > /dev/null && echo READ; true")
     assert "ALLOWED" not in out and "READ" not in out, out
+
+
+def test_info_says_once_whether_apparmor_confines_containers(client):
+    out = subprocess.run([os.sys.executable, "-m", "sysmgr", "--root", client.root, "info"],
+                         capture_output=True, text=True, check=True).stdout
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            enabled = f.read().strip() == "Y"
+    except OSError:
+        enabled = False
+    want = "available, no sysmgr profile yet" if enabled else "not available on this host"
+    assert out.count("AppArmor:") == 1 and f"AppArmor: {want}" in out, out

@@ -20,7 +20,7 @@ from sysmgr.cli import main as climain
 from sysmgr.cli.commands import _common
 from sysmgr.engine.actions import Change, CreateContainer, Plan, Restart, Start, UpdateContainer
 from sysmgr.errors import Conflict, Issue, NotFound, ValidationError
-from sysmgr.types import HostCgroups
+from sysmgr.types import HostCgroups, HostSecurity
 
 ROOT_DEV = {"type": "disk", "path": "/", "pool": "default"}
 
@@ -181,6 +181,9 @@ class StubClient:
     def host_cgroups(self):
         return HostCgroups("unified", True, "/sys/fs/cgroup/sysmgr.slice/sysmgr-1a2b3c.scope", True)
 
+    def host_security(self):
+        return HostSecurity("not available on this host")
+
 
 @pytest.fixture
 def client(monkeypatch) -> StubClient:
@@ -286,6 +289,8 @@ def test_info_without_a_name_shows_the_hosts_cgroup_layout(client):
     doc = json.loads(sysmgr("info", "--format", "json").stdout)
     assert doc["cgroups"] == {"layout": "unified", "systemd": True, "delegated": True,
                               "subtree": "/sys/fs/cgroup/sysmgr.slice/sysmgr-1a2b3c.scope"}
+    assert "  AppArmor: not available on this host" in out
+    assert doc["security"] == {"apparmor": "not available on this host"}
 
 
 def test_exec_passes_argv_env_tty_and_exit_code(client):

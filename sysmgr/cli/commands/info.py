@@ -94,10 +94,14 @@ def info_text(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def host_record(root: str, cg: Any) -> dict[str, Any]:
-    """The host section: the root and its cgroup layout (a ``HostCgroups``)."""
-    return {"root": root, "cgroups": {"layout": cg.layout, "systemd": cg.systemd,
-                                      "subtree": cg.subtree, "delegated": cg.delegated}}
+def host_record(root: str, cg: Any, sec: Any = None) -> dict[str, Any]:
+    """The host section: the root, its cgroup layout (a ``HostCgroups``) and what confines
+    containers (a ``HostSecurity``)."""
+    record = {"root": root, "cgroups": {"layout": cg.layout, "systemd": cg.systemd,
+                                        "subtree": cg.subtree, "delegated": cg.delegated}}
+    if sec is not None:
+        record["security"] = {"apparmor": sec.apparmor}
+    return record
 
 
 def cgroup_line(cg: Any) -> str:
@@ -116,6 +120,10 @@ def host_text(r: dict[str, Any]) -> str:
         lines.append(f"  systemd owns the cgroup root: {'yes' if cg['systemd'] else 'no'}")
     where = cg["subtree"] or "- (the host root is not initialised)"
     lines.append(f"  Containers' cgroups: {where}" + (" (delegated, Delegate=yes)" if cg["delegated"] else ""))
+    if r.get("security"):
+        lines.append("  Confinement: user namespaces (unless security.privileged), seccomp, "
+                     "explicit capabilities")
+        lines.append(f"  AppArmor: {r['security']['apparmor']}")
     return "\n".join(lines)
 
 
@@ -126,7 +134,7 @@ def host_text(r: dict[str, Any]) -> str:
 def info(app: AppContext, name: str | None, fmt: str) -> None:
     """Show a container's status, resources and configuration; without NAME, the host's."""
     if name is None:
-        record = host_record(app.client.root, app.client.host_cgroups())
+        record = host_record(app.client.root, app.client.host_cgroups(), app.client.host_security())
         click.echo(host_text(record) if fmt == "text" else render.document(fmt, record))
         return
     c = app.client.containers.get(name)
