@@ -2,8 +2,7 @@
 
 The model validates ``security.capabilities.*`` values with :func:`parse_names`, the OCI
 rendering spells them with :func:`oci_name`. Numbers are the kernel's (linux/capability.h);
-:data:`sysmgr._util.linux.CAPABILITIES` holds the same table for the syscall wrappers (a unit
-test keeps the two equal).
+:data:`sysmgr._util.linux.CAPABILITIES` is this table, for the syscall wrappers.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Namespaces (``unshare``, ``setns``), mounts (``mount``, ``umount2``, ``pivot_roo
 new mount API for idmapped mounts), ``sethostname``, a few ``prctl`` helpers and readers of
 ``/proc/PID/stat``. libc is loaded once, at import (by soname: ``ctypes.util.find_library``
 would spawn ``ldconfig``); a failing call raises ``OSError`` with the real errno, so callers
-translate it to a sysmgr error at their own boundary. Nothing here imports sysmgr.
+translate it to a sysmgr error at their own boundary. Nothing here imports sysmgr but the
+pure capability table (:mod:`sysmgr._util.capabilities`).
 
 These functions are also called in forked children between ``fork`` and ``execve``: they
 must stay allocation-light and must not take locks or import modules.
@@ -15,6 +16,8 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+
+from sysmgr._util import capabilities
 
 try:
     _libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -82,17 +85,8 @@ PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
 PR_SET_NO_NEW_PRIVS = 38
 
-#: Capability name (lower case, no ``cap_`` prefix) -> number, as in linux/capability.h.
-CAPABILITIES: dict[str, int] = {
-    "chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "fsetid": 4, "kill": 5,
-    "setgid": 6, "setuid": 7, "setpcap": 8, "linux_immutable": 9, "net_bind_service": 10,
-    "net_broadcast": 11, "net_admin": 12, "net_raw": 13, "ipc_lock": 14, "ipc_owner": 15,
-    "sys_module": 16, "sys_rawio": 17, "sys_chroot": 18, "sys_ptrace": 19, "sys_pacct": 20,
-    "sys_admin": 21, "sys_boot": 22, "sys_nice": 23, "sys_resource": 24, "sys_time": 25,
-    "sys_tty_config": 26, "mknod": 27, "lease": 28, "audit_write": 29, "audit_control": 30,
-    "setfcap": 31, "mac_override": 32, "mac_admin": 33, "syslog": 34, "wake_alarm": 35,
-    "block_suspend": 36, "audit_read": 37, "perfmon": 38, "bpf": 39, "checkpoint_restore": 40,
-}
+#: Capability name (lower case, no ``cap_`` prefix) -> number (the one table: _util.capabilities).
+CAPABILITIES: dict[str, int] = capabilities.NUMBERS
 CAP_NUMBERS: dict[int, str] = {v: k for k, v in CAPABILITIES.items()}
 
 # syscalls glibc 2.36 may not wrap; numbers of the new mount API are the same on every arch

@@ -238,7 +238,7 @@ def _dropped_caps(proc: Mapping[str, Any]) -> tuple[int, ...]:
     """Every capability the kernel knows that is not in ``process.capabilities.bounding``."""
     keep = set()
     for name in (proc.get("capabilities") or {}).get("bounding") or ():
-        num = linux.CAPABILITIES.get(name.lower().removeprefix("cap_"))
+        num = capabilities.NUMBERS.get(capabilities.canonical(name))
         if num is None:
             raise ValueError(f"unknown capability {name!r}")
         keep.add(num)
