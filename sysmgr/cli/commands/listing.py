@@ -17,7 +17,6 @@ from sysmgr.cli import render
 from sysmgr.cli.commands._common import AppContext, format_option, output, pass_app
 
 HEADERS = ("NAME", "STATE", "IPV4", "PROFILES", "MEMORY", "DISK", "PIDS")
-TRUE = ("true", "yes", "on", "1")  # LXD's true words: containers without a user namespace
 
 
 def container_record(c: Any) -> dict[str, Any]:
@@ -26,7 +25,7 @@ def container_record(c: Any) -> dict[str, Any]:
     return {
         "name": c.name,
         "status": c.status,
-        "privileged": c.expanded_config.get("security.privileged", "false").lower() in TRUE,
+        "privileged": getattr(c, "security", "") == "privileged",  # the engine's word for it
         "pid": c.pid,
         "description": c.description,
         "image": {"fingerprint": c.image_fingerprint, "aliases": list(c.image_aliases),
