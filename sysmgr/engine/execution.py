@@ -166,11 +166,16 @@ def shell_argv(host: Host, name: str) -> list[str]:
 def file_root(host: Host, name: str) -> str:
     """Where the container's files are seen from: its live root when running (so its
     mounts are visible), else its root filesystem on the pool."""
+    return _root_and_init(host, name)[0]
+
+
+def _root_and_init(host: Host, name: str) -> tuple[str, InitRecord | None]:
+    """:func:`file_root` and the init it goes through (None: the container is stopped)."""
     rec = host.store.container(name)
     init = records.init_record(rec)
     if init is not None and host.runtime.status(init).state != STOPPED and init.pid > 0:
-        return f"/proc/{init.pid}/root"
-    return host.pool_driver(rec.pool).container_path(name)
+        return f"/proc/{init.pid}/root", init
+    return host.pool_driver(rec.pool).container_path(name), None
 
 
 def put_file(host: Host, name: str, path: str, src: BinaryIO, *, mode: int, uid: int, gid: int,
@@ -178,13 +183,12 @@ def put_file(host: Host, name: str, path: str, src: BinaryIO, *, mode: int, uid:
     """Write a file inside; ``uid``/``gid`` are the container's ids. Into a running container
     the write goes through its live root as its root would make it (an unprivileged
     container's root filesystem is idmapped: the host's root cannot create files in it)."""
-    root = file_root(host, name)
+    root, init = _root_and_init(host, name)
 
     def push() -> None:
         safefs.push(root, path, src, mode=mode, uid=uid, gid=gid, mkdir_parents=mkdir)
 
-    init = records.init_record(host.store.container(name))
-    if root.startswith("/proc/") and init is not None:
+    if init is not None:
         host.runtime.as_container_root(init, push)
     else:
         push()
