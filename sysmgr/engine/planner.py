@@ -98,19 +98,12 @@ def _container_issues(spec: ContainerSpec, obs: Observed,
         issues.append(_issue(spec, path, reason))
     cur = obs.containers.get(spec.name)
     if cur is not None:
-        new_pool = _root_pool(devs)
+        new_pool = mkeys.root_disk_pool(devs)
         if new_pool and new_pool != cur.record.pool:
             issues.append(_issue(spec, "devices.root.pool",
                                  f"container {spec.name!r} lives on pool {cur.record.pool!r}; "
                                  f"moving it to {new_pool!r} by apply is not supported"))
     return issues
-
-
-def _root_pool(devices: Devices) -> str | None:
-    for dev in devices.values():
-        if dev.get("type") == "disk" and dev.get("path") == "/":
-            return dev.get("pool")
-    return None
 
 
 def _norm(config: Mapping[str, str]) -> dict[str, str]:

@@ -104,9 +104,9 @@ def image_meta(host: Host, rec: ContainerRecord) -> dict[str, Any]:
 
 def root_pool(devices: Devices) -> str:
     """The pool of the root disk of an expanded devices map."""
-    for dev in devices.values():
-        if dev.get("type") == "disk" and dev.get("path") == "/":
-            return dev["pool"]
+    pool = mkeys.root_disk_pool(devices)
+    if pool:
+        return pool
     raise ValidationError("no root disk device",
                           hint="add devices.root {type: disk, path: /, pool: default}")
 

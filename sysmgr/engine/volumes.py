@@ -66,18 +66,11 @@ def mount_all(host: Host) -> list[str]:
 
 # -- root disk size ---------------------------------------------------------------------------
 
-def _root_pool(devices: Devices) -> str | None:
-    for dev in devices.values():
-        if mkeys.is_root_disk(dev):
-            return dev.get("pool")
-    return None
-
-
 def size_issues(host: Host, devices: Devices, who: str = "") -> list[Issue]:
     """Problems with the root disk's ``size`` of an expanded devices map: the pool cannot
     enforce it (no ``info.quotas``)."""
     size = mkeys.root_disk_size(devices)
-    pool = _root_pool(devices)
+    pool = mkeys.root_disk_pool(devices)
     if size is None or not pool or not host.store.has_pool(pool):
         return []
     drv = host.pool_driver(pool)
@@ -138,7 +131,7 @@ def size_changes(host: Host, names_devs: Mapping[str, tuple[Devices, Devices]]
     out = []
     for name, (old, new) in names_devs.items():
         o, n = mkeys.root_disk_size(old), mkeys.root_disk_size(new)
-        pool = _root_pool(new)
+        pool = mkeys.root_disk_pool(new)
         if o != n and pool:
             out.append((name, pool, o, n))
     return out

@@ -225,6 +225,14 @@ def root_disk_size(devices: Mapping[str, Mapping[str, str]]) -> int | None:
     return None
 
 
+def root_disk_pool(devices: Mapping[str, Mapping[str, str]]) -> str | None:
+    """The pool of the root disk in an expanded devices map, None without one."""
+    for dev in devices.values():
+        if is_root_disk(dev):
+            return dev.get("pool")
+    return None
+
+
 def is_root_disk(device: Mapping[str, str]) -> bool:
     """Whether a device is the root disk (``type: disk`` with ``path: /``)."""
     path = str(device.get("path", ""))
