@@ -1,13 +1,15 @@
-"""Row 8 of the escape table, the terminal half: ``sysmgr exec -T`` (no pty) and
+"""Rows 7 and 8 of the escape table. Row 8, the terminal half: ``sysmgr exec -T`` (no pty) and
 ``exec ... | cat`` used to hand the caller's own fds to the container, so a process inside could
 type into the admin's shell with TIOCSTI. Now the container only ever gets a pty of its own or
 pipes that sysmgr relays."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -68,3 +70,55 @@ def test_exec_with_a_pipe_for_stdin_streams_it_through(root):
                          capture_output=True, env=env, timeout=60)
     assert res.returncode == 3
     assert res.stdout == b"through the relay\n" and res.stderr == b"err\n"
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return {k: v.strip() for k, v in (line.split(":", 1) for line in f if ":" in line)}
+
+
+@pytest.mark.parametrize("privileged", [False, True], ids=["unprivileged", "privileged"])
+def test_row7_what_enters_the_container_is_a_sealed_helper_not_the_hosts_python(root, privileged):
+    """Row 7: the exec helper used to be the host's Python, dumpable and with full
+    capabilities, visible in the container until its execve. Now the process on the host side
+    is a copy of a static helper in a sealed memfd (nothing to overwrite through its exe),
+    already confined to the container's capability sets and ids before its child enters the
+    pid namespace; that child is the only process of the exec inside."""
+    c = sysmgr.Client(root=root)
+    if privileged:
+        c.containers.create("c2", "busybox", config={"security.privileged": "true"}, start=True)
+    name = "c2" if privileged else "c1"
+    env = dict(os.environ, SYSMGR_ROOT=root, PYTHONPATH=REPO, NO_COLOR="1")
+    cli = subprocess.Popen([sys.executable, "-m", "sysmgr", "exec", name, "--", "sleep", "60"],
+                           env=env, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        helper = command = None
+        while command is None and time.monotonic() < deadline:
+            for pid in _children(cli.pid):
+                kids = _children(pid)
+                if kids and os.readlink(f"/proc/{kids[0]}/exe").endswith("/bin/busybox"):
+                    helper, command = pid, kids[0]
+        assert helper and command, "the command did not start"
+        assert os.readlink(f"/proc/{helper}/exe").startswith("/memfd:sysmgr-enter")
+        fd = os.open(f"/proc/{helper}/exe", os.O_RDONLY)
+        try:
+            assert fcntl.fcntl(fd, 1034) & 0x8  # F_GET_SEALS: F_SEAL_WRITE
+        finally:
+            os.close(fd)
+        with pytest.raises(OSError):
+            os.open(f"/proc/{helper}/exe", os.O_WRONLY)
+        h, cmd = _status(helper), _status(command)
+        assert h["CapEff"] == cmd["CapEff"] and h["CapBnd"] == cmd["CapBnd"]
+        assert h["Seccomp"] == cmd["Seccomp"] == "2"
+        assert h["Uid"].split()[0] == cmd["Uid"].split()[0] == ("0" if privileged else "1000000")
+        assert len(cmd["NSpid"].split()) == 2 and len(h["NSpid"].split()) == 1  # only D inside
+        assert int(h["CapEff"], 16) != int(_status(os.getpid())["CapEff"], 16)
+    finally:
+        cli.terminate()
+        cli.wait(timeout=30)

@@ -25,7 +25,7 @@ from typing import NoReturn, Sequence
 from sysmgr._util import linux
 from sysmgr.drivers.runtime import bundle
 from sysmgr.drivers.runtime.base import exit_code
-from sysmgr.drivers.runtime.native import userns
+from sysmgr.drivers.runtime.native import enter, userns
 from sysmgr.drivers.runtime.native.plan import CapSets, ExecPlan, InitPlan, Mount
 
 
@@ -408,7 +408,11 @@ def _write_etc_hostname(name: str) -> None:
 
 # -- children C and D: exec ------------------------------------------------------------------------
 
-def exec_main(plan: ExecPlan, err_w: int, sock_fd: int) -> NoReturn:
+def exec_main(plan: ExecPlan, err_w: int, sock_fd: int, helper_fd: int) -> NoReturn:
+    """C: join the container, hand P the pty master (if any), become the command's process
+    (session, terminal, credentials, confinement) and exec the static helper from its
+    memfd (:mod:`.enter`), which forks the command and reports its pid on ``sock_fd``.
+    Without a helper (``helper_fd`` < 0: another architecture) C forks a Python D instead."""
     code = 126
     step = _Step()
     try:
@@ -416,50 +420,77 @@ def exec_main(plan: ExecPlan, err_w: int, sock_fd: int) -> NoReturn:
         # ptrace it or open its /proc/PID/mem (runc's CVE-2016-9962 / CVE-2019-5736 lesson)
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
         gc.disable()
-        _close_fds_except((err_w, sock_fd, *plan.ns_fds, *plan.stdio))
+        _close_fds_except((err_w, sock_fd, helper_fd, *plan.ns_fds, *plan.stdio))
         _join_container(plan, step)
         import socket  # imported by P before the fork: a sys.modules lookup here
 
         stdio = plan.stdio
-        master = -1
-        if plan.pty:
-            step("allocate a pty in the container")
-            master, slave = os.openpty()  # from the container's devpts: we are in its mount ns
-            stdio = (slave, slave, slave)
-        child: list[int] = []
-
-        def forward(sig: int, _frame: object) -> None:
-            if child:
-                try:
-                    os.kill(child[0], sig)
-                except ProcessLookupError:
-                    pass
-
-        for sig in _FORWARDED:
-            signal.signal(sig, forward)
-        step("fork")
-        pid = os.fork()
-        if pid == 0:
-            _command_main(plan, err_w, stdio)  # never returns
-        child.append(pid)
-        # P signals the command through this pidfd, never by killing us: if we died first,
-        # the command would be reparented to a reaper *outside* its pid namespace, and the
-        # container's init could not finish dying until that reaper collected it.
-        pidfd = os.pidfd_open(pid)
-        with socket.socket(fileno=sock_fd) as sock:
-            socket.send_fds(sock, [b"x"], [pidfd] + ([master] if master >= 0 else []))
-        os.close(pidfd)
-        if master >= 0:
-            os.close(master)
-        os.close(err_w)
-        for fd in set(stdio):
-            os.close(fd)
-        _, status = os.waitpid(pid, 0)  # PEP 475: retried after forwarded signals
-        code = exit_code(status)
+        with socket.socket(fileno=os.dup(sock_fd)) as sock:
+            if plan.pty:
+                step("allocate a pty in the container")
+                master, slave = os.openpty()  # from the container's devpts: we are in its mount ns
+                stdio = (slave, slave, slave)
+                socket.send_fds(sock, [b"x"], [master])
+                os.close(master)
+            else:
+                sock.sendall(b"x")
+        if helper_fd < 0:
+            code = _fork_command(plan, err_w, sock_fd, stdio, step)
+        else:
+            code = _exec_helper(plan, err_w, sock_fd, helper_fd, stdio, step)
     except BaseException as e:
         _report(err_w, step, e)
     finally:
         os._exit(code)
+
+
+def _exec_helper(plan: ExecPlan, err_w: int, sock_fd: int, helper_fd: int,
+                 stdio: tuple[int, int, int], step: _Step) -> int:
+    """C becomes the command's process and execs the helper; returns only on failure."""
+    prog = _become_command(plan, stdio, step)
+    if prog is None:
+        return _not_found(plan, err_w)
+    step("start the command")
+    # out of the way of REPORT_FD first: any of them may be fd 3 in the caller
+    err_w, sock_fd, helper_fd = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+                                 for fd in (err_w, sock_fd, helper_fd))
+    os.dup2(sock_fd, enter.REPORT_FD)  # inheritable: the helper writes the pid there
+    _close_fds_except((err_w, enter.REPORT_FD, helper_fd))
+    _reset_signals()
+    try:
+        os.execve(helper_fd, ["sysmgr-enter", prog, *plan.argv], plan.env)
+    except OSError as e:
+        _report(err_w, step, e)  # the caller's err_w is closed by now
+    return 126
+
+
+def _fork_command(plan: ExecPlan, err_w: int, sock_fd: int, stdio: tuple[int, int, int],
+                  step: _Step) -> int:
+    """Without a helper: fork D (a Python copy, confined before its exec), forward signals
+    to it, report its pid and wait."""
+    child: list[int] = []
+
+    def forward(sig: int, _frame: object) -> None:
+        if child:
+            try:
+                os.kill(child[0], sig)
+            except ProcessLookupError:
+                pass
+
+    for sig in _FORWARDED:
+        signal.signal(sig, forward)
+    step("fork")
+    pid = os.fork()
+    if pid == 0:
+        _command_main(plan, err_w, stdio)  # never returns
+    child.append(pid)
+    os.write(sock_fd, struct.pack("=i", pid))
+    os.close(sock_fd)
+    os.close(err_w)
+    for fd in set(stdio):
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)  # PEP 475: retried after forwarded signals
+    return exit_code(status)
 
 
 def _join_container(plan: ExecPlan, step: _Step) -> None:
@@ -477,40 +508,52 @@ def _join_container(plan: ExecPlan, step: _Step) -> None:
         os.setresuid(0, 0, 0)
 
 
+def _become_command(plan: ExecPlan, stdio: tuple[int, int, int], step: _Step) -> str | None:
+    """Session, terminal, stdio, directory, bounding set, seccomp, capability sets, ids and
+    no_new_privs of the command; returns the program to exec (None: not found)."""
+    step("prepare the process")
+    os.setsid()  # never the caller's controlling terminal (no TIOCSTI into the host)
+    if plan.pty:
+        fcntl.ioctl(stdio[0], termios.TIOCSCTTY, 0)
+    _setup_stdio(stdio)
+    step(f"change directory to {plan.cwd}")
+    try:
+        os.chdir(plan.cwd)
+    except FileNotFoundError:
+        raise _ChildError(f"working directory {plan.cwd} does not exist in the container") from None
+    step("drop capabilities")
+    for cap in plan.drop_caps:
+        linux.capbset_drop(cap)
+    _confine(plan.caps, plan.seccomp, step)
+    step(f"switch to uid {plan.uid} gid {plan.gid}")
+    os.setgroups([plan.gid] if plan.gid else [])
+    os.setresgid(plan.gid, plan.gid, plan.gid)
+    os.setresuid(plan.uid, plan.uid, plan.uid)
+    if plan.no_new_privs:
+        linux.set_no_new_privs()
+    os.umask(0o022)
+    return _which(plan.argv[0], plan.env.get("PATH", bundle.DEFAULT_PATH))
+
+
+def _not_found(plan: ExecPlan, err_w: int) -> int:
+    """Setup is done: from here on, failures are the command's (like a shell's)."""
+    os.close(err_w)
+    os.write(2, f"sysmgr: {plan.argv[0]}: command not found\n".encode(errors="replace"))
+    return 127
+
+
 def _command_main(plan: ExecPlan, err_w: int, stdio: tuple[int, int, int]) -> NoReturn:
     code = 126
     step = _Step()
     try:
-        step("prepare the process")
         linux.set_pdeathsig(signal.SIGKILL)  # C killed by someone -> the command dies too
-        os.setsid()  # never the caller's controlling terminal (no TIOCSTI into the host)
-        if plan.pty:
-            fcntl.ioctl(stdio[0], termios.TIOCSCTTY, 0)
-        _setup_stdio(stdio)
-        step(f"change directory to {plan.cwd}")
-        try:
-            os.chdir(plan.cwd)
-        except FileNotFoundError:
-            raise _ChildError(f"working directory {plan.cwd} does not exist in the container") from None
-        step("drop capabilities")
-        for cap in plan.drop_caps:
-            linux.capbset_drop(cap)
-        _confine(plan.caps, plan.seccomp, step)
-        step(f"switch to uid {plan.uid} gid {plan.gid}")
-        os.setgroups([plan.gid] if plan.gid else [])
-        os.setresgid(plan.gid, plan.gid, plan.gid)
-        os.setresuid(plan.uid, plan.uid, plan.uid)
-        if plan.no_new_privs:
-            linux.set_no_new_privs()
-        os.umask(0o022)
-        prog = _which(plan.argv[0], plan.env.get("PATH", bundle.DEFAULT_PATH))
+        prog = _become_command(plan, stdio, step)
         _close_fds_except((err_w,))
         _reset_signals()
-        os.close(err_w)  # setup done: from here on, failures are the command's (like a shell)
         if prog is None:
-            code = 127
-            os.write(2, f"sysmgr: {plan.argv[0]}: command not found\n".encode(errors="replace"))
+            code = _not_found(plan, err_w)
         else:
+            os.close(err_w)
             try:
                 os.execve(prog, list(plan.argv), plan.env)
             except OSError as e:
@@ -520,4 +563,3 @@ def _command_main(plan: ExecPlan, err_w: int, stdio: tuple[int, int, int]) -> No
         _report(err_w, step, e)
     finally:
         os._exit(code)
-

@@ -14,13 +14,13 @@ import select
 import signal
 import struct
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from sysmgr._util import linux, seccomp
 from sysmgr.drivers.runtime import bundle
 from sysmgr.drivers.runtime.base import ExecProcess, InitRecord, ProcessSpec, exit_code
 from sysmgr.drivers.runtime.cgroups import Cgroup
-from sysmgr.drivers.runtime.native import child
+from sysmgr.drivers.runtime.native import child, enter
 from sysmgr.drivers.runtime.native.plan import ExecPlan, InitPlan, exec_cap_sets
 from sysmgr.errors import Conflict, DriverError
 
@@ -219,16 +219,18 @@ def spawn(rec: InitRecord, proc: ProcessSpec, cg: Cgroup, stdio: tuple[int, int,
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         sock_parent, sock_child = fds.add(a.detach()), fds.add(b.detach())
         err_r, err_w = fds.pipe()
+        memfd = fds.add(enter.sealed_memfd()) if enter.available() else -1
         helper = os.fork()
         if helper == 0:
-            child.exec_main(plan, err_w, sock_child)  # never returns
-        fds.close(err_w, sock_child, *ns_fds)
+            child.exec_main(plan, err_w, sock_child, memfd)  # never returns
+        fds.close(err_w, sock_child, memfd, *ns_fds)
         got: list[int] = []
         try:
             with socket.socket(fileno=sock_parent) as s:
                 fds.close_later(sock_parent)  # owned by the socket object now
                 s.settimeout(START_TIMEOUT)
-                _, got, _, _ = socket.recv_fds(s, 16, 2)  # (pidfd, [pty master]); none on failure
+                _, got, _, _ = socket.recv_fds(s, 1, 1)  # the pty master, if any
+                command = _recv_pid(s)
             msg = _read_to_eof(err_r, START_TIMEOUT).decode(errors="replace")
         except BaseException as e:
             for fd in got:
@@ -237,7 +239,34 @@ def spawn(rec: InitRecord, proc: ProcessSpec, cg: Cgroup, stdio: tuple[int, int,
             if isinstance(e, TimeoutError):
                 raise DriverError(f"exec {proc.argv[0]}: the process did not start") from None
             raise
-    return _exec_result(proc, helper, got, msg, pty)
+    return _exec_result(proc, helper, command, got[0] if got else None, msg, pty)
+
+
+def _recv_pid(sock: Any) -> int | None:
+    """The command's pid as C (or the helper it became) reports it; None when it reported
+    none (setup failed, or the command was not found)."""
+    buf = b""
+    while len(buf) < 4:
+        chunk = sock.recv(4 - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return struct.unpack("=i", buf)[0]
+
+
+def _command_pidfd(helper: int, pid: int | None) -> int | None:
+    """A pidfd of the command, checked *after* opening to be the helper's child: a command
+    that already exited (and was reaped) may have left its pid to another process."""
+    if pid is None:
+        return None
+    try:
+        pidfd = linux.pidfd_open(pid)
+    except OSError:
+        return None
+    if linux.proc_status_field(pid, "PPid") != str(helper):
+        os.close(pidfd)
+        return None
+    return pidfd
 
 
 def _open_namespaces(rec: InitRecord, fds: _Fds) -> list[int]:
@@ -274,12 +303,11 @@ def _exec_plan(rec: InitRecord, proc: ProcessSpec, cg: Cgroup, ns_fds: list[int]
     )
 
 
-def _exec_result(proc: ProcessSpec, helper: int, got: list[int], msg: str,
-                 pty: bool) -> tuple[NativeExecProcess, int | None]:
+def _exec_result(proc: ProcessSpec, helper: int, command: int | None, master: int | None,
+                 msg: str, pty: bool) -> tuple[NativeExecProcess, int | None]:
     """The handle of the started command, or the helper's error (after collecting it)."""
-    started = NativeExecProcess(helper, got[0] if got else None)
-    master = got[1] if len(got) > 1 else None
-    if msg or not got or (pty and master is None):
+    started = NativeExecProcess(helper, _command_pidfd(helper, command))
+    if msg or (pty and master is None):
         if master is not None:
             os.close(master)
         started.wait()
