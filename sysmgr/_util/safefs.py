@@ -339,6 +339,66 @@ def _unlink_symlink(pfd: int, base: str, path: str) -> None:
         raise _translate(e, path, "replace symlink") from e
 
 
+def in_root(root: str, path: str) -> str:
+    """Host path of the container path ``path``, following symlinks as if ``root`` were ``/``
+    (an image's ``/dev -> /host/dir`` must not make a privileged launcher write outside).
+    A walk by name: for a container that is not running (a start), when no tenant process can
+    swap a component under it; everything else goes through openat2 above."""
+    todo = [p for p in path.split("/") if p and p != "."]
+    done: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        cand = os.path.join(root, *done, part)
+        try:
+            target = os.readlink(cand)
+        except OSError:  # not a symlink, or missing: taken literally
+            done.append(part)
+            continue
+        links += 1
+        if links > 40:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+        if target.startswith("/"):
+            done = []
+        todo = [p for p in target.split("/") if p and p != "."] + todo
+    return os.path.join(root, *done)
+
+
+def create_log(root: Root, path: str) -> int:
+    """A new, empty append-only file at ``path`` inside the root (0600, the caller's ids);
+    whatever was there (a file, a link, a FIFO the tenant planted) is unlinked, never opened
+    or followed. Returns the fd (close-on-exec), which the caller closes."""
+    parent, base = _split(path)
+    with _rootfd(root) as rfd:
+        try:
+            pfd = _open_parent(rfd, parent, mkdir_parents=True, uid=0, gid=0)
+        except ValidationError:  # through a dangling symlink: made where the container sees it
+            if not isinstance(root, str):
+                raise
+            os.makedirs(in_root(root, parent), exist_ok=True)
+            pfd = _open_parent(rfd, parent, mkdir_parents=True, uid=0, gid=0)
+        try:
+            try:
+                os.unlink(base, dir_fd=pfd)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError as e:
+                raise ValidationError(f"{_shown(path)} is a directory") from e
+            except OSError as e:
+                raise _translate(e, path, "replace") from e
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                return os.open(base, flags, 0o600, dir_fd=pfd)
+            except OSError as e:
+                raise _translate(e, path, "create") from e
+        finally:
+            os.close(pfd)
+
+
 def write_file(root: Root, path: str, data: bytes, mode: int = 0o644, *, uid: int = 0, gid: int = 0,
                mkdir_parents: bool = False) -> None:
     """Write ``data`` to ``path`` inside the root (see :func:`push`)."""

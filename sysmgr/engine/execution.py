@@ -203,10 +203,6 @@ def pull_file(host: Host, name: str, path: str, dst: BinaryIO) -> None:
 
 
 def console_log(host: Host, name: str) -> str:
-    host.store.container(name)
-    path = host.runtime.console_log(host.layout.container_dir(name))
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode(errors="replace")
-    except FileNotFoundError:
-        return ""
+    """The last start's console log, from the container's volume (also once it stopped)."""
+    rec = host.store.container(name)
+    return host.runtime.console_log(host.pool_driver(rec.pool).container_path(name))

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import pytest
 
 from sysmgr._util.proc import run
-from sysmgr.drivers.runtime.base import FROZEN, RUNNING, STOPPED, InitRecord, Limits, ProcessSpec, RuntimeSpec
+from sysmgr.drivers.runtime.base import CONSOLE_LOG, FROZEN, RUNNING, STOPPED, InitRecord, Limits, ProcessSpec, RuntimeSpec
 from sysmgr.drivers.runtime.cgroups import open_cgroup
 from sysmgr.drivers.runtime.native import NativeExecProcess, NativeRuntime
 from sysmgr.errors import Conflict, DriverError
@@ -188,8 +188,8 @@ def test_console_log_receives_init_output(env: Env) -> None:
     with open(os.path.join(spec.rootfs, "etc/inittab"), "a") as f:
         f.write("::sysinit:/bin/echo hello-from-sysinit\n")
     rec = env.start(spec)
-    log = env.rt.console_log(spec.runtime_dir)
-    wait_for(lambda: "hello-from-sysinit" in open(log).read(), what="console output")
+    log = os.path.join(spec.rootfs, CONSOLE_LOG.lstrip("/"))  # on the volume, under /dev's tmpfs
+    wait_for(lambda: "hello-from-sysinit" in env.rt.console_log(spec.rootfs), what="console output")
     # init and its children append through the inherited stdio (above); re-opening
     # /dev/console inside must not truncate or overwrite the log
     code, _, err = env.sh(rec, "echo truncating > /dev/console")
@@ -202,6 +202,20 @@ def test_console_log_receives_init_output(env: Env) -> None:
     rec = env.start(spec)
     wait_for(lambda: "hello-from-sysinit" in open(log).read(), what="console output")
     assert "stale" not in open(log).read()
+    # a link planted in place of the log is replaced, never followed (nor read back)
+    env.rt.stop(rec, halt_signal=signal.SIGKILL, timeout=0, force=True)
+    outside = os.path.join(os.path.dirname(spec.rootfs), "outside.txt")
+    with open(outside, "w") as f:
+        f.write("host secret\n")
+    os.unlink(log)
+    os.symlink(outside, log)
+    assert "host secret" not in env.rt.console_log(spec.rootfs)
+    rec = env.start(spec)
+    wait_for(lambda: "hello-from-sysinit" in env.rt.console_log(spec.rootfs), what="console output")
+    assert open(outside).read() == "host secret\n" and not os.path.islink(log)
+    # the file bound on /dev/console is the one on the container's volume, not a host file
+    code, out, _ = env.sh(rec, "grep ' /dev/console ' /proc/self/mountinfo")
+    assert code == 0 and "/.sysmgr-console.log" in out, out
 
 
 # -- limits ------------------------------------------------------------------------------------
@@ -301,7 +315,7 @@ def test_graceful_stop_runs_the_shutdown_actions(env: Env) -> None:
     assert not open_cgroup(rec.cgroup).exists()
     assert not any(os.path.exists(os.path.join(CG, h, env.prefix)) for h in os.listdir(CG))
     env.rt.stop(rec, halt_signal=signal.SIGUSR2, timeout=1, force=False)  # idempotent
-    assert "Requesting system poweroff" in open(env.rt.console_log(spec.runtime_dir)).read()
+    assert "Requesting system poweroff" in env.rt.console_log(spec.rootfs)
 
 
 def test_stop_falls_back_to_kill_when_the_halt_signal_is_ignored(env: Env) -> None:

@@ -18,6 +18,12 @@ from sysmgr.types import IdMap, Limits  # noqa: F401  (re-exported: drivers take
 
 T = TypeVar("T")
 
+#: The console log, inside the container's root filesystem: under the tmpfs the container
+#: gets on /dev, so the file only shows up as the read-only bind on /dev/console. It lives on
+#: the container's own volume (never a file of the host's filesystem bound in: escape row 5),
+#: moves and goes with it, and outlives the container's stop for ``console --show-log``.
+CONSOLE_LOG = "/dev/.sysmgr-console.log"
+
 STOPPED, RUNNING, FROZEN = "STOPPED", "RUNNING", "FROZEN"
 
 
@@ -152,9 +158,15 @@ class Runtime(abc.ABC):
         idmapped root filesystem. Runtimes without user namespaces just call ``fn``."""
         return fn()
 
-    def console_log(self, runtime_dir: str) -> str:
-        """Path of the console log for a container's bundle dir."""
-        return os.path.join(runtime_dir, "console.log")
+    def console_log(self, rootfs: str) -> str:
+        """What init and its children wrote to ``/dev/console`` (the last start's), read from
+        the container's volume without following anything its tenant planted there."""
+        from sysmgr._util import safefs  # only `console --show-log` needs it
+        from sysmgr.errors import NotFound
+        try:
+            return safefs.read_file(rootfs, CONSOLE_LOG).decode(errors="replace")
+        except NotFound:
+            return ""
 
 
 def exit_code(wait_status: int) -> int:

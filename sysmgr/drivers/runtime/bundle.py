@@ -7,7 +7,7 @@ process, the full capability set minus LXC's default drop list and the drops of 
 (:data:`DEFAULT_DROPPED`, every OCI capability set explicit and equal), sysmgr's seccomp deny
 list (:mod:`sysmgr._util.seccomp`), all namespaces but user (unless an id map is given), a
 tmpfs ``/dev`` with the standard nodes, a device allow list, and ``/dev/console`` bound to the
-regular file ``<runtime_dir>/console.log``.
+regular file :data:`~sysmgr.drivers.runtime.base.CONSOLE_LOG` on the container's own volume.
 
 The inverse helpers (:func:`limits_from_resources`, :func:`device_rules`, :func:`mount_flags`,
 :func:`signal_name`) let consumers read the bundle back without knowing the spec.
@@ -20,11 +20,10 @@ import signal
 from typing import Any, Mapping, Sequence
 
 from sysmgr._util import capabilities, seccomp
-from sysmgr.drivers.runtime.base import Limits, RuntimeSpec
+from sysmgr.drivers.runtime.base import CONSOLE_LOG, Limits, RuntimeSpec
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-CONSOLE_LOG = "console.log"
 
 ANNOTATION_HALT_SIGNAL = "org.sysmgr.halt-signal"
 ANNOTATION_NAME = "org.sysmgr.name"
@@ -192,7 +191,7 @@ def render(spec: RuntimeSpec) -> dict[str, Any]:
         },
         "root": {"path": spec.rootfs, "readonly": False},
         "hostname": spec.name,
-        "mounts": _mounts(os.path.join(spec.runtime_dir, CONSOLE_LOG)),
+        "mounts": _mounts(os.path.join(spec.rootfs, CONSOLE_LOG.lstrip("/"))),
         "linux": linux,
         "annotations": {
             ANNOTATION_HALT_SIGNAL: signal_name(spec.halt_signal),

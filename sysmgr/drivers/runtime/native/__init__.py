@@ -4,7 +4,7 @@ Start (no sysmgr process stays resident per container)::
 
     P (caller)  render config.json once, write it (the record; other OCI runtimes can run it),
                 digest the rendering in memory into a plan, create the cgroup and write the
-                spec's limits, open console.log (O_APPEND, truncated), fork A
+                spec's limits, create the console log on the volume (O_APPEND), fork A
     A           join every cgroup, unshare(pid|mnt|uts|ipc|net), fork B, send B's pid, exit
     P           reap A, [before_go(B's host pid): e.g. move veths into its netns], send "go"
     B = PID 1   unshare(cgroup), mounts from the plan, devices, pivot_root, hostname,

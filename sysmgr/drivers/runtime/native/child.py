@@ -22,7 +22,7 @@ import struct
 import termios
 from typing import NoReturn, Sequence
 
-from sysmgr._util import linux
+from sysmgr._util import linux, safefs
 from sysmgr.drivers.runtime import bundle
 from sysmgr.drivers.runtime.base import exit_code
 from sysmgr.drivers.runtime.native import enter, userns
@@ -111,33 +111,6 @@ def _which(cmd: str, path: str) -> str | None:
         if os.path.isfile(cand) and os.access(cand, os.X_OK):
             return cand
     return None
-
-
-def _in_root(root: str, path: str) -> str:
-    """Host path of the container path ``path``, following symlinks as if ``root`` were ``/``
-    (an image's ``/dev -> /host/dir`` must not make a privileged launcher write outside)."""
-    todo = [p for p in path.split("/") if p and p != "."]
-    done: list[str] = []
-    links = 0
-    while todo:
-        part = todo.pop(0)
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        cand = os.path.join(root, *done, part)
-        try:
-            target = os.readlink(cand)
-        except OSError:  # not a symlink, or missing: taken literally
-            done.append(part)
-            continue
-        links += 1
-        if links > 40:
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
-        if target.startswith("/"):
-            done = []
-        todo = [p for p in target.split("/") if p and p != "."] + todo
-    return os.path.join(root, *done)
 
 
 def _touch(path: str, mode: int = 0o600) -> None:
@@ -275,11 +248,18 @@ def _setup_root(plan: InitPlan, step: _Step, sources: dict[str, str]) -> None:
     step("bind the root filesystem")
     linux.mount(root, root, None, linux.MS_BIND | linux.MS_REC)     # pivot_root needs a mount point
     _allow_suid_dev(root)
+    console = -1
+    if plan.console:  # taken before /dev's tmpfs covers it
+        step("open the console log")
+        console = linux.open_tree(safefs.in_root(root, plan.console),
+                                  linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_SYMLINK_NOFOLLOW)
     for m in plan.mounts:
         step(f"mount {m.fstype or 'bind'} on {m.target}")
         if m.bind and m.source in sources:
             m = m._replace(source=sources[m.source])
         _mount(root, m)
+    if console >= 0:
+        _bind_console(root, console, step)
     _populate_dev(plan, step, sources)
     if plan.readonly_root:
         step("make the root filesystem read-only")
@@ -306,6 +286,20 @@ def _setup_root(plan: InitPlan, step: _Step, sources: dict[str, str]) -> None:
     os.chdir(plan.cwd)
 
 
+def _bind_console(root: str, tree: int, step: _Step) -> None:
+    """The log file (a detached bind of it, ``tree``) on /dev/console, read-only: init's
+    stdout/stderr (P's O_APPEND fd) still append to it, but a re-open inside (a shell's
+    ``> /dev/console`` would truncate it) gets EROFS."""
+    step("bind the console log on /dev/console")
+    target = safefs.in_root(root, "/dev/console")
+    if not os.path.lexists(target):
+        _touch(target)
+    linux.move_mount(tree, target)
+    os.close(tree)
+    linux.mount(None, target, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY
+                | linux.MS_NOSUID | linux.MS_NOEXEC | linux.MS_NODEV)
+
+
 def _allow_suid_dev(root: str) -> None:
     """Clear ``nosuid``/``nodev`` on the container's own bind of its root filesystem.
 
@@ -326,7 +320,7 @@ def _allow_suid_dev(root: str) -> None:
 
 def _mount(root: str, m: Mount) -> None:
     """One bundle mount, its target resolved inside ``root`` (still the host's view)."""
-    target = _in_root(root, m.target)
+    target = safefs.in_root(root, m.target)
     if m.bind:
         if os.path.isdir(m.source):
             os.makedirs(target, exist_ok=True)
@@ -352,7 +346,7 @@ def _populate_dev(plan: InitPlan, step: _Step, sources: dict[str, str]) -> None:
     root = plan.rootfs
     for path, mode, rdev, perm, uid, gid in plan.devices:
         step(f"create device {path}")
-        target = _in_root(root, path)
+        target = safefs.in_root(root, path)
         if os.path.lexists(target):
             continue
         if plan.userns:
@@ -365,7 +359,7 @@ def _populate_dev(plan: InitPlan, step: _Step, sources: dict[str, str]) -> None:
         if uid or gid:
             os.chown(target, uid, gid)
     for src, path in plan.dev_symlinks:
-        target = _in_root(root, path)
+        target = safefs.in_root(root, path)
         if not os.path.lexists(target):
             step(f"create symlink {path}")
             os.symlink(src, target)

@@ -90,6 +90,8 @@ class InitPlan(NamedTuple):
     gid_map: tuple[tuple[int, int, int], ...] = ()
     caps: CapSets | None = None   # None: leave the sets as inherited (bounding drops only)
     seccomp: bytes = b""          # assembled BPF (sock_filter array); empty: no filter
+    #: the console log's path relative to ``rootfs`` (bound on /dev/console); "": none
+    console: str = ""
 
 
 class ExecPlan(NamedTuple):
@@ -139,7 +141,7 @@ def _digest(config: Mapping[str, Any], bundle_dir: str, limits: Limits | None) -
             raise ValueError("process.args is empty")
         env = _env(proc)
         ns_types = _namespace_types(linux_cfg)
-        mounts = _mounts(config)
+        mounts, console = _mounts(config, rootfs)
         devices = _devices(linux_cfg)
         drop_caps = _dropped_caps(proc)
         resources = linux_cfg.get("resources") or {}
@@ -155,6 +157,7 @@ def _digest(config: Mapping[str, Any], bundle_dir: str, limits: Limits | None) -
             unshare_init=linux.CLONE_NEWCGROUP if "cgroup" in ns_types else 0,
             userns="user" in ns_types,
             mounts=mounts,
+            console=console,
             devices=devices,
             dev_symlinks=_dev_symlinks(mounts),
             masked=tuple(linux_cfg.get("maskedPaths") or ()),
@@ -210,18 +213,24 @@ def _starter_flags(ns_types: list[str]) -> int:
     return flags
 
 
-def _mounts(config: Mapping[str, Any]) -> tuple[Mount, ...]:
-    mounts = []
+def _mounts(config: Mapping[str, Any], rootfs: str) -> tuple[tuple[Mount, ...], str]:
+    """The mounts, and the console log when /dev/console is a bind of a file inside the
+    rootfs (B binds that one itself: /dev's tmpfs hides the source once mounted)."""
+    mounts, console = [], ""
     for m in config.get("mounts") or ():
         flags, prop, data = bundle.mount_flags(m.get("options") or ())
         fstype = m.get("type")
         is_bind = bool(flags & linux.MS_BIND) or fstype == "bind"
+        source = m.get("source") or fstype or "none"
+        if is_bind and m["destination"] == "/dev/console" and source.startswith(rootfs.rstrip("/") + "/"):
+            console = os.path.relpath(source, rootfs)
+            continue
         mounts.append(Mount(
-            source=m.get("source") or fstype or "none", target=m["destination"],
+            source=source, target=m["destination"],
             fstype=None if is_bind else fstype, flags=flags, propagation=prop,
             data=data or None, bind=is_bind,
         ))
-    return tuple(mounts)
+    return tuple(mounts), console
 
 
 def _devices(linux_cfg: Mapping[str, Any]) -> tuple[Device, ...]:

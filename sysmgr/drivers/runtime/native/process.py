@@ -22,7 +22,7 @@ from sysmgr.drivers.runtime.base import ExecProcess, InitRecord, ProcessSpec, ex
 from sysmgr.drivers.runtime.cgroups import Cgroup
 from sysmgr.drivers.runtime.native import child, enter
 from sysmgr.drivers.runtime.native.plan import ExecPlan, InitPlan, exec_cap_sets
-from sysmgr.errors import Conflict, DriverError
+from sysmgr.errors import Conflict, DriverError, SysmgrError
 
 #: Called with init's host pid after the namespaces exist and before init runs.
 BeforeGo = Callable[[int], object]
@@ -77,13 +77,8 @@ def launch(plan: InitPlan, bundle_dir: str, what: str, hook: BeforeGo | None) ->
     ``plan.procs_files`` must name the container's (existing) cgroups; ``what`` starts
     every error message.
     """
-    console = os.path.join(bundle_dir, bundle.CONSOLE_LOG)
     with _Fds() as fds:
-        try:
-            console_fd = fds.add(os.open(
-                console, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600))
-        except OSError as e:
-            raise DriverError(f"{what}: cannot open {console}: {e.strerror}") from e
+        console_fd, console = _open_console(plan, bundle_dir, what, fds)
         info_r, info_w = fds.pipe()
         err_r, err_w = fds.pipe()
         go_r, go_w = fds.pipe()
@@ -110,6 +105,24 @@ def launch(plan: InitPlan, bundle_dir: str, what: str, hook: BeforeGo | None) ->
             _kill_init(pid, pidfd)
             raise
     return InitRecord(pid=pid, starttime=starttime, cgroup=plan.cgroup)
+
+
+def _open_console(plan: InitPlan, bundle_dir: str, what: str, fds: _Fds) -> tuple[int, str]:
+    """init's stdout and stderr: the console log on the container's volume, new at each
+    start (a bundle that binds no log of its own on /dev/console: one in the bundle dir)."""
+    if plan.console:
+        from sysmgr._util import safefs  # not at the top: only a start needs it
+        try:
+            return fds.add(safefs.create_log(plan.rootfs, plan.console)), \
+                os.path.join(plan.rootfs, plan.console)
+        except SysmgrError as e:
+            raise DriverError(f"{what}: cannot create the console log: {e}") from e
+    console = os.path.join(bundle_dir, "console.log")
+    try:
+        return fds.add(os.open(console, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                               | os.O_CLOEXEC, 0o600)), console
+    except OSError as e:
+        raise DriverError(f"{what}: cannot open {console}: {e.strerror}") from e
 
 
 def _let_init_go(pid: int, hook: BeforeGo | None, go_w: int, err_r: int, fds: _Fds, what: str,
