@@ -24,10 +24,12 @@ are 32-bit in the kernel, which ignores the upper half an attacker could set
 **Not expressible**: seccomp sees syscall numbers and argument *values*, never the strings
 pointers point to, so "no ``mount``/``umount`` of ``/proc`` or ``/sys`` paths" cannot be a
 seccomp rule. What stops a container remounting them is the user namespace (kernel's
-``mount_too_revealing``), not this filter. We deny no ``mount`` flag either: systemd in a
-container legitimately mounts tmpfs, binds, remounts and moves mounts; only ``umount2`` with
-``MNT_FORCE`` goes (LXC's ``reject_force_umount``: ``umount_begin`` acts on the superblock,
-which a bind mount shares with the host).
+``mount_too_revealing``), not this filter. An unprivileged container's filter denies no
+``mount`` flag: systemd in a container legitimately mounts tmpfs, binds, remounts and moves
+mounts; only ``umount2`` with ``MNT_FORCE`` goes (LXC's ``reject_force_umount``:
+``umount_begin`` acts on the superblock, which a bind mount shares with the host). A
+privileged container, which has no user namespace to lock its mounts, gets
+:data:`PRIVILEGED_RULES` on top.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ OFF_NR, OFF_ARCH = 0, 4   # offsetof(struct seccomp_data, nr / arch)
 TIOCSTI = 0x5412          # push a byte into a terminal's input queue
 TIOCLINUX = 0x541C        # VT selection/paste: the same "type into a terminal" (CVE-2023-1523)
 MNT_FORCE = 1
+MS_REMOUNT, MS_BIND = 0x20, 0x1000
 
 #: Syscall numbers per architecture, for every syscall a rule may name (checked against the
 #: kernel headers by tests/unit/test_seccomp.py). ``None``: the arch has no such syscall.
@@ -77,6 +80,16 @@ SYSCALLS: dict[str, dict[str, int | None]] = {
     "request_key":       {"x86_64": 249, "i386": 287, "aarch64": 218},
     "bpf":               {"x86_64": 321, "i386": 357, "aarch64": 280},
     "perf_event_open":   {"x86_64": 298, "i386": 336, "aarch64": 241},
+    "umount":            {"x86_64": None, "i386": 22, "aarch64": None},
+    "mount":             {"x86_64": 165, "i386": 21,  "aarch64": 40},
+    # the mount API of Linux 5.2+: one number on every architecture
+    "open_tree":         {"x86_64": 428, "i386": 428, "aarch64": 428},
+    "move_mount":        {"x86_64": 429, "i386": 429, "aarch64": 429},
+    "fsopen":            {"x86_64": 430, "i386": 430, "aarch64": 430},
+    "fsconfig":          {"x86_64": 431, "i386": 431, "aarch64": 431},
+    "fsmount":           {"x86_64": 432, "i386": 432, "aarch64": 432},
+    "fspick":            {"x86_64": 433, "i386": 433, "aarch64": 433},
+    "mount_setattr":     {"x86_64": 442, "i386": 442, "aarch64": 442},
 }
 #: Architectures in the order the program tests them: (name, AUDIT_ARCH, OCI name).
 ARCHES: tuple[tuple[str, int, str], ...] = (
@@ -113,6 +126,25 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("ioctl", _EPERM, (1, 0xFFFFFFFF, TIOCLINUX)),
     Rule("umount2", _EPERM, (1, MNT_FORCE, MNT_FORCE)),
 )
+#: A privileged container (no user namespace) also gets these: without a user namespace
+#: nothing locks the read-only and masked paths over /proc and /sys, so it may not unmount
+#: anything (which would reveal the originals), nor remount a superblock (``mount -o
+#: remount,ro /`` would make the host's pool read-only: escape row 9). The mount API of 5.2+
+#: (open_tree, move_mount, fsopen, mount_setattr, ...) can do the same without the flags this
+#: filter sees, so it fails with ENOSYS and callers (systemd, util-linux) fall back to
+#: mount(2). Not denied, because systemd needs them (its credentials and service sandboxes
+#: break): ``MS_MOVE`` and propagation changes. What seccomp cannot see or may not deny (a
+#: fresh ``mount -t proc``, a bind-remount read-write, moving a mount away) only an LSM
+#: stops: a privileged container is root-unsafe without one, as in LXC.
+PRIVILEGED_RULES: tuple[Rule, ...] = DEFAULT_RULES + (
+    Rule("umount2"), Rule("umount"),
+    Rule("mount", _EPERM, (3, MS_REMOUNT | MS_BIND, MS_REMOUNT)),
+) + tuple(Rule(n, errno.ENOSYS) for n in ("open_tree", "move_mount", "fsopen", "fsconfig",
+                                          "fsmount", "fspick", "mount_setattr"))
+
+
+def rules_for(privileged: bool) -> tuple[Rule, ...]:
+    return PRIVILEGED_RULES if privileged else DEFAULT_RULES
 
 
 # -- the assembler ------------------------------------------------------------------------------

@@ -201,3 +201,29 @@ def test_info_says_once_whether_apparmor_confines_containers(client):
         enabled = False
     want = "available, no sysmgr profile yet" if enabled else "not available on this host"
     assert out.count("AppArmor:") == 1 and f"AppArmor: {want}" in out, out
+
+
+def test_privileged_cannot_unmount_the_masks_nor_remount_the_pool(client):
+    """Privileged mode has no user namespace to lock its mounts: seccomp keeps what is
+    mounted over /proc and /sys (no umount at all) and keeps superblock remounts (row 9) and
+    the 5.2+ mount API (which would bypass the flag checks) away."""
+    with open("/proc/sys/kernel/core_pattern") as f:
+        before = f.read()
+    c = client.containers.create("p1", "busybox", config={"security.privileged": "true"},
+                                 start=True)
+    rootfs = client.host.pool_driver("default").container_path("p1")
+    code, out = sh(c, "umount /proc/sys && echo UNMOUNTED; umount -l /proc/kcore && echo UNMASKED;"
+                      " mount -o remount,ro / && echo REMOUNTED_RO;"
+                      " echo '|/bin/evil' > /proc/sys/kernel/core_pattern && echo WROTE; true")
+    assert "UNMOUNTED" not in out and "UNMASKED" not in out and "REMOUNTED_RO" not in out, out
+    assert "WROTE" not in out, out
+    with open("/proc/sys/kernel/core_pattern") as f:
+        assert f.read() == before
+    probe = os.path.join(rootfs, "probe")
+    with open(probe, "w") as f:   # the pool is still writable
+        f.write("x")
+    os.unlink(probe)
+    # the container's own mounts still work: tmpfs, bind, bind-remount read-only
+    code, out = sh(c, "mkdir -p /mnt/t /mnt/b && mount -t tmpfs t /mnt/t && mount --bind /mnt/t /mnt/b"
+                      " && mount -o remount,bind,ro /mnt/b && echo MOUNTS_OK")
+    assert "MOUNTS_OK" in out, out

@@ -169,7 +169,7 @@ def render(spec: RuntimeSpec) -> dict[str, Any]:
         "cgroupsPath": "/" + spec.cgroup.strip("/"),
         "maskedPaths": list(MASKED_PATHS),
         "readonlyPaths": list(READONLY_PATHS),
-        "seccomp": seccomp.to_oci(),
+        "seccomp": seccomp.to_oci(seccomp.rules_for(privileged=spec.idmap is None)),
     }
     if spec.idmap is not None:
         namespaces.append({"type": "user"})

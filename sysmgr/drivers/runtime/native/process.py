@@ -312,7 +312,8 @@ def _exec_plan(rec: InitRecord, proc: ProcessSpec, cg: Cgroup, ns_fds: list[int]
         caps=exec_cap_sets({k: linux.proc_status_field(rec.pid, k) or ""
                             for k in ("CapPrm", "CapInh", "CapAmb")}),
         # init under a filter (mode 2): the command gets sysmgr's filter too (assembled once)
-        seccomp=seccomp.assemble() if linux.proc_status_field(rec.pid, "Seccomp") == "2" else b"",
+        seccomp=seccomp.assemble(seccomp.rules_for(privileged=len(ns_fds) == len(_EXEC_NS)))
+        if linux.proc_status_field(rec.pid, "Seccomp") == "2" else b"",
     )
 
 
