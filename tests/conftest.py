@@ -14,6 +14,7 @@ import atexit
 import ctypes
 import ctypes.util
 import glob
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any, Callable
 
 import pytest
 
@@ -61,6 +63,30 @@ def is_root() -> bool:
 
 
 requires_root = pytest.mark.skipif(not is_root(), reason="needs root (real kernel)")
+
+
+def in_forked_child(fn: Callable[[], Any]) -> Any:
+    """``fn()`` run in a forked child, which may change itself for good (a seccomp filter,
+    another cgroup); returns its JSON-able result. An exception in the child fails the test."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            try:
+                out: dict[str, Any] = {"result": fn()}
+            except BaseException as e:  # noqa: BLE001 - carried to the parent, which raises
+                out = {"error": f"{type(e).__name__}: {e}"}
+            os.write(w, json.dumps(out).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    out = json.loads(data)
+    assert "error" not in out, f"in the forked child: {out['error']}"
+    return out["result"]
 
 
 # -- snapshots of kernel objects -----------------------------------------------------------

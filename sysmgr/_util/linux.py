@@ -1,11 +1,12 @@
 """Thin ctypes wrappers for the Linux syscalls Python 3.11 does not expose.
 
 Namespaces (``unshare``, ``setns``), mounts (``mount``, ``umount2``, ``pivot_root``, the
-new mount API for idmapped mounts), ``sethostname``, a few ``prctl`` helpers and readers of
-``/proc/PID/stat``. libc is loaded once, at import (by soname: ``ctypes.util.find_library``
-would spawn ``ldconfig``); a failing call raises ``OSError`` with the real errno, so callers
-translate it to a sysmgr error at their own boundary. Nothing here imports sysmgr but the
-pure capability table (:mod:`sysmgr._util.capabilities`).
+new mount API for idmapped mounts), ``sethostname``, a few ``prctl`` helpers, readers of
+``/proc/PID/stat``, and raw ``bpf`` (:mod:`sysmgr._util.bpf` builds its arguments). libc is
+loaded once, at import (by soname: ``ctypes.util.find_library`` would spawn ``ldconfig``); a
+failing call raises ``OSError`` with the real errno, so callers translate it to a sysmgr
+error at their own boundary. Nothing here imports sysmgr but the pure capability table
+(:mod:`sysmgr._util.capabilities`).
 
 These functions are also called in forked children between ``fork`` and ``execve``: they
 must stay allocation-light and must not take locks or import modules.
@@ -321,3 +322,14 @@ def set_ambient_caps(mask: int) -> None:
     for cap in range(mask.bit_length()):
         if mask >> cap & 1:
             prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
+
+
+# -- bpf ----------------------------------------------------------------------------------------
+
+SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine, 321)
+
+
+def bpf(cmd: int, attr: ctypes.Array) -> int:  # type: ignore[type-arg]
+    """bpf(2) ``cmd`` with ``attr``, a ``union bpf_attr`` buffer (the kernel may write into
+    it: a query's counts, a load's verifier log through the pointer it holds)."""
+    return _check(_libc.syscall(SYS_BPF, ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr))), "bpf")

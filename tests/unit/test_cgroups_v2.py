@@ -14,8 +14,11 @@ import os
 
 import pytest
 
+from sysmgr._util import device_bpf
 from sysmgr.drivers.runtime.base import Limits
-from sysmgr.drivers.runtime.cgroups import V1Cgroup, V2Cgroup, detect_version, open_cgroup, shares_to_weight
+from sysmgr.drivers.runtime.cgroups import (
+    DEFAULT_DEVICE_RULES, V1Cgroup, V2Cgroup, detect_version, open_cgroup, shares_to_weight,
+)
 from sysmgr.errors import DriverError, DriverUnavailable
 
 CONTROLLER_FILES = {
@@ -52,10 +55,17 @@ class FakeV2(V2Cgroup):
 
     refuse: dict[str, int] = {}  # file name -> errno the "kernel" answers writes with
     writes: list[tuple[str, str]]
+    programs: list[tuple[str, bytes]]  # (cgroup dir, program) attached, in order
 
     def __init__(self, path: str, root: str) -> None:
         super().__init__(path, root)
         self.writes = []
+        self.programs = []
+
+    def _attach_devices(self, program: bytes) -> None:
+        # a tmp dir is no cgroup: the kernel side is tested in tests/unit/test_device_bpf.py
+        assert os.path.isdir(self.dir) and not _get(os.path.join(self.dir, "cgroup.procs"))
+        self.programs.append((self.dir, program))
 
     def _mkdir(self, path: str) -> None:
         os.mkdir(path)
@@ -291,3 +301,33 @@ def test_detect_layout(tmp_path) -> None:
     os.rmdir(hybrid / "memory")
     os.unlink(hybrid / "unified" / "cgroup.controllers")
     assert detect_layout(str(hybrid)).kind == "v1"
+
+
+def test_create_attaches_the_device_policy_to_the_containers_cgroup(root: str) -> None:
+    rules = [(False, "a"), (True, "c 1:3 rwm"), (True, "c 136:* rwm")]
+    cg = FakeV2("sysmgr-1a2b3c/web1", root)
+    cg.create(Limits(), rules)
+    assert cg.programs == [(cg.dir, device_bpf.assemble(rules))]
+    dflt = FakeV2("sysmgr-1a2b3c/web2", root)
+    dflt.create(Limits())  # no rules given: the defaults, never "no policy"
+    assert dflt.programs == [(dflt.dir, device_bpf.assemble(DEFAULT_DEVICE_RULES))]
+
+
+def test_a_bad_device_rule_fails_before_anything_exists(root: str) -> None:
+    cg = FakeV2("sysmgr-1a2b3c/web1", root)
+    with pytest.raises(DriverError, match=r"invalid device rule 'c 1:3 rwx'"):
+        cg.create(Limits(), [(False, "a"), (True, "c 1:3 rwx")])
+    assert not cg.exists() and cg.programs == []
+    assert not os.path.exists(os.path.join(root, "sysmgr-1a2b3c"))
+
+
+def test_a_refused_device_program_leaves_no_cgroup(root: str) -> None:
+    class Refusing(FakeV2):
+        def _attach_devices(self, program: bytes) -> None:
+            raise DriverError("the kernel refused the cgroup device program (Permission denied): R0 !read_ok")
+
+    cg = Refusing("sysmgr-1a2b3c/web1", root)
+    with pytest.raises(DriverError, match="R0 !read_ok"):
+        cg.create(Limits())
+    assert not cg.exists()
+    assert not os.path.exists(os.path.join(root, "sysmgr-1a2b3c"))

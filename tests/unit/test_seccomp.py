@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import json
 import os
 import re
 import struct
@@ -20,6 +19,7 @@ import termios
 import pytest
 
 from sysmgr._util import capabilities, linux, seccomp
+from tests.conftest import in_forked_child
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 HEADERS = {
@@ -101,24 +101,14 @@ def test_capability_tables_agree() -> None:
 
 def _in_filtered_child(checks) -> dict[str, int]:
     """Run ``checks(libc)`` -> {name: errno or 0} in a forked child under the filter."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            linux.set_no_new_privs()
-            linux.seccomp_filter(seccomp.assemble())
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.syscall.restype = ctypes.c_long
-            res = checks(libc)
-            os.write(w, json.dumps(res).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    return json.loads(data)
+    def child() -> dict[str, int]:
+        linux.set_no_new_privs()
+        linux.seccomp_filter(seccomp.assemble())
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        return checks(libc)
+
+    return in_forked_child(child)
 
 
 def _errno_of(ret: int) -> int:
