@@ -99,11 +99,11 @@ def test_capability_tables_agree() -> None:
         capabilities.parse_names("chown,bogus")
 
 
-def _in_filtered_child(checks) -> dict[str, int]:
+def _in_filtered_child(checks, rules=seccomp.DEFAULT_RULES) -> dict[str, int]:
     """Run ``checks(libc)`` -> {name: errno or 0} in a forked child under the filter."""
     def child() -> dict[str, int]:
         linux.set_no_new_privs()
-        linux.seccomp_filter(seccomp.assemble())
+        linux.seccomp_filter(seccomp.assemble(rules))
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.syscall.restype = ctypes.c_long
         return checks(libc)
@@ -145,3 +145,29 @@ def test_filter_denies_in_a_real_child() -> None:
     assert res["tcgets"] == 0 and res["getpid"] == 0
     if os.geteuid() == 0:  # without MNT_FORCE the call reaches the kernel (and its own checks)
         assert res["umount_plain"] == errno.ENOENT
+
+
+def _mount_checks(libc: ctypes.CDLL) -> dict[str, int]:
+    nowhere = b"/nonexistent-sysmgr"
+    return {
+        "umount2": _errno_of(libc.syscall(166, nowhere, 0)),
+        "remount_sb": _errno_of(libc.syscall(165, None, nowhere, None, ctypes.c_ulong(0x20), None)),
+        "remount_sb_high": _errno_of(libc.syscall(165, None, nowhere, None,
+                                                  ctypes.c_ulong(1 << 32 | 0x20), None)),
+        "remount_bind": _errno_of(libc.syscall(165, None, nowhere, None, ctypes.c_ulong(0x1020), None)),
+        "bind": _errno_of(libc.syscall(165, nowhere, nowhere, None, ctypes.c_ulong(0x1000), None)),
+        "open_tree": _errno_of(libc.syscall(428, -100, nowhere, 1)),
+        "fsopen": _errno_of(libc.syscall(430, b"proc", 0)),
+        "mount_setattr": _errno_of(libc.syscall(442, -100, nowhere, 0, None, 0)),
+    }
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the raw syscall numbers are x86_64's")
+def test_privileged_rules_keep_mounts_and_superblocks() -> None:
+    res = _in_filtered_child(_mount_checks, seccomp.PRIVILEGED_RULES)
+    assert res["umount2"] == res["remount_sb"] == res["remount_sb_high"] == errno.EPERM, res
+    assert res["open_tree"] == res["fsopen"] == res["mount_setattr"] == errno.ENOSYS, res
+    if os.geteuid() == 0:  # bind mounts and bind-remounts reach the kernel (ENOENT)
+        assert res["remount_bind"] == res["bind"] == errno.ENOENT, res
+    default = _in_filtered_child(_mount_checks)  # an unprivileged container's filter: none of it
+    assert errno.EPERM not in default.values() and errno.ENOSYS not in default.values(), default
