@@ -90,6 +90,8 @@ class InitPlan(NamedTuple):
     gid_map: tuple[tuple[int, int, int], ...] = ()
     caps: CapSets | None = None   # None: leave the sets as inherited (bounding drops only)
     seccomp: bytes = b""          # assembled BPF (sock_filter array); empty: no filter
+    #: with ``userns``: attach the rootfs through an idmapped mount (False: shifted on disk)
+    idmapped_rootfs: bool = True
 
 
 class ExecPlan(NamedTuple):
@@ -143,8 +145,9 @@ def _digest(config: Mapping[str, Any], bundle_dir: str, limits: Limits | None) -
         devices = _devices(linux_cfg)
         drop_caps = _dropped_caps(proc)
         resources = linux_cfg.get("resources") or {}
+        annotations = config.get("annotations") or {}
         return InitPlan(
-            name=str((config.get("annotations") or {}).get(bundle.ANNOTATION_NAME) or config.get("hostname") or ""),
+            name=str(annotations.get(bundle.ANNOTATION_NAME) or config.get("hostname") or ""),
             rootfs=rootfs,
             readonly_root=bool(config["root"].get("readonly")),
             args=args,
@@ -168,6 +171,7 @@ def _digest(config: Mapping[str, Any], bundle_dir: str, limits: Limits | None) -
             gid_map=_id_map(linux_cfg.get("gidMappings")),
             caps=_cap_sets(proc),
             seccomp=_seccomp_program(linux_cfg),
+            idmapped_rootfs=annotations.get(bundle.ANNOTATION_ROOTFS_SHIFTED) != "true",
         )
     except (KeyError, TypeError, ValueError) as e:
         raise DriverError(f"invalid bundle {os.path.join(bundle_dir, 'config.json')}: {e}") from e
