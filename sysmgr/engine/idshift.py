@@ -42,7 +42,7 @@ from sysmgr._util import idshift as walker
 from sysmgr.engine.host import Host
 from sysmgr.errors import Conflict, DriverError, ValidationError
 from sysmgr.model import keys as mkeys
-from sysmgr.model.idmaps import format_idmap, parse_idmap
+from sysmgr.model.idmaps import MAX_ID, format_idmap, parse_idmap
 from sysmgr.types import IdMap
 
 KEY = "last_state.idmap"
@@ -177,10 +177,10 @@ def legs(src: IdMap | None, dst: IdMap | None) -> list[tuple[IdMap | None, IdMap
     top = max(ns + n for m in (src, dst) if m is not None for k in KINDS
               for ns, _h, n in m.mappings(k))
     park = IdMap(PARK, top)
-    if not (_consistent(src, park) and _consistent(park, dst)):
+    if PARK + top - 1 > MAX_ID or not (_consistent(src, park) and _consistent(park, dst)):
         raise DriverError(f"cannot shift ids from {format_idmap(src) or 'container ids'} to "
-                          f"{format_idmap(dst) or 'container ids'}: both maps use host ids "
-                          f"from {PARK}")
+                          f"{format_idmap(dst) or 'container ids'}: an interrupted walk could "
+                          f"not be finished, and the parking range from {PARK} does not fit")
     return [(src, park), (park, dst)]
 
 

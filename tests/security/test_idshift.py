@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -23,24 +24,13 @@ from sysmgr._util import idshift as walker
 from sysmgr.engine import idshift
 from sysmgr.types import IdMap
 from tests.conftest import requires_root
-from tests.security.test_userns import BASE, host_uid, sh
+from tests.security.test_userns import BASE, client, host_uid, sh  # noqa: F401 (client: a fixture)
 
 pytestmark = requires_root
 
 ISO = BASE + 65536          # the first isolated block (nothing else isolated in these roots)
 DATA = "stat -c '%u %g %a' /bin/busybox /bin/suid /data/f"
 INSIDE = "0 0 755\n0 0 4755\n1234 4321 2750"
-
-
-@pytest.fixture
-def client(sysmgr_root: str):
-    c = sysmgr.Client(root=sysmgr_root)
-    c.init(storage_driver="dir")
-    c.images.build("busybox", alias="busybox")
-    yield c
-    for ct in c.containers.all():
-        ct.delete(force=True)
-    c.close()
 
 
 @pytest.fixture
@@ -95,7 +85,9 @@ def test_a_container_on_ramfs_starts_unprivileged_and_a_second_start_walks_nothi
     c = shifted_container(client, ram)
     root = volume(client, "c1")
     assert c.status == "Running" and host_uid(c.pid) == BASE
-    assert c.security == f"unprivileged (host ids {BASE}+65536, shifted)"
+    info = subprocess.run([sys.executable, "-m", "sysmgr", "--root", client.root, "info", "c1"],
+                          capture_output=True, text=True, check=True).stdout
+    assert f"Security: unprivileged (host ids {BASE}+65536, shifted)\n" in info, info
     code, out = sh(c, f"id -u; {DATA}; touch /made && stat -c '%u %g' /made")
     assert code == 0 and out.strip() == f"0\n{INSIDE}\n0 0", out
     assert owner(os.path.join(root, "bin/busybox")) == (BASE, BASE, 0o755)
@@ -236,3 +228,19 @@ def test_a_host_path_on_ramfs_is_refused_as_a_disk_device_unless_privileged(clie
     p = client.containers.create("p", "busybox", devices=devices,
                                  config={"security.privileged": "true"}, start=True)
     assert p.status == "Running"
+
+
+def test_raw_idmap_entries_that_remap_ids_are_shifted_through_the_parking_range(client, ram):
+    """Host 5000 is container id 100 here, and container id 5000 is host BASE+5000: a walk
+    killed half-way could not tell them apart, so the shift takes two legs."""
+    c = client.containers.create("c1", "busybox", pool=ram, config={"raw.idmap": "both 5000 100"})
+    root = volume(client, "c1")
+    for name, ident in (("hundred", 100), ("five-thousand", 5000)):
+        with open(os.path.join(root, name), "w") as f:
+            f.write(name)
+        os.chown(os.path.join(root, name), ident, ident)
+    c.start()
+    assert owner(os.path.join(root, "hundred"))[:2] == (5000, 5000)
+    assert owner(os.path.join(root, "five-thousand"))[:2] == (BASE + 5000, BASE + 5000)
+    assert volatile(client, "c1")[idshift.KEY] == f"{BASE}:65536;both 5000 100"
+    assert sh(c, "stat -c '%u %g' /hundred /five-thousand")[1].split() == ["100", "100", "5000", "5000"]

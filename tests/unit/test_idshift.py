@@ -14,6 +14,8 @@ import struct
 
 import pytest
 
+import sysmgr
+
 from sysmgr._util import idshift as w
 from sysmgr.engine import idshift as policy
 from sysmgr.model.idmaps import format_idmap, parse_idmap, parse_raw_idmap
@@ -59,7 +61,11 @@ def test_consistency_and_the_parking_leg():
     # host 5000 is container id 100 in the target, but container id 5000 unshifted: ambiguous
     (a, park), (park2, b) = policy.legs(None, extra)
     assert (a, b) == (None, extra) and park == park2 and park.host_start == policy.PARK
-    assert w.consistent(policy._lines(a, park, "uid"), policy._lines(park, a, "uid"))
+    assert w.consistent(w.identity(park.mappings("uid")), park.mappings("uid"))
+    assert w.consistent(park.mappings("uid"), extra.mappings("uid"))
+    assert not w.consistent(w.identity(extra.mappings("uid")), extra.mappings("uid"))
+    with pytest.raises(sysmgr.SysmgrError, match="parking range"):   # maps that use it
+        policy.legs(None, IdMap(BASE, 65536, parse_raw_idmap(f"uid 5000 100\nuid {policy.PARK} 200")))
 
 
 def test_map_strings_round_trip_and_reject_garbage():
