@@ -244,3 +244,21 @@ def test_raw_idmap_entries_that_remap_ids_are_shifted_through_the_parking_range(
     assert owner(os.path.join(root, "five-thousand"))[:2] == (BASE + 5000, BASE + 5000)
     assert volatile(client, "c1")[idshift.KEY] == f"{BASE}:65536;both 5000 100"
     assert sh(c, "stat -c '%u %g' /hundred /five-thousand")[1].split() == ["100", "100", "5000", "5000"]
+
+
+def test_the_probe_asks_the_kernel_per_mounted_filesystem(tmp_path):
+    """ext4 and tmpfs idmap on this kernel, ramfs does not; an answer is kept per mount, so a
+    tmpfs mounted where a ramfs was (its device number may be reused) is asked anew."""
+    from sysmgr.drivers.runtime.native import idprobe
+
+    assert idprobe.can_idmap(str(tmp_path)) is True
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    for fstype, want in (("ramfs", False), ("tmpfs", True), ("ramfs", False)):
+        subprocess.run(["mount", "-t", fstype, fstype, str(mnt)], check=True)
+        try:
+            assert idprobe.can_idmap(str(mnt)) is want, fstype
+            assert idprobe.can_idmap(str(mnt)) is want, fstype    # the kept answer
+        finally:
+            subprocess.run(["umount", str(mnt)], check=True)
+    assert not [line for line in open("/proc/self/mountinfo") if str(tmp_path) in line]
