@@ -153,11 +153,13 @@ def open_tree(path: str, flags: int = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC) -> in
                   "open_tree")
 
 
-def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool = False,
+def mount_setattr_idmap(tree_fd: int, userns_fd: int | None, recursive: bool = False,
                         clear: int = 0) -> None:
     """mount_setattr(2) with MOUNT_ATTR_IDMAP: map the detached tree through a user namespace
-    (and clear the ``MOUNT_ATTR_*`` flags in ``clear``)."""
-    attr = ctypes.create_string_buffer(struct.pack("QQQQ", MOUNT_ATTR_IDMAP, clear, 0, userns_fd), 32)
+    (and clear the ``MOUNT_ATTR_*`` flags in ``clear``); ``userns_fd`` None: only clear them
+    (a root filesystem whose files were shifted on disk is bound as it is)."""
+    attr_set = 0 if userns_fd is None else MOUNT_ATTR_IDMAP
+    attr = ctypes.create_string_buffer(struct.pack("QQQQ", attr_set, clear, 0, userns_fd or 0), 32)
     flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
     _check(_libc.syscall(SYS_MOUNT_SETATTR, ctypes.c_int(tree_fd), b"", ctypes.c_uint(flags), attr,
                          ctypes.c_size_t(32)), "mount_setattr")
@@ -167,6 +169,19 @@ def move_mount(tree_fd: int, target: str) -> None:
     """move_mount(2) of a detached tree (from :func:`open_tree`) onto ``target``."""
     _check(_libc.syscall(SYS_MOVE_MOUNT, ctypes.c_int(tree_fd), b"", ctypes.c_int(AT_FDCWD), _b(target),
                          ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), "move_mount")
+
+
+_STATX_MNT_ID, _STATX_MNT_ID_UNIQUE = 0x1000, 0x4000
+_STATX_SIZE, _STATX_MNT_ID_OFFSET = 256, 0x90
+
+
+def mount_id(path: str) -> int:
+    """statx(2)'s id of the mount ``path`` is on (not following a last symlink): the unique
+    one (Linux 6.8+, never reused) where the kernel has it, else the reusable one."""
+    buf = ctypes.create_string_buffer(_STATX_SIZE)
+    _check(_libc.statx(ctypes.c_int(AT_FDCWD), _b(path), ctypes.c_int(AT_SYMLINK_NOFOLLOW),
+                       ctypes.c_uint(_STATX_MNT_ID | _STATX_MNT_ID_UNIQUE), buf), "statx", path)
+    return int(struct.unpack_from("=Q", buf.raw, _STATX_MNT_ID_OFFSET)[0])
 
 
 def idmapped_bind(src: str, dst: str, userns_fd: int, recursive: bool = False) -> None:

@@ -138,6 +138,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def file_pull(self, name: str, path: str, dst: BinaryIO) -> None: ...
 
+    @abc.abstractmethod
+    def file_stat(self, name: str, path: str) -> Any:
+        """Mode, owner (container ids) and size of a file inside."""
+
     # -- snapshots -------------------------------------------------------------------------
     @abc.abstractmethod
     def snapshot_list(self, name: str) -> list[Any]: ...

@@ -221,6 +221,11 @@ class ContainerFiles:
         """Copy the file at ``path`` inside to the open file ``dst``."""
         self._c._backend.file_pull(self._c.name, path, dst)
 
+    def stat(self, path: str) -> Any:
+        """``mode``, ``uid``, ``gid`` (the container's ids, as its processes see them) and
+        ``size`` of the file at ``path`` inside."""
+        return self._c._backend.file_stat(self._c.name, path)
+
 
 class ContainerManager(Manager[Container]):
     """``client.containers``."""

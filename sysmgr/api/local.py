@@ -139,6 +139,9 @@ class LocalBackend(Backend):
     def file_pull(self, name: str, path: str, dst: BinaryIO) -> None:
         execution.pull_file(self.host, name, path, dst)
 
+    def file_stat(self, name: str, path: str) -> Any:
+        return execution.stat_file(self.host, name, path)
+
     # -- snapshots -------------------------------------------------------------------------
     def snapshot_list(self, name: str) -> list[Any]:
         return _snapshots().all_(self.host, name)

@@ -6,8 +6,9 @@ Floor plan, bottom up (each module imports only modules below it; no circles):
   nothing else; ``reverter`` undoes completed steps on failure.
 - ``records`` (a record read once with its expansion, init record, status, cgroup path),
   ``runspec`` (expanded config -> the runtime's spec, host facts passed to the pure model),
-  ``volumes`` (root disk sizes, full pools), ``restoring`` and ``journal`` (intents that a
-  killed sysmgr's next run resolves).
+  ``volumes`` (root disk sizes, full pools), ``idshift`` (the ids a container's files carry
+  on disk; the shift where a filesystem cannot idmap), ``restoring`` and ``journal`` (intents
+  that a killed sysmgr's next run resolves).
 - networks: ``netplan`` (pure checks and planning), ``networks`` (networks on the host, nic
   records and allocation), ``nics`` (plugging nics in on the start path, views).
 - containers: ``lifecycle`` (start/stop/freeze), ``containers`` (create, delete, definition,

@@ -10,6 +10,13 @@ The file is a tar archive compressed with zstd::
     backup/container.<ext>.NNNNNN          the root filesystem as it was at export time
     backup/checksums.yaml                  size and CRC-32 of every stream (read last)
 
+Streams hold the files as they are on disk: where a filesystem could not idmap, a
+container's files carry its host ids (:mod:`sysmgr.engine.idshift`). The index records that
+(``volatile``, for the container and each snapshot) and an import records it again, so the
+imported container's first start shifts from there (to its own map, or back to container ids
+on a pool that idmaps): one rule for portable and optimized streams alike, and nothing is
+rewritten on export.
+
 A *stream* is a ``tar`` archive of a tree (``ext`` ``tar``: portable, imports onto any pool),
 or with ``--optimized`` the pool's own ``send`` stream (``ext`` ``bin``, format
 ``info.stream_format``, incremental from the previous snapshot where the driver can): it
@@ -46,7 +53,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 from sysmgr._util import exposure
 from sysmgr._util.exposure import Warn
 from sysmgr.drivers.storage.base import remove_tree
-from sysmgr.engine import journal, records, streams, volumes
+from sysmgr.engine import idshift, journal, records, streams, volumes
 from sysmgr.engine.host import DEFAULT_POOL, Host
 from sysmgr.engine.reverter import Reverter
 from sysmgr.engine.snapshots import check_name
@@ -156,10 +163,12 @@ def _build_index(host: Host, rec: ContainerRecord, drv: "StoragePool",
                       "profiles": list(rec.profiles), "config": dict(rec.config),
                       "devices": {k: dict(v) for k, v in rec.devices.items()},
                       "description": rec.description, "created": rec.created,
-                      "root_size": mkeys.root_disk_size(devs)},
+                      "root_size": mkeys.root_disk_size(devs),
+                      "volatile": idshift.disk_state(rec.volatile)},
         "snapshots": [{"name": s.name, "created": s.created, "expires": s.expires,
                        "profiles": s.profiles, "config": s.config, "devices": s.devices,
-                       "description": s.description} for s in snaps],
+                       "description": s.description, "volatile": idshift.disk_state(s.volatile)}
+                      for s in snaps],
         "streams": files,
     }
 
@@ -327,13 +336,14 @@ def _record_from_index(c: dict[str, Any], name: str, target: str, path: str) -> 
     if c.get("image_meta"):
         meta["image.meta"] = c["image_meta"]
     try:
+        meta.update(idshift.checked_state(c.get("volatile")))  # the ids its files carry
         return ContainerRecord(name, str(c.get("image", "")), target,
                                [str(p) for p in c.get("profiles", [])],
                                {str(k): mkeys.value_to_str(v) for k, v in (c.get("config") or {}).items()},
                                {str(k): {str(dk): mkeys.value_to_str(dv) for dk, dv in d.items()}
                                 for k, d in (c.get("devices") or {}).items()},
                                str(c.get("description", "")), meta, time.time())
-    except (TypeError, AttributeError) as e:
+    except (TypeError, AttributeError, ValueError) as e:
         raise _corrupt(path, f"bad container definition in the index ({e})") from None
 
 
@@ -364,7 +374,8 @@ def _snapshot_records(host: Host, index: dict[str, Any], name: str,
                            s.get("expires"), list(s.get("profiles") or []),
                            dict(s.get("config") or {}),
                            {k: dict(v) for k, v in (s.get("devices") or {}).items()},
-                           str(s.get("description", ""))) for s in index["snapshots"]]
+                           str(s.get("description", "")), idshift.checked_state(s.get("volatile")))
+            for s in index["snapshots"]]
     for sr in recs:  # a restore must find the root disk on the pool it is on now
         if all(host.store.has_profile(p) for p in sr.profiles):
             sr.devices = _retarget(host, ContainerRecord(name, "", target, sr.profiles,

@@ -1,7 +1,8 @@
 """Copy and rename containers (``lxc copy`` / ``lxc move OLD NEW``).
 
 A copy gets a new identity: its own name (and ``/etc/hostname``), a fresh record with no
-volatile state (MAC addresses and other generated values are made anew at its first start),
+volatile state (MAC addresses and other generated values are made anew at its first start)
+but the record of the ids its files carry on disk (:mod:`sysmgr.engine.idshift`),
 no ``hwaddr`` pinned on its own nic devices, and no snapshots (like ``lxc copy
 --instance-only``). On the same pool it is the pool's ``copy_container`` (a snapshot: constant
 time on btrfs); onto another pool it streams with ``send``/``receive`` when both pools speak
@@ -23,7 +24,7 @@ import secrets
 import time
 from sysmgr._util import safefs
 from sysmgr.drivers.runtime.base import STOPPED
-from sysmgr.engine import journal, records, volumes
+from sysmgr.engine import idshift, journal, records, volumes
 from sysmgr.engine.host import Host
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import AlreadyExists, Conflict, Issue, SysmgrError, ValidationError
@@ -58,9 +59,10 @@ def copy(host: Host, src: str, dst: str, *, snapshot: str | None = None,
         if snapshot is not None:
             s = SnapshotStore(st).get(src, snapshot)
             profiles, config, devices, description = s.profiles, s.config, s.devices, s.description
+            disk = idshift.disk_state(s.volatile)
         else:
             profiles, config, devices = source.profiles, source.config, source.devices
-            description = source.description
+            description, disk = source.description, idshift.disk_state(source.volatile)
         devices = {k: {dk: dv for dk, dv in d.items() if not (d.get("type") == "nic" and dk == "hwaddr")}
                    for k, d in devices.items()}
         target = pool or source.pool
@@ -68,6 +70,7 @@ def copy(host: Host, src: str, dst: str, *, snapshot: str | None = None,
         rec = ContainerRecord(dst, source.image, target, list(profiles), dict(config), devices,
                               description, {k: v for k, v in source.volatile.items() if k in _KEEP_VOLATILE},
                               time.time())
+        rec.volatile.update(disk)  # the ids its files carry: its first start shifts from there
         if target != source.pool:
             _, src_devs = records.expanded(host, rec)
             root = next((n for n, d in src_devs.items() if mkeys.is_root_disk(d)), "root")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from typing import BinaryIO, Mapping, Sequence
 
 from sysmgr._util import safefs
 from sysmgr.drivers.runtime.base import FROZEN, STOPPED, ExecProcess, InitRecord, ProcessSpec
-from sysmgr.engine import records
+from sysmgr.engine import idshift, records
 from sysmgr.engine.host import Host
 from sysmgr.errors import Conflict, ValidationError
 from sysmgr.model import keys as mkeys
@@ -182,8 +183,11 @@ def put_file(host: Host, name: str, path: str, src: BinaryIO, *, mode: int, uid:
              mkdir: bool) -> None:
     """Write a file inside; ``uid``/``gid`` are the container's ids. Into a running container
     the write goes through its live root as its root would make it (an unprivileged
-    container's root filesystem is idmapped: the host's root cannot create files in it)."""
+    container's root filesystem is idmapped: the host's root cannot create files in it);
+    into a stopped one whose files were shifted, with the host ids they carry on disk."""
     root, init = _root_and_init(host, name)
+    if init is None:
+        uid, gid = idshift.disk_ids(host.store.container(name).volatile, uid, gid)
 
     def push() -> None:
         safefs.push(root, path, src, mode=mode, uid=uid, gid=gid, mkdir_parents=mkdir)
@@ -192,6 +196,31 @@ def put_file(host: Host, name: str, path: str, src: BinaryIO, *, mode: int, uid:
         host.runtime.as_container_root(init, push)
     else:
         push()
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file inside a container as its processes see it: owner in the container's ids."""
+
+    mode: int
+    uid: int
+    gid: int
+    size: int
+
+
+def stat_file(host: Host, name: str, path: str) -> FileInfo:
+    """The file at ``path`` inside (links followed inside the root). A running container's
+    file is asked as its root would ask (the kernel answers in the container's ids, whether
+    its root filesystem is idmapped or shifted); a stopped one's is read on the pool and its
+    on-disk ids translated back."""
+    root, init = _root_and_init(host, name)
+    if init is not None:
+        st = host.runtime.as_container_root(init, lambda: safefs.stat(root, path))
+        uid, gid = st.st_uid, st.st_gid
+    else:
+        st = safefs.stat(root, path)
+        uid, gid = idshift.container_ids(host.store.container(name).volatile, st.st_uid, st.st_gid)
+    return FileInfo(st.st_mode, uid, gid, st.st_size)
 
 
 def read_file(host: Host, name: str, path: str) -> bytes:

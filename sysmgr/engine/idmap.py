@@ -8,8 +8,9 @@ that, kept for the container's life. ``raw.idmap`` entries map extra host ids in
 
 The map is recorded in the container's volatile state (``volatile.idmap.base``,
 ``volatile.idmap.size``) when it starts, and re-used while it stays valid. Root filesystems are
-attached through idmapped mounts, so the files on disk keep container ids (0 is root): the map
-can change between starts, and snapshots, copies and backups carry no host ids.
+attached through idmapped mounts, so the files on disk keep container ids (0 is root) and the
+map can change between starts; where a filesystem cannot idmap, :mod:`.idshift` shifts the
+files to the map instead and records it (``volatile.last_state.idmap``).
 
 ``SYSMGR_SUBUID`` / ``SYSMGR_SUBGID`` name other files (tests use their own).
 """
@@ -20,6 +21,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from sysmgr.engine import idshift
 from sysmgr.engine.host import Host
 from sysmgr.errors import Conflict, DriverUnavailable, ValidationError
 from sysmgr.model import keys as mkeys
@@ -156,11 +158,14 @@ def _record(host: Host, rec: ContainerRecord, base: int, size: int) -> None:
 
 
 def describe(config: Mapping[str, str], volatile: Mapping[str, object]) -> str:
-    """``privileged``, or ``unprivileged (ids 1000000+65536)`` for ``list``/``info``."""
+    """``privileged``, or ``unprivileged (host ids 1000000+65536, idmapped)`` for
+    ``list``/``info``: the last word says how the root filesystem was attached at the last
+    start (``shifted``: its files carry the host ids on disk, see :mod:`.idshift`)."""
     if is_privileged(config):
         return "privileged"
     base = volatile.get(BASE_KEY)
     if base is None:
         return "unprivileged"
-    return f"unprivileged (host ids {base}+{volatile.get(SIZE_KEY) or DEFAULT_SIZE})"
+    return (f"unprivileged (host ids {base}+{volatile.get(SIZE_KEY) or DEFAULT_SIZE}, "
+            f"{idshift.word(volatile)})")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from sysmgr.drivers.runtime.base import FROZEN, RUNNING, STOPPED, Status
-from sysmgr.engine import idmap, records, runspec
+from sysmgr.engine import idmap, idshift, records, runspec
 from sysmgr.engine.host import DEFAULT_STOP_TIMEOUT, Host
 from sysmgr.engine.nics import NicEngine
 from sysmgr.errors import Conflict
@@ -29,13 +29,15 @@ def start(host: Host, name: str) -> Status:
         cgroup = records.cgroup_path(host, name)
         host.runtime.cleanup(cgroup)  # a previous init may have died by itself
         ids = idmap.idmap_for(host, rec, ex.config)
-        spec = runspec.runtime_spec(host, ex, records.image_meta(host, rec), ids)
+        idmapped = idshift.prepare(host, name, ex.devices, rec.pool, ids)  # may shift the files
+        spec = runspec.runtime_spec(host, ex, records.image_meta(host, rec), ids,
+                                    idmapped_rootfs=idmapped)
         os.makedirs(spec.runtime_dir, exist_ok=True)
         before_go = None
         if records.has_nics(ex.devices):  # nic-less containers never load networking
             nics = NicEngine(host)
             before_go = nics.attacher(nics.prepare_start(name, spec.rootfs))
-        rec = host.store.container(name)  # the id map and nics may have recorded state
+        rec = host.store.container(name)  # the id map, a shift and nics may have recorded state
         init = host.runtime.start(spec, before_go=before_go)
         vol = dict(rec.volatile)
         vol.update({"init.pid": init.pid, "init.starttime": init.starttime,

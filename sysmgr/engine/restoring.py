@@ -9,10 +9,11 @@ and the record update idempotent). Neither imports the other: both import this.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from sysmgr.drivers.storage.base import StoragePool
-from sysmgr.engine import records, volumes
+from sysmgr.engine import idshift, records, volumes
 from sysmgr.engine.host import Host
 from sysmgr.errors import Conflict, Issue, ValidationError
 from sysmgr.model import keys as mkeys
@@ -39,6 +40,7 @@ class Restore:
     snap: str
     old_size: int | None               # root disk sizes before and after
     new_size: int | None
+    disk_state: dict[str, str]         # the ids the snapshot's files carry (idshift)
 
 
 def check(host: Host, name: str, snap: str) -> tuple[Restore, StoragePool]:
@@ -66,14 +68,18 @@ def check(host: Host, name: str, snap: str) -> tuple[Restore, StoragePool]:
     if size_problems:
         raise ValidationError(size_problems)
     _, old_devs = records.expanded(host, rec)
-    return Restore(rec, new, snap, mkeys.root_disk_size(old_devs), mkeys.root_disk_size(devs)), drv
+    return Restore(rec, new, snap, mkeys.root_disk_size(old_devs), mkeys.root_disk_size(devs),
+                   idshift.disk_state(s.volatile)), drv
 
 
 def swap(host: Host, r: Restore, drv: StoragePool, *, recovering: bool = False) -> None:
-    """Put the snapshot's filesystem and definition in place (the container is stopped)."""
+    """Put the snapshot's filesystem and definition in place (the container is stopped),
+    with the record of the ids its files carry on disk (the rest of the volatile state is
+    read now: a forced restore stopped the container since :func:`check`)."""
     name = r.current.name
     drv.restore_snapshot(name, r.snap)
     if r.new_size != r.old_size or recovering:
         volumes.set_size(host, name, r.current.pool, r.new_size)
+    volatile = idshift.with_state(host.store.container(name).volatile, r.disk_state)
     with host.store.transaction():
-        host.store.update_container(r.restored)
+        host.store.update_container(dataclasses.replace(r.restored, volatile=volatile))

@@ -36,9 +36,11 @@ def halt_signal(meta: Mapping[str, Any]) -> int:
 
 
 def runtime_spec(host: Host, ex: records.Expanded, meta: Mapping[str, Any],
-                 idmap: IdMap | None = None) -> RuntimeSpec:
+                 idmap: IdMap | None = None, *, idmapped_rootfs: bool = True) -> RuntimeSpec:
     """What the runtime needs to start the container ``ex`` (read once by the caller) whose
-    image has the metadata ``meta``, in a user namespace with ``idmap`` (None: privileged)."""
+    image has the metadata ``meta``, in a user namespace with ``idmap`` (None: privileged),
+    its root filesystem attached through an idmapped mount or (``idmapped_rootfs`` False)
+    as it is, its files shifted on disk."""
     rec = ex.record
     cap_add, cap_drop = mkeys.capabilities_from_config(ex.config)
     return RuntimeSpec(
@@ -52,6 +54,7 @@ def runtime_spec(host: Host, ex: records.Expanded, meta: Mapping[str, Any],
         halt_signal=halt_signal(meta),
         no_new_privs=bool(meta.get("no_new_privs", False)),
         idmap=idmap,
+        idmapped_rootfs=idmapped_rootfs,
         cap_add=cap_add,
         cap_drop=cap_drop,
     )

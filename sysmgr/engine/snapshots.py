@@ -2,8 +2,8 @@
 
 A snapshot is a read-only copy of the container's root filesystem in its pool (constant
 time where the pool has ``info.cow_snapshots``) plus a record of the container's local
-definition at that moment (profiles, config, devices, description). A restore brings both
-back together; the other snapshots are kept. Default names follow LXD's ``snap%d``: one more
+definition at that moment (profiles, config, devices, description) and of the ids its files
+carry on disk (:mod:`sysmgr.engine.idshift`). A restore brings them back together; the other snapshots are kept. Default names follow LXD's ``snap%d``: one more
 than the highest number in use. ``snapshots.expiry`` gives new snapshots an expiry time;
 ``prune`` deletes expired ones; ``auto`` takes the snapshots ``snapshots.schedule`` says are
 due (meant for a timer, and for whatever reconciles later) and then prunes.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import time
 from sysmgr.drivers.runtime.base import STOPPED
-from sysmgr.engine import journal, lifecycle, records, restoring, volumes
+from sysmgr.engine import idshift, journal, lifecycle, records, restoring, volumes
 from sysmgr.engine.host import Host
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import AlreadyExists, Conflict, Issue, NotFound, ValidationError
@@ -75,7 +75,8 @@ def create(host: Host, name: str, snap: str | None = None, *, expiry: str | None
         except ValueError as e:
             raise ValidationError([Issue(str(e), path="expiry")]) from None
         out = SnapshotRecord(name, snap, created, expires, list(rec.profiles), dict(rec.config),
-                             {k: dict(v) for k, v in rec.devices.items()}, rec.description)
+                             {k: dict(v) for k, v in rec.devices.items()}, rec.description,
+                             idshift.disk_state(rec.volatile))  # the ids its files carry
         with journal.intent(host, "snapshot", container=name, pool=rec.pool, snapshot=snap), \
                 volumes.full_is_clear(rec.pool):
             if snap in _volume_snapshots(drv, name):

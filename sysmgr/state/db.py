@@ -57,6 +57,10 @@ MIGRATIONS: list[str] = [
         description TEXT NOT NULL DEFAULT '', bridge TEXT NOT NULL UNIQUE,
         created REAL NOT NULL);
     """,
+    # 4: a snapshot's volatile state: what describes its files (the ids they carry on disk)
+    """
+    ALTER TABLE snapshots ADD COLUMN volatile TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 
 

@@ -2,7 +2,8 @@
 
 A snapshot's filesystem lives in the container's storage pool; its record keeps the
 container's local definition (profiles, config, devices, description) as it was when the
-snapshot was taken, so a restore brings configuration and filesystem back together. Records
+snapshot was taken, and the volatile keys that describe its files (migration 4: the ids they
+carry on disk), so a restore brings configuration and filesystem back together. Records
 go with their container (``ON DELETE CASCADE``) and follow a rename (``ON UPDATE CASCADE``).
 
 Writes happen inside the caller's ``Store.transaction()``.
@@ -30,12 +31,13 @@ class SnapshotRecord:
     config: dict[str, str] = field(default_factory=dict)
     devices: dict[str, dict[str, str]] = field(default_factory=dict)
     description: str = ""
+    volatile: dict[str, str] = field(default_factory=dict)  # the container's, for its files
 
 
 def _from_row(r: sqlite3.Row) -> SnapshotRecord:
     return SnapshotRecord(r["container"], r["name"], r["created"], r["expires"],
                           json.loads(r["profiles"]), json.loads(r["config"]),
-                          json.loads(r["devices"]), r["description"])
+                          json.loads(r["devices"]), r["description"], json.loads(r["volatile"]))
 
 
 class SnapshotStore:
@@ -71,10 +73,10 @@ class SnapshotStore:
             raise AlreadyExists(f"snapshot {rec.container}/{rec.name} already exists")
         self.conn.execute(
             "INSERT INTO snapshots(container, name, created, expires, profiles, config, devices,"
-            " description) VALUES (?,?,?,?,?,?,?,?)",
+            " description, volatile) VALUES (?,?,?,?,?,?,?,?,?)",
             (rec.container, rec.name, rec.created, rec.expires, json.dumps(rec.profiles),
              json.dumps(rec.config, sort_keys=True), json.dumps(rec.devices, sort_keys=True),
-             rec.description))
+             rec.description, json.dumps(rec.volatile, sort_keys=True)))
 
     def delete(self, container: str, name: str) -> None:
         self.conn.execute("DELETE FROM snapshots WHERE container=? AND name=?", (container, name))

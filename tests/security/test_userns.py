@@ -161,26 +161,6 @@ def test_snapshot_copy_export_import_keep_ownership(client, tmp_path):
     assert sh(c, "stat -c '%u %g' /data/f")[1].strip() == "1234 4321"
 
 
-def test_a_filesystem_that_cannot_idmap_gets_a_clear_error_and_privileged_still_runs(client, tmp_path):
-    """ramfs has no idmapped mounts: an unprivileged start says what to do, changes nothing,
-    and the same container privileged runs."""
-    mnt = tmp_path / "ramfs"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "ramfs", "ramfs", str(mnt)], check=True)
-    try:
-        client.storage_pools.create("ram", "dir", {"source": str(mnt / "pool")})
-        with pytest.raises(sysmgr.SysmgrError, match="cannot be idmapped.*security.privileged=true"):
-            client.containers.create("r1", "busybox", pool="ram", start=True)
-        assert not client.containers.exists("r1")            # the launch left nothing
-        p = client.containers.create("r2", "busybox", pool="ram",
-                                     config={"security.privileged": "true"}, start=True)
-        assert p.status == "Running"
-        p.delete(force=True)
-        client.storage_pools.get("ram").delete()
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def test_row3_privileged_a_container_cannot_widen_its_device_rules(client):
     """Privileged, root inside may mount cgroupfs: its processes sit below the level that
     holds the device rules, so writing devices.allow of its namespace root is refused."""

@@ -108,6 +108,20 @@ def test_namespaces_and_user_mappings() -> None:
     assert userns["gidMappings"] == userns["uidMappings"]
 
 
+def test_a_shifted_rootfs_is_annotated_and_the_plan_binds_it_without_idmapping() -> None:
+    from sysmgr.drivers.runtime.native.plan import plan_from_spec
+
+    idmapped = CASES["userns"]
+    shifted = dataclasses.replace(idmapped, idmapped_rootfs=False)
+    cfg = bundle.render(shifted)
+    assert cfg["annotations"][bundle.ANNOTATION_ROOTFS_SHIFTED] == "true"
+    assert bundle.ANNOTATION_ROOTFS_SHIFTED not in bundle.render(idmapped)["annotations"]
+    assert bundle.ANNOTATION_ROOTFS_SHIFTED not in bundle.render(
+        dataclasses.replace(CASES["basic"], idmapped_rootfs=False))["annotations"]  # privileged
+    assert plan_from_spec(shifted, cfg).idmapped_rootfs is False
+    assert plan_from_spec(idmapped, bundle.render(idmapped)).idmapped_rootfs is True
+
+
 def test_console_is_a_bind_of_the_log_file_and_annotations() -> None:
     cfg = bundle.render(CASES["basic"])
     console = [m for m in cfg["mounts"] if m["destination"] == "/dev/console"]

@@ -41,6 +41,7 @@ class RuntimeSpec:
     halt_signal: int = int(signal.SIGPWR)
     no_new_privs: bool = False
     idmap: IdMap | None = None             # None: privileged (host user ns)
+    idmapped_rootfs: bool = True           # with idmap: False when the rootfs was shifted on disk
     cap_add: tuple[str, ...] = ()          # given back beyond the default set (security.capabilities.add)
     cap_drop: tuple[str, ...] = ()         # dropped beyond the default drops (security.capabilities.drop)
 
@@ -157,6 +158,12 @@ class Runtime(abc.ABC):
         unprivileged container's files, which the host's root may not create through its
         idmapped root filesystem. Runtimes without user namespaces just call ``fn``."""
         return fn()
+
+    def can_idmap(self, path: str) -> bool:
+        """Whether the filesystem holding ``path`` can be attached through an idmapped mount
+        (else the engine shifts the container's files on disk). Runtimes that attach no
+        idmapped mounts have nothing to ask of it."""
+        return True
 
     def console_log(self, rootfs: str) -> str:
         """What init and its children wrote to ``/dev/console`` (the last start's), read from

@@ -27,6 +27,10 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 ANNOTATION_HALT_SIGNAL = "org.sysmgr.halt-signal"
 ANNOTATION_NAME = "org.sysmgr.name"
+# "true": the root filesystem's files carry the container's host ids on disk (shifted where the
+# filesystem cannot idmap): bind it as it is. OCI runtimes expect exactly that of a rootfs in
+# a user namespace; the native runtime otherwise attaches it through an idmapped mount.
+ANNOTATION_ROOTFS_SHIFTED = "org.sysmgr.rootfs-shifted"
 
 #: OCI capability names in kernel order (linux/capability.h, up to CAP_CHECKPOINT_RESTORE = 40).
 ALL_CAPABILITIES: tuple[str, ...] = tuple(capabilities.oci_name(n) for n in capabilities.NAMES)
@@ -176,6 +180,9 @@ def render(spec: RuntimeSpec) -> dict[str, Any]:
         for kind, key in (("uid", "uidMappings"), ("gid", "gidMappings")):
             linux[key] = [{"containerID": ns, "hostID": h, "size": n}
                           for ns, h, n in spec.idmap.mappings(kind)]
+    annotations = {ANNOTATION_HALT_SIGNAL: signal_name(spec.halt_signal), ANNOTATION_NAME: spec.name}
+    if spec.idmap is not None and not spec.idmapped_rootfs:
+        annotations[ANNOTATION_ROOTFS_SHIFTED] = "true"
     return {
         "ociVersion": OCI_VERSION,
         "process": {
@@ -193,10 +200,7 @@ def render(spec: RuntimeSpec) -> dict[str, Any]:
         "hostname": spec.name,
         "mounts": _mounts(os.path.join(spec.rootfs, CONSOLE_LOG.lstrip("/"))),
         "linux": linux,
-        "annotations": {
-            ANNOTATION_HALT_SIGNAL: signal_name(spec.halt_signal),
-            ANNOTATION_NAME: spec.name,
-        },
+        "annotations": annotations,
     }
 
 

@@ -55,7 +55,7 @@ from sysmgr.drivers.runtime.base import (
     Usage,
 )
 from sysmgr.drivers.runtime.cgroups import CGROUP_ROOT, Cgroup, open_cgroup
-from sysmgr.drivers.runtime.native import process, userns
+from sysmgr.drivers.runtime.native import idprobe, process, userns
 from sysmgr.drivers.runtime.native.plan import InitPlan, plan_from_config, plan_from_spec
 from sysmgr.drivers.runtime.native.process import (
     KILL_TIMEOUT,
@@ -203,6 +203,9 @@ class NativeRuntime(Runtime):
         p, master = process.spawn(rec, proc, self._cgroup(rec.cgroup), (0, 1, 2), pty=True)
         assert master is not None
         return p, master
+
+    def can_idmap(self, path: str) -> bool:
+        return idprobe.can_idmap(path)
 
     def as_container_root(self, rec: InitRecord, fn: Callable[[], T]) -> T:
         if not process.alive(rec) or not userns.own_userns(rec.pid):

@@ -179,17 +179,18 @@ def _enter_userns(plan: InitPlan, step: _Step) -> tuple[InitPlan, dict[str, str]
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     step("create the user namespace")
     ns_fd = userns.make_userns(plan.uid_map, plan.gid_map)
-    step("attach the root filesystem through an idmapped mount")
+    step("attach the root filesystem through an idmapped mount" if plan.idmapped_rootfs
+         else "attach the root filesystem (shifted on disk)")
     try:
         staged, sources = userns.stage(plan.rootfs, ns_fd, [m.source for m in plan.mounts if m.bind]
-                                       + [d[0] for d in plan.devices])
+                                       + [d[0] for d in plan.devices], idmap=plan.idmapped_rootfs)
     except OSError as e:
         if e.errno != errno.EINVAL:
             raise
         raise _ChildError(
             f"the filesystem of {plan.rootfs} cannot be idmapped (ext4, btrfs and xfs can; tmpfs "
-            "only from Linux 6.3): put the container on such a pool, or set "
-            "security.privileged=true") from None
+            "only from Linux 6.3) and the bundle does not say its files were shifted "
+            "(annotation org.sysmgr.rootfs-shifted)") from None
     step("become root in the user namespace")
     userns.become_root(ns_fd)
     os.close(ns_fd)

@@ -92,6 +92,8 @@ class InitPlan(NamedTuple):
     seccomp: bytes = b""          # assembled BPF (sock_filter array); empty: no filter
     #: the console log's path relative to ``rootfs`` (bound on /dev/console); "": none
     console: str = ""
+    #: with ``userns``: attach the rootfs through an idmapped mount (False: shifted on disk)
+    idmapped_rootfs: bool = True
 
 
 class ExecPlan(NamedTuple):
@@ -145,8 +147,9 @@ def _digest(config: Mapping[str, Any], bundle_dir: str, limits: Limits | None) -
         devices = _devices(linux_cfg)
         drop_caps = _dropped_caps(proc)
         resources = linux_cfg.get("resources") or {}
+        annotations = config.get("annotations") or {}
         return InitPlan(
-            name=str((config.get("annotations") or {}).get(bundle.ANNOTATION_NAME) or config.get("hostname") or ""),
+            name=str(annotations.get(bundle.ANNOTATION_NAME) or config.get("hostname") or ""),
             rootfs=rootfs,
             readonly_root=bool(config["root"].get("readonly")),
             args=args,
@@ -171,6 +174,7 @@ def _digest(config: Mapping[str, Any], bundle_dir: str, limits: Limits | None) -
             gid_map=_id_map(linux_cfg.get("gidMappings")),
             caps=_cap_sets(proc),
             seccomp=_seccomp_program(linux_cfg),
+            idmapped_rootfs=annotations.get(bundle.ANNOTATION_ROOTFS_SHIFTED) != "true",
         )
     except (KeyError, TypeError, ValueError) as e:
         raise DriverError(f"invalid bundle {os.path.join(bundle_dir, 'config.json')}: {e}") from e

@@ -2,7 +2,8 @@
 
 An unprivileged container's namespaces are all owned by its user namespace, and its root
 filesystem is an idmapped mount, so files stay on disk with container ids (0 is root) and
-nothing is chowned. The order matters and is the reason for this module (A runs it as host
+nothing is chowned (where the filesystem cannot idmap, the engine has shifted the files on
+disk once and the plan says so: the rootfs is then bound plainly). The order matters and is the reason for this module (A runs it as host
 root, in the container's cgroups):
 
 1. ``unshare(CLONE_NEWNS)``: a private mount namespace M1, still owned by the host.
@@ -72,21 +73,25 @@ def make_userns(uid_map: IdLines, gid_map: IdLines) -> int:
         os.waitpid(pid, 0)
 
 
-def stage(rootfs: str, userns_fd: int, sources: Iterable[str]) -> tuple[str, dict[str, str]]:
+def stage(rootfs: str, userns_fd: int, sources: Iterable[str], *,
+          idmap: bool = True) -> tuple[str, dict[str, str]]:
     """The rootfs, idmapped through ``userns_fd``, at :data:`STAGE`, and each host file in
     ``sources`` (the console log, device nodes) bound under :data:`SOURCES`, all in a private
     mount namespace of the caller's. Returns the staged rootfs and ``{source: staged path}``.
 
     Everything is opened before the tmpfs goes over :data:`STAGE_PARENT`, which may cover
     their own paths (a root under /tmp); the binds are made from ``/proc/self/fd/N`` of those
-    fds (a bind's source must be a mount of the caller's own namespace, as these are)."""
+    fds (a bind's source must be a mount of the caller's own namespace, as these are).
+
+    ``idmap`` False: the rootfs's files were shifted on disk to the container's host ids (a
+    filesystem that cannot idmap, see :mod:`sysmgr.engine.idshift`): bound as it is."""
     tree = linux.open_tree(rootfs)
     fds: dict[str, int] = {}
     try:
         # the pool's host mount is nosuid,nodev (no host user may use what is in a volume);
         # inside, the root is the container's whole OS and its setuid programs must work.
         # Cleared here, by host root: in the user namespace these flags are locked.
-        linux.mount_setattr_idmap(tree, userns_fd,
+        linux.mount_setattr_idmap(tree, userns_fd if idmap else None,
                                   clear=linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV)
         for p in sources:
             if p not in fds and os.path.exists(p):
