@@ -37,6 +37,7 @@ class RuntimeSpec:
     idmap: IdMap | None = None             # None: privileged (host user ns)
     cap_add: tuple[str, ...] = ()          # given back beyond the default set (security.capabilities.add)
     cap_drop: tuple[str, ...] = ()         # dropped beyond the default drops (security.capabilities.drop)
+    apparmor_profile: str = ""             # a loaded AppArmor profile init and exec run under ("": none)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class RuntimeInfo:
     user_namespaces: bool = False
     live_limits: bool = True
     network_namespaces: bool = True     # inits get a netns that nics can be plugged into
+    apparmor: bool = False              # runs init and exec under RuntimeSpec.apparmor_profile
 
 
 class ExecProcess(abc.ABC):

@@ -90,6 +90,7 @@ class InitPlan(NamedTuple):
     gid_map: tuple[tuple[int, int, int], ...] = ()
     caps: CapSets | None = None   # None: leave the sets as inherited (bounding drops only)
     seccomp: bytes = b""          # assembled BPF (sock_filter array); empty: no filter
+    apparmor: str = ""            # AppArmor profile init is exec'ed under; empty: none
 
 
 class ExecPlan(NamedTuple):
@@ -109,6 +110,7 @@ class ExecPlan(NamedTuple):
     stdio: tuple[int, int, int] = (0, 1, 2)
     caps: CapSets | None = None   # init's sets (a root command gets what init has)
     seccomp: bytes = b""          # the container's filter, when init runs under one
+    apparmor: str = ""            # init's AppArmor profile, when it runs under one
 
 
 # -- building an InitPlan ------------------------------------------------------------------------
@@ -168,6 +170,7 @@ def _digest(config: Mapping[str, Any], bundle_dir: str, limits: Limits | None) -
             gid_map=_id_map(linux_cfg.get("gidMappings")),
             caps=_cap_sets(proc),
             seccomp=_seccomp_program(linux_cfg),
+            apparmor=str(proc.get("apparmorProfile") or ""),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise DriverError(f"invalid bundle {os.path.join(bundle_dir, 'config.json')}: {e}") from e

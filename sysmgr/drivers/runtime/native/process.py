@@ -271,6 +271,7 @@ def _exec_plan(rec: InitRecord, proc: ProcessSpec, cg: Cgroup, ns_fds: list[int]
                             for k in ("CapPrm", "CapInh", "CapAmb")}),
         # init under a filter (mode 2): the command gets sysmgr's filter too (assembled once)
         seccomp=seccomp.assemble() if linux.proc_status_field(rec.pid, "Seccomp") == "2" else b"",
+        apparmor=linux.apparmor_label(rec.pid),  # init's profile (by name), as for its capabilities
     )
 
 
