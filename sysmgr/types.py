@@ -105,7 +105,7 @@ class NetworkState:
 class HostSecurity:
     """What confines containers on this host, as ``sysmgr info`` shows it."""
 
-    apparmor: str                    # "not available" | "available, no sysmgr profile yet"
+    apparmor: str                    # "not available on this host" | "enabled: each container ..."
 
 
 @dataclass(frozen=True)

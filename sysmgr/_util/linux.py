@@ -348,3 +348,41 @@ def bpf(cmd: int, attr: ctypes.Array) -> int:  # type: ignore[type-arg]
     """bpf(2) ``cmd`` with ``attr``, a ``union bpf_attr`` buffer (the kernel may write into
     it: a query's counts, a load's verifier log through the pointer it holds)."""
     return _check(_libc.syscall(SYS_BPF, ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr))), "bpf")
+
+
+# -- AppArmor (the label of a process; the profile of the next execve) -------------------------
+
+def apparmor_label(pid: int) -> str:
+    """The AppArmor profile ``pid`` runs under (``"name"`` of ``"name (enforce)"``), or ``""``
+    when it is unconfined or the kernel has no AppArmor. ``attr/apparmor/`` (Linux 5.8+) is
+    AppArmor's own; the shared ``attr/current`` is read only where AppArmor is the active LSM
+    (older kernels, where no other major LSM can run beside it)."""
+    paths = [f"/proc/{pid}/attr/apparmor/current"]
+    if os.path.isdir("/sys/kernel/security/apparmor"):
+        paths.append(f"/proc/{pid}/attr/current")
+    for path in paths:
+        try:
+            with open(path) as f:
+                label = f.read().strip("\0\n ")
+        except FileNotFoundError:
+            continue
+        except OSError:  # EINVAL: AppArmor built in but not enabled; ESRCH: pid gone
+            return ""
+        name = label.rsplit(" (", 1)[0] if label.endswith(")") else label
+        return "" if name == "unconfined" else name
+    return ""
+
+
+def apparmor_exec(profile: str) -> None:
+    """Make the next execve of this process switch to the AppArmor ``profile`` (which must be
+    loaded): nothing before the exec is confined, everything after it is. Allowed to any
+    unconfined process, root of a user namespace included."""
+    data = b"exec " + profile.encode()
+    try:
+        fd = os.open("/proc/self/attr/apparmor/exec", os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:  # before Linux 5.8: the shared file (AppArmor was the only LSM)
+        fd = os.open("/proc/self/attr/exec", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)

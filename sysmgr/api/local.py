@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, BinaryIO, Sequence
 
 from sysmgr.api.backend import Backend, Config, Devices, Progress, Warn
-from sysmgr.engine import execution, pools, records, runspec, volumes
+from sysmgr.engine import confinement, execution, pools, records, runspec, volumes
 from sysmgr.engine.host import Host
 from sysmgr.layout import Layout
 
@@ -94,7 +94,7 @@ class LocalBackend(Backend):
         return execution.console_log(self.host, name)
 
     def host_security(self) -> Any:
-        return records.host_security()
+        return confinement.host_security(self.host)
 
     def host_cgroups(self) -> Any:
         return records.host_cgroups(self.host)

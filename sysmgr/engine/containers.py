@@ -13,7 +13,7 @@ import time
 from typing import Mapping, Sequence
 
 from sysmgr.drivers.runtime.base import STOPPED
-from sysmgr.engine import journal, lifecycle, pools, records, runspec, volumes
+from sysmgr.engine import confinement, journal, lifecycle, pools, records, runspec, volumes
 from sysmgr.engine.host import DEFAULT_PROFILE, Host
 from sysmgr.engine.netplan import nic_problems
 from sysmgr.engine.networks import NetworkEngine
@@ -134,6 +134,7 @@ def delete_container(host: Host, name: str, *, force: bool = False) -> None:
                                hint="stop it first or use --force")
             lifecycle.stop(host, name, force=True)
         host.runtime.cleanup(records.cgroup_path(host, name))
+        confinement.release(host, name)
         # the record goes last: if removing the volume fails, the container stays listed;
         # an unmounted pool (after a restart) would make the volume look already gone
         drv = host.pool_driver(rec.pool)

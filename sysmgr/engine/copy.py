@@ -24,7 +24,7 @@ import secrets
 import time
 from sysmgr._util import safefs
 from sysmgr.drivers.runtime.base import STOPPED
-from sysmgr.engine import idshift, journal, records, volumes
+from sysmgr.engine import confinement, idshift, journal, records, volumes
 from sysmgr.engine.host import Host
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import AlreadyExists, Conflict, Issue, SysmgrError, ValidationError
@@ -141,6 +141,7 @@ def rename(host: Host, old: str, new: str) -> None:
         _check_new_name(host, new)
         if records.status(host, host.store.container(old)).state != STOPPED:
             raise Conflict(f"container {old!r} is running", hint=f"stop it first: sysmgr stop {old}")
+        confinement.release(host, old)  # its next start loads one under the new name
         drv = host.pool_driver(rec.pool)
         rdir_old, rdir_new = host.layout.container_dir(old), host.layout.container_dir(new)
         with journal.intent(host, "rename", container=old, new=new, pool=rec.pool), Reverter() as r:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from sysmgr.drivers.runtime.base import FROZEN, RUNNING, STOPPED, Status
-from sysmgr.engine import idmap, idshift, records, runspec
+from sysmgr.engine import confinement, idmap, idshift, records, runspec
 from sysmgr.engine.host import DEFAULT_STOP_TIMEOUT, Host
 from sysmgr.engine.nics import NicEngine
 from sysmgr.errors import Conflict
@@ -33,6 +33,7 @@ def start(host: Host, name: str) -> Status:
         spec = runspec.runtime_spec(host, ex, records.image_meta(host, rec), ids,
                                     idmapped_rootfs=idmapped)
         os.makedirs(spec.runtime_dir, exist_ok=True)
+        spec = confinement.confine(host, spec, ex.config)  # its AppArmor profile, where there is one
         before_go = None
         if records.has_nics(ex.devices):  # nic-less containers never load networking
             nics = NicEngine(host)

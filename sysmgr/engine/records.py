@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from sysmgr._util import hostinfo, safefs
+from sysmgr._util import safefs
 from sysmgr.drivers.runtime import cgroup_layout
 from sysmgr.drivers.runtime.base import InitRecord, Status
 from sysmgr.drivers.storage import base as storage_base
@@ -20,7 +20,7 @@ from sysmgr.errors import Issue, NotFound, SysmgrError, ValidationError
 from sysmgr.model import expand as mexpand
 from sysmgr.model import keys as mkeys
 from sysmgr.state.db import ContainerRecord, ProfileRecord
-from sysmgr.types import HostCgroups, HostSecurity
+from sysmgr.types import HostCgroups
 
 Devices = Mapping[str, Mapping[str, str]]
 
@@ -81,13 +81,6 @@ def host_cgroups(host: Host, root: str = "/sys/fs/cgroup") -> HostCgroups:
     if found.systemd:
         return HostCgroups(found.kind, True, cgroup_layout.scope_dir(root, host.layout.prefix), True)
     return HostCgroups(found.kind, subtree=f"{root}/{host.layout.prefix}")
-
-
-def host_security() -> HostSecurity:
-    """What confines containers here beyond user namespaces, seccomp and capabilities (said
-    once in ``info``: sysmgr loads no AppArmor profile of its own yet)."""
-    return HostSecurity("available, no sysmgr profile yet" if hostinfo.apparmor_enabled()
-                        else "not available on this host")
 
 
 def image_meta(host: Host, rec: ContainerRecord) -> dict[str, Any]:

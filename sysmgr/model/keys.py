@@ -203,6 +203,24 @@ def _norm_caps(value: str) -> str:
     return ",".join(capabilities.parse_names(value))
 
 
+def parse_raw_apparmor(value: str) -> str:
+    """``raw.apparmor``: AppArmor rules added inside the container's profile, one per line,
+    stripped, blank lines dropped. A rule's grammar is the parser's to check (at start); here
+    the braces must balance, so the text cannot close the profile and add rules outside it."""
+    depth = 0
+    for n, line in enumerate(value.splitlines(), 1):
+        code = line.split("#", 1)[0]  # a comment may say anything
+        for ch in code:
+            depth += {"{": 1, "}": -1}.get(ch, 0)
+            if depth < 0:
+                raise ValueError(f"line {n}: '}}' closes a block it did not open")
+    if depth:
+        raise ValueError("a '{' is never closed")
+    if "\0" in value:
+        raise ValueError("NUL characters are not allowed")
+    return "\n".join(line.strip() for line in value.splitlines() if line.strip())
+
+
 # -- the container (and profile) config table -------------------------------------------------
 
 _PROCESSES = int_key(minimum=1, what="process limit")
@@ -275,6 +293,10 @@ CONTAINER_KEYS: dict[str, Key] = key_table(
     Key("image.*", reject("image keys are managed by sysmgr (recorded from the image)"),
         managed=True, live=True,
         doc="Properties of the image the container was created from; read-only."),
+    Key("raw.apparmor", check(parse_raw_apparmor), norm(parse_raw_apparmor), live=False,
+        doc="AppArmor rules appended to the container's profile (where the host has "
+            "AppArmor; ignored elsewhere), e.g. 'deny /data/secret/** rw,'. A change takes "
+            "effect at the next start."),
     Key("raw.*", reject("raw.* keys are not supported by sysmgr (there is no LXC config "
                          "to pass through)"),
         doc="Not supported."),

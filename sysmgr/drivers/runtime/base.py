@@ -44,6 +44,7 @@ class RuntimeSpec:
     idmapped_rootfs: bool = True           # with idmap: False when the rootfs was shifted on disk
     cap_add: tuple[str, ...] = ()          # given back beyond the default set (security.capabilities.add)
     cap_drop: tuple[str, ...] = ()         # dropped beyond the default drops (security.capabilities.drop)
+    apparmor_profile: str = ""             # a loaded AppArmor profile init and exec run under ("": none)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class RuntimeInfo:
     user_namespaces: bool = False
     live_limits: bool = True
     network_namespaces: bool = True     # inits get a netns that nics can be plugged into
+    apparmor: bool = False              # runs init and exec under RuntimeSpec.apparmor_profile
 
 
 class ExecProcess(abc.ABC):

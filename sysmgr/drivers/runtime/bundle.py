@@ -175,6 +175,19 @@ def render(spec: RuntimeSpec) -> dict[str, Any]:
         "readonlyPaths": list(READONLY_PATHS),
         "seccomp": seccomp.to_oci(seccomp.rules_for(privileged=spec.idmap is None)),
     }
+    process: dict[str, Any] = {
+        "terminal": False,
+        "user": {"uid": 0, "gid": 0},
+        "args": list(spec.init),
+        "env": [f"{k}={v}" for k, v in env.items()],
+        "cwd": "/",
+        # every set explicit and equal: nothing is left to what the launcher happened to hold
+        "capabilities": {k: list(caps) for k in ("bounding", "effective", "permitted",
+                                                 "inheritable", "ambient")},
+        "noNewPrivileges": bool(spec.no_new_privs),
+    }
+    if spec.apparmor_profile:  # OCI's field: loaded by the manager, applied by the runtime
+        process["apparmorProfile"] = spec.apparmor_profile
     if spec.idmap is not None:
         namespaces.append({"type": "user"})
         for kind, key in (("uid", "uidMappings"), ("gid", "gidMappings")):
@@ -185,17 +198,7 @@ def render(spec: RuntimeSpec) -> dict[str, Any]:
         annotations[ANNOTATION_ROOTFS_SHIFTED] = "true"
     return {
         "ociVersion": OCI_VERSION,
-        "process": {
-            "terminal": False,
-            "user": {"uid": 0, "gid": 0},
-            "args": list(spec.init),
-            "env": [f"{k}={v}" for k, v in env.items()],
-            "cwd": "/",
-            # every set explicit and equal: nothing is left to what the launcher happened to hold
-            "capabilities": {k: list(caps) for k in ("bounding", "effective", "permitted",
-                                                     "inheritable", "ambient")},
-            "noNewPrivileges": bool(spec.no_new_privs),
-        },
+        "process": process,
         "root": {"path": spec.rootfs, "readonly": False},
         "hostname": spec.name,
         "mounts": _mounts(os.path.join(spec.rootfs, CONSOLE_LOG.lstrip("/"))),

@@ -81,7 +81,8 @@ class NativeRuntime(Runtime):
     """
 
     name: ClassVar[str] = "native"
-    info: ClassVar[RuntimeInfo] = RuntimeInfo(freeze=True, user_namespaces=True, live_limits=True)
+    info: ClassVar[RuntimeInfo] = RuntimeInfo(freeze=True, user_namespaces=True, live_limits=True,
+                                              apparmor=True)
 
     def __init__(self, cgroup_root: str = CGROUP_ROOT, before_go: BeforeGo | None = None) -> None:
         self.cgroup_root = cgroup_root

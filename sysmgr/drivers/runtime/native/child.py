@@ -117,11 +117,15 @@ def _touch(path: str, mode: int = 0o600) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode))
 
 
-def _confine(caps: CapSets | None, program: bytes, step: _Step) -> None:
+def _confine(caps: CapSets | None, program: bytes, step: _Step, apparmor: str = "") -> None:
     """The seccomp filter, then the explicit capability sets (the bounding set is already
     reduced). The filter goes first because loading it needs CAP_SYS_ADMIN (or no_new_privs,
     which would break setuid programs inside) and the new sets may lack it; nothing the
-    child does after this is on the deny list, and execve and everything after is filtered."""
+    child does after this is on the deny list, and execve and everything after is filtered.
+    ``apparmor``: the profile the coming execve switches to (the kernel applies it there)."""
+    if apparmor:
+        step(f"apply the AppArmor profile {apparmor}")
+        linux.apparmor_exec(apparmor)
     if program:
         step("install the seccomp filter")
         linux.seccomp_filter(program)
@@ -279,7 +283,7 @@ def _setup_root(plan: InitPlan, step: _Step, sources: dict[str, str]) -> None:
     step("drop capabilities")
     for cap in plan.drop_caps:
         linux.capbset_drop(cap)
-    _confine(plan.caps, plan.seccomp, step)
+    _confine(plan.caps, plan.seccomp, step, plan.apparmor)
     if plan.no_new_privs:
         step("set no_new_privs")
         linux.set_no_new_privs()
@@ -519,7 +523,7 @@ def _become_command(plan: ExecPlan, stdio: tuple[int, int, int], step: _Step) ->
     step("drop capabilities")
     for cap in plan.drop_caps:
         linux.capbset_drop(cap)
-    _confine(plan.caps, plan.seccomp, step)
+    _confine(plan.caps, plan.seccomp, step, plan.apparmor)
     step(f"switch to uid {plan.uid} gid {plan.gid}")
     os.setgroups([plan.gid] if plan.gid else [])
     os.setresgid(plan.gid, plan.gid, plan.gid)

@@ -94,6 +94,7 @@ class InitPlan(NamedTuple):
     console: str = ""
     #: with ``userns``: attach the rootfs through an idmapped mount (False: shifted on disk)
     idmapped_rootfs: bool = True
+    apparmor: str = ""            # AppArmor profile init is exec'ed under; empty: none
 
 
 class ExecPlan(NamedTuple):
@@ -113,6 +114,7 @@ class ExecPlan(NamedTuple):
     stdio: tuple[int, int, int] = (0, 1, 2)
     caps: CapSets | None = None   # init's sets (a root command gets what init has)
     seccomp: bytes = b""          # the container's filter, when init runs under one
+    apparmor: str = ""            # init's AppArmor profile, when it runs under one
 
 
 # -- building an InitPlan ------------------------------------------------------------------------
@@ -175,6 +177,7 @@ def _digest(config: Mapping[str, Any], bundle_dir: str, limits: Limits | None) -
             caps=_cap_sets(proc),
             seccomp=_seccomp_program(linux_cfg),
             idmapped_rootfs=annotations.get(bundle.ANNOTATION_ROOTFS_SHIFTED) != "true",
+            apparmor=str(proc.get("apparmorProfile") or ""),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise DriverError(f"invalid bundle {os.path.join(bundle_dir, 'config.json')}: {e}") from e

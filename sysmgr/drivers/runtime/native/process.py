@@ -314,6 +314,7 @@ def _exec_plan(rec: InitRecord, proc: ProcessSpec, cg: Cgroup, ns_fds: list[int]
         # init under a filter (mode 2): the command gets sysmgr's filter too (assembled once)
         seccomp=seccomp.assemble(seccomp.rules_for(privileged=len(ns_fds) == len(_EXEC_NS)))
         if linux.proc_status_field(rec.pid, "Seccomp") == "2" else b"",
+        apparmor=linux.apparmor_label(rec.pid),  # init's profile (by name), as for its capabilities
     )
 
 
