@@ -87,9 +87,12 @@ def test_capabilities_given_back_and_dropped_by_the_spec() -> None:
 
 
 def test_seccomp_section_is_sysmgrs_deny_list() -> None:
-    sec = bundle.render(CASES["basic"])["linux"]["seccomp"]
+    sec = bundle.render(CASES["userns"])["linux"]["seccomp"]
     assert sec == seccomp.to_oci() and sec["defaultAction"] == "SCMP_ACT_ALLOW"
     assert seccomp.from_oci(sec) == seccomp.DEFAULT_RULES
+    # privileged (no id map): the mount rules on top
+    privileged = bundle.render(CASES["basic"])["linux"]["seccomp"]
+    assert seccomp.from_oci(privileged) == seccomp.PRIVILEGED_RULES
 
 
 def test_env_defaults_and_overrides() -> None:
