@@ -116,3 +116,24 @@ class HostCgroups:
     systemd: bool = False            # unified, and systemd owns the root of the tree
     subtree: str | None = None       # where this root's containers' cgroups live; None before init
     delegated: bool = False          # subtree is a systemd scope with Delegate=yes
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """How the admin host reaches one cluster member (a ``kind: Member`` manifest, or what
+    ``sysmgr cluster add`` recorded). ``url`` is ``ssh://user@host[:port]`` for a member
+    reached over SSH, or ``local:`` for the admin host's own root (``root``)."""
+
+    name: str
+    url: str
+    root: str = "/var/lib/sysmgr"
+    key: str | None = None            # private key file (default: the user's agent/keys)
+    sysmgr: str = "sysmgr"            # the command to run there
+    groups: tuple[str, ...] = ()
+    config: tuple[tuple[str, str], ...] = ()
+    host_key: str | None = None       # "SHA256:..." recorded when the member was added
+    evacuated: bool = False
+
+    @property
+    def is_local(self) -> bool:
+        return self.url.startswith("local:")
