@@ -373,16 +373,26 @@ def apparmor_label(pid: int) -> str:
     return ""
 
 
-def apparmor_exec(profile: str) -> None:
+def apparmor_exec_open() -> int:
+    """This process's "profile of the next execve" file, opened for writing (the caller
+    closes it). Opened while /proc is still the host's: a process that joined a container's
+    mount namespace but not its pid namespace has no /proc/self there."""
+    try:
+        return os.open("/proc/self/attr/apparmor/exec", os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:  # before Linux 5.8: the shared file (AppArmor was the only LSM)
+        return os.open("/proc/self/attr/exec", os.O_WRONLY | os.O_CLOEXEC)
+
+
+def apparmor_exec(profile: str, fd: int = -1) -> None:
     """Make the next execve of this process switch to the AppArmor ``profile`` (which must be
     loaded): nothing before the exec is confined, everything after it is. Allowed to any
-    unconfined process, root of a user namespace included."""
-    data = b"exec " + profile.encode()
+    unconfined process, root of a user namespace included. ``fd``: from
+    :func:`apparmor_exec_open` of this same process (else it is opened here)."""
+    own = fd < 0
+    if own:
+        fd = apparmor_exec_open()
     try:
-        fd = os.open("/proc/self/attr/apparmor/exec", os.O_WRONLY | os.O_CLOEXEC)
-    except FileNotFoundError:  # before Linux 5.8: the shared file (AppArmor was the only LSM)
-        fd = os.open("/proc/self/attr/exec", os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, data)
+        os.write(fd, b"exec " + profile.encode())
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)

@@ -117,15 +117,17 @@ def _touch(path: str, mode: int = 0o600) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode))
 
 
-def _confine(caps: CapSets | None, program: bytes, step: _Step, apparmor: str = "") -> None:
+def _confine(caps: CapSets | None, program: bytes, step: _Step, apparmor: str = "",
+             apparmor_fd: int = -1) -> None:
     """The seccomp filter, then the explicit capability sets (the bounding set is already
     reduced). The filter goes first because loading it needs CAP_SYS_ADMIN (or no_new_privs,
     which would break setuid programs inside) and the new sets may lack it; nothing the
     child does after this is on the deny list, and execve and everything after is filtered.
-    ``apparmor``: the profile the coming execve switches to (the kernel applies it there)."""
+    ``apparmor``: the profile the coming execve switches to (the kernel applies it there),
+    written to ``apparmor_fd`` when the caller opened it before /proc stopped being its own."""
     if apparmor:
         step(f"apply the AppArmor profile {apparmor}")
-        linux.apparmor_exec(apparmor)
+        linux.apparmor_exec(apparmor, apparmor_fd)
     if program:
         step("install the seccomp filter")
         linux.seccomp_filter(program)
@@ -420,6 +422,10 @@ def exec_main(plan: ExecPlan, err_w: int, sock_fd: int, helper_fd: int) -> NoRet
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
         gc.disable()
         _close_fds_except((err_w, sock_fd, helper_fd, *plan.ns_fds, *plan.stdio))
+        apparmor_fd = -1
+        if plan.apparmor and helper_fd >= 0:  # C itself execs into the profile: open it now
+            step("open the AppArmor exec attribute")
+            apparmor_fd = linux.apparmor_exec_open()
         _join_container(plan, step)
         import socket  # imported by P before the fork: a sys.modules lookup here
 
@@ -436,7 +442,7 @@ def exec_main(plan: ExecPlan, err_w: int, sock_fd: int, helper_fd: int) -> NoRet
         if helper_fd < 0:
             code = _fork_command(plan, err_w, sock_fd, stdio, step)
         else:
-            code = _exec_helper(plan, err_w, sock_fd, helper_fd, stdio, step)
+            code = _exec_helper(plan, err_w, sock_fd, helper_fd, stdio, step, apparmor_fd)
     except BaseException as e:
         _report(err_w, step, e)
     finally:
@@ -444,9 +450,9 @@ def exec_main(plan: ExecPlan, err_w: int, sock_fd: int, helper_fd: int) -> NoRet
 
 
 def _exec_helper(plan: ExecPlan, err_w: int, sock_fd: int, helper_fd: int,
-                 stdio: tuple[int, int, int], step: _Step) -> int:
+                 stdio: tuple[int, int, int], step: _Step, apparmor_fd: int) -> int:
     """C becomes the command's process and execs the helper; returns only on failure."""
-    prog = _become_command(plan, stdio, step)
+    prog = _become_command(plan, stdio, step, apparmor_fd)
     if prog is None:
         return _not_found(plan, err_w)
     step("start the command")
@@ -507,7 +513,8 @@ def _join_container(plan: ExecPlan, step: _Step) -> None:
         os.setresuid(0, 0, 0)
 
 
-def _become_command(plan: ExecPlan, stdio: tuple[int, int, int], step: _Step) -> str | None:
+def _become_command(plan: ExecPlan, stdio: tuple[int, int, int], step: _Step,
+                    apparmor_fd: int = -1) -> str | None:
     """Session, terminal, stdio, directory, bounding set, seccomp, capability sets, ids and
     no_new_privs of the command; returns the program to exec (None: not found)."""
     step("prepare the process")
@@ -523,7 +530,7 @@ def _become_command(plan: ExecPlan, stdio: tuple[int, int, int], step: _Step) ->
     step("drop capabilities")
     for cap in plan.drop_caps:
         linux.capbset_drop(cap)
-    _confine(plan.caps, plan.seccomp, step, plan.apparmor)
+    _confine(plan.caps, plan.seccomp, step, plan.apparmor, apparmor_fd)
     step(f"switch to uid {plan.uid} gid {plan.gid}")
     os.setgroups([plan.gid] if plan.gid else [])
     os.setresgid(plan.gid, plan.gid, plan.gid)
