@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -109,6 +110,13 @@ class Store:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        try:
+            # 0600, whatever the umask: it holds every container's config (environment.*
+            # keys included); SQLite gives its journal the same mode
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            os.chmod(path, 0o600)
+        except OSError as e:
+            raise SysmgrError(f"cannot open state database {path}: {e.strerror}") from e
         try:
             self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         except sqlite3.Error as e:

@@ -168,6 +168,11 @@ def test_modes_and_mount_flags_and_existing_roots_tightened(root: Root):
     private += [os.path.join(root.pool_root, d) for d in ("images", "containers", "snapshots")]
     for d in private + [os.path.join(root.pool_root, "snapshots", "c3")]:
         assert _mode(d) == 0o700, d
+    db = os.path.join(r, "sysmgr.db")  # every container's config, environment.* included
+    assert _mode(db) == 0o600
+    os.chmod(db, 0o644)   # as older versions left it
+    ok("list", root=r)
+    assert _mode(db) == 0o600
     if root.kind == "btrfs":
         assert {"nosuid", "nodev"} <= _mount_flags(root.pool_root)
     # a root made by an older version (0711 everywhere, pool mounted without the flags)
