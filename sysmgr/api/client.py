@@ -10,6 +10,11 @@ Managers (``containers``, ``profiles``, ``images``, ``storage_pools``, ``network
 ``manifests``) return model objects; an object's fields are a snapshot: call ``refresh()`` to
 re-read (no hidden I/O on attribute access). Mutating calls take the host root's lock. Every
 call goes through the client's :attr:`Client.backend` (this host: the engine).
+
+A root with cluster members (``client.cluster``) is an admin root: ``client.containers`` then
+spans every member (listing them all at once, finding where a container lives, placing new
+ones) and ``client.manifests`` plans across them; the other managers stay on the admin root's
+own host. ``Client(member="node2")`` gives the same managers on one member.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sysmgr.api.backend import Backend
+from sysmgr.api.cluster import ClusterManager
 from sysmgr.api.containers import ContainerManager
 from sysmgr.api.images import ImageManager
 from sysmgr.api.local import LocalBackend
@@ -37,19 +43,34 @@ def default_storage_driver() -> str:
 
 
 class Client:
-    """Entry point for one host root.
+    """Entry point for one host root, or one member of its cluster.
 
     Args:
-        root: host root directory; default ``$SYSMGR_ROOT`` or ``/var/lib/sysmgr``.
+        root: host root directory; default ``$SYSMGR_ROOT`` or ``/var/lib/sysmgr``. With
+            cluster members recorded it is the cluster's admin root.
         runtime: runtime driver name override (``native``; ``fake`` for unit tests). Default:
             the one recorded by ``init``.
+        member: a member of the admin root's cluster: every manager acts on that member
+            (NotFound: no such member; RemoteError: it cannot be reached).
     """
 
-    def __init__(self, root: str | None = None, *, runtime: str | None = None) -> None:
+    def __init__(self, root: str | None = None, *, runtime: str | None = None,
+                 member: str | None = None) -> None:
         self.layout = Layout(root or default_root())
         self._local = LocalBackend(self.layout, runtime=runtime)
+        #: the member this client works on (None: the root itself, or its whole cluster)
+        self.member = member
+        self.cluster = ClusterManager(self)
         self.backend: Backend = self._local
-        self.containers = ContainerManager(self)
+        if member is not None:
+            self.backend = self.cluster.backend(member)
+            self.containers = ContainerManager(self)
+        elif self.cluster.enabled:
+            from sysmgr.api.cluster_containers import ClusterContainerManager
+
+            self.containers = ClusterContainerManager(self)
+        else:
+            self.containers = ContainerManager(self)
         self.profiles = ProfileManager(self)
         self.images = ImageManager(self)
         self.storage_pools = StoragePoolManager(self)
@@ -59,6 +80,11 @@ class Client:
     @property
     def root(self) -> str:
         return self.layout.root
+
+    @property
+    def local_backend(self) -> LocalBackend:
+        """The admin root's own backend (also a ``local:`` member's on the same root)."""
+        return self._local
 
     @property
     def host(self) -> "Host":
@@ -89,7 +115,8 @@ class Client:
         return self.backend.host_cgroups()
 
     def close(self) -> None:
-        self.backend.close()
+        self.cluster.close()
+        self._local.close()
 
     def __enter__(self) -> "Client":
         return self
