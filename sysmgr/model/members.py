@@ -196,7 +196,8 @@ def _member_url(doc: Mapping[str, Any], ctx: Any) -> tuple[str, str | None]:
                                "address (use url: \"local:\" for a root on this host)")
         return "", key
     user = ssh.get("user") if isinstance(ssh.get("user"), str) else DEFAULT_USER
-    port = ssh.get("port") if isinstance(ssh.get("port"), int) else None
+    port = ssh.get("port")
+    port = port if isinstance(port, int) and 1 <= port <= 65535 else None  # else: the schema says
     host = f"[{address}]" if ":" in address else address
     return make_url(user, host, port), key
 

@@ -3,8 +3,9 @@
 LXD's rule, plus what a daemonless cluster can know cheaply: a member qualifies when it is
 online, not evacuated, in the requested group (``--target @group``), willing to be chosen
 (its ``scheduler.instance`` key) and has the free memory the container's ``limits.memory``
-asks for; among those the one with the fewest containers wins, ties going to the most free
-memory, then to the name (so the same inputs always give the same member).
+asks for; among those the one with the fewest containers wins, ties going to the first by
+name. Free memory only filters: it moves all the time, and a plan shown by ``diff`` must be
+the one ``apply`` makes.
 
 No I/O: the API gathers each member's facts (``hello``) and the engine asks :func:`place`.
 """
@@ -108,7 +109,7 @@ def place(candidates: Sequence[Candidate], request: Request) -> Placement:
             rejected.append((c.name, why))
     if not fit:
         return Placement(None, tuple(rejected))
-    best = min(fit, key=lambda c: (c.containers, -(c.memory_free or 0), c.name))
+    best = min(fit, key=lambda c: (c.containers, c.name))
     return Placement(best.name, tuple(rejected))
 
 

@@ -92,9 +92,11 @@ def add_target_option(cmd: click.Command) -> click.Command:
         for sub in cmd.commands.values():
             add_target_option(sub)
         return cmd
-    if not any(p.name == "target" for p in cmd.params):
-        cmd.params.append(click.Option(["--target"], metavar="MEMBER", expose_value=False,
-                                       callback=_set_target, help=TARGET_HELP))
+    if not any("--target" in getattr(p, "opts", ()) for p in cmd.params):
+        # its own parameter name: `file push`/`pull` have a TARGET argument of their own
+        cmd.params.append(click.Option(["--target", "cluster_target"], metavar="MEMBER",
+                                       expose_value=False, callback=_set_target,
+                                       help=TARGET_HELP))
     return cmd
 
 
