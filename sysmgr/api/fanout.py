@@ -78,7 +78,7 @@ def parallel(items: Sequence[I], fn: Callable[[I], T], *, workers: int = WORKERS
     with cond:
         cond.wait_for(lambda: all(r is not None for r in results), timeout=deadline)
         return [r if r is not None else
-                Outcome(error=RemoteError(f"no answer within {deadline:.0f} s"))
+                Outcome(error=RemoteError(f"no answer within {deadline:g} s"))
                 for r in results]
 
 

@@ -8,11 +8,15 @@ exit code; evacuate with ``cluster.evacuate: stop`` really stops it, restore sta
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 
 import sysmgr
-from tests.conftest import requires_root, run_cli
+from tests.conftest import REPO, requires_root, run_cli
 
 pytestmark = requires_root
 
@@ -68,3 +72,24 @@ def test_launch_exec_evacuate_restore(cluster) -> None:
     assert run_cli("exec", "c1", "--", "hostname", root=admin).stdout == "c1\n"
     run_cli("delete", "--force", "c1", root=admin, check=True)
     assert json.loads(run_cli("list", "-f", "json", root=admin, check=True).stdout) == []
+
+
+def test_readme_cluster_walkthrough_runs(tmp_path) -> None:
+    """The README's Clusters walkthrough, as written (its temp dir under this test's)."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    section = text[text.index("## Clusters"):]
+    script = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "sysmgr").write_text(f"#!/bin/sh\nexec {sys.executable} -m sysmgr \"$@\"\n")
+    (shim / "sysmgr").chmod(0o755)
+    env = dict(os.environ, PATH=f"{shim}:{os.environ['PATH']}", PYTHONPATH=REPO,
+               TMPDIR=str(tmp_path), NO_COLOR="1")
+    env.pop("SYSMGR_ROOT", None)
+    res = subprocess.run(["bash", "-euc", script], env=env, text=True, capture_output=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for line in ("Placed web1 on n1", "Placed db1 on n3", "Placed any1 on n2", "stopped db1",
+                 "started db1", "Member n3 restored"):
+        assert line in res.stdout, res.stdout

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 import sysmgr
 from sysmgr.api import remote
 from sysmgr.cli.main import cli
+from sysmgr.errors import HostKeyRejected
 
 pytestmark = pytest.mark.skipif(not (shutil.which("busybox") or os.path.exists("/bin/busybox")),
                                 reason="needs busybox-static for the image")
@@ -355,3 +356,50 @@ def test_unreachable_member_is_reported_while_the_others_list(admin: Admin, memb
         assert capfd.readouterr().out == "x\n"
     finally:
         os.rename(gone, members["n3"])
+
+
+# -- host keys (the SSH transport faked at hello; the real one is tested on sshd hosts) --------
+
+FP = "SHA256:" + "k" * 43
+
+
+def fake_ssh_hello(real):
+    def hello(spec, **kw):
+        if spec.is_local:
+            return real(spec, **kw)
+        if spec.host_key != FP:
+            raise HostKeyRejected(f"unknown host key {FP} for {spec.url}")
+        return {"rpc": 1, "version": "0.1.0", "containers": 0,
+                "facts": {"memory_total": 4 * GiB, "memory_free": 2 * GiB}}
+    return hello
+
+
+def test_add_checks_the_host_key(admin: Admin, monkeypatch) -> None:
+    monkeypatch.setattr(remote, "hello", fake_ssh_hello(remote.hello))
+    before = state_of(admin.root)
+    res = admin("cluster", "add", "far", "ssh://root@192.0.2.9")      # no terminal: refused
+    assert res.exit_code == 2
+    assert f"Error: unknown host key {FP} for ssh://root@192.0.2.9: refused" in res.output
+    assert f"--accept-host-key {FP}" in res.output
+    other = "SHA256:" + "x" * 43
+    res = admin("cluster", "add", "far", "ssh://root@192.0.2.9", "--accept-host-key", other)
+    assert res.exit_code == 2 and f"is {FP}, not {other}" in res.output
+    assert state_of(admin.root) == before
+    admin("cluster", "add", "far", "ssh://192.0.2.9:2222", "--accept-host-key", FP, ok=True)
+    with sysmgr.Client(root=admin.root) as c:
+        far = c.cluster.members.get("far")
+        assert (far.url, far.host_key, far.root) == ("ssh://root@192.0.2.9:2222", FP,
+                                                     "/var/lib/sysmgr")
+    rows = {r["name"]: r for r in json.loads(admin("cluster", "list", "-f", "json", ok=True).stdout)}
+    assert rows["far"]["state"] == "ONLINE" and rows["far"]["memory_total"] == 4 * GiB
+
+
+def test_the_admin_root_as_a_member_of_its_own_cluster(members: dict[str, str]) -> None:
+    here = Admin(members["n1"])
+    here("launch", "busybox", "mine", ok=True)
+    here("cluster", "add", "self", "local:", ok=True)        # root: the admin root itself
+    here("cluster", "add", "n2", "local:", "--root", members["n2"], ok=True)
+    here("launch", "busybox", "other", ok=True)               # fewest containers: n2
+    assert here.where() == {"mine": "self", "other": "n2"}
+    here("stop", "mine", ok=True)
+    assert {c["name"]: c["status"] for c in here.listing()}["mine"] == "Stopped"

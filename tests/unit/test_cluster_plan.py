@@ -203,3 +203,16 @@ def test_plan_lines_name_the_member() -> None:
     assert len(plan.actions) == 3 and not plan.empty
     assert plan.summary() == "plan: 2 to create, 1 to start"
     assert cp.ClusterPlan().empty and cp.ClusterPlan().summary() == "no changes"
+
+
+def test_the_shipped_cluster_examples_are_valid() -> None:
+    import os
+
+    from sysmgr.model.loader import load_paths
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    m = load_paths([os.path.join(repo, "cluster"),
+                    os.path.join(repo, "cluster", "multihost.yaml.example")])
+    members = cp.effective_members(m, [])
+    assert [s.name for s in members] == ["local", "node2", "node3"]
+    cp.check_targets(m, members)
