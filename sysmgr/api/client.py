@@ -19,10 +19,10 @@ own host. ``Client(member="node2")`` gives the same managers on one member.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from sysmgr.api.backend import Backend
-from sysmgr.api.cluster import ClusterManager
 from sysmgr.api.containers import ContainerManager
 from sysmgr.api.images import ImageManager
 from sysmgr.api.local import LocalBackend
@@ -33,6 +33,7 @@ from sysmgr.api.storage_pools import StoragePoolManager
 from sysmgr.layout import Layout, default_root
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sysmgr.api.cluster import ClusterManager
     from sysmgr.engine.host import Host
 
 
@@ -60,12 +61,12 @@ class Client:
         self._local = LocalBackend(self.layout, runtime=runtime)
         #: the member this client works on (None: the root itself, or its whole cluster)
         self.member = member
-        self.cluster = ClusterManager(self)
+        self._cluster: "ClusterManager | None" = None
         self.backend: Backend = self._local
         if member is not None:
             self.backend = self.cluster.backend(member)
             self.containers = ContainerManager(self)
-        elif self.cluster.enabled:
+        elif self.clustered:
             from sysmgr.api.cluster_containers import ClusterContainerManager
 
             self.containers = ClusterContainerManager(self)
@@ -80,6 +81,21 @@ class Client:
     @property
     def root(self) -> str:
         return self.layout.root
+
+    @property
+    def cluster(self) -> "ClusterManager":
+        """The members of this root's cluster (``client.cluster.members``) and what acts on
+        the cluster (evacuate, restore)."""
+        if self._cluster is None:
+            from sysmgr.api.cluster import ClusterManager  # only roots with a cluster need it
+
+            self._cluster = ClusterManager(self)
+        return self._cluster
+
+    @property
+    def clustered(self) -> bool:
+        """Whether this root has cluster members (a single host answers with one stat)."""
+        return os.path.exists(self.layout.cluster_db) and self.cluster.enabled
 
     @property
     def local_backend(self) -> LocalBackend:
@@ -115,7 +131,8 @@ class Client:
         return self.backend.host_cgroups()
 
     def close(self) -> None:
-        self.cluster.close()
+        if self._cluster is not None:
+            self._cluster.close()
         self._local.close()
 
     def __enter__(self) -> "Client":

@@ -27,8 +27,9 @@ I = TypeVar("I")
 WORKERS = 8
 #: seconds to connect to a member (the transport's connect and handshake timeouts)
 CONNECT_TIMEOUT = 5.0
-#: seconds a cluster-wide look (list, hello, locating a container) waits for a member
-LOOK_DEADLINE = 30.0
+#: seconds a cluster-wide look (list, hello, locating a container) waits for a member that
+#: is connected but does not answer (one that cannot be reached fails at CONNECT_TIMEOUT)
+LOOK_DEADLINE = 15.0
 
 
 @dataclass

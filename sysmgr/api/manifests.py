@@ -29,17 +29,16 @@ class ManifestManager:
     def _cluster(self, manifest: Any) -> Any:
         """The cluster's manifest manager when the plan spans members, else None (a single
         host; or a client of one member, which plans for that member alone)."""
-        cluster = getattr(self._client, "cluster", None)
-        if cluster is None or getattr(self._client, "member", None) is not None:
+        if not hasattr(self._client, "clustered") or getattr(self._client, "member", None):
             return None
-        if not cluster.enabled and not any(s.kind == "Member" for s in manifest.specs):
+        if not self._client.clustered and not any(s.kind == "Member" for s in manifest.specs):
             from sysmgr.engine import cluster_plan  # a target on a single host: say so
 
             cluster_plan.check_targets(manifest, [])
             return None
         from sysmgr.api.cluster_manifests import ClusterManifests
 
-        return ClusterManifests(cluster)
+        return ClusterManifests(getattr(self._client, "cluster"))
 
     def validate(self, paths: Sequence[str]) -> Any:
         """Load and check the manifests, including references to existing objects when the

@@ -112,14 +112,13 @@ def placement_args(app: AppContext, progress: Callable[[str], None] | None = Non
     callback for the image copy placement may need), for the cluster's
     ``containers.create``/``import_``; none on a single host, where ``--target`` is refused."""
     app.cluster_wide = True
-    cluster = getattr(app.client, "cluster", None)
-    if cluster is None or not cluster.enabled:
+    if not getattr(app.client, "clustered", False):
         if app.target:
             raise ValidationError(f"--target {app.target}: this root has no cluster members",
                                   hint="sysmgr cluster add NAME URL adds one")
         return {}
     if app.target:
-        cluster.members_of(app.target)  # a target naming nothing fails before any output
+        app.client.cluster.members_of(app.target)  # naming nothing: fails before any output
     return {"target": app.target, "progress": progress}
 
 

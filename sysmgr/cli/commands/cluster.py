@@ -122,7 +122,8 @@ def remove(app: AppContext, name: str, force: bool) -> None:
 
 @cluster.command("evacuate")
 @click.argument("name")
-@click.option("-y", "--yes", is_flag=True, help="Do not ask before stopping its containers.")
+@click.option("-y", "--yes", "--force", "yes", is_flag=True,
+              help="Do not ask before stopping its containers.")
 @pass_app
 def evacuate(app: AppContext, name: str, yes: bool) -> None:
     """Take the containers off member NAME (by their cluster.evacuate key) and keep new

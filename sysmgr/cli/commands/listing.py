@@ -111,14 +111,13 @@ def list_(ctx: click.Context, filters: tuple[str, ...], fmt: str) -> None:
     app = ctx.ensure_object(AppContext)
     app.cluster_wide = True
     client = app.client
-    cluster = getattr(client, "cluster", None)
-    if cluster is None or not cluster.enabled:
+    if not getattr(client, "clustered", False):
         if app.target:
             raise ValidationError(f"--target {app.target}: this root has no cluster members")
         containers = [c for c in client.containers.all(usage=True) if matches(c, filters)]
         output(render_containers(fmt, containers))
         return
-    members = cluster.members_of(app.target) if app.target else None
+    members = client.cluster.members_of(app.target) if app.target else None
     survey = client.containers.survey(usage=True, members=members)
     output(render_containers(fmt, [c for c in survey.containers if matches(c, filters)],
                              cluster=True))
