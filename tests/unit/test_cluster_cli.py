@@ -22,8 +22,9 @@ from click.testing import CliRunner
 
 import sysmgr
 from sysmgr.api import remote
+from sysmgr.api.local import LocalBackend
 from sysmgr.cli.main import cli
-from sysmgr.errors import HostKeyRejected
+from sysmgr.errors import DriverError, HostKeyRejected
 
 pytestmark = pytest.mark.skipif(not (shutil.which("busybox") or os.path.exists("/bin/busybox")),
                                 reason="needs busybox-static for the image")
@@ -403,3 +404,29 @@ def test_the_admin_root_as_a_member_of_its_own_cluster(members: dict[str, str]) 
     assert here.where() == {"mine": "self", "other": "n2"}
     here("stop", "mine", ok=True)
     assert {c["name"]: c["status"] for c in here.listing()}["mine"] == "Stopped"
+
+
+def test_evacuation_that_fails_half_way(admin: Admin, monkeypatch) -> None:
+    for name in ("a", "stuck", "z"):
+        admin("launch", "busybox", name, "--target", "n2", "-c", "cluster.evacuate=stop", ok=True)
+    real = LocalBackend.container_stop
+
+    def stop(self, name, **kw):
+        if name == "stuck":
+            raise DriverError("the init would not die")
+        return real(self, name, **kw)
+
+    monkeypatch.setattr(LocalBackend, "container_stop", stop)
+    res = admin("cluster", "evacuate", "n2", "--yes")
+    assert res.exit_code == 1
+    assert ("Error: evacuating n2: not moved, still running there: stuck (the init would not "
+            "die); stopped: a, z") in res.output
+    status = {c["name"]: c["status"] for c in admin.listing()}
+    assert status == {"a": "Stopped", "stuck": "Running", "z": "Stopped"}   # all somewhere
+    rows = {r["name"]: r["state"] for r in
+            json.loads(admin("cluster", "list", "-f", "json", ok=True).stdout)}
+    assert rows["n2"] == "EVACUATED"
+    monkeypatch.undo()
+    res = admin("cluster", "restore", "n2", ok=True)
+    assert "2 container(s) started" in res.output
+    assert all(c["status"] == "Running" for c in admin.listing())
