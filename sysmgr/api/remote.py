@@ -22,8 +22,8 @@ from sysmgr.types import MemberSpec
 def _local_layout(spec: MemberSpec) -> Layout:
     layout = Layout(spec.root)
     if not layout.exists():
-        raise RemoteError(f"member {spec.name} is unreachable: its root {spec.root} is not an "
-                          "initialised sysmgr root", hint=f"sysmgr --root {spec.root} init")
+        raise RemoteError(f"{spec.root} is not an initialised sysmgr root",
+                          hint=f"sysmgr --root {spec.root} init")
     return layout
 
 
