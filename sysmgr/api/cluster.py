@@ -305,15 +305,16 @@ class ClusterManager:
                  if o.ok and o.value] if name else []
         if taken:
             raise AlreadyExists(f"container {name!r} already exists on {', '.join(taken)}")
+        fresh = {s.name: s for s in specs}  # the records now (the evacuated marks)
         if target is not None and not target.startswith("@"):
-            if ms.spec(target).evacuated:
+            if fresh[target].evacuated:
                 raise Conflict(f"member {target} is evacuated: no new containers until "
                                f"'sysmgr cluster restore {target}'")
             return target
-        answers = ms.hello()
-        cands = [ecluster.candidate(ms.spec(m), o.value if o.ok else None,
+        answers = ms.hello([m for m in ms.names if m in fresh])
+        cands = [ecluster.candidate(fresh[m], o.value if o.ok else None,
                                     "" if o.ok else o.reason()) for m, o in answers.items()]
-        memory = ecluster.memory_request(config, list(profiles or ("default",)),
+        memory = ecluster.memory_request(config, ["default"] if profiles is None else profiles,
                                          self._profile_configs(cands))
         result = ecluster.place(cands, group=target[1:] if target else None, memory=memory)
         if result.member is None:
