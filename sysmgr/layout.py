@@ -33,6 +33,11 @@ class Layout:
         return os.path.join(self.root, "sysmgr.db")
 
     @property
+    def cluster_db(self) -> str:
+        """The admin host's record of its cluster members (absent: a single host)."""
+        return os.path.join(self.root, "cluster.db")
+
+    @property
     def lock(self) -> str:
         return os.path.join(self.root, "lock")
 

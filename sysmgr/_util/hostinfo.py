@@ -17,6 +17,15 @@ def memory_total() -> int:
     raise ValueError("MemTotal missing from /proc/meminfo")  # pragma: no cover
 
 
+def memory_available() -> int:
+    """MemAvailable in bytes: what new work can get without swapping (placement's "free")."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return memory_total()  # pragma: no cover - kernels before 3.14
+
+
 def apparmor_enabled() -> bool:
     """Whether the kernel runs AppArmor (its module parameter says ``Y``)."""
     try:

@@ -220,6 +220,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def image_used_by(self, fingerprint: str) -> list[str]: ...
 
+    @abc.abstractmethod
+    def image_export(self, ref: str, path: str, *, progress: Progress | None) -> str:
+        """Write the image as a unified tarball to ``path`` (a file of the CALLER, as for
+        ``container_export``); the digest of the tree written, for :meth:`image_receive`."""
+
+    @abc.abstractmethod
+    def image_receive(self, path: str, *, fingerprint: str, digest: str,
+                      aliases: Sequence[str], origin: str, progress: Progress | None) -> Any:
+        """Store the image another member exported (``path``: the caller's file) under the
+        same ``fingerprint``; refused unless its unpacked tree has ``digest``. Sets the
+        ``aliases`` this host does not use yet. Returns the image record."""
+
     # -- storage pools ---------------------------------------------------------------------
     @abc.abstractmethod
     def pool_list(self) -> list[Any]: ...
@@ -282,7 +294,9 @@ class Backend(abc.ABC):
     def manifest_validate(self, paths: Sequence[str]) -> Any: ...
 
     @abc.abstractmethod
-    def manifest_plan(self, paths: Sequence[str]) -> Any: ...
+    def manifest_plan(self, paths: Sequence[str]) -> Any:
+        """The plan for manifest files; ``paths`` may also be an already loaded Manifest
+        (a cluster plan sends each member its share)."""
 
     @abc.abstractmethod
     def manifest_apply(self, plan: Any, *, progress: Progress | None) -> Any: ...

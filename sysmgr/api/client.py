@@ -10,10 +10,16 @@ Managers (``containers``, ``profiles``, ``images``, ``storage_pools``, ``network
 ``manifests``) return model objects; an object's fields are a snapshot: call ``refresh()`` to
 re-read (no hidden I/O on attribute access). Mutating calls take the host root's lock. Every
 call goes through the client's :attr:`Client.backend` (this host: the engine).
+
+A root with cluster members (``client.cluster``) is an admin root: ``client.containers`` then
+spans every member (listing them all at once, finding where a container lives, placing new
+ones) and ``client.manifests`` plans across them; the other managers stay on the admin root's
+own host. ``Client(member="node2")`` gives the same managers on one member.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from sysmgr.api.backend import Backend
@@ -27,6 +33,7 @@ from sysmgr.api.storage_pools import StoragePoolManager
 from sysmgr.layout import Layout, default_root
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sysmgr.api.cluster import ClusterManager
     from sysmgr.engine.host import Host
 
 
@@ -37,19 +44,34 @@ def default_storage_driver() -> str:
 
 
 class Client:
-    """Entry point for one host root.
+    """Entry point for one host root, or one member of its cluster.
 
     Args:
-        root: host root directory; default ``$SYSMGR_ROOT`` or ``/var/lib/sysmgr``.
+        root: host root directory; default ``$SYSMGR_ROOT`` or ``/var/lib/sysmgr``. With
+            cluster members recorded it is the cluster's admin root.
         runtime: runtime driver name override (``native``; ``fake`` for unit tests). Default:
             the one recorded by ``init``.
+        member: a member of the admin root's cluster: every manager acts on that member
+            (NotFound: no such member; RemoteError: it cannot be reached).
     """
 
-    def __init__(self, root: str | None = None, *, runtime: str | None = None) -> None:
+    def __init__(self, root: str | None = None, *, runtime: str | None = None,
+                 member: str | None = None) -> None:
         self.layout = Layout(root or default_root())
         self._local = LocalBackend(self.layout, runtime=runtime)
+        #: the member this client works on (None: the root itself, or its whole cluster)
+        self.member = member
+        self._cluster: "ClusterManager | None" = None
         self.backend: Backend = self._local
-        self.containers = ContainerManager(self)
+        if member is not None:
+            self.backend = self.cluster.backend(member)
+            self.containers = ContainerManager(self)
+        elif self.clustered:
+            from sysmgr.api.cluster_containers import ClusterContainerManager
+
+            self.containers = ClusterContainerManager(self)
+        else:
+            self.containers = ContainerManager(self)
         self.profiles = ProfileManager(self)
         self.images = ImageManager(self)
         self.storage_pools = StoragePoolManager(self)
@@ -59,6 +81,26 @@ class Client:
     @property
     def root(self) -> str:
         return self.layout.root
+
+    @property
+    def cluster(self) -> "ClusterManager":
+        """The members of this root's cluster (``client.cluster.members``) and what acts on
+        the cluster (evacuate, restore)."""
+        if self._cluster is None:
+            from sysmgr.api.cluster import ClusterManager  # only roots with a cluster need it
+
+            self._cluster = ClusterManager(self)
+        return self._cluster
+
+    @property
+    def clustered(self) -> bool:
+        """Whether this root has cluster members (a single host answers with one stat)."""
+        return os.path.exists(self.layout.cluster_db) and self.cluster.enabled
+
+    @property
+    def local_backend(self) -> LocalBackend:
+        """The admin root's own backend (also a ``local:`` member's on the same root)."""
+        return self._local
 
     @property
     def host(self) -> "Host":
@@ -89,7 +131,9 @@ class Client:
         return self.backend.host_cgroups()
 
     def close(self) -> None:
-        self.backend.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._local.close()
 
     def __enter__(self) -> "Client":
         return self

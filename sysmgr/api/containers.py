@@ -57,6 +57,8 @@ class Container(Model):
     warnings: tuple[str, ...] = ()
 
     def __init__(self, client: HasBackend, view: Any) -> None:
+        #: the cluster member it lives on (None on a single host)
+        self.location: str | None = getattr(client, "member", None)
         super().__init__(client, view)
         self.files = ContainerFiles(self)
         self.snapshots = SnapshotManager(self)

@@ -218,6 +218,14 @@ class LocalBackend(Backend):
     def image_used_by(self, fingerprint: str) -> list[str]:
         return _images().in_use(self.host, fingerprint)
 
+    def image_export(self, ref: str, path: str, *, progress: Progress | None) -> str:
+        return _images().export(self.host, ref, path, progress=progress)
+
+    def image_receive(self, path: str, *, fingerprint: str, digest: str,
+                      aliases: Sequence[str], origin: str, progress: Progress | None) -> Any:
+        return _images().receive(self.host, path, fingerprint=fingerprint, digest=digest,
+                                 aliases=tuple(aliases), origin=origin, progress=progress)
+
     # -- storage pools ---------------------------------------------------------------------
     def pool_list(self) -> list[Any]:
         return self.host.store.pools()

@@ -21,7 +21,7 @@ from typing import Any, NoReturn, Sequence
 import click
 
 from sysmgr import __version__
-from sysmgr.cli.commands._common import AppContext
+from sysmgr.cli.commands._common import AppContext, add_target_option
 from sysmgr.errors import SysmgrError, ValidationError
 
 _PKG = "sysmgr.cli.commands"
@@ -57,7 +57,14 @@ COMMANDS: dict[str, str] = {
     "diff": "manifest:diff",
     "apply": "manifest:apply",
     "keys": "keys:keys",
+    "cluster": "cluster:cluster",
 }
+
+# the container verbs: each takes --target MEMBER (LXD's flag), added where they are loaded
+TARGETED = frozenset({
+    "launch", "create", "start", "stop", "restart", "freeze", "unfreeze", "delete", "list",
+    "info", "exec", "shell", "console", "config", "file", "snapshot", "copy", "rename",
+    "export", "import"})
 
 # LXD's short spellings
 ALIASES: dict[str, str] = {"ls": "list", "rm": "delete"}
@@ -68,6 +75,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Storage", ("snapshot", "copy", "rename", "export", "import")),
     ("Declarative (GitOps)", ("validate", "diff", "apply")),
     ("Host", ("init", "profile", "image", "storage", "network", "keys")),
+    ("Cluster", ("cluster",)),
 )
 
 
@@ -94,7 +102,7 @@ class LazyGroup(click.Group):
         cmd = getattr(importlib.import_module(f"{_PKG}.{module}"), attr)
         if not isinstance(cmd, click.Command):  # pragma: no cover - a wiring mistake
             raise TypeError(f"{module}:{attr} is not a click command")
-        return cmd
+        return add_target_option(cmd) if name in TARGETED else cmd
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # the sections of SECTIONS, then anything not placed in one; one column width for all

@@ -18,7 +18,7 @@ from sysmgr.drivers import registry
 from sysmgr.drivers.images.base import ImageMetadata, Progress
 from sysmgr.engine.host import DEFAULT_POOL, Host
 from sysmgr.engine.reverter import Reverter
-from sysmgr.errors import Issue, NotFound, ValidationError
+from sysmgr.errors import DriverError, Issue, NotFound, ValidationError
 from sysmgr.model import names as mnames
 from sysmgr.state.db import ImageRecord
 
@@ -205,4 +205,57 @@ def in_use(host: Host, fingerprint: str) -> list[str]:
     return host.store.containers_using_image(fingerprint)
 
 
-__all__ = ["build", "import_image", "delete", "set_alias", "delete_alias", "in_use"]
+# -- copies between cluster members ------------------------------------------------------------
+
+def export(host: Host, ref: str, path: str, *, progress: Progress | None = None) -> str:
+    """Write image ``ref`` as a unified tarball (its metadata and root filesystem) to
+    ``path``, for another member to :func:`receive`. Returns the digest of the tree sent
+    (:func:`~sysmgr.drivers.images.unpack.fingerprint_tree`), which the receiver checks."""
+    img = host.store.image(ref)
+    pools = host.store.image_pools(img.fingerprint)
+    if not pools:
+        raise NotFound(f"image {img.fingerprint[:12]} has no volume on any pool of this host")
+    tree = host.pool_driver(pools[0]).image_path(img.fingerprint)
+    if progress:
+        progress(f"exporting image {img.fingerprint[:12]}")
+    digest = _unpack().fingerprint_tree(tree)
+    _unpack().write_unified_tarball(tree, ImageMetadata.from_dict(img.metadata), path,
+                                    compression="zstd")
+    return digest
+
+
+def receive(host: Host, path: str, *, fingerprint: str, digest: str,
+            aliases: tuple[str, ...] = (), origin: str = "", pool: str | None = None,
+            progress: Progress | None = None) -> ImageRecord:
+    """Store an image another member exported (:func:`export`) under the SAME fingerprint,
+    so a container's image means one thing across the cluster. The unpacked tree must have
+    the ``digest`` the sender computed, else nothing is kept (DriverError). Aliases this
+    host does not use yet are set; one already pointing elsewhere is left alone."""
+    for a in aliases:
+        _check_alias(a)
+    with host.locked():
+        pool = _pool_for_images(host, pool)
+        meta_box: list[ImageMetadata] = []
+
+        def fill(dest: str) -> None:
+            if progress:
+                progress(f"unpacking image {fingerprint[:12]}")
+            meta_box.append(_unpack().unpack(path, dest))
+            got = _unpack().fingerprint_tree(dest)
+            if got != digest:
+                raise DriverError(f"image {fingerprint[:12]} arrived damaged: its files do not "
+                                  f"match the sender's (digest {got[:12]}, expected {digest[:12]})")
+
+        _store(host, fingerprint, None, pool, None, f"copy:{origin}" if origin else "copy",
+               fill=fill, meta_box=meta_box)
+        st = host.store
+        taken = {a for i in st.images() for a in i.aliases}
+        with st.transaction():
+            for a in aliases:
+                if a not in taken:
+                    st.set_alias(a, fingerprint)
+        return st.image(fingerprint)
+
+
+__all__ = ["build", "import_image", "delete", "set_alias", "delete_alias", "in_use", "export",
+           "receive"]

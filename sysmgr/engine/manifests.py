@@ -7,7 +7,7 @@ pools, networks, addresses); ``plan`` observes the host afresh and runs the pure
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 from sysmgr.engine import planner
 from sysmgr.engine.actions import Plan
@@ -18,11 +18,16 @@ from sysmgr.model.loader import load_paths
 from sysmgr.model.objects import Manifest
 
 
-def load(paths: Sequence[str]) -> Manifest:
-    return load_paths(paths)
+#: manifest files and directories, or a manifest already loaded (a member's share of a
+#: cluster plan arrives loaded: its files are on the admin host)
+Source = Union[Sequence[str], Manifest]
 
 
-def validate(host: Host, paths: Sequence[str]) -> Manifest:
+def load(paths: Source) -> Manifest:
+    return paths if isinstance(paths, Manifest) else load_paths(paths)
+
+
+def validate(host: Host, paths: Source) -> Manifest:
     """Load and check the manifests, including references to existing objects when the host
     root exists. Raises ValidationError listing every problem."""
     manifest = load(paths)
@@ -31,7 +36,7 @@ def validate(host: Host, paths: Sequence[str]) -> Manifest:
     return manifest
 
 
-def plan(host: Host, paths: Sequence[str]) -> Plan:
+def plan(host: Host, paths: Source) -> Plan:
     return planner.plan(load(paths), observe(host))
 
 

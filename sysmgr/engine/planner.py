@@ -175,8 +175,8 @@ def _image_actions(manifest: Manifest, obs: Observed) -> list[Action]:
     actions: list[Action] = []
     for spec in manifest.of("Image"):
         assert isinstance(spec, ImageSpec)
-        if spec.name in obs.aliases:
-            continue
+        if spec.name in obs.aliases or spec.copied_from:
+            continue  # present, or copied here from another cluster member before this plan runs
         if spec.build is not None:
             opts = {k: v for k, v in spec.build.items() if k != "builder"}
             actions.append(BuildImage(spec.name, builder=spec.build["builder"], options=opts))

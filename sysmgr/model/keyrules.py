@@ -185,6 +185,18 @@ def size_key() -> tuple[Validator, Normalizer]:
     return check(parse_size), norm(lambda v: str(parse_size(v)))
 
 
+def choice_key(*values: str, what: str = "value") -> tuple[Validator, Normalizer]:
+    """Validator and normaliser of a key taking one of ``values`` (any case)."""
+
+    def parse(v: str) -> str:
+        word = v.strip().lower()
+        if word not in values:
+            raise ValueError(f"invalid {what} {v!r}: expected one of {', '.join(values)}")
+        return word
+
+    return check(parse), norm(parse)
+
+
 #: nic devices and network bridges share the kernel's sensible MTU bounds
 MTU = int_key(minimum=576, maximum=9000, what="MTU")
 

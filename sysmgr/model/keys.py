@@ -35,7 +35,7 @@ from sysmgr.model.device_keys import (  # noqa: F401
     root_disk_pool, root_disk_size, validate_devices)
 # also re-exported from here: Key, Problem, normalize_path, parse_bool, value_to_str
 from sysmgr.model.keyrules import (  # noqa: F401
-    BOOL, NORM_BOOL, Key, Problem, accept, check, int_key, key_table, lookup_key, norm,
+    BOOL, NORM_BOOL, Key, Problem, accept, check, choice_key, int_key, key_table, lookup_key, norm,
     normalize_path, normalize_table, parse_bool, reject, same, size_key, validate_table,
     value_to_str)
 # the pool key table lives in pool_keys; re-exported for the importers of these names here
@@ -227,6 +227,7 @@ _PROCESSES = int_key(minimum=1, what="process limit")
 _PRIORITY = int_key(minimum=0, what="priority")
 _SECONDS = int_key(minimum=0, what="number of seconds")
 _IDMAP_SIZE = int_key(minimum=65536, maximum=1 << 31, what="id map size")
+_EVACUATE = choice_key("auto", "migrate", "stop", what="evacuation mode")
 
 CONTAINER_KEYS: dict[str, Key] = key_table(
     Key("limits.cpu", check(parse_cpu), norm(_norm_cpu), live=True,
@@ -250,6 +251,10 @@ CONTAINER_KEYS: dict[str, Key] = key_table(
         doc="Seconds to wait after starting this container before starting the next one."),
     Key("boot.host_shutdown_timeout", _SECONDS[0], _SECONDS[1], live=True, default="30",
         doc="Seconds to wait for a clean halt before killing the container."),
+    Key("cluster.evacuate", _EVACUATE[0], _EVACUATE[1], live=True, default="auto",
+        doc="What 'sysmgr cluster evacuate' does with the container: auto (move it when the "
+            "cluster can, else stop it), migrate (move it to another member), stop. Until "
+            "containers can move between members, auto and migrate stop it too (and say so)."),
     Key("security.protection.delete", BOOL, NORM_BOOL, live=True, default="false",
         doc="Refuse to delete the container while true."),
     Key("snapshots.schedule", check(schedule.parse_schedule), norm(str.strip), live=True,

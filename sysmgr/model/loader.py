@@ -32,7 +32,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from sysmgr.errors import Issue, ValidationError
-from sysmgr.model import keys, names, network_keys, schemas
+from sysmgr.model import keys, members, names, network_keys, schemas
 from sysmgr.model.objects import (
     KIND_ORDER,
     ContainerSpec,
@@ -350,9 +350,13 @@ def _build_container(doc: Mapping[str, Any], ctx: DocContext) -> Spec:
     ctx.problems(keys.validate_config(config))
     ctx.problems(keys.validate_devices(devices))
     state = doc.get("state") if doc.get("state") in ("running", "stopped") else None
+    target = doc.get("target") if isinstance(doc.get("target"), str) else None
+    if target is not None and members.target_problem(target):
+        ctx.problem("target", f"{members.target_problem(target)} (target: names a cluster "
+                              "member, or @GROUP)")
     return ContainerSpec(name=name, image=image, profiles=profiles, config=config,
                          devices=devices, state=state, description=_text(ctx, doc, "description"),
-                         source=ctx.source)
+                         source=ctx.source, target=target)
 
 
 #: kind -> (cerberus schema, builder). Adding a kind (Network, Member) is one entry here plus
@@ -363,6 +367,7 @@ KINDS: dict[str, tuple[Mapping[str, Any], Builder]] = {
     "Profile": (schemas.PROFILE, _build_profile),
     "Image": (schemas.IMAGE, _build_image),
     "Container": (schemas.CONTAINER, _build_container),
+    "Member": (members.MEMBER_SCHEMA, members.build_member),
 }
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Union
 
+from sysmgr.types import MemberSpec
+
 Config = Mapping[str, str]
 Devices = Mapping[str, Mapping[str, str]]
 
@@ -52,6 +54,11 @@ class ImageSpec:
     - ``build``: a builder name and its options, e.g. ``{"builder": "busybox"}`` or
       ``{"builder": "debian", "release": "bookworm"}``;
     - ``path``: an image tarball or directory to import (resolved relative to the manifest).
+
+    ``copied_from`` is never written in YAML: a cluster plan sets it on the share of a member
+    that lacks an image its containers use, naming the member the image is copied from
+    before that member's plan runs (the member's planner then counts the image as present
+    and plans nothing for it).
     """
 
     name: str
@@ -59,6 +66,7 @@ class ImageSpec:
     path: str | None = None
     description: str = ""
     source: Source = Source()
+    copied_from: str | None = None
     kind = "Image"
 
 
@@ -72,6 +80,7 @@ class ContainerSpec:
     state: str | None = None         # "running" | "stopped" | None (leave as is)
     description: str = ""
     source: Source = Source()
+    target: str | None = None        # cluster member, or "@group" for placement in a group
     kind = "Container"
 
 
@@ -88,9 +97,27 @@ class NetworkSpec:
     kind = "Network"
 
 
-Spec = Union[ProfileSpec, StoragePoolSpec, NetworkSpec, ImageSpec, ContainerSpec]
+@dataclass(frozen=True)
+class MemberDoc:
+    """A ``kind: Member`` document: how the admin host reaches one cluster member
+    (:mod:`sysmgr.model.members`). Applied into the admin root's cluster store, never sent
+    to a member."""
 
-KIND_ORDER = ("StoragePool", "Network", "Profile", "Image", "Container")
+    member: MemberSpec
+    description: str = ""
+    source: Source = Source()
+    kind = "Member"
+
+    @property
+    def name(self) -> str:
+        return self.member.name
+
+
+Spec = Union[ProfileSpec, StoragePoolSpec, NetworkSpec, ImageSpec, ContainerSpec, MemberDoc]
+
+# Member documents go to the admin root's cluster store, apart from the rest (a cluster plan
+# records them before anything is placed on them), so their rank here does not matter
+KIND_ORDER = ("StoragePool", "Network", "Profile", "Image", "Container", "Member")
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,8 @@ CONTAINER: dict[str, Any] = {
     "devices": _DEVICES,
     "state": {"type": "string", "nullable": True, "allowed": ["running", "stopped"]},
     "description": _DESCRIPTION,
+    # a cluster member, or "@group": where a new container is placed
+    "target": {"type": "string"},
 }
 
 _TYPE_WORDS = {

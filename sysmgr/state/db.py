@@ -118,7 +118,10 @@ class Store:
         except OSError as e:
             raise SysmgrError(f"cannot open state database {path}: {e.strerror}") from e
         try:
-            self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+            # one thread at a time, not always the one that opened it: a cluster command
+            # reaches a member's root in a worker thread, then goes on in the main one
+            self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
+                                        check_same_thread=False)
         except sqlite3.Error as e:
             raise SysmgrError(f"cannot open state database {path}: {e}") from e
         self.conn.row_factory = sqlite3.Row

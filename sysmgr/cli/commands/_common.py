@@ -24,11 +24,12 @@ LIST_FORMATS = ("table", "json", "yaml", "csv")
 DOC_FORMATS = ("yaml", "json")
 
 
-def make_client(root: str | None) -> "Client":
-    """Create the API client for ``root`` (tests replace this function with a stub)."""
+def make_client(root: str | None, **kwargs: Any) -> "Client":
+    """Create the API client for ``root`` (tests replace this function with a stub);
+    ``member=NAME``: a client of that member of the root's cluster."""
     from sysmgr.api.client import Client  # on first use: --help and --version need none of it
 
-    return Client(root=root)
+    return Client(root=root, **kwargs)
 
 
 @dataclass
@@ -43,12 +44,27 @@ class AppContext:
     debug: bool = False
     # lowest exit code an error may map to: ``diff`` raises it to 2 (1 means "changes")
     error_floor: int = 1
+    #: ``--target``: a cluster member (the client works on it alone) or ``@group``
+    target: str | None = None
+    #: set by the verbs that handle ``target`` themselves (launch, create and import place
+    #: new containers with it, list narrows to it): their client is the whole cluster's
+    cluster_wide: bool = False
     _client: Any = field(default=None, repr=False)
 
     @property
     def client(self) -> "Client":
+        """The API client: of the root (and its whole cluster), or of the ``--target``
+        member."""
         if self._client is None:
-            self._client = make_client(self.root)
+            target = self.target
+            if target and target.startswith("@") and not self.cluster_wide:
+                raise ValidationError(f"--target {target}: a group chooses where new "
+                                      "containers go (launch, create, import; list narrows "
+                                      "to it)", hint="name one member: --target MEMBER")
+            if target and not self.cluster_wide:
+                self._client = make_client(self.root, member=target)
+            else:
+                self._client = make_client(self.root)
         return self._client
 
     def close(self) -> None:
@@ -60,10 +76,50 @@ class AppContext:
 pass_app = click.make_pass_decorator(AppContext, ensure=True)
 
 
+# -- --target -----------------------------------------------------------------------------
+
+def _set_target(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(AppContext).target = value
+
+
+TARGET_HELP = "Cluster member to act on (LXD's --target); launch/create also take @GROUP."
+
+
+def add_target_option(cmd: click.Command) -> click.Command:
+    """Give ``cmd`` (and every subcommand of a group) ``--target MEMBER`` (once)."""
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            add_target_option(sub)
+        return cmd
+    if not any("--target" in getattr(p, "opts", ()) for p in cmd.params):
+        # its own parameter name: `file push`/`pull` have a TARGET argument of their own
+        cmd.params.append(click.Option(["--target", "cluster_target"], metavar="MEMBER",
+                                       expose_value=False, callback=_set_target,
+                                       help=TARGET_HELP))
+    return cmd
+
+
 def format_option(choices: Sequence[str] = LIST_FORMATS, default: str = "table") -> Callable[[T], T]:
     """``-f/--format`` as on every ``lxc`` listing."""
     return click.option("-f", "--format", "fmt", type=click.Choice(list(choices)), default=default,
                         show_default=True, help="Output format.")
+
+
+def placement_args(app: AppContext, progress: Callable[[str], None] | None = None
+                   ) -> dict[str, Any]:
+    """The keyword arguments that place a new container (``--target``, and a progress
+    callback for the image copy placement may need), for the cluster's
+    ``containers.create``/``import_``; none on a single host, where ``--target`` is refused."""
+    app.cluster_wide = True
+    if not getattr(app.client, "clustered", False):
+        if app.target:
+            raise ValidationError(f"--target {app.target}: this root has no cluster members",
+                                  hint="sysmgr cluster add NAME URL adds one")
+        return {}
+    if app.target:
+        app.client.cluster.members_of(app.target)  # naming nothing: fails before any output
+    return {"target": app.target, "progress": progress}
 
 
 # -- KEY=VALUE ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import time
 import click
 
 from sysmgr.cli import render
-from sysmgr.cli.commands._common import AppContext, echo_err, pass_app
+from sysmgr.cli.commands._common import AppContext, echo_err, pass_app, placement_args
 
 
 def _progress(quiet: bool):
@@ -56,7 +56,10 @@ def import_(app: AppContext, file: str, name: str | None, pool: str | None,
 
     Device nodes in it are dropped, and a warning names them, unless --allow-devices.
     """
+    placing = placement_args(app)
+    placing.pop("progress", None)
     c = app.client.containers.import_(file, name=name, pool=pool, progress=_progress(quiet),
                                       allow_devices=allow_devices,
-                                      warn=lambda m: echo_err(f"warning: {m}"))
-    click.echo(f"Imported {c.name} into storage pool {c.pool}")
+                                      warn=lambda m: echo_err(f"warning: {m}"), **placing)
+    where = f" on {c.location}" if getattr(c, "location", None) else ""
+    click.echo(f"Imported {c.name} into storage pool {c.pool}{where}")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
 
-from sysmgr.cli.commands._common import AppContext, parse_assignments, pass_app
+from sysmgr.cli.commands._common import AppContext, parse_assignments, pass_app, placement_args
 from sysmgr.errors import Issue, ValidationError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,12 +65,16 @@ def _make(app: AppContext, *, start: bool, image: str, name: str, profiles: tupl
         raise click.UsageError("--no-profiles cannot be combined with -p/--profile")
     chosen: list[str] | None = [] if no_profiles else (list(profiles) if profiles else None)
     cfg = parse_assignments(config)
+    placing = placement_args(app, progress=lambda m: click.echo(f"  {m}"))
     client = app.client
     devices = device_overrides(client, DEFAULT_PROFILES if chosen is None else chosen,
                                device_overrides_) if device_overrides_ else None
     click.echo(f"Creating {name}")
-    client.containers.create(name, image, profiles=chosen, config=cfg, devices=devices, pool=pool,
-                             description=description, start=start)
+    c = client.containers.create(name, image, profiles=chosen, config=cfg, devices=devices,
+                                 pool=pool, description=description, start=start, **placing)
+    location = getattr(c, "location", None)
+    if location:
+        click.echo(f"Placed {name} on {location}")
     if start:
         click.echo(f"Started {name}")
 

@@ -2,6 +2,11 @@
 MEMORY, DISK, PIDS), or as JSON / YAML / CSV. A privileged container (``security.privileged``,
 root inside is root on the host) says so in its STATE.
 
+On an admin root with cluster members every member is asked at once and a LOCATION column
+names each container's member (``--target MEMBER`` or ``@GROUP`` narrows the listing); a
+member that does not answer is named on stderr with the reason, after the listing of the
+others, and the command exits 1.
+
 Usage figures come with the listing (``containers.all(usage=True)``): no per-container
 round trip.
 """
@@ -14,9 +19,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import click
 
 from sysmgr.cli import render
-from sysmgr.cli.commands._common import AppContext, format_option, output, pass_app
+from sysmgr.cli.commands._common import AppContext, echo_err, format_option, output
+from sysmgr.errors import ValidationError
 
 HEADERS = ("NAME", "STATE", "IPV4", "PROFILES", "MEMORY", "DISK", "PIDS")
+CLUSTER_HEADERS = HEADERS + ("LOCATION",)
 
 
 def container_record(c: Any) -> dict[str, Any]:
@@ -44,6 +51,11 @@ def container_record(c: Any) -> dict[str, Any]:
     }
 
 
+def cluster_record(c: Any) -> dict[str, Any]:
+    """One container of a cluster listing: its record and its member."""
+    return {**container_record(c), "location": c.location}
+
+
 def container_row(r: Mapping[str, Any]) -> list[object]:
     running = r["status"] != "Stopped"
     return [
@@ -54,7 +66,7 @@ def container_row(r: Mapping[str, Any]) -> list[object]:
         render.format_size(r["memory"]) if running else "",
         render.format_size(r["disk"]) if r.get("disk") is not None else "",
         r["pids"] if running and r["pids"] is not None else "",
-    ]
+    ] + ([r["location"]] if "location" in r else [])
 
 
 def matches(c: Any, filters: Sequence[str]) -> bool:
@@ -77,17 +89,18 @@ def matches(c: Any, filters: Sequence[str]) -> bool:
     return True
 
 
-def render_containers(fmt: str, containers: Iterable[Any]) -> str:
-    records = [container_record(c) for c in sorted(containers, key=lambda c: c.name)]
-    return render.listing(fmt, HEADERS, records, container_row)
+def render_containers(fmt: str, containers: Iterable[Any], *, cluster: bool = False) -> str:
+    make = cluster_record if cluster else container_record
+    records = [make(c) for c in sorted(containers, key=lambda c: (c.name, getattr(c, "location", "")))]
+    return render.listing(fmt, CLUSTER_HEADERS if cluster else HEADERS, records, container_row)
 
 
 @click.command("list")
 @click.argument("filters", nargs=-1, metavar="[FILTER]...")
 @format_option()
-@pass_app
-def list_(app: AppContext, filters: tuple[str, ...], fmt: str) -> None:
-    """List containers.
+@click.pass_context
+def list_(ctx: click.Context, filters: tuple[str, ...], fmt: str) -> None:
+    """List containers (on an admin root with cluster members: every member's).
 
     \b
     Filters (all must match):
@@ -95,5 +108,20 @@ def list_(app: AppContext, filters: tuple[str, ...], fmt: str) -> None:
       status=running    containers in that state
       KEY=VALUE         expanded config key equal to VALUE (e.g. user.role=db)
     """
-    containers = [c for c in app.client.containers.all(usage=True) if matches(c, filters)]
-    output(render_containers(fmt, containers))
+    app = ctx.ensure_object(AppContext)
+    app.cluster_wide = True
+    client = app.client
+    if not getattr(client, "clustered", False):
+        if app.target:
+            raise ValidationError(f"--target {app.target}: this root has no cluster members")
+        containers = [c for c in client.containers.all(usage=True) if matches(c, filters)]
+        output(render_containers(fmt, containers))
+        return
+    members = client.cluster.members_of(app.target) if app.target else None
+    survey = client.containers.survey(usage=True, members=members)
+    output(render_containers(fmt, [c for c in survey.containers if matches(c, filters)],
+                             cluster=True))
+    for member, why in sorted(survey.unreachable.items()):
+        echo_err(f"Error: member {member} is unreachable: {why}")
+    if survey.unreachable:
+        ctx.exit(1)

@@ -1,0 +1,101 @@
+"""``client.containers`` on an admin root with cluster members: the same managers and objects,
+across every member.
+
+``all()`` asks every member at once (an unreachable one is left out; :meth:`survey` says
+which and why), ``get(name)`` finds the member a container lives on, and ``create`` places
+a new container (``target``: a member, or ``@group``) and copies its image there first when
+the member lacks it. Each :class:`~sysmgr.api.containers.Container` returned works on its
+own member; its ``location`` names it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from sysmgr.api.backend import Backend
+from sysmgr.api.base import collect_warnings
+from sysmgr.api.containers import Container, ContainerManager
+from sysmgr.api.fanout import failures
+
+Progress = Callable[[str], None]
+Warn = Callable[[str], None]
+
+
+class MemberClient:
+    """What an object on a member needs of its client: that member's backend and name."""
+
+    def __init__(self, member: str, backend: Backend) -> None:
+        self.member = member
+        self.backend = backend
+
+
+@dataclass
+class Survey:
+    """Every reachable member's containers, and the members that did not answer (why)."""
+
+    containers: list[Container] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+
+class ClusterContainerManager(ContainerManager):
+    """``client.containers`` of a cluster's admin root."""
+
+    def __init__(self, client: Any) -> None:
+        """``client``: the admin root's :class:`~sysmgr.api.client.Client`."""
+        super().__init__(client)
+        self._cluster = client.cluster
+
+    def on(self, member: str) -> MemberClient:
+        return MemberClient(member, self._cluster.backend(member))
+
+    def survey(self, *, usage: bool = False, members: Sequence[str] | None = None) -> Survey:
+        """Every member's containers (``members``: only those), all asked at once."""
+        ms = self._cluster.member_set()
+        outs = ms.each(lambda m, b: b.container_views(usage=usage), members)
+        down = failures(outs)
+        found = [Container(MemberClient(m, ms.backend(m)), v)
+                 for m, o in outs.items() if o.ok for v in o.unwrap()]
+        return Survey(found, down)
+
+    def all(self, *, usage: bool = False) -> list[Container]:
+        """Every container of every member that answered."""
+        return self.survey(usage=usage).containers
+
+    def get(self, name: str) -> Container:
+        on = self.on(self._cluster.locate(name))
+        return Container(on, on.backend.container_view(name))
+
+    def exists(self, ref: str) -> bool:
+        ms = self._cluster.member_set()
+        return any(o.ok and o.value for o in ms.each(lambda m, b: b.container_exists(ref)).values())
+
+    def create(self, name: str, image: str, *, profiles: Sequence[str] | None = None,
+               config: Mapping[str, str] | None = None,
+               devices: Mapping[str, Mapping[str, str]] | None = None, pool: str | None = None,
+               description: str = "", start: bool = False, wait: bool = True,
+               target: str | None = None, progress: Progress | None = None) -> Container:
+        """Create (and ``start``) a container on ``target`` (a member), or on the member
+        placement chooses (``target="@group"``: among that group's members). The image is
+        copied to that member first when it lacks it."""
+        member = self._cluster.choose(name, target=target, config=config, profiles=profiles)
+        self._cluster.ensure_image(member, image, progress=progress)
+        on = self.on(member)
+        on.backend.container_create(name, image, profiles=profiles, config=config,
+                                    devices=devices, pool=pool, description=description,
+                                    start=start)
+        return Container(on, on.backend.container_view(name))
+
+    def import_(self, path: str, *, name: str | None = None, pool: str | None = None,
+                progress: Progress | None = None, allow_devices: bool = False,
+                warn: Warn | None = None, target: str | None = None) -> Container:
+        """Import a backup on ``target`` (a member or ``@group``; default: placement)."""
+        said: list[str] = []
+        member = self._cluster.choose(name, target=target, config=None, profiles=None)
+        on = self.on(member)
+        got = on.backend.container_import(path, name=name, pool=pool, progress=progress,
+                                          allow_devices=allow_devices,
+                                          warn=collect_warnings(said, warn))
+        c = Container(on, on.backend.container_view(got))
+        c.warnings = tuple(said)
+        return c

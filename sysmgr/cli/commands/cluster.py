@@ -1,0 +1,202 @@
+"""``sysmgr cluster``: the members of this admin root's cluster (``lxc cluster``): add, list,
+show, remove, groups, evacuate and restore.
+
+Members are hosts reached over SSH (``ssh://user@host[:port]``) or roots on this host
+(``local:``; the admin host is a member of its own cluster that way). ``add`` checks that the
+member answers; an SSH member's unknown host key is shown and must be confirmed (on a
+terminal) or given with ``--accept-host-key``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import click
+
+from sysmgr.cli import render
+from sysmgr.cli.commands._common import AppContext, format_option, output, pass_app, stdin_is_tty
+from sysmgr.errors import SysmgrError, ValidationError
+
+HEADERS = ("NAME", "URL", "STATE", "VERSION", "CONTAINERS", "MEMORY", "GROUPS")
+
+
+def member_record(st: Any) -> dict[str, Any]:
+    """One member as ``cluster list --format json|yaml`` shows it."""
+    return {"name": st.name, "url": st.url, "root": st.root, "state": st.state,
+            "reason": st.reason or None, "version": st.version or None,
+            "containers": st.containers, "memory_free": st.memory_free,
+            "memory_total": st.memory_total, "groups": list(st.groups)}
+
+
+def memory_cell(free: int | None, total: int | None) -> str:
+    if free is None or total is None:
+        return ""
+    return f"{render.format_size(free)}/{render.format_size(total)}"
+
+
+def member_row(r: dict[str, Any]) -> list[object]:
+    state = r["state"] + (f" ({r['reason']})" if r["state"] == "OFFLINE" and r["reason"] else "")
+    return [r["name"], r["url"], state, r["version"] or "",
+            "" if r["containers"] is None else r["containers"],
+            memory_cell(r["memory_free"], r["memory_total"]), ", ".join(r["groups"])]
+
+
+@click.group()
+def cluster() -> None:
+    """Cluster members: add, list, show, remove, groups, evacuate, restore."""
+
+
+@cluster.command("add")
+@click.argument("name")
+@click.argument("url", metavar="URL")
+@click.option("--key", metavar="FILE", help="SSH private key for the member (default: the "
+                                            "user's agent and keys).")
+@click.option("--root", "member_root", metavar="DIR",
+              help="The member's sysmgr root (default /var/lib/sysmgr; for local: this "
+                   "admin root).")
+@click.option("-g", "--group", "groups", multiple=True, metavar="GROUP",
+              help="Group to put the member in (repeatable).")
+@click.option("--sysmgr", "sysmgr_cmd", metavar="COMMAND",
+              help="The sysmgr command on the member (default: sysmgr on its PATH).")
+@click.option("--accept-host-key", metavar="SHA256:...",
+              help="The member's SSH host key fingerprint, checked instead of asking.")
+@pass_app
+def add(app: AppContext, name: str, url: str, key: str | None, member_root: str | None,
+        groups: tuple[str, ...], sysmgr_cmd: str | None, accept_host_key: str | None) -> None:
+    """Add member NAME at URL: ssh://USER@HOST[:PORT], or local: for a root on this host.
+
+    \b
+      sysmgr cluster add node2 ssh://root@10.0.0.2 --group web
+      sysmgr cluster add node1 local:
+    """
+    def confirm(fingerprint: str) -> bool:
+        if not stdin_is_tty():
+            return False
+        click.echo(f"The host key of {url} is {fingerprint}")
+        return click.confirm("Trust it and add the member?", default=False)
+
+    m = app.client.cluster.members.add(name, url, root=member_root, key=key, groups=groups,
+                                       sysmgr=sysmgr_cmd, accept_host_key=accept_host_key,
+                                       confirm=confirm)
+    click.echo(f"Member {m.name} added ({m.url}, root {m.root})")
+
+
+@cluster.command("list")
+@format_option()
+@click.pass_context
+def list_(ctx: click.Context, fmt: str) -> None:
+    """List members: state (ONLINE, OFFLINE, EVACUATED), version, containers, memory."""
+    app = ctx.ensure_object(AppContext)
+    states = app.client.cluster.members.states()
+    output(render.listing(fmt, HEADERS, [member_record(s) for s in states], member_row))
+
+
+@cluster.command("show")
+@click.argument("name")
+@format_option(("yaml", "json"), default="yaml")
+@pass_app
+def show(app: AppContext, name: str, fmt: str) -> None:
+    """Show a member's record and what it says now."""
+    m = app.client.cluster.members.get(name)
+    record = {"name": m.name, "url": m.url, "root": m.root, "key": m.key, "sysmgr": m.sysmgr,
+              "host_key": m.host_key, "groups": list(m.groups), "config": dict(m.config),
+              "evacuated": m.evacuated}
+    st = m.state()
+    record["status"] = {k: v for k, v in member_record(st).items()
+                        if k in ("state", "reason", "version", "containers", "memory_free",
+                                 "memory_total")}
+    record["status"]["hostname"] = st.hostname or None
+    output(render.document(fmt, record))
+
+
+@cluster.command("remove")
+@click.argument("name")
+@click.option("-f", "--force", is_flag=True,
+              help="Forget the member even if it holds containers or does not answer.")
+@pass_app
+def remove(app: AppContext, name: str, force: bool) -> None:
+    """Forget member NAME (nothing on the member is touched)."""
+    app.client.cluster.members.remove(name, force=force)
+    click.echo(f"Member {name} removed")
+
+
+@cluster.command("evacuate")
+@click.argument("name")
+@click.option("-y", "--yes", "--force", "yes", is_flag=True,
+              help="Do not ask before stopping its containers.")
+@pass_app
+def evacuate(app: AppContext, name: str, yes: bool) -> None:
+    """Take the containers off member NAME (by their cluster.evacuate key) and keep new
+    ones away until 'cluster restore NAME'."""
+    members = app.client.cluster.members
+    members.get(name)
+    if not yes:
+        if not stdin_is_tty():
+            raise SysmgrError(f"evacuating {name} stops its running containers; refusing "
+                              "without confirmation", hint="re-run with --yes")
+        if not click.confirm(f"Evacuate {name} (its running containers stop)?", default=False):
+            raise SysmgrError("nothing was evacuated")
+    done = app.client.cluster.evacuate(name, progress=lambda m: click.echo(f"  {m}"))
+    click.echo(f"Member {name} evacuated: {len(done.stopped)} container(s) stopped")
+
+
+@cluster.command("restore")
+@click.argument("name")
+@pass_app
+def restore(app: AppContext, name: str) -> None:
+    """Start what evacuating NAME stopped, and let new containers go there again."""
+    started = app.client.cluster.restore(name, progress=lambda m: click.echo(f"  {m}"))
+    click.echo(f"Member {name} restored: {len(started)} container(s) started")
+
+
+# -- groups -------------------------------------------------------------------------------
+
+@cluster.group("group")
+def group() -> None:
+    """Member groups (placement targets: --target @GROUP)."""
+
+
+@group.command("list")
+@format_option()
+@pass_app
+def group_list(app: AppContext, fmt: str) -> None:
+    """List groups and their members."""
+    groups = app.client.cluster.members.groups()
+    records = [{"name": g, "members": members} for g, members in groups.items()]
+    output(render.listing(fmt, ("GROUP", "MEMBERS"), records,
+                          lambda r: [r["name"], ", ".join(r["members"])]))
+
+
+def _set_groups(app: AppContext, name: str, groups: Sequence[str]) -> None:
+    m = app.client.cluster.members.set_groups(name, groups)
+    click.echo(f"Member {name} groups: {', '.join(m.groups) or '(none)'}")
+
+
+@group.command("assign")
+@click.argument("name")
+@click.argument("groups", metavar="GROUP[,GROUP...]")
+@pass_app
+def group_assign(app: AppContext, name: str, groups: str) -> None:
+    """Put member NAME in exactly these groups."""
+    _set_groups(app, name, groups.split(","))
+
+
+@group.command("add")
+@click.argument("name")
+@click.argument("group_name", metavar="GROUP")
+@pass_app
+def group_add(app: AppContext, name: str, group_name: str) -> None:
+    """Add member NAME to GROUP."""
+    _set_groups(app, name, [*app.client.cluster.members.get(name).groups, group_name])
+
+
+@group.command("remove")
+@click.argument("name")
+@click.argument("group_name", metavar="GROUP")
+@pass_app
+def group_remove(app: AppContext, name: str, group_name: str) -> None:
+    """Take member NAME out of GROUP."""
+    current = app.client.cluster.members.get(name).groups
+    if group_name not in current:
+        raise ValidationError(f"member {name} is not in group {group_name!r}")
+    _set_groups(app, name, [g for g in current if g != group_name])
