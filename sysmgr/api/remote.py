@@ -45,8 +45,11 @@ class RemoteBackend(Backend):
         self.session = session
         self.spec = session.spec
         self.root = session.spec.root
-        #: what the member said when the session began
-        self.hello: Hello | None = session.hello
+
+    @property
+    def hello(self) -> Hello:
+        """What the member says about itself (starts its RPC server if not yet running)."""
+        return self.session.start()
 
     def close(self) -> None:
         self.session.close()
@@ -129,14 +132,19 @@ def _check_url(spec: MemberSpec) -> None:
                                      "expected ssh://user@host[:port] or local:", path="url")])
 
 
-def connect(spec: MemberSpec, *, admin_root: str, timeout: float = 5.0) -> Backend:
+def connect(spec: MemberSpec, *, admin_root: str, timeout: float = 5.0,
+            hello: bool = False) -> Backend:
     """The backend of member ``spec``: this host's engine for ``local:``, the member over
-    SSH for ``ssh://`` (host key checked against ``admin_root``'s known_hosts). The caller
-    closes it. ``timeout`` bounds connecting, logging in and each channel opened."""
+    SSH for ``ssh://`` (host key checked against ``admin_root``'s known_hosts, key login).
+    The caller closes it. ``timeout`` bounds connecting, logging in and each channel opened.
+
+    The member's sysmgr starts with the first call: an incompatible or missing sysmgr there
+    is refused (RemoteRejected) by that call — or here already with ``hello=True``."""
     if spec.is_local:
         return LocalBackend(Layout(spec.root))
     _check_url(spec)
-    return RemoteBackend(MemberSession.open(spec, admin_root=admin_root, timeout=timeout))
+    return RemoteBackend(MemberSession.open(spec, admin_root=admin_root, timeout=timeout,
+                                            hello=hello))
 
 
 def hello(spec: MemberSpec, *, admin_root: str, timeout: float = 5.0) -> Hello:
@@ -149,10 +157,9 @@ def hello(spec: MemberSpec, *, admin_root: str, timeout: float = 5.0) -> Hello:
         finally:
             backend.close()
     _check_url(spec)
-    session = MemberSession.open(spec, admin_root=admin_root, timeout=timeout)
+    session = MemberSession.open(spec, admin_root=admin_root, timeout=timeout, hello=True)
     try:
-        assert session.hello is not None
-        return session.hello
+        return session.start()
     finally:
         session.close()
 

@@ -1,10 +1,12 @@
 """The admin side of one member for one command: :class:`MemberSession`.
 
 It holds one SSH :class:`~sysmgr.remote.ssh.Connection`, runs ``<sysmgr> --root ROOT _rpc``
-on one exec channel of it (the RPC, JSON lines, one call at a time), and opens further exec
-channels for streams (``_stream``, :mod:`sysmgr.remote.streams`). ``open`` says hello first:
-a member whose sysmgr speaks another :data:`~sysmgr.remote.protocol.RPC_VERSION`, or none,
-is refused (:class:`~sysmgr.errors.RemoteRejected`, exit 2).
+on one exec channel of it (the RPC, JSON lines, one call at a time; started by the first
+call), and opens further exec channels for streams (``_stream``,
+:mod:`sysmgr.remote.streams`). The RPC server's hello, and each stream's first line, check
+the RPC version: a member whose sysmgr speaks another
+:data:`~sysmgr.remote.protocol.RPC_VERSION`, or none, is refused
+(:class:`~sysmgr.errors.RemoteRejected`, exit 2).
 """
 
 from __future__ import annotations
@@ -84,20 +86,26 @@ class MemberSession:
         self._next_id = 0
         self._chan: Any = None
         self._reader: ChannelReader | None = None
+        self._closed = False
+        #: what the member said in its hello (None until the RPC server has started)
         self.hello: Hello | None = None
 
     @classmethod
     def open(cls, spec: MemberSpec, *, admin_root: str, timeout: float = 5.0,
-             call_timeout: float = CALL_TIMEOUT) -> "MemberSession":
-        """Connect, start the member's RPC server and check its hello."""
+             call_timeout: float = CALL_TIMEOUT, hello: bool = False) -> "MemberSession":
+        """Connect and log in (host key checked). The member's RPC server starts with the
+        first call, or now with ``hello``: a command that only streams (exec, file push)
+        starts one sysmgr on the member, not two, and each stream checks the RPC version
+        itself."""
         conn = Connection.open(spec.name, spec.url, admin_root=admin_root, key=spec.key,
                                host_key=spec.host_key, timeout=timeout)
         session = cls(spec, conn, call_timeout=call_timeout)
-        try:
-            session.hello = session._start()
-        except BaseException:
-            session.close()
-            raise
+        if hello:
+            try:
+                session.start()
+            except BaseException:
+                session.close()
+                raise
         return session
 
     def command(self, *argv: str) -> str:
@@ -106,12 +114,22 @@ class MemberSession:
         words = ["--root", self.spec.root, *argv]
         return f"{self.spec.sysmgr} " + " ".join(shlex.quote(w) for w in words)
 
-    def _start(self) -> Hello:
+    def start(self) -> Hello:
+        """Start the member's RPC server (once) and check its hello."""
+        with self._lock:
+            return self._started()
+
+    def _started(self) -> Hello:
+        if self.hello is not None:
+            return self.hello
+        if self._closed:
+            raise RemoteError(f"{self.name}: the session with the member is closed")
         self._chan = self.conn.session(self.command("_rpc"))
         self._reader = ChannelReader(self._chan)
         try:
-            data = self._call("hello", [], {"rpc": RPC_VERSION}, {}, timeout=HELLO_TIMEOUT)
+            data = self._exchange("hello", [], {"rpc": RPC_VERSION}, {}, timeout=HELLO_TIMEOUT)
         except RemoteError as e:
+            self._drop()
             reason = e.message.removeprefix(f"{self.name}: ")
             raise RemoteRejected(
                 f"{self.name}: '{self.spec.sysmgr}' on {self.conn.address} does not answer "
@@ -119,10 +137,12 @@ class MemberSession:
                 "sysmgr command") from None
         hello = protocol.parse_hello(data)
         if hello.rpc != RPC_VERSION:
+            self._drop()
             raise RemoteRejected(
                 f"{self.name}: the member runs sysmgr {hello.version} speaking RPC "
                 f"v{hello.rpc}; this sysmgr speaks v{RPC_VERSION}",
                 hint="install the same sysmgr version on the admin host and the member")
+        self.hello = hello
         return hello
 
     def call(self, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
@@ -131,37 +151,39 @@ class MemberSession:
         callbacks = {k: v for k, v in kwargs.items() if k in codec.CALLBACKS and callable(v)}
         enc_args = codec.encode(list(args))
         enc_kwargs = codec.encode_args(dict(kwargs))
-        return codec.decode(self._call(method, enc_args, enc_kwargs, callbacks,
-                                       timeout=self.call_timeout))
-
-    def _call(self, method: str, args: Any, kwargs: Any,
-              callbacks: Mapping[str, Callable[[str], None]], *, timeout: float) -> Any:
         with self._lock:
-            if self._chan is None or self._reader is None:
-                raise RemoteError(f"{self.name}: the session with the member is closed")
-            self._next_id += 1
-            rid = self._next_id
-            try:
-                self._chan.settimeout(timeout)
-                self._chan.sendall(protocol.dumps(protocol.request(rid, method, args, kwargs)))
-                while True:
-                    msg = self._read(method, timeout)
-                    if msg.get("id") != rid:
-                        continue  # a stale reply (cannot happen with one call at a time)
-                    for kind in codec.CALLBACKS:
-                        if kind in msg and kind in callbacks:
-                            callbacks[kind](str(msg[kind]))
-                    if "error" in msg:
-                        raise codec.decode_error(msg["error"])
-                    if "result" in msg:
-                        return msg["result"]
-            except (TimeoutError, OSError, EOFError) as e:
-                self._drop()
-                if isinstance(e, TimeoutError):
-                    raise RemoteError(f"{self.name}: no answer to {method} within "
-                                      f"{timeout:g} s; the session was closed") from None
-                raise MemberUnreachable(f"{self.name}: the connection broke during "
-                                        f"{method}: {e}") from None
+            self._started()
+            return codec.decode(self._exchange(method, enc_args, enc_kwargs, callbacks,
+                                               timeout=self.call_timeout))
+
+    def _exchange(self, method: str, args: Any, kwargs: Any,
+                  callbacks: Mapping[str, Callable[[str], None]], *, timeout: float) -> Any:
+        """Send one request and read up to its reply (the caller holds the lock)."""
+        if self._chan is None or self._reader is None:
+            raise RemoteError(f"{self.name}: the session with the member is closed")
+        self._next_id += 1
+        rid = self._next_id
+        try:
+            self._chan.settimeout(timeout)
+            self._chan.sendall(protocol.dumps(protocol.request(rid, method, args, kwargs)))
+            while True:
+                msg = self._read(method, timeout)
+                if msg.get("id") != rid:
+                    continue  # a stale reply (cannot happen with one call at a time)
+                for kind in codec.CALLBACKS:
+                    if kind in msg and kind in callbacks:
+                        callbacks[kind](str(msg[kind]))
+                if "error" in msg:
+                    raise codec.decode_error(msg["error"])
+                if "result" in msg:
+                    return msg["result"]
+        except (TimeoutError, OSError, EOFError) as e:
+            self._drop()
+            if isinstance(e, TimeoutError):
+                raise RemoteError(f"{self.name}: no answer to {method} within "
+                                  f"{timeout:g} s; the session was closed") from None
+            raise MemberUnreachable(f"{self.name}: the connection broke during "
+                                    f"{method}: {e}") from None
 
     def _read(self, method: str, timeout: float) -> dict[str, Any]:
         assert self._reader is not None
@@ -187,5 +209,6 @@ class MemberSession:
 
     def close(self) -> None:
         """End the RPC (the member's server sees end of input) and the connection."""
+        self._closed = True
         self._drop()
         self.conn.close()

@@ -32,7 +32,7 @@ import threading
 from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
 from sysmgr._util import ptyproxy
-from sysmgr.errors import Issue, NotFound, RemoteError, ValidationError
+from sysmgr.errors import Issue, NotFound, RemoteError, RemoteRejected, ValidationError
 from sysmgr.remote import codec, protocol
 from sysmgr.remote.session import ChannelReader, MemberSession
 
@@ -45,10 +45,12 @@ def _status(reader: ChannelReader, session: MemberSession, what: str,
     """Read notifications up to the stream's status; raise the member's error."""
     while True:
         line = reader.readline()
-        if line is None:
+        if line is None:  # no status at all: not a sysmgr that speaks this protocol
             tail = reader.stderr_tail()
-            raise RemoteError(f"{session.name}: the member's sysmgr ended the {what} stream "
-                              "early" + (f": {tail.splitlines()[-1]}" if tail else ""))
+            raise RemoteRejected(
+                f"{session.name}: '{session.spec.sysmgr}' on {session.conn.address} does not "
+                f"answer sysmgr's {what} stream" + (f": {tail.splitlines()[-1]}" if tail else ""),
+                hint="install the same sysmgr version there, or give the member's sysmgr command")
         msg = protocol.loads(line)
         for kind in codec.CALLBACKS:
             cb = (callbacks or {}).get(kind)

@@ -219,8 +219,16 @@ def test_incompatible_rpc_version_is_refused(test_cluster):
     missing = os.path.join(m.dir, "no-such-sysmgr")
     with cluster.admin():
         with pytest.raises(RemoteRejected) as exc:
-            remote.connect(m.spec(sysmgr=fake), admin_root=cluster.admin_root)
+            remote.connect(m.spec(sysmgr=fake), admin_root=cluster.admin_root, hello=True)
         assert "RPC v999" in exc.value.message and exc.value.exit_code == 2
+        # connected lazily, the first call says the same; a stream is refused as well
+        with remote.connect(m.spec(sysmgr=fake), admin_root=cluster.admin_root) as b:
+            with pytest.raises(RemoteRejected) as exc:
+                b.container_views()
+            assert "RPC v999" in exc.value.message
+            with pytest.raises(RemoteRejected) as exc:
+                b.file_get("c1", "/etc/hostname")
+            assert "does not answer" in exc.value.message
         with pytest.raises(RemoteRejected) as exc:
             remote.hello(m.spec(sysmgr=missing), admin_root=cluster.admin_root)
         assert "does not answer" in exc.value.message and "No such file" in exc.value.message
