@@ -11,6 +11,7 @@ the RPC version: a member whose sysmgr speaks another
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import threading
@@ -32,12 +33,21 @@ class ChannelReader:
     """Lines, then raw bytes, from a channel's stdout (paramiko's own file object buffers
     ahead, and a stream switches from lines to raw bytes in the middle)."""
 
+    ERR_TAIL = 4096
+
     def __init__(self, chan: Any) -> None:
         self.chan = chan
         self.buf = bytearray()
         self.eof = False
+        self.err = b""  # the end of stderr: read as it comes so it never fills the window
+
+    def _drain_stderr(self) -> None:
+        with contextlib.suppress(OSError):
+            while self.chan.recv_stderr_ready():
+                self.err = (self.err + self.chan.recv_stderr(1 << 16))[-self.ERR_TAIL:]
 
     def _fill(self) -> bool:
+        self._drain_stderr()
         data = self.chan.recv(1 << 16)
         if not data:
             self.eof = True
@@ -63,15 +73,10 @@ class ChannelReader:
         rest, self.buf = bytes(self.buf), bytearray()
         return rest
 
-    def stderr_tail(self, limit: int = 4096) -> str:
+    def stderr_tail(self) -> str:
         """The end of what the channel wrote on stderr so far (to explain a failure)."""
-        out = b""
-        try:
-            while self.chan.recv_stderr_ready():
-                out = (out + self.chan.recv_stderr(limit))[-limit:]
-        except OSError:
-            pass
-        return out.decode(errors="replace").strip()
+        self._drain_stderr()
+        return self.err.decode(errors="replace").strip()
 
 
 class MemberSession:

@@ -255,7 +255,9 @@ def file_pull(session: MemberSession, name: str, path: str, dst: BinaryIO) -> No
 def container_export(session: MemberSession, name: str, path: str, *, optimized: bool,
                      progress: Callable[[str], None] | None) -> Any:
     """Export container ``name`` on the member to the backup file ``path`` here."""
-    out_path = _local_target(path)
+    from sysmgr.engine.backup import export_path  # tar and zstd handling: exports only
+
+    out_path = export_path(path)  # checked here as a local export checks it
     chan = session.stream("export", {"name": name, "optimized": optimized})
     partial = f"{out_path}.partial-{os.getpid()}"
     try:
@@ -280,17 +282,6 @@ def container_export(session: MemberSession, name: str, path: str, *, optimized:
     if dataclasses.is_dataclass(result) and hasattr(result, "path"):
         result = dataclasses.replace(result, path=out_path)
     return result
-
-
-def _local_target(path: str) -> str:
-    """The local backup file's absolute path, checked as a local export checks it."""
-    out_path = os.path.abspath(path)
-    if os.path.isdir(out_path):
-        raise ValidationError([Issue(f"{out_path} is a directory", path="file")],
-                              hint="give the backup file's name, e.g. c1.tar.zst")
-    if not os.path.isdir(os.path.dirname(out_path)):
-        raise NotFound(f"directory {os.path.dirname(out_path)} does not exist")
-    return out_path
 
 
 def import_file(session: MemberSession, what: str, path: str, options: Mapping[str, Any], *,

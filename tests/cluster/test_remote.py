@@ -232,3 +232,23 @@ def test_incompatible_rpc_version_is_refused(test_cluster):
         with pytest.raises(RemoteRejected) as exc:
             remote.hello(m.spec(sysmgr=missing), admin_root=cluster.admin_root)
         assert "does not answer" in exc.value.message and "No such file" in exc.value.message
+
+
+def test_readme_cluster_snippet_runs(test_cluster):
+    """The README's transport example, against a test host whose key is not yet trusted."""
+    import re
+
+    from tests.conftest import REPO
+
+    cluster = test_cluster(1, trust=False)
+    m = cluster.members[0]
+    with open(os.path.join(REPO, "README.md")) as f:
+        block = next(b for b in re.findall(r"```python\n(.*?)```", f.read(), re.S)
+                     if "remote.connect" in b)
+    spec = f"MemberSpec('node2', {m.url!r}, root={m.root!r}, key={cluster.key!r}, sysmgr={m.sysmgr!r})"
+    code = re.sub(r"^spec = .*$", f"spec = {spec}", block, flags=re.M)
+    code = code.replace('admin_root = "/var/lib/sysmgr"', f"admin_root = {cluster.admin_root!r}")
+    res = subprocess.run(cluster.argv(sys.executable, "-c", code), capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert m.host_key in res.stdout and "rpc=1" in res.stdout and res.stdout.endswith("default\n")
