@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ _DISABLED = {"ciphers": ["aes128-ctr", "aes192-ctr", "aes256-ctr", "aes128-cbc",
 def _paramiko() -> Any:
     import paramiko  # on first use: only commands that reach a member pay for it
 
+    # paramiko logs failures (with tracebacks) that we turn into one clear error: without
+    # a handler of its own, Python's last-resort handler would print them on stderr
+    log = logging.getLogger("paramiko")
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
     return paramiko
 
 

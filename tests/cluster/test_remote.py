@@ -252,3 +252,88 @@ def test_readme_cluster_snippet_runs(test_cluster):
                          env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
     assert res.returncode == 0, res.stderr
     assert m.host_key in res.stdout and "rpc=1" in res.stdout and res.stdout.endswith("default\n")
+
+
+NOT_SSH = """\
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("{address}", 2222))
+s.listen()
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"220 this is not an ssh server\\r\\n")
+    c.close()
+"""
+
+
+def test_a_port_without_sshd_is_unreachable_in_one_line(test_cluster, capsys):
+    cluster = test_cluster(1, init=False)
+    m = cluster.members[0]
+    server = subprocess.Popen(m.ns.argv(sys.executable, "-c", NOT_SSH.format(address=m.address)),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline() == "ready\n"
+        with cluster.admin(), pytest.raises(MemberUnreachable) as exc:
+            remote.connect(m.spec(url=f"ssh://root@{m.address}:2222"),
+                           admin_root=cluster.admin_root, timeout=2)
+    finally:
+        server.kill()
+        server.wait()
+    assert exc.value.exit_code == 1 and f"{m.address}:2222" in exc.value.message
+    assert capsys.readouterr().err == ""  # paramiko's own logging stays quiet
+
+
+def test_init_through_the_rpc(test_cluster):
+    cluster = test_cluster(1, init=False)
+    m = cluster.members[0]
+    with cluster.admin(), remote.connect(m.spec(), admin_root=cluster.admin_root) as b:
+        assert b.initialised() is False and b.hello.initialised is False
+        done = b.init(storage_driver="dir", network=None)
+        assert done and b.initialised() is True
+        assert [p.name for p in b.pool_list()] == ["default"]
+        assert b.pool_get("default").driver == "dir"
+    assert os.path.exists(os.path.join(m.root, "root.id"))
+
+
+def test_exec_on_the_callers_terminal(member):
+    """A terminal on the admin side: a pty on the member, the window size passed on, the
+    local terminal raw during the session and as it was afterwards."""
+    import fcntl
+    import struct
+    import termios
+    import threading
+
+    cluster, m, b = member
+    b.container_create("c1", "busybox", profiles=None, config=None, devices=None, pool=None,
+                       description="", start=True)
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    before = termios.tcgetattr(slave)
+    os.write(master, b"abc\r")  # typed ahead: waits in the terminal's input queue
+    out = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            out.extend(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        code = b.exec_interactive("c1", ["sh", "-c", "stty size; read x; echo got:$x; exit 4"],
+                                  env=None, cwd=None, tty=None, stdin=slave, stdout=slave,
+                                  stderr=slave)
+        after = termios.tcgetattr(slave)
+    finally:
+        os.close(slave)
+        reader.join(5)
+        os.close(master)
+    assert code == 4 and b"40 100" in out and b"got:abc" in out, bytes(out)
+    assert after == before

@@ -84,3 +84,16 @@ def test_paramiko_is_imported_only_when_a_member_is_reached() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
     assert res.stdout.strip() == "False", res.stderr
+
+
+def test_local_members_need_no_ssh(tmp_path) -> None:
+    from sysmgr.api import remote
+    from sysmgr.types import MemberSpec
+
+    spec = MemberSpec("here", "local:", root=str(tmp_path / "root"))
+    backend = remote.connect(spec, admin_root=str(tmp_path / "admin"))
+    assert isinstance(backend, LocalBackend) and backend.root == spec.root
+    backend.close()
+    h = remote.hello(spec, admin_root=str(tmp_path / "admin"))
+    assert (h.rpc, h.root, h.initialised, h.containers) == (protocol.RPC_VERSION, spec.root, False, 0)
+    assert h.cpus >= 1 and h.memory_total >= h.memory_free > 0
