@@ -157,7 +157,7 @@ def decode(data: Any, callback: Callable[[str], Callable[[str], None]] | None = 
         return [decode(v, callback) for v in data]
     if not isinstance(data, dict):
         raise CodecError(f"cannot decode a {type(data).__name__}")
-    if len(data) >= 1 and any(k.startswith("$") for k in data):
+    if any(k.startswith("$") for k in data):
         return _decode_tagged(data, callback)
     return {k: decode(v, callback) for k, v in data.items()}
 
