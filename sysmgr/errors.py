@@ -118,8 +118,24 @@ class ApplyError(SysmgrError):
 
 
 class RemoteError(SysmgrError):
-    """A cluster member could not be reached or failed."""
+    """A cluster member could not be reached or failed (exit 1)."""
 
 
-class HostKeyRejected(RemoteError):
-    """A member's SSH host key is unknown or does not match known_hosts."""
+class MemberUnreachable(RemoteError):
+    """A member's address did not answer (refused, timed out, no route): exit 1, like any
+    failure of a host that may come back."""
+
+
+class RemoteRejected(RemoteError, ValidationError):
+    """A member was reached but cannot be used as given: wrong user or key, a bad key file,
+    a sysmgr there that speaks another RPC version. Bad input (exit 2), nothing changed."""
+
+
+class HostKeyRejected(RemoteRejected):
+    """A member's SSH host key is unknown or does not match the one recorded; ``fingerprint``
+    is the key the member showed (``SHA256:...``)."""
+
+    def __init__(self, message: str, *, fingerprint: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.fingerprint = fingerprint

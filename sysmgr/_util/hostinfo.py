@@ -8,13 +8,23 @@ import os
 from sysmgr.types import HostFacts
 
 
-def memory_total() -> int:
-    """MemTotal in bytes."""
+def _meminfo(key: str) -> int:
+    """A ``/proc/meminfo`` value in bytes."""
     with open("/proc/meminfo") as f:
         for line in f:
-            if line.startswith("MemTotal:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
-    raise ValueError("MemTotal missing from /proc/meminfo")  # pragma: no cover
+    raise ValueError(f"{key} missing from /proc/meminfo")  # pragma: no cover
+
+
+def memory_total() -> int:
+    """MemTotal in bytes."""
+    return _meminfo("MemTotal")
+
+
+def memory_available() -> int:
+    """MemAvailable in bytes: what new containers can still get without swapping."""
+    return _meminfo("MemAvailable")
 
 
 def memory_available() -> int:

@@ -53,7 +53,7 @@ def copy_winsize(src_fd: int, dst_fd: int) -> None:
 
 
 @contextlib.contextmanager
-def _sigwinch_pipe() -> Iterator[int | None]:
+def sigwinch_pipe() -> Iterator[int | None]:
     """A pipe that becomes readable on SIGWINCH (None outside the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         yield None
@@ -80,7 +80,7 @@ def proxy(master_fd: int, proc: Process, stdin_fd: int = 0, stdout_fd: int = 1) 
     of the pty closes; return ``proc.wait()``. ``master_fd`` stays open (caller owns it)."""
     tty_fd = stdin_fd if os.isatty(stdin_fd) else stdout_fd
     old_flags = {fd: fcntl.fcntl(fd, fcntl.F_GETFL) for fd in {master_fd, stdout_fd}}
-    with raw_terminal(stdin_fd), _sigwinch_pipe() as winch, selectors.DefaultSelector() as sel:
+    with raw_terminal(stdin_fd), sigwinch_pipe() as winch, selectors.DefaultSelector() as sel:
         try:
             for fd in old_flags:
                 fcntl.fcntl(fd, fcntl.F_SETFL, old_flags[fd] | os.O_NONBLOCK)

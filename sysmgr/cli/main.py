@@ -66,6 +66,12 @@ TARGETED = frozenset({
     "info", "exec", "shell", "console", "config", "file", "snapshot", "copy", "rename",
     "export", "import"})
 
+# commands an admin host runs on a cluster member over SSH; hidden from --help
+HIDDEN_COMMANDS: dict[str, str] = {
+    "_rpc": "remote:rpc",
+    "_stream": "remote:stream",
+}
+
 # LXD's short spellings
 ALIASES: dict[str, str] = {"ls": "list", "rm": "delete"}
 
@@ -126,7 +132,7 @@ class LazyGroup(click.Group):
         return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, aliases=ALIASES,
+@click.group(cls=LazyGroup, lazy={**COMMANDS, **HIDDEN_COMMANDS}, aliases=ALIASES,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--root", metavar="DIR", envvar="SYSMGR_ROOT", default="/var/lib/sysmgr",
               show_default=True, show_envvar=True, help="Host root directory (state, images, pools).")

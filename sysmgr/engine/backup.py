@@ -115,7 +115,7 @@ class ExportResult:
     stream_format: str
 
 
-def _export_path(path: str) -> str:
+def export_path(path: str) -> str:
     """The backup file's absolute path, checked: not a directory, in one that exists."""
     out_path = os.path.abspath(path)
     if os.path.isdir(out_path):
@@ -204,7 +204,7 @@ def _write_backup(f: BinaryIO, drv: "StoragePool", name: str, index: dict[str, A
 def export(host: Host, name: str, path: str, *, optimized: bool = False,
            progress: Progress | None = None) -> ExportResult:
     """Write container ``name`` with its snapshots to the backup file ``path``."""
-    out_path = _export_path(path)
+    out_path = export_path(path)
     streams.need_zstd()
     with host.locked():
         journal.recover(host)

@@ -493,7 +493,7 @@ def _is_yaml(name: str) -> bool:
     return name.endswith((".yaml", ".yml"))
 
 
-def _expand_paths(paths: Sequence[str]) -> list[tuple[str, Issue | None]]:
+def expand_paths(paths: Sequence[str]) -> list[tuple[str, Issue | None]]:
     """Files to read, in order: directories recursively (sorted, hidden entries skipped)."""
     out: list[tuple[str, Issue | None]] = []
     seen: set[str] = set()
@@ -535,7 +535,7 @@ def load_paths(paths: Sequence[str]) -> Manifest:
         ValidationError: every problem found across all files, one issue each, in file order.
     """
     entries: list[tuple[str | None, str | None, str, Issue | None]] = []
-    for path, issue in _expand_paths(paths):
+    for path, issue in expand_paths(paths):
         if issue is not None:
             entries.append((path, None, "", issue))
             continue
