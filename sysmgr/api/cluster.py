@@ -137,7 +137,7 @@ class MemberManager:
         """Forget a member (nothing on it is touched). Refused while it holds containers,
         or cannot be asked, unless ``force``."""
         c = self._cluster
-        c.spec(name)
+        spec = c.spec(name)
         if not force:
             st = self.states([name])[0]
             if not st.online:
@@ -149,6 +149,8 @@ class MemberManager:
                                "(its containers are left where they are)")
         c.store.remove(name)
         c.forget_members()
+        if not spec.is_local and not any(s.url == spec.url for s in c.specs()):
+            remote.forget_host_key(c.admin_root, spec.url)  # no other member name uses it
 
     def set_groups(self, name: str, groups: Sequence[str]) -> Member:
         self._cluster.spec(name)
@@ -257,6 +259,8 @@ class ClusterManager:
                 raise ValidationError(f"unknown host key {shown} for {spec.url}: refused",
                                       hint=f"check it, then --accept-host-key {shown}") from e
         spec = replace(spec, host_key=shown)
+        # into the admin root's known_hosts (only if the member still shows that key)
+        remote.accept_host_key(self.admin_root, spec.url, shown)
         remote.hello(spec, admin_root=self.admin_root)
         return spec
 

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Callable, Sequence
 from sysmgr.api.backend import Backend, Config, Progress, Warn
 from sysmgr.api.local import LocalBackend
 from sysmgr.api.member import hello_info
-from sysmgr.errors import HostKeyRejected, Issue, ValidationError
+from sysmgr.errors import HostKeyRejected, Issue, MemberUnreachable, ValidationError
 from sysmgr.layout import Layout
 from sysmgr.remote import protocol, ssh, streams
 from sysmgr.remote.manifests import pack
@@ -99,15 +99,33 @@ class RemoteBackend(Backend):
                                    {"alias": alias, "pool": pool, "allow_devices": allow_devices},
                                    progress=progress, warn=warn)
 
+    def image_export(self, ref: str, path: str, *, progress: Progress | None) -> str:
+        return streams.image_export(self.session, ref, path, progress=progress)
+
+    def image_receive(self, path: str, *, fingerprint: str, digest: str,
+                      aliases: Sequence[str], origin: str, progress: Progress | None) -> Any:
+        return streams.import_file(self.session, "image-receive", path,
+                                   {"fingerprint": fingerprint, "digest": digest,
+                                    "aliases": list(aliases), "origin": origin},
+                                   progress=progress, warn=None)
+
     # -- manifests: the files are the admin host's ---------------------------------------------
+    # (a cluster plan sends each member its share as an already loaded Manifest record)
     def manifest_validate(self, paths: Sequence[str]) -> Any:
-        return self.session.call("manifest_validate", [pack(paths)], {})
+        return self.session.call("manifest_validate", [_files_or_manifest(paths)], {})
 
     def manifest_plan(self, paths: Sequence[str]) -> Any:
-        return self.session.call("manifest_plan", [pack(paths)], {})
+        return self.session.call("manifest_plan", [_files_or_manifest(paths)], {})
 
     def __repr__(self) -> str:
         return f"<RemoteBackend {self.spec.name} {self.spec.url} root={self.root}>"
+
+
+def _files_or_manifest(paths: Any) -> Any:
+    """File names are packed with their contents; a loaded Manifest travels as a record."""
+    if isinstance(paths, (str, list, tuple)):
+        return pack(paths)
+    return paths
 
 
 def _forward(name: str) -> Callable[..., Any]:
@@ -141,17 +159,26 @@ def connect(spec: MemberSpec, *, admin_root: str, timeout: float = 5.0,
     The member's sysmgr starts with the first call: an incompatible or missing sysmgr there
     is refused (RemoteRejected) by that call — or here already with ``hello=True``."""
     if spec.is_local:
-        return LocalBackend(Layout(spec.root))
+        return LocalBackend(_local_layout(spec))
     _check_url(spec)
     return RemoteBackend(MemberSession.open(spec, admin_root=admin_root, timeout=timeout,
                                             hello=hello))
+
+
+def _local_layout(spec: MemberSpec) -> Layout:
+    """A ``local:`` member's root, which must exist (a root moved away is unreachable)."""
+    layout = Layout(spec.root)
+    if not layout.exists():
+        raise MemberUnreachable(f"{spec.root} is not an initialised sysmgr root",
+                                hint=f"sysmgr --root {spec.root} init")
+    return layout
 
 
 def hello(spec: MemberSpec, *, admin_root: str, timeout: float = 5.0) -> Hello:
     """What member ``spec`` says about itself (sysmgr and RPC version, root, hostname,
     cpus, memory, containers); the same errors as :func:`connect`."""
     if spec.is_local:
-        backend = LocalBackend(Layout(spec.root))
+        backend = LocalBackend(_local_layout(spec))
         try:
             return protocol.parse_hello(hello_info(backend))
         finally:

@@ -133,11 +133,15 @@ def _push(backend: Any, req: dict[str, Any], ctx: StreamContext) -> int:
 def _export(backend: Any, req: dict[str, Any], ctx: StreamContext) -> int:
     staging = tempfile.mkdtemp(prefix="export-", dir=ctx.tmp)
     try:
-        path = os.path.join(staging, f"{req.get('name')}.tar.zst")
+        path = os.path.join(staging, "export.tar.zst")
         try:
-            result = backend.container_export(str(req.get("name")), path,
-                                              optimized=bool(req.get("optimized")),
+            if req.get("what") == "image":  # a unified tarball for another member; its digest
+                result = backend.image_export(str(req.get("ref")), path,
                                               progress=_notifier("progress"))
+            else:
+                result = backend.container_export(str(req.get("name")), path,
+                                                  optimized=bool(req.get("optimized")),
+                                                  progress=_notifier("progress"))
             _line({"ok": True, "result": codec.encode(result), "size": os.path.getsize(path)})
         except Exception as e:  # noqa: BLE001
             return _fail_early(e)
@@ -160,7 +164,12 @@ def _import(backend: Any, req: dict[str, Any], ctx: StreamContext) -> int:
         opts = {"pool": req.get("pool"), "allow_devices": bool(req.get("allow_devices")),
                 "progress": _notifier("progress"), "warn": _notifier("warn")}
         try:
-            if req.get("what") == "image":
+            if req.get("what") == "image-receive":  # another member's export, same fingerprint
+                result = backend.image_receive(
+                    path, fingerprint=str(req.get("fingerprint")), digest=str(req.get("digest")),
+                    aliases=[str(a) for a in req.get("aliases") or ()],
+                    origin=str(req.get("origin") or ""), progress=opts["progress"])
+            elif req.get("what") == "image":
                 result = backend.image_import(path, alias=req.get("alias"), **opts)
             else:
                 result = backend.container_import(path, name=req.get("name"), **opts)

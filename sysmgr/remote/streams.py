@@ -258,7 +258,20 @@ def container_export(session: MemberSession, name: str, path: str, *, optimized:
     from sysmgr.engine.backup import export_path  # tar and zstd handling: exports only
 
     out_path = export_path(path)  # checked here as a local export checks it
-    chan = session.stream("export", {"name": name, "optimized": optimized})
+    return export_file(session, {"name": name, "optimized": optimized}, out_path, progress)
+
+
+def image_export(session: MemberSession, ref: str, path: str, *,
+                 progress: Callable[[str], None] | None) -> Any:
+    """Export image ``ref`` on the member as a unified tarball to ``path`` here (for another
+    member's ``image_receive``); the digest of its tree."""
+    return export_file(session, {"what": "image", "ref": ref}, os.path.abspath(path), progress)
+
+
+def export_file(session: MemberSession, request: Mapping[str, Any], out_path: str,
+                progress: Callable[[str], None] | None) -> Any:
+    """Run an export stream on the member and write what it sends to ``out_path`` here."""
+    chan = session.stream("export", dict(request))
     partial = f"{out_path}.partial-{os.getpid()}"
     try:
         chan.settimeout(session.call_timeout)

@@ -9,7 +9,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+import sysmgr
+
 from sysmgr.api.local import LocalBackend
+from sysmgr.errors import MemberUnreachable
 from sysmgr.layout import Layout
 from sysmgr.remote import protocol, server
 from tests.conftest import REPO
@@ -91,9 +96,13 @@ def test_local_members_need_no_ssh(tmp_path) -> None:
     from sysmgr.types import MemberSpec
 
     spec = MemberSpec("here", "local:", root=str(tmp_path / "root"))
+    with pytest.raises(MemberUnreachable, match="not an initialised sysmgr root"):
+        remote.hello(spec, admin_root=str(tmp_path / "admin"))  # a root moved away, or never made
+    with sysmgr.Client(root=spec.root, runtime="fake") as c:
+        c.init(storage_driver="dir")
     backend = remote.connect(spec, admin_root=str(tmp_path / "admin"))
     assert isinstance(backend, LocalBackend) and backend.root == spec.root
     backend.close()
     h = remote.hello(spec, admin_root=str(tmp_path / "admin"))
-    assert (h.rpc, h.root, h.initialised, h.containers) == (protocol.RPC_VERSION, spec.root, False, 0)
+    assert (h.rpc, h.root, h.initialised, h.containers) == (protocol.RPC_VERSION, spec.root, True, 0)
     assert h.cpus >= 1 and h.memory_total >= h.memory_free > 0

@@ -11,6 +11,8 @@ member reported while the others list; bad input refused with nothing changed an
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import shutil
@@ -172,9 +174,7 @@ def test_placement_by_memory(admin: Admin, members: dict[str, str], monkeypatch)
 
     def hello(spec, **kw):   # n1 and n2 report 512MiB free; n3 the machine's real figure
         h = real(spec, **kw)
-        if spec.name != "n3":
-            h["facts"]["memory_free"] = GiB // 2
-        return h
+        return dataclasses.replace(h, memory_free=GiB // 2) if spec.name != "n3" else h
 
     monkeypatch.setattr(remote, "hello", hello)
     res = admin("launch", "busybox", "big", "-c", "limits.memory=1GiB", ok=True)
@@ -378,6 +378,8 @@ def fake_ssh_hello(real):
 
 def test_add_checks_the_host_key(admin: Admin, monkeypatch) -> None:
     monkeypatch.setattr(remote, "hello", fake_ssh_hello(remote.hello))
+    accepted = []
+    monkeypatch.setattr(remote, "accept_host_key", lambda root, url, fp, **kw: accepted.append((url, fp)))
     before = state_of(admin.root)
     res = admin("cluster", "add", "far", "ssh://root@192.0.2.9")      # no terminal: refused
     assert res.exit_code == 2
