@@ -12,9 +12,15 @@ true`` on that remote member, in the same run:
   - OpenSSH doing the same: ``ssh member sysmgr exec NAME -- true``; the ratio to it is printed;
   - the member's own ``sysmgr exec`` run there without SSH (the single-host figure).
 
-TODO(cli row): when the CLI has ``--target MEMBER``, add ``sysmgr --root ADMIN exec --target
-m1 NAME -- true`` (a full CLI start on the admin host) beside the OpenSSH figure; the issue
-wants it within 1.2x of OpenSSH. Run as root: ``.venv/bin/python bench/cluster.py [--runs N]``.
+Then, through the CLI on the admin host (an admin root with the members added):
+
+  - ``sysmgr exec --target m1 NAME -- true`` beside OpenSSH (target: within 1.2x);
+  - ``sysmgr list`` across 3 members holding 10 running containers each, beside a single-host
+    ``sysmgr list`` of 10 run on a member itself (target: at most 1.5x);
+  - ``sysmgr launch busybox NAME`` with placement (the member chosen, the container created
+    and started there over SSH).
+
+Run as root: ``.venv/bin/python bench/cluster.py [--runs N]``.
 """
 
 from __future__ import annotations
@@ -110,13 +116,49 @@ def main() -> None:
         row("OpenSSH: ssh member sysmgr exec b1 -- true", theirs)
         row("single host: sysmgr exec b1 -- true on the member itself",
             median_ms(timed(lambda: _run(local_argv), args.runs)))
-        row("sysmgr CLI: exec --target m1 b1 -- true", float("nan"),
-            "TODO: needs the CLI's --target (cluster branch)")
-        backend.container_delete("b1", force=True)
+        cli_rows(cluster, backend, args.runs, openssh)
         backend.close()
     finally:
         cluster.close()
         subprocess.run(["rm", "-rf", base])
+
+
+def cli_rows(cluster, backend, runs: int, openssh) -> None:
+    """The CLI figures: exec --target, list across 3 members, launch with placement."""
+    for _ in range(2):
+        cluster.add_member()
+    for m in cluster.members:
+        res = cluster.cli("cluster", "add", m.name, m.url, "--key", cluster.key, "--root", m.root,
+                          "--sysmgr", m.sysmgr, "--accept-host-key", m.host_key)
+        assert res.returncode == 0, res.stderr
+
+    def cli(*argv: str) -> None:
+        with cluster.admin():
+            subprocess.run([sys.executable, "-m", "sysmgr", *argv], stdout=subprocess.DEVNULL,
+                           env=dict(os.environ, SYSMGR_ROOT=cluster.admin_root, PYTHONPATH=REPO),
+                           check=True)
+
+    print(f"\nthrough the CLI on the admin host ({runs} runs each, medians)")
+    theirs = median_ms(timed(openssh, runs))
+    ours = median_ms(timed(lambda: cli("exec", "--target", "m1", "b1", "--", "true"), runs))
+    row("sysmgr exec --target m1 b1 -- true", ours, f"{ours / theirs:5.2f}x OpenSSH ({theirs:.1f} ms)"
+        "  target <= 1.2x")
+    backend.container_delete("b1", force=True)
+    for i in range(10):   # 10 running containers on each member, placed by the CLI
+        for m in cluster.members:
+            cli("launch", "busybox", f"{m.name}c{i}", "--target", m.name)
+    m1 = cluster.members[0]
+    single = median_ms(timed(lambda: _run(m1.ns.argv(m1.sysmgr, "--root", m1.root, "list")), runs))
+    ours = median_ms(timed(lambda: cli("list"), runs))
+    row("sysmgr list: 3 members x 10 containers", ours,
+        f"{ours / single:5.2f}x a single-host list of 10 ({single:.1f} ms)  target <= 1.5x")
+    names = iter(range(1000))
+
+    def launch() -> None:
+        cli("launch", "busybox", f"p{next(names)}")
+
+    row("sysmgr launch busybox NAME (placement, remote member)", median_ms(timed(launch, runs)))
+    cli("delete", "--force", *[f"{m.name}c{i}" for m in cluster.members for i in range(10)])
 
 
 if __name__ == "__main__":
