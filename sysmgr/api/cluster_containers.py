@@ -66,6 +66,12 @@ class ClusterContainerManager(ContainerManager):
         on = self.on(self._cluster.locate(name))
         return Container(on, on.backend.container_view(name))
 
+    def interactive(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+                    cwd: str | None = None, tty: bool | None = None) -> int:
+        """Wherever the container lives (looked up on every member first)."""
+        return self.on(self._cluster.locate(name)).backend.exec_interactive(
+            name, argv, env=env, cwd=cwd, tty=tty, stdin=0, stdout=1, stderr=2)
+
     def exists(self, ref: str) -> bool:
         ms = self._cluster.member_set()
         return any(o.ok and o.value for o in ms.each(lambda m, b: b.container_exists(ref)).values())

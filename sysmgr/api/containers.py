@@ -242,6 +242,14 @@ class ContainerManager(Manager[Container]):
     def get(self, name: str) -> Container:
         return self._wrap(self._backend.container_view(name))
 
+    def interactive(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+                    cwd: str | None = None, tty: bool | None = None) -> int:
+        """:meth:`Container.interactive` without reading the container first: one call to the
+        host (on a cluster member, one SSH channel), which reports a missing or stopped
+        container itself. The CLI's ``exec`` uses it."""
+        return self._backend.exec_interactive(name, argv, env=env, cwd=cwd, tty=tty,
+                                              stdin=0, stdout=1, stderr=2)
+
     def import_(self, path: str, *, name: str | None = None, pool: str | None = None,
                 progress: Progress | None = None, allow_devices: bool = False,
                 warn: Warn | None = None) -> Container:

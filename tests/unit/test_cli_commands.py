@@ -127,6 +127,9 @@ class StubContainers:
             raise NotFound(f"container {name!r} not found")
         return self.by_name[name]
 
+    def interactive(self, name, argv, *, env=None, cwd=None, tty=None) -> int:
+        return self.get(name).interactive(argv, env=env, cwd=cwd, tty=tty)
+
     def create(self, name, image, **kw):
         self.created.append({"name": name, "image": image, **kw})
         self.by_name[name] = StubContainer(name, "Running" if kw.get("start") else "Stopped")

@@ -34,8 +34,8 @@ def exec_(ctx: click.Context, name: str, command: tuple[str, ...], env: tuple[st
         raise click.UsageError("-t/--force-interactive and -T/--force-noninteractive are exclusive")
     tty = True if force_interactive else False if force_noninteractive else None
     app = ctx.ensure_object(AppContext)
-    container = app.client.containers.get(name)
-    code = container.interactive(list(command), env=parse_assignments(env) or None, cwd=cwd, tty=tty)
+    code = app.client.containers.interactive(name, list(command),
+                                             env=parse_assignments(env) or None, cwd=cwd, tty=tty)
     ctx.exit(code)
 
 
