@@ -32,9 +32,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import glob
 import ipaddress
 import os
+import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -197,6 +200,16 @@ class TestMember:
                        env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for init to reap it does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read()
+    except OSError:
+        return False
+    return st[st.rfind(")") + 2] != "Z"
+
+
 def write_script(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
@@ -294,7 +307,29 @@ class TestCluster:
                                            f"(exit status {proc.poll()})") from None
                     time.sleep(0.02)
 
+    def mux_pids(self) -> dict[str, int]:
+        """The live muxes of the admin root: socket name -> pid (SO_PEERCRED)."""
+        found = {}
+        for path in glob.glob(os.path.join(self.admin_root, "cluster", "mux", "*.sock")):
+            with contextlib.suppress(OSError), \
+                    socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.connect(path)
+                creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                        struct.calcsize("3i"))
+                found[os.path.basename(path)] = struct.unpack("3i", creds)[0]
+        return found
+
+    def kill_muxes(self) -> None:
+        """End the admin root's muxes (kept member connections) and wait for them."""
+        for pid in self.mux_pids().values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
     def close(self) -> None:
+        self.kill_muxes()
         for m in reversed(self.members):
             m.close()
         self.switch.close()
