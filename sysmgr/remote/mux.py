@@ -11,7 +11,8 @@ starter reads, and serves the socket (:mod:`sysmgr.remote.muxwire`) until:
 - the SSH connection dropped, or the member's sshd no longer accepts connections (checked
   with a TCP connection when a command arrives: a kept session outlives its sshd, and a
   command must find the member as a fresh connection would);
-- a client asked it to end (``cluster remove``, a newer mux for the member).
+- a client asked it to end (``cluster remove``, a mux for a newer spec of the member): its
+  socket's name goes at once, and it ends once the commands using it are done.
 
 Only clients of its own uid are served (SO_PEERCRED) on a 0600 socket in a 0700 directory.
 """
@@ -55,6 +56,7 @@ class Mux:
         self.last = time.monotonic()
         self.pool: dict[str, list[tuple[Any, ChannelReader]]] = {}
         self.stopping = threading.Event()
+        self.retiring = False  # asked to end: it does once no command uses it
 
     def serve(self) -> None:
         """Accept clients until idle, disconnected or asked to stop."""
@@ -80,7 +82,7 @@ class Mux:
 
     def _idle_over(self) -> bool:
         with self.lock:
-            return self.active == 0 and time.monotonic() - self.last >= self.idle
+            return self.active == 0 and (self.retiring or time.monotonic() - self.last >= self.idle)
 
     def _unlink(self) -> None:
         """Take the socket's name away (first thing when stopping: no new client finds
@@ -113,8 +115,9 @@ class Mux:
 
     def _dispatch(self, sock: socket.socket, header: dict[str, Any]) -> None:
         op = header.get("op")
-        if op == "exit":
-            self.stop()
+        if op == "exit":  # no new command finds it; those under way finish first
+            self._unlink()
+            self.retiring = True
             _send(sock, protocol.dumps({"ok": True}))
             return
         try:
