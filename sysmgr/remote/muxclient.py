@@ -39,8 +39,11 @@ def open_connection(spec: MemberSpec, *, admin_root: str, timeout: float) -> Any
     idle = muxwire.persist(spec)
     path = muxwire.socket_path(admin_root, spec)
     if idle > 0 and len(path) <= muxwire.MAX_PATH:
-        conn = MuxConnection.attach(spec, path, timeout) or _start(spec, admin_root, path,
-                                                                    idle, timeout)
+        try:
+            conn = MuxConnection.attach(spec, path, timeout) or _start(spec, admin_root, path,
+                                                                        idle, timeout)
+        except OSError:  # e.g. an admin root we may not write to: connect directly
+            conn = None
         if conn is not None:
             return conn
     return Connection.open(spec.name, spec.url, admin_root=admin_root, key=spec.key,
