@@ -207,12 +207,14 @@ def accept_host_key(admin_root: str, url: str, fingerprint: str, *,
         raise HostKeyRejected(f"{url} shows host key {key.fingerprint}, not {fingerprint}",
                               fingerprint=key.fingerprint)
     ssh.record_host_key(admin_root, url, key)
+    muxclient.stop(admin_root)  # the trusted keys changed: no kept connection outlives that
     return key
 
 
 def forget_host_key(admin_root: str, url: str) -> None:
-    """Stop trusting the member's host key (``cluster remove``)."""
+    """Stop trusting the member's host key (``cluster remove``); kept connections end."""
     ssh.forget_host_key(admin_root, url)
+    muxclient.stop(admin_root)
 
 
 def forget_connections(admin_root: str, member: str | None = None) -> None:

@@ -50,6 +50,7 @@ class Mux:
         self.conn = conn
         self.listener = listener
         self.path = path
+        self.inode = os.stat(path).st_ino  # the name this mux bound
         self.idle = idle
         self.lock = threading.Lock()
         self.active = 0
@@ -88,7 +89,7 @@ class Mux:
         """Take the socket's name away (first thing when stopping: no new client finds
         a mux that is going)."""
         try:
-            if os.stat(self.path).st_ino == os.fstat(self.listener.fileno()).st_ino:
+            if os.stat(self.path).st_ino == self.inode:  # not a newer mux's socket
                 os.unlink(self.path)
         except OSError:
             pass
