@@ -12,9 +12,11 @@ true`` on that remote member, in the same run:
   - OpenSSH doing the same: ``ssh member sysmgr exec NAME -- true``; the ratio to it is printed;
   - the member's own ``sysmgr exec`` run there without SSH (the single-host figure).
 
-Then, through the CLI on the admin host (an admin root with the members added):
+Then, through the CLI on the admin host (an admin root with the members added; each
+member's connection is kept between commands by its mux, as with ``ssh.persist``'s default):
 
-  - ``sysmgr exec --target m1 NAME -- true`` beside OpenSSH (target: within 1.2x);
+  - ``sysmgr exec --target m1 NAME -- true`` beside OpenSSH (target: within 1.2x), and the
+    same with ``SYSMGR_SSH_PERSIST=0`` (a new SSH connection for the command);
   - ``sysmgr list`` across 3 members holding 10 running containers each, beside a single-host
     ``sysmgr list`` of 10 run on a member itself (target: at most 1.5x);
   - ``sysmgr launch busybox NAME`` with placement (the member chosen, the container created
@@ -64,6 +66,8 @@ def main() -> None:
 
     base = tempfile.mkdtemp(prefix="sysmgr-bench-cluster-")
     cluster = TestCluster(base)
+    # the API rows connect afresh each time (no kept connection): the transport itself
+    os.environ["SYSMGR_SSH_PERSIST"] = "0"
     try:
         m = cluster.add_member()
         spec = m.spec()
@@ -116,6 +120,7 @@ def main() -> None:
         row("OpenSSH: ssh member sysmgr exec b1 -- true", theirs)
         row("single host: sysmgr exec b1 -- true on the member itself",
             median_ms(timed(lambda: _run(local_argv), args.runs)))
+        del os.environ["SYSMGR_SSH_PERSIST"]
         cli_rows(cluster, backend, args.runs, openssh)
         backend.close()
     finally:
@@ -138,11 +143,17 @@ def cli_rows(cluster, backend, runs: int, openssh) -> None:
                            env=dict(os.environ, SYSMGR_ROOT=cluster.admin_root, PYTHONPATH=REPO),
                            check=True)
 
-    print(f"\nthrough the CLI on the admin host ({runs} runs each, medians)")
+    print(f"\nthrough the CLI on the admin host ({runs} runs each, medians; member "
+          "connections kept between commands, ssh.persist)")
     theirs = median_ms(timed(openssh, runs))
     ours = median_ms(timed(lambda: cli("exec", "--target", "m1", "b1", "--", "true"), runs))
     row("sysmgr exec --target m1 b1 -- true", ours, f"{ours / theirs:5.2f}x OpenSSH ({theirs:.1f} ms)"
         "  target <= 1.2x")
+    os.environ["SYSMGR_SSH_PERSIST"] = "0"
+    direct = median_ms(timed(lambda: cli("exec", "--target", "m1", "b1", "--", "true"), runs))
+    del os.environ["SYSMGR_SSH_PERSIST"]
+    row("  the same, SYSMGR_SSH_PERSIST=0 (a new connection)", direct,
+        f"{direct / theirs:5.2f}x OpenSSH")
     backend.container_delete("b1", force=True)
     for i in range(10):   # 10 running containers on each member, placed by the CLI
         for m in cluster.members:

@@ -149,6 +149,7 @@ class MemberManager:
                                "(its containers are left where they are)")
         c.store.remove(name)
         c.forget_members()
+        remote.forget_connections(c.admin_root, name)
         if not spec.is_local and not any(s.url == spec.url for s in c.specs()):
             remote.forget_host_key(c.admin_root, spec.url)  # no other member name uses it
 

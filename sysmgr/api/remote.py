@@ -26,7 +26,7 @@ from sysmgr.api.local import LocalBackend
 from sysmgr.api.member import hello_info
 from sysmgr.errors import HostKeyRejected, Issue, MemberUnreachable, ValidationError
 from sysmgr.layout import Layout
-from sysmgr.remote import protocol, ssh, streams
+from sysmgr.remote import muxclient, protocol, ssh, streams
 from sysmgr.remote.manifests import pack
 from sysmgr.remote.protocol import RPC_VERSION, Hello
 from sysmgr.remote.session import MemberSession
@@ -34,7 +34,8 @@ from sysmgr.remote.ssh import HostKey, known_hosts_path
 from sysmgr.types import MemberSpec
 
 __all__ = ["RPC_VERSION", "Hello", "HostKey", "RemoteBackend", "accept_host_key", "connect",
-           "fetch_host_key", "forget_host_key", "hello", "known_hosts_path"]
+           "fetch_host_key", "forget_connections", "forget_host_key", "hello",
+           "known_hosts_path"]
 
 
 class RemoteBackend(Backend):
@@ -206,9 +207,16 @@ def accept_host_key(admin_root: str, url: str, fingerprint: str, *,
         raise HostKeyRejected(f"{url} shows host key {key.fingerprint}, not {fingerprint}",
                               fingerprint=key.fingerprint)
     ssh.record_host_key(admin_root, url, key)
+    muxclient.stop(admin_root)  # the trusted keys changed: no kept connection outlives that
     return key
 
 
 def forget_host_key(admin_root: str, url: str) -> None:
-    """Stop trusting the member's host key (``cluster remove``)."""
+    """Stop trusting the member's host key (``cluster remove``); kept connections end."""
     ssh.forget_host_key(admin_root, url)
+    muxclient.stop(admin_root)
+
+
+def forget_connections(admin_root: str, member: str | None = None) -> None:
+    """End the kept connections (muxes) of ``member`` (of every member: None)."""
+    muxclient.stop(admin_root, member)

@@ -4,7 +4,8 @@ names and groups, the member config-key table, and ``--target`` values (model la
 A member is reached either over SSH (``url: ssh://user@host[:port]``, or ``address:`` with an
 ``ssh: {user, port, key}`` map) or directly (``url: "local:"``: a root on the admin host
 itself). Member config keys are LXD's: ``scheduler.instance`` (all | manual | group) decides
-whether placement may choose the member; ``user.*`` is free-form.
+whether placement may choose the member; ``user.*`` is free-form; ``ssh.persist`` (seconds)
+is how long the member's connection is kept for the next command.
 
     kind: Member
     name: node2
@@ -22,7 +23,8 @@ import re
 from dataclasses import replace
 from typing import Any, Mapping
 
-from sysmgr.model.keyrules import Key, Problem, accept, choice_key, key_table, same, validate_table
+from sysmgr.model.keyrules import (Key, Problem, accept, choice_key, int_key, key_table, same,
+                                   validate_table)
 from sysmgr.model.names import name_problem, object_name_problem
 from sysmgr.model.objects import MemberDoc
 from sysmgr.model.placement import SCHEDULERS
@@ -34,10 +36,18 @@ DEFAULT_USER = "root"
 LOCAL_URL = "local:"
 
 _SCHEDULER = choice_key(*SCHEDULERS, what="scheduler")
+_PERSIST = int_key(minimum=0, what="number of seconds")
+#: how long a member's connection outlives the command that opened it, by default
+DEFAULT_PERSIST = 60
 MEMBER_KEYS: dict[str, Key] = key_table(
     Key("scheduler.instance", _SCHEDULER[0], _SCHEDULER[1], live=True, default="all",
         doc="Whether placement may choose this member: all (yes), manual (only when "
             "--target names it), group (only through --target @GROUP)."),
+    Key("ssh.persist", _PERSIST[0], _PERSIST[1], live=True, default=str(DEFAULT_PERSIST),
+        doc="Seconds the admin host keeps its SSH connection to the member (and the "
+            "member's RPC server) open after a command, for the next command to reuse "
+            "(OpenSSH's ControlPersist); 0 connects afresh for every command. The "
+            "SYSMGR_SSH_PERSIST environment variable overrides it."),
     Key("user.*", accept, same, live=True, doc="Free-form user metadata."),
 )
 

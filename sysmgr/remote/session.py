@@ -1,6 +1,7 @@
 """The admin side of one member for one command: :class:`MemberSession`.
 
-It holds one SSH :class:`~sysmgr.remote.ssh.Connection`, runs ``<sysmgr> --root ROOT _rpc``
+It holds one SSH :class:`~sysmgr.remote.ssh.Connection` (or the member's mux's,
+:mod:`sysmgr.remote.muxclient`, which keeps it between commands), runs ``<sysmgr> --root ROOT _rpc``
 on one exec channel of it (the RPC, JSON lines, one call at a time; started by the first
 call), and opens further exec channels for streams (``_stream``,
 :mod:`sysmgr.remote.streams`). The RPC server's hello, and each stream's first line, check
@@ -21,6 +22,7 @@ from sysmgr.errors import MemberUnreachable, RemoteError, RemoteRejected
 from sysmgr.remote import codec, protocol
 from sysmgr.remote.protocol import RPC_VERSION, Hello
 from sysmgr.remote.ssh import Connection
+from sysmgr.remote.muxclient import MuxConnection, open_connection
 from sysmgr.types import MemberSpec
 
 #: how long a member's sysmgr may take to start and say hello
@@ -82,7 +84,8 @@ class ChannelReader:
 class MemberSession:
     """One member, reached for the length of one command."""
 
-    def __init__(self, spec: MemberSpec, conn: Connection, *, call_timeout: float) -> None:
+    def __init__(self, spec: MemberSpec, conn: Connection | MuxConnection, *,
+                 call_timeout: float) -> None:
         self.spec = spec
         self.name = spec.name
         self.conn = conn
@@ -102,8 +105,7 @@ class MemberSession:
         first call, or now with ``hello``: a command that only streams (exec, file push)
         starts one sysmgr on the member, not two, and each stream checks the RPC version
         itself."""
-        conn = Connection.open(spec.name, spec.url, admin_root=admin_root, key=spec.key,
-                               host_key=spec.host_key, timeout=timeout)
+        conn = open_connection(spec, admin_root=admin_root, timeout=timeout)
         session = cls(spec, conn, call_timeout=call_timeout)
         if hello:
             try:
@@ -129,7 +131,7 @@ class MemberSession:
             return self.hello
         if self._closed:
             raise RemoteError(f"{self.name}: the session with the member is closed")
-        self._chan = self.conn.session(self.command("_rpc"))
+        self._chan = self.conn.rpc_channel(self.command("_rpc"))
         self._reader = ChannelReader(self._chan)
         try:
             data = self._exchange("hello", [], {"rpc": RPC_VERSION}, {}, timeout=HELLO_TIMEOUT)

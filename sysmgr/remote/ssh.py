@@ -161,6 +161,12 @@ def _tcp(addr: Address, timeout: float, name: str) -> socket.socket:
                                 hint="is the member up and its sshd running?") from None
 
 
+def probe(addr: Address, name: str, *, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Check that the member's sshd still accepts connections (MemberUnreachable if not):
+    a kept connection outlives its sshd, a new command must not."""
+    _tcp(addr, timeout, name).close()
+
+
 def load_key(path: str) -> Any:
     """The private key in ``path`` (RemoteRejected when it cannot be used)."""
     paramiko = _paramiko()
@@ -222,6 +228,16 @@ class Connection:
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise RemoteError(f"{self.name}: cannot open a session on {self.address}: {e}") from None
         return chan
+
+    def rpc_channel(self, command: str) -> Any:
+        """A channel running the member's RPC server ``command``."""
+        return self.session(command)
+
+    @property
+    def active(self) -> bool:
+        """Whether the SSH connection is still up."""
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
 
     def close(self) -> None:
         self.client.close()

@@ -34,6 +34,7 @@ import ctypes
 import ctypes.util
 import ipaddress
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -197,6 +198,16 @@ class TestMember:
                        env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for init to reap it does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read()
+    except OSError:
+        return False
+    return st[st.rfind(")") + 2] != "Z"
+
+
 def write_script(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
@@ -294,7 +305,31 @@ class TestCluster:
                                            f"(exit status {proc.poll()})") from None
                     time.sleep(0.02)
 
+    def mux_pids(self) -> dict[str, int]:
+        """The live muxes of the admin root: socket name -> pid (found in /proc: asking
+        a mux on its socket would count as use and keep it from idling out)."""
+        found = {}
+        for p in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    argv = f.read().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if "sysmgr.remote.mux" in argv and self.admin_root in argv and _alive(int(p)):
+                found[os.path.basename(argv[argv.index(self.admin_root) + 1])] = int(p)
+        return found
+
+    def kill_muxes(self) -> None:
+        """End the admin root's muxes (kept member connections) and wait for them."""
+        for pid in self.mux_pids().values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
     def close(self) -> None:
+        self.kill_muxes()
         for m in reversed(self.members):
             m.close()
         self.switch.close()
