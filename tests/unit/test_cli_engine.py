@@ -17,9 +17,8 @@ import textwrap
 
 import pytest
 import yaml
-from click.testing import CliRunner
+from tests.unit.cli_runner import CliAt
 
-from sysmgr.cli.main import cli
 
 _NEEDED = ("sysmgr.drivers.runtime.fake", "sysmgr.drivers.storage.fake",
            "sysmgr.drivers.images.busybox", "sysmgr.engine.planner", "sysmgr.engine.apply")
@@ -41,17 +40,8 @@ def _missing() -> list[str]:
 pytestmark = pytest.mark.skipif(bool(_missing()), reason=f"needs the engine and fake drivers: {_missing()}")
 
 
-class Sysmgr:
+class Sysmgr(CliAt):
     """``sysmgr --root ROOT ...`` in-process, through the exit-code mapper."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-
-    def __call__(self, *args: str, input: str | None = None, ok: bool = False):
-        res = CliRunner().invoke(cli, ["--root", self.root, *args], input=input)
-        if ok:
-            assert res.exit_code == 0, (args, res.output)
-        return res
 
     def containers(self) -> list[dict]:
         return json.loads(self("list", "--format", "json", ok=True).stdout)

@@ -14,10 +14,9 @@ import sqlite3
 import click
 import pytest
 import yaml
-from click.testing import CliRunner
 
 from sysmgr.cli.commands import _keyvalue
-from sysmgr.cli.main import cli
+from tests.unit.cli_runner import CliAt
 
 _NEEDED = ("sysmgr.drivers.runtime.fake", "sysmgr.drivers.storage.fake",
            "sysmgr.drivers.network.fake", "sysmgr.engine.apply")
@@ -39,17 +38,8 @@ pytestmark = pytest.mark.skipif(bool(_missing()), reason=f"needs the engine and 
 NET = "sysmgrbr0"  # the network `init --auto` makes (fake driver under the fake runtime)
 
 
-class Sysmgr:
+class Sysmgr(CliAt):
     """``sysmgr --root ROOT ...`` in-process, through the exit-code mapper."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-
-    def __call__(self, *args: str, input: str | None = None, ok: bool = False):
-        res = CliRunner().invoke(cli, ["--root", self.root, *args], input=input)
-        if ok:
-            assert res.exit_code == 0, (args, res.output)
-        return res
 
     def doc(self, *args: str) -> dict:
         return yaml.safe_load(self(*args, ok=True).stdout)

@@ -20,30 +20,20 @@ import sqlite3
 import textwrap
 
 import pytest
-from click.testing import CliRunner
 
 import sysmgr
 from sysmgr.api import remote
 from sysmgr.api.local import LocalBackend
-from sysmgr.cli.main import cli
 from sysmgr.errors import DriverError, HostKeyRejected
+from tests.unit.cli_runner import CliAt
 
 pytestmark = pytest.mark.skipif(not (shutil.which("busybox") or os.path.exists("/bin/busybox")),
                                 reason="needs busybox-static for the image")
 GiB = 1 << 30
 
 
-class Admin:
+class Admin(CliAt):
     """``sysmgr --root ADMIN ...`` in-process."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-
-    def __call__(self, *args: str, input: str | None = None, ok: bool = False):
-        res = CliRunner().invoke(cli, ["--root", self.root, *args], input=input)
-        if ok:
-            assert res.exit_code == 0, (args, res.output)
-        return res
 
     def listing(self, *args: str) -> list[dict]:
         return json.loads(self("list", "--format", "json", *args, ok=True).stdout)
