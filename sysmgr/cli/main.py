@@ -60,11 +60,12 @@ COMMANDS: dict[str, str] = {
     "cluster": "cluster:cluster",
 }
 
-# the container verbs: each takes --target MEMBER (LXD's flag), added where they are loaded
+# the verbs that take --target MEMBER (LXD's flag), added where they are loaded: the container
+# verbs, and the image, profile, network and storage verbs (on that member's root)
 TARGETED = frozenset({
     "launch", "create", "start", "stop", "restart", "freeze", "unfreeze", "delete", "list",
     "info", "exec", "shell", "console", "config", "file", "snapshot", "copy", "rename",
-    "export", "import"})
+    "export", "import", "image", "profile", "network", "storage"})
 
 # commands an admin host runs on a cluster member over SSH; hidden from --help
 HIDDEN_COMMANDS: dict[str, str] = {

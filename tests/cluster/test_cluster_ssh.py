@@ -68,6 +68,10 @@ def test_a_cluster_over_ssh(three) -> None:
     ok(cluster, "launch", "busybox", "w2", "--target", "@web")
     ok(cluster, "launch", "busybox", "d1", "--target", "@db", "-c", "cluster.evacuate=stop")
     assert where(cluster) == {"w1": "m1", "w2": "m2", "d1": "m3"}
+    # the image went to m2 and m3 under the same fingerprint (--target on image verbs too)
+    fps = {m.name: [i["fingerprint"] for i in json.loads(ok(
+        cluster, "image", "list", "--format", "json", "--target", m.name).stdout)] for m in (m1, m2, m3)}
+    assert len(fps["m1"]) == 1 and fps["m2"] == fps["m3"] == fps["m1"], fps
     # by memory: no member has that much free, nothing is created anywhere
     res = cluster.cli("launch", "busybox", "huge", "-c", "limits.memory=100000GiB")
     assert res.returncode != 0 and "huge" not in where(cluster)

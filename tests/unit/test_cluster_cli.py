@@ -423,3 +423,20 @@ def test_evacuation_that_fails_half_way(admin: Admin, monkeypatch) -> None:
     res = admin("cluster", "restore", "n2", ok=True)
     assert "2 container(s) started" in res.output
     assert all(c["status"] == "Running" for c in admin.listing())
+
+
+def test_image_profile_network_and_storage_verbs_take_target(admin: Admin, members) -> None:
+    """LXD's --target on the non-container verbs too: they act on that member's root."""
+    images = json.loads(admin("image", "list", "--format", "json", "--target", "n1", ok=True).stdout)
+    assert len(images) == 1 and "busybox" in json.dumps(images[0]["aliases"])
+    assert json.loads(admin("image", "list", "--format", "json", "--target", "n2", ok=True).stdout) == []
+    admin("profile", "create", "only-n2", "--target", "n2", ok=True)
+    for n, root in members.items():
+        with sysmgr.Client(root=root) as c:
+            assert c.profiles.exists("only-n2") == (n == "n2")
+    admin("profile", "delete", "only-n2", "--target", "n2", ok=True)
+    pools = json.loads(admin("storage", "list", "--format", "json", "--target", "n3", ok=True).stdout)
+    assert [p["name"] for p in pools] == ["default"]
+    assert admin("network", "list", "--target", "n3", ok=True).exit_code == 0
+    res = admin("image", "list", "--target", "nowhere")
+    assert res.exit_code == 2 and "nowhere" in res.output
