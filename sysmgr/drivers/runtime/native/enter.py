@@ -23,6 +23,7 @@ Other architectures have no helper yet: :func:`available` says so and C forks as
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import platform
@@ -128,6 +129,7 @@ _BASE = 0x400000     # load address of the one segment
 _EHDR, _PHDR = 64, 56
 _F_SEAL_SEAL, _F_SEAL_SHRINK, _F_SEAL_GROW, _F_SEAL_WRITE = 0x1, 0x2, 0x4, 0x8
 _F_ADD_SEALS = 1033
+_MFD_EXEC = 0x0010
 
 
 def available() -> bool:
@@ -148,7 +150,13 @@ def elf(code: bytes = CODE) -> bytes:
 def sealed_memfd() -> int:
     """A close-on-exec memfd holding the helper, sealed against any change (the caller closes
     it). ``os.execve(fd, ...)`` runs it; a container cannot write through its /proc/PID/exe."""
-    fd = os.memfd_create("sysmgr-enter", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:  # say it is meant to be executed (Linux 6.3+; vm.memfd_noexec=1 would refuse it else)
+        fd = os.memfd_create("sysmgr-enter", flags | _MFD_EXEC)
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # before 6.3 the flag is unknown: ask without it
+            raise
+        fd = os.memfd_create("sysmgr-enter", flags)
     try:
         data = elf()
         if os.write(fd, data) != len(data):
