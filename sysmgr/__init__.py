@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sysmgr.errors import SysmgrError
-
-__version__ = "0.1.0"
+from sysmgr.version import __version__
 __all__ = ["Client", "SysmgrError", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover

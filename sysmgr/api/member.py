@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sysmgr import __version__
+from sysmgr.version import __version__
 from sysmgr.api.local import LocalBackend
 from sysmgr.layout import Layout
 from sysmgr.remote import protocol, server, stream_server

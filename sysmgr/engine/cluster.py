@@ -10,23 +10,17 @@ a call on a member: validation of member records, the store, and the pure placem
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
-from sysmgr._util import hostinfo
 from sysmgr.errors import Issue, ValidationError
 from sysmgr.layout import Layout
 from sysmgr.model import members as mmembers
 from sysmgr.model import placement
 from sysmgr.state.cluster import ClusterStore, SQLiteClusterStore
-
-__all__ = ["ClusterStore", "MemberFacts"]
-from sysmgr.state.db import Store
 from sysmgr.types import MemberSpec
 
-#: what a ``local:`` member answers as its RPC version (an SSH member's comes from the wire)
-LOCAL_RPC = 1
+__all__ = ["ClusterStore", "MemberFacts"]
 
 
 # -- the store --------------------------------------------------------------------------------
@@ -142,20 +136,6 @@ class MemberFacts:
     cpus: int | None = None
     memory_total: int | None = None
     memory_free: int | None = None
-
-
-def local_hello(root: str, version: str) -> dict[str, Any]:
-    """The ``hello`` of a root on this host (``version``: this sysmgr's), in the RPC's
-    shape (a plain map)."""
-    layout = Layout(root)
-    count = 0
-    if layout.exists():
-        with Store(layout.db) as st:
-            count = len(st.containers())
-    return {"rpc": LOCAL_RPC, "version": version, "root": os.path.abspath(root),
-            "hostname": socket.gethostname(), "containers": count,
-            "facts": {"cpus": os.cpu_count() or 1, "memory_total": hostinfo.memory_total(),
-                      "memory_free": hostinfo.memory_available()}}
 
 
 def _get(obj: Any, *names: str) -> Any:
