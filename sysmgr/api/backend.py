@@ -112,6 +112,21 @@ class Backend(abc.ABC):
         """Create a container from a backup file; its name. Device nodes in it are dropped
         (``warn`` names them) unless ``allow_devices``."""
 
+    # -- copies and moves between members ----------------------------------------------------
+    @abc.abstractmethod
+    def migration_open(self, role: str, request: Mapping[str, Any]) -> Any:
+        """One endpoint (``role`` ``source`` or ``target``) of a copy or move on this member:
+        a :class:`sysmgr.remote.endpoints.Endpoint` the mover talks to."""
+
+    @abc.abstractmethod
+    def migration_marker(self, name: str) -> dict[str, Any] | None:
+        """The mark a move left on container ``name`` (None: none, or no such container)."""
+
+    @abc.abstractmethod
+    def migration_settle(self, name: str, migration: str, *, moved: bool) -> str:
+        """Finish (``moved``) or roll back move ``migration`` of ``name`` on this member
+        (:func:`sysmgr.engine.migration.markers.settle`); what was done."""
+
     # -- processes and files ---------------------------------------------------------------
     @abc.abstractmethod
     def exec_capture(self, name: str, argv: Sequence[str], *, env: Config | None,

@@ -13,21 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from sysmgr.api.backend import Backend
 from sysmgr.api.base import collect_warnings
-from sysmgr.api.containers import Container, ContainerManager
+from sysmgr.api.containers import Container, ContainerManager, MemberClient
 from sysmgr.api.fanout import failures
 
 Progress = Callable[[str], None]
 Warn = Callable[[str], None]
-
-
-class MemberClient:
-    """What an object on a member needs of its client: that member's backend and name."""
-
-    def __init__(self, member: str, backend: Backend) -> None:
-        self.member = member
-        self.backend = backend
 
 
 @dataclass
@@ -47,14 +38,14 @@ class ClusterContainerManager(ContainerManager):
         self._cluster = client.cluster
 
     def on(self, member: str) -> MemberClient:
-        return MemberClient(member, self._cluster.backend(member))
+        return MemberClient(member, self._cluster.backend(member), self._cluster)
 
     def survey(self, *, usage: bool = False, members: Sequence[str] | None = None) -> Survey:
         """Every member's containers (``members``: only those), all asked at once."""
         ms = self._cluster.member_set()
         outs = ms.each(lambda m, b: b.container_views(usage=usage), members)
         down = failures(outs)
-        found = [Container(MemberClient(m, ms.backend(m)), v)
+        found = [Container(MemberClient(m, ms.backend(m), self._cluster), v)
                  for m, o in outs.items() if o.ok for v in o.unwrap()]
         return Survey(found, down)
 

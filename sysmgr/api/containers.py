@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping, Sequence
 
 from sysmgr.api.base import HasBackend, Manager, Model, collect_warnings
 from sysmgr.api.snapshots import SnapshotManager
+from sysmgr.errors import ValidationError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sysmgr.api.migration import Meter, MigrationResult
     from sysmgr.types import Limits
 
 Progress = Callable[[str], None]
@@ -45,6 +47,16 @@ class ContainerState:
     cpu_ns: int | None = None
     disk_bytes: int | None = None
     oom_kills: int | None = None
+
+
+class MemberClient:
+    """What an object on a cluster member needs of its client: that member's backend and
+    name, and the cluster (for copies and moves)."""
+
+    def __init__(self, member: str, backend: Any, cluster: Any = None) -> None:
+        self.member = member
+        self.backend = backend
+        self.cluster = cluster
 
 
 class Container(Model):
@@ -127,11 +139,64 @@ class Container(Model):
         self._backend.container_delete(self.name, force=force)
 
     # -- storage -------------------------------------------------------------------------------
-    def copy(self, name: str, *, snapshot: str | None = None, pool: str | None = None) -> "Container":
-        """Copy this container (or its ``snapshot``) to a new stopped container ``name``
-        with a new identity, on ``pool`` (default: the same pool)."""
+    def copy(self, name: str, *, snapshot: str | None = None, pool: str | None = None,
+             target: str | None = None, refresh: bool = False,
+             progress: Progress | None = None, meter: "Meter | None" = None) -> "Container":
+        """Copy this container to a new stopped container ``name`` with a new identity.
+
+        On its own member (``target`` None or its own): its current state (or its
+        ``snapshot``) without snapshots, on ``pool`` (default: the same pool). To another
+        cluster member ``target``: with its snapshots, streamed (see
+        :mod:`sysmgr.api.migration`); ``refresh`` brings an existing copy ``name`` up to
+        date, sending only what changed since their newest common snapshot.
+        """
+        from sysmgr.api import migration
+
+        if refresh or (target is not None and target != self.location):
+            if snapshot is not None:
+                raise ValidationError("a copy to another member (or --refresh) takes the "
+                                      "container with its snapshots, not one snapshot",
+                                      hint="copy the snapshot on its member first")
+            cluster = migration.cluster_of(self._client)
+            if cluster is None:
+                if not refresh:
+                    raise ValidationError(f"--target {target}: this root has no cluster members",
+                                          hint="sysmgr cluster add NAME URL adds one")
+                cluster = migration.ThisHost(self._client)
+            source = self.location or getattr(cluster, "member", "local")
+            dest = target or source
+            self.last_migration = migration.copy(cluster, self.name, source, dest, name,
+                                                 pool=pool, refresh=refresh, progress=progress,
+                                                 meter=meter)
+            backend = cluster.backend(dest)
+            return type(self)(MemberClient(dest, backend, cluster), backend.container_view(name))
         self._backend.container_copy(self.name, name, snapshot=snapshot, pool=pool)
         return type(self)(self._client, self._backend.container_view(name))
+
+    def migrate(self, member: str, *, live: bool = True, name: str | None = None,
+                pool: str | None = None, progress: Progress | None = None,
+                meter: "Meter | None" = None) -> "MigrationResult":
+        """Move this container to cluster member ``member`` (as ``name``, onto ``pool``).
+
+        A running container on pools that stream incrementally moves near-live (copied
+        while it runs, stopped only for the last increment); otherwise (``live=False``, or
+        a dir pool) it is stopped first. It runs on ``member`` afterwards if it ran before;
+        the result says how long it was down, in parts. On any failure it stays (running,
+        if it ran) where it is. This object then describes it on ``member``.
+        """
+        from sysmgr.api import migration
+
+        cluster = migration.cluster_of(self._client)
+        if cluster is None or self.location is None:
+            raise ValidationError("moving a container needs cluster members",
+                                  hint="sysmgr cluster add NAME URL adds one")
+        result = migration.move(cluster, self.name, self.location, member, new_name=name,
+                                pool=pool, live=live, progress=progress, meter=meter)
+        backend = cluster.backend(member)
+        self._client = MemberClient(member, backend, cluster)
+        self.location = member
+        self._set(backend.container_view(result.new_name))
+        return result
 
     def rename(self, name: str) -> None:
         """Rename this (stopped) container."""

@@ -8,7 +8,7 @@ milliseconds that ``sysmgr exec`` must not pay).
 
 from __future__ import annotations
 
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
 from sysmgr.api.backend import Backend, Config, Devices, Progress, Warn
 from sysmgr.engine import confinement, execution, pools, records, runspec, volumes
@@ -114,6 +114,34 @@ class LocalBackend(Backend):
                          warn: Warn | None = None) -> str:
         return _backup().import_(self.host, path, name=name, pool=pool, progress=progress,
                               allow_devices=allow_devices, warn=warn).name
+
+    # -- copies and moves between members ----------------------------------------------------
+    def migration_open(self, role: str, request: Mapping[str, Any]) -> Any:
+        from sysmgr.remote import endpoints
+
+        return endpoints.local(lambda: Host(self.layout), request.get("member") or "local",
+                               role, request)
+
+    def migration_serve(self, role: str, request: Mapping[str, Any],
+                        read: Callable[[int], bytes], write: Callable[[bytes], Any]) -> int:
+        """The member side of :meth:`migration_open` over SSH (``sysmgr _stream migrate``)."""
+        from sysmgr.remote import endpoints
+
+        return endpoints.serve(self.host, role, request, read, write)
+
+    def migration_marker(self, name: str) -> dict[str, Any] | None:
+        from sysmgr.engine.migration import markers
+
+        st = self.host.store
+        return markers.marker(st.container(name)) if st.has_container(name) else None
+
+    def migration_settle(self, name: str, migration: str, *, moved: bool) -> str:
+        from sysmgr.engine import journal
+        from sysmgr.engine.migration import settling
+
+        with self.host.locked():
+            journal.recover(self.host)  # a dead endpoint's partial copy goes first
+            return settling.settle(self.host, name, migration, moved=moved)
 
     # -- processes and files ---------------------------------------------------------------
     def exec_capture(self, name: str, argv: Sequence[str], *, env: Config | None,

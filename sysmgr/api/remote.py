@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import functools
 from io import BytesIO
-from typing import Any, BinaryIO, Callable, Sequence
+from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
 from sysmgr.api.backend import Backend, Config, Progress, Warn
 from sysmgr.api.local import LocalBackend
@@ -79,6 +79,10 @@ class RemoteBackend(Backend):
 
     def file_pull(self, name: str, path: str, dst: BinaryIO) -> None:
         streams.file_pull(self.session, name, path, dst)
+
+    # -- copies and moves: a stream of their own -----------------------------------------------
+    def migration_open(self, role: str, request: Mapping[str, Any]) -> Any:
+        return streams.migration_endpoint(self.session, role, request)
 
     # -- backups and images: the files are the admin host's ------------------------------------
     def container_export(self, name: str, path: str, *, optimized: bool,

@@ -50,6 +50,7 @@ COMMANDS: dict[str, str] = {
     "network": "network:network",
     "snapshot": "snapshot:snapshot",
     "copy": "copy:copy",
+    "move": "copy:move",
     "rename": "copy:rename",
     "export": "backup:export",
     "import": "backup:import_",
@@ -61,10 +62,11 @@ COMMANDS: dict[str, str] = {
 }
 
 # the verbs that take --target MEMBER (LXD's flag), added where they are loaded: the container
-# verbs, and the image, profile, network and storage verbs (on that member's root)
+# verbs, and the image, profile, network and storage verbs (on that member's root); copy and
+# move have their own (the member to copy or move to)
 TARGETED = frozenset({
     "launch", "create", "start", "stop", "restart", "freeze", "unfreeze", "delete", "list",
-    "info", "exec", "shell", "console", "config", "file", "snapshot", "copy", "rename",
+    "info", "exec", "shell", "console", "config", "file", "snapshot", "rename",
     "export", "import", "image", "profile", "network", "storage"})
 
 # commands an admin host runs on a cluster member over SSH; hidden from --help
@@ -79,7 +81,7 @@ ALIASES: dict[str, str] = {"ls": "list", "rm": "delete"}
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Containers", ("launch", "create", "list", "info", "start", "stop", "restart", "freeze",
                     "unfreeze", "delete", "exec", "shell", "console", "config", "file")),
-    ("Storage", ("snapshot", "copy", "rename", "export", "import")),
+    ("Storage", ("snapshot", "copy", "move", "rename", "export", "import")),
     ("Declarative (GitOps)", ("validate", "diff", "apply")),
     ("Host", ("init", "profile", "image", "storage", "network", "keys")),
     ("Cluster", ("cluster",)),

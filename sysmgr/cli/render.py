@@ -225,6 +225,7 @@ class ProgressPrinter:
         self._start = time.monotonic()
         self._bar: Any = None
         self._task: Any = None
+        self._metered: tuple[str, float, int] | None = None
 
     @property
     def elapsed(self) -> float:
@@ -253,6 +254,19 @@ class ProgressPrinter:
         stamp = Text(f"[{self.elapsed:6.1f}s] ", style="dim")
         self._bar.console.print(Text(self.indent) + stamp + Text(message))
         self._bar.update(self._task, description=message)
+
+    def meter(self, label: str, sent: int) -> None:
+        """Bytes sent so far in a transfer step (``label``): on a terminal the live line
+        shows them with the rate; elsewhere the step's own message says the total."""
+        if self._bar is None:
+            return
+        now = time.monotonic()
+        if self._metered is None or self._metered[0] != label:
+            self._metered = (label, now, sent)
+        _, t0, first = self._metered
+        rate = (sent - first) / (now - t0) if now > t0 else 0.0
+        self._bar.update(self._task, description=f"{label}: {format_size(sent)} "
+                                                 f"at {format_size(int(rate))}/s")
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

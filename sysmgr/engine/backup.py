@@ -52,14 +52,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 from sysmgr._util import exposure
 from sysmgr._util.exposure import Warn
-from sysmgr.drivers.storage.base import remove_tree
-from sysmgr.engine import idshift, journal, records, streams, volumes
+from sysmgr.engine import arrival, idshift, journal, records, streams, volume_streams, volumes
 from sysmgr.engine.host import DEFAULT_POOL, Host
 from sysmgr.engine.reverter import Reverter
 from sysmgr.engine.snapshots import check_name
 from sysmgr.errors import (
     AlreadyExists, DriverError, Issue, NotFound, SysmgrError, ValidationError)
-from sysmgr.model import expand as mexpand
 from sysmgr.model import keys as mkeys
 from sysmgr.model import names as mnames
 from sysmgr.state.db import ContainerRecord, Store
@@ -94,12 +92,6 @@ def _yaml() -> ModuleType:
 
 def _dump(data: Any) -> bytes:
     return _yaml().safe_dump(data, sort_keys=False).encode()
-
-
-def _clear(path: str) -> None:
-    """Empty a volume's root directory (keeping the directory itself)."""
-    for n in os.listdir(path):
-        remove_tree(os.path.join(path, n))
 
 
 # -- export ----------------------------------------------------------------------------------
@@ -173,16 +165,6 @@ def _build_index(host: Host, rec: ContainerRecord, drv: "StoragePool",
     }
 
 
-def _open_stream(drv: "StoragePool", name: str, s: dict[str, Any],
-                 optimized: bool) -> contextlib.AbstractContextManager[BinaryIO]:
-    """The bytes of one stream of the index: the pool's send stream, or a tar of the tree."""
-    if optimized:
-        return drv.send(name, s["snapshot"], since=s["base"])
-    if s["snapshot"] is not None:
-        return streams.tar_stream(drv.snapshot_path(name, s["snapshot"]), f"tar of {name}")
-    return streams.tar_stream(drv.container_path(name), f"tar of {name}")
-
-
 def _write_backup(f: BinaryIO, drv: "StoragePool", name: str, index: dict[str, Any],
                   progress: Progress | None) -> None:
     """The archive into ``f`` through zstd: the index, every stream in chunks, checksums."""
@@ -193,7 +175,9 @@ def _write_backup(f: BinaryIO, drv: "StoragePool", name: str, index: dict[str, A
         for s in index["streams"]:
             if progress:
                 progress(f"exporting {s['file']}")
-            with _open_stream(drv, name, s, index["optimized"]) as stream:
+            kind = index["stream_format"] if index["optimized"] else volume_streams.TAR
+            with volume_streams.open_volume(drv, name, s["snapshot"], kind=kind,
+                                            base=s["base"]) as stream:
                 streams.big_pipe(stream)
                 size, crc, n = out.chunked(f"backup/{s['file']}", stream, CHUNK)
             sums[s["file"]] = {"size": size, "crc32": f"{crc:08x}", "chunks": n}
@@ -267,17 +251,6 @@ def _read_index(tin: streams.TarReader, path: str) -> dict[str, Any]:
         raise _corrupt(path, f"unreadable index ({e})") from None
 
 
-def _retarget(host: Host, rec: ContainerRecord, pool: str) -> dict[str, dict[str, str]]:
-    """``rec``'s local devices, with the root disk moved to ``pool`` when its expansion puts
-    it elsewhere (a local override of the expanded root disk, as ``-s POOL`` does)."""
-    devices = {k: dict(v) for k, v in rec.devices.items()}
-    _, devs = records.expanded(host, rec)
-    root = next((n for n, d in devs.items() if mkeys.is_root_disk(d)), "root")
-    if devs.get(root, {}).get("pool") != pool:
-        devices[root] = {**devs.get(root, {"type": "disk", "path": "/"}), "pool": pool}
-    return devices
-
-
 @dataclass
 class _ImportPlan:
     """Where and what :func:`import_` creates, checked against this host."""
@@ -289,6 +262,7 @@ class _ImportPlan:
     devs: dict[str, dict[str, str]]  # the record's expanded devices
     snaps: list[SnapshotRecord]
     optimized: bool
+    stream_format: str
     allow_devices: bool = False
     devices: set[str] = field(default_factory=set)  # device nodes found (dropped or kept)
 
@@ -347,26 +321,6 @@ def _record_from_index(c: dict[str, Any], name: str, target: str, path: str) -> 
         raise _corrupt(path, f"bad container definition in the index ({e})") from None
 
 
-def _check_record(host: Host, rec: ContainerRecord, target: str) -> dict[str, dict[str, str]]:
-    """Check ``rec`` against this host (profiles, config, devices) and move its root disk to
-    ``target``; returns its expanded devices."""
-    missing = [Issue(f"profile {p!r} not found on this host", path=f"profiles[{i}]")
-               for i, p in enumerate(rec.profiles) if not host.store.has_profile(p)]
-    if missing:
-        raise ValidationError(missing, hint="create the profiles first, then import again")
-    issues = [Issue(r, path=p) for p, r in mkeys.validate_config(rec.config)]
-    issues += [Issue(r, path=p) for p, r in mkeys.validate_devices(rec.devices)]
-    if issues:
-        raise ValidationError(issues)
-    rec.devices = _retarget(host, rec, target)
-    cfg, devs = records.expanded(host, rec)
-    problems = mexpand.validate_expanded(cfg, devs)
-    issues = [Issue(r, path=p) for p, r in problems] + volumes.size_issues(host, devs)
-    if issues:
-        raise ValidationError(issues)
-    return devs
-
-
 def _snapshot_records(host: Host, index: dict[str, Any], name: str,
                       target: str) -> list[SnapshotRecord]:
     """The records of the index's snapshots, their root disk moved to ``target`` too."""
@@ -378,7 +332,7 @@ def _snapshot_records(host: Host, index: dict[str, Any], name: str,
             for s in index["snapshots"]]
     for sr in recs:  # a restore must find the root disk on the pool it is on now
         if all(host.store.has_profile(p) for p in sr.profiles):
-            sr.devices = _retarget(host, ContainerRecord(name, "", target, sr.profiles,
+            sr.devices = arrival.retarget(host, ContainerRecord(name, "", target, sr.profiles,
                                                          sr.config, sr.devices), target)
     return recs
 
@@ -393,35 +347,30 @@ def _plan_import(host: Host, index: dict[str, Any], path: str, name: str | None,
     drv = host.pool_driver(target)
     _check_pool_can(drv, target, index)
     rec = _record_from_index(index["container"], name, target, path)
-    devs = _check_record(host, rec, target)
+    devs = arrival.check_record(host, rec, target)
     snaps = _snapshot_records(host, index, name, target)
-    return _ImportPlan(name, target, drv, rec, devs, snaps, index["optimized"], allow_devices)
+    return _ImportPlan(name, target, drv, rec, devs, snaps, index["optimized"],
+                       str(index.get("stream_format") or volume_streams.TAR), allow_devices)
 
 
 # -- import: receive the streams, verify, commit ---------------------------------------------
 
 def _receive_one(p: _ImportPlan, s: dict[str, Any], reader: streams.ChunkReader,
-                 vol: str | None, last: bool, path: str, it: "Intent") -> str:
+                 last: bool, path: str, it: "Intent") -> str:
     """Store one stream of the archive; returns the container's volume path."""
     snap = s.get("snapshot")
     if p.optimized:
         if not snap:
             raise _corrupt(path, f"stream {s['file']} names no snapshot")
-        with streams.piped(reader) as pipe:
-            vol = p.drv.receive(p.name, pipe, snap=snap)
+        vol = volume_streams.store_volume(p.drv, p.name, reader, kind=p.stream_format,
+                                          snap=snap)
         if not last:
             _refuse_devices(p, p.drv.snapshot_path(p.name, snap), path, snap)
         return vol
-    if vol is None:
-        vol = volumes.empty_volume(p.drv, p.name, it)
-    else:
-        _clear(vol)
-    with streams.piped(reader) as pipe:
-        streams.extract_tar(pipe, vol, f"unpacking {s['file']}")
-    _devices(p, vol)  # before the snapshot: snapshots are read-only
-    if not last:
-        p.drv.create_snapshot(p.name, snap)
-    return vol
+    # device nodes go before the snapshot: snapshots are read-only
+    return volume_streams.store_volume(p.drv, p.name, reader, kind=volume_streams.TAR,
+                                       snap=None if last else snap, intent=it,
+                                       unpacked=lambda tree: _devices(p, tree))
 
 
 def _devices(p: _ImportPlan, tree: str) -> None:
@@ -462,7 +411,7 @@ def _receive_streams(p: _ImportPlan, index: dict[str, Any], tin: streams.TarRead
             progress(f"importing {s['file']}")
         reader = streams.ChunkReader(tin, f"backup/{s['file']}")
         try:
-            vol = _receive_one(p, s, reader, vol, s is index["streams"][-1], path, it)
+            vol = _receive_one(p, s, reader, s is index["streams"][-1], path, it)
             reader.drain()
         except Corrupt:
             raise

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 from sysmgr.drivers.runtime.base import STOPPED
 from sysmgr.engine import confinement, journal, lifecycle, pools, records, runspec, volumes
 from sysmgr.engine.host import DEFAULT_PROFILE, Host
+from sysmgr.engine.migration import markers
 from sysmgr.engine.netplan import nic_problems
 from sysmgr.engine.networks import NetworkEngine
 from sysmgr.engine.reverter import Reverter
@@ -120,12 +121,17 @@ def _make(host: Host, rec: ContainerRecord, img: ImageRecord, devs: Devices) -> 
 
 # -- delete -----------------------------------------------------------------------------------
 
-def delete_container(host: Host, name: str, *, force: bool = False) -> None:
-    """Delete a container, its volume and its snapshots (a running one only with ``force``)."""
+def delete_container(host: Host, name: str, *, force: bool = False,
+                     migration: str | None = None) -> None:
+    """Delete a container, its volume and its snapshots (a running one only with ``force``).
+    A container a move marks is deleted only by that move (``migration``), which also
+    deletes a protected one: the copy left behind by a finished move."""
     with host.locked():
         ex = records.read(host, name)
         rec = ex.record
-        if mkeys.parse_bool(ex.config.get("security.protection.delete", "false")):
+        markers.refuse(rec, "delete", allow=migration)
+        if migration is None and \
+                mkeys.parse_bool(ex.config.get("security.protection.delete", "false")):
             raise Conflict(f"container {name!r} is protected (security.protection.delete=true)",
                            hint=f"sysmgr config unset {name} security.protection.delete")
         if records.status(host, rec).state != STOPPED:

@@ -14,7 +14,10 @@ storage operation, under the root's lock — resolves the intents of dead proces
 * ``rename``: undone when the record still has the old name, finished otherwise;
 * ``restore``: redone when the container is stopped (the filesystem swap is atomic, the
   record update is idempotent);
-* ``export``: the temporary snapshot and the partial output file are removed.
+* ``export``: the temporary snapshot and the partial output file are removed;
+* ``send`` (the source of a copy or move): its temporary snapshots are removed, and a move
+  that had not stopped the container yet is dropped (:mod:`sysmgr.engine.migration`);
+* ``receive`` (a refresh of an existing copy): the snapshots it received are removed.
 
 Leftover staging entries of the drivers (``.staging-*`` of dead processes) are swept by the
 pool's ``mount()`` afterwards. Resolution is idempotent: an intent whose resolution fails is
@@ -59,6 +62,16 @@ def _starttime(pid: int) -> int | None:
 def _alive(pid: int, starttime: int | None) -> bool:
     now = _starttime(pid)
     return now is not None and (starttime is None or now == starttime)
+
+
+def owner() -> dict[str, Any]:
+    """This process as an intent's owner: ``{"pid", "starttime"}`` (see :func:`owner_alive`)."""
+    return {"pid": os.getpid(), "starttime": _starttime(os.getpid())}
+
+
+def owner_alive(data: dict[str, Any]) -> bool:
+    """Whether the process an :func:`owner` describes still runs."""
+    return _alive(int(data.get("pid") or 0), data.get("starttime"))
 
 
 class Intent:
@@ -265,8 +278,40 @@ def _unfinished_export(host: Host, d: dict[str, Any], drv: "StoragePool | None")
     return ""
 
 
+def _unfinished_send(host: Host, d: dict[str, Any], drv: "StoragePool | None") -> str:
+    """The source of a copy or move died: its temporary snapshots go, and a move that had
+    not stopped the container yet is dropped (its mark goes)."""
+    from sysmgr.engine.migration import markers  # moves only
+
+    name, mid = d.get("container", ""), d.get("migration")
+    if drv is None or not host.store.has_container(name):
+        return ""
+    for snap in d.get("snapshots", []):
+        with contextlib.suppress(NotFound):
+            drv.delete_snapshot(name, snap)
+    m = markers.marker(host.store.container(name))
+    if mid and m is not None and m.get("id") == mid and m.get("phase") == "copying":
+        markers.set_marker(host, name, None)
+        return f"dropped the unfinished move of {name} (it stays here)"
+    return ""
+
+
+def _unfinished_receive(host: Host, d: dict[str, Any], drv: "StoragePool | None") -> str:
+    """A refresh died before its commit: the snapshots it received go."""
+    name = d.get("container", "")
+    if drv is None or not host.store.has_container(name):
+        return ""
+    recorded = {s.name for s in SnapshotStore(host.store).all(name)}
+    gone = [s for s in d.get("snapshots", []) if s not in recorded]
+    for snap in gone:
+        with contextlib.suppress(NotFound):
+            drv.delete_snapshot(name, snap)
+    return f"removed the unfinished refresh of {name}" if gone else ""
+
+
 _RESOLVERS: dict[str, Resolver] = {
     "create": _unfinished_create, "copy": _unfinished_create, "import": _unfinished_create,
     "snapshot": _unfinished_snapshot, "delete-snapshot": _unfinished_snapshot_delete,
     "rename": _unfinished_rename, "restore": _unfinished_restore, "export": _unfinished_export,
+    "send": _unfinished_send, "receive": _unfinished_receive,
 }

@@ -14,16 +14,19 @@ import os
 from sysmgr.drivers.runtime.base import FROZEN, RUNNING, STOPPED, Status
 from sysmgr.engine import confinement, idmap, idshift, records, runspec
 from sysmgr.engine.host import DEFAULT_STOP_TIMEOUT, Host
+from sysmgr.engine.migration import markers
 from sysmgr.engine.nics import NicEngine
 from sysmgr.errors import Conflict
 from sysmgr.state.db import ContainerRecord
 
 
-def start(host: Host, name: str) -> Status:
-    """Start a stopped container; Conflict when it runs already."""
+def start(host: Host, name: str, *, migration: str | None = None) -> Status:
+    """Start a stopped container; Conflict when it runs already, or when a move marks it
+    (other than ``migration``: the move starting it on its new member)."""
     with host.locked():
         ex = records.read(host, name)
         rec = ex.record
+        markers.refuse(rec, "start", allow=migration)
         if records.status(host, rec).state != STOPPED:
             raise Conflict(f"container {name!r} is already running")
         cgroup = records.cgroup_path(host, name)

@@ -228,6 +228,8 @@ _PRIORITY = int_key(minimum=0, what="priority")
 _SECONDS = int_key(minimum=0, what="number of seconds")
 _IDMAP_SIZE = int_key(minimum=65536, maximum=1 << 31, what="id map size")
 _EVACUATE = choice_key("auto", "migrate", "stop", what="evacuation mode")
+_ROUNDS = int_key(minimum=0, maximum=50, what="number of rounds")
+_SIZE = size_key()
 
 CONTAINER_KEYS: dict[str, Key] = key_table(
     Key("limits.cpu", check(parse_cpu), norm(_norm_cpu), live=True,
@@ -252,9 +254,17 @@ CONTAINER_KEYS: dict[str, Key] = key_table(
     Key("boot.host_shutdown_timeout", _SECONDS[0], _SECONDS[1], live=True, default="30",
         doc="Seconds to wait for a clean halt before killing the container."),
     Key("cluster.evacuate", _EVACUATE[0], _EVACUATE[1], live=True, default="auto",
-        doc="What 'sysmgr cluster evacuate' does with the container: auto (move it when the "
-            "cluster can, else stop it), migrate (move it to another member), stop. Until "
-            "containers can move between members, auto and migrate stop it too (and say so)."),
+        doc="What 'sysmgr cluster evacuate' does with the container: auto (move it to another "
+            "member when one can take it, else stop it), migrate (move it; an error when no "
+            "member can), stop. 'cluster restore' brings moved containers back."),
+    Key("migration.precopy.rounds", _ROUNDS[0], _ROUNDS[1], live=True, default="4",
+        doc="A live move copies the running container in rounds, each sending what changed "
+            "since the last, before it stops it for the final one: at most this many rounds "
+            "after the first full copy (0: stop after the first copy)."),
+    Key("migration.precopy.threshold", _SIZE[0], _SIZE[1], live=True,
+        default="8MiB",
+        doc="A live move stops pre-copying once a round sent at most this much (the final "
+            "round, while the container is stopped, then sends about as much again)."),
     Key("security.protection.delete", BOOL, NORM_BOOL, live=True, default="false",
         doc="Refuse to delete the container while true."),
     Key("snapshots.schedule", check(schedule.parse_schedule), norm(str.strip), live=True,

@@ -181,6 +181,14 @@ def _import(backend: Any, req: dict[str, Any], ctx: StreamContext) -> int:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _migrate(backend: Any, req: dict[str, Any], ctx: StreamContext) -> int:
+    """One endpoint of a copy or move; frames on stdin and stdout from here on."""
+    _line({"ok": True})
+    return backend.migration_serve(str(req.get("role")), req, lambda n: os.read(0, n),
+                                   lambda data: _write_all(1, data))
+
+
 _HANDLERS: dict[str, Callable[[Any, dict[str, Any], StreamContext], int]] = {
     "exec": _exec, "pull": _pull, "push": _push, "export": _export, "import": _import,
+    "migrate": _migrate,
 }

@@ -250,6 +250,20 @@ def file_pull(session: MemberSession, name: str, path: str, dst: BinaryIO) -> No
         chan.close()
 
 
+# -- migrations ------------------------------------------------------------------------------
+
+def migration_endpoint(session: MemberSession, role: str, request: Mapping[str, Any]) -> Any:
+    """One endpoint of a copy or move on the member (:mod:`sysmgr.remote.endpoints`)."""
+    from sysmgr.remote import endpoints
+
+    def opened(chan: Any) -> bytes:
+        reader = ChannelReader(chan)
+        _status(reader, session, "migration")
+        return reader.take()
+
+    return endpoints.remote(session, role, request, opened)
+
+
 # -- backups and images ----------------------------------------------------------------------
 
 def container_export(session: MemberSession, name: str, path: str, *, optimized: bool,

@@ -270,6 +270,14 @@ class StoragePool(abc.ABC):
         """
         raise self._unsupported("send/receive")
 
+    def snapshot_ids(self, name: str) -> dict[str, tuple[str, str]]:
+        """Snapshot name -> (its own UUID, the UUID it was received from, or ""), for the
+        snapshots of ``name`` that have identities (``info.incremental_send``; else empty).
+
+        Copies and moves match a common base by these, never by name: a snapshot received
+        from ``S`` has ``S``'s UUID as its received UUID, whatever either is called."""
+        return {}
+
     # -- host ------------------------------------------------------------------------------
     @classmethod
     def check_host(cls) -> None:

@@ -465,6 +465,19 @@ class BtrfsPool(StoragePool):
         with send_stream(path, parent, what=f"btrfs send of {name}/{snap}") as stream:
             yield stream
 
+    def snapshot_ids(self, name: str) -> dict[str, tuple[str, str]]:
+        self._require_volume(name)
+        bu = btrfsutil()
+        out: dict[str, tuple[str, str]] = {}
+        for snap in self._names("snapshots", name):
+            try:
+                info = bu.subvolume_info(self.snapshot_path(name, snap))
+            except OSError as e:
+                raise pool_error(self.pool, f"read snapshot {name}/{snap}", e) from e
+            received = info.received_uuid if any(info.received_uuid) else b""
+            out[snap] = (info.uuid.hex(), received.hex())
+        return out
+
     def receive(self, name: str, stream: Readable, *, snap: str) -> str:
         need("btrfs")
         final = self.snapshot_path(name, snap)
