@@ -116,9 +116,16 @@ class Client:
 
         ``network``: also create that managed network (``sysmgr init --auto`` uses
         ``"sysmgrbr0"``) and give the default profile an ``eth0`` nic on it; the API creates
-        none unless asked. Recorded networks are brought back up (after a reboot)."""
-        return self.backend.init(storage_driver=storage_driver, runtime=runtime, network=network,
+        none unless asked. Recorded networks are brought back up (after a reboot). On a
+        cluster's admin root, moves between members that were cut short (their mover killed)
+        are settled: finished or rolled back."""
+        done = self.backend.init(storage_driver=storage_driver, runtime=runtime, network=network,
                                  network_driver=network_driver)
+        if self.member is None and self.clustered:
+            from sysmgr.api import migration  # admin roots with moves recorded only
+
+            done += migration.settle_all(self.cluster)
+        return done
 
     def host_security(self) -> Any:
         """What confines containers on this host beyond user namespaces, seccomp and

@@ -361,14 +361,14 @@ class ClusterManager:
     # -- evacuate and restore ----------------------------------------------------------------------
     def evacuate(self, name: str, *, progress: Progress | None = None) -> Evacuation:
         """Mark ``name`` EVACUATED (no new containers) and take its running containers off
-        it by their ``cluster.evacuate`` key. Containers cannot move between members yet,
-        so ``auto`` and ``migrate`` stop them too, and the notes say so. A container that
-        could not be stopped keeps running there and is named in the error."""
+        it by their ``cluster.evacuate`` key: ``migrate`` and ``auto`` move them to other
+        members (``auto`` stops what cannot move), ``stop`` stops them. A container that
+        could be neither moved nor stopped keeps running there and is named in the error."""
         return evacuation.evacuate(self, name, progress=progress)
 
     def restore(self, name: str, *, progress: Progress | None = None) -> list[str]:
-        """Start again what evacuating ``name`` stopped, then clear its mark; the started
-        containers' names."""
+        """Start again what evacuating ``name`` stopped and move back what it moved, then
+        clear its mark; the names of the containers brought back."""
         return evacuation.restore(self, name, progress=progress)
 
 

@@ -2,11 +2,13 @@
 maintenance) and bring them back.
 
 Evacuating marks the member first (placement skips it from then on), then handles each
-running container by its ``cluster.evacuate`` key: ``stop`` stops it; ``migrate`` and ``auto``
-would move it to another member, which needs container moves (the next release), so they
-stop it as well and say so. Each stopped container is recorded in the admin root before it
-is stopped, so ``restore`` starts exactly those again, even after an interrupted evacuation.
-A container that cannot be stopped keeps running where it is; the error names it.
+running container by its ``cluster.evacuate`` key: ``migrate`` moves it (near-live where
+the pools allow, :mod:`sysmgr.api.migration`) to the member placement chooses; ``auto`` does
+the same, and stops it when no member can take it or the move fails; ``stop`` stops it.
+Each container is recorded in the admin root before it is touched (``stop``, or
+``moved:<member>``), so ``restore`` starts exactly the stopped ones again and moves the
+moved ones back, even after an interrupted evacuation. A container that could be neither
+moved nor stopped keeps running where it is; the error names it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from sysmgr.api import migration
 from sysmgr.engine import cluster as ecluster
 from sysmgr.errors import NotFound, SysmgrError
 
@@ -29,9 +32,10 @@ class Evacuation:
     member: str
     stopped: tuple[str, ...]
     notes: tuple[str, ...] = ()
-#: what stands in for a move until containers can move between members
-NO_MOVE = ("containers cannot move between cluster members yet (that comes with container "
-           "migration): stopped instead")
+    moved: tuple[tuple[str, str], ...] = ()   # (container, the member it went to)
+
+
+MOVED = "moved:"   # the recorded mode of a moved container: moved:<member>
 
 
 def evacuate(cluster: Cluster, name: str, *, progress: Progress | None = None) -> Evacuation:
@@ -42,6 +46,7 @@ def evacuate(cluster: Cluster, name: str, *, progress: Progress | None = None) -
     store.set_evacuated(name, True)
     say = progress or (lambda _m: None)
     stopped: list[str] = []
+    moved: list[tuple[str, str]] = []
     notes: list[str] = []
     failed: list[str] = []
     for v in sorted(views, key=lambda v: v.record.name):
@@ -49,10 +54,25 @@ def evacuate(cluster: Cluster, name: str, *, progress: Progress | None = None) -
         if v.status.state == "STOPPED":
             continue
         mode = ecluster.evacuate_mode(v.expanded_config)
-        if mode != "stop":
-            notes.append(f"{c}: cluster.evacuate={mode}: {NO_MOVE}")
+        if mode in ("auto", "migrate"):
+            dest, why = _destination(cluster, v)
+            if dest is not None:
+                store.record_evacuated(name, c, MOVED + dest)
+                try:
+                    r = migration.move(cluster, c, name, dest, progress=say)
+                    moved.append((c, dest))
+                    say(f"moved {c} to {dest}" + (f" (down {r.downtime.total:.2f} s)"
+                                                  if r.downtime else ""))
+                    continue
+                except SysmgrError as e:
+                    why = f"the move to {dest} failed: {e.message}"
+                    store.forget_evacuated(name, c)
+            if mode == "migrate":
+                failed.append(f"{c} ({why})")
+                continue
+            notes.append(f"{c}: cluster.evacuate=auto: {why}; stopped instead")
             say(notes[-1])
-        store.record_evacuated(name, c, mode)
+        store.record_evacuated(name, c, "stop")
         try:
             backend.container_stop(c, timeout=None, force=False)
         except SysmgrError as e:
@@ -64,10 +84,21 @@ def evacuate(cluster: Cluster, name: str, *, progress: Progress | None = None) -
     if failed:
         raise SysmgrError(
             f"evacuating {name}: not moved, still running there: {', '.join(failed)}"
-            + (f"; stopped: {', '.join(stopped)}" if stopped else ""),
+            + (f"; stopped: {', '.join(stopped)}" if stopped else "")
+            + (f"; moved: {', '.join(c for c, _ in moved)}" if moved else ""),
             hint=f"{name} stays EVACUATED; fix what is named and evacuate again, or "
                  f"'sysmgr cluster restore {name}'")
-    return Evacuation(name, tuple(stopped), tuple(notes))
+    return Evacuation(name, tuple(stopped), tuple(notes), tuple(moved))
+
+
+def _destination(cluster: Cluster, view: Any) -> tuple[str | None, str]:
+    """The member placement chooses for a container leaving its member (evacuated
+    members are skipped), or None and why not."""
+    try:
+        return cluster.choose(None, target=None, config=view.expanded_config,
+                              profiles=[]), ""
+    except SysmgrError as e:
+        return None, e.message
 
 
 def restore(cluster: Cluster, name: str, *, progress: Progress | None = None
@@ -78,9 +109,12 @@ def restore(cluster: Cluster, name: str, *, progress: Progress | None = None
     say = progress or (lambda _m: None)
     started: list[str] = []
     failed: list[str] = []
-    for c, _mode in store.evacuated_containers(name):
+    for c, mode in store.evacuated_containers(name):
         try:
-            if backend.container_view(c).status.state == "STOPPED":
+            if mode.startswith(MOVED):
+                _move_back(cluster, c, mode[len(MOVED):], name, say)
+                started.append(c)
+            elif backend.container_view(c).status.state == "STOPPED":
                 backend.container_start(c)
                 started.append(c)
                 say(f"started {c}")
@@ -91,9 +125,25 @@ def restore(cluster: Cluster, name: str, *, progress: Progress | None = None
             continue
         store.forget_evacuated(name, c)
     if failed:
-        raise SysmgrError(f"restoring {name}: could not start {', '.join(failed)}"
-                          + (f"; started: {', '.join(started)}" if started else ""),
+        raise SysmgrError(f"restoring {name}: could not bring back {', '.join(failed)}"
+                          + (f"; back: {', '.join(started)}" if started else ""),
                           hint=f"{name} stays EVACUATED; 'sysmgr cluster restore {name}' "
-                               "again starts what is left")
+                               "again brings back what is left")
     store.set_evacuated(name, False)
     return started
+
+
+def _move_back(cluster: Cluster, c: str, dest: str, home: str, say: Progress) -> None:
+    """Move container ``c`` from where evacuating ``home`` put it (``dest``) back home."""
+    where = cluster.locate(c)   # NotFound: deleted meanwhile
+    if where == home:           # the move never happened (or was rolled back)
+        say(f"{c} is on {home} already")
+        return
+    if where != dest:
+        say(f"{c} moved on to {where} meanwhile: moving it from there")
+    cluster.store.set_evacuated(home, False)  # placement may choose it again (the move needs it)
+    try:
+        migration.move(cluster, c, where, home, progress=say)
+    finally:
+        cluster.store.set_evacuated(home, True)
+    say(f"moved {c} back to {home}")

@@ -132,21 +132,24 @@ def evacuate(app: AppContext, name: str, yes: bool) -> None:
     members.get(name)
     if not yes:
         if not stdin_is_tty():
-            raise SysmgrError(f"evacuating {name} stops its running containers; refusing "
-                              "without confirmation", hint="re-run with --yes")
-        if not click.confirm(f"Evacuate {name} (its running containers stop)?", default=False):
+            raise SysmgrError(f"evacuating {name} moves or stops its running containers; "
+                              "refusing without confirmation", hint="re-run with --yes")
+        if not click.confirm(f"Evacuate {name} (its running containers move or stop)?",
+                             default=False):
             raise SysmgrError("nothing was evacuated")
     done = app.client.cluster.evacuate(name, progress=lambda m: click.echo(f"  {m}"))
-    click.echo(f"Member {name} evacuated: {len(done.stopped)} container(s) stopped")
+    click.echo(f"Member {name} evacuated: {len(done.moved)} container(s) moved, "
+               f"{len(done.stopped)} stopped")
 
 
 @cluster.command("restore")
 @click.argument("name")
 @pass_app
 def restore(app: AppContext, name: str) -> None:
-    """Start what evacuating NAME stopped, and let new containers go there again."""
-    started = app.client.cluster.restore(name, progress=lambda m: click.echo(f"  {m}"))
-    click.echo(f"Member {name} restored: {len(started)} container(s) started")
+    """Start what evacuating NAME stopped, move back what it moved, and let new containers
+    go there again."""
+    back = app.client.cluster.restore(name, progress=lambda m: click.echo(f"  {m}"))
+    click.echo(f"Member {name} restored: {len(back)} container(s) back")
 
 
 # -- groups -------------------------------------------------------------------------------
