@@ -117,6 +117,13 @@ class ApplyError(SysmgrError):
     """An apply failed part-way; completed steps were reverted where possible."""
 
 
+class Interrupted(SysmgrError):
+    """The user interrupted an operation (Ctrl-C) that then undid or settled what it had
+    begun; the message says where things stand."""
+
+    exit_code = 130
+
+
 class RemoteError(SysmgrError):
     """A cluster member could not be reached or failed (exit 1)."""
 

@@ -67,6 +67,8 @@ class Container(Model):
     """
 
     warnings: tuple[str, ...] = ()
+    #: what a copy to another member sent (on the copy ``copy()`` returned), else None
+    transfer: "MigrationResult | None" = None
 
     def __init__(self, client: HasBackend, view: Any) -> None:
         #: the cluster member it lives on (None on a single host)
@@ -100,6 +102,10 @@ class Container(Model):
         self.ipv4: list[str] = list(view.extra.get("ipv4") or [])
         # "unprivileged (host ids 1000000+65536)" or "privileged" (no user namespace)
         self.security: str = str(view.extra.get("security") or "")
+        # the last move between members ({from, to, at, stream, rounds, downtime: {shutdown,
+        # sysmgr, boot}}), and the mark of one under way ({id, role, peer, phase})
+        self.last_migration: dict[str, Any] | None = view.extra.get("last_migration")
+        self.migration: dict[str, Any] | None = view.extra.get("migration")
 
     def _fetch(self) -> Any:
         return self._backend.container_view(self.name)
@@ -148,7 +154,8 @@ class Container(Model):
         ``snapshot``) without snapshots, on ``pool`` (default: the same pool). To another
         cluster member ``target``: with its snapshots, streamed (see
         :mod:`sysmgr.api.migration`); ``refresh`` brings an existing copy ``name`` up to
-        date, sending only what changed since their newest common snapshot.
+        date, sending only what changed since their newest common snapshot. The returned
+        copy's ``transfer`` says what was sent (a :class:`~sysmgr.api.mover.MigrationResult`).
         """
         from sysmgr.api import migration
 
@@ -165,11 +172,12 @@ class Container(Model):
                 cluster = migration.ThisHost(self._client)
             source = self.location or getattr(cluster, "member", "local")
             dest = target or source
-            self.last_migration = migration.copy(cluster, self.name, source, dest, name,
-                                                 pool=pool, refresh=refresh, progress=progress,
-                                                 meter=meter)
+            result = migration.copy(cluster, self.name, source, dest, name, pool=pool,
+                                    refresh=refresh, progress=progress, meter=meter)
             backend = cluster.backend(dest)
-            return type(self)(MemberClient(dest, backend, cluster), backend.container_view(name))
+            copied = type(self)(MemberClient(dest, backend, cluster), backend.container_view(name))
+            copied.transfer = result
+            return copied
         self._backend.container_copy(self.name, name, snapshot=snapshot, pool=pool)
         return type(self)(self._client, self._backend.container_view(name))
 

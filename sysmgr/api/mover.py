@@ -16,7 +16,7 @@ from typing import Any, Callable
 from sysmgr.api import migration_journal as mj
 from sysmgr.engine.migration import markers
 from sysmgr.engine.migration.wire import DATA, END, MSG, decode
-from sysmgr.errors import Conflict, SysmgrError
+from sysmgr.errors import Conflict, Interrupted, SysmgrError
 from sysmgr.remote import codec
 
 Progress = Callable[[str], None]
@@ -63,15 +63,17 @@ class MigrationResult:
         return sum(self.rounds)
 
 
-#: the points where a test can have the mover killed (``SYSMGR_FAULT=<point>``: SIGKILL there)
+#: the points where a test can have the mover killed (``SYSMGR_FAULT=<point>``: SIGKILL there;
+#: ``<point>:INT``: SIGINT, as a Ctrl-C)
 FAULT_POINTS = ("begun", "copied", "stopped", "final", "committed", "started", "released")
 
 
 def _fault(point: str) -> None:
-    """A fault injection point: the tests kill the mover at each step of a move and check
-    that exactly one good copy is left once the move is settled."""
-    if os.environ.get("SYSMGR_FAULT") == point:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """A fault injection point: the tests kill (or interrupt) the mover at each step of a
+    move and check that exactly one good copy is left once the move is settled."""
+    name, _, sig = os.environ.get("SYSMGR_FAULT", "").partition(":")
+    if name == point:
+        os.kill(os.getpid(), signal.SIGINT if sig == "INT" else signal.SIGKILL)
 
 
 class Mover:
@@ -225,11 +227,10 @@ class Mover:
             self._open(move=False, refresh=refresh)
             snaps = self.info["snapshots"]
             if refresh:
-                vols, commit = self._refresh_plan(snaps)
+                vols, commit, base = self._refresh_plan(snaps)
             else:
-                vols = self._chain(snaps, None)
-                commit = {}
-            last = vols[-1]["snapshot"] if vols and self.kind != TAR else None
+                vols, commit, base = self._chain(snaps, None), {}, None
+            last = vols[-1]["snapshot"] if vols else base   # the state's base
             vols.append(self._state(0, last if self.kind != TAR else None))
             self._round(vols, "refresh" if refresh else "copy")
             state = vols[-1]["snapshot"] if self.kind != TAR else None
@@ -243,9 +244,9 @@ class Mover:
                                time.monotonic() - t0, None, tuple(self.notes))
 
     def _refresh_plan(self, snaps: list[dict[str, Any]]
-                      ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """What a refresh sends (the snapshots after the newest common one) and what its
-        commit records and deletes on the target."""
+                      ) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
+        """What a refresh sends (the snapshots after the newest common one), what its
+        commit records and deletes on the target, and the newest common snapshot."""
         theirs = list(self.tinfo.get("snapshots") or [])
         if self.kind != TAR:
             have = self.tinfo.get("have") or {}
@@ -264,11 +265,11 @@ class Mover:
                 self.notes.append("no snapshot in common with the copy: everything was sent")
             vols = self._chain(new, base)
             commit = {"snapshots": [s["name"] for s in new], "delete": gone}
-            return vols, commit
+            return vols, commit, base
         mine = [s["name"] for s in snaps]
         new = [s for s in snaps if s["name"] not in theirs]
         return self._chain(new, None), {"snapshots": [s["name"] for s in new],
-                                        "delete": [n for n in theirs if n not in mine]}
+                                        "delete": [n for n in theirs if n not in mine]}, None
 
     # -- move ----------------------------------------------------------------------------
     def move(self, *, live: bool = True) -> MigrationResult:
@@ -293,6 +294,11 @@ class Mover:
                 self._fail(entry, state, e)
             else:
                 mj.remove(admin, entry)
+            if isinstance(e, KeyboardInterrupt):
+                where = self.target if state["released"] else self.source
+                raise Interrupted(f"the move of {self.name} was interrupted: it stays on "
+                                  f"{where}" + (", running" if self.info.get("running") else ""),
+                                  ) from e
             raise
         mj.remove(admin, entry)
         kind = "live" if self.near_live else "cold"

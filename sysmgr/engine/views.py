@@ -66,6 +66,9 @@ def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
         extra = NicEngine(host).view(rec, devs, status.pid if status.state != STOPPED else None,
                                      cache)
     extra["security"] = idmap.describe(cfg, rec.volatile)
+    for key in ("last_migration", "migration"):  # the last move, and one under way
+        if isinstance(rec.volatile.get(key), dict):
+            extra[key] = dict(rec.volatile[key])
     return ContainerView(rec, cfg, devs, status, img, use, extra, disk)
 
 

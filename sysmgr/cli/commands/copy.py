@@ -91,7 +91,7 @@ def copy(app: AppContext, src: str, dst: str | None, snapshot: str | None, pool:
     with _printer(quiet) as progress:
         copied = c.copy(name, snapshot=snapshot, pool=pool, target=member, refresh=refresh,
                         progress=progress, meter=progress.meter)
-    r = getattr(c, "last_migration", None)
+    r = copied.transfer
     where = f"{copied.location}:{name}" if copied.location else name
     verb = "Refreshed" if refresh else "Copied"
     click.echo(f"{verb} {src}{'/' + snapshot if snapshot else ''} to {where}"

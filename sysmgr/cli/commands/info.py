@@ -38,9 +38,33 @@ def info_record(c: Any, st: Any) -> dict[str, Any]:
         # per nic: name inside, host end (stable), MAC, network or parent, recorded address
         "network": {k: dict(v) for k, v in sorted((getattr(c, "nics", None) or {}).items())},
         "ipv4": list(getattr(c, "ipv4", None) or []),
+        "last_move": getattr(c, "last_migration", None),
+        "moving": getattr(c, "migration", None),
         "expanded_config": dict(sorted(exp.items())),
         "expanded_devices": {k: dict(v) for k, v in sorted(c.expanded_devices.items())},
     }
+
+
+def _move_lines(r: dict[str, Any]) -> list[str]:
+    out = []
+    m = r.get("moving")
+    if m:
+        where = "to" if m.get("role") == "out" else "from"
+        out += ["", f"Being moved {where} {m.get('peer')} (move {m.get('id')}, {m.get('phase')}): "
+                    f"'sysmgr move {r['name']}' finishes or rolls it back"]
+    last = r.get("last_move")
+    if last:
+        rounds = last.get("rounds") or []
+        line = (f"Last move: from {last.get('from')} to {last.get('to')} on "
+                f"{render.format_timestamp(last.get('at'))}, {len(rounds)} round(s), "
+                f"{render.format_size(sum(rounds))} as a {last.get('stream')} stream")
+        out += ["", line]
+        d = last.get("downtime")
+        if d:
+            out.append(f"  Downtime: {sum(d.values()):.2f} s (the guest's shutdown "
+                       f"{d['shutdown']:.2f} s, sysmgr {d['sysmgr']:.2f} s, the guest "
+                       f"answering {d['boot']:.2f} s)")
+    return out
 
 
 def info_text(r: dict[str, Any]) -> str:
@@ -83,6 +107,7 @@ def info_text(r: dict[str, Any]) -> str:
                        f"host interface {nic.get('host_name') or '-'}, MAC {nic.get('hwaddr') or '-'}")
         if r.get("ipv4"):
             out.append(f"  IPv4 now: {', '.join(r['ipv4'])}")
+    out += _move_lines(r)
     for title, items in (("Limits", r["limits"]), ("Expanded config", r["expanded_config"])):
         if items:
             out += ["", f"{title}:"] + [f"  {k}: {v}" for k, v in items.items()]
