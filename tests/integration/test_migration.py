@@ -139,7 +139,9 @@ def _subvol(path: str):
 # -- moves ------------------------------------------------------------------------------------
 
 def test_cold_move_keeps_data_and_snapshots(pair: Pair) -> None:
-    pair.launch("c1")
+    pair.launch("c1", **{"security.idmap.isolated": "true"})
+    with pair.client("n1") as c:
+        security = c.containers.get("c1").security
     pair.run("n1", "c1", "echo first > /root/f")
     pair.cli("snapshot", "create", "c1", "s1")
     pair.run("n1", "c1", "echo second > /root/g")
@@ -149,6 +151,11 @@ def test_cold_move_keeps_data_and_snapshots(pair: Pair) -> None:
     assert "Downtime" in res.stdout
     assert pair.where("c1") == [("n2", "Running")]
     assert pair.run("n2", "c1", "cat /root/f /root/g") == "first\nsecond\n"
+    # its id map block travelled (free on n2), and its files are root's inside
+    assert "isolated" not in security and "host ids 1065536+65536" in security, security
+    with pair.client("n2") as c:
+        assert c.containers.get("c1").security == security
+    assert pair.run("n2", "c1", "stat -c %u:%g /root/f") == "0:0\n"
     rows = json.loads(pair.cli("snapshot", "list", "c1", "-f", "json").stdout)
     assert [r["name"] for r in rows] == ["s1", "s2"]
     snaps = os.path.join(pair.roots["n2"], "storage-pools", "bt", "mnt", "snapshots", "c1")
