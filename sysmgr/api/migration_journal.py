@@ -80,11 +80,13 @@ def settle(cluster: Cluster, entry: Entry, *, target_optional: bool = False) -> 
     """Finish or roll back the move ``entry`` on both members (its decision, or the
     target's record when it has none); the journal entry goes once both are done.
 
-    The member that keeps the container goes first (the target when moved: it starts there
-    at once; the source when it stayed: it runs again at once), the other second: a member
-    that cannot be reached leaves the entry for the next try, with the decision kept.
-    ``target_optional``: the target never committed, so its partial copy removes itself
-    (its endpoint, or its next recovery): not reaching it is no failure.
+    Moved: the target goes first (its copy is cleared and started at once), then the
+    source's copy is deleted. Stayed: the target's copy is deleted first (it might have been
+    started), then the source's mark cleared and the container started again — except when
+    the target never committed (``target_optional``): then the source goes first and not
+    reaching the target is no failure (its partial copy removes itself: its endpoint, or its
+    next recovery). A member that cannot be reached leaves the entry (with its decision) for
+    the next try, and the name running nowhere twice.
     """
     if not entry.decision:
         m = cluster.backend(entry.target).migration_marker(entry.new_name)  # may be unreachable
@@ -92,7 +94,7 @@ def settle(cluster: Cluster, entry: Entry, *, target_optional: bool = False) -> 
         write(cluster.admin_root, entry)
     moved = entry.decision == "moved"
     steps = [(entry.target, entry.new_name), (entry.source, entry.name)]
-    if not moved:
+    if target_optional and not moved:
         steps.reverse()
     said = []
     for member, name in steps:
@@ -114,7 +116,8 @@ def settle_pending(cluster: Cluster, name: str | None = None) -> list[str]:
     for e in entries(cluster.admin_root):
         if (name is not None and name not in (e.name, e.new_name)) or journal.owner_alive(e.owner):
             continue
-        said += settle(cluster, e)
+        # before "committing" the target cannot hold a committed copy
+        said += settle(cluster, e, target_optional=e.phase in ("copying", "stopped"))
         said.append(f"settled the interrupted move of {e.name} ({e.source} -> {e.target}): "
                     f"{'moved' if e.decision == 'moved' else 'it stays on ' + e.source}")
     return said

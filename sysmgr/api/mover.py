@@ -16,7 +16,7 @@ from typing import Any, Callable
 from sysmgr.api import migration_journal as mj
 from sysmgr.engine.migration import markers
 from sysmgr.engine.migration.wire import DATA, END, MSG, decode
-from sysmgr.errors import Conflict, Interrupted, SysmgrError
+from sysmgr.errors import Conflict, Interrupted, RemoteError, SysmgrError
 from sysmgr.remote import codec
 
 Progress = Callable[[str], None]
@@ -295,7 +295,7 @@ class Mover:
             else:
                 mj.remove(admin, entry)
             if isinstance(e, KeyboardInterrupt):
-                where = self.target if state["released"] else self.source
+                where = self.target if entry.decision == "moved" else self.source
                 raise Interrupted(f"the move of {self.name} was interrupted: it stays on "
                                   f"{where}" + (", running" if self.info.get("running") else ""),
                                   ) from e
@@ -386,11 +386,17 @@ class Mover:
         return rec
 
     def _fail(self, entry: mj.Entry, state: dict[str, bool], err: BaseException) -> None:
-        """Settle a move that failed: forward once the source was released, back while
-        the target had not committed, from the target's record when unknown."""
+        """Settle a move that failed: forward once the source was released; back while
+        the target had not committed, or when it refused a later step itself (its start
+        failed); otherwise (the link to it broke, Ctrl-C, after its commit) from its record:
+        a committed copy may be running there, so the move is finished rather than risk
+        the name running on both."""
         if state["released"]:
             entry.decision = "moved"
-        elif not state["commit_sent"] or state["committed"]:
+        elif not state["commit_sent"]:
+            entry.decision = "stayed"
+        elif state["committed"] and isinstance(err, SysmgrError) \
+                and not isinstance(err, RemoteError):
             entry.decision = "stayed"
         mj.write(self.cluster.admin_root, entry)
         try:

@@ -18,10 +18,10 @@ It answers the mover's requests (:mod:`.wire` ``J`` messages, each answered by
 - ``rollback``: the move failed: temporary snapshots go, the mark is cleared and the
   container is started again if it ran before.
 
-The temporary snapshots it makes are listed in an intent (``send``): if this process dies,
-the next :func:`sysmgr.engine.journal.recover` removes them, and clears the mark of a move
-that had not stopped the container yet. A move cut short after the stop keeps its mark
-until the mover settles it (:func:`.markers.settle`).
+The temporary snapshots it makes are listed in an intent (``send``, made with the first): if
+this process dies, the next :func:`sysmgr.engine.journal.recover` removes them, and clears
+the mark of a move that had not stopped the container yet. A move cut short after the stop
+keeps its mark until the mover settles it (:func:`.settling.settle`).
 
 Layer: engine.
 """
@@ -74,14 +74,12 @@ class Source:
         self.stopped = False      # this move stopped the container
         self.temps: list[str] = []
         self.intent: journal.Intent | None = None
+        self._stack = contextlib.ExitStack()
 
     # -- the loop ----------------------------------------------------------------------------
     def serve(self) -> int:
         """Answer requests until ``bye`` (0) or the mover is gone (1)."""
-        rec = self.host.store.container(self.name)  # NotFound before anything changes
-        with journal.intent(self.host, "send", container=self.name, pool=rec.pool,
-                            snapshots=[]) as it:
-            self.intent = it
+        with self._stack:  # the intent, once there is a temporary snapshot to cover
             try:
                 return self._loop()
             except WireClosed:
@@ -133,8 +131,6 @@ class Source:
     def hello(self, msg: dict[str, Any]) -> dict[str, Any]:
         self.mid = str(msg.get("id") or "")
         self.moving = bool(msg.get("move"))
-        if self.intent is not None:
-            self.intent.note(migration=self.mid)
         host, st = self.host, self.host.store
         ex = records.read(host, self.name)
         rec = ex.record
@@ -199,8 +195,12 @@ class Source:
     def snapshot(self, msg: dict[str, Any]) -> str:
         snap = markers.temp_name(self.mid, str(msg.get("label")))
         with self.host.locked():
-            drv = self.host.pool_driver(self.host.store.container(self.name).pool)
-            assert self.intent is not None
+            pool = self.host.store.container(self.name).pool
+            drv = self.host.pool_driver(pool)
+            if self.intent is None:
+                self.intent = self._stack.enter_context(journal.intent(
+                    self.host, "send", container=self.name, pool=pool, snapshots=[],
+                    migration=self.mid))
             self.intent.add("snapshots", snap)  # before it exists: a crash cannot leak it
             self.temps.append(snap)
             drv.create_snapshot(self.name, snap)
