@@ -54,6 +54,8 @@ def test_closed_channel_and_bad_frames() -> None:
     with pytest.raises(RemoteError, match="bad migration frame") as e:
         wb.recv()
     assert not isinstance(e.value, WireClosed)
+    a.close(), b.close()
+    wa, wb, a, b = _pair()                            # (a bad frame ends that channel)
     wa.frame(MSG, b"[1, 2]")
     with pytest.raises(RemoteError, match="not a JSON object"):
         wb.recv_msg()
