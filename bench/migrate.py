@@ -44,7 +44,7 @@ one on ``local``) holds 300 MB of random data. In one run, through the Python AP
    without one show it).
 
 Run as root from a checkout: ``.venv/bin/python bench/migrate.py [--runs N]`` (``--runs``:
-the throughput pairs and refresh rows, default 3; ``--moves``: the near-live moves, default
+the throughput turns and refresh rows, default 3; ``--moves``: the near-live moves, default
 5). Everything is deleted at the end (containers, pools and their loop devices, the
 namespaces).
 """
@@ -275,11 +275,12 @@ def compare_send(rig: Rig, label: str, name: str, member: str,
         rate = statistics.median(mbps(n, s) for s, n, _ in ours)
         row(what, f"{rate:6.1f} MB/s",
             f"{rate / their_rate:4.2f}x OpenSSH (target >= 0.8x); "
-            f"{statistics.median(s for s, _, _ in ours):.2f} s, "
-            f"{statistics.median(n for _, n, _ in ours) / MB:.0f} MB sent, "
-            f"{statistics.median(mbps(n, s) for _, n, s in ours):.0f} MB/s while streaming")
+            f"{statistics.median(s for s, _, _ in ours):.2f} s: streaming at "
+            f"{statistics.median(mbps(n, f) for _, n, f in ours):.0f} MB/s, "
+            f"{statistics.median(s - f for s, _, f in ours):.2f} s around it")
     row("OpenSSH: btrfs send | ssh m2 btrfs receive", f"{their_rate:6.1f} MB/s",
-        f"{statistics.median(theirs):.2f} s, {ossh.bytes / MB:.0f} MB stream")
+        f"{statistics.median(theirs):.2f} s; stream {ossh.bytes / MB:.0f} MB, sysmgr sent "
+        f"{statistics.median(n for _, n, _ in mux) / MB:.0f} MB")
 
 
 # -- 2. downtime of a near-live move -----------------------------------------------------------
@@ -293,9 +294,11 @@ def near_live(rig: Rig, moves: int) -> None:
         if code:
             raise RuntimeError(f"starting the churn loop failed: {err!r}")
         time.sleep(1.0)  # the loop has rewritten its file a few times
+        source = ct.location
         t = time.perf_counter()
-        res = ct.migrate(rig.other(ct.location))
+        res = ct.migrate(rig.other(source))
         totals.append(time.perf_counter() - t)
+        settle_deletes(rig.roots[source])
         d = res.downtime
         if d is None or res.kind != "live":
             raise RuntimeError(f"the move was not near-live: {res}")
@@ -346,6 +349,7 @@ def refresh(rig: Rig, runs: int) -> None:
             ct.copy(new, target=dest, refresh=True)
             secs.append(time.perf_counter() - t)
             sent.append(ct.last_migration.bytes)
+            settle_deletes(rig.roots[dest])  # the copy it replaced: free its space
         ct.execute(["rm", "-f", path])  # the next rows change only what they write
         return statistics.median(secs), statistics.median(sent)
 
@@ -370,7 +374,7 @@ def refresh(rig: Rig, runs: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3, help="throughput pairs, refresh rows (3)")
+    ap.add_argument("--runs", type=int, default=3, help="throughput turns, refresh rows (3)")
     ap.add_argument("--moves", type=int, default=5, help="near-live moves (5)")
     args = ap.parse_args()
     from tests.cluster.hosts import TestCluster  # after sys.path: this checkout
