@@ -31,7 +31,8 @@ one on ``local``) holds 300 MB of random data. In one run, through the Python AP
    increment, the commit, the start; target <= 0.5 s) and the guest's boot; the rounds and
    their bytes. The loop's 1 MB travels in the pre-copy round after the first; the halt
    ends the loop (busybox init signals every process first), so the final round carries
-   what changed between the last pre-copy snapshot and the stop: little.
+   what changed between the last pre-copy snapshot and the stop: nothing much, or the
+   loop's 1 MB when it rewrote its file in that moment.
 3. **copy --refresh**: a full copy (the container with a snapshot ``base``), then refreshes
    after a 1 MB and after a 50 MB change (each row rewrites one file; the file is deleted
    after the row): time and bytes sent. A refresh sends the snapshots taken since the
