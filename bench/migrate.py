@@ -34,15 +34,16 @@ one on ``local``) holds 300 MB of random data. In one run, through the Python AP
    what changed between the last pre-copy snapshot and the stop: nothing much, or the
    loop's 1 MB when it rewrote its file in that moment.
 3. **copy --refresh**: a full copy (the container with a snapshot ``base``), then refreshes
-   after a 1 MB and after a 50 MB change (each row rewrites one file; the file is deleted
-   after the row): time and bytes sent. A refresh sends the snapshots taken since the
-   newest snapshot both sides hold (matched by UUID), each as an increment of the one before,
-   then the container's current state. **Which gives a small send**: the rows "+ a
-   snapshot" (a snapshot taken after the change: it is sent as an increment of the common
-   one and becomes the next base): bytes and time follow the change, not the size. Without a
-   new snapshot the current state is sent *whole* - every refresh sends the full 300 MB
-   (sysmgr as of issue 11: the state is given no parent when no snapshot is new; the rows
-   without one show it).
+   after a 1 MB and after a 50 MB change: time and bytes sent (the copy's ``transfer``),
+   which follow the change, not the size. A refresh sends the snapshots taken since the
+   newest snapshot both sides hold (matched by UUID), each as an increment of the one
+   before, then the container's current state as an increment of the newest of them. Both
+   ways give a small send: without a new snapshot the common one stays ``base``, so a
+   refresh sends everything changed since ``base`` (a rewritten file whole: each row
+   rewrites one file, deleted after the row, so a row's refreshes stay at its size, but
+   changes pile up between refreshes); with a snapshot taken after the change ("+ a
+   snapshot") that snapshot travels as an increment and becomes the next base. With no
+   common snapshot at all, a refresh sends the whole container again.
 
 Run as root from a checkout: ``.venv/bin/python bench/migrate.py [--runs N]`` (``--runs``:
 the throughput turns and refresh rows, default 3; ``--moves``: the near-live moves, default
@@ -229,9 +230,9 @@ def sysmgr_copy(rig: Rig, ct: Any, new: str) -> tuple[float, int, float]:
     seconds of the stream itself (first to last byte the mover passed on)."""
     seen: list[float] = []
     t = time.perf_counter()
-    ct.copy(new, target="m2", meter=lambda _label, _sent: seen.append(time.perf_counter()))
+    res = ct.copy(new, target="m2",
+                  meter=lambda _label, _sent: seen.append(time.perf_counter())).transfer
     took = time.perf_counter() - t
-    res = ct.last_migration
     rig.delete_copy("m2", new)
     return took, res.bytes, (seen[-1] - seen[0]) if len(seen) > 1 else took
 
@@ -347,17 +348,17 @@ def refresh(rig: Rig, runs: int) -> None:
         for _ in range(runs):
             change(path, n, snapshot)
             t = time.perf_counter()
-            ct.copy(new, target=dest, refresh=True)
+            res = ct.copy(new, target=dest, refresh=True).transfer
             secs.append(time.perf_counter() - t)
-            sent.append(ct.last_migration.bytes)
+            sent.append(res.bytes)
             settle_deletes(rig.roots[dest])  # the copy it replaced: free its space
         ct.execute(["rm", "-f", path])  # the next rows change only what they write
         return statistics.median(secs), statistics.median(sent)
 
     ct.snapshots.create("base")
     t = time.perf_counter()
-    ct.copy(new, target=dest)
-    full = (time.perf_counter() - t, ct.last_migration.bytes)
+    res = ct.copy(new, target=dest).transfer
+    full = (time.perf_counter() - t, res.bytes)
     rows = [("full copy (with snapshot 'base')", full),
             ("refresh after a 1 MB change", refreshed("/root/delta", MB, False)),
             ("refresh after a 50 MB change", refreshed("/root/delta50", 50 * MB, False)),
