@@ -74,14 +74,28 @@ class Wire:
 
     # -- reading ---------------------------------------------------------------------------
     def _exact(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            chunk = self._read(max(n - len(self._buf), 1 << 16))
+        """The next ``n`` bytes: from what was read ahead, then read as they are missing
+        (a frame's payload is read in one piece where the channel allows, never copied
+        through the read-ahead buffer)."""
+        buf = self._buf
+        if len(buf) >= n:
+            out = bytes(buf[:n])
+            del buf[:n]
+            return out
+        parts: list[bytes | memoryview] = [bytes(buf)]
+        have = len(buf)
+        buf.clear()
+        while have < n:
+            chunk = self._read(max(n - have, 1 << 16))
             if not chunk:
                 raise WireClosed(f"{self.who} closed the migration channel")
-            self._buf += chunk
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
+            need = n - have
+            if len(chunk) > need:  # read ahead into the next frame: kept for it
+                buf += memoryview(chunk)[need:]
+                chunk = memoryview(chunk)[:need]
+            parts.append(chunk)
+            have += len(chunk)
+        return b"".join(parts)
 
     def recv(self) -> tuple[bytes, bytes]:
         """The next frame: (kind, payload)."""
