@@ -50,13 +50,15 @@ def _dir(host: Host) -> str:
 
 def _starttime(pid: int) -> int | None:
     """The process's start time (clock ticks since boot), or None when it is gone; tells a
-    live process from a new one that got the same pid."""
+    live process from a new one that got the same pid. A zombie is gone: killed, it does
+    nothing more, however late its parent reaps it."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
         return None
-    return int(stat[stat.rfind(")") + 2:].split()[19])
+    fields = stat[stat.rfind(")") + 2:].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 def _alive(pid: int, starttime: int | None) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -76,6 +77,30 @@ def test_a_live_process_intent_is_left_alone(client):
         holder.wait()
     client.init()  # now it is dead: resolved
     assert not drv.has_container("busy")
+
+
+def test_the_intent_of_a_killed_process_not_yet_reaped_is_resolved(client):
+    # a zombie (killed, its parent has not waited for it yet: an sshd session busy
+    # elsewhere) holds no lock and does nothing more: its intent is resolved like any other
+    drv = client.host.pool_driver("default")
+    drv.create_container("zombie", client.images.get("img").fingerprint)
+    def stat() -> list[str]:
+        with open(f"/proc/{holder.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+
+    holder = subprocess.Popen(["sleep", "30"])
+    try:
+        start = int(stat()[19])
+        holder.kill()
+        while stat()[0] != "Z":  # dead, not reaped: this test is its parent, waits below
+            time.sleep(0.01)
+        path = leave_intent(client, op="create", container="zombie", pool="default",
+                            pid=holder.pid, starttime=start)
+        client.init()
+        assert not drv.has_container("zombie") and not os.path.exists(path)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_an_unfinished_snapshot_and_rename_are_resolved(client):
