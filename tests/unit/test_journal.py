@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 
@@ -55,6 +56,23 @@ def test_an_unfinished_create_is_removed_by_init(client):
     assert any("unfinished create of container ghost" in line for line in done)
     assert not drv.has_container("ghost") and not os.path.exists(path)
     client.containers.create("ghost", "img")             # the name is free again
+
+
+def test_an_arrival_killed_in_its_first_snapshot_is_removed(client):
+    # the target of a copy or move, killed while its first snapshot streamed in: that
+    # snapshot (partly received) exists, the container's volume not yet
+    host = client.host
+    drv = host.pool_driver("default")
+    drv.create_container("ghost", client.images.get("img").fingerprint)
+    drv.create_snapshot("ghost", "mig-0123-0")
+    shutil.rmtree(os.path.dirname(drv.container_path("ghost")))  # the snapshot stays
+    assert not drv.has_container("ghost") and os.path.isdir(drv.snapshot_path("ghost", "mig-0123-0"))
+    leave_intent(client, op="import", container="ghost", pool="default", pid=dead_pid(),
+                 snapshots=["mig-0123-0"])
+    done = client.init()
+    assert any("unfinished import of container ghost" in line for line in done), done
+    assert not os.path.exists(drv.snapshot_path("ghost", "mig-0123-0"))
+    assert not os.path.exists(os.path.dirname(drv.snapshot_path("ghost", "mig-0123-0")))
 
 
 def test_a_committed_create_is_kept(client):
