@@ -7,8 +7,9 @@ file (``<root>/tmp/intents/*.json``: the operation, the container, the pool...) 
 once the record is committed. :func:`recover` — run by ``init`` and at the start of every
 storage operation, under the root's lock — resolves the intents of dead processes:
 
-* ``create`` / ``copy`` / ``import``: no record -> the volume (with its snapshots) and any
-  temporary image volumes are deleted; a record -> it was committed, nothing to do;
+* ``create`` / ``copy`` / ``import``: no record -> the volume (with its snapshots, also
+  those received before the volume existed) and any temporary image volumes are deleted;
+  a record -> it was committed, nothing to do;
 * ``snapshot``: no snapshot record -> the snapshot volume is deleted;
 * ``delete-snapshot``: finished (volume and record removed);
 * ``rename``: undone when the record still has the old name, finished otherwise;
@@ -50,13 +51,15 @@ def _dir(host: Host) -> str:
 
 def _starttime(pid: int) -> int | None:
     """The process's start time (clock ticks since boot), or None when it is gone; tells a
-    live process from a new one that got the same pid."""
+    live process from a new one that got the same pid. A zombie is gone: killed, it does
+    nothing more, however late its parent reaps it."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
         return None
-    return int(stat[stat.rfind(")") + 2:].split()[19])
+    fields = stat[stat.rfind(")") + 2:].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 def _alive(pid: int, starttime: int | None) -> bool:
@@ -204,7 +207,9 @@ def _unfinished_create(host: Host, d: dict[str, Any], drv: "StoragePool | None")
     assert drv is not None
     rec = st.container(name) if st.has_container(name) else None
     if rec is None or rec.pool != pool:
-        if drv.has_container(name):
+        # a receive (a copy or move arriving) killed in its first snapshot has no volume
+        # yet, only that snapshot, partly received: it goes with the volume's snapshots
+        if drv.has_container(name) or d.get("snapshots"):
             drv.delete_container(name)
             line = f"removed the unfinished {op} of container {name} from pool {pool}"
         if rec is None:

@@ -123,6 +123,10 @@ class Mux:
             return
         try:
             if op == "hold":  # a new command: check the member as a new connection would
+                if not self.conn.active:  # dropped (sshd restarted): a new mux connects anew
+                    self.stop()
+                    _send(sock, protocol.dumps({"gone": True}))
+                    return
                 self._check()
             elif not self.conn.active:
                 raise MemberUnreachable(f"{self.conn.name}: the connection to "

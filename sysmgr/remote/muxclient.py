@@ -52,7 +52,8 @@ def open_connection(spec: MemberSpec, *, admin_root: str, timeout: float) -> Any
 
 def _dial(path: str, header: dict[str, Any], timeout: float) -> socket.socket | None:
     """A connection to the mux at ``path`` that accepted ``header``; None when no mux
-    answers there. The mux's error answer is raised."""
+    answers there, or one whose connection dropped (it ends: the caller starts a new one,
+    which finds the member as a fresh command would). The mux's error answer is raised."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.settimeout(timeout)
@@ -62,9 +63,9 @@ def _dial(path: str, header: dict[str, Any], timeout: float) -> socket.socket | 
     except (OSError, protocol.ProtocolError):
         sock.close()
         return None
-    if reply is None or "error" in reply:
+    if reply is None or "error" in reply or reply.get("gone"):
         sock.close()
-        if reply is not None:
+        if reply is not None and "error" in reply:
             raise codec.decode_error(reply["error"])
         return None
     return sock

@@ -15,6 +15,9 @@ On a connection, the client sends one JSON line (the *header*) and the mux answe
   back the notifications and reply;
 - ``{"op": "stream", "command": CMD, "pty": [TERM, COLS, ROWS] | null}`` -> ``{"ok": true}``
   once a new channel runs CMD on the member, then frames (:func:`frame`) both ways;
+- ``{"op": "hold"}`` -> ``{"ok": true}`` once the member's sshd still answers (a command
+  holds the mux for its length), or ``{"gone": true}`` when the kept connection dropped:
+  the mux ends and the command starts a new one;
 - ``{"op": "exit"}`` -> ``{"ok": true}``, and the mux ends.
 
 An error answer is ``{"error": ...}`` (:func:`sysmgr.remote.codec.encode_error`): the client
@@ -37,7 +40,7 @@ from sysmgr.types import MemberSpec
 #: environment variable overriding every member's ``ssh.persist`` (seconds; 0: no mux)
 PERSIST_ENV = "SYSMGR_SSH_PERSIST"
 #: bumped whenever this wire changes (a mux of another version is never reached)
-MUX_VERSION = 1
+MUX_VERSION = 2
 #: longest unix socket path (sun_path is 108 bytes, with its NUL)
 MAX_PATH = 107
 

@@ -26,12 +26,8 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture
-def test_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., TestCluster]]:
-    """A factory: ``test_cluster(3)`` makes a cluster of three members (``.members``), each
-    initialised through its sshd, with their host keys in ``.admin_root``'s known_hosts.
-    ``trust=False`` leaves known_hosts empty; ``init=False`` leaves the roots empty.
-    Everything is torn down after the test."""
+def _factory(tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[Callable[..., TestCluster]]:
     reason = _missing()
     if reason:
         pytest.skip(reason)
@@ -47,3 +43,20 @@ def test_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     yield make
     for cluster in made:
         cluster.close()
+
+
+@pytest.fixture
+def test_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., TestCluster]]:
+    """A factory: ``test_cluster(3)`` makes a cluster of three members (``.members``), each
+    initialised through its sshd, with their host keys in ``.admin_root``'s known_hosts.
+    ``trust=False`` leaves known_hosts empty; ``init=False`` leaves the roots empty.
+    Everything is torn down after the test."""
+    yield from _factory(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[Callable[..., TestCluster]]:
+    """``test_cluster`` shared by the tests of a module (torn down after its last test):
+    for a module whose tests each leave the members as they found them."""
+    yield from _factory(tmp_path_factory)

@@ -22,9 +22,10 @@ simpler for the admin side but puts an interface and a /24 where other software 
 The member's ``sysmgr`` command is a wrapper (``MemberSpec.sysmgr``) that runs this
 checkout's ``.venv/bin/sysmgr`` with this checkout first on ``PYTHONPATH`` and the test
 environment sshd does not pass on (dir storage, the session's subordinate id files).
-Everything is cleaned up by :meth:`TestCluster.close`: containers on every member, every
-process in each namespace (sshd and its sessions), the namespaces (taking their veths and
-the bridge with them). The roots stay under pytest's temp dir for the leak check.
+Everything is cleaned up by :meth:`TestCluster.close`: containers, images and pools
+(loop-file pools release their loop devices) on every member, every process in each
+namespace (sshd and its sessions), the namespaces (taking their veths and the bridge with
+them). The roots stay under pytest's temp dir for the leak check.
 """
 
 from __future__ import annotations
@@ -182,20 +183,78 @@ class TestMember:
             "-o", f"UserKnownHostsFile={self.cluster.fixture_known_hosts}",
             "-o", "StrictHostKeyChecking=yes", f"root@{self.address}", *command)
 
+    def run_sysmgr(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        """This checkout's sysmgr on the member's root, run inside its namespace but not
+        through its sshd (so it works while sshd is down)."""
+        return subprocess.run(self.ns.argv(self.sysmgr, "--root", self.root, *args),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def create_btrfs_pool(self, name: str, size: str = "1GiB") -> str:
+        """A btrfs pool on a loop file of ``size`` (deleted by :meth:`close` or
+        :meth:`clear`); the path of its mount, readable from here."""
+        res = self.run_sysmgr("storage", "create", name, "btrfs", f"size={size}")
+        assert res.returncode == 0, f"pool {name} on {self.name}: {res.stdout}{res.stderr}"
+        return self.pool_path(name)
+
+    def pool_path(self, pool: str) -> str:
+        """Where a loop-file pool of the member is mounted (its volumes under it)."""
+        return os.path.join(self.root, "storage-pools", pool, "mnt")
+
+    def pids(self, word: str) -> list[int]:
+        """Processes in the member's namespace whose command line holds ``word``."""
+        found = []
+        for entry in self.ns.strays():
+            pid, _, cmd = entry.partition(" ")
+            if word in cmd:
+                found.append(int(pid))
+        return found
+
+    def kill_sshd(self) -> None:
+        """SIGKILL the member's sshd and every session it runs (as if sshd died with the
+        member's network end): open connections break, new ones are refused."""
+        if self.sshd is not None:
+            self.sshd.kill()
+            self.sshd.wait(10)
+            self.sshd = None
+        for pid in self.pids("sshd"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self._delete_containers()
+            self.clear(pools=True)
         self.stop_sshd()
         self.ns.close()  # kills whatever still runs inside (sessions), then the namespace
 
-    def _delete_containers(self) -> None:
+    def clear(self, *, pools: bool = False) -> None:
+        """Delete every container of the member (a move's mark cleared first: a test may
+        have left one half-moved), and with ``pools`` its images and every pool but
+        ``default`` (so loop-file pools release their loop devices)."""
         if not os.path.exists(os.path.join(self.root, "root.id")):
             return
-        code = ("import sys, sysmgr\n"
-                "with sysmgr.Client(root=sys.argv[1]) as c:\n"
-                "    [x.delete(force=True) for x in c.containers.all()]\n")
-        subprocess.run(self.ns.argv(sys.executable, "-c", code, self.root), capture_output=True,
-                       env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
+        res = subprocess.run(self.ns.argv(sys.executable, "-c", _CLEAR, self.root,
+                                          "1" if pools else ""),
+                             capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
+        assert res.returncode == 0, f"clearing {self.name} failed: {res.stderr}"
+
+
+_CLEAR = """\
+import sys, sysmgr
+from sysmgr.engine.migration import markers
+
+with sysmgr.Client(root=sys.argv[1]) as c:
+    for x in c.containers.all():
+        with c.host.locked():
+            markers.set_marker(c.host, x.name, None)
+        x.delete(force=True)
+    if sys.argv[2]:
+        for i in c.images.all():
+            i.delete()
+        for p in c.storage_pools.all():
+            if p.name != "default":
+                p.delete()
+"""
 
 
 def _alive(pid: int) -> bool:
@@ -269,12 +328,21 @@ class TestCluster:
         return self.switch.argv(*argv)
 
     def cli(self, *args: str, root: str | None = None, input: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
-        """This checkout's CLI on the admin side (default root: the admin root)."""
-        env = dict(os.environ, SYSMGR_ROOT=root or self.admin_root, PYTHONPATH=REPO,
-                   NO_COLOR="1")
-        return subprocess.run(self.argv(sys.executable, "-m", "sysmgr", *args), env=env,
-                              input=input, capture_output=True, text=True, timeout=timeout)
+            timeout: float = 120, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess:
+        """This checkout's CLI on the admin side (default root: the admin root; ``env``:
+        more environment, e.g. ``SYSMGR_FAULT``)."""
+        return subprocess.run(self.cli_argv(*args), env=self.cli_env(root, env), input=input,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def cli_argv(self, *args: str) -> list[str]:
+        """The argv of :meth:`cli` (for a run in the background: ``subprocess.Popen``)."""
+        return self.argv(sys.executable, "-m", "sysmgr", *args)
+
+    def cli_env(self, root: str | None = None, more: dict[str, str] | None = None
+                ) -> dict[str, str]:
+        return dict(os.environ, SYSMGR_ROOT=root or self.admin_root, PYTHONPATH=REPO,
+                    NO_COLOR="1", **(more or {}))
 
     @contextlib.contextmanager
     def admin(self) -> Iterator[None]:

@@ -135,6 +135,19 @@ def test_sshd_stopped_ends_the_mux_and_the_member_is_unreachable(added):
     assert wait_for(lambda: not cluster.mux_pids()), "a mux that could not connect lives on"
 
 
+def test_the_first_command_after_sshd_came_back_finds_the_member(added):
+    # sshd killed with its sessions (the mux's connection drops) and started again at once:
+    # the mux may not have noticed yet; the next command must not fail on its dead connection
+    cluster, m = added
+    ok(cluster, "list")
+    old = set(cluster.mux_pids().values())
+    assert old
+    m.kill_sshd()
+    m.start_sshd()
+    ok(cluster, "list")
+    assert set(cluster.mux_pids().values()).isdisjoint(old), "the dropped connection's mux served"
+
+
 def test_a_changed_spec_gets_a_new_mux_and_remove_ends_it(added):
     cluster, m = added
     ok(cluster, "list")

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -56,6 +58,23 @@ def test_an_unfinished_create_is_removed_by_init(client):
     client.containers.create("ghost", "img")             # the name is free again
 
 
+def test_an_arrival_killed_in_its_first_snapshot_is_removed(client):
+    # the target of a copy or move, killed while its first snapshot streamed in: that
+    # snapshot (partly received) exists, the container's volume not yet
+    host = client.host
+    drv = host.pool_driver("default")
+    drv.create_container("ghost", client.images.get("img").fingerprint)
+    drv.create_snapshot("ghost", "mig-0123-0")
+    shutil.rmtree(os.path.dirname(drv.container_path("ghost")))  # the snapshot stays
+    assert not drv.has_container("ghost") and os.path.isdir(drv.snapshot_path("ghost", "mig-0123-0"))
+    leave_intent(client, op="import", container="ghost", pool="default", pid=dead_pid(),
+                 snapshots=["mig-0123-0"])
+    done = client.init()
+    assert any("unfinished import of container ghost" in line for line in done), done
+    assert not os.path.exists(drv.snapshot_path("ghost", "mig-0123-0"))
+    assert not os.path.exists(os.path.dirname(drv.snapshot_path("ghost", "mig-0123-0")))
+
+
 def test_a_committed_create_is_kept(client):
     client.containers.create("c1", "img")
     path = leave_intent(client, op="create", container="c1", pool="default", pid=dead_pid())
@@ -76,6 +95,30 @@ def test_a_live_process_intent_is_left_alone(client):
         holder.wait()
     client.init()  # now it is dead: resolved
     assert not drv.has_container("busy")
+
+
+def test_the_intent_of_a_killed_process_not_yet_reaped_is_resolved(client):
+    # a zombie (killed, its parent has not waited for it yet: an sshd session busy
+    # elsewhere) holds no lock and does nothing more: its intent is resolved like any other
+    drv = client.host.pool_driver("default")
+    drv.create_container("zombie", client.images.get("img").fingerprint)
+    def stat() -> list[str]:
+        with open(f"/proc/{holder.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+
+    holder = subprocess.Popen(["sleep", "30"])
+    try:
+        start = int(stat()[19])
+        holder.kill()
+        while stat()[0] != "Z":  # dead, not reaped: this test is its parent, waits below
+            time.sleep(0.01)
+        path = leave_intent(client, op="create", container="zombie", pool="default",
+                            pid=holder.pid, starttime=start)
+        client.init()
+        assert not drv.has_container("zombie") and not os.path.exists(path)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_an_unfinished_snapshot_and_rename_are_resolved(client):

@@ -25,7 +25,7 @@ import contextlib
 from typing import Any
 
 from sysmgr.engine.host import Host
-from sysmgr.errors import Conflict, NotFound
+from sysmgr.errors import Conflict, DriverError, NotFound
 from sysmgr.state.db import ContainerRecord
 from sysmgr.state.snapshots import SnapshotStore
 
@@ -91,10 +91,14 @@ def temp_snapshots(host: Host, rec: ContainerRecord, mid: str | None = None) -> 
 
 
 def drop_temp_snapshots(host: Host, name: str, mid: str | None = None) -> None:
+    """Delete the temporary snapshots of ``name`` (of move ``mid``). One that cannot go yet
+    is left: the source endpoint of a move cut short may still be sending it (btrfs refuses
+    to delete a snapshot being sent), and that endpoint deletes it when its send ends (its
+    intent, should it die first)."""
     if not host.store.has_container(name):
         return
     rec = host.store.container(name)
     drv = host.pool_driver(rec.pool)
     for snap in temp_snapshots(host, rec, mid):
-        with contextlib.suppress(NotFound):
+        with contextlib.suppress(NotFound, DriverError):
             drv.delete_snapshot(name, snap)

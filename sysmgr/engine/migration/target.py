@@ -205,14 +205,15 @@ class Target:
         need = src.get("usage")
         if self.refresh or not need:
             return
-        with contextlib.suppress(SysmgrError, OSError):
+        free = None
+        with contextlib.suppress(SysmgrError, OSError):  # unknown: a full pool fails the receive
             u = drv.usage()
-            if u.total_bytes is not None and u.used_bytes is not None and \
-                    need > u.total_bytes - u.used_bytes:
+            if u.total_bytes is not None and u.used_bytes is not None:
                 free = u.total_bytes - u.used_bytes
-                raise Conflict(f"storage pool {self.pool!r} has {free >> 20} MiB free; "
-                               f"the container needs about {need >> 20} MiB",
-                               hint="free some space there or choose another pool (-s POOL)")
+        if free is not None and need > free:  # raised outside the block, which would swallow it
+            raise Conflict(f"storage pool {self.pool!r} has {free >> 20} MiB free; "
+                           f"the container needs about {need >> 20} MiB",
+                           hint="free some space there or choose another pool (-s POOL)")
 
     def _ensure_profiles(self, src: dict[str, Any]) -> list[str]:
         """Create the profiles the container uses that this member lacks, from the source's
