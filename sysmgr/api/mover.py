@@ -17,7 +17,7 @@ from typing import Any, Callable
 from sysmgr.api import migration_journal as mj
 from sysmgr.engine.migration import markers
 from sysmgr.engine.migration.wire import DATA, END, MSG, decode
-from sysmgr.errors import Conflict, Interrupted, RemoteError, SysmgrError
+from sysmgr.errors import Conflict, Interrupted, RemoteError, SysmgrError, ValidationError
 from sysmgr.remote import codec
 
 Progress = Callable[[str], None]
@@ -303,11 +303,8 @@ class Mover:
                 self._fail(entry, state, e)
             else:
                 mj.remove(admin, entry)
-            if isinstance(e, KeyboardInterrupt):
-                where = self.target if entry.decision == "moved" else self.source
-                raise Interrupted(f"the move of {self.name} was interrupted: it stays on "
-                                  f"{where}" + (", running" if self.info.get("running") else ""),
-                                  ) from e
+            if state["begun"]:
+                self._explain(e, entry)
             raise
         mj.remove(admin, entry)
         kind = "live" if self.near_live else "cold"
@@ -393,6 +390,18 @@ class Mover:
                                "sysmgr": round(downtime.sysmgr, 3),
                                "boot": round(downtime.boot, 3)}
         return rec
+
+    def _explain(self, e: BaseException, entry: mj.Entry) -> None:
+        """Say in the error (one line) where the container is now that the move failed."""
+        moved = entry.decision == "moved"
+        where = (f"it runs on {self.target} (the move was finished)" if moved else
+                 f"it stays on {self.source}" + (", running" if self.info.get("running") else ""))
+        if isinstance(e, KeyboardInterrupt):
+            raise Interrupted(f"the move of {self.name} was interrupted: {where}") from e
+        if isinstance(e, SysmgrError) and not isinstance(e, ValidationError) \
+                and "could not be settled" not in e.message:
+            e.message = f"moving {self.name} to {self.target} failed ({e.message}); {where}"
+            e.args = (e.message,)
 
     def _fail(self, entry: mj.Entry, state: dict[str, bool], err: BaseException) -> None:
         """Settle a move that failed: forward once the source was released; back while

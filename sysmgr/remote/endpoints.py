@@ -84,7 +84,8 @@ def serve(host: Any, role: str, request: Mapping[str, Any], read: Callable[[int]
         return Source(host, wire, str(request.get("name")),
                       encode_error=codec.encode_error).serve()
     if role == "target":
-        return Target(host, wire, encode_error=codec.encode_error).serve()
+        return Target(host, wire, encode_error=codec.encode_error,
+                      member=str(request.get("member") or "")).serve()
     raise codec.CodecError(f"no migration role {role!r}")
 
 

@@ -63,8 +63,10 @@ class Aborted(SysmgrError):
 class Target:
     """One container arriving on this member (a copy, a move or a refresh)."""
 
-    def __init__(self, host: Host, wire: Wire, *, encode_error: EncodeError) -> None:
+    def __init__(self, host: Host, wire: Wire, *, encode_error: EncodeError,
+                 member: str = "") -> None:
         self.host = host
+        self.here = f"member {member}" if member else "this member"  # in messages
         self.wire = wire
         self.encode_error = encode_error
         self.name = ""
@@ -161,7 +163,7 @@ class Target:
     def _pick_pool(self, asked: str | None, src: dict[str, Any]) -> str:
         pool = asked or src["pool"]["name"]
         if not self.host.store.has_pool(pool):
-            raise NotFound(f"this member has no storage pool {pool!r}",
+            raise NotFound(f"{self.here} has no storage pool {pool!r}",
                            hint="give a pool it has: -s POOL (sysmgr storage list --target "
                                 "MEMBER)")
         if self.refresh and self.host.store.has_container(self.name):
@@ -181,7 +183,7 @@ class Target:
                                          path="name")])
         if self.refresh:
             if not st.has_container(self.name):
-                raise NotFound(f"there is no copy {self.name} to refresh on this member",
+                raise NotFound(f"there is no copy {self.name} to refresh on {self.here}",
                                hint="copy it first (without --refresh)")
             rec = st.container(self.name)
             markers.refuse(rec, "refresh")
@@ -189,14 +191,14 @@ class Target:
                 raise Conflict(f"the copy {self.name} runs: a refresh replaces its files",
                                hint=f"stop it first: sysmgr stop {self.name}")
         elif st.has_container(self.name):
-            raise AlreadyExists(f"container {self.name!r} already exists on this member",
+            raise AlreadyExists(f"container {self.name!r} already exists on {self.here}",
                                 hint="give the copy another name (MEMBER:NEWNAME), or "
                                      "bring an existing copy up to date with --refresh")
 
     def _check_networks(self, src: dict[str, Any]) -> None:
         missing = [n for n in src.get("networks") or [] if not snet.exists(self.host.store, n)]
         if missing:
-            raise ValidationError([Issue(f"network {n!r} does not exist on this member",
+            raise ValidationError([Issue(f"network {n!r} does not exist on {self.here}",
                                          path="devices") for n in missing],
                                   hint="create it there first (sysmgr network create ... "
                                        "--target MEMBER), or change the container's nics")
