@@ -414,3 +414,29 @@ def test_bad_input_changes_nothing(cl: TestCluster) -> None:
     finally:
         m2.start_sshd()
     assert_unchanged(cl, "b1", check=check)
+
+
+def test_static_address_and_mac_kept_on_the_same_network(cl: TestCluster) -> None:
+    """Both members have a managed network ``lan`` with the same subnet (each host its own
+    bridge and dnsmasq, in its own namespace): a moved container keeps its static address
+    and its MAC, and answers there (and no longer on the source)."""
+    m1, m2 = cl.members
+    for m in (m1, m2):
+        ok(cl, "network", "create", "lan", "ipv4.address=10.99.0.1/24", "ipv4.nat=false",
+           "--target", m.name)
+    try:
+        ok(cl, "launch", "busybox", "n1", "--target", "m1", "-s", POOL, "-d",
+           "eth0,type=nic,network=lan,ipv4.address=10.99.0.50")
+        before = json.loads(ok(cl, "info", "n1", "-f", "json").stdout)["network"]["eth0"]
+        assert m1.ns.ping("10.99.0.50", 2)
+        res = ok(cl, "move", "n1", "--target", "m2")
+        assert "new address" not in res.stdout, res.stdout
+        after = json.loads(ok(cl, "info", "n1", "-f", "json").stdout)["network"]["eth0"]
+        assert (after["ipv4"], after["hwaddr"]) == ("10.99.0.50", before["hwaddr"])
+        assert m2.ns.ping("10.99.0.50", 2) and not m1.ns.ping("10.99.0.50")
+        out = sh(cl, "n1", "cat /sys/class/net/eth0/address; ip -4 -o addr show eth0")
+        assert before["hwaddr"] in out and "10.99.0.50/24" in out
+    finally:
+        for m in (m1, m2):
+            m.clear()
+            cl.cli("network", "delete", "lan", "--target", m.name)

@@ -36,7 +36,20 @@ def _options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def device_overrides(client: "Client", profiles: Sequence[str], items: Sequence[str]
+def _profile_devices(app: AppContext, client: "Client") -> Any:
+    """``name -> devices`` of a profile where the new container's profiles are read: this
+    root, or on a cluster's admin root the member ``--target`` names (the first member of a
+    group, or of the cluster: profiles go to every member alike)."""
+    if not getattr(client, "clustered", False):
+        return lambda p: client.profiles.get(p).devices
+    target = app.target
+    members = client.cluster.members_of(target) if target else \
+        [s.name for s in client.cluster.specs()]
+    backend = client.cluster.backend(members[0])
+    return lambda p: backend.profile_get(p).devices
+
+
+def device_overrides(devices_of: Any, profiles: Sequence[str], items: Sequence[str]
                      ) -> dict[str, dict[str, str]]:
     """LXD's ``-d NAME,KEY=VALUE``: copy device NAME from the last profile that has it and
     change the given keys (a device no profile has is new and needs ``type=``)."""
@@ -50,9 +63,9 @@ def device_overrides(client: "Client", profiles: Sequence[str], items: Sequence[
         if name not in devices:
             devices[name] = {}
             for p in reversed(list(profiles)):
-                prof = client.profiles.get(p)
-                if name in prof.devices:
-                    devices[name] = dict(prof.devices[name])
+                devs = devices_of(p)
+                if name in devs:
+                    devices[name] = dict(devs[name])
                     break
         devices[name].update(changes)
     return devices
@@ -67,7 +80,8 @@ def _make(app: AppContext, *, start: bool, image: str, name: str, profiles: tupl
     cfg = parse_assignments(config)
     placing = placement_args(app, progress=lambda m: click.echo(f"  {m}"))
     client = app.client
-    devices = device_overrides(client, DEFAULT_PROFILES if chosen is None else chosen,
+    devices = device_overrides(_profile_devices(app, client),
+                               DEFAULT_PROFILES if chosen is None else chosen,
                                device_overrides_) if device_overrides_ else None
     click.echo(f"Creating {name}")
     c = client.containers.create(name, image, profiles=chosen, config=cfg, devices=devices,
