@@ -147,7 +147,7 @@ def test_cold_move_keeps_data_and_snapshots(pair: Pair) -> None:
     pair.run("n1", "c1", "echo second > /root/g")
     pair.cli("snapshot", "create", "c1", "s2")
     res = pair.cli("move", "c1", "--target", "n2", "--stateless")
-    assert "Moved c1 from n1 to n2" in res.stdout and "btrfs stream (stopped)" in res.stdout
+    assert "Moved c1 from n1 to n2: stopped first, " in res.stdout and "as a btrfs stream" in res.stdout
     assert "Downtime" in res.stdout
     assert pair.where("c1") == [("n2", "Running")]
     assert pair.run("n2", "c1", "cat /root/f /root/g") == "first\nsecond\n"

@@ -31,12 +31,12 @@ def _printer(quiet: bool) -> Any:
 
 
 def _summary(r: Any) -> str:
+    """``near-live, 3 rounds, 302MiB as a btrfs stream in 2.5 s`` (what and how it was sent)."""
     from sysmgr.cli.render import format_size
 
-    rounds = len(r.rounds)
-    how = {"live": f"near-live, {rounds} rounds", "cold": "stopped" if r.downtime else "cold",
-           "copy": "copy", "refresh": "refresh"}[r.kind]
-    return f"{format_size(r.bytes)} sent as a {r.stream} stream ({how}) in {r.seconds:.1f} s"
+    how = {"live": f"near-live, {len(r.rounds)} rounds, ",
+           "cold": "stopped first, " if r.downtime else ""}.get(r.kind, "")
+    return f"{how}{format_size(r.bytes)} as a {r.stream} stream in {r.seconds:.1f} s"
 
 
 def _downtime(r: Any) -> str:
@@ -95,7 +95,7 @@ def copy(app: AppContext, src: str, dst: str | None, snapshot: str | None, pool:
     where = f"{copied.location}:{name}" if copied.location else name
     verb = "Refreshed" if refresh else "Copied"
     click.echo(f"{verb} {src}{'/' + snapshot if snapshot else ''} to {where}"
-               + (f" ({_summary(r)})" if r is not None else ""))
+               + (f": {_summary(r)}" if r is not None else ""))
     for note in (r.notes if r is not None else ()):
         click.echo(f"  {note}")
 
@@ -155,7 +155,7 @@ def move(app: AppContext, name: str, dst: str | None, to: str | None, stateless:
         r = c.migrate(member, live=not stateless, name=new, pool=pool, progress=progress,
                       meter=progress.meter)
     click.echo(f"Moved {name} from {source} to {member}"
-               + (f" as {r.new_name}" if r.new_name != name else "") + f" ({_summary(r)})")
+               + (f" as {r.new_name}" if r.new_name != name else "") + f": {_summary(r)}")
     if r.downtime is not None:
         click.echo(_downtime(r))
     for note in r.notes:
