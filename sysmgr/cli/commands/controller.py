@@ -1,0 +1,148 @@
+"""``sysmgr controller``: run the reconcile controller of a host root, see its status,
+suspend and resume it, write its systemd unit."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import click
+
+from sysmgr.cli.commands._common import AppContext, pass_app
+
+
+@click.group()
+def controller() -> None:
+    """The reconcile controller: keeps this root matching its manifests."""
+
+
+@controller.command("run")
+@click.option("--source", "sources", multiple=True, metavar="DIR|git:DIR[@BRANCH]",
+              help="Manifests to keep applied: a directory (watched) or a git working tree "
+                   "(fetched and reset every interval). Repeatable.")
+@click.option("--interval", default="60s", show_default=True, metavar="DURATION",
+              help="Reconcile at least this often (30s, 5m, 1h), besides every change.")
+@click.option("--no-self-heal", is_flag=True,
+              help="Report what differs from the manifests; change nothing.")
+@click.option("--once", is_flag=True, help="One pass, then exit (1 if it failed).")
+@pass_app
+def run(app: AppContext, sources: tuple[str, ...], interval: str, no_self_heal: bool,
+        once: bool) -> None:
+    """Reconcile the root on every manifest change and every interval, until SIGTERM.
+
+    Each pass plans and applies exactly as 'sysmgr apply' does (the plan's lines are logged),
+    then takes the snapshots that are due and deletes expired ones. One controller runs per
+    root; a second one says which pid holds it. 'sysmgr controller suspend' makes it change
+    nothing until 'resume'.
+    """
+    from sysmgr.controller.loop import Controller
+    from sysmgr.controller.sources import Source, parse_duration
+
+    every = parse_duration(interval)
+    parsed = [Source.parse(s) for s in sources]
+    ctl = Controller(app.client, parsed, interval=every, self_heal=not no_self_heal)
+    raise SystemExit(ctl.run(once=once))
+
+
+@controller.command("status")
+@click.option("-f", "--format", "fmt", type=click.Choice(["text", "json", "yaml"]),
+              default="text", show_default=True, help="Output format.")
+@pass_app
+def status(app: AppContext, fmt: str) -> None:
+    """The controller: running or not, its sources and applied revisions, its last pass,
+    pending changes, suspended or not."""
+    from sysmgr.controller import state
+
+    st = state.read_status(app.client.layout.root)
+    if fmt == "json":
+        click.echo(json.dumps(st, indent=2, sort_keys=True))
+        return
+    if fmt == "yaml":
+        from sysmgr.cli import render
+
+        click.echo(render.document("yaml", st))
+        return
+    click.echo(_status_text(st))
+
+
+def _when(ts: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _status_text(st: dict[str, Any]) -> str:
+    running = st.get("running")
+    lines = [f"Controller: {'running, pid ' + str(running) if running else 'not running'}"
+             + (" (suspended: changes nothing)" if st.get("suspended") else "")]
+    if not st.get("pid"):
+        return "\n".join(lines)
+    lines.append(f"Since: {_when(st.get('since'))}" if running else
+                 f"Last run began: {_when(st.get('since'))}")
+    lines.append(f"Sources: {', '.join(st.get('sources') or []) or '(none)'}; every "
+                 f"{st.get('interval', 0):g} s" + ("" if st.get("self_heal", True)
+                                                 else "; report only"))
+    for src, rev in sorted((st.get("applied_revisions") or {}).items()):
+        lines.append(f"Applied: {src} at {rev}")
+    last = st.get("last")
+    if last:
+        lines.append(f"Last reconcile: {_when(last.get('time'))}, {last.get('seconds', 0):.2f} s, "
+                     f"{last.get('result')}")
+    pending = st.get("pending") or []
+    if pending:
+        lines.append("Pending (not applied):")
+        lines += [f"  {p}" for p in pending]
+    return "\n".join(lines)
+
+
+@controller.command("suspend")
+@pass_app
+def suspend(app: AppContext) -> None:
+    """Make the controller change nothing (it keeps reporting) until 'resume'."""
+    from sysmgr.controller import state
+
+    state.set_suspended(app.client.layout.root, True)
+    click.echo("Controller suspended: it reports but changes nothing until "
+               "'sysmgr controller resume'")
+
+
+@controller.command("resume")
+@pass_app
+def resume(app: AppContext) -> None:
+    """Let the controller change the host again (and reconcile at once if it runs)."""
+    from sysmgr.controller import state
+
+    root = app.client.layout.root
+    state.set_suspended(root, False)
+    pid = state.holder(root)
+    if pid and pid > 0:
+        os.kill(pid, 1)  # SIGHUP: reconcile now
+    click.echo("Controller resumed" + (f" (pid {pid} reconciles now)" if pid else ""))
+
+
+@controller.command("install-unit")
+@click.option("--source", "sources", multiple=True, required=True, metavar="DIR|git:DIR[@BRANCH]")
+@click.option("--interval", default=None, metavar="DURATION")
+@click.option("--no-self-heal", is_flag=True)
+@click.option("--path", "unit_dir", default=None, metavar="DIR",
+              help="Where to write the unit (default /etc/systemd/system).")
+@pass_app
+def install_unit(app: AppContext, sources: tuple[str, ...], interval: str | None,
+                 no_self_heal: bool, unit_dir: str | None) -> None:
+    """Write the systemd unit that runs this root's controller (then: systemctl
+    daemon-reload && systemctl enable --now UNIT)."""
+    from sysmgr.controller import unit
+    from sysmgr.controller.sources import Source, parse_duration
+
+    for s in sources:
+        Source.parse(s)  # checked before anything is written
+    if interval:
+        parse_duration(interval)
+    root = app.client.layout.root
+    path = os.path.join(unit_dir or unit.UNIT_DIR, unit.unit_name(root))
+    with open(path, "w") as f:
+        f.write(unit.unit_text(root, [os.path.abspath(s) if not s.startswith("git:") else s
+                                      for s in sources], interval=interval,
+                               self_heal=not no_self_heal))
+    click.echo(f"Wrote {path}; start it with: systemctl daemon-reload && systemctl enable "
+               f"--now {os.path.basename(path)}")

@@ -1,0 +1,209 @@
+"""The reconcile controller as a real process against a real root (busybox containers on a
+dir pool): a manifest change in a watched directory is applied; a limit changed by hand is
+put back on the next pass (and left alone while suspended); a broken source changes
+nothing; a git source moved to a new commit is applied and the commit recorded; one
+controller per root; SIGTERM stops it cleanly; it reaps the container inits it outlives.
+
+No wall-clock assertions: each test waits (with a generous limit) for the state it expects.
+The figures (change to applied, idle cost) are bench/controller.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, requires_root, run_cli
+
+pytestmark = requires_root
+
+MANIFEST = """\
+kind: Container
+name: {name}
+image: busybox
+state: {state}
+config:
+  limits.memory: {memory}
+"""
+
+
+@pytest.fixture
+def root(sysmgr_root: str):
+    ok("init", "--auto", "--storage-driver", "dir", "--network", "none", root=sysmgr_root)
+    ok("image", "build", "busybox", "--alias", "busybox", root=sysmgr_root)
+    yield sysmgr_root
+    for c in json.loads(ok("list", "-f", "json", root=sysmgr_root).stdout):
+        run_cli("delete", "--force", c["name"], root=sysmgr_root)
+
+
+def ok(*args: str, root: str) -> subprocess.CompletedProcess:
+    res = run_cli(*args, root=root)
+    assert res.returncode == 0, (args, res.stdout, res.stderr)
+    return res
+
+
+class Ctl:
+    """A controller process of the test's root; stopped (SIGTERM) at the end."""
+
+    def __init__(self, root: str, *args: str) -> None:
+        self.root = root
+        self.log = os.path.join(root, "..", f"controller-{os.getpid()}-{time.time_ns()}.log")
+        env = dict(os.environ, SYSMGR_ROOT=root, PYTHONPATH=REPO, NO_COLOR="1")
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "sysmgr", "controller", "run",
+                                          *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def text(self) -> str:
+        with open(self.log) as f:
+            return f.read()
+
+    def wait_for(self, what, limit: float = 30) -> None:
+        deadline = time.monotonic() + limit
+        while not what():
+            assert self.proc.poll() is None, f"the controller exited:\n{self.text()}"
+            assert time.monotonic() < deadline, f"gave up waiting:\n{self.text()}"
+            time.sleep(0.1)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+
+@pytest.fixture
+def controller(root: str):
+    started: list[Ctl] = []
+
+    def start(*args: str) -> Ctl:
+        c = Ctl(root, *args)
+        started.append(c)
+        return c
+    yield start
+    for c in started:
+        c.stop()
+
+
+def write(path: str, **values: str) -> None:
+    v = {"name": "k1", "state": "running", "memory": "64MiB", **values}
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(MANIFEST.format(**v))
+    os.rename(tmp, path)
+
+
+def config(root: str, name: str, key: str) -> str:
+    return ok("config", "get", name, key, root=root).stdout.strip()
+
+
+def status(root: str) -> dict:
+    return json.loads(ok("controller", "status", "-f", "json", root=root).stdout)
+
+
+def test_changes_applied_and_drift_put_back(root, controller, tmp_path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    write(str(src / "k1.yaml"))
+    ctl = controller("--source", str(src), "--interval", "1s")
+    ctl.wait_for(lambda: run_cli("list", "-f", "json", root=root).stdout.count('"Running"') == 1)
+    assert config(root, "k1", "limits.memory") == "64MiB"
+    res = run_cli("controller", "run", "--source", str(src), root=root)   # one per root
+    assert res.returncode == 1 and f"pid {ctl.proc.pid}" in res.stderr
+    write(str(src / "k1.yaml"), memory="96MiB")                      # a change in the source
+    ctl.wait_for(lambda: config(root, "k1", "limits.memory") == "96MiB")
+    assert "sources changed" in ctl.text()
+    ok("config", "set", "k1", "limits.memory=128MiB", root=root)     # drift, by hand
+    ctl.wait_for(lambda: config(root, "k1", "limits.memory") == "96MiB")
+    assert "~ config.limits.memory: 128MiB -> 96MiB" in ctl.text()
+    ok("stop", "k1", root=root)                                       # stopped by hand
+    ctl.wait_for(lambda: '"Running"' in run_cli("list", "-f", "json", root=root).stdout)
+    st = status(root)
+    assert st["running"] == ctl.proc.pid and str(src) in st["applied_revisions"]
+    assert ctl.stop() == 0 and "controller stopped" in ctl.text()
+    assert status(root)["running"] is None
+
+
+def test_suspend_and_a_broken_source_change_nothing(root, controller, tmp_path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    write(str(src / "k1.yaml"))
+    ctl = controller("--source", str(src), "--interval", "1s")
+    ctl.wait_for(lambda: '"Running"' in run_cli("list", "-f", "json", root=root).stdout)
+    ok("controller", "suspend", root=root)
+    ok("config", "set", "k1", "limits.memory=128MiB", root=root)
+    passes = status(root)["passes"]
+    ctl.wait_for(lambda: status(root)["passes"] >= passes + 2)         # it ran, reporting
+    assert config(root, "k1", "limits.memory") == "128MiB"
+    st = status(root)
+    assert st["suspended"] and "~ config.limits.memory: 128MiB -> 64MiB" in \
+        "\n".join(st["pending"])
+    assert any("(suspended)" in line and "Container k1" in line
+               for line in ctl.text().splitlines())
+    ok("controller", "resume", root=root)
+    ctl.wait_for(lambda: config(root, "k1", "limits.memory") == "64MiB")
+    # a YAML error: the pass fails, nothing changes, the error is in the status
+    (src / "k1.yaml").write_text("kind: Container\nname: [k1\n")
+    ctl.wait_for(lambda: status(root)["last"]["error"] != "")
+    assert "k1.yaml" in status(root)["last"]["error"]
+    assert json.loads(ok("list", "-f", "json", root=root).stdout)[0]["status"] == "Running"
+    write(str(src / "k1.yaml"), memory="80MiB")
+    ctl.wait_for(lambda: config(root, "k1", "limits.memory") == "80MiB")
+
+
+def test_git_source_applies_new_commits_and_records_them(root, controller, tmp_path) -> None:
+    upstream, work = tmp_path / "upstream", tmp_path / "work"
+
+    def git(cwd, *args: str) -> str:
+        return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True,
+                              text=True, env=dict(os.environ, GIT_AUTHOR_NAME="t",
+                                                  GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+                                                  GIT_COMMITTER_EMAIL="t@t")).stdout.strip()
+
+    upstream.mkdir()
+    git(upstream, "init", "-q", "-b", "main")
+    write(str(upstream / "k1.yaml"))
+    git(upstream, "add", ".")
+    git(upstream, "commit", "-qm", "one")
+    subprocess.run(["git", "clone", "-q", str(upstream), str(work)], check=True)
+    ctl = controller("--source", f"git:{work}@main", "--interval", "1s")
+    first = git(upstream, "rev-parse", "HEAD")
+    ctl.wait_for(lambda: status(root).get("applied_revisions", {}).get(f"git:{work}@main")
+                 == first)
+    write(str(upstream / "k1.yaml"), memory="72MiB")
+    git(upstream, "commit", "-qam", "two")
+    second = git(upstream, "rev-parse", "HEAD")
+    ctl.wait_for(lambda: config(root, "k1", "limits.memory") == "72MiB")
+    ctl.wait_for(lambda: status(root)["applied_revisions"][f"git:{work}@main"] == second)
+    assert git(work, "rev-parse", "HEAD") == second
+
+
+def _zombies_of(pid: int) -> list[int]:
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rfind(")") + 2:].split()
+        if fields[0] == "Z" and int(fields[1]) == pid:
+            out.append(int(p))
+    return out
+
+
+def test_no_zombie_inits_while_it_runs(root, controller, tmp_path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    write(str(src / "k1.yaml"))
+    ctl = controller("--source", str(src), "--interval", "1h")      # no pass but the first
+    ctl.wait_for(lambda: '"Running"' in run_cli("list", "-f", "json", root=root).stdout)
+    ok("stop", "k1", root=root)      # the init the controller started exits
+    ctl.wait_for(lambda: not _zombies_of(ctl.proc.pid), limit=10)
+    assert ctl.proc.poll() is None
