@@ -221,6 +221,13 @@ def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
+def malloc_trim() -> None:
+    """Return free heap memory to the system (glibc's ``malloc_trim(0)``; a no-op elsewhere)."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 def set_child_subreaper(on: bool = True) -> None:
     """Make the calling process a child subreaper: orphaned descendants (container inits
     whose starter exited) are reparented to it, so it can reap them."""

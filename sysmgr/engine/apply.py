@@ -39,7 +39,7 @@ def apply(host: Host, plan: Plan, *, progress: Progress | None = None) -> ApplyR
     if not host.layout.exists():
         bootstrap.init(host)
     with host.locked():
-        if observe(host).digest != plan.observed_digest:
+        if observe(host, host_networks=False).digest != plan.observed_digest:  # (not digested)
             raise PlanStale("the host changed since this plan was made", hint="run diff/apply again")
         volumes.mount_all(host)  # after a host restart the loop-backed pools are not mounted
         journal.recover(host)

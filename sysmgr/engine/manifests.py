@@ -13,7 +13,7 @@ from sysmgr.engine import planner
 from sysmgr.engine.actions import Plan
 from sysmgr.engine.apply import ApplyResult, apply as apply_plan
 from sysmgr.engine.host import Host
-from sysmgr.engine.observe import observe
+from sysmgr.engine.observe import Observed, observe
 from sysmgr.model.loader import load_paths
 from sysmgr.model.objects import Manifest
 
@@ -32,12 +32,18 @@ def validate(host: Host, paths: Source) -> Manifest:
     root exists. Raises ValidationError listing every problem."""
     manifest = load(paths)
     if host.layout.exists():
-        planner.check_references(manifest, observe(host))
+        planner.check_references(manifest, _observe(host, manifest))
     return manifest
 
 
 def plan(host: Host, paths: Source) -> Plan:
-    return planner.plan(load(paths), observe(host))
+    manifest = load(paths)
+    return planner.plan(manifest, _observe(host, manifest))
+
+
+def _observe(host: Host, manifest: Manifest) -> Observed:
+    # the host's own IPv4 networks matter only to networks being planned (their subnets)
+    return observe(host, host_networks=bool(manifest.of("Network")))
 
 
 def apply(host: Host, plan: Plan, *, progress: Callable[[str], None] | None = None) -> ApplyResult:

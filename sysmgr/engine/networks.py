@@ -303,10 +303,15 @@ class NetworkEngine:
                 done.append(f"repaired network {rec.name!r}: {'; '.join(found)}")
         return done
 
-    def observe(self) -> tuple[dict[str, ObservedNetwork], tuple[str, ...]]:
-        """Every recorded network with its problems, and the IPv4 networks on the host."""
+    def observe(self, *, host_networks: bool = True
+                ) -> tuple[dict[str, ObservedNetwork], tuple[str, ...]]:
+        """Every recorded network with its problems, and (``host_networks``) the IPv4
+        networks on the host: only a plan with networks in it needs those, and reading them
+        loads netlink."""
         recs = self.records()
         nets = {r.name: ObservedNetwork(r, tuple(self.problems(r))) for r in recs}
+        if not host_networks:
+            return nets, ()
         try:
             used = tuple(self.driver.used_networks())
         except SysmgrError:

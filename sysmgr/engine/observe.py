@@ -14,8 +14,9 @@ from sysmgr.engine.observed import Observed, ObservedContainer, ObservedNetwork
 __all__ = ["Observed", "ObservedContainer", "ObservedNetwork", "observe"]
 
 
-def observe(host: Host) -> Observed:
-    """Read the record and the kernel status of every object (empty for a fresh root)."""
+def observe(host: Host, *, host_networks: bool = True) -> Observed:
+    """Read the record and the kernel status of every object (empty for a fresh root);
+    ``host_networks``: also the host's IPv4 networks (for new networks' subnets)."""
     if not host.layout.exists():
         return Observed()
     st = host.store
@@ -24,7 +25,7 @@ def observe(host: Host) -> Observed:
     containers = {}
     for rec in st.containers():
         containers[rec.name] = ObservedContainer(rec, records.status(host, rec).state)
-    networks, host_networks = NetworkEngine(host).observe()
+    networks, used = NetworkEngine(host).observe(host_networks=host_networks)
     return Observed(
         pools={p.name: p for p in st.pools()},
         profiles={p.name: p for p in st.profiles()},
@@ -32,5 +33,5 @@ def observe(host: Host) -> Observed:
         aliases=aliases,
         containers=containers,
         networks=networks,
-        host_networks=host_networks,
+        host_networks=used,
     )
