@@ -309,9 +309,12 @@ class Backend(abc.ABC):
     def manifest_validate(self, paths: Sequence[str]) -> Any: ...
 
     @abc.abstractmethod
-    def manifest_plan(self, paths: Sequence[str]) -> Any:
+    def manifest_plan(self, paths: Sequence[str], *, prune: bool = False, backup: bool = True,
+                      revision: str = "") -> Any:
         """The plan for manifest files; ``paths`` may also be an already loaded Manifest
-        (a cluster plan sends each member its share)."""
+        (a cluster plan sends each member its share). ``prune``: also delete what was
+        created from these manifests and left them (a container backed up first, unless
+        not ``backup``); ``revision`` is recorded with the objects created."""
 
     @abc.abstractmethod
     def manifest_apply(self, plan: Any, *, progress: Progress | None) -> Any: ...

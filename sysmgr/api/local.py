@@ -312,8 +312,10 @@ class LocalBackend(Backend):
     def manifest_validate(self, paths: Sequence[str]) -> Any:
         return _manifests().validate(self.host, paths)
 
-    def manifest_plan(self, paths: Sequence[str]) -> Any:
-        return _manifests().plan(self.host, paths)
+    def manifest_plan(self, paths: Sequence[str], *, prune: bool = False, backup: bool = True,
+                      revision: str = "") -> Any:
+        return _manifests().plan(self.host, paths, prune=prune, backup=backup,
+                                 revision=revision)
 
     def manifest_apply(self, plan: Any, *, progress: Progress | None) -> Any:
         return _manifests().apply(self.host, plan, progress=progress)

@@ -49,14 +49,24 @@ class ManifestManager:
             return cluster.validate(manifest)
         return self._client.backend.manifest_validate(manifest)
 
-    def plan(self, paths: Sequence[str]) -> Any:
+    def plan(self, paths: Sequence[str], *, prune: bool = False, backup: bool = True,
+             revision: str = "") -> Any:
         """The plan that would make the host (or the cluster) match the manifests (what
-        ``diff`` prints)."""
+        ``diff`` prints). ``prune``: also delete the objects created from these manifests
+        (the same paths) that left them — a container stopped and exported to
+        ``backups/pruned/`` first unless not ``backup``; refused when the manifests hold no
+        object. ``revision`` (a git commit) is recorded with the objects created."""
         manifest = self._load(paths)
         cluster = self._cluster(manifest)
         if cluster is not None:
+            if prune:
+                from sysmgr.errors import ValidationError
+
+                raise ValidationError("--prune works on a single host (or one member with "
+                                      "--target) for now, not across a cluster")
             return cluster.plan(manifest)
-        return self._client.backend.manifest_plan(manifest)
+        return self._client.backend.manifest_plan(manifest, prune=prune, backup=backup,
+                                                  revision=revision)
 
     def apply(self, plan: Any, *, progress: Progress | None = None) -> Any:
         """Run a plan; refused (PlanStale) when the host changed since it was made, undone

@@ -119,8 +119,10 @@ class RemoteBackend(Backend):
     def manifest_validate(self, paths: Sequence[str]) -> Any:
         return self.session.call("manifest_validate", [_files_or_manifest(paths)], {})
 
-    def manifest_plan(self, paths: Sequence[str]) -> Any:
-        return self.session.call("manifest_plan", [_files_or_manifest(paths)], {})
+    def manifest_plan(self, paths: Sequence[str], *, prune: bool = False, backup: bool = True,
+                      revision: str = "") -> Any:
+        return self.session.call("manifest_plan", [_files_or_manifest(paths)],
+                                 {"prune": prune, "backup": backup, "revision": revision})
 
     def __repr__(self) -> str:
         return f"<RemoteBackend {self.spec.name} {self.spec.url} root={self.root}>"

@@ -73,12 +73,13 @@ class Controller:
     """The controller of the root ``client`` works on."""
 
     def __init__(self, client: Any, sources: list[Source], *, interval: float = DEFAULT_INTERVAL,
-                 self_heal: bool = True, log: Log | None = None) -> None:
+                 self_heal: bool = True, prune: bool = False, log: Log | None = None) -> None:
         self.client = client
         self.root = client.layout.root
         self.sources = sources
         self.interval = interval
         self.self_heal = self_heal
+        self.prune = prune
         self.log = log or stderr_log()
         self.stopping = False
         self.since = time.time()
@@ -95,7 +96,9 @@ class Controller:
                 s.sync()
                 r.revisions[str(s)] = s.revision()
             paths = [s.path for s in self.sources]
-            plan = self.client.manifests.plan(paths) if paths else None
+            revision = ",".join(v for v in r.revisions.values() if not v.startswith("dir:"))
+            plan = self.client.manifests.plan(paths, prune=self.prune,
+                                              revision=revision) if paths else None
             r.changes = list(plan.lines()) if plan is not None else []
             r.plan = plan.summary() if plan is not None else ""
             for line in r.changes:

@@ -222,12 +222,71 @@ class Restart(Action):
 
 
 @dataclass(frozen=True)
+class Prune(Action):
+    """Delete an object created from these manifests that left them (``apply --prune``); a
+    container is stopped and exported to ``backups/pruned/`` first (``backup``)."""
+
+    effect = "destroy"
+    target_kind: str = ""
+    backup: bool = True
+
+    @property
+    def subject(self) -> str:
+        return f"{self.target_kind} {self.name}"
+
+    def describe(self) -> str:
+        return f"delete {self.subject}"
+
+    def details(self) -> tuple[str, ...]:
+        if self.target_kind == "Container":
+            return ("left the manifests: stopped and exported to backups/pruned/ first",) \
+                if self.backup else ("left the manifests: deleted WITHOUT a backup",)
+        return ("left the manifests",)
+
+
+@dataclass(frozen=True)
+class SetPrune(Action):
+    """Record whether an object created from manifests may be pruned (``prune: false``)."""
+
+    effect = "update"
+    target_kind: str = ""
+    prune: bool = True
+
+    @property
+    def subject(self) -> str:
+        return f"{self.target_kind} {self.name}"
+
+    def describe(self) -> str:
+        return f"record {self.subject} (prune: {'true' if self.prune else 'false'})"
+
+
+@dataclass(frozen=True)
+class ForgetInventory(Action):
+    """Drop the inventory record of an object that is gone (deleted by hand)."""
+
+    effect = "update"
+    target_kind: str = ""
+
+    @property
+    def subject(self) -> str:
+        return f"{self.target_kind} {self.name}"
+
+    def describe(self) -> str:
+        return f"forget {self.subject} (deleted outside the manifests)"
+
+
+@dataclass(frozen=True)
 class Plan:
-    """An ordered tuple of actions plus the digest of the state it was planned against."""
+    """An ordered tuple of actions plus the digest of the state it was planned against,
+    and what apply records in the inventory for the objects it creates (``origin``,
+    ``revision``; ``keep``: (kind, name) of those that say ``prune: false``)."""
 
     actions: tuple[Action, ...] = ()
     observed_digest: str = ""
     warnings: tuple[str, ...] = ()
+    origin: str = ""
+    revision: str = ""
+    keep: tuple[tuple[str, str], ...] = ()
 
     @property
     def empty(self) -> bool:

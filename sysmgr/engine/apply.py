@@ -13,15 +13,17 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from sysmgr.engine import (
-    bootstrap, containers, journal, lifecycle, netplan, networks, pools, profiles, volumes)
+    bootstrap, containers, journal, lifecycle, netplan, networks, pools, profiles, prune,
+    volumes)
 from sysmgr.engine import images as eimages
 from sysmgr.engine.actions import (
-    Action, BuildImage, CreateContainer, CreatePool, ImportImage, Plan, PutProfile, Restart,
-    Start, Stop, UpdateContainer)
+    Action, BuildImage, CreateContainer, CreateNetwork, CreatePool, ForgetInventory,
+    ImportImage, Plan, Prune, PutProfile, Restart, SetPrune, Start, Stop, UpdateContainer)
 from sysmgr.engine.host import Host
 from sysmgr.engine.observe import observe
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import ApplyError, PlanStale, SysmgrError
+from sysmgr.state import inventory
 from sysmgr.state.db import ProfileRecord
 
 Progress = Callable[[str], None]
@@ -51,6 +53,7 @@ def apply(host: Host, plan: Plan, *, progress: Progress | None = None) -> ApplyR
                     raise _failed(result, action, e, rev) from e
                 except Exception as e:  # a bug or foreign error: still revert, still report
                     raise _failed(result, action, e, rev) from e
+                _record(host, plan, action, rev)
                 result.done.append(action.describe())
                 if progress:
                     progress(action.describe())
@@ -99,8 +102,40 @@ def _execute(host: Host, a: Action, rev: Reverter, progress: Progress | None) ->
         rev.add(lambda: lifecycle.start(host, a.name), f"start {a.name}")
     elif isinstance(a, Restart):
         lifecycle.restart(host, a.name)
+    elif isinstance(a, Prune):  # cannot be undone: planned last, a container backed up first
+        prune.delete(host, a)
+        with host.store.transaction():
+            inventory.delete(host.store, a.target_kind, a.name)
+    elif isinstance(a, (SetPrune, ForgetInventory)):
+        with host.store.transaction():
+            if isinstance(a, SetPrune):
+                inventory.set_prune(host.store, a.target_kind, a.name, a.prune)
+            else:
+                inventory.delete(host.store, a.target_kind, a.name)
     else:  # pragma: no cover - the planner only makes the actions above
         raise SysmgrError(f"unknown action {a!r}")
+
+
+_CREATES = {CreatePool: "StoragePool", CreateNetwork: "Network", PutProfile: "Profile",
+            BuildImage: "Image", ImportImage: "Image", CreateContainer: "Container"}
+
+
+def _record(host: Host, plan: Plan, a: Action, rev: Reverter) -> None:
+    """An object the plan created goes into the inventory, with the manifests' origin (what
+    ``apply --prune`` may delete once it leaves them)."""
+    kind = _CREATES.get(type(a))
+    if kind is None or not plan.origin:
+        return
+    keep = {tuple(k) for k in plan.keep}
+    with host.store.transaction():
+        inventory.put(host.store, inventory.InventoryRecord(
+            kind, a.name, plan.origin, plan.revision, (kind, a.name) not in keep))
+    rev.add(lambda: _forget(host, kind, a.name), f"forget {kind} {a.name}")
+
+
+def _forget(host: Host, kind: str, name: str) -> None:
+    with host.store.transaction():
+        inventory.delete(host.store, kind, name)
 
 
 def _put_profile(host: Host, a: PutProfile, rev: Reverter) -> None:

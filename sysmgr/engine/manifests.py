@@ -36,9 +36,11 @@ def validate(host: Host, paths: Source) -> Manifest:
     return manifest
 
 
-def plan(host: Host, paths: Source) -> Plan:
+def plan(host: Host, paths: Source, *, prune: bool = False, backup: bool = True,
+         revision: str = "") -> Plan:
     manifest = load(paths)
-    return planner.plan(manifest, _observe(host, manifest))
+    return planner.plan(manifest, _observe(host, manifest), prune=prune, backup=backup,
+                        revision=revision)
 
 
 def _observe(host: Host, manifest: Manifest) -> Observed:

@@ -10,6 +10,7 @@ from sysmgr.engine import records
 from sysmgr.engine.host import Host
 from sysmgr.engine.networks import NetworkEngine
 from sysmgr.engine.observed import Observed, ObservedContainer, ObservedNetwork
+from sysmgr.state import inventory
 
 __all__ = ["Observed", "ObservedContainer", "ObservedNetwork", "observe"]
 
@@ -34,4 +35,5 @@ def observe(host: Host, *, host_networks: bool = True) -> Observed:
         containers=containers,
         networks=networks,
         host_networks=used,
+        inventory={(r.kind, r.name): r for r in inventory.all_records(st)},
     )

@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from sysmgr.state.db import ContainerRecord, ImageRecord, PoolRecord, ProfileRecord
+from sysmgr.state.inventory import InventoryRecord
 from sysmgr.state.networks import NetworkRecord
 
 
@@ -38,6 +39,8 @@ class Observed:
     containers: dict[str, ObservedContainer] = field(default_factory=dict)
     networks: dict[str, ObservedNetwork] = field(default_factory=dict)
     host_networks: tuple[str, ...] = ()    # IPv4 networks on the host (subnet overlap checks)
+    # objects created from manifests: (kind, name) -> their inventory record
+    inventory: dict[tuple[str, str], InventoryRecord] = field(default_factory=dict)
 
     def image_ref(self, ref: str) -> str | None:
         """Fingerprint for an alias or unique fingerprint prefix, else None."""
@@ -59,4 +62,7 @@ class Observed:
         if self.networks:
             data["networks"] = {k: [asdict(v.record), list(v.problems)]
                                 for k, v in self.networks.items()}
+        if self.inventory:
+            data["inventory"] = sorted([k, n, r.origin, r.prune]
+                                       for (k, n), r in self.inventory.items())
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

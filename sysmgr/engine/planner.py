@@ -14,6 +14,7 @@ from sysmgr.engine.actions import (
     Action, BuildImage, Change, CreateContainer, CreatePool, ImportImage, Plan, PutProfile,
     Restart, Start, Stop, UpdateContainer, UpdateProfile)
 from sysmgr.engine import netplan
+from sysmgr.engine import prune as eprune
 from sysmgr.engine.observed import Observed
 from sysmgr.errors import Issue, ValidationError
 from sysmgr.model import expand as mexpand
@@ -132,8 +133,10 @@ def _live_device(change: Change, old: Devices, new: Devices) -> bool:
     return mkeys.device_change_is_live(old.get(name), new.get(name))
 
 
-def plan(manifest: Manifest, obs: Observed) -> Plan:
-    """Return the actions that make the host match ``manifest`` (pure)."""
+def plan(manifest: Manifest, obs: Observed, *, prune: bool = False, backup: bool = True,
+         revision: str = "") -> Plan:
+    """Return the actions that make the host match ``manifest`` (pure); with ``prune``, also
+    delete what was created from these manifests and left them (:mod:`.prune`)."""
     check_references(manifest, obs)
     actions: list[Action] = []
     warnings: list[str] = []
@@ -151,7 +154,13 @@ def plan(manifest: Manifest, obs: Observed) -> Plan:
         acts, warns = _container_actions(spec, obs, new_profiles)
         actions += acts
         warnings += warns
-    return Plan(tuple(actions), obs.digest, tuple(warnings))
+    actions += eprune.flag_actions(manifest, obs)
+    if prune:  # deletions last: nothing created or updated depends on them
+        acts, warns = eprune.plan_prune(manifest, obs, backup=backup)
+        actions += acts
+        warnings += warns
+    return Plan(tuple(actions), obs.digest, tuple(warnings), manifest.origin, revision,
+                tuple(manifest.keep))
 
 
 def _profile_actions(manifest: Manifest, obs: Observed) -> list[Action]:

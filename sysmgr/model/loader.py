@@ -22,6 +22,7 @@ otherwise turn ``1:30`` into 90 or a MAC address into an integer.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import sys
@@ -384,6 +385,7 @@ class _Loaded:
     name_line: int
     file: str | None
     issues: list[Issue]
+    keep: bool = False     # prune: false
 
 
 def _load_document(node: Node, file: str | None, base_dir: str) -> _Loaded:
@@ -422,7 +424,7 @@ def _load_document(node: Node, file: str | None, base_dir: str) -> _Loaded:
     spec = builder(data, ctx)
     name = data.get("name") if isinstance(data.get("name"), str) else None
     return _Loaded(spec if not ctx.issues else None, kind, name, ctx.line_of("name"), file,
-                   ctx.issues)
+                   ctx.issues, data.get("prune") is False)
 
 
 def _load_file(text: str, file: str | None, base_dir: str) -> tuple[list[_Loaded], list[Issue]]:
@@ -444,6 +446,7 @@ def _finish(files: Sequence[tuple[str | None, str | None, str, Issue | None]]) -
     """Load ``(file, text, base_dir, read_issue)`` entries into one Manifest or raise."""
     issues: list[Issue] = []
     specs: list[Spec] = []
+    keep: set[tuple[str, str]] = set()
     first: dict[tuple[str, str], _Loaded] = {}
     for file, text, base_dir, read_issue in files:
         if read_issue is not None:
@@ -463,13 +466,15 @@ def _finish(files: Sequence[tuple[str | None, str | None, str, Issue | None]]) -
                 first[(d.kind, d.name)] = d
             if d.spec is not None:
                 specs.append(d.spec)
+                if d.keep:
+                    keep.add((d.kind, d.name or ""))
         # in file order: sort by line; the sort is stable, so one line keeps its order
         issues.extend(sorted(file_issues, key=lambda i: i.line or 0))
     if issues:
         raise ValidationError(issues)
     rank = {k: i for i, k in enumerate(KIND_ORDER)}
     specs.sort(key=lambda s: rank.get(s.kind, len(rank)))
-    return Manifest(tuple(specs))
+    return Manifest(tuple(specs), keep=tuple(sorted(keep)))
 
 
 def load_text(text: str, filename: str | None = "<stdin>", *, base_dir: str | None = None) -> Manifest:
@@ -553,4 +558,5 @@ def load_paths(paths: Sequence[str]) -> Manifest:
             entries.append((path, None, "", Issue(e.strerror or str(e), file=path)))
             continue
         entries.append((path, text, os.path.dirname(os.path.abspath(path)), None))
-    return _finish(entries)
+    origin = ",".join(sorted(p if p == "-" else os.path.abspath(p) for p in paths))
+    return dataclasses.replace(_finish(entries), origin=origin)

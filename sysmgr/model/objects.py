@@ -122,9 +122,15 @@ KIND_ORDER = ("StoragePool", "Network", "Profile", "Image", "Container", "Member
 
 @dataclass(frozen=True)
 class Manifest:
-    """All documents read from a set of files, in dependency order of kinds."""
+    """All documents read from a set of files, in dependency order of kinds.
+
+    ``origin`` names where they were read from (the sorted absolute paths given): objects
+    created from them are recorded with it, and only those are pruned when they leave.
+    ``keep``: ``(kind, name)`` of the documents saying ``prune: false``."""
 
     specs: tuple[Spec, ...] = ()
+    origin: str = ""
+    keep: tuple[tuple[str, str], ...] = ()
 
     def of(self, kind: str) -> list[Spec]:
         return [s for s in self.specs if s.kind == kind]

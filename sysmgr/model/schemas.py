@@ -23,6 +23,8 @@ _KIND = {"type": "string", "required": True}
 _NAME = {"type": "string", "required": True}
 # free text: numbers are accepted and kept as written ("2024")
 _DESCRIPTION = {"type": SCALAR, "nullable": True}
+# prune: false keeps an object created from manifests when it leaves them (apply --prune)
+_PRUNE = {"type": "boolean"}
 # an empty "config:" (every entry commented out) is an empty map, not an error
 _CONFIG = {
     "type": "dict",
@@ -48,6 +50,7 @@ STORAGE_POOL: dict[str, Any] = {
     "driver": {"type": "string", "required": True},
     "config": _CONFIG,
     "description": _DESCRIPTION,
+    "prune": _PRUNE,
 }
 
 PROFILE: dict[str, Any] = {
@@ -56,6 +59,7 @@ PROFILE: dict[str, Any] = {
     "description": _DESCRIPTION,
     "config": _CONFIG,
     "devices": _DEVICES,
+    "prune": _PRUNE,
 }
 
 IMAGE: dict[str, Any] = {
@@ -69,6 +73,7 @@ IMAGE: dict[str, Any] = {
     },
     "path": {"type": "string"},
     "description": _DESCRIPTION,
+    "prune": _PRUNE,
 }
 
 NETWORK: dict[str, Any] = {
@@ -77,6 +82,7 @@ NETWORK: dict[str, Any] = {
     "type": {"type": "string", "nullable": True},
     "config": _CONFIG,
     "description": _DESCRIPTION,
+    "prune": _PRUNE,
 }
 
 CONTAINER: dict[str, Any] = {
@@ -90,6 +96,7 @@ CONTAINER: dict[str, Any] = {
     "description": _DESCRIPTION,
     # a cluster member, or "@group": where a new container is placed
     "target": {"type": "string"},
+    "prune": _PRUNE,
 }
 
 _TYPE_WORDS = {

@@ -75,6 +75,9 @@ RECORDS: dict[str, str] = {
     "Start": "sysmgr.engine.actions:Start",
     "Stop": "sysmgr.engine.actions:Stop",
     "Restart": "sysmgr.engine.actions:Restart",
+    "Prune": "sysmgr.engine.actions:Prune",
+    "SetPrune": "sysmgr.engine.actions:SetPrune",
+    "ForgetInventory": "sysmgr.engine.actions:ForgetInventory",
     "ApplyResult": "sysmgr.engine.apply:ApplyResult",
     # shipped manifest files (sysmgr.remote.manifests)
     "ManifestFiles": "sysmgr.remote.manifests:ManifestFiles",

@@ -62,6 +62,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE snapshots ADD COLUMN volatile TEXT NOT NULL DEFAULT '{}';
     """,
+    # 5: the inventory of objects created from manifests (what apply --prune may delete)
+    """
+    CREATE TABLE IF NOT EXISTS inventory (
+        kind TEXT NOT NULL, name TEXT NOT NULL, origin TEXT NOT NULL,
+        revision TEXT NOT NULL DEFAULT '', prune INTEGER NOT NULL DEFAULT 1,
+        created REAL NOT NULL, PRIMARY KEY (kind, name));
+    """,
 ]
 
 

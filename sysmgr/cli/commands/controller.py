@@ -26,10 +26,14 @@ def controller() -> None:
               help="Reconcile at least this often (30s, 5m, 1h), besides every change.")
 @click.option("--no-self-heal", is_flag=True,
               help="Report what differs from the manifests; change nothing.")
+@click.option("--prune", is_flag=True,
+              help="Also delete what was created from the sources and left them (as "
+                   "'apply --prune': a container is backed up first; an empty source prunes "
+                   "nothing).")
 @click.option("--once", is_flag=True, help="One pass, then exit (1 if it failed).")
 @pass_app
 def run(app: AppContext, sources: tuple[str, ...], interval: str, no_self_heal: bool,
-        once: bool) -> None:
+        prune: bool, once: bool) -> None:
     """Reconcile the root on every manifest change and every interval, until SIGTERM.
 
     Each pass plans and applies exactly as 'sysmgr apply' does (the plan's lines are logged),
@@ -42,7 +46,8 @@ def run(app: AppContext, sources: tuple[str, ...], interval: str, no_self_heal: 
 
     every = parse_duration(interval)
     parsed = [Source.parse(s) for s in sources]
-    ctl = Controller(app.client, parsed, interval=every, self_heal=not no_self_heal)
+    ctl = Controller(app.client, parsed, interval=every, self_heal=not no_self_heal,
+                     prune=prune)
     raise SystemExit(ctl.run(once=once))
 
 

@@ -26,6 +26,16 @@ def _files_option(f: Callable[..., Any]) -> Callable[..., Any]:
                                                 "directories are read recursively).")(f)
 
 
+def _prune_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--no-backup", is_flag=True,
+                     help="With --prune: delete containers without exporting them first.")(f)
+    return click.option("--prune", is_flag=True,
+                        help="Also delete what was created from these manifests (the same -f "
+                             "paths) and left them; a container is stopped and exported to "
+                             "<root>/backups/pruned/ first. Objects made by hand or from "
+                             "other manifests, and those marked 'prune: false', stay.")(f)
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -53,12 +63,13 @@ def validate(app: AppContext, paths: tuple[str, ...]) -> None:
 
 @click.command()
 @_files_option
+@_prune_options
 @click.pass_context
-def diff(ctx: click.Context, paths: tuple[str, ...]) -> None:
+def diff(ctx: click.Context, paths: tuple[str, ...], prune: bool, no_backup: bool) -> None:
     """Show what apply would change. Exit 0: no changes, 1: changes pending, 2+: error."""
     app = ctx.ensure_object(AppContext)
     app.error_floor = 2  # exit 1 means "changes pending" here
-    plan = app.client.manifests.plan(list(paths))
+    plan = app.client.manifests.plan(list(paths), prune=prune, backup=not no_backup)
     print_plan(plan)
     if not plan.empty:
         ctx.exit(EXIT_CHANGES)
@@ -68,19 +79,21 @@ def diff(ctx: click.Context, paths: tuple[str, ...]) -> None:
 @_files_option
 @click.option("--dry-run", is_flag=True, help="Show the plan and stop.")
 @click.option("-y", "--yes", is_flag=True,
-              help="Do not ask before stopping or restarting running containers.")
+              help="Do not ask before stopping, restarting or deleting (--prune).")
+@_prune_options
 @pass_app
-def apply(app: AppContext, paths: tuple[str, ...], dry_run: bool, yes: bool) -> None:
+def apply(app: AppContext, paths: tuple[str, ...], dry_run: bool, yes: bool, prune: bool,
+          no_backup: bool) -> None:
     """Make the host match the manifests."""
     manifests = app.client.manifests
-    plan = manifests.plan(list(paths))
+    plan = manifests.plan(list(paths), prune=prune, backup=not no_backup)
     print_plan(plan)
     if plan.empty or dry_run:
         return
     if plan.disruptive and not yes:
         names = ", ".join(sorted({a.name for a in plan.disruptive}))
         if not stdin_is_tty():
-            raise SysmgrError(f"the plan stops or restarts running containers ({names}); "
+            raise SysmgrError(f"the plan stops, restarts or deletes ({names}); "
                               "refusing without confirmation", hint="re-run with --yes to apply it")
         if not click.confirm("Apply?", default=False):
             raise SysmgrError("nothing was applied")
