@@ -8,6 +8,8 @@ sysmgr-managed keys (``volatile.*``) are never compared.
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 from typing import Mapping
 
 from sysmgr.engine.actions import (
@@ -228,6 +230,23 @@ def _outside_warnings(manifest: Manifest, obs: Observed) -> list[str]:
     return warnings
 
 
+def _with_ignored(spec: ContainerSpec, config: Mapping[str, str], devices: Devices
+                  ) -> ContainerSpec:
+    """``spec`` with its ``ignore:`` keys and devices as the host has them (so they are
+    neither compared nor put back)."""
+    if not spec.ignore_config and not spec.ignore_devices:
+        return spec
+
+    def ignored(key: str) -> bool:
+        return any(fnmatch.fnmatchcase(key, pat) for pat in spec.ignore_config)
+
+    cfg = {k: v for k, v in spec.config.items() if not ignored(k)}
+    cfg.update({k: v for k, v in config.items() if ignored(k)})
+    devs = {k: v for k, v in spec.devices.items() if k not in spec.ignore_devices}
+    devs.update({k: v for k, v in devices.items() if k in spec.ignore_devices})
+    return dataclasses.replace(spec, config=cfg, devices=devs)
+
+
 def _container_actions(spec: ContainerSpec, obs: Observed,
                        new_profiles: Mapping[str, tuple[Mapping[str, str], Devices]]
                        ) -> tuple[list[Action], list[str]]:
@@ -241,6 +260,7 @@ def _container_actions(spec: ContainerSpec, obs: Observed,
     actions: list[Action] = []
     warnings: list[str] = []
     rec = cur.record
+    spec = _with_ignored(spec, rec.config, rec.devices)
     running = cur.state != "STOPPED"
     changes: list[Change] = []
     if list(rec.profiles) != list(spec.profiles):

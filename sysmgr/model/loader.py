@@ -355,9 +355,16 @@ def _build_container(doc: Mapping[str, Any], ctx: DocContext) -> Spec:
     if target is not None and members.target_problem(target):
         ctx.problem("target", f"{members.target_problem(target)} (target: names a cluster "
                               "member, or @GROUP)")
+    ignore = doc.get("ignore") if isinstance(doc.get("ignore"), Mapping) else {}
     return ContainerSpec(name=name, image=image, profiles=profiles, config=config,
                          devices=devices, state=state, description=_text(ctx, doc, "description"),
-                         source=ctx.source, target=target)
+                         source=ctx.source, target=target,
+                         ignore_config=_strings(ignore.get("config")),
+                         ignore_devices=_strings(ignore.get("devices")))
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
 
 
 #: kind -> (cerberus schema, builder). Adding a kind (Network, Member) is one entry here plus

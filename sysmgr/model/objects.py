@@ -81,6 +81,10 @@ class ContainerSpec:
     description: str = ""
     source: Source = Source()
     target: str | None = None        # cluster member, or "@group" for placement in a group
+    # ``ignore:``: config keys (fnmatch patterns, e.g. user.*) and device names changed by
+    # hand without the manifests (or the controller) putting them back
+    ignore_config: tuple[str, ...] = ()
+    ignore_devices: tuple[str, ...] = ()
     kind = "Container"
 
 

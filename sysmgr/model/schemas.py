@@ -96,6 +96,10 @@ CONTAINER: dict[str, Any] = {
     "description": _DESCRIPTION,
     # a cluster member, or "@group": where a new container is placed
     "target": {"type": "string"},
+    # keys and devices people may change by hand: never compared, never put back
+    "ignore": {"type": "dict", "schema": {
+        "config": {"type": "list", "schema": {"type": "string"}},
+        "devices": {"type": "list", "schema": {"type": "string"}}}},
     "prune": _PRUNE,
 }
 

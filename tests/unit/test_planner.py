@@ -200,3 +200,40 @@ def test_new_profile_and_new_container():
     assert isinstance(plan.actions[1], CreateContainer) and plan.actions[1].profiles == ("default", "big")
     assert isinstance(plan.actions[2], Start)
     assert not any(isinstance(a, (CreatePool, Stop)) for a in plan.actions)
+
+
+def test_ignored_keys_are_neither_compared_nor_put_back() -> None:
+    text = BASE + container_doc("  user.notes: from-git\n  limits.cpu: \"1\"") + \
+        "ignore:\n  config: [user.notes, limits.cpu*]\n"
+    obs = observed({"c1": ("RUNNING", {"user.x": "1", "user.notes": "by hand",
+                                       "limits.cpu": "2"})})
+    assert planner.plan(load_text(text), obs).empty          # hand-made values stay
+    obs = observed({"c1": ("RUNNING", {"user.x": "2", "user.notes": "by hand"})})
+    (upd,) = [a for a in planner.plan(load_text(text), obs).actions
+              if isinstance(a, UpdateContainer)]
+    assert [c.path for c in upd.changes] == ["config.user.x"]
+    assert upd.config["user.notes"] == "by hand" and "limits.cpu" not in upd.config
+
+
+def test_prune_plans_only_inventory_objects_of_the_same_origin() -> None:
+    from dataclasses import replace
+
+    from sysmgr.engine.actions import Prune, SetPrune
+    from sysmgr.state.inventory import InventoryRecord
+
+    obs = observed({"c1": ("RUNNING", {"user.x": "1"}), "old": ("STOPPED", {}),
+                    "other": ("STOPPED", {}), "hand": ("STOPPED", {})})
+    inv = {("Container", "old"): InventoryRecord("Container", "old", "/src"),
+           ("Container", "other"): InventoryRecord("Container", "other", "/elsewhere"),
+           ("Container", "c1"): InventoryRecord("Container", "c1", "/src"),
+           ("Container", "gone"): InventoryRecord("Container", "gone", "/src")}
+    obs = replace(obs, inventory=inv)
+    manifest = replace(load_text(BASE + container_doc() + "prune: false\n"), origin="/src")
+    plan = planner.plan(manifest, obs, prune=True)
+    assert [a.describe() for a in plan.actions if isinstance(a, Prune)] == \
+        ["delete Container old"]                              # not other, hand, or gone
+    assert any(isinstance(a, SetPrune) and a.name == "c1" and not a.prune for a in plan.actions)
+    assert "forget Container gone (deleted outside the manifests)" in plan.lines()
+    assert not [a for a in planner.plan(manifest, obs).actions if isinstance(a, Prune)]
+    with pytest.raises(ValidationError, match="hold no objects"):
+        planner.plan(replace(manifest, specs=()), obs, prune=True)
