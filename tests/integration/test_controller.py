@@ -207,3 +207,23 @@ def test_no_zombie_inits_while_it_runs(root, controller, tmp_path) -> None:
     ok("stop", "k1", root=root)      # the init the controller started exits
     ctl.wait_for(lambda: not _zombies_of(ctl.proc.pid), limit=10)
     assert ctl.proc.poll() is None
+
+
+def test_killed_mid_apply_a_new_controller_converges(root, controller, tmp_path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        write(str(src / f"k{i}.yaml"), name=f"k{i}")
+    ctl = controller("--source", str(src), "--interval", "1h")
+    # as soon as the first container exists, the apply is under way: kill -9 there
+    ctl.wait_for(lambda: os.path.isdir(os.path.join(root, "containers", "k0"))
+                 or "create Container" in ctl.text(), limit=60)
+    ctl.proc.kill()
+    ctl.proc.wait(10)
+    ctl2 = controller("--source", str(src), "--interval", "1h")
+    ctl2.wait_for(lambda: sorted((c["name"], c["status"]) for c in json.loads(
+        run_cli("list", "-f", "json", root=root).stdout)) ==
+        [(f"k{i}", "Running") for i in range(6)], limit=120)
+    assert status(root)["last"]["error"] == ""
+    assert not os.listdir(os.path.join(root, "tmp", "intents")) \
+        if os.path.isdir(os.path.join(root, "tmp", "intents")) else True
