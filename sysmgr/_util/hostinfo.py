@@ -45,5 +45,15 @@ def apparmor_enabled() -> bool:
         return False
 
 
+def boot_id() -> str:
+    """This boot's id (a new one at every boot): tells an init that died with the host from
+    one that died while the host ran."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:  # pragma: no cover - every Linux since 2.6 has it
+        return ""
+
+
 def host_facts() -> HostFacts:
     return HostFacts(cpus=os.cpu_count() or 1, memory_bytes=memory_total())

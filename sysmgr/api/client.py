@@ -112,7 +112,8 @@ class Client:
              runtime: str | None = None, network: str | None = None,
              network_driver: str | None = None) -> list[str]:
         """Create the host root, a ``default`` storage pool and the ``default`` profile, and
-        start containers marked ``boot.autostart``. Idempotent; returns what it did.
+        start the containers ``boot.autostart`` wants running, in boot order. Idempotent;
+        returns what it did.
 
         ``network``: also create that managed network (``sysmgr init --auto`` uses
         ``"sysmgrbr0"``) and give the default profile an ``eth0`` nic on it; the API creates

@@ -2,19 +2,26 @@
 
 Creates the root, its default pool and profile (and, when asked, the default network with an
 ``eth0`` nic in the default profile); on an existing root it mounts the pools, resolves what a
-killed sysmgr left half-done, repairs recorded networks and starts the containers marked
-``boot.autostart``. Idempotent: every run says what it did.
+killed sysmgr left half-done, repairs recorded networks and starts the containers that are to
+run after a boot (``boot.autostart``, in boot order: :func:`autostart`). Idempotent: every
+run says what it did.
 """
 
 from __future__ import annotations
 
-from sysmgr.drivers.runtime.base import STOPPED
+import time
+from typing import Any, Callable, Mapping
+
+from sysmgr._util import hostinfo
+from sysmgr.drivers.runtime.base import RUNNING, STOPPED
 from sysmgr.engine import idmap, journal, lifecycle, pools, profiles, records, volumes
 from sysmgr.engine.host import DEFAULT_POOL, DEFAULT_PROFILE, Host
+from sysmgr.engine.migration import markers
 from sysmgr.engine.networks import NetworkEngine
-from sysmgr.errors import ValidationError
-from sysmgr.model import keys as mkeys
+from sysmgr.errors import SysmgrError, ValidationError
+from sysmgr.model import bootorder
 from sysmgr.model import names as mnames
+from sysmgr.model import restart as mrestart
 from sysmgr.state.db import ProfileRecord
 
 
@@ -97,13 +104,68 @@ def _default_profile(host: Host, networks: NetworkEngine, network: str | None) -
     return done
 
 
-def autostart(host: Host) -> list[str]:
-    """Start every stopped container marked ``boot.autostart``."""
-    done = []
-    for rec in host.store.containers():
-        cfg, _ = records.expanded(host, rec)
-        if mkeys.parse_bool(cfg.get("boot.autostart", "false")) and \
-                records.status(host, rec).state == STOPPED:
-            lifecycle.start(host, rec.name)
-            done.append(f"started {rec.name} (boot.autostart)")
+def autostart(host: Host, *, sleep: Callable[[float], object] = time.sleep) -> list[str]:
+    """Start the containers LXD's rules want running after a boot, in boot order.
+
+    ``boot.autostart`` true, or unset and the container ran when the host went down; highest
+    ``boot.autostart.priority`` first, ``boot.autostart.delay`` seconds after each start, and
+    after the containers its ``boot.depends`` names (:mod:`sysmgr.model.bootorder`). One that
+    waits for a dependency that does not run is left pending (``volatile.start.pending``:
+    :func:`sysmgr.engine.supervise.restart_due` starts it once they run); one whose start
+    fails is reported and the others go on. A container that went down with the host and is
+    not to start (``boot.autostart: false``) is marked STOPPED and cleaned up.
+
+    ``sleep``: how the delays are waited (tests pass a recorder)."""
+    done: list[str] = []
+    boot = hostinfo.boot_id()
+    running: set[str] = set()
+    wanted: list[bootorder.BootEntry] = []
+    with host.locked():
+        for rec in host.store.containers():
+            cfg, devs = records.expanded(host, rec)
+            if records.status(host, rec).state != STOPPED:
+                running.add(rec.name)
+            elif markers.marker(rec) is not None:
+                continue  # a move cut short: settling it decides whether it starts
+            elif bootorder.wants_boot_start(cfg.get("boot.autostart"),
+                                            rec.volatile.get("last_state")):
+                wanted.append(bootorder.BootEntry.from_config(rec.name, cfg))
+            elif _down_with_host(rec.volatile, boot):
+                lifecycle.settle(host, records.Expanded(rec, cfg, devs))
+        plan = bootorder.boot_order(wanted)
+        done += [f"dependency cycle {bootorder.describe_cycle(c)} (boot.depends): "
+                 "those containers start by priority" for c in plan.cycles]
+        for step in plan.steps:
+            done += _boot_start(host, step, running, sleep)
     return done
+
+
+def _down_with_host(volatile: Mapping[str, Any], boot: str) -> bool:
+    """Whether the record is of an init that ran when the host went down (a crash during
+    this boot is the supervisor's to record: :func:`sysmgr.engine.supervise.crashed`)."""
+    return volatile.get("last_state") == RUNNING and volatile.get("init.boot_id") != boot
+
+
+def _boot_start(host: Host, step: bootorder.Step, running: set[str],
+                sleep: Callable[[float], object]) -> list[str]:
+    """One step of the boot order: start the container unless a dependency does not run."""
+    waiting = [d for d in step.requires if d not in running]
+    if waiting:
+        _set_pending(host, step.name)
+        return [f"{step.name}: waiting for {', '.join(waiting)} (not running; boot.depends)"]
+    try:
+        lifecycle.start(host, step.name)
+    except SysmgrError as e:
+        return [f"could not start {step.name} (boot.autostart): {e.message}"]
+    # TODO(events): append a lifecycle event "started (boot)" to the event log
+    running.add(step.name)
+    if step.delay:
+        sleep(step.delay)
+    return [f"started {step.name} (boot.autostart)"]
+
+
+def _set_pending(host: Host, name: str) -> None:
+    with host.store.transaction():
+        vol = dict(host.store.container(name).volatile)
+        vol[mrestart.PENDING_BOOT] = "boot"
+        host.store.set_volatile(name, vol)

@@ -13,7 +13,8 @@ import time
 from typing import Mapping, Sequence
 
 from sysmgr.drivers.runtime.base import STOPPED
-from sysmgr.engine import confinement, journal, lifecycle, pools, records, runspec, volumes
+from sysmgr.engine import (confinement, journal, lifecycle, pools, records, runspec, supervise,
+                           volumes)
 from sysmgr.engine.host import DEFAULT_PROFILE, Host
 from sysmgr.engine.migration import markers
 from sysmgr.engine.netplan import nic_problems
@@ -74,7 +75,7 @@ def create_container(host: Host, name: str, image: str, *, profiles: Sequence[st
         rec = ContainerRecord(name, img.fingerprint, "", profiles, cfg_in, devs_in, description,
                               {}, time.time())
         cfg, devs = records.expanded(host, rec)
-        problems = records.expansion_issues(cfg, devs)
+        problems = records.expansion_issues(cfg, devs) + supervise.depends_issues(host, name, cfg)
         if problems:
             raise ValidationError(problems)
         rec.pool = records.root_pool(devs)
@@ -175,7 +176,7 @@ def update_container(host: Host, name: str, *, config: Mapping[str, str] | None 
             raise ValidationError(issues)
         old_cfg, old_devs = records.expanded(host, rec)
         cfg, devs = records.expanded(host, new)
-        problems = records.expansion_issues(cfg, devs)
+        problems = records.expansion_issues(cfg, devs) + supervise.depends_issues(host, name, cfg)
         if problems:
             raise ValidationError(problems)
         if records.root_pool(devs) != rec.pool:

@@ -2,21 +2,27 @@
 
 Each operation reads the container's record and expansion once, under the root's lock. A
 start plugs the nics in between "namespaces exist" and "init runs" and records how to find
-init again (pid + start time); a stop sends the image's halt signal, kills after the timeout,
-forgets init and unplugs the nics. The kernel is the truth for what runs: a container whose
-init died by itself is stopped, and its leftovers are cleaned up by the next start or stop.
+init again (pid + start time, and the boot and time it started in); a stop marks the record
+STOPPED, sends the image's halt signal, kills after the timeout, forgets init and unplugs
+the nics (:func:`settle`). The kernel is the truth for what runs: a container whose init
+died by itself is stopped, and its leftovers are cleaned up by the next start or stop (or by
+the supervisor, :mod:`sysmgr.engine.supervise`, which records the crash).
 """
 
 from __future__ import annotations
 
 import os
+import time
+from typing import Any, Mapping
 
-from sysmgr.drivers.runtime.base import FROZEN, RUNNING, STOPPED, Status
+from sysmgr._util import hostinfo
+from sysmgr.drivers.runtime.base import FROZEN, RUNNING, STOPPED, InitRecord, Status
 from sysmgr.engine import confinement, idmap, idshift, records, runspec
 from sysmgr.engine.host import DEFAULT_STOP_TIMEOUT, Host
 from sysmgr.engine.migration import markers
 from sysmgr.engine.nics import NicEngine
 from sysmgr.errors import Conflict
+from sysmgr.model import restart as mrestart
 from sysmgr.state.db import ContainerRecord
 
 
@@ -43,9 +49,11 @@ def start(host: Host, name: str, *, migration: str | None = None) -> Status:
             before_go = nics.attacher(nics.prepare_start(name, spec.rootfs))
         rec = host.store.container(name)  # the id map, a shift and nics may have recorded state
         init = host.runtime.start(spec, before_go=before_go)
-        vol = dict(rec.volatile)
+        vol = {k: v for k, v in rec.volatile.items() if k not in mrestart.PENDING_KEYS}
+        # the boot id and the time tell a supervisor whether and how long this init ran
         vol.update({"init.pid": init.pid, "init.starttime": init.starttime,
-                    "init.cgroup": init.cgroup, "last_state": RUNNING})
+                    "init.cgroup": init.cgroup, "init.boot_id": hostinfo.boot_id(),
+                    "init.started": time.time(), "last_state": RUNNING})
         try:
             with host.store.transaction():
                 host.store.set_volatile(name, vol)
@@ -64,26 +72,57 @@ def stop(host: Host, name: str, *, timeout: float | None = None, force: bool = F
         rec = ex.record
         init = records.init_record(rec)
         if host.runtime.status(init).state == STOPPED:
-            host.runtime.cleanup(records.cgroup_path(host, name))
             if init is None and not force:
                 raise Conflict(f"container {name!r} is not running")
         else:
             assert init is not None
             if timeout is None:
                 timeout = float(ex.config.get("boot.host_shutdown_timeout") or DEFAULT_STOP_TIMEOUT)
-            graceful = host.runtime.stop(
-                init, halt_signal=runspec.halt_signal(records.image_meta(host, rec)),
-                timeout=timeout, force=force)
-        forget_init(host, rec)
-        if records.has_nics(ex.devices):
-            NicEngine(host).detach(name)
+            graceful = _stop_init(host, rec, init, timeout, force)
+        settle(host, ex)
     return graceful
 
 
-def forget_init(host: Host, rec: ContainerRecord) -> None:
-    """Drop the record of a stopped container's init."""
-    vol = {k: v for k, v in rec.volatile.items() if not k.startswith("init.")}
+def _stop_init(host: Host, rec: ContainerRecord, init: InitRecord, timeout: float,
+               force: bool) -> bool:
+    """Halt (or kill) a running init. The record says STOPPED *before* the signal, so a
+    supervisor that sees init exit never takes the stop for a crash; if the stop fails
+    while init still runs, it says RUNNING again."""
+    _set_last_state(host, rec.name, STOPPED)
+    try:
+        return host.runtime.stop(
+            init, halt_signal=runspec.halt_signal(records.image_meta(host, rec)),
+            timeout=timeout, force=force)
+    except BaseException:
+        if host.runtime.status(init).state != STOPPED:
+            _set_last_state(host, rec.name, RUNNING)
+        raise
+
+
+def _set_last_state(host: Host, name: str, state: str) -> None:
+    with host.store.transaction():
+        vol = dict(host.store.container(name).volatile)  # fresh: never lose a key
+        vol["last_state"] = state
+        host.store.set_volatile(name, vol)
+
+
+def settle(host: Host, ex: records.Expanded, volatile: Mapping[str, Any] | None = None) -> None:
+    """Clean up after a container whose init is gone, as a stop does: its cgroup, the
+    record of its init (now STOPPED, with ``volatile`` keys added) and its nics."""
+    host.runtime.cleanup(records.cgroup_path(host, ex.record.name))
+    forget_init(host, host.store.container(ex.record.name), volatile)
+    if records.has_nics(ex.devices):
+        NicEngine(host).detach(ex.record.name)
+
+
+def forget_init(host: Host, rec: ContainerRecord, volatile: Mapping[str, Any] | None = None
+                ) -> None:
+    """Drop the record of a stopped container's init (and any restart it had pending);
+    record ``volatile`` keys with it."""
+    vol = {k: v for k, v in rec.volatile.items()
+           if not k.startswith("init.") and k not in mrestart.PENDING_KEYS}
     vol["last_state"] = STOPPED
+    vol.update(volatile or {})
     with host.store.transaction():
         host.store.set_volatile(rec.name, vol)
 

@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Sequence
 from sysmgr._util import capabilities
 from sysmgr._util.sizes import parse_size
 from sysmgr.errors import Issue, ValidationError
-from sysmgr.model import schedule
+from sysmgr.model import bootorder, restart, schedule
 from sysmgr.model.idmaps import normalize_raw_idmap, parse_raw_idmap
 # re-exported: the engine, API, CLI and tests import the device rules from here
 from sysmgr.model.device_keys import (  # noqa: F401
@@ -226,6 +226,7 @@ def parse_raw_apparmor(value: str) -> str:
 _PROCESSES = int_key(minimum=1, what="process limit")
 _PRIORITY = int_key(minimum=0, what="priority")
 _SECONDS = int_key(minimum=0, what="number of seconds")
+_BACKOFF_MAX = int_key(minimum=1, maximum=86400, what="number of seconds")
 _IDMAP_SIZE = int_key(minimum=65536, maximum=1 << 31, what="id map size")
 _EVACUATE = choice_key("auto", "migrate", "stop", what="evacuation mode")
 _ROUNDS = int_key(minimum=0, maximum=50, what="number of rounds")
@@ -245,12 +246,26 @@ CONTAINER_KEYS: dict[str, Key] = key_table(
         doc="Whether the container may use swap (false: memory+swap capped at limits.memory)."),
     Key("limits.processes", _PROCESSES[0], _PROCESSES[1], live=True,
         doc="Maximum number of processes (pids.max)."),
-    Key("boot.autostart", BOOL, NORM_BOOL, live=True, default="false",
-        doc="Start the container when the host boots."),
+    Key("boot.autostart", BOOL, NORM_BOOL, live=True,
+        doc="Start the container when the host boots ('sysmgr init'): true always, false "
+            "never; unset restores the last state (starts it if it ran when the host went "
+            "down)."),
     Key("boot.autostart.priority", _PRIORITY[0], _PRIORITY[1], live=True, default="0",
         doc="Start order at host boot: higher starts first."),
     Key("boot.autostart.delay", _SECONDS[0], _SECONDS[1], live=True, default="0",
         doc="Seconds to wait after starting this container before starting the next one."),
+    Key("boot.depends", check(bootorder.parse_depends), norm(bootorder.normalize_depends),
+        live=True,
+        doc="Containers this one starts after, comma-separated (db1,cache1): at boot and on "
+            "a restart it waits until they run. A dependency cycle is refused."),
+    Key("boot.restart", check(restart.parse_policy), norm(restart.parse_policy), live=True,
+        default="no",
+        doc="Restart the container when its init dies (the controller watches): no, "
+            "on-failure (not after a clean poweroff/exit 0) or always; the delay doubles "
+            "from 1s with each crash in a row."),
+    Key("boot.restart.backoff.max", _BACKOFF_MAX[0], _BACKOFF_MAX[1], live=True,
+        default=str(restart.DEFAULT_BACKOFF_MAX),
+        doc="Longest delay in seconds before restarting a crashed container."),
     Key("boot.host_shutdown_timeout", _SECONDS[0], _SECONDS[1], live=True, default="30",
         doc="Seconds to wait for a clean halt before killing the container."),
     Key("cluster.evacuate", _EVACUATE[0], _EVACUATE[1], live=True, default="auto",

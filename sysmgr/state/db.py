@@ -179,6 +179,11 @@ class Store:
         if self._depth == 0:
             self.conn.execute("COMMIT")
 
+    def change_marker(self) -> tuple[int, int]:
+        """A value that changes whenever anyone commits a change to the database: SQLite's
+        ``data_version`` (commits by other connections) and this connection's own count."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0], self.conn.total_changes
+
     # -- meta --------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()

@@ -24,7 +24,8 @@ def init(app: AppContext, auto: bool, storage_driver: str | None, network: str |
     """Initialise the host root (default storage pool, network and profile).
 
     Idempotent: running it again only brings recorded networks back up (after a reboot)
-    and starts containers marked boot.autostart.
+    and starts the containers boot.autostart wants running (true, or unset and running
+    when the host went down), in boot order (priority, delay, boot.depends).
     """
     if network is None:
         network = "sysmgrbr0"

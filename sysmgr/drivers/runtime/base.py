@@ -155,6 +155,19 @@ class Runtime(abc.ABC):
     def cleanup(self, cgroup: str) -> None:
         """Remove leftovers of a stopped container (cgroups); idempotent."""
 
+    def watch(self, rec: InitRecord) -> int | None:
+        """An fd that becomes readable once init has exited (a zombie counts), for a
+        supervisor to poll instead of asking :meth:`status` again and again; the caller
+        closes it. None when init is gone already, or when this runtime has no such fd
+        (then ask :meth:`status`)."""
+        return None
+
+    def reap(self, rec: InitRecord) -> int | None:
+        """If init has exited and this process may collect it (its parent or subreaper, and
+        nobody did yet): collect it and return its shell-style exit code (128+N when killed
+        by signal N). None otherwise: still running, already collected, or not ours."""
+        return None
+
     def as_container_root(self, rec: InitRecord, fn: Callable[[], T]) -> T:
         """Run ``fn`` with the identity of the container's root: for writes into a running
         unprivileged container's files, which the host's root may not create through its

@@ -170,6 +170,12 @@ class NativeRuntime(Runtime):
         self._remove_cgroup(cg)
         return exited
 
+    def watch(self, rec: InitRecord) -> int | None:
+        return process.watch_fd(rec)
+
+    def reap(self, rec: InitRecord) -> int | None:
+        return process.collect_exit(rec)
+
     def freeze(self, rec: InitRecord) -> None:
         if not process.alive(rec):
             raise Conflict("the container is not running")

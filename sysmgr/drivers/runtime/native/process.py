@@ -167,16 +167,44 @@ def alive(rec: InitRecord) -> bool:
     return True
 
 
-def _open_init(rec: InitRecord) -> int | None:
-    """A pidfd of the live init, or None when it is gone (checked *after* opening, so
-    the fd cannot refer to a recycled pid)."""
+def watch_fd(rec: InitRecord) -> int | None:
+    """A pidfd of init, readable once it exited; unlike :func:`alive` a zombie is not reaped
+    (its exit status is left to :func:`collect_exit`). None when init is gone (reaped, or
+    its pid now belongs to another process)."""
     try:
         pidfd = linux.pidfd_open(rec.pid)
     except ProcessLookupError:
         return None
     except OSError as e:
         raise DriverError(f"cannot watch init (pid {rec.pid}): {e.strerror}") from e
-    if not alive(rec):
+    # checked after opening: a zombie keeps its start time, a recycled pid has another
+    if linux.proc_starttime(rec.pid) != rec.starttime:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def collect_exit(rec: InitRecord) -> int | None:
+    """Reap init if it exited and we are its reaper; its shell-style exit code, else None.
+
+    Only the parent (here: the subreaper init was reparented to) can read an exit status;
+    the start time check keeps a recycled pid from being mistaken for init."""
+    if linux.proc_starttime(rec.pid) != rec.starttime:
+        return None
+    try:
+        res = os.waitid(os.P_PID, rec.pid, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if res is None:
+        return None  # still running
+    return res.si_status if res.si_code == os.CLD_EXITED else 128 + res.si_status
+
+
+def _open_init(rec: InitRecord) -> int | None:
+    """A pidfd of the live init, or None when it is gone (checked *after* opening, so
+    the fd cannot refer to a recycled pid); a zombie is reaped."""
+    pidfd = watch_fd(rec)
+    if pidfd is not None and not alive(rec):
         os.close(pidfd)
         return None
     return pidfd
