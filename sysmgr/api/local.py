@@ -115,6 +115,16 @@ class LocalBackend(Backend):
         return _backup().import_(self.host, path, name=name, pool=pool, progress=progress,
                               allow_devices=allow_devices, warn=warn).name
 
+    # -- the controller's supervisor -----------------------------------------------------------
+    def supervisor(self) -> Any:
+        """Crash detection and restarts for this root's controller
+        (:class:`sysmgr.engine.supervisor.Supervisor`, on this backend's Host: one database
+        connection for the whole controller, so its reads never hold a lock another of its
+        own connections waits for; close it: it holds pidfds)."""
+        from sysmgr.engine.supervisor import Supervisor
+
+        return Supervisor(self.host)
+
     # -- copies and moves between members ----------------------------------------------------
     def migration_open(self, role: str, request: Mapping[str, Any]) -> Any:
         from sysmgr.remote import endpoints

@@ -85,6 +85,7 @@ class Controller:
         self.since = time.time()
         self.last: PassResult | None = None
         self.passes = 0
+        self.supervisor: Any = None   # crash detection and restarts, while the loop runs
 
     # -- one pass ----------------------------------------------------------------------------
     def reconcile(self) -> PassResult:
@@ -118,6 +119,20 @@ class Controller:
         self._write_status()
         return r
 
+    def _supervise(self) -> None:
+        """Record crashed inits and run the restarts that are due (not while suspended)."""
+        sup = self.supervisor
+        if sup is None or state.suspended(self.root):
+            return
+        try:
+            lines = sup.step()
+        except SysmgrError as e:
+            lines = [f"error: supervising: {e.message}"]
+        for line in lines:
+            self.log(line)
+        if lines:
+            self._write_status()
+
     def _snapshots(self) -> list[str]:
         """Scheduled snapshots that are due, and expired ones deleted."""
         backend = self.client.backend
@@ -140,6 +155,7 @@ class Controller:
                 "snapshots": last.snapshots},
             "pending": [] if last is None or last.applied else last.changes,
             "applied_revisions": (self._applied_revisions(last)),
+            "containers": self.supervisor.status() if self.supervisor is not None else [],
         })
 
     def _applied_revisions(self, last: PassResult | None) -> dict[str, str]:
@@ -155,21 +171,30 @@ class Controller:
             if once:
                 return 1 if self.reconcile().error else 0
             linux.set_child_subreaper(True)
-            with _Wakeups() as wake, Inotify() as ino:
+            with _Wakeups() as wake, Inotify() as ino, self.client.backend.supervisor() as sup:
                 for s in self.sources:
                     ino.watch_tree(s.path)
                 self.log(f"controller {os.getpid()} for {self.root}: sources "
                          f"{', '.join(map(str, self.sources)) or '(none)'}, every "
                          f"{self.interval:g} s" + ("" if self.self_heal else ", report only"))
+                self.supervisor = sup
+                if not state.suspended(self.root):
+                    for line in sup.boot():
+                        self.log(f"boot: {line}")
                 self._loop(wake, ino)
             self.log("controller stopped")
         return 0
 
     def _loop(self, wake: "_Wakeups", ino: Inotify) -> None:
         due = time.monotonic()  # the first pass at once
+        sup = self.supervisor
         while not self.stopping:
             timeout = max(0.0, due - time.monotonic())
-            ready, _, _ = select.select([wake, ino], [], [], timeout)
+            more = sup.timeout()
+            if more is not None:
+                timeout = min(timeout, more)
+            ready, _, _ = select.select([wake, ino, *sup.fds()], [], [], timeout)
+            self._supervise()     # exit codes first: before anything else reaps those inits
             _reap()
             if wake in ready:
                 self.stopping, now = wake.read()
@@ -185,6 +210,7 @@ class Controller:
                 self.log("sources changed")
             if changed or time.monotonic() >= due:
                 self.reconcile()
+                self._supervise()
                 _reap()
                 _trim()
                 due = time.monotonic() + self.interval * random.uniform(0.9, 1.0)

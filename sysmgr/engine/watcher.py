@@ -58,6 +58,12 @@ class Watcher:
         """Container name -> init pid, of the inits being watched."""
         return {name: init.pid for name, (init, _fd) in self._watched.items()}
 
+    def fds(self) -> list[int]:
+        """The pidfds being watched, readable once their init exits (refreshed first): a
+        caller may select on them besides its own fds, then :meth:`wait` with no timeout."""
+        self.refresh()
+        return [fd for _name, (_init, fd) in sorted(self._watched.items()) if fd is not None]
+
     # -- following the records --------------------------------------------------------------
 
     def refresh(self, *, force: bool = False) -> None:

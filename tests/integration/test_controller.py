@@ -110,7 +110,7 @@ def test_changes_applied_and_drift_put_back(root, controller, tmp_path) -> None:
     src.mkdir()
     write(str(src / "k1.yaml"))
     ctl = controller("--source", str(src), "--interval", "1s")
-    ctl.wait_for(lambda: run_cli("list", "-f", "json", root=root).stdout.count('"Running"') == 1)
+    ctl.wait_for(lambda: [c["status"] for c in json.loads(run_cli("list", "-f", "json", root=root).stdout or "[]")] == ["Running"])
     assert config(root, "k1", "limits.memory") == "64MiB"
     res = run_cli("controller", "run", "--source", str(src), root=root)   # one per root
     assert res.returncode == 1 and f"pid {ctl.proc.pid}" in res.stderr
@@ -227,3 +227,26 @@ def test_killed_mid_apply_a_new_controller_converges(root, controller, tmp_path)
     assert status(root)["last"]["error"] == ""
     assert not os.listdir(os.path.join(root, "tmp", "intents")) \
         if os.path.isdir(os.path.join(root, "tmp", "intents")) else True
+
+
+def test_a_crashed_container_is_restarted_with_backoff(root, controller, tmp_path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "r1.yaml").write_text(MANIFEST.format(name="r1", state="running", memory="64MiB")
+                                 + "  boot.restart: always\n")
+    ctl = controller("--source", str(src), "--interval", "1h")
+
+    def pid() -> int | None:
+        rows = json.loads(run_cli("info", "r1", "-f", "json", root=root).stdout or "{}")
+        return rows.get("pid")
+
+    ctl.wait_for(lambda: pid() is not None)
+    for crash in (1, 2):
+        first = pid()
+        os.kill(first, signal.SIGKILL)                         # the init dies
+        ctl.wait_for(lambda: pid() not in (None, first), limit=60)
+        assert f"crashed: r1: killed by SIGKILL" in ctl.text() and "restarted r1" in ctl.text()
+    st = status(root)
+    assert any(line.startswith("r1:") for line in st["containers"]), st["containers"]
+    info = json.loads(ok("info", "r1", "-f", "json", root=root).stdout)
+    assert info["status"] == "Running"

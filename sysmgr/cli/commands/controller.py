@@ -93,6 +93,9 @@ def _status_text(st: dict[str, Any]) -> str:
     if last:
         lines.append(f"Last reconcile: {_when(last.get('time'))}, {last.get('seconds', 0):.2f} s, "
                      f"{last.get('result')}")
+    if st.get("containers"):
+        lines.append("Containers:")
+        lines += [f"  {c}" for c in st["containers"]]
     pending = st.get("pending") or []
     if pending:
         lines.append("Pending (not applied):")
