@@ -59,6 +59,7 @@ COMMANDS: dict[str, str] = {
     "apply": "manifest:apply",
     "keys": "keys:keys",
     "cluster": "cluster:cluster",
+    "monitor": "monitor:monitor",
 }
 
 # the verbs that take --target MEMBER (LXD's flag), added where they are loaded: the container
@@ -85,6 +86,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Declarative (GitOps)", ("validate", "diff", "apply")),
     ("Host", ("init", "profile", "image", "storage", "network", "keys")),
     ("Cluster", ("cluster",)),
+    ("Events", ("monitor",)),
 )
 
 
