@@ -17,7 +17,7 @@ move) and ``detail`` (the plan line, where a copy came from...). Fields set with
 Writing: :func:`emit` opens the log ``O_APPEND`` and writes each line with one ``write()``,
 which Linux serialises per file, so the lines of concurrent sysmgr processes never
 interleave. Past :data:`MAX_BYTES` the log is renamed to ``events.log.1`` (one older
-generation is kept). Writers hold a shared ``flock`` on the file while they append and the
+generation is kept; writers appending at the same moment may each add their line first). Writers hold a shared ``flock`` on the file while they append and the
 one rotating an exclusive one, so no line lands in a file after its rename: a follower that
 drains the old file once it sees the rename has read all of it. An event that cannot be
 written (a full disk, a read-only root) never fails the operation it records; it is counted
@@ -166,7 +166,7 @@ def dropped() -> int:
 
 
 def _append(path: str, data: bytes) -> None:
-    for _ in range(3):  # a rotation came in between: again, into the new file
+    for _ in range(5):  # a rotation came in between: again, into the new file
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
                      0o600)
         try:

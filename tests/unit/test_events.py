@@ -137,7 +137,8 @@ def test_concurrent_writers_rotating_lose_no_line_into_a_renamed_file(tmp_path):
     _writers(root, 4, 200, 200_000)  # a rotation every ~40 lines, by whichever writer
     path = os.path.join(root, "events.log")
     newer, older = lines_of(path), lines_of(path + ".1")  # whole lines in both
-    assert os.path.getsize(path) <= 200_000 and os.path.getsize(path + ".1") <= 200_000
+    # writers that checked the size at the same moment may each add their line: 4 at most
+    assert max(os.path.getsize(path), os.path.getsize(path + ".1")) <= 200_000 + 3 * 5100
     for pid in {r["pid"] for r in older + newer}:
         seq = [int(r["detail"].split()[0]) for r in older + newer if r["pid"] == pid]
         # one writer's events are in order, and the two files hold a gapless run of them
