@@ -1,86 +1,93 @@
-"""Directory trees watched with inotify (through ctypes): the controller wakes up when a
-manifest is written, created, deleted or moved, instead of polling.
+"""inotify(7) through ctypes: Python 3.11 has no binding, and sysmgr adds no dependency for it.
 
-    with Inotify() as ino:
-        ino.watch_tree("/srv/config")
-        select.select([ino], [], [], timeout)
-        if ino.changed(): ...
+    >>> with Inotify() as ino:
+    ...     ino.add_watch("/var/lib/sysmgr", IN_CREATE | IN_MODIFY | IN_MOVED_TO)
+    ...     for ev in ino.read(timeout=1.0):   # [] when nothing happened within the timeout
+    ...         print(ev.name, hex(ev.mask))
 
-A directory created inside a watched tree is watched too (from the moment its creation is
-read). Hidden directories (``.git``) are not watched: a git source is synced explicitly.
+One non-blocking, close-on-exec inotify descriptor per :class:`Inotify`, waited on with
+``poll``; a failing call raises ``OSError`` with the real errno (``EMFILE`` / ``ENOSPC`` when
+the user's inotify limits are reached), so callers can fall back to polling the files
+themselves. Standard library only: the event log's ``follow`` imports it on first use.
+
+:class:`TreeWatch` watches a directory tree (the controller's manifest sources): every
+directory below it, new ones as they appear, hidden ones (``.git``) left out.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import errno
 import os
+import select
 import struct
+from typing import NamedTuple
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_Q_OVERFLOW = 0x00004000  # the kernel's queue overflowed: events were lost, rescan
+IN_IGNORED = 0x00008000     # the watch went (its file was deleted, or rm_watch)
+IN_ONLYDIR = 0x01000000
+
+_HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (name follows)
+
+# dlopen(NULL): the symbols the interpreter already has, glibc's inotify_* among them
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.inotify_init1.argtypes = [ctypes.c_int]
 _libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+_libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
 
-IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_FROM, IN_MOVED_TO = 0x2, 0x8, 0x40, 0x80
-IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF = 0x100, 0x200, 0x400, 0x800
-IN_ISDIR, IN_Q_OVERFLOW = 0x40000000, 0x4000
-IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
-MASK = (IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELETE_SELF
-        | IN_MOVE_SELF)
-_EVENT = struct.Struct("iIII")
+
+class Event(NamedTuple):
+    wd: int
+    mask: int
+    cookie: int
+    name: str  # the entry's name in a watched directory; "" for the watched path itself
+
+
+def _check(ret: int, what: str, path: str | None = None) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", path)
+    return ret
 
 
 class Inotify:
-    """One inotify instance; select on it (``fileno``), then :meth:`changed`."""
+    """One inotify instance: add watches, then :meth:`read` what happened."""
 
     def __init__(self) -> None:
-        fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        if fd < 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"inotify_init1: {os.strerror(e)}")
-        self.fd = fd
-        self._dirs: dict[int, str] = {}
+        self.fd = _check(_libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC), "inotify_init1")
+        self._poll = select.poll()
+        self._poll.register(self.fd, select.POLLIN)
 
     def fileno(self) -> int:
         return self.fd
 
-    def watch(self, path: str) -> None:
-        wd = _libc.inotify_add_watch(self.fd, os.fsencode(path), MASK)
-        if wd < 0:
-            e = ctypes.get_errno()
-            if e in (errno.ENOENT, errno.ENOTDIR):
-                return  # gone meanwhile
-            raise OSError(e, f"inotify_add_watch {path}: {os.strerror(e)}")
-        self._dirs[wd] = path
+    def add_watch(self, path: str, mask: int) -> int:
+        """Watch ``path`` for the events of ``mask``; the watch descriptor."""
+        return _check(_libc.inotify_add_watch(self.fd, os.fsencode(path), mask),
+                      "inotify_add_watch", path)
 
-    def watch_tree(self, root: str) -> None:
-        """Watch ``root`` and every directory below it (hidden ones left out)."""
-        self.watch(root)
-        for top, dirs, _files in os.walk(root):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for d in dirs:
-                self.watch(os.path.join(top, d))
+    def rm_watch(self, wd: int) -> None:
+        _check(_libc.inotify_rm_watch(self.fd, wd), "inotify_rm_watch")
 
-    def changed(self) -> bool:
-        """Read every pending event; whether any says a file or directory changed (new
-        directories are watched from now on)."""
-        any_change = False
-        while True:
-            try:
-                data = os.read(self.fd, 65536)
-            except BlockingIOError:
-                return any_change
-            off = 0
-            while off + _EVENT.size <= len(data):
-                wd, mask, _cookie, length = _EVENT.unpack_from(data, off)
-                name = data[off + _EVENT.size:off + _EVENT.size + length].rstrip(b"\0")
-                off += _EVENT.size + length
-                any_change = True
-                if mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO) and wd in self._dirs:
-                    path = os.path.join(self._dirs[wd], os.fsdecode(name))
-                    if not os.path.basename(path).startswith("."):
-                        self.watch_tree(path)
+    def read(self, timeout: float | None = None) -> list[Event]:
+        """The events queued, waiting up to ``timeout`` seconds (None: for ever) for the
+        first; ``[]`` when the timeout ran out."""
+        ms = None if timeout is None else max(0, int(timeout * 1000))
+        if not self._poll.poll(ms):
+            return []
+        try:
+            data = os.read(self.fd, 64 * 1024)
+        except BlockingIOError:
+            return []
+        return list(parse(data))
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -92,3 +99,60 @@ class Inotify:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def parse(data: bytes) -> list[Event]:
+    """The ``struct inotify_event`` records of one ``read``."""
+    out = []
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        wd, mask, cookie, size = _HEADER.unpack_from(data, pos)
+        pos += _HEADER.size
+        name = data[pos:pos + size].split(b"\0", 1)[0]
+        pos += size
+        out.append(Event(wd, mask, cookie, os.fsdecode(name)))
+    return out
+
+
+TREE_MASK = (IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+             | IN_DELETE_SELF | IN_MOVE_SELF)
+IN_ISDIR = 0x40000000
+
+
+class TreeWatch(Inotify):
+    """Directory trees watched for files written, created, deleted or moved; select on it
+    (``fileno``), then :meth:`changed`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dirs: dict[int, str] = {}
+
+    def watch(self, path: str) -> None:
+        try:
+            self._dirs[self.add_watch(path, TREE_MASK)] = path
+        except FileNotFoundError:
+            pass  # gone meanwhile
+        except NotADirectoryError:
+            pass
+
+    def watch_tree(self, root: str) -> None:
+        """Watch ``root`` and every directory below it (hidden ones left out)."""
+        self.watch(root)
+        for top, dirs, _files in os.walk(root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for d in dirs:
+                self.watch(os.path.join(top, d))
+
+    def changed(self) -> bool:
+        """Read every pending event; whether any says something changed (new directories
+        are watched from now on)."""
+        any_change = False
+        while True:
+            events = self.read(timeout=0)
+            if not events:
+                return any_change
+            any_change = True
+            for ev in events:
+                if ev.mask & IN_ISDIR and ev.mask & (IN_CREATE | IN_MOVED_TO) \
+                        and ev.wd in self._dirs and not ev.name.startswith("."):
+                    self.watch_tree(os.path.join(self._dirs[ev.wd], ev.name))

@@ -10,7 +10,7 @@ Methods are grouped by the kind of object they act on and named ``<kind>_<verb>`
 from __future__ import annotations
 
 import abc
-from typing import Any, BinaryIO, Callable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 
 Progress = Callable[[str], None]
 #: receives one warning (a sentence) for the user, e.g. the device nodes an import dropped
@@ -303,6 +303,20 @@ class Backend(abc.ABC):
         """What the host has for the network (:class:`~sysmgr.api.networks.NetworkState`
         fields: status, bridge, up, mtu, addresses, ports, dnsmasq pid, nft table, problems,
         leases)."""
+
+    # -- events ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def event_list(self, *, since: float | None, types: Sequence[str] | None,
+                   last: int | None = None) -> list[Any]:
+        """The root's events (:class:`sysmgr.engine.events.Event`), oldest first: those at
+        or after ``since`` (a Unix time of the host's clock), of ``types`` (None: all), only
+        the ``last`` N of them (None: all)."""
+
+    @abc.abstractmethod
+    def event_follow(self, *, types: Sequence[str] | None, from_end: bool,
+                     since: float | None, stop: Any) -> Iterator[Any]:
+        """The root's events as they are written, until ``stop`` (a ``threading.Event``) is
+        set; ``from_end``: from now on, else all first (``since``: from then on)."""
 
     # -- manifests -------------------------------------------------------------------------
     @abc.abstractmethod

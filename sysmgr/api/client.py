@@ -7,8 +7,8 @@
     'web1\\n'
 
 Managers (``containers``, ``profiles``, ``images``, ``storage_pools``, ``networks``,
-``manifests``) return model objects; an object's fields are a snapshot: call ``refresh()`` to
-re-read (no hidden I/O on attribute access). Mutating calls take the host root's lock. Every
+``manifests``, ``events``) return model objects; an object's fields are a snapshot: call
+``refresh()`` to re-read (no hidden I/O on attribute access). Mutating calls take the host root's lock. Every
 call goes through the client's :attr:`Client.backend` (this host: the engine).
 
 A root with cluster members (``client.cluster``) is an admin root: ``client.containers`` then
@@ -34,6 +34,7 @@ from sysmgr.layout import Layout, default_root
 
 if TYPE_CHECKING:  # pragma: no cover
     from sysmgr.api.cluster import ClusterManager
+    from sysmgr.api.events import EventManager
     from sysmgr.engine.host import Host
 
 
@@ -81,6 +82,13 @@ class Client:
     @property
     def root(self) -> str:
         return self.layout.root
+
+    @property
+    def events(self) -> "EventManager":
+        """The root's event log (``all``, ``follow``; of the ``member``, if one)."""
+        from sysmgr.api.events import EventManager  # cold start: exec needs no events
+
+        return EventManager(self)
 
     @property
     def cluster(self) -> "ClusterManager":

@@ -8,7 +8,7 @@ milliseconds that ``sysmgr exec`` must not pay).
 
 from __future__ import annotations
 
-from typing import Any, BinaryIO, Callable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 
 from sysmgr.api.backend import Backend, Config, Devices, Progress, Warn
 from sysmgr.engine import confinement, execution, pools, records, runspec, volumes
@@ -318,6 +318,23 @@ class LocalBackend(Backend):
     def network_state(self, name: str) -> Any:
         return _networks().network_state(self.host, name)
 
+    # -- events ----------------------------------------------------------------------------
+    def event_list(self, *, since: float | None, types: Sequence[str] | None,
+                   last: int | None = None) -> list[Any]:
+        self._initialised()
+        got = _events().read(self.layout, since=since, types=types)
+        return got[-last:] if last else got
+
+    def event_follow(self, *, types: Sequence[str] | None, from_end: bool,
+                     since: float | None, stop: Any) -> Iterator[Any]:
+        self._initialised()
+        return _events().follow(self.layout, types=types, from_end=from_end, since=since,
+                                stop=stop)
+
+    def _initialised(self) -> None:
+        """An uninitialised root is refused with the error every other call gives."""
+        _ = self.host.store
+
     # -- manifests -------------------------------------------------------------------------
     def manifest_validate(self, paths: Sequence[str]) -> Any:
         return _manifests().validate(self.host, paths)
@@ -370,6 +387,12 @@ def _networks() -> Any:
 def _backup() -> Any:
     from sysmgr.engine import backup  # cold start: journal, snapshots, tar and zstd handling
     return backup
+
+
+def _events() -> Any:
+    from sysmgr.engine import events  # cold start: json (exec does without)
+
+    return events
 
 
 def _copy() -> Any:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import abc
 import functools
 from io import BytesIO
-from typing import Any, BinaryIO, Callable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 
+from sysmgr.api import events
 from sysmgr.api.backend import Backend, Config, Progress, Warn
 from sysmgr.api.local import LocalBackend
 from sysmgr.api.member import hello_info
@@ -113,6 +114,12 @@ class RemoteBackend(Backend):
                                    {"fingerprint": fingerprint, "digest": digest,
                                     "aliases": list(aliases), "origin": origin},
                                    progress=progress, warn=None)
+
+    # -- events: the member's log cannot be watched from here, so it is asked what is new --------
+    def event_follow(self, *, types: Sequence[str] | None, from_end: bool,
+                     since: float | None, stop: Any) -> Iterator[Any]:
+        return events.poll(self, types=list(types) if types else None, from_end=from_end,
+                           since=since, stop=stop)
 
     # -- manifests: the files are the admin host's ---------------------------------------------
     # (a cluster plan sends each member its share as an already loaded Manifest record)

@@ -60,6 +60,7 @@ COMMANDS: dict[str, str] = {
     "keys": "keys:keys",
     "cluster": "cluster:cluster",
     "controller": "controller:controller",
+    "monitor": "monitor:monitor",
 }
 
 # the verbs that take --target MEMBER (LXD's flag), added where they are loaded: the container
@@ -86,7 +87,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Declarative (GitOps)", ("validate", "diff", "apply")),
     ("Host", ("init", "profile", "image", "storage", "network", "keys")),
     ("Cluster", ("cluster",)),
-    ("Controller (GitOps)", ("controller",)),
+    ("Controller (GitOps)", ("controller", "monitor")),
 )
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
 from sysmgr._util import linux
-from sysmgr._util.inotify import Inotify
+from sysmgr._util.inotify import TreeWatch
 from sysmgr.controller import state
 from sysmgr.controller.sources import Source
 from sysmgr.errors import SysmgrError
@@ -171,7 +171,7 @@ class Controller:
             if once:
                 return 1 if self.reconcile().error else 0
             linux.set_child_subreaper(True)
-            with _Wakeups() as wake, Inotify() as ino, self.client.backend.supervisor() as sup:
+            with _Wakeups() as wake, TreeWatch() as ino, self.client.backend.supervisor() as sup:
                 for s in self.sources:
                     ino.watch_tree(s.path)
                 self.log(f"controller {os.getpid()} for {self.root}: sources "
@@ -185,7 +185,7 @@ class Controller:
             self.log("controller stopped")
         return 0
 
-    def _loop(self, wake: "_Wakeups", ino: Inotify) -> None:
+    def _loop(self, wake: "_Wakeups", ino: TreeWatch) -> None:
         due = time.monotonic()  # the first pass at once
         sup = self.supervisor
         while not self.stopping:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from sysmgr.engine import (
-    bootstrap, containers, journal, lifecycle, netplan, networks, pools, profiles, prune,
+    bootstrap, containers, events, journal, lifecycle, netplan, networks, pools, profiles, prune,
     volumes)
 from sysmgr.engine import images as eimages
 from sysmgr.engine.actions import (
@@ -50,10 +50,11 @@ def apply(host: Host, plan: Plan, *, progress: Progress | None = None) -> ApplyR
                 try:
                     _execute(host, action, rev, progress)
                 except SysmgrError as e:
-                    raise _failed(result, action, e, rev) from e
+                    raise _failed(host, result, action, e, rev) from e
                 except Exception as e:  # a bug or foreign error: still revert, still report
-                    raise _failed(result, action, e, rev) from e
+                    raise _failed(host, result, action, e, rev) from e
                 _record(host, plan, action, rev)
+                events.operation(host, action)
                 result.done.append(action.describe())
                 if progress:
                     progress(action.describe())
@@ -61,7 +62,9 @@ def apply(host: Host, plan: Plan, *, progress: Progress | None = None) -> ApplyR
     return result
 
 
-def _failed(result: ApplyResult, action: Action, err: Exception, rev: Reverter) -> ApplyError:
+def _failed(host: Host, result: ApplyResult, action: Action, err: Exception,
+            rev: Reverter) -> ApplyError:
+    events.operation(host, action, err)
     # the reverter runs when the exception leaves its block; describe what it will undo
     msg = f"{action.describe()} failed: {getattr(err, 'message', None) or err}"
     if result.done:

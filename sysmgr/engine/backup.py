@@ -52,7 +52,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 from sysmgr._util import exposure
 from sysmgr._util.exposure import Warn
-from sysmgr.engine import arrival, idshift, journal, records, streams, volume_streams, volumes
+from sysmgr.engine import (
+    arrival, events, idshift, journal, records, streams, volume_streams, volumes)
 from sysmgr.engine.host import DEFAULT_POOL, Host
 from sysmgr.engine.reverter import Reverter
 from sysmgr.engine.snapshots import check_name
@@ -505,6 +506,7 @@ def import_(host: Host, path: str, *, name: str | None = None, pool: str | None 
             index = _read_index(tin, path)
             plan = _plan_import(host, index, path, name, pool, allow_devices)
             _import_streams(host, plan, index, tin, dec, path, progress)
+            events.container(host, plan.name, "imported", detail=f"from {path}")
             if plan.devices and warn:
                 verb = exposure.KEPT if allow_devices else exposure.DROPPED
                 warn(exposure.devices_warning(f"backup {path}", sorted(plan.devices), verb))

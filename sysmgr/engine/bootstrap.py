@@ -157,7 +157,6 @@ def _boot_start(host: Host, step: bootorder.Step, running: set[str],
         lifecycle.start(host, step.name)
     except SysmgrError as e:
         return [f"could not start {step.name} (boot.autostart): {e.message}"]
-    # TODO(events): append a lifecycle event "started (boot)" to the event log
     running.add(step.name)
     if step.delay:
         sleep(step.delay)

@@ -13,8 +13,8 @@ import time
 from typing import Mapping, Sequence
 
 from sysmgr.drivers.runtime.base import STOPPED
-from sysmgr.engine import (confinement, journal, lifecycle, pools, records, runspec, supervise,
-                           volumes)
+from sysmgr.engine import (
+    confinement, events, journal, lifecycle, pools, records, runspec, supervise, volumes)
 from sysmgr.engine.host import DEFAULT_PROFILE, Host
 from sysmgr.engine.migration import markers
 from sysmgr.engine.netplan import nic_problems
@@ -87,6 +87,7 @@ def create_container(host: Host, name: str, image: str, *, profiles: Sequence[st
         with volumes.full_is_clear(rec.pool):
             pools.ensure_image_in_pool(host, img, rec.pool)
         _make(host, rec, img, devs)
+        events.container(host, name, "created", detail=f"from image {image}")
         return rec
 
 
@@ -155,6 +156,7 @@ def delete_container(host: Host, name: str, *, force: bool = False,
             host.store.delete_container(name)
         if nets or records.has_nics(ex.devices):
             networks.sync(touched=nets)  # its DHCP leases and DNS names go
+        events.container(host, name, "deleted")
 
 
 # -- definition -------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import secrets
 import time
 from sysmgr._util import safefs
 from sysmgr.drivers.runtime.base import STOPPED
-from sysmgr.engine import confinement, idshift, journal, records, volumes
+from sysmgr.engine import confinement, events, idshift, journal, records, volumes
 from sysmgr.engine.host import Host
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import AlreadyExists, Conflict, Issue, SysmgrError, ValidationError
@@ -103,6 +103,7 @@ def copy(host: Host, src: str, dst: str, *, snapshot: str | None = None,
             with st.transaction():
                 st.add_container(rec)
             r.success()
+        events.container(host, dst, "copied", detail=f"from {src}/{snapshot}" if snapshot else f"from {src}")
         return rec
 
 
@@ -153,6 +154,7 @@ def rename(host: Host, old: str, new: str) -> None:
             with st.transaction():
                 rename_record(st, old, new)
             r.success()
+        events.container(host, new, "renamed", detail=f"from {old}")
         try:
             if safefs.read_file(path, "/etc/hostname").decode(errors="replace").strip() == old:
                 records.write_hostname(path, new)

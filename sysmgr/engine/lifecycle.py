@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from sysmgr._util import hostinfo
 from sysmgr.drivers.runtime.base import FROZEN, RUNNING, STOPPED, InitRecord, Status
-from sysmgr.engine import confinement, idmap, idshift, records, runspec
+from sysmgr.engine import confinement, events, idmap, idshift, records, runspec
 from sysmgr.engine.host import DEFAULT_STOP_TIMEOUT, Host
 from sysmgr.engine.migration import markers
 from sysmgr.engine.nics import NicEngine
@@ -60,6 +60,7 @@ def start(host: Host, name: str, *, migration: str | None = None) -> Status:
         except BaseException:
             host.runtime.stop(init, halt_signal=spec.halt_signal, timeout=0, force=True)
             raise
+        events.container(host, name, "started")
         return Status(RUNNING, init.pid)
 
 
@@ -80,6 +81,7 @@ def stop(host: Host, name: str, *, timeout: float | None = None, force: bool = F
                 timeout = float(ex.config.get("boot.host_shutdown_timeout") or DEFAULT_STOP_TIMEOUT)
             graceful = _stop_init(host, rec, init, timeout, force)
         settle(host, ex)
+        events.container(host, name, "stopped", detail=None if graceful else "killed")
     return graceful
 
 
@@ -132,6 +134,7 @@ def restart(host: Host, name: str, *, timeout: float | None = None, force: bool 
         if records.status(host, host.store.container(name)).state != STOPPED:
             stop(host, name, timeout=timeout, force=force)
         start(host, name)
+        events.container(host, name, "restarted")
 
 
 def set_frozen(host: Host, name: str, frozen: bool) -> None:
@@ -145,3 +148,4 @@ def set_frozen(host: Host, name: str, frozen: bool) -> None:
             host.runtime.freeze(init)
         elif not frozen and state == FROZEN:
             host.runtime.unfreeze(init)
+        events.container(host, name, "frozen" if frozen else "unfrozen")

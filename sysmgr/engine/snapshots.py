@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import time
 from sysmgr.drivers.runtime.base import STOPPED
-from sysmgr.engine import idshift, journal, lifecycle, records, restoring, volumes
+from sysmgr.engine import events, idshift, journal, lifecycle, records, restoring, volumes
 from sysmgr.engine.host import Host
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import AlreadyExists, Conflict, Issue, NotFound, ValidationError
@@ -84,6 +84,7 @@ def create(host: Host, name: str, snap: str | None = None, *, expiry: str | None
             drv.create_snapshot(name, snap)
             with host.store.transaction():
                 snaps.add(out)
+        events.snapshot(host, name, snap, "created")
         return out
 
 
@@ -104,6 +105,7 @@ def delete(host: Host, name: str, snap: str) -> None:
             drv.delete_snapshot(name, snap)
             with host.store.transaction():
                 SnapshotStore(host.store).delete(name, snap)
+        events.snapshot(host, name, snap, "deleted")
 
 
 def restore(host: Host, name: str, snap: str, *, force: bool = False) -> list[str]:
@@ -128,6 +130,7 @@ def restore(host: Host, name: str, snap: str, *, force: bool = False) -> list[st
                                 snapshot=snap, resolve_on_error=False):
                 restoring.swap(host, plan, drv)
             done.append(f"restored {name} from {snap}")
+            events.snapshot(host, name, snap, "restored")
             if running:
                 lifecycle.start(host, name)
                 done.append(f"started {name}")

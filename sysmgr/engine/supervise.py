@@ -25,7 +25,7 @@ from typing import Mapping
 
 from sysmgr._util import hostinfo
 from sysmgr.drivers.runtime.base import RUNNING, STOPPED, InitRecord
-from sysmgr.engine import lifecycle, records
+from sysmgr.engine import events, lifecycle, records
 from sysmgr.engine.host import Host
 from sysmgr.engine.migration import markers
 from sysmgr.errors import Issue, SysmgrError
@@ -93,7 +93,8 @@ def _record_crash(host: Host, rec: ContainerRecord, code: int | None, now: float
     ran_for = now - float(started) if started else None
     decision = mrestart.decide(policy, mrestart.state_of(rec.volatile, code, ran_for), now)
     lifecycle.settle(host, ex, mrestart.crash_record(rec.volatile, decision, code, now))
-    # TODO(events): append a lifecycle event "crashed" (exit, next attempt) to the event log
+    events.container(host, rec.name, "crashed",
+                     detail=f"{mrestart.describe_exit(code)}; {decision.reason}")
     return Crash(rec.name, code, mrestart.describe_exit(code), now, decision.count,
                  decision.at, decision.reason)
 
@@ -166,7 +167,8 @@ def restart(host: Host, name: str, *, now: float | None = None) -> bool:
         except SysmgrError as e:
             _record_failed_start(host, name, e, time.time() if now is None else now)
             return False
-        # TODO(events): append a lifecycle event "restarted" (streak count) to the event log
+        streak = host.store.container(name).volatile.get(mrestart.COUNT) or 0
+        events.container(host, name, "restarted", detail=f"after {streak} crash(es) in a row")
         return True
 
 

@@ -42,6 +42,7 @@ RECORDS: dict[str, str] = {
     "PoolUsage": "sysmgr.drivers.storage.base:PoolUsage",
     "FileInfo": "sysmgr.engine.execution:FileInfo",
     "ExportResult": "sysmgr.engine.backup:ExportResult",
+    "Event": "sysmgr.engine.events:Event",
     # plain value types
     "Limits": "sysmgr.types:Limits",
     "IdMap": "sysmgr.types:IdMap",

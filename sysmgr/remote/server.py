@@ -18,8 +18,9 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 from sysmgr.remote import codec, protocol
 from sysmgr.remote.manifests import ManifestFiles, materialise, unprefix
 
-#: Backend methods never dispatched: they need the caller's fds or files, or end the session
-NOT_SERVED = frozenset({"close", "exec_interactive", "file_put", "file_pull"})
+#: Backend methods never dispatched: they need the caller's fds or files, end the session,
+#: or never return (``event_follow``: the admin side polls ``event_list``)
+NOT_SERVED = frozenset({"close", "exec_interactive", "file_put", "file_pull", "event_follow"})
 
 
 def backend_methods(backend: Any) -> frozenset[str]:

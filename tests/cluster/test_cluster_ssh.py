@@ -15,6 +15,7 @@ import time
 import pytest
 
 from tests.conftest import requires_root
+from tests.monitor import Monitor
 
 pytestmark = [requires_root, pytest.mark.slow]
 
@@ -103,6 +104,25 @@ def test_a_cluster_over_ssh(three) -> None:
     ok(cluster, "cluster", "restore", "m3")
     status = {r["name"]: r["status"] for r in json.loads(ok(cluster, "list", "--format", "json").stdout)}
     assert status["d1"] == "Running"
+
+
+def test_monitor_follows_a_members_log(test_cluster) -> None:
+    """``monitor --target MEMBER``: the member's events, asked over SSH what is new."""
+    cluster = test_cluster(1, trust=False)
+    (m1,) = cluster.members
+    ok(cluster, "cluster", "add", m1.name, m1.url, "--key", cluster.key, "--root", m1.root,
+       "--sysmgr", m1.sysmgr, "--accept-host-key", m1.host_key)
+    ok(cluster, "image", "build", "busybox", "--alias", "busybox", "--target", "m1")
+    mon = Monitor(cluster.cli_argv("monitor", "--target", "m1", "--format", "json",
+                                   "--since", "1h"), cluster.cli_env())
+    try:
+        ok(cluster, "launch", "busybox", "c1", "--target", "m1")
+        ok(cluster, "delete", "--force", "c1")
+        assert mon.next_events(4) == [
+            ("lifecycle", "container/c1", a) for a in ("created", "started", "stopped", "deleted")]
+    finally:
+        code, err = mon.interrupt()
+    assert code == 0, err
 
 
 def test_apply_spanning_three_members_then_empty(three, tmp_path) -> None:

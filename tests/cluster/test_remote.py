@@ -7,11 +7,14 @@ import io
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
 from sysmgr.api import remote
 from sysmgr.api.remote import RemoteBackend
+from sysmgr.engine.events import Event
 from sysmgr.errors import (HostKeyRejected, MemberUnreachable, NotFound, RemoteRejected,
                            ValidationError)
 from tests.cluster.hosts import keygen, write_script
@@ -337,3 +340,32 @@ def test_exec_on_the_callers_terminal(member):
         os.close(master)
     assert code == 4 and b"40 100" in out and b"got:abc" in out, bytes(out)
     assert after == before
+
+
+def test_a_members_events_come_over_the_rpc(member):
+    """``event_list`` travels as it is (Event records); ``event_follow`` asks the member what
+    is new (its log cannot be watched from here)."""
+    cluster, m, b = member
+    stop = threading.Event()
+    # the member's root has no event yet: from its start, nothing depends on when it begins
+    assert b.event_list(since=None, types=None) == []
+    follow = b.event_follow(types=["lifecycle"], from_end=False, since=None, stop=stop)
+    got: list = []
+    t = threading.Thread(target=lambda: got.extend(follow), daemon=True)
+    t.start()
+    try:
+        b.container_create("c1", "busybox", profiles=None, config=None, devices=None, pool=None,
+                           description="", start=True)
+        b.container_delete("c1", force=True)
+        events = b.event_list(since=None, types=["lifecycle"])
+        assert [(e.object, e.action) for e in events] == [
+            ("container/c1", "created"), ("container/c1", "started"),
+            ("container/c1", "stopped"), ("container/c1", "deleted")]
+        assert all(isinstance(e, Event) and e.pid > 0 for e in events)
+        deadline = time.monotonic() + 30
+        while len(got) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        t.join(30)
+    assert got == events

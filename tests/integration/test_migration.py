@@ -169,6 +169,11 @@ def test_cold_move_keeps_data_and_snapshots(pair: Pair) -> None:
         assert c.containers.get("c1").last_migration["from"] == "n1"
     info = pair.cli("info", "c1").stdout
     assert "Last move: from n1 to n2" in info and "Downtime:" in info
+    # each member's event log says which way it went
+    for member, way, peer in (("n1", "moved-out", "n2"), ("n2", "moved-in", "n1")):
+        with pair.client(member) as c:
+            moved = [(e.action, e.member) for e in c.events.all() if e.action.startswith("moved")]
+        assert moved == [(way, peer)], member
     # back, near-live this time; the snapshots' received identities let it go as increments
     res = pair.cli("move", "c1", "n1:")
     assert "near-live" in res.stdout and pair.where("c1") == [("n1", "Running")]
@@ -255,6 +260,9 @@ def test_copy_and_refresh_send_only_the_change(pair: Pair) -> None:
         dst.start()
         assert dst.execute(["hostname"]).stdout == "dst\n"          # its own identity
     assert pair.run("n2", "dst", "wc -c < /root/change").strip() == "1048576"
+    with pair.client("n2") as c:
+        arrivals = [e.action for e in c.events.all() if e.object == "container/dst"]
+    assert arrivals[:4] == ["copied", "refreshed", "refreshed", "refreshed"], arrivals
     assert pair.where("src") == [("n1", "Running")]                 # the source untouched
 
 

@@ -76,7 +76,8 @@ def state(root: str) -> tuple:
         if d.endswith("/images") and "storage-pools" in d:
             dirs[:] = []  # image volumes: contents are not what changes
         files += [os.path.relpath(os.path.join(d, f), root) for f in fs + dirs
-                  if not f.startswith("sysmgr.db") and f != "lock"]
+                  if not f.startswith(("sysmgr.db", "events.log")) and f != "lock"]
+        # (the event log is no state: it records a failed attempt too)
     return rows, tuple(sorted(files))
 
 

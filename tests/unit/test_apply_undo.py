@@ -14,18 +14,8 @@ from sysmgr.errors import ApplyError, PlanStale
 
 
 @pytest.fixture
-def client(tmp_path):
-    img = tmp_path / "img"
-    (img / "sbin").mkdir(parents=True)
-    (img / "sbin" / "init").write_text("#!/bin/sh\n")
-    (img / "etc").mkdir()
-    FakeRuntime.reset()
-    c = sysmgr.Client(root=str(tmp_path / "root"), runtime="fake")
-    c.init(storage_driver="dir")
-    c.images.import_(str(img), alias="img")
-    yield c
-    c.close()
-    FakeRuntime.reset()
+def client(fake_client):
+    return fake_client  # tests/unit/conftest.py
 
 
 def manifest(tmp_path, text: str) -> str:

@@ -64,7 +64,8 @@ def snapshot(root: str) -> tuple:
     rows = tuple(tuple(sorted(map(tuple, con.execute(f"SELECT * FROM {t}")))) for t in sorted(tables))
     con.close()
     files = tuple(sorted(os.path.relpath(os.path.join(d, f), root) for d, dirs, fs in os.walk(root)
-                         for f in fs + dirs if not f.startswith("sysmgr.db") and f != "lock"))
+                         for f in fs + dirs if not f.startswith(("sysmgr.db", "events.log"))
+                         and f != "lock"))  # the event log records refusals too
     return rows, files
 
 

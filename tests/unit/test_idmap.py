@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-import sysmgr
 from sysmgr.drivers.runtime.fake import FakeRuntime
 from sysmgr.errors import ValidationError
 from sysmgr.model.idmaps import normalize_raw_idmap, parse_raw_idmap
@@ -48,19 +47,15 @@ def test_map_lines_punch_extras_into_the_base_range():
 
 
 @pytest.fixture
-def client(tmp_path, monkeypatch):
+def subids(tmp_path, monkeypatch):
+    """/etc/subuid and /etc/subgid of the test's own (init writes root's ranges there)."""
     monkeypatch.setenv("SYSMGR_SUBUID", str(tmp_path / "subuid"))
     monkeypatch.setenv("SYSMGR_SUBGID", str(tmp_path / "subgid"))
-    img = tmp_path / "img"
-    (img / "sbin").mkdir(parents=True)
-    (img / "sbin" / "init").write_text("#!/bin/sh\n")
-    FakeRuntime.reset()
-    c = sysmgr.Client(root=str(tmp_path / "root"), runtime="fake")
-    c.init(storage_driver="dir")
-    c.images.import_(str(img), alias="img")
-    yield c
-    c.close()
-    FakeRuntime.reset()
+
+
+@pytest.fixture
+def client(subids, fake_client):
+    return fake_client  # tests/unit/conftest.py, initialised with the subids above
 
 
 def started_map(client, name: str) -> IdMap | None:

@@ -13,22 +13,13 @@ import time
 
 import pytest
 
-import sysmgr
 from sysmgr.engine import journal
 from sysmgr.state.snapshots import SnapshotStore
 
 
 @pytest.fixture
-def client(tmp_path):
-    img = tmp_path / "img"
-    (img / "sbin").mkdir(parents=True)
-    (img / "sbin" / "init").write_text("#!/bin/sh\n")
-    (img / "etc").mkdir()
-    c = sysmgr.Client(root=str(tmp_path / "root"), runtime="fake")
-    c.init(storage_driver="dir")
-    c.images.import_(str(img), alias="img")
-    yield c
-    c.close()
+def client(fake_client):
+    return fake_client  # tests/unit/conftest.py
 
 
 def dead_pid() -> int:

@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-import sysmgr
 from sysmgr.drivers.storage.dir import DirPool
 from sysmgr.engine.migration import markers, settling
 from sysmgr.errors import DriverError
 
 
 @pytest.fixture
-def client(tmp_path):
-    img = tmp_path / "img"
-    (img / "sbin").mkdir(parents=True)
-    (img / "sbin" / "init").write_text("#!/bin/sh\n")
-    c = sysmgr.Client(root=str(tmp_path / "root"), runtime="fake")
-    c.init(storage_driver="dir")
-    c.images.import_(str(img), alias="img")
-    yield c
-    c.close()
+def client(fake_client):
+    return fake_client  # tests/unit/conftest.py
 
 
 def test_a_busy_temporary_snapshot_does_not_stop_the_rollback(client, monkeypatch):

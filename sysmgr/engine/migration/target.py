@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 from sysmgr.drivers.runtime.base import STOPPED
 from sysmgr.engine import (
-    arrival, execution, idshift, journal, lifecycle, records, volume_streams, volumes)
+    arrival, events, execution, idshift, journal, lifecycle, records, volume_streams, volumes)
 from sysmgr.engine.containers import device_ref_issues
 from sysmgr.engine.host import Host
 from sysmgr.engine.migration import markers, settling
@@ -344,6 +344,9 @@ class Target:
                     SnapshotStore(st).add(sr)
             self.committed = True
             self._pending.close()  # the intent goes: the records hold it all now
+            if not self.move:  # a move arrives at its finish (or its settling)
+                events.container(host, self.name, "refreshed" if self.refresh else "copied",
+                                 detail=f"from {src['name']} on another member")
             return {"addresses": self._addresses(src)}
 
     def _snapshot_records(self, src: dict[str, Any], only: list[str] | None
@@ -398,6 +401,7 @@ class Target:
             m = markers.marker(rec)
             if m is not None and m.get("id") == self.mid:
                 markers.set_marker(self.host, self.name, None)
+                events.container(self.host, self.name, "moved-in", member=m.get("peer") or None)
             if msg.get("record"):
                 vol = dict(self.host.store.container(self.name).volatile)
                 vol["last_migration"] = msg["record"]

@@ -1,0 +1,97 @@
+"""``sysmgr monitor``: follow the host root's event log, like ``lxc monitor``.
+
+One event per line as it is written (``pretty``: ``2026-11-30 09:40:01 lifecycle
+container/web1 started ok``; ``json``: JSON lines; ``yaml``: one document each) until Ctrl-C,
+which ends it with exit code 0. ``--since 10m`` shows the last ten minutes first.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Callable
+
+import click
+
+from sysmgr.api.events import TYPES
+from sysmgr.cli.commands._common import AppContext, add_target_option, format_option, pass_app
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_TERM = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def parse_duration(value: str) -> float:
+    """``90s``, ``10m``, ``1h30m``, ``2d``, ``1w`` (a bare number: seconds) in seconds.
+
+    Raises:
+        ValueError: with a readable reason.
+    """
+    v = value.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", v):
+        return float(v)
+    terms = _TERM.findall(v)
+    if not v or "".join(n + u for n, u in terms) != v:
+        raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 10m, 1h30m, 2d "
+                         "(s seconds, m minutes, h hours, d days, w weeks)")
+    return sum(float(n) * _UNITS[u] for n, u in terms)
+
+
+def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def pretty(e: Any) -> str:
+    """``2026-11-30 09:40:01 lifecycle container/web1 started ok`` (local time), then
+    ``commit=``, ``member=`` and `` - detail`` when the event has them."""
+    line = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e.time))} {e.type} " \
+           f"{e.object} {e.action} {e.result}"
+    for k in ("commit", "member"):
+        if getattr(e, k):
+            line += f" {k}={getattr(e, k)}"
+    return line + (f" - {e.detail}" if e.detail else "")
+
+
+def _json(e: Any) -> str:
+    import json  # --format json only
+
+    return json.dumps(e.to_dict(), default=str)
+
+
+def _yaml(e: Any) -> str:
+    from sysmgr.cli.render import yaml_text  # --format yaml only
+
+    return "---\n" + yaml_text(e.to_dict())
+
+
+_RENDER: dict[str, Callable[[Any], str]] = {"pretty": pretty, "json": _json, "yaml": _yaml}
+
+
+@click.command()
+@click.option("-t", "--type", "types", multiple=True, type=click.Choice(TYPES),
+              help="Only events of this type (repeatable; default: all).")
+@format_option(tuple(_RENDER), default="pretty")
+@click.option("--since", metavar="DURATION", callback=_since,
+              help="First show the events of the last DURATION (30s, 10m, 2h, 1d).")
+@pass_app
+def monitor(app: AppContext, types: tuple[str, ...], fmt: str, since: float | None) -> None:
+    """Follow the event log: lifecycle changes, apply operations, drift (until Ctrl-C).
+
+    Every start, stop, create, delete, copy, move and snapshot any sysmgr command (or the
+    controller) makes is an event of the host root; `monitor` prints them as they happen.
+    """
+    render = _RENDER[fmt]
+    start = None if since is None else time.time() - since
+    try:
+        for event in app.client.events.follow(types=types or None, since=start):
+            click.echo(render(event))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a monitor ends: success, as for lxc monitor
+
+
+# --target MEMBER follows that member's log (asked over SSH what is new, every second)
+monitor = add_target_option(monitor)
