@@ -45,7 +45,9 @@ def apply(host: Host, plan: Plan, *, progress: Progress | None = None) -> ApplyR
             raise PlanStale("the host changed since this plan was made", hint="run diff/apply again")
         volumes.mount_all(host)  # after a host restart the loop-backed pools are not mounted
         journal.recover(host)
-        with Reverter() as rev, networks.reserving(plan):
+        # every event of the apply carries the commit it applies (a controller's git source)
+        with Reverter() as rev, networks.reserving(plan), \
+                events.context(**({"commit": plan.revision} if plan.revision else {})):
             for action in plan.actions:
                 try:
                     _execute(host, action, rev, progress)

@@ -180,6 +180,9 @@ def test_git_source_applies_new_commits_and_records_them(root, controller, tmp_p
     ctl.wait_for(lambda: config(root, "k1", "limits.memory") == "72MiB")
     ctl.wait_for(lambda: status(root)["applied_revisions"][f"git:{work}@main"] == second)
     assert git(work, "rev-parse", "HEAD") == second
+    with open(os.path.join(root, "events.log")) as f:       # the events name the commit
+        applied = [e for e in map(json.loads, f) if e["type"] == "operation"]
+    assert any(e.get("commit") == second and "k1" in e["object"] for e in applied), applied
 
 
 def _zombies_of(pid: int) -> list[int]:
