@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 
-from sysmgr._util import proc
+from sysmgr._util import durations, proc
 from sysmgr.errors import CommandFailed, SysmgrError, ValidationError
 
 MANIFEST_EXT = (".yaml", ".yml")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
-def parse_duration(text: str) -> float:
-    """``5s``, ``2m``, ``1h``, ``500ms`` or plain seconds -> seconds (> 0)."""
-    m = _DURATION.match(text)
-    if not m or float(m.group(1)) <= 0:
-        raise ValidationError(f"invalid duration {text!r}: a number with s, m, h or ms "
-                              "(e.g. 30s, 5m)")
-    return float(m.group(1)) * _UNIT[m.group(2)]
+def parse_interval(text: str) -> float:
+    """An interval (``5s``, ``2m``, ``1h``, ``500ms``, plain seconds) in seconds, > 0."""
+    try:
+        seconds = durations.parse_duration(text)
+    except ValueError as e:
+        raise ValidationError(str(e)) from None
+    if seconds <= 0:
+        raise ValidationError(f"invalid interval {text!r}: it must be more than 0")
+    return seconds
 
 
 @dataclass

@@ -42,9 +42,9 @@ def run(app: AppContext, sources: tuple[str, ...], interval: str, no_self_heal: 
     nothing until 'resume'.
     """
     from sysmgr.controller.loop import Controller
-    from sysmgr.controller.sources import Source, parse_duration
+    from sysmgr.controller.sources import Source, parse_interval
 
-    every = parse_duration(interval)
+    every = parse_interval(interval)
     parsed = [Source.parse(s) for s in sources]
     ctl = Controller(app.client, parsed, interval=every, self_heal=not no_self_heal,
                      prune=prune)
@@ -140,12 +140,12 @@ def install_unit(app: AppContext, sources: tuple[str, ...], interval: str | None
     """Write the systemd unit that runs this root's controller (then: systemctl
     daemon-reload && systemctl enable --now UNIT)."""
     from sysmgr.controller import unit
-    from sysmgr.controller.sources import Source, parse_duration
+    from sysmgr.controller.sources import Source, parse_interval
 
     for s in sources:
         Source.parse(s)  # checked before anything is written
     if interval:
-        parse_duration(interval)
+        parse_interval(interval)
     root = app.client.layout.root
     path = os.path.join(unit_dir or unit.UNIT_DIR, unit.unit_name(root))
     with open(path, "w") as f:

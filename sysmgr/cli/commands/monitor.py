@@ -7,34 +7,14 @@ which ends it with exit code 0. ``--since 10m`` shows the last ten minutes first
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, Callable
 
 import click
 
+from sysmgr._util.durations import parse_duration
 from sysmgr.api.events import TYPES
 from sysmgr.cli.commands._common import AppContext, add_target_option, format_option, pass_app
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_TERM = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-
-
-def parse_duration(value: str) -> float:
-    """``90s``, ``10m``, ``1h30m``, ``2d``, ``1w`` (a bare number: seconds) in seconds.
-
-    Raises:
-        ValueError: with a readable reason.
-    """
-    v = value.strip()
-    if re.fullmatch(r"\d+(?:\.\d+)?", v):
-        return float(v)
-    terms = _TERM.findall(v)
-    if not v or "".join(n + u for n, u in terms) != v:
-        raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 10m, 1h30m, 2d "
-                         "(s seconds, m minutes, h hours, d days, w weeks)")
-    return sum(float(n) * _UNITS[u] for n, u in terms)
-
 
 def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
     if value is None:
