@@ -36,7 +36,7 @@ from sysmgr.drivers.runtime.base import STOPPED
 from sysmgr.engine import idshift, journal, lifecycle, records, volume_streams
 from sysmgr.engine.host import Host
 from sysmgr.engine.migration import markers, settling
-from sysmgr.engine.migration.wire import Wire, WireClosed
+from sysmgr.engine.migration.wire import serve_requests, Wire, WireClosed
 from sysmgr.errors import Conflict, NotFound
 from sysmgr.model import keys as mkeys
 from sysmgr.state.snapshots import SnapshotStore
@@ -81,31 +81,12 @@ class Source:
         """Answer requests until ``bye`` (0) or the mover is gone (1)."""
         with self._stack:  # the intent, once there is a temporary snapshot to cover
             try:
-                return self._loop()
+                return serve_requests(self.wire, self, _OPS, self.encode_error, "source")
             except WireClosed:
                 self._mover_gone()
                 return 1
             finally:
                 self._drop_temps()
-
-    def _loop(self) -> int:
-        while True:
-            msg = self.wire.recv_msg()
-            op = str(msg.get("op"))
-            if op == "bye":
-                self.wire.send({"ok": None})
-                return 0
-            handler = _OPS.get(op)
-            try:
-                if handler is None:
-                    raise Conflict(f"the source of a migration has no request {op!r}")
-                result = handler(self, msg)
-            except WireClosed:
-                raise
-            except Exception as e:  # noqa: BLE001 - every failure goes back to the mover
-                self.wire.send({"error": self.encode_error(e)})
-                continue
-            self.wire.send({"ok": result})
 
     def _mover_gone(self) -> None:
         """The mover died or dropped the channel: a move that had not stopped the

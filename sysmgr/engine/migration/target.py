@@ -42,7 +42,7 @@ from sysmgr.engine import (
 from sysmgr.engine.containers import device_ref_issues
 from sysmgr.engine.host import Host
 from sysmgr.engine.migration import markers, settling
-from sysmgr.engine.migration.wire import StreamReader, Wire, WireClosed
+from sysmgr.engine.migration.wire import serve_requests, StreamReader, Wire, WireClosed
 from sysmgr.engine.networks import NetworkEngine
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import (
@@ -83,7 +83,7 @@ class Target:
     # -- the loop ----------------------------------------------------------------------------
     def serve(self) -> int:
         try:
-            return self._loop()
+            return serve_requests(self.wire, self, _OPS, self.encode_error, "target")
         except WireClosed:
             self._undo(WireClosed("the mover is gone"))
             return 1
@@ -100,25 +100,6 @@ class Target:
         with contextlib.suppress(Exception), self.host.locked():
             self._pending.__exit__(type(why), why, None)
         self._pending = contextlib.ExitStack()
-
-    def _loop(self) -> int:
-        while True:
-            msg = self.wire.recv_msg()
-            op = str(msg.get("op"))
-            if op == "bye":
-                self.wire.send({"ok": None})
-                return 0
-            handler = _OPS.get(op)
-            try:
-                if handler is None:
-                    raise Conflict(f"the target of a migration has no request {op!r}")
-                result = handler(self, msg)
-            except WireClosed:
-                raise
-            except Exception as e:  # noqa: BLE001 - every failure goes back to the mover
-                self.wire.send({"error": self.encode_error(e)})
-                continue
-            self.wire.send({"ok": result})
 
     # -- prepare -----------------------------------------------------------------------------
     def prepare(self, msg: dict[str, Any]) -> dict[str, Any]:

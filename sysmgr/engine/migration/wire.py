@@ -13,7 +13,7 @@ the payload:
 
 A volume travels as ``J`` (its header), ``D``... , ``E``: the mover passes those frames from
 the source to the target unchanged and counts the bytes (progress, rate, round sizes).
-Nothing here knows what a message means.
+Nothing here knows what a request does (:func:`serve_requests` only dispatches it).
 
 Layer: engine.
 """
@@ -23,9 +23,9 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from sysmgr.errors import RemoteError
+from sysmgr.errors import Conflict, RemoteError
 
 MSG, DATA, END = b"J", b"D", b"E"
 HEAD = struct.Struct(">cI")
@@ -110,6 +110,30 @@ class Wire:
         if kind != MSG:
             raise RemoteError(f"{self.who} sent stream bytes where a message was expected")
         return decode(payload, self.who)
+
+
+def serve_requests(wire: Wire, endpoint: Any, ops: Mapping[str, Callable[[Any, dict[str, Any]], Any]],
+                   encode_error: Callable[[BaseException], Any], role: str) -> int:
+    """An endpoint's loop: answer each ``J`` request ``{"op": NAME, ...}`` with
+    ``{"ok": ops[NAME](endpoint, msg)}``, or ``{"error": encode_error(e)}`` when it fails
+    (the endpoint goes on), until ``bye`` (0). A closed channel raises :class:`WireClosed`."""
+    while True:
+        msg = wire.recv_msg()
+        op = str(msg.get("op"))
+        if op == "bye":
+            wire.send({"ok": None})
+            return 0
+        handler = ops.get(op)
+        try:
+            if handler is None:
+                raise Conflict(f"the {role} of a migration has no request {op!r}")
+            result = handler(endpoint, msg)
+        except WireClosed:
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure goes back to the mover
+            wire.send({"error": encode_error(e)})
+            continue
+        wire.send({"ok": result})
 
 
 def decode(payload: bytes, who: str) -> dict[str, Any]:
