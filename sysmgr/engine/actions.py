@@ -222,17 +222,23 @@ class Restart(Action):
 
 
 @dataclass(frozen=True)
-class Prune(Action):
-    """Delete an object created from these manifests that left them (``apply --prune``); a
-    container is stopped and exported to ``backups/pruned/`` first (``backup``)."""
+class ObjectAction(Action):
+    """An action on an object of any kind (``target_kind``), named by it."""
 
-    effect = "destroy"
     target_kind: str = ""
-    backup: bool = True
 
     @property
     def subject(self) -> str:
         return f"{self.target_kind} {self.name}"
+
+
+@dataclass(frozen=True)
+class Prune(ObjectAction):
+    """Delete an object created from these manifests that left them (``apply --prune``); a
+    container is stopped and exported to ``backups/pruned/`` first (``backup``)."""
+
+    effect = "destroy"
+    backup: bool = True
 
     def describe(self) -> str:
         return f"delete {self.subject}"
@@ -245,31 +251,21 @@ class Prune(Action):
 
 
 @dataclass(frozen=True)
-class SetPrune(Action):
+class SetPrune(ObjectAction):
     """Record whether an object created from manifests may be pruned (``prune: false``)."""
 
     effect = "update"
-    target_kind: str = ""
     prune: bool = True
-
-    @property
-    def subject(self) -> str:
-        return f"{self.target_kind} {self.name}"
 
     def describe(self) -> str:
         return f"record {self.subject} (prune: {'true' if self.prune else 'false'})"
 
 
 @dataclass(frozen=True)
-class ForgetInventory(Action):
+class ForgetInventory(ObjectAction):
     """Drop the inventory record of an object that is gone (deleted by hand)."""
 
     effect = "update"
-    target_kind: str = ""
-
-    @property
-    def subject(self) -> str:
-        return f"{self.target_kind} {self.name}"
 
     def describe(self) -> str:
         return f"forget {self.subject} (deleted outside the manifests)"

@@ -36,7 +36,7 @@ from sysmgr.state.snapshots import SnapshotStore
 from sysmgr.state.snapshots import rename_container as rename_record
 
 # volatile keys a copy keeps: what describes its image, nothing about the original's identity
-_KEEP_VOLATILE = ("image.os", "image.meta")
+KEEP_VOLATILE = ("image.os", "image.meta")
 
 
 def _check_new_name(host: Host, name: str) -> None:
@@ -68,7 +68,7 @@ def copy(host: Host, src: str, dst: str, *, snapshot: str | None = None,
         target = pool or source.pool
         st.pool(target)
         rec = ContainerRecord(dst, source.image, target, list(profiles), dict(config), devices,
-                              description, {k: v for k, v in source.volatile.items() if k in _KEEP_VOLATILE},
+                              description, {k: v for k, v in source.volatile.items() if k in KEEP_VOLATILE},
                               time.time())
         rec.volatile.update(disk)  # the ids its files carry: its first start shifts from there
         if target != source.pool:

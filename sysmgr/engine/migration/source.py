@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from sysmgr.drivers.runtime.base import STOPPED
 from sysmgr.engine import idshift, journal, lifecycle, records, volume_streams
+from sysmgr.engine.copy import KEEP_VOLATILE
 from sysmgr.engine.host import Host
 from sysmgr.engine.migration import markers, settling
 from sysmgr.engine.migration.wire import serve_requests, Wire, WireClosed
@@ -45,14 +46,12 @@ EncodeError = Callable[[BaseException], Any]
 
 # volatile keys that travel with a moved container: what it is and what its files carry,
 # its id map block and its nics' MACs and addresses; never what belongs to this host
-# (init pid, cgroup, host interface names)
+# (init pid, cgroup, host interface names). A copy keeps what a copy on one host keeps.
 _MOVE_VOLATILE = ("image.os", "image.meta", "idmap.base", "idmap.size", "last_migration")
-# what a copy keeps: it gets a new identity (as a copy on one host does)
-_COPY_VOLATILE = ("image.os", "image.meta")
 
 
 def travelling_volatile(volatile: dict[str, Any], *, move: bool) -> dict[str, Any]:
-    out = {k: volatile[k] for k in (_MOVE_VOLATILE if move else _COPY_VOLATILE) if k in volatile}
+    out = {k: volatile[k] for k in (_MOVE_VOLATILE if move else KEEP_VOLATILE) if k in volatile}
     out.update(idshift.disk_state(volatile))  # the ids its files carry on disk
     nics = volatile.get("nics")
     if move and isinstance(nics, dict):
