@@ -43,6 +43,15 @@ def raw_terminal(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSAFLUSH, old)
 
 
+def window(fd: int) -> tuple[int, int] | None:
+    """(rows, columns) of terminal ``fd``; None when it is not one or has no size yet."""
+    try:
+        rows, cols = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))[:2]
+    except OSError:
+        return None
+    return (rows, cols) if rows and cols else None
+
+
 def copy_winsize(src_fd: int, dst_fd: int) -> None:
     """Copy the window size of terminal ``src_fd`` to pty ``dst_fd`` (no-op if not a tty)."""
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import dataclasses
 from dataclasses import dataclass
 from typing import BinaryIO, Mapping, Sequence
 
@@ -118,6 +119,8 @@ def interactive(host: Host, name: str, argv: Sequence[str], *,
     if tty:
         from sysmgr._util import ptyproxy  # termios and select: only interactive sessions
 
+        tty_fd = stdin if os.isatty(stdin) else stdout
+        spec = dataclasses.replace(spec, window=ptyproxy.window(tty_fd))
         proc, master = host.runtime.exec_pty(init, spec)
         try:
             return ptyproxy.proxy(master, proc, stdin, stdout)

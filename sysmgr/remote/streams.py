@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
 import select
 import selectors
-import struct
-import termios
 import threading
 from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
@@ -79,11 +76,8 @@ def _late_error(reader: ChannelReader, session: MemberSession, what: str, code: 
 
 def _winsize(fd: int) -> tuple[int, int]:
     """(columns, rows) of terminal ``fd`` (80x24 when it has none)."""
-    try:
-        rows, cols = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))[:2]
-    except OSError:
-        return 80, 24
-    return (cols or 80), (rows or 24)
+    rows, cols = ptyproxy.window(fd) or (24, 80)
+    return cols, rows
 
 
 def exec_interactive(session: MemberSession, name: str, argv: Sequence[str], *,

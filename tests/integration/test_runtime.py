@@ -448,7 +448,9 @@ def test_exec_env_cwd_and_user(env: Env) -> None:
 
 def test_exec_pty_gives_a_terminal_from_the_containers_devpts(env: Env) -> None:
     rec = env.start()
-    proc, master = env.rt.exec_pty(rec, ProcessSpec(argv=("sh", "-c", "tty; stty size")))
+    # the size is the pty's before the command runs: nothing races it (stty once saw 0x0)
+    proc, master = env.rt.exec_pty(rec, ProcessSpec(argv=("sh", "-c", "tty; stty size"),
+                                                    window=(40, 100)))
     out = b""
     try:
         while True:
@@ -464,6 +466,7 @@ def test_exec_pty_gives_a_terminal_from_the_containers_devpts(env: Env) -> None:
         os.close(master)
     assert proc.wait() == 0
     assert re.search(rb"^/dev/pts/\d+\r?$", out, re.M), out
+    assert b"40 100" in out, out
 
 
 def test_exec_kill_kills_the_command(env: Env) -> None:

@@ -83,6 +83,9 @@ class ProcessSpec:
     cwd: str = "/"
     uid: int = 0
     gid: int = 0
+    # (rows, columns) of a pty the process gets: set before it starts, so a command that
+    # asks at once (``stty size``) never sees 0x0 before the proxy copies the size over
+    window: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

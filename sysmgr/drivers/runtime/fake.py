@@ -12,8 +12,11 @@ Tests can call :meth:`FakeRuntime.crash` to simulate an init that died by itself
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
+import struct
+import termios
 import threading
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -198,6 +201,8 @@ class FakeRuntime(Runtime):
     def exec_pty(self, rec: InitRecord, proc: ProcessSpec) -> tuple[ExecProcess, int]:
         """A real pty pair on the host: the command "ran" and closed its side already."""
         master, slave = os.openpty()
+        if proc.window:
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *proc.window, 0, 0))
         try:
             p = self.exec(rec, proc, stdin=slave, stdout=slave, stderr=slave)
         except BaseException:

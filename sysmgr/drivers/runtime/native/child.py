@@ -434,6 +434,8 @@ def exec_main(plan: ExecPlan, err_w: int, sock_fd: int, helper_fd: int) -> NoRet
             if plan.pty:
                 step("allocate a pty in the container")
                 master, slave = os.openpty()  # from the container's devpts: we are in its mount ns
+                if plan.window:
+                    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *plan.window, 0, 0))
                 stdio = (slave, slave, slave)
                 socket.send_fds(sock, [b"x"], [master])
                 os.close(master)

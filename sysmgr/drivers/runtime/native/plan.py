@@ -115,6 +115,7 @@ class ExecPlan(NamedTuple):
     caps: CapSets | None = None   # init's sets (a root command gets what init has)
     seccomp: bytes = b""          # the container's filter, when init runs under one
     apparmor: str = ""            # init's AppArmor profile, when it runs under one
+    window: tuple[int, int] | None = None  # the pty's (rows, columns)
 
 
 # -- building an InitPlan ------------------------------------------------------------------------

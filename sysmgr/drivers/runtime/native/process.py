@@ -336,7 +336,7 @@ def _exec_plan(rec: InitRecord, proc: ProcessSpec, cg: Cgroup, ns_fds: list[int]
         procs_files=tuple(cg.join_files()), ns_fds=tuple(ns_fds), joins_userns=len(ns_fds) > len(_EXEC_NS),
         drop_caps=tuple(c for c in range(linux.cap_last_cap() + 1) if not mask >> c & 1),
         no_new_privs=linux.proc_status_field(rec.pid, "NoNewPrivs") == "1",
-        pty=pty, stdio=stdio,
+        pty=pty, stdio=stdio, window=proc.window,
         caps=exec_cap_sets({k: linux.proc_status_field(rec.pid, k) or ""
                             for k in ("CapPrm", "CapInh", "CapAmb")}),
         # init under a filter (mode 2): the command gets sysmgr's filter too (assembled once)
