@@ -332,3 +332,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def manifest_apply(self, plan: Any, *, progress: Progress | None) -> Any: ...
+
+    @abc.abstractmethod
+    def manifest_report(self, plan: Any) -> int:
+        """Log the drift ``plan`` found without applying it (``drift`` events, ``detected``;
+        a report-only controller); how many actions drifted."""

@@ -347,6 +347,9 @@ class LocalBackend(Backend):
     def manifest_apply(self, plan: Any, *, progress: Progress | None) -> Any:
         return _manifests().apply(self.host, plan, progress=progress)
 
+    def manifest_report(self, plan: Any) -> int:
+        return _manifests().report(self.host, plan)
+
 
 # Engine modules that pull in networking, the planner or YAML, imported on first use.
 def _bootstrap() -> Any:

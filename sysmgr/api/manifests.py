@@ -76,3 +76,11 @@ class ManifestManager:
 
             return ClusterManifests(getattr(self._client, "cluster")).apply(plan, progress=progress)
         return self._client.backend.manifest_apply(plan, progress=progress)
+
+    def report(self, plan: Any) -> int:
+        """Log the drift ``plan`` found, without applying it (``drift`` events that say
+        ``detected``); how many of its actions put drift back. Cluster plans: per member."""
+        if hasattr(plan, "members"):
+            return sum(self._client.cluster.backend(mp.member).manifest_report(mp.plan)
+                       for mp in plan.members)
+        return self._client.backend.manifest_report(plan)

@@ -60,6 +60,7 @@ class PassResult:
     applied: bool = False
     error: str = ""
     snapshots: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)    # plan lines that put drift back
 
     def summary(self) -> str:
         if self.error:
@@ -67,6 +68,16 @@ class PassResult:
         if not self.changes:
             return "in sync"
         return self.plan.removeprefix("plan: ") + (", applied" if self.applied else ", pending")
+
+
+def _drift_lines(plan: Any) -> list[str]:
+    """The plan lines of actions that put back what the host changed."""
+    if plan is None:
+        return []
+    actions = getattr(plan, "actions", None)
+    if actions is None:  # a cluster plan: its members' plans
+        actions = [a for mp in plan.members for a in mp.plan.actions]
+    return [a.describe() for a in actions if a.drift()]
 
 
 class Controller:
@@ -86,6 +97,7 @@ class Controller:
         self.last: PassResult | None = None
         self.passes = 0
         self.supervisor: Any = None   # crash detection and restarts, while the loop runs
+        self._reported: list[str] = []  # the drift last logged as found (report-only)
 
     # -- one pass ----------------------------------------------------------------------------
     def reconcile(self) -> PassResult:
@@ -102,11 +114,15 @@ class Controller:
                                               revision=revision) if paths else None
             r.changes = list(plan.lines()) if plan is not None else []
             r.plan = plan.summary() if plan is not None else ""
+            r.drift = _drift_lines(plan)
             for line in r.changes:
                 self.log(("(suspended) " if suspended else "") + line)
             if r.changes and self.self_heal and not suspended:
                 self.client.manifests.apply(plan, progress=lambda m: self.log(f"  {m}"))
                 r.applied = True
+            elif r.drift and r.drift != self._reported:  # once per new drift, not every pass
+                self.client.manifests.report(plan)
+            self._reported = [] if r.applied else r.drift
             if not suspended:
                 r.snapshots = self._snapshots()
         except SysmgrError as e:
@@ -154,6 +170,7 @@ class Controller:
                 "changes": last.changes, "applied": last.applied,
                 "snapshots": last.snapshots},
             "pending": [] if last is None or last.applied else last.changes,
+            "drift": [] if last is None or last.applied else last.drift,
             "applied_revisions": (self._applied_revisions(last)),
             "containers": self.supervisor.status() if self.supervisor is not None else [],
         })

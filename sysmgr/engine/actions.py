@@ -7,7 +7,10 @@ Each action says what it does (``describe``) and what kind of change it is (``ef
 - ``start`` / ``stop`` / ``restart``: changes what runs (``disruptive`` for stop/restart);
 - ``destroy``: removes data (never planned implicitly by apply).
 
-``diff`` prints exactly the actions ``apply`` executes.
+``diff`` prints exactly the actions ``apply`` executes. A change that puts back what the host
+lost or had changed by hand, while the manifests still say what they said at the last apply, is
+*drift*: its action's line says so (``update Container web1 (drift: limits.memory 128MiB ->
+256MiB)``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ class Change:
     path: str
     old: object
     new: object
+    drift: bool = False     # the manifests did not change it: the host did
+
+    def brief(self) -> str:
+        """``KEY OLD -> NEW`` for an action's drift note (``config.`` left out)."""
+        path = self.path.removeprefix("config.")
+        if self.old is None:
+            return f"{path} missing"
+        if self.new is None:
+            return f"{path} added"
+        return f"{path} {_fmt(self.old)} -> {_fmt(self.new)}"
 
     def describe(self) -> str:
         if self.old is None:
@@ -55,7 +68,16 @@ class Action:
         return f"{self.kind} {self.name}"
 
     def describe(self) -> str:
+        """The plan line: the headline, and what drifted when the action puts it back."""
+        drift = self.drift()
+        return self.headline() + (f" (drift: {'; '.join(drift)})" if drift else "")
+
+    def headline(self) -> str:
         return f"{self.effect} {self.subject}"
+
+    def drift(self) -> tuple[str, ...]:
+        """What this action puts back that the host changed (its drifted changes)."""
+        return tuple(c.brief() for c in getattr(self, "changes", ()) if c.drift)
 
     def details(self) -> tuple[str, ...]:
         return ()
@@ -113,8 +135,11 @@ class RepairNetwork(Action):
     effect = "update"
     problems: tuple[str, ...] = ()
 
-    def describe(self) -> str:
+    def headline(self) -> str:
         return f"repair {self.subject}"
+
+    def drift(self) -> tuple[str, ...]:
+        return self.problems  # always the host's doing: the manifests cannot ask for a broken bridge
 
     def details(self) -> tuple[str, ...]:
         return self.problems
@@ -192,7 +217,7 @@ class UpdateContainer(Action):
     changes: tuple[Change, ...] = ()
     live: bool = False
 
-    def describe(self) -> str:
+    def headline(self) -> str:
         return f"{'update (live)' if self.live else 'update'} {self.subject}"
 
     def details(self) -> tuple[str, ...]:
@@ -203,12 +228,14 @@ class UpdateContainer(Action):
 class Start(Action):
     kind = "Container"
     effect = "start"
+    changes: tuple[Change, ...] = ()   # the state, when it was stopped by hand (drift)
 
 
 @dataclass(frozen=True)
 class Stop(Action):
     kind = "Container"
     effect = "stop"
+    changes: tuple[Change, ...] = ()   # the state, when it was started by hand (drift)
 
 
 @dataclass(frozen=True)
@@ -240,7 +267,7 @@ class Prune(ObjectAction):
     effect = "destroy"
     backup: bool = True
 
-    def describe(self) -> str:
+    def headline(self) -> str:
         return f"delete {self.subject}"
 
     def details(self) -> tuple[str, ...]:
@@ -257,7 +284,7 @@ class SetPrune(ObjectAction):
     effect = "update"
     prune: bool = True
 
-    def describe(self) -> str:
+    def headline(self) -> str:
         return f"record {self.subject} (prune: {'true' if self.prune else 'false'})"
 
 
@@ -267,7 +294,7 @@ class ForgetInventory(ObjectAction):
 
     effect = "update"
 
-    def describe(self) -> str:
+    def headline(self) -> str:
         return f"forget {self.subject} (deleted outside the manifests)"
 
 
@@ -283,6 +310,9 @@ class Plan:
     origin: str = ""
     revision: str = ""
     keep: tuple[tuple[str, str], ...] = ()
+    # (kind, name, JSON) of what the manifests ask: recorded by a successful apply, so the
+    # next plan can tell drift from a manifest change (:mod:`sysmgr.engine.drift`)
+    applied: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def empty(self) -> bool:

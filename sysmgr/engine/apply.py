@@ -23,7 +23,7 @@ from sysmgr.engine.host import Host
 from sysmgr.engine.observe import observe
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import ApplyError, PlanStale, SysmgrError
-from sysmgr.state import inventory
+from sysmgr.state import applied, inventory
 from sysmgr.state.db import ProfileRecord
 
 Progress = Callable[[str], None]
@@ -57,9 +57,13 @@ def apply(host: Host, plan: Plan, *, progress: Progress | None = None) -> ApplyR
                     raise _failed(host, result, action, e, rev) from e
                 _record(host, plan, action, rev)
                 events.operation(host, action)
+                if action.drift():
+                    events.drift(host, action, corrected=True)
                 result.done.append(action.describe())
                 if progress:
                     progress(action.describe())
+            with host.store.transaction():  # the next plan tells drift from manifest changes
+                applied.put_all(host.store, plan.applied)
             rev.success()
     return result
 
@@ -111,6 +115,7 @@ def _execute(host: Host, a: Action, rev: Reverter, progress: Progress | None) ->
         prune.delete(host, a)
         with host.store.transaction():
             inventory.delete(host.store, a.target_kind, a.name)
+            applied.delete(host.store, a.target_kind, a.name)
     elif isinstance(a, (SetPrune, ForgetInventory)):
         with host.store.transaction():
             if isinstance(a, SetPrune):

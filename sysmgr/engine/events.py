@@ -141,6 +141,14 @@ def operation(where: Any, action: Any, error: BaseException | None = None) -> No
          detail=action.describe())
 
 
+def drift(where: Any, action: Any, *, corrected: bool) -> None:
+    """The host was found off its manifests: what drifted (``action.drift()``), and whether
+    the apply put it back (``corrected``) or it was only reported (a report-only controller)."""
+    kind = _KINDS.get(action.kind, str(action.kind).lower())
+    emit(where, "drift", f"{kind}/{action.name}", "corrected" if corrected else "detected",
+         detail="; ".join(action.drift()))
+
+
 def error_result(error: BaseException | None) -> str:
     """``ok``, or ``error: `` and the first line of the error's message."""
     if error is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence, Union
 
-from sysmgr.engine import planner
+from sysmgr.engine import events, planner
 from sysmgr.engine.actions import Plan
 from sysmgr.engine.apply import ApplyResult, apply as apply_plan
 from sysmgr.engine.host import Host
@@ -50,3 +50,11 @@ def _observe(host: Host, manifest: Manifest) -> Observed:
 
 def apply(host: Host, plan: Plan, *, progress: Callable[[str], None] | None = None) -> ApplyResult:
     return apply_plan(host, plan, progress=progress)
+
+
+def report(host: Host, plan: Plan) -> int:
+    """Log the drift of ``plan`` as found, not corrected; how many actions drifted."""
+    drifted = [a for a in plan.actions if a.drift()]
+    for a in drifted:
+        events.drift(host, a, corrected=False)
+    return len(drifted)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
 from sysmgr.drivers.network import ipam
+from sysmgr.engine import drift
 from sysmgr.engine.actions import (
     Action, Change, CreateContainer, CreateNetwork, Plan, PutProfile, RepairNetwork,
     UpdateContainer, UpdateNetwork)
@@ -305,8 +306,10 @@ def plan_actions(manifest: Manifest, obs: Observed) -> tuple[list[Action], list[
             baked = any(c.path[len("config."):] in RESTART_KEYS for c in changes)
             restart = tuple(users.get(spec.name, ())) if baked else ()
             actions.append(UpdateNetwork(spec.name, type=spec.type, config=dict(spec.config),
-                                         description=spec.description, changes=tuple(changes),
-                                         restart=restart))
+                                         description=spec.description, restart=restart,
+                                         changes=drift.marked(
+                                             changes, obs.applied.get(("Network", spec.name)),
+                                             drift.definition(spec))))
             updated.add(spec.name)
             if restart:
                 warnings.append(f"network {spec.name}: running containers keep their old "

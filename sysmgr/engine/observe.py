@@ -10,7 +10,7 @@ from sysmgr.engine import records
 from sysmgr.engine.host import Host
 from sysmgr.engine.networks import NetworkEngine
 from sysmgr.engine.observed import Observed, ObservedContainer, ObservedNetwork
-from sysmgr.state import inventory
+from sysmgr.state import applied, inventory
 
 __all__ = ["Observed", "ObservedContainer", "ObservedNetwork", "observe"]
 
@@ -36,4 +36,5 @@ def observe(host: Host, *, host_networks: bool = True) -> Observed:
         networks=networks,
         host_networks=used,
         inventory={(r.kind, r.name): r for r in inventory.all_records(st)},
+        applied=applied.all_specs(st),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from sysmgr.state.db import ContainerRecord, ImageRecord, PoolRecord, ProfileRecord
 from sysmgr.state.inventory import InventoryRecord
@@ -41,6 +42,9 @@ class Observed:
     host_networks: tuple[str, ...] = ()    # IPv4 networks on the host (subnet overlap checks)
     # objects created from manifests: (kind, name) -> their inventory record
     inventory: dict[tuple[str, str], InventoryRecord] = field(default_factory=dict)
+    # what the last apply asked of objects from manifests: (kind, name) -> definition
+    # (:mod:`sysmgr.engine.drift`; not in the digest: it only labels changes)
+    applied: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def image_ref(self, ref: str) -> str | None:
         """Fingerprint for an alias or unique fingerprint prefix, else None."""

@@ -15,6 +15,7 @@ from typing import Mapping
 from sysmgr.engine.actions import (
     Action, BuildImage, Change, CreateContainer, CreatePool, ImportImage, Plan, PutProfile,
     Restart, Start, Stop, UpdateContainer, UpdateProfile)
+from sysmgr.engine import drift as edrift
 from sysmgr.engine import netplan
 from sysmgr.engine import prune as eprune
 from sysmgr.engine.observed import Observed
@@ -162,7 +163,7 @@ def plan(manifest: Manifest, obs: Observed, *, prune: bool = False, backup: bool
         actions += acts
         warnings += warns
     return Plan(tuple(actions), obs.digest, tuple(warnings), manifest.origin, revision,
-                tuple(manifest.keep))
+                tuple(manifest.keep), edrift.definitions(manifest))
 
 
 def _profile_actions(manifest: Manifest, obs: Observed) -> list[Action]:
@@ -178,7 +179,9 @@ def _profile_actions(manifest: Manifest, obs: Observed) -> list[Action]:
             changes.append(Change("description", cur.description, spec.description))
         if changes:
             actions.append(UpdateProfile(spec.name, spec.description, dict(spec.config),
-                                         dict(spec.devices), tuple(changes)))
+                                         dict(spec.devices), edrift.marked(
+                                             changes, obs.applied.get(("Profile", spec.name)),
+                                             edrift.definition(spec))))
     return actions
 
 
@@ -230,6 +233,20 @@ def _outside_warnings(manifest: Manifest, obs: Observed) -> list[str]:
     return warnings
 
 
+def _profiles_differ(old: tuple[str, ...] | list[str], new: tuple[str, ...] | list[str],
+                     config: Mapping[str, str], devices: Devices,
+                     profiles: Mapping[str, tuple[Mapping[str, str], Devices]]) -> bool:
+    """Whether the profile list changed in a way that matters: the same profiles in another
+    order are no change when no key or device of one overrides another's (the expansion is
+    the same either way)."""
+    if list(old) == list(new):
+        return False
+    if sorted(old) != sorted(new) or any(p not in profiles for p in new):
+        return True
+    return mexpand.expand([profiles[p] for p in old], config, devices) != \
+        mexpand.expand([profiles[p] for p in new], config, devices)
+
+
 def _with_ignored(spec: ContainerSpec, config: Mapping[str, str], devices: Devices
                   ) -> ContainerSpec:
     """``spec`` with its ``ignore:`` keys and devices as the host has them (so they are
@@ -263,7 +280,7 @@ def _container_actions(spec: ContainerSpec, obs: Observed,
     spec = _with_ignored(spec, rec.config, rec.devices)
     running = cur.state != "STOPPED"
     changes: list[Change] = []
-    if list(rec.profiles) != list(spec.profiles):
+    if _profiles_differ(rec.profiles, spec.profiles, rec.config, rec.devices, new_profiles):
         changes.append(Change("profiles", list(rec.profiles), list(spec.profiles)))
     changes += _config_changes("config", rec.config, spec.config)
     changes += _device_changes(rec.devices, spec.devices)
@@ -279,17 +296,21 @@ def _container_actions(spec: ContainerSpec, obs: Observed,
                                        rec.config, rec.devices)
     new_cfg, new_devs = mexpand.expand([new_profiles[p] for p in spec.profiles], spec.config, spec.devices)
     restart_keys = [k.removeprefix("config.") for k in _restart_keys(old_cfg, old_devs, new_cfg, new_devs)]
+    applied, wanted = obs.applied.get(("Container", spec.name)), edrift.definition(spec)
     if changes:
         actions.append(UpdateContainer(spec.name, profiles=tuple(spec.profiles), config=dict(spec.config),
                                        devices=dict(spec.devices), description=spec.description,
-                                       changes=tuple(changes), live=running and not restart_keys))
+                                       changes=edrift.marked(changes, applied, wanted),
+                                       live=running and not restart_keys))
     want = spec.state
     if want == "stopped" and running:
-        actions.append(Stop(spec.name))
+        actions.append(Stop(spec.name, edrift.marked(
+            [Change("state", cur.state.lower(), want)], applied, wanted)))
     elif running and restart_keys and want != "stopped":
         actions.append(Restart(spec.name, reason=", ".join(restart_keys)))
     elif want == "running" and cur.state == "STOPPED":
-        actions.append(Start(spec.name))
+        actions.append(Start(spec.name, edrift.marked([Change("state", "stopped", want)],
+                                                      applied, wanted)))
     elif want == "running" and cur.state == "FROZEN":
         warnings.append(f"container {spec.name} is frozen; unfreeze it to resume")
     return actions, warnings

@@ -53,6 +53,8 @@ class Key:
         managed: server-generated (``volatile.*``, ``image.*``): rejected in manifests,
             ignored by diffs.
         suffix_check: families only: checks the part of the key after the prefix.
+        listable: a manifest may give the value as a YAML list, stored comma-separated
+            (``boot.depends: [db1, cache1]``).
     """
 
     name: str
@@ -63,6 +65,7 @@ class Key:
     default: str | None = None
     managed: bool = False
     suffix_check: Callable[[str], str | None] | None = None
+    listable: bool = False
 
     @property
     def is_family(self) -> bool:

@@ -255,9 +255,10 @@ CONTAINER_KEYS: dict[str, Key] = key_table(
     Key("boot.autostart.delay", _SECONDS[0], _SECONDS[1], live=True, default="0",
         doc="Seconds to wait after starting this container before starting the next one."),
     Key("boot.depends", check(bootorder.parse_depends), norm(bootorder.normalize_depends),
-        live=True,
-        doc="Containers this one starts after, comma-separated (db1,cache1): at boot and on "
-            "a restart it waits until they run. A dependency cycle is refused."),
+        live=True, listable=True,
+        doc="Containers this one starts after, comma-separated (db1,cache1; a YAML list in "
+            "manifests): at boot and on a restart it waits until they run. A dependency cycle "
+            "is refused."),
     Key("boot.restart", check(restart.parse_policy), norm(restart.parse_policy), live=True,
         default="no",
         doc="Restart the container when its init dies (the controller watches): no, "
@@ -364,6 +365,12 @@ def normalize_config(config: Mapping[str, object], *, drop_managed: bool = True)
         A new dict of strings.
     """
     return normalize_table(CONTAINER_KEYS, config, drop_managed)
+
+
+def is_listable(key: str) -> bool:
+    """Whether a manifest may give ``key``'s value as a YAML list (joined with commas)."""
+    rule = lookup(key)
+    return bool(rule and rule.listable)
 
 
 def is_live(key: str) -> bool:

@@ -224,13 +224,26 @@ class DocContext:
             return self.text[path]
         return keys.value_to_str(value)
 
-    def string_map(self, field_name: str, value: object) -> dict[str, str]:
+    def string_map(self, field_name: str, value: object,
+                   listable: Callable[[str], bool] | None = None) -> dict[str, str]:
         """``{key: str}`` from a mapping of scalars (anything else is skipped: the schema
-        has reported it)."""
+        has reported it); a list of scalars, where ``listable(key)`` allows one, becomes
+        its comma-separated string (else it is reported)."""
         if not isinstance(value, Mapping):
             return {}
-        return {str(k): self.string(f"{field_name}.{k}", v) for k, v in value.items()
-                if isinstance(k, str) and v is not None and not isinstance(v, (dict, list))}
+        out = {}
+        for k, v in value.items():
+            path = f"{field_name}.{k}"
+            if not isinstance(k, str) or v is None or isinstance(v, dict):
+                continue
+            if not isinstance(v, list):
+                out[k] = self.string(path, v)
+            elif listable is not None and listable(k):
+                if all(x is not None and not isinstance(x, (dict, list)) for x in v):
+                    out[k] = ",".join(keys.value_to_str(x) for x in v)
+            else:
+                self.problem(path, "expected a string, number or boolean, got a list")
+        return out
 
     def devices(self, field_name: str, value: object) -> dict[str, dict[str, str]]:
         """``{device: {key: str}}`` from a devices mapping (malformed entries are skipped)."""
@@ -287,7 +300,7 @@ def _build_network(doc: Mapping[str, Any], ctx: DocContext) -> Spec:
 
 def _build_profile(doc: Mapping[str, Any], ctx: DocContext) -> Spec:
     name = _check_name(ctx, doc, names.object_name_problem)
-    config = ctx.string_map("config", doc.get("config"))
+    config = ctx.string_map("config", doc.get("config"), keys.is_listable)
     devices = ctx.devices("devices", doc.get("devices"))
     ctx.problems(keys.validate_config(config))
     ctx.problems(keys.validate_devices(devices))
@@ -346,7 +359,7 @@ def _build_container(doc: Mapping[str, Any], ctx: DocContext) -> Spec:
             seen.add(p)
             kept.append(p)
         profiles = tuple(kept)
-    config = ctx.string_map("config", doc.get("config"))
+    config = ctx.string_map("config", doc.get("config"), keys.is_listable)
     devices = ctx.devices("devices", doc.get("devices"))
     ctx.problems(keys.validate_config(config))
     ctx.problems(keys.validate_devices(devices))

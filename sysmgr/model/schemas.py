@@ -26,11 +26,12 @@ _DESCRIPTION = {"type": SCALAR, "nullable": True}
 # prune: false keeps an object created from manifests when it leaves them (apply --prune)
 _PRUNE = {"type": "boolean"}
 # an empty "config:" (every entry commented out) is an empty map, not an error
+# (a list only where the key table says so: checked by the loader, which knows the key)
 _CONFIG = {
     "type": "dict",
     "nullable": True,
     "keysrules": {"type": "string"},
-    "valuesrules": {"type": SCALAR},
+    "valuesrules": {"type": [*SCALAR, "list"], "schema": {"type": SCALAR}},
 }
 _DEVICES = {
     "type": "dict",

@@ -69,6 +69,12 @@ MIGRATIONS: list[str] = [
         revision TEXT NOT NULL DEFAULT '', prune INTEGER NOT NULL DEFAULT 1,
         created REAL NOT NULL, PRIMARY KEY (kind, name));
     """,
+    # 6: what the last apply asked of each object from manifests (drift vs a manifest change)
+    """
+    CREATE TABLE IF NOT EXISTS applied (
+        kind TEXT NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL,
+        PRIMARY KEY (kind, name));
+    """,
 ]
 
 

@@ -101,6 +101,11 @@ def config(root: str, name: str, key: str) -> str:
     return ok("config", "get", name, key, root=root).stdout.strip()
 
 
+def drift_events(root: str) -> list[dict]:
+    with open(os.path.join(root, "events.log")) as f:
+        return [e for e in map(json.loads, f) if e["type"] == "drift"]
+
+
 def status(root: str) -> dict:
     return json.loads(ok("controller", "status", "-f", "json", root=root).stdout)
 
@@ -120,12 +125,37 @@ def test_changes_applied_and_drift_put_back(root, controller, tmp_path) -> None:
     ok("config", "set", "k1", "limits.memory=128MiB", root=root)     # drift, by hand
     ctl.wait_for(lambda: config(root, "k1", "limits.memory") == "96MiB")
     assert "~ config.limits.memory: 128MiB -> 96MiB" in ctl.text()
+    assert "update (live) Container k1 (drift: limits.memory 128MiB -> 96MiB)" in ctl.text()
     ok("stop", "k1", root=root)                                       # stopped by hand
     ctl.wait_for(lambda: '"Running"' in run_cli("list", "-f", "json", root=root).stdout)
+    assert "start Container k1 (drift: state stopped -> running)" in ctl.text()
+    drift = drift_events(root)
+    assert [(e["object"], e["action"], e["detail"]) for e in drift] == [
+        ("container/k1", "corrected", "limits.memory 128MiB -> 96MiB"),
+        ("container/k1", "corrected", "state stopped -> running")]
     st = status(root)
     assert st["running"] == ctl.proc.pid and str(src) in st["applied_revisions"]
     assert ctl.stop() == 0 and "controller stopped" in ctl.text()
     assert status(root)["running"] is None
+
+
+def test_report_only_logs_drift_once_and_changes_nothing(root, controller, tmp_path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    write(str(src / "k1.yaml"))
+    ok("apply", "-f", str(src), "--yes", root=root)
+    ctl = controller("--source", str(src), "--interval", "1s", "--no-self-heal")
+    ctl.wait_for(lambda: status(root).get("passes", 0) >= 1)
+    ok("config", "set", "k1", "limits.memory=128MiB", root=root)     # drift, by hand
+    ctl.wait_for(lambda: status(root)["drift"] == [
+        "update (live) Container k1 (drift: limits.memory 128MiB -> 64MiB)"])
+    passes = status(root)["passes"]
+    ctl.wait_for(lambda: status(root)["passes"] >= passes + 2)       # reported, not repeated
+    assert config(root, "k1", "limits.memory") == "128MiB"
+    assert "1 put back drift" in ok("controller", "status", root=root).stdout
+    drift = drift_events(root)
+    assert [(e["action"], e["detail"]) for e in drift] == [
+        ("detected", "limits.memory 128MiB -> 64MiB")]
 
 
 def test_suspend_and_a_broken_source_change_nothing(root, controller, tmp_path) -> None:

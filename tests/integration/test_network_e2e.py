@@ -322,7 +322,8 @@ def test_a_lost_network_is_repaired_by_init_and_apply(root, netns):
     assert state["status"] == "Errored" and len(state["problems"]) == 3, state
     path = os.path.join(REPO, "networks")
     diff = run_cli("diff", "-f", path, root=root)
-    assert diff.returncode == 1 and "repair Network sysmgrbr0" in diff.stdout, diff.stdout
+    assert diff.returncode == 1 and "repair Network sysmgrbr0 (drift: bridge " in diff.stdout, \
+        diff.stdout
     out = run_cli("init", "--auto", root=root, check=True).stdout
     assert "repaired network 'sysmgrbr0'" in out
     assert run_cli("diff", "-f", path, root=root).returncode == 0

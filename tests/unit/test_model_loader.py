@@ -169,6 +169,18 @@ def test_config_values_become_strings_as_written(yaml_value: str, expected: str)
     assert m.specs[0].config == {"user.v": expected}  # type: ignore[union-attr]
 
 
+def test_a_list_key_may_be_a_yaml_list_and_other_keys_may_not() -> None:
+    m = load_text("kind: Container\nname: web1\nimage: busybox\nconfig:\n"
+                  "  boot.depends: [db1, cache1]\n")
+    assert m.specs[0].config == {"boot.depends": "db1,cache1"}  # type: ignore[union-attr]
+    with pytest.raises(ValidationError) as e:
+        load_text("kind: Container\nname: web1\nimage: busybox\nconfig:\n"
+                  "  boot.depends: [db1, 'bad name']\n  user.x: [1]\n")
+    assert [(i.line, i.path) for i in e.value.issues] == [
+        (5, "config.boot.depends"), (6, "config.user.x")]
+    assert "got a list" in e.value.issues[1].message
+
+
 def test_device_values_become_strings() -> None:
     m = load_text("kind: Profile\nname: p\ndevices:\n"
                   "  eth0: {type: nic, network: br0, mtu: 1500, hwaddr: 10:20:30:40:50:59}\n")

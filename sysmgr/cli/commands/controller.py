@@ -98,7 +98,8 @@ def _status_text(st: dict[str, Any]) -> str:
         lines += [f"  {c}" for c in st["containers"]]
     pending = st.get("pending") or []
     if pending:
-        lines.append("Pending (not applied):")
+        drift = len(st.get("drift") or [])
+        lines.append("Pending (not applied" + (f"; {drift} put back drift" if drift else "") + "):")
         lines += [f"  {p}" for p in pending]
     return "\n".join(lines)
 
