@@ -23,3 +23,12 @@ def parse_duration(value: str) -> float:
         raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 10m, 1h30m, 2d "
                          "(ms, s seconds, m minutes, h hours, d days, w weeks)")
     return sum(float(n) * _UNITS[u] for n, u in terms)
+
+
+def describe(seconds: float) -> str:
+    """``seconds`` in the largest whole unit people say: ``30 days``, ``12 hours``, ``90 s``."""
+    for unit, size in (("week", 7 * 86400), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'' if n == 1 else 's'}"
+    return f"{seconds:g} s"

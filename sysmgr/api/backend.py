@@ -324,6 +324,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def manifest_plan(self, paths: Sequence[str], *, prune: bool = False, backup: bool = True,
+                      keep_backups: float | None = None,
                       revision: str = "") -> Any:
         """The plan for manifest files; ``paths`` may also be an already loaded Manifest
         (a cluster plan sends each member its share). ``prune``: also delete what was

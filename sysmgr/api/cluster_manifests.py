@@ -42,7 +42,10 @@ class ClusterManifests:
         cplan.check_targets(manifest, cplan.effective_members(manifest, self._cluster.specs()))
         return manifest
 
-    def plan(self, manifest: Manifest) -> cplan.ClusterPlan:
+    def plan(self, manifest: Manifest, *, prune: bool = False, backup: bool = True,
+             keep_backups: float | None = None, revision: str = "") -> cplan.ClusterPlan:
+        """Each member's plan for its share; with ``prune``, each member also deletes what
+        was created there from these manifests and left the whole of them."""
         c = self._cluster
         recorded = c.specs()
         specs = cplan.effective_members(manifest, recorded)
@@ -58,13 +61,16 @@ class ClusterManifests:
                     hint="every member must answer (a container may live on any of them)")
             split = cplan.split(manifest, [views[m].unwrap() for m in ms.names])
             shares = {s.member: s for s in split.shares}
-            plans = ms.each(lambda m, b: b.manifest_plan(shares[m].manifest), deadline=None)
+            opts = {"prune": prune, "backup": backup, "keep_backups": keep_backups,
+                    "revision": revision}
+            plans = ms.each(lambda m, b: b.manifest_plan(shares[m].manifest, **opts),
+                            deadline=None)
             _raise_plan_errors(plans)
         finally:
             if ms is not c.member_set():
                 ms.close()
-        members = tuple(cplan.MemberPlan(m, plans[m].unwrap(), shares[m].manifest, shares[m].copies)
-                        for m in sorted(shares))
+        members = tuple(cplan.MemberPlan(m, plans[m].unwrap(), shares[m].manifest,
+                                         shares[m].copies, opts) for m in sorted(shares))
         return cplan.ClusterPlan(admin, members, split.warnings)
 
     def apply(self, plan: cplan.ClusterPlan, *, progress: Progress | None = None) -> ApplyResult:
@@ -108,7 +114,7 @@ class ClusterManifests:
         plan = mp.plan
         if mp.copies:
             # the copies changed the member's images: plan again, it must be the same plan
-            fresh = b.manifest_plan(mp.share)
+            fresh = b.manifest_plan(mp.share, **mp.options)
             if fresh.lines() != plan.lines():
                 raise PlanStale(f"member {mp.member} changed since the plan was made",
                                 hint="run diff/apply again")

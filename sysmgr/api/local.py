@@ -340,8 +340,10 @@ class LocalBackend(Backend):
         return _manifests().validate(self.host, paths)
 
     def manifest_plan(self, paths: Sequence[str], *, prune: bool = False, backup: bool = True,
+                      keep_backups: float | None = None,
                       revision: str = "") -> Any:
         return _manifests().plan(self.host, paths, prune=prune, backup=backup,
+                                 keep_backups=keep_backups,
                                  revision=revision)
 
     def manifest_apply(self, plan: Any, *, progress: Progress | None) -> Any:

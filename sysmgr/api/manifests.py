@@ -50,6 +50,7 @@ class ManifestManager:
         return self._client.backend.manifest_validate(manifest)
 
     def plan(self, paths: Sequence[str], *, prune: bool = False, backup: bool = True,
+             keep_backups: float | None = None,
              revision: str = "") -> Any:
         """The plan that would make the host (or the cluster) match the manifests (what
         ``diff`` prints). ``prune``: also delete the objects created from these manifests
@@ -59,13 +60,10 @@ class ManifestManager:
         manifest = self._load(paths)
         cluster = self._cluster(manifest)
         if cluster is not None:
-            if prune:
-                from sysmgr.errors import ValidationError
-
-                raise ValidationError("--prune works on a single host (or one member with "
-                                      "--target) for now, not across a cluster")
-            return cluster.plan(manifest)
+            return cluster.plan(manifest, prune=prune, backup=backup, keep_backups=keep_backups,
+                                revision=revision)
         return self._client.backend.manifest_plan(manifest, prune=prune, backup=backup,
+                                                  keep_backups=keep_backups,
                                                   revision=revision)
 
     def apply(self, plan: Any, *, progress: Progress | None = None) -> Any:

@@ -127,9 +127,11 @@ class RemoteBackend(Backend):
         return self.session.call("manifest_validate", [_files_or_manifest(paths)], {})
 
     def manifest_plan(self, paths: Sequence[str], *, prune: bool = False, backup: bool = True,
+                      keep_backups: float | None = None,
                       revision: str = "") -> Any:
         return self.session.call("manifest_plan", [_files_or_manifest(paths)],
-                                 {"prune": prune, "backup": backup, "revision": revision})
+                                 {"prune": prune, "backup": backup, "revision": revision,
+                                  "keep_backups": keep_backups})
 
     def __repr__(self) -> str:
         return f"<RemoteBackend {self.spec.name} {self.spec.url} root={self.root}>"

@@ -84,13 +84,15 @@ class Controller:
     """The controller of the root ``client`` works on."""
 
     def __init__(self, client: Any, sources: list[Source], *, interval: float = DEFAULT_INTERVAL,
-                 self_heal: bool = True, prune: bool = False, log: Log | None = None) -> None:
+                 self_heal: bool = True, prune: bool = False, keep_backups: float | None = None,
+                 log: Log | None = None) -> None:
         self.client = client
         self.root = client.layout.root
         self.sources = sources
         self.interval = interval
         self.self_heal = self_heal
         self.prune = prune
+        self.keep_backups = keep_backups
         self.log = log or stderr_log()
         self.stopping = False
         self.since = time.time()
@@ -110,8 +112,8 @@ class Controller:
                 r.revisions[str(s)] = s.revision()
             paths = [s.path for s in self.sources]
             revision = ",".join(v for v in r.revisions.values() if not v.startswith("dir:"))
-            plan = self.client.manifests.plan(paths, prune=self.prune,
-                                              revision=revision) if paths else None
+            plan = self.client.manifests.plan(paths, prune=self.prune, revision=revision,
+                                              keep_backups=self.keep_backups) if paths else None
             r.changes = list(plan.lines()) if plan is not None else []
             r.plan = plan.summary() if plan is not None else ""
             r.drift = _drift_lines(plan)

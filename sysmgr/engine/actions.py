@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from sysmgr._util import durations
+
 
 @dataclass(frozen=True)
 class Change:
@@ -266,13 +268,15 @@ class Prune(ObjectAction):
 
     effect = "destroy"
     backup: bool = True
+    keep_backups: float = 30 * 24 * 3600.0   # seconds the pruned backups are kept
 
     def headline(self) -> str:
         return f"delete {self.subject}"
 
     def details(self) -> tuple[str, ...]:
         if self.target_kind == "Container":
-            return ("left the manifests: stopped and exported to backups/pruned/ first",) \
+            return (f"left the manifests: stopped and exported to backups/pruned/ first (kept "
+                    f"{durations.describe(self.keep_backups)})",) \
                 if self.backup else ("left the manifests: deleted WITHOUT a backup",)
         return ("left the manifests",)
 

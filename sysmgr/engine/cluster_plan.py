@@ -176,7 +176,10 @@ def split(manifest: Manifest, views: Sequence[MemberView]) -> Split:
                 if isinstance(c, ContainerSpec) and where.get(c.name) == name]
         extra, copies = _images_for(by_name[name], mine, images, views, issues)
         specs = shared + extra + [replace(c, target=None) for c in mine]
-        shares.append(Share(name, Manifest(tuple(specs)), tuple(copies)))
+        mine_keys = {(s.kind, s.name) for s in specs}
+        shares.append(Share(name, Manifest(
+            tuple(specs), manifest.origin, tuple(k for k in manifest.keep if k in mine_keys),
+            tuple(sorted((s.kind, s.name) for s in manifest.specs))), tuple(copies)))
     if issues:
         raise ValidationError(issues)
     return Split(tuple(shares), tuple(warnings))
@@ -276,6 +279,8 @@ class MemberPlan:
     plan: Plan
     share: Manifest
     copies: tuple[CopyImage, ...] = ()
+    # how the member planned (prune, backup, keep_backups, revision): to plan again alike
+    options: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

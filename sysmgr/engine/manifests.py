@@ -37,9 +37,11 @@ def validate(host: Host, paths: Source) -> Manifest:
 
 
 def plan(host: Host, paths: Source, *, prune: bool = False, backup: bool = True,
+         keep_backups: float | None = None,
          revision: str = "") -> Plan:
     manifest = load(paths)
     return planner.plan(manifest, _observe(host, manifest), prune=prune, backup=backup,
+                        keep_backups=keep_backups,
                         revision=revision)
 
 

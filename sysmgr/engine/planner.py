@@ -137,6 +137,7 @@ def _live_device(change: Change, old: Devices, new: Devices) -> bool:
 
 
 def plan(manifest: Manifest, obs: Observed, *, prune: bool = False, backup: bool = True,
+         keep_backups: float | None = None,
          revision: str = "") -> Plan:
     """Return the actions that make the host match ``manifest`` (pure); with ``prune``, also
     delete what was created from these manifests and left them (:mod:`.prune`)."""
@@ -159,7 +160,8 @@ def plan(manifest: Manifest, obs: Observed, *, prune: bool = False, backup: bool
         warnings += warns
     actions += eprune.flag_actions(manifest, obs)
     if prune:  # deletions last: nothing created or updated depends on them
-        acts, warns = eprune.plan_prune(manifest, obs, backup=backup)
+        acts, warns = eprune.plan_prune(manifest, obs, backup=backup,
+                                           keep_backups=keep_backups)
         actions += acts
         warnings += warns
     return Plan(tuple(actions), obs.digest, tuple(warnings), manifest.origin, revision,

@@ -44,15 +44,16 @@ def flag_actions(manifest: Manifest, obs: Observed) -> list[Action]:
     return out
 
 
-def plan_prune(manifest: Manifest, obs: Observed, *, backup: bool = True
-               ) -> tuple[list[Action], list[str]]:
-    """The Prune (and ForgetInventory) actions for what left ``manifest``, and warnings."""
-    if not manifest.specs:
+def plan_prune(manifest: Manifest, obs: Observed, *, backup: bool = True,
+               keep_backups: float | None = None) -> tuple[list[Action], list[str]]:
+    """The Prune (and ForgetInventory) actions for what left ``manifest``, and warnings;
+    ``keep_backups``: seconds the pruned backups are kept (None: :data:`KEEP_BACKUPS`)."""
+    declared = set(manifest.declared) or {(s.kind, s.name) for s in manifest.specs}
+    if not declared:
         raise ValidationError(
             f"the manifests ({manifest.origin or 'none given'}) hold no objects: refusing to "
             "prune (that would delete everything created from them)",
             hint="check the source; to really delete those objects, delete them by hand")
-    declared = {(s.kind, s.name) for s in manifest.specs}
     gone = sorted((r for r in obs.inventory.values()
                    if r.origin == manifest.origin and (r.kind, r.name) not in declared),
                   key=lambda r: (ORDER.index(r.kind) if r.kind in ORDER else len(ORDER), r.name))
@@ -71,7 +72,9 @@ def plan_prune(manifest: Manifest, obs: Observed, *, backup: bool = True
                 warnings.append(f"{r.kind} {r.name} left the manifests but is not pruned: "
                                 f"used by {', '.join(users)}")
             else:
-                actions.append(Prune(r.name, target_kind=r.kind, backup=backup))
+                actions.append(Prune(r.name, target_kind=r.kind, backup=backup,
+                                     keep_backups=KEEP_BACKUPS if keep_backups is None
+                                     else keep_backups))
     return actions, warnings
 
 
@@ -104,14 +107,17 @@ def _users(obs: Observed, kind: str, name: str, doomed: set[tuple[str, str]]) ->
 
 def delete(host: Any, action: Prune) -> None:
     """Delete the object (a container: stopped and backed up first)."""
-    from sysmgr.engine import backup, containers, images, lifecycle, networks, pools, profiles
+    from sysmgr.drivers.runtime.base import STOPPED
+    from sysmgr.engine import (
+        backup, containers, images, lifecycle, networks, pools, profiles, records)
 
     kind, name = action.target_kind, action.name
     if kind == "Container":
         if action.backup:
-            lifecycle.stop(host, name)
+            if records.status(host, host.store.container(name)).state != STOPPED:
+                lifecycle.stop(host, name)  # a clean shutdown: the backup is consistent
             backup.export(host, name, _backup_path(host, name))
-            _sweep(host)
+            _sweep(host, action.keep_backups)
         containers.delete_container(host, name, force=True)
     elif kind == "Profile":
         profiles.delete_profile(host, name)
@@ -133,10 +139,10 @@ def _backup_path(host: Any, name: str) -> str:
     return os.path.join(_backup_dir(host), f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.tar.zst")
 
 
-def _sweep(host: Any, now: float | None = None) -> None:
-    """Remove pruned backups older than :data:`KEEP_BACKUPS`."""
+def _sweep(host: Any, keep: float, now: float | None = None) -> None:
+    """Remove pruned backups older than ``keep`` seconds."""
     d = _backup_dir(host)
-    cutoff = (now or time.time()) - KEEP_BACKUPS
+    cutoff = (now or time.time()) - keep
     for n in os.listdir(d):
         path = os.path.join(d, n)
         with contextlib.suppress(OSError, NotFound):

@@ -130,11 +130,14 @@ class Manifest:
 
     ``origin`` names where they were read from (the sorted absolute paths given): objects
     created from them are recorded with it, and only those are pruned when they leave.
-    ``keep``: ``(kind, name)`` of the documents saying ``prune: false``."""
+    ``keep``: ``(kind, name)`` of the documents saying ``prune: false``. ``declared``: on a
+    cluster member's share, ``(kind, name)`` of every object of the whole manifest (what
+    prune must not delete although this share lacks it); empty on a whole manifest."""
 
     specs: tuple[Spec, ...] = ()
     origin: str = ""
     keep: tuple[tuple[str, str], ...] = ()
+    declared: tuple[tuple[str, str], ...] = ()
 
     def of(self, kind: str) -> list[Spec]:
         return [s for s in self.specs if s.kind == kind]

@@ -8,6 +8,7 @@ spanning the three members (then empty), and evacuate with ``cluster.evacuate: s
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import textwrap
 import time
@@ -166,3 +167,14 @@ def test_apply_spanning_three_members_then_empty(three, tmp_path) -> None:
     assert "no changes" in again, again
     res = cluster.cli("diff", "-f", str(manifest))
     assert res.returncode == 0, res.stdout
+    # a3 leaves the manifests: prune deletes it on its member (backed up there), nothing else
+    manifest.write_text(manifest.read_text().split("---\nkind: Container\nname: a3")[0])
+    res = cluster.cli("diff", "-f", str(manifest), "--prune")
+    assert res.returncode == 1, res.stderr
+    deletes = [line for line in res.stdout.splitlines() if "delete" in line]
+    assert deletes == ["- [m3] delete Container a3"], res.stdout
+    ok(cluster, "apply", "-f", str(manifest), "--prune", "--yes")
+    assert where(cluster) == {"a1": "m1", "a2": "m2"}
+    m3 = cluster.members[2]
+    assert [n.split("-")[0] for n in os.listdir(os.path.join(m3.root, "backups", "pruned"))] \
+        == ["a3"]

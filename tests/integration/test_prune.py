@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -65,8 +66,15 @@ def test_prune_deletes_only_what_left_its_manifests(root, tmp_path) -> None:
     res = run_cli("apply", "-f", str(src), "--prune", root=root)      # not without --yes
     assert res.returncode == 1 and "refusing without confirmation" in res.stderr
     assert names(root) == ["a1", "b1", "byhand", "k1"]
-    ok("apply", "-f", str(src), "--prune", "--yes", root=root)
-    assert names(root) == ["a1", "byhand", "k1"]
+    pruned = os.path.join(root, "backups", "pruned")
+    os.makedirs(pruned)
+    stale = os.path.join(pruned, "old-20260101T000000.tar.zst")   # kept longer than asked
+    open(stale, "w").close()
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+    res = run_cli("diff", "-f", str(src), "--prune", "--keep-backups", "1d", root=root)
+    assert "exported to backups/pruned/ first (kept 1 day)" in res.stdout, res.stdout
+    ok("apply", "-f", str(src), "--prune", "--yes", "--keep-backups", "1d", root=root)
+    assert names(root) == ["a1", "byhand", "k1"] and not os.path.exists(stale)
     profiles = [p["name"] for p in json.loads(ok("profile", "list", "-f", "json", root=root).stdout)]
     assert "extra" not in profiles and "shared" in profiles
     backups = os.listdir(os.path.join(root, "backups", "pruned"))

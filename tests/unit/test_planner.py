@@ -237,3 +237,20 @@ def test_prune_plans_only_inventory_objects_of_the_same_origin() -> None:
     assert not [a for a in planner.plan(manifest, obs).actions if isinstance(a, Prune)]
     with pytest.raises(ValidationError, match="hold no objects"):
         planner.plan(replace(manifest, specs=()), obs, prune=True)
+
+
+def test_a_members_share_prunes_only_what_left_the_whole_manifest() -> None:
+    from dataclasses import replace
+
+    from sysmgr.engine.actions import Prune
+    from sysmgr.state.inventory import InventoryRecord
+
+    obs = observed({"c1": ("RUNNING", {"user.x": "1"}), "c2": ("STOPPED", {}),
+                    "gone": ("STOPPED", {})})
+    obs = replace(obs, inventory={(k, n): InventoryRecord(k, n, "/src") for k, n in
+                                  [("Container", "c2"), ("Container", "gone")]})
+    # this member's share lacks c2 (placed on another member) and is even empty
+    share = replace(load_text(BASE), origin="/src", specs=(),
+                    declared=(("Container", "c1"), ("Container", "c2")))
+    plan = planner.plan(share, obs, prune=True)
+    assert [a.name for a in plan.actions if isinstance(a, Prune)] == ["gone"]

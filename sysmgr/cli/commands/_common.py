@@ -189,3 +189,16 @@ def report_pending(name: str, pending: Sequence[str]) -> None:
     if pending:
         echo_err(f"Restart {name} for these to take effect: {', '.join(pending)}")
 
+
+
+def duration_callback(_ctx: click.Context, _param: click.Parameter, value: str | None
+                      ) -> float | None:
+    """A ``DURATION`` option (``30s``, ``10m``, ``2d``) as seconds; a bad one is a usage error."""
+    if value is None:
+        return None
+    from sysmgr._util.durations import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None

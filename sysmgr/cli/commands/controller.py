@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from sysmgr.cli.commands._common import AppContext, pass_app
+from sysmgr.cli.commands._common import AppContext, duration_callback, pass_app
 
 
 @click.group()
@@ -30,10 +30,12 @@ def controller() -> None:
               help="Also delete what was created from the sources and left them (as "
                    "'apply --prune': a container is backed up first; an empty source prunes "
                    "nothing).")
+@click.option("--keep-backups", metavar="DURATION", callback=duration_callback,
+              help="With --prune: how long pruned containers' backups are kept (default 30d).")
 @click.option("--once", is_flag=True, help="One pass, then exit (1 if it failed).")
 @pass_app
 def run(app: AppContext, sources: tuple[str, ...], interval: str, no_self_heal: bool,
-        prune: bool, once: bool) -> None:
+        prune: bool, keep_backups: float | None, once: bool) -> None:
     """Reconcile the root on every manifest change and every interval, until SIGTERM.
 
     Each pass plans and applies exactly as 'sysmgr apply' does (the plan's lines are logged),
@@ -47,7 +49,7 @@ def run(app: AppContext, sources: tuple[str, ...], interval: str, no_self_heal: 
     every = parse_interval(interval)
     parsed = [Source.parse(s) for s in sources]
     ctl = Controller(app.client, parsed, interval=every, self_heal=not no_self_heal,
-                     prune=prune)
+                     prune=prune, keep_backups=keep_backups)
     raise SystemExit(ctl.run(once=once))
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import click
 
 from sysmgr.cli import render
-from sysmgr.cli.commands._common import AppContext, pass_app, stdin_is_tty
+from sysmgr.cli.commands._common import AppContext, duration_callback, pass_app, stdin_is_tty
 from sysmgr.errors import SysmgrError
 
 EXIT_CHANGES = 1
@@ -27,6 +27,9 @@ def _files_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _prune_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--keep-backups", metavar="DURATION", callback=duration_callback,
+                     help="With --prune: how long the pruned containers' backups are kept "
+                          "(default 30d; older ones are removed at the next prune).")(f)
     f = click.option("--no-backup", is_flag=True,
                      help="With --prune: delete containers without exporting them first.")(f)
     return click.option("--prune", is_flag=True,
@@ -65,11 +68,13 @@ def validate(app: AppContext, paths: tuple[str, ...]) -> None:
 @_files_option
 @_prune_options
 @click.pass_context
-def diff(ctx: click.Context, paths: tuple[str, ...], prune: bool, no_backup: bool) -> None:
+def diff(ctx: click.Context, paths: tuple[str, ...], prune: bool, no_backup: bool,
+         keep_backups: float | None) -> None:
     """Show what apply would change. Exit 0: no changes, 1: changes pending, 2+: error."""
     app = ctx.ensure_object(AppContext)
     app.error_floor = 2  # exit 1 means "changes pending" here
-    plan = app.client.manifests.plan(list(paths), prune=prune, backup=not no_backup)
+    plan = app.client.manifests.plan(list(paths), prune=prune, backup=not no_backup,
+                                     keep_backups=keep_backups)
     print_plan(plan)
     if not plan.empty:
         ctx.exit(EXIT_CHANGES)
@@ -83,10 +88,11 @@ def diff(ctx: click.Context, paths: tuple[str, ...], prune: bool, no_backup: boo
 @_prune_options
 @pass_app
 def apply(app: AppContext, paths: tuple[str, ...], dry_run: bool, yes: bool, prune: bool,
-          no_backup: bool) -> None:
+          no_backup: bool, keep_backups: float | None) -> None:
     """Make the host match the manifests."""
     manifests = app.client.manifests
-    plan = manifests.plan(list(paths), prune=prune, backup=not no_backup)
+    plan = manifests.plan(list(paths), prune=prune, backup=not no_backup,
+                          keep_backups=keep_backups)
     print_plan(plan)
     if plan.empty or dry_run:
         return

@@ -12,18 +12,9 @@ from typing import Any, Callable
 
 import click
 
-from sysmgr._util.durations import parse_duration
 from sysmgr.api.events import TYPES
-from sysmgr.cli.commands._common import AppContext, add_target_option, format_option, pass_app
-
-def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-
+from sysmgr.cli.commands._common import (
+    AppContext, add_target_option, duration_callback, format_option, pass_app)
 
 def pretty(e: Any) -> str:
     """``2026-11-30 09:40:01 lifecycle container/web1 started ok`` (local time), then
@@ -55,7 +46,7 @@ _RENDER: dict[str, Callable[[Any], str]] = {"pretty": pretty, "json": _json, "ya
 @click.option("-t", "--type", "types", multiple=True, type=click.Choice(TYPES),
               help="Only events of this type (repeatable; default: all).")
 @format_option(tuple(_RENDER), default="pretty")
-@click.option("--since", metavar="DURATION", callback=_since,
+@click.option("--since", metavar="DURATION", callback=duration_callback,
               help="First show the events of the last DURATION (30s, 10m, 2h, 1d).")
 @pass_app
 def monitor(app: AppContext, types: tuple[str, ...], fmt: str, since: float | None) -> None:
