@@ -200,13 +200,18 @@ class Supervision:
     waiting_for: tuple[str, ...]   # a pending start waits for these to run
     crash_looping: bool            # LOOP_CRASHES crashes within LOOP_WINDOW
     error: str | None              # why the last restart failed
+    backoff: float = 0.0           # the delay the last crash got (the streak's backoff now)
 
     @property
     def summary(self) -> str:
-        """One line: ``web1: waiting for db1``, ``db1: crash-looping, restart in 8s``."""
+        """One line: ``web1: stopped; waiting for db1``, ``db1: running; 2 crashes in a row
+        (last: killed by SIGKILL), backoff 2s``."""
         parts = []
         if self.crash_looping:
             parts.append(f"crash-looping ({self.restarts} crashes in a row)")
+        elif self.restarts and self.policy != "no":
+            parts.append(f"{self.restarts} crash{'es' if self.restarts > 1 else ''} in a row "
+                         f"(last: {self.last_exit}), backoff {self.backoff:g}s")
         if self.waiting_for:
             parts.append("waiting for " + ", ".join(self.waiting_for))
         if self.backoff_until is not None:
@@ -214,7 +219,7 @@ class Supervision:
             parts.append(f"restart at {at}")
         if self.error:
             parts.append(f"last restart failed: {self.error}")
-        return f"{self.name}: " + ("; ".join(parts) or self.state.lower())
+        return f"{self.name}: " + "; ".join([self.state.lower(), *parts])
 
 
 def supervision_status(host: Host, now: float | None = None) -> list[Supervision]:
@@ -244,4 +249,6 @@ def _supervision(rec: ContainerRecord, cfg: Mapping[str, str], states: Mapping[s
         backoff_until=float(nxt) if pending and nxt is not None and float(nxt) > now else None,
         waiting_for=waiting_for(cfg, states) if pending else (),
         crash_looping=mrestart.crash_looping(list(v.get(mrestart.RECENT) or ()), now),
-        error=v.get(mrestart.ERROR))
+        error=v.get(mrestart.ERROR),
+        backoff=mrestart.backoff_for(int(v.get(mrestart.COUNT) or 0), policy.backoff_max)
+        if v.get(mrestart.COUNT) else 0.0)

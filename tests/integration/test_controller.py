@@ -280,6 +280,7 @@ def test_a_crashed_container_is_restarted_with_backoff(root, controller, tmp_pat
         ctl.wait_for(lambda: pid() not in (None, first), limit=60)
         assert f"crashed: r1: killed by SIGKILL" in ctl.text() and "restarted r1" in ctl.text()
     st = status(root)
-    assert any(line.startswith("r1:") for line in st["containers"]), st["containers"]
+    (line,) = [c for c in st["containers"] if c.startswith("r1:")]
+    assert "2 crashes in a row (last: killed by SIGKILL (137)), backoff 2s" in line, line
     info = json.loads(ok("info", "r1", "-f", "json", root=root).stdout)
     assert info["status"] == "Running"

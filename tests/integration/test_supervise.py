@@ -7,6 +7,7 @@ the tests start are reparented to it, so their exit codes can be collected here.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -241,6 +242,7 @@ def test_sysmgr_init_starts_by_priority_delay_and_depends(host: Host) -> None:
     kill_init(start(host, "off"))
     with host.store.transaction():  # off's init ran in an earlier boot
         host.store.set_volatile("off", {**volatile(host, "off"), "init.boot_id": "an-earlier-boot"})
+    booted = time.time()
     out = run_cli("init", "--auto", "--network", "none", root=host.layout.root, check=True).stdout
     lines = [line for line in out.splitlines() if "started" in line or "waiting" in line]
     assert lines == ["started b (boot.autostart)", "started restored (boot.autostart)",
@@ -250,6 +252,13 @@ def test_sysmgr_init_starts_by_priority_delay_and_depends(host: Host) -> None:
     started = {n: volatile(host, n)["init.started"] for n in ("b", "restored", "a", "db", "web")}
     assert sorted(started, key=started.__getitem__) == ["b", "restored", "a", "db", "web"]
     assert started["restored"] - started["b"] >= 1  # b's boot.autostart.delay
+    with open(os.path.join(host.layout.root, "events.log")) as f:  # the event log agrees
+        events = [json.loads(line) for line in f]
+    boot = [(e["time"], e["object"]) for e in events if e["action"] == "started"
+            and e["time"] >= booted]
+    assert [o for _, o in sorted(boot)] == [f"container/{n}" for n in
+                                            ("b", "restored", "a", "db", "web")]
+    assert boot[1][0] - boot[0][0] >= 1                  # the delay is in the log's times too
     for name in ("stays", "off", "db2", "lonely"):
         assert state(host, name) == STOPPED
     off = volatile(host, "off")
