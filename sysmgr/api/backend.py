@@ -178,6 +178,10 @@ class Backend(abc.ABC):
         """Delete expired snapshots (of ``name``, or of every container)."""
 
     @abc.abstractmethod
+    def snapshot_next(self) -> tuple[float, str] | None:
+        """The next scheduled snapshot or expiry (when, what), or None."""
+
+    @abc.abstractmethod
     def snapshot_auto(self) -> list[str]:
         """Take the scheduled snapshots that are due, then prune."""
 

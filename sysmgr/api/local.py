@@ -199,6 +199,9 @@ class LocalBackend(Backend):
     def snapshot_prune(self, name: str | None) -> list[str]:
         return _snapshots().prune(self.host, name)
 
+    def snapshot_next(self) -> tuple[float, str] | None:
+        return _snapshots().next_due(self.host)
+
     def snapshot_auto(self) -> list[str]:
         return _snapshots().auto(self.host)
 

@@ -61,6 +61,7 @@ class PassResult:
     error: str = ""
     snapshots: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)    # plan lines that put drift back
+    next_snapshot: tuple[float, str] | None = None    # (when, what): the pass that runs it
 
     def summary(self) -> str:
         if self.error:
@@ -127,6 +128,7 @@ class Controller:
             self._reported = [] if r.applied else r.drift
             if not suspended:
                 r.snapshots = self._snapshots()
+                r.next_snapshot = self.client.backend.snapshot_next()
         except SysmgrError as e:
             r.error = e.message
             self.log(f"error: {e.message}" + (f" ({e.hint})" if e.hint else ""))
@@ -170,7 +172,7 @@ class Controller:
                 "time": last.started, "seconds": round(last.seconds, 3),
                 "result": last.summary(), "error": last.error, "revisions": last.revisions,
                 "changes": last.changes, "applied": last.applied,
-                "snapshots": last.snapshots},
+                "snapshots": last.snapshots, "next_snapshot": last.next_snapshot},
             "pending": [] if last is None or last.applied else last.changes,
             "drift": [] if last is None or last.applied else last.drift,
             "applied_revisions": (self._applied_revisions(last)),
@@ -233,6 +235,9 @@ class Controller:
                 _reap()
                 _trim()
                 due = time.monotonic() + self.interval * random.uniform(0.9, 1.0)
+                snap = self.last.next_snapshot if self.last is not None else None
+                if snap is not None:  # a schedule does not wait for the interval
+                    due = min(due, time.monotonic() + max(0.0, snap[0] - time.time()))
 
 
 def _trim() -> None:

@@ -16,6 +16,7 @@ Layer: engine.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from sysmgr.drivers.runtime.base import STOPPED
@@ -149,6 +150,25 @@ def prune(host: Host, name: str | None = None, *, now: float | None = None) -> l
             delete(host, s.container, s.name)
             gone.append(f"{s.container}/{s.name}")
     return gone
+
+
+def next_due(host: Host, *, now: float | None = None) -> tuple[float, str] | None:
+    """The next scheduled snapshot or expiry: (when, ``snapshot NAME`` / ``expire
+    NAME/SNAP``), the earliest; None when nothing is scheduled. Read-only."""
+    now = time.time() if now is None else now
+    due: list[tuple[float, str]] = []
+    for rec in host.store.containers():
+        cfg, _ = records.expanded(host, rec)
+        sched = cfg.get("snapshots.schedule", "")
+        if not sched:
+            continue
+        with contextlib.suppress(ValueError):  # rejected at validation; never here
+            at = msched.next_run(sched, float(rec.volatile.get(_AUTO_KEY) or rec.created))
+            if at is not None:
+                due.append((max(at, now), f"snapshot {rec.name}"))
+    due += [(s.expires, f"expire {s.container}/{s.name}") for s in SnapshotStore(host.store).all()
+            if s.expires is not None]
+    return min(due) if due else None
 
 
 def auto(host: Host, *, now: float | None = None) -> list[str]:

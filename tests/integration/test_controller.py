@@ -10,6 +10,7 @@ The figures (change to applied, idle cost) are bench/controller.py's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -284,3 +285,21 @@ def test_a_crashed_container_is_restarted_with_backoff(root, controller, tmp_pat
     assert "2 crashes in a row (last: killed by SIGKILL (137)), backoff 2s" in line, line
     info = json.loads(ok("info", "r1", "-f", "json", root=root).stdout)
     assert info["status"] == "Running"
+
+
+def test_a_scheduled_expiry_wakes_the_controller_before_its_interval(root, controller,
+                                                                      tmp_path) -> None:
+    import sqlite3
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write(str(src / "k1.yaml"))
+    ok("apply", "-f", str(src), "--yes", root=root)
+    ok("snapshot", "create", "k1", "s1", "--expiry", "1d", root=root)
+    with contextlib.closing(sqlite3.connect(os.path.join(root, "sysmgr.db"))) as db, db:
+        db.execute("UPDATE snapshots SET expires=? WHERE name='s1'", (time.time() + 4,))
+    ctl = controller("--source", str(src), "--interval", "1h")
+    ctl.wait_for(lambda: status(root).get("passes", 0) >= 1)
+    assert "Next scheduled: expire k1/s1 at" in ok("controller", "status", root=root).stdout
+    ctl.wait_for(lambda: "s1" not in ok("snapshot", "list", "k1", root=root).stdout)
+    assert status(root)["passes"] == 2 and "expired k1/s1" in ctl.text()

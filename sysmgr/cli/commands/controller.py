@@ -95,6 +95,9 @@ def _status_text(st: dict[str, Any]) -> str:
     if last:
         lines.append(f"Last reconcile: {_when(last.get('time'))}, {last.get('seconds', 0):.2f} s, "
                      f"{last.get('result')}")
+    snap = (last or {}).get("next_snapshot")
+    if snap:
+        lines.append(f"Next scheduled: {snap[1]} at {_when(snap[0])}")
     if st.get("containers"):
         lines.append("Containers:")
         lines += [f"  {c}" for c in st["containers"]]
