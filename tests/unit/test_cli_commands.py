@@ -152,7 +152,7 @@ class StubManifests:
         self._plan = plan
         self.applied: list[Plan] = []
 
-    def plan(self, paths, *, prune=False, backup=True, revision=""):
+    def plan(self, paths, *, prune=False, backup=True, keep_backups=None, revision=""):
         if isinstance(self._plan, Exception):
             raise self._plan
         return self._plan
