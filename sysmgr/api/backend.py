@@ -102,11 +102,11 @@ class Backend(abc.ABC):
     def container_rename(self, name: str, new: str) -> None: ...
 
     @abc.abstractmethod
-    def container_export(self, name: str, path: str, *, optimized: bool,
+    def container_export(self, name: str, path: str | BinaryIO, *, optimized: bool,
                          progress: Progress | None) -> Any: ...
 
     @abc.abstractmethod
-    def container_import(self, path: str, *, name: str | None, pool: str | None,
+    def container_import(self, path: str | BinaryIO, *, name: str | None, pool: str | None,
                          progress: Progress | None, allow_devices: bool = False,
                          warn: Warn | None = None) -> str:
         """Create a container from a backup file; its name. Device nodes in it are dropped

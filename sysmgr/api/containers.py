@@ -212,9 +212,11 @@ class Container(Model):
         self.name = name
         self.refresh()
 
-    def export(self, path: str, *, optimized: bool = False, progress: Progress | None = None) -> Any:
-        """Write a backup file (config, snapshots, root filesystem; zstd). ``optimized``
-        stores the pool's own streams (imports only onto a pool of the same kind)."""
+    def export(self, path: "str | BinaryIO", *, optimized: bool = False,
+               progress: Progress | None = None) -> Any:
+        """Write a backup file (config, snapshots, root filesystem; zstd), or the same bytes
+        to an open binary stream (``export NAME -``). ``optimized`` stores the pool's own
+        streams (imports only onto a pool of the same kind)."""
         return self._backend.container_export(self.name, path, optimized=optimized,
                                               progress=progress)
 
@@ -323,10 +325,11 @@ class ContainerManager(Manager[Container]):
         return self._backend.exec_interactive(name, argv, env=env, cwd=cwd, tty=tty,
                                               stdin=0, stdout=1, stderr=2)
 
-    def import_(self, path: str, *, name: str | None = None, pool: str | None = None,
+    def import_(self, path: "str | BinaryIO", *, name: str | None = None, pool: str | None = None,
                 progress: Progress | None = None, allow_devices: bool = False,
                 warn: Warn | None = None) -> Container:
-        """Create a stopped container from a backup file (``Container.export``).
+        """Create a stopped container from a backup file (``Container.export``) or an open
+        binary stream holding one (``import -``).
 
         Device nodes in the backup's trees are dropped unless ``allow_devices`` (the
         runtime makes the container's ``/dev``); each warning naming them goes to ``warn``

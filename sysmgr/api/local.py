@@ -105,11 +105,11 @@ class LocalBackend(Backend):
     def container_rename(self, name: str, new: str) -> None:
         _copy().rename(self.host, name, new)
 
-    def container_export(self, name: str, path: str, *, optimized: bool,
+    def container_export(self, name: str, path: str | BinaryIO, *, optimized: bool,
                          progress: Progress | None) -> Any:
         return _backup().export(self.host, name, path, optimized=optimized, progress=progress)
 
-    def container_import(self, path: str, *, name: str | None, pool: str | None,
+    def container_import(self, path: str | BinaryIO, *, name: str | None, pool: str | None,
                          progress: Progress | None, allow_devices: bool = False,
                          warn: Warn | None = None) -> str:
         return _backup().import_(self.host, path, name=name, pool=pool, progress=progress,

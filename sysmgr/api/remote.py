@@ -86,12 +86,12 @@ class RemoteBackend(Backend):
         return streams.migration_endpoint(self.session, role, request)
 
     # -- backups and images: the files are the admin host's ------------------------------------
-    def container_export(self, name: str, path: str, *, optimized: bool,
+    def container_export(self, name: str, path: str | BinaryIO, *, optimized: bool,
                          progress: Progress | None) -> Any:
         return streams.container_export(self.session, name, path, optimized=optimized,
                                          progress=progress)
 
-    def container_import(self, path: str, *, name: str | None, pool: str | None,
+    def container_import(self, path: str | BinaryIO, *, name: str | None, pool: str | None,
                          progress: Progress | None, allow_devices: bool = False,
                          warn: Warn | None = None) -> str:
         return streams.import_file(self.session, "container", path,

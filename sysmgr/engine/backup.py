@@ -45,6 +45,7 @@ import contextlib
 import functools
 import os
 import secrets
+import stat
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -186,10 +187,12 @@ def _write_backup(f: BinaryIO, drv: "StoragePool", name: str, index: dict[str, A
         out.close()
 
 
-def export(host: Host, name: str, path: str, *, optimized: bool = False,
+def export(host: Host, name: str, path: str | BinaryIO, *, optimized: bool = False,
            progress: Progress | None = None) -> ExportResult:
-    """Write container ``name`` with its snapshots to the backup file ``path``."""
-    out_path = export_path(path)
+    """Write container ``name`` with its snapshots to the backup file ``path``, or to the
+    open binary stream ``path`` (``export NAME -``: stdout; nothing to rename there)."""
+    sink = None if isinstance(path, str) else path
+    out_path = export_path(path) if isinstance(path, str) else "-"
     streams.need_zstd()
     with host.locked():
         journal.recover(host)
@@ -205,21 +208,35 @@ def export(host: Host, name: str, path: str, *, optimized: bool = False,
             tmp = "backup-" + secrets.token_hex(6)
         files = _plan_streams(snaps, tmp, optimized, drv.info.incremental_send)
         index = _build_index(host, rec, drv, snaps, files, optimized)
-        partial = f"{out_path}.partial-{os.getpid()}"
+        partial = f"{out_path}.partial-{os.getpid()}" if sink is None else ""
         with journal.intent(host, "export", container=name, pool=rec.pool, partial=partial) as it:
             try:
                 if tmp is not None:
                     it.note(snapshot=tmp)
                     drv.create_snapshot(name, tmp)
-                with open(partial, "wb") as f:
-                    _write_backup(f, drv, name, index, progress)
-                os.rename(partial, out_path)
+                if sink is not None:
+                    size = _write_to_stream(sink, drv, name, index, progress)
+                else:
+                    with open(partial, "wb") as f:
+                        _write_backup(f, drv, name, index, progress)
+                    os.rename(partial, out_path)
+                    size = os.path.getsize(out_path)
             finally:
                 if tmp is not None:
                     with contextlib.suppress(NotFound):
                         drv.delete_snapshot(name, tmp)
-        return ExportResult(out_path, os.path.getsize(out_path), [s.name for s in snaps],
-                            optimized, index["stream_format"])
+        return ExportResult(out_path, size, [s.name for s in snaps], optimized,
+                            index["stream_format"])
+
+
+def _write_to_stream(sink: BinaryIO, drv: "StoragePool", name: str, index: dict[str, Any],
+                     progress: Progress | None) -> int:
+    """The archive into an open stream (zstd writes to its fd); its size when it is a
+    regular file, else -1 (a pipe's reader knows)."""
+    sink.flush()
+    _write_backup(sink, drv, name, index, progress)
+    st = os.fstat(sink.fileno())
+    return st.st_size if stat.S_ISREG(st.st_mode) else -1
 
 
 # -- import: read and check the index, plan the container ------------------------------------
@@ -485,22 +502,27 @@ def _import_streams(host: Host, p: _ImportPlan, index: dict[str, Any], tin: stre
         r.success()
 
 
-def import_(host: Host, path: str, *, name: str | None = None, pool: str | None = None,
-            progress: Progress | None = None, allow_devices: bool = False,
-            warn: Warn | None = None) -> ContainerRecord:
-    """Create a container (stopped) from the backup file ``path``.
+def import_(host: Host, path: str | BinaryIO, *, name: str | None = None,
+            pool: str | None = None, progress: Progress | None = None,
+            allow_devices: bool = False, warn: Warn | None = None) -> ContainerRecord:
+    """Create a container (stopped) from the backup file ``path``, or from the open binary
+    stream ``path`` (``import -``: stdin).
 
     Device nodes in the backup's trees are dropped unless ``allow_devices`` (an optimized
     backup with nodes in a snapshot is refused instead, see :func:`_refuse_devices`); once
     the import has succeeded, ``warn`` gets one message naming them (dropped or kept).
     """
-    path = os.path.abspath(path)
-    if not os.path.isfile(path):
-        raise NotFound(f"backup file {path} not found")
+    source = None if isinstance(path, str) else path
+    if isinstance(path, str):
+        path = os.path.abspath(path)
+        if not os.path.isfile(path):
+            raise NotFound(f"backup file {path} not found")
+    else:
+        path = "<stdin>"
     on_corrupt = functools.partial(_corrupt, path)
     with host.locked():
         journal.recover(host)
-        dec = streams.Decompressor(path, on_corrupt=on_corrupt)
+        dec = streams.Decompressor(path, on_corrupt=on_corrupt, source=source)
         try:
             tin = streams.TarReader(dec.stdout, on_corrupt=on_corrupt)
             index = _read_index(tin, path)

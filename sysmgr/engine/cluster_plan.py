@@ -256,8 +256,8 @@ def _images_for(view: MemberView, containers: Sequence[ContainerSpec],
         if ref in images:
             extra[ref] = images[ref]
             continue
-        if view.has_image(ref):
-            continue
+        if view.has_image(ref) or c.name in view.containers:
+            continue  # (an existing container needs no image: it was made already)
         source = next((v.spec.name for v in sorted(views, key=lambda v: v.spec.name)
                        if v is not view and v.has_image(ref)), None)
         if source is None:

@@ -91,7 +91,9 @@ def _container_issues(spec: ContainerSpec, obs: Observed,
     issues = [_issue(spec, f"profiles[{i}]", f"profile {p!r} not found")
               for i, p in enumerate(spec.profiles) if p not in profiles]
     missing = bool(issues)
-    if spec.image not in images and obs.image_ref(spec.image) is None:
+    cur = obs.containers.get(spec.name)
+    # the image matters only to create the container: once made, deleting it breaks nothing
+    if cur is None and spec.image not in images and obs.image_ref(spec.image) is None:
         issues.append(_issue(spec, "image", f"image {spec.image!r} not found "
                              "(not an alias on this host nor an Image in the manifests)"))
     issues += _disk_pool_issues(spec, spec.devices, pools)
@@ -100,7 +102,6 @@ def _container_issues(spec: ContainerSpec, obs: Observed,
     cfg, devs = mexpand.expand([profiles[p] for p in spec.profiles], spec.config, spec.devices)
     for path, reason in mexpand.validate_expanded(cfg, devs):
         issues.append(_issue(spec, path, reason))
-    cur = obs.containers.get(spec.name)
     if cur is not None:
         new_pool = mkeys.root_disk_pool(devs)
         if new_pool and new_pool != cur.record.pool:

@@ -289,15 +289,18 @@ def _zstd_says(lines: list[str], rc: int) -> str:
 
 
 class Decompressor:
-    """``zstd -d`` reading the file ``path``: read the plain bytes from :attr:`stdout`, then
-    :meth:`finish` for zstd's verdict; always :meth:`close`."""
+    """``zstd -d`` reading the file ``path`` (or the open stream ``source``: ``import -``):
+    read the plain bytes from :attr:`stdout`, then :meth:`finish` for zstd's verdict; always
+    :meth:`close`."""
 
-    def __init__(self, path: str, *, on_corrupt: OnCorrupt = _stream_error) -> None:
+    def __init__(self, path: str, *, on_corrupt: OnCorrupt = _stream_error,
+                 source: BinaryIO | None = None) -> None:
         need_zstd()
         self.path = path
         self.on_corrupt = on_corrupt
         self.err = tempfile.TemporaryFile()
-        self.p = proc.popen(["zstd", "-q", "-d", "-c", "--", path], stdin=subprocess.DEVNULL,
+        argv = ["zstd", "-q", "-d", "-c"] + (["--", path] if source is None else [])
+        self.p = proc.popen(argv, stdin=subprocess.DEVNULL if source is None else source,
                             stdout=subprocess.PIPE, stderr=self.err, bufsize=0)
         assert self.p.stdout is not None
         big_pipe(self.p.stdout)

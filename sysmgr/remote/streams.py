@@ -260,13 +260,15 @@ def migration_endpoint(session: MemberSession, role: str, request: Mapping[str, 
 
 # -- backups and images ----------------------------------------------------------------------
 
-def container_export(session: MemberSession, name: str, path: str, *, optimized: bool,
-                     progress: Callable[[str], None] | None) -> Any:
-    """Export container ``name`` on the member to the backup file ``path`` here."""
+def container_export(session: MemberSession, name: str, path: str | BinaryIO, *,
+                     optimized: bool, progress: Callable[[str], None] | None) -> Any:
+    """Export container ``name`` on the member to the backup file ``path`` here (or to the
+    open stream ``path``: ``export NAME -``)."""
     from sysmgr.engine.backup import export_path  # tar and zstd handling: exports only
 
-    out_path = export_path(path)  # checked here as a local export checks it
-    return export_file(session, {"name": name, "optimized": optimized}, out_path, progress)
+    # a path is checked here as a local export checks it
+    out = export_path(path) if isinstance(path, str) else path
+    return export_file(session, {"name": name, "optimized": optimized}, out, progress)
 
 
 def image_export(session: MemberSession, ref: str, path: str, *,
@@ -276,40 +278,49 @@ def image_export(session: MemberSession, ref: str, path: str, *,
     return export_file(session, {"what": "image", "ref": ref}, os.path.abspath(path), progress)
 
 
-def export_file(session: MemberSession, request: Mapping[str, Any], out_path: str,
+def export_file(session: MemberSession, request: Mapping[str, Any], out_path: str | BinaryIO,
                 progress: Callable[[str], None] | None) -> Any:
-    """Run an export stream on the member and write what it sends to ``out_path`` here."""
+    """Run an export stream on the member and write what it sends to ``out_path`` here (a
+    file, renamed into place once whole; or an open stream, written as it comes)."""
     chan = session.stream("export", dict(request))
-    partial = f"{out_path}.partial-{os.getpid()}"
+    partial = f"{out_path}.partial-{os.getpid()}" if isinstance(out_path, str) else ""
     try:
         chan.settimeout(session.call_timeout)
         reader = ChannelReader(chan)
         status = _status(reader, session, "export", {"progress": progress})
         size = int(status.get("size", -1))
-        with open(partial, "wb") as f:
-            f.write(reader.take())
-            while data := chan.recv(CHUNK):
+        with (open(partial, "wb") if partial else contextlib.nullcontext(out_path)) as f:
+            got = 0
+            data = reader.take()
+            while data:
                 f.write(data)
-            got = f.tell()
+                got += len(data)
+                data = chan.recv(CHUNK)
+            f.flush()
         if got != size:
             raise RemoteError(f"{session.name}: the export stream ended after {got} of "
                               f"{size} bytes")
-        os.replace(partial, out_path)
+        if partial:
+            os.replace(partial, out_path)
     finally:
         chan.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)
+        if partial:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
     result = codec.decode(status.get("result"))
     if dataclasses.is_dataclass(result) and hasattr(result, "path"):
-        result = dataclasses.replace(result, path=out_path)
+        result = dataclasses.replace(result, path=out_path if isinstance(out_path, str) else "-")
     return result
 
 
-def import_file(session: MemberSession, what: str, path: str, options: Mapping[str, Any], *,
-                progress: Callable[[str], None] | None,
+def import_file(session: MemberSession, what: str, path: str | BinaryIO,
+                options: Mapping[str, Any], *, progress: Callable[[str], None] | None,
                 warn: Callable[[str], None] | None) -> Any:
-    """Send the local backup (``what="container"``) or image file ``path`` to the member
-    and import it there; the import's result."""
+    """Send the local backup (``what="container"``) or image file ``path`` (or what the
+    open stream ``path`` holds: ``import -``) to the member and import it there; the
+    import's result."""
+    if not isinstance(path, str):
+        return _import_stream(session, what, path, "stdin", options, progress, warn)
     path = os.path.abspath(path)
     if os.path.isdir(path):
         raise ValidationError([Issue(f"{path} is a directory: a member imports image and "
@@ -317,12 +328,17 @@ def import_file(session: MemberSession, what: str, path: str, options: Mapping[s
                               hint="pack the directory as a tarball first")
     if not os.path.isfile(path):
         raise NotFound(f"{'backup' if what == 'container' else 'image'} file {path} not found")
-    request = {"what": what, "filename": os.path.basename(path), **options}
-    chan = session.stream("import", request)
+    with open(path, "rb") as f:
+        return _import_stream(session, what, f, os.path.basename(path), options, progress, warn)
+
+
+def _import_stream(session: MemberSession, what: str, src: BinaryIO, filename: str,
+                   options: Mapping[str, Any], progress: Callable[[str], None] | None,
+                   warn: Callable[[str], None] | None) -> Any:
+    chan = session.stream("import", {"what": what, "filename": filename, **options})
     try:
         chan.settimeout(session.call_timeout)
-        with open(path, "rb") as f:
-            _send(chan, f)
+        _send(chan, src)
         status = _status(ChannelReader(chan), session, "import",
                          {"progress": progress, "warn": warn})
     finally:

@@ -254,3 +254,13 @@ def test_a_members_share_prunes_only_what_left_the_whole_manifest() -> None:
                     declared=(("Container", "c1"), ("Container", "c2")))
     plan = planner.plan(share, obs, prune=True)
     assert [a.name for a in plan.actions if isinstance(a, Prune)] == ["gone"]
+
+
+def test_an_existing_container_needs_no_image() -> None:
+    from dataclasses import replace
+
+    # its image was deleted since: the plan is empty (an image is needed only to create)
+    obs = replace(observed({"c1": ("RUNNING", {"user.x": "1"})}), images={}, aliases={})
+    assert planner.plan(load_text(BASE + container_doc()), obs).empty
+    with pytest.raises(ValidationError, match="image 'busybox' not found"):
+        planner.plan(load_text(BASE + container_doc().replace("name: c1", "name: c2")), obs)

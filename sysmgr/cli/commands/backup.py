@@ -3,12 +3,14 @@ import``): config, snapshots and root filesystem in one zstd-compressed tarball.
 
 from __future__ import annotations
 
+import sys
 import time
 
 import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import AppContext, echo_err, pass_app, placement_args
+from sysmgr.errors import ValidationError
 
 
 def _progress(quiet: bool):
@@ -24,19 +26,32 @@ def _progress(quiet: bool):
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
 @pass_app
 def export(app: AppContext, name: str, file: str, optimized: bool, quiet: bool) -> None:
-    """Back up container NAME (config, snapshots, root filesystem) to FILE.
+    """Back up container NAME (config, snapshots, root filesystem) to FILE ('-': stdout).
 
     \b
     Examples:
       sysmgr export web1 web1.tar.zst
       sysmgr export web1 web1.btrfs.tar.zst --optimized
+      sysmgr export web1 - | ssh backup 'cat > web1.tar.zst'
     """
     t0 = time.monotonic()
-    res = app.client.containers.get(name).export(file, optimized=optimized, progress=_progress(quiet))
+    to_stdout = file == "-"
+    if to_stdout and sys.stdout.isatty():
+        raise ValidationError("refusing to write a backup to a terminal",
+                              hint="redirect stdout to a file or a pipe")
+    target = sys.stdout.buffer if to_stdout else file
+    res = app.client.containers.get(name).export(target, optimized=optimized,
+                                                 progress=_progress(quiet))
     kind = f"optimized, {res.stream_format} streams" if res.optimized else "portable tar streams"
     snaps = f", {len(res.snapshots)} snapshot(s)" if res.snapshots else ""
-    click.echo(f"Exported {name} to {res.path} ({render.format_size(res.size)}, {kind}{snaps}) "
-               f"in {time.monotonic() - t0:.1f}s")
+    size = f"{render.format_size(res.size)}, " if res.size >= 0 else ""
+    msg = (f"Exported {name} to {'stdout' if to_stdout else res.path} ({size}{kind}{snaps}) "
+           f"in {time.monotonic() - t0:.1f}s")
+    if to_stdout:  # stdout is the backup: the summary goes with the progress
+        if not quiet:
+            echo_err(msg)
+    else:
+        click.echo(msg)
 
 
 @click.command("import")
@@ -52,13 +67,15 @@ def export(app: AppContext, name: str, file: str, optimized: bool, quiet: bool) 
 @pass_app
 def import_(app: AppContext, file: str, name: str | None, pool: str | None,
             allow_devices: bool, quiet: bool) -> None:
-    """Create a stopped container from the backup FILE (as NAME, default its old name).
+    """Create a stopped container from the backup FILE ('-': stdin) (as NAME, default its
+    old name).
 
     Device nodes in it are dropped, and a warning names them, unless --allow-devices.
     """
     placing = placement_args(app)
     placing.pop("progress", None)
-    c = app.client.containers.import_(file, name=name, pool=pool, progress=_progress(quiet),
+    src = sys.stdin.buffer if file == "-" else file
+    c = app.client.containers.import_(src, name=name, pool=pool, progress=_progress(quiet),
                                       allow_devices=allow_devices,
                                       warn=lambda m: echo_err(f"warning: {m}"), **placing)
     where = f" on {c.location}" if getattr(c, "location", None) else ""

@@ -126,9 +126,21 @@ def show(app: AppContext, ref: str, fmt: str) -> None:
 @click.argument("refs", nargs=-1, required=True, metavar="REF...")
 @pass_app
 def delete(app: AppContext, refs: tuple[str, ...]) -> None:
-    """Delete images (containers made from them keep their own root filesystems)."""
+    """Delete images (containers made from them keep their own root filesystems).
+
+    An image is needed only to create containers: those made from it go on working (their
+    manifests too), and the command names them."""
     images = app.client.images
-    for_each(refs, lambda ref: images.get(ref).delete())
+
+    def delete_one(ref: str) -> None:
+        img = images.get(ref)
+        users = img.used_by
+        img.delete()
+        if users:
+            click.echo(f"Deleted image {ref}; made from it (they keep their root filesystems): "
+                       + ", ".join(users))
+
+    for_each(refs, delete_one)
 
 
 @image.group("alias")

@@ -1,0 +1,76 @@
+"""Issue 13's "broken today" list, through the real CLI on the real kernel: ``export NAME -``
+and ``import -``; deleting an image its containers came from; and what else an LXD user hit
+within minutes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, requires_root, run_cli
+
+pytestmark = requires_root
+
+
+@pytest.fixture
+def root(sysmgr_root: str):
+    ok("init", "--auto", "--storage-driver", "dir", "--network", "none", root=sysmgr_root)
+    ok("image", "build", "busybox", "--alias", "busybox", root=sysmgr_root)
+    yield sysmgr_root
+    for c in json.loads(ok("list", "-f", "json", root=sysmgr_root).stdout):
+        run_cli("delete", "--force", c["name"], root=sysmgr_root)
+
+
+def ok(*args: str, root: str, input: str | None = None) -> subprocess.CompletedProcess:
+    res = run_cli(*args, root=root, input=input)
+    assert res.returncode == 0, (args, res.stdout, res.stderr)
+    return res
+
+
+def cli_bytes(*args: str, root: str, stdin=None, stdout=None) -> subprocess.CompletedProcess:
+    """The CLI with binary stdin/stdout (files or pipes)."""
+    env = dict(os.environ, SYSMGR_ROOT=root, PYTHONPATH=REPO, NO_COLOR="1")
+    return subprocess.run([sys.executable, "-m", "sysmgr", *args], stdin=stdin, stdout=stdout,
+                          stderr=subprocess.PIPE, env=env, timeout=300)
+
+
+def test_export_to_stdout_and_import_from_stdin(root, tmp_path) -> None:
+    ok("launch", "busybox", "c1", root=root)
+    ok("exec", "c1", "--", "sh", "-c", "echo precious > /root/data", root=root)
+    ok("snapshot", "create", "c1", "s1", root=root)
+    backup = tmp_path / "c1.tar.zst"
+    with open(backup, "wb") as out:
+        res = cli_bytes("export", "c1", "-", root=root, stdout=out)
+    assert res.returncode == 0, res.stderr
+    assert b"Exported c1 to stdout" in res.stderr
+    assert not os.path.exists("-") and not os.path.exists(os.path.join(root, "-"))
+    with open(backup, "rb") as f:
+        assert f.read(4) == b"\x28\xb5\x2f\xfd"          # a zstd frame, not text
+    with open(backup, "rb") as src:
+        res = cli_bytes("import", "-", "c2", root=root, stdin=src, stdout=subprocess.PIPE)
+    assert res.returncode == 0, res.stderr
+    ok("start", "c2", root=root)
+    assert ok("exec", "c2", "--", "cat", "/root/data", root=root).stdout == "precious\n"
+    assert "s1" in ok("snapshot", "list", "c2", root=root).stdout
+    # garbage on stdin: a clear error, nothing half-created
+    res = run_cli("import", "-", "c3", root=root, input="not a backup")
+    assert res.returncode != 0 and "Error:" in res.stderr
+    assert "c3" not in ok("list", root=root).stdout
+
+
+def test_deleting_an_image_breaks_no_manifest(root, tmp_path) -> None:
+    src = tmp_path / "web.yaml"
+    src.write_text("kind: Container\nname: web1\nimage: busybox\nstate: running\n")
+    ok("apply", "-f", str(src), "--yes", root=root)
+    res = ok("image", "delete", "busybox", root=root)
+    assert "made from it (they keep their root filesystems): web1" in res.stdout
+    res = run_cli("diff", "-f", str(src), root=root)            # the container is there
+    assert (res.returncode, res.stdout.strip()) == (0, "no changes"), res.stderr
+    ok("exec", "web1", "--", "true", root=root)
+    src.write_text(src.read_text() + "---\nkind: Container\nname: web2\nimage: busybox\n")
+    res = run_cli("diff", "-f", str(src), root=root)            # a new one needs the image
+    assert res.returncode == 2 and "web.yaml:6: image: image 'busybox' not found" in res.stderr
