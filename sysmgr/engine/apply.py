@@ -18,8 +18,10 @@ from sysmgr.engine import (
 from sysmgr.engine import images as eimages
 from sysmgr.engine.actions import (
     Action, BuildImage, CreateContainer, CreateNetwork, CreatePool, ForgetInventory,
-    ImportImage, Plan, Prune, PutProfile, Restart, SetPrune, Start, Stop, UpdateContainer)
+    ImportImage, Plan, Prune, PutProfile, RepairNetwork, Restart, SetPrune, Start, Stop,
+    UpdateContainer)
 from sysmgr.engine.host import Host
+from sysmgr.engine.nics import NicEngine
 from sysmgr.engine.observe import observe
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import ApplyError, PlanStale, SysmgrError
@@ -81,7 +83,9 @@ def _failed(host: Host, result: ApplyResult, action: Action, err: Exception,
 
 
 def _execute(host: Host, a: Action, rev: Reverter, progress: Progress | None) -> None:
-    if isinstance(a, netplan.NETWORK_ACTIONS):
+    if isinstance(a, RepairNetwork):  # the bridge and what was plugged into it
+        NicEngine(host).repair(a.name)
+    elif isinstance(a, netplan.NETWORK_ACTIONS):
         networks.execute(host, a, rev)
     elif isinstance(a, CreatePool):
         pools.create_pool(host, a.name, a.driver, a.config, a.description)

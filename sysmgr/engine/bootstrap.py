@@ -18,6 +18,7 @@ from sysmgr.engine import idmap, journal, lifecycle, pools, profiles, records, v
 from sysmgr.engine.host import DEFAULT_POOL, DEFAULT_PROFILE, Host
 from sysmgr.engine.migration import markers
 from sysmgr.engine.networks import NetworkEngine
+from sysmgr.engine.nics import NicEngine
 from sysmgr.errors import SysmgrError, ValidationError
 from sysmgr.model import bootorder
 from sysmgr.model import names as mnames
@@ -46,7 +47,7 @@ def init(host: Host, *, storage_driver: str | None = None, runtime: str | None =
         done += idmap.ensure_subids()
         done += _pools(host, storage_driver)
         networks = NetworkEngine(host)
-        done += networks.repair_all()
+        done += NicEngine(host).repair_all()
         if not host.store.has_profile(DEFAULT_PROFILE):
             done += _default_profile(host, networks, network)
         done += autostart(host)

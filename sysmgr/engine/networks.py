@@ -33,7 +33,7 @@ from sysmgr.drivers.network import base as netbase
 from sysmgr.drivers.network import ipam
 from sysmgr.drivers.runtime.base import STOPPED
 from sysmgr.engine import records
-from sysmgr.engine.actions import Action, CreateNetwork, Plan, RepairNetwork, UpdateNetwork
+from sysmgr.engine.actions import Action, CreateNetwork, Plan, UpdateNetwork
 from sysmgr.engine.host import Host
 from sysmgr.engine.netplan import (
     DEFAULT_NIC, NICS, RESTART_KEYS, Claim, Devices, NetFacts, claims,
@@ -77,9 +77,7 @@ def execute(host: Host, a: Action, rev: Reverter) -> None:
         engine.update(a.name, config=dict(a.config), description=a.description)
         rev.add(lambda: engine.update(old.name, config=old.config, description=old.description),
                 f"restore network {a.name}")
-    elif isinstance(a, RepairNetwork):
-        engine.repair(a.name)
-    else:  # pragma: no cover - only the three above are network actions
+    else:  # pragma: no cover - RepairNetwork runs through nics.NicEngine.repair
         raise SysmgrError(f"not a network action: {a!r}")
 
 
@@ -292,16 +290,6 @@ class NetworkEngine:
             rec = self.record(name)
             self.driver.ensure(self.spec(rec))
             self.push(rec, self.leases().get(name, []))
-
-    def repair_all(self) -> list[str]:
-        """Repair every recorded network with a problem; what was done, for ``init``."""
-        done = []
-        for rec in self.records():
-            found = self.problems(rec)
-            if found:
-                self.repair(rec.name)
-                done.append(f"repaired network {rec.name!r}: {'; '.join(found)}")
-        return done
 
     def observe(self, *, host_networks: bool = True
                 ) -> tuple[dict[str, ObservedNetwork], tuple[str, ...]]:

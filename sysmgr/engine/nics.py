@@ -83,7 +83,7 @@ class NicEngine:
             if net and net not in checked:
                 checked.add(net)
                 if self.networks.problems(nets[net]):
-                    self.networks.repair(net)
+                    self.repair(net)
                 if resolv is None and not is_dhcp(dev):
                     resolv = nets[net]
             nics.append(self._nic_spec(rec, dname, dev, nic_recs[dname], nets))
@@ -110,6 +110,38 @@ class NicEngine:
                   and (cl.network, cl.address) in holders]
         if issues:
             raise ValidationError(issues)
+
+    def repair(self, network: str) -> list[str]:
+        """Repair ``network`` (bridge, dnsmasq, nftables, leases) and put the running
+        containers' nics on it back on its bridge: a repaired network is connectivity,
+        not only a bridge. One line per nic put back."""
+        self.networks.repair(network)
+        nets = {r.name: r for r in self.networks.records()}
+        done = []
+        with self.host.locked():
+            for rec in self.store.containers():
+                st = records.status(self.host, rec)
+                if st.state == STOPPED or not st.pid:
+                    continue
+                nic_recs = self.networks.nic_records(rec)
+                for dname, dev in sorted(nic_devices(records.expanded(self.host, rec)[1]).items()):
+                    if dev.get("network") != network or dname not in nic_recs:
+                        continue
+                    nic = self._nic_spec(rec, dname, dev, nic_recs[dname], nets)
+                    how = "re-joined" if self.driver.replug(nic, st.pid) else "plugged in again"
+                    done.append(f"{rec.name} {dname} {how}")
+        return done
+
+    def repair_all(self) -> list[str]:
+        """Repair every recorded network with a problem; what was done (for ``init``)."""
+        done = []
+        for rec in self.networks.records():
+            found = self.networks.problems(rec)
+            if found:
+                nics = self.repair(rec.name)
+                done.append(f"repaired network {rec.name!r}: {'; '.join(found)}"
+                            + (f" (nics back on it: {', '.join(nics)})" if nics else ""))
+        return done
 
     def attacher(self, nics: Sequence[netbase.NicSpec]) -> Callable[[int], None] | None:
         """The runtime's ``before_go`` hook: plug every nic into init's netns."""

@@ -308,8 +308,10 @@ def test_bad_network_input_exits_2_and_changes_nothing(root, netns, tmp_path):
 
 def test_a_lost_network_is_repaired_by_init_and_apply(root, netns):
     """What a host reboot does to a network (bridge, dnsmasq and table gone) is seen by
-    diff, fixed by init (and apply), and a restarted container is back on the network."""
+    diff, fixed by init (and apply), and the running containers are back on the network at
+    once: they reach the host and each other by name, without a restart."""
     run_cli("launch", "busybox", "c1", root=root, check=True)
+    run_cli("launch", "busybox", "c2", root=root, check=True)
     addr = containers(root)["c1"]["ipv4"][0].split()[0]
     net = sysmgr_json("network", "info", "sysmgrbr0", root=root)
     bridge = net["bridge"]
@@ -325,8 +327,10 @@ def test_a_lost_network_is_repaired_by_init_and_apply(root, netns):
     assert diff.returncode == 1 and "repair Network sysmgrbr0 (drift: bridge " in diff.stdout, \
         diff.stdout
     out = run_cli("init", "--auto", root=root, check=True).stdout
-    assert "repaired network 'sysmgrbr0'" in out
+    assert "repaired network 'sysmgrbr0'" in out and "c1 eth0 re-joined" in out, out
     assert run_cli("diff", "-f", path, root=root).returncode == 0
+    assert netns.ping(addr)             # repair is connectivity: no restart needed
+    assert "0% packet loss" in exec_out(root, "c2", "ping", "-c1", "-W2", "c1.sysmgr")
     run_cli("restart", "c1", "--force", root=root, check=True)
     assert containers(root)["c1"]["ipv4"] == [f"{addr} (eth0)"]
     assert netns.ping(addr)

@@ -359,6 +359,12 @@ class NetworkDriver(abc.ABC):
         native runtime's ``before_go`` hook). On failure nothing is left behind."""
 
     @abc.abstractmethod
+    def replug(self, nic: NicSpec, init_pid: int) -> bool:
+        """Put a running container's ``nic`` back on its bridge after the bridge was made
+        again: its host end re-joined to the bridge and up (True), or, when the pair is gone
+        too, :meth:`attach` once more (False)."""
+
+    @abc.abstractmethod
     def detach(self, nic: NicSpec) -> None:
         """Unplug ``nic`` (delete the host end; the pair goes with it). Idempotent: the pair
         also vanishes by itself when the container's netns dies."""

@@ -228,6 +228,22 @@ class BridgeNetwork(NetworkDriver):
                     nl.delete_link(nic.host_ifname)
                 raise
 
+    def replug(self, nic: NicSpec, init_pid: int) -> bool:
+        validate_nic(self.root_id, nic)
+        what = f"container {nic.container} device {nic.device}"
+        with _netlink.session(self.host_netns) as nl:
+            link = nl.link(nic.host_ifname)
+            if link is not None:
+                if link.alias != nic_alias(self.root_id, nic.container, nic.device):
+                    raise Conflict(f"{what}: interface {nic.host_ifname} is not this nic's")
+                br = nl.link(nic.bridge)
+                if br is None or br.kind != "bridge":
+                    raise NotFound(f"{what}: bridge {nic.bridge} does not exist")
+                nl.set_link(link, master=br.index, state="up")
+                return True
+        self.attach(nic, init_pid)
+        return False
+
     def detach(self, nic: NicSpec) -> None:
         validate_nic(self.root_id, nic)
         if nic.host_ifname not in _netlink.ifnames(self.host_netns):

@@ -178,6 +178,14 @@ class FakeNetwork(NetworkDriver):
             rec.update(alias=alias, init_pid=init_pid)
             st["nics"][nic.host_ifname] = rec
 
+    def replug(self, nic: NicSpec, init_pid: int) -> bool:
+        validate_nic(self.root_id, nic)
+        with self._state() as st:
+            if nic.host_ifname in st["nics"]:
+                return True
+        self.attach(nic, init_pid)
+        return False
+
     def detach(self, nic: NicSpec) -> None:
         validate_nic(self.root_id, nic)
         self._maybe_fail("detach")
