@@ -235,6 +235,10 @@ def pull_file(host: Host, name: str, path: str, dst: BinaryIO) -> None:
 
 
 def console_log(host: Host, name: str) -> str:
-    """The last start's console log, from the container's volume (also once it stopped)."""
+    """The last start's console log, from the container's volume (also once it stopped), and
+    for a container whose init keeps a journal (systemd) its last boot's journal."""
+    from sysmgr.engine import console  # journal reading: only `console --show-log`
+
     rec = host.store.container(name)
-    return host.runtime.console_log(host.pool_driver(rec.pool).container_path(name))
+    rootfs = host.pool_driver(rec.pool).container_path(name)
+    return host.runtime.console_log(rootfs) + console.boot_journal(rootfs)

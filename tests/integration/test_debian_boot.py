@@ -65,6 +65,16 @@ def test_debian_boots_systemd_and_stops_cleanly(debian_client):
     assert c.execute(["systemd-detect-virt"]).stdout.strip() == "lxc"
     assert c.execute(["hostname"]).stdout.strip() == "deb1"
     assert c.execute(["systemctl", "is-system-running"]).exit_code in (0, 1)
+    # the daily tools run without an error or a warning (dbus, a locale, the exec helper
+    # outside the container's cgroup so systemctl can list every process of it)
+    for argv in (["hostnamectl"], ["timedatectl"], ["loginctl"], ["systemctl", "status",
+                 "--no-pager"], ["su", "-l", "-c", "echo ok"], ["locale"]):
+        res = c.execute(argv)
+        assert (res.exit_code, res.stderr) == (0, ""), (argv, res.exit_code, res.stderr)
+    assert "Static hostname: deb1" in c.execute(["hostnamectl"]).stdout
+    # the boot log: systemd's journal, read from the container's volume
+    log = c.console_log()
+    assert "the container's journal, last boot" in log and "systemd[1]" in log, log[-2000:]
 
     pid = c.refresh().pid
     assert pid
@@ -76,4 +86,5 @@ def test_debian_boots_systemd_and_stops_cleanly(debian_client):
     assert c.status == "Stopped"
     assert not os.path.exists(f"/proc/{pid}/status") or \
         "Z" in open(f"/proc/{pid}/status").read().split("State:")[1][:4]
+    assert "Journal stopped" in c.console_log()          # also once it stopped
     c.delete()

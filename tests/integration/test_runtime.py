@@ -483,6 +483,25 @@ def test_exec_kill_kills_the_command(env: Env) -> None:
     wait_for(lambda: "sleep 600" not in env.sh(rec, "ps")[1], what="sleep to die")
 
 
+def test_only_the_command_joins_the_containers_cgroup(env: Env) -> None:
+    # the helper outside the pid namespace would show there as pid 0, which systemd's tools
+    # report as an error ("Failed to dump process list ... Input/output error")
+    rec = env.start()
+    proc = env.rt.exec(rec, ProcessSpec(argv=("sleep", "600")), stdin=0, stdout=1, stderr=2)
+    try:
+        pids = set(open_cgroup(rec.cgroup).procs())
+
+        def parent(pid: int) -> str:
+            with open(f"/proc/{pid}/status") as f:
+                return next(line.split()[1] for line in f if line.startswith("PPid:"))
+
+        assert proc.pid not in pids                              # the helper is not in it
+        assert [p for p in pids if parent(p) == str(proc.pid)]   # its child, the command, is
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_stop_after_the_exec_helper_was_killed_from_outside(env: Env) -> None:
     # The command is reparented to us (subreaper, outside its pid ns) and dies by its
     # parent-death signal; stop must reap that zombie or init could never finish dying.

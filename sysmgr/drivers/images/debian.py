@@ -34,7 +34,8 @@ from sysmgr.errors import CommandFailed, DriverError, DriverUnavailable, SysmgrE
 DEFAULT_RELEASE = "bookworm"
 DEFAULT_VARIANT = "minbase"
 # Lean but usable: ip, ps/top, ping, TLS roots. systemd-sysv makes /sbin/init systemd.
-BASE_PACKAGES = ("systemd-sysv", "iproute2", "procps", "iputils-ping", "ca-certificates")
+# dbus: hostnamectl, timedatectl and loginctl talk to their daemons over it
+BASE_PACKAGES = ("systemd-sysv", "dbus", "iproute2", "procps", "iputils-ping", "ca-certificates")
 VARIANTS = ("essential", "apt", "required", "minbase", "buildd", "important", "debootstrap", "standard")
 
 MASKED_UNITS = (
@@ -281,6 +282,8 @@ class DebianBuilder(ImageBuilder):
         safefs.write_file(root, "/etc/machine-id", b"", 0o444)
         safefs.unlink(root, "/var/lib/dbus/machine-id")
         safefs.write_file(root, "/etc/resolv.conf", b"")
+        # C.UTF-8 is built into the C library: a locale that needs no locales package
+        safefs.write_file(root, "/etc/default/locale", b"LANG=C.UTF-8\n")
         safefs.unlink(root, "/etc/apt/apt.conf.d/99mmdebstrap")  # build-host settings only
         for unit in MASKED_UNITS:
             safefs.symlink(root, f"/etc/systemd/system/{unit}", "/dev/null")

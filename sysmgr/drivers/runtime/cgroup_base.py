@@ -60,6 +60,25 @@ def read_file(path: str) -> str | None:
         raise DriverError(f"cannot read {path}: {e.strerror or e}") from e
 
 
+def own_cgroups(pid: int | str = "self") -> dict[str, str]:
+    """The cgroup path of ``pid`` per hierarchy, keyed ``""`` (cgroup2), ``name=systemd``,
+    or its controllers sorted and comma-joined (``cpu,cpuacct``)."""
+    out = {}
+    for line in (read_file(f"/proc/{pid}/cgroup") or "").splitlines():
+        _, ctrls, path = line.split(":", 2)
+        out[hierarchy_key(ctrls)] = path
+    return out
+
+
+def hierarchy_key(controllers: str) -> str:
+    """The :func:`own_cgroups` key of a hierarchy named by its controllers (or mount dir)."""
+    if controllers in ("", "unified"):
+        return ""
+    if controllers in ("systemd", "name=systemd"):
+        return "name=systemd"
+    return ",".join(sorted(controllers.split(",")))
+
+
 def kill_pids(pids: Iterable[int]) -> None:
     """SIGKILL each pid; one that already exited is fine."""
     for pid in pids:
@@ -132,6 +151,25 @@ class Cgroup(abc.ABC):
     def join_files(self) -> list[str]:
         """What an exec'ed process joins: :meth:`procs_files`, or a leaf below (v2)."""
         return self.procs_files()
+
+    def hierarchies_by_key(self) -> list[tuple[str, str]]:
+        """(:func:`hierarchy_key`, mount dir) of every hierarchy the container lives in."""
+        return [("", self.root)]
+
+    def evict(self, pid: int) -> None:
+        """Move ``pid`` (sysmgr's exec helper, which joined to fork the command inside) back
+        to the caller's own cgroups: only the command belongs to the container. A process
+        outside its pid namespace shows in its ``cgroup.procs`` as pid 0, which systemd's
+        tools take for an error ("Failed to dump process list")."""
+        own = own_cgroups()
+        for key, base in self.hierarchies_by_key():
+            path = own.get(key)
+            if path is None:
+                continue
+            try:
+                write_file(os.path.join(base, path.lstrip("/"), "cgroup.procs"), str(pid))
+            except DriverError:
+                pass  # best effort: the helper may be gone already; the command is unharmed
 
     def release(self) -> None:
         """Called once init runs: drop what :meth:`create` held on to (v2's scope holder)."""

@@ -23,7 +23,7 @@ from typing import Sequence
 
 from sysmgr.drivers.runtime.base import Limits, Usage
 from sysmgr.drivers.runtime.cgroup_base import (
-    CGROUP_ROOT, DEFAULT_DEVICE_RULES, POLL, Cgroup, keyed_value, kill_pids,
+    CGROUP_ROOT, DEFAULT_DEVICE_RULES, POLL, Cgroup, hierarchy_key, keyed_value, kill_pids,
 )
 from sysmgr.drivers.runtime.cgroup_layout import detect_layout, v1_hierarchies
 from sysmgr.drivers.runtime.cgroup_v2 import V2Cgroup, shares_to_weight
@@ -60,6 +60,9 @@ class V1Cgroup(Cgroup):
 
     def dirs(self) -> list[str]:
         return [os.path.join(b, self.path) for b in self._bases()]
+
+    def hierarchies_by_key(self) -> list[tuple[str, str]]:
+        return [(hierarchy_key(h), os.path.join(self.root, h)) for h in self.hierarchies]
 
     def _dir(self, controller: str) -> str | None:
         """The container's dir in the hierarchy of ``controller`` (co-mounts like cpu,cpuacct ok)."""

@@ -272,6 +272,8 @@ def spawn(rec: InitRecord, proc: ProcessSpec, cg: Cgroup, stdio: tuple[int, int,
                 s.settimeout(START_TIMEOUT)
                 _, got, _, _ = socket.recv_fds(s, 1, 1)  # the pty master, if any
                 command = _recv_pid(s)
+            if command is not None:
+                cg.evict(helper)  # the command stays in the container's cgroup, not our helper
             msg = _read_to_eof(err_r, START_TIMEOUT).decode(errors="replace")
         except BaseException as e:
             for fd in got:
