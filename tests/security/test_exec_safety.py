@@ -122,3 +122,19 @@ def test_row7_what_enters_the_container_is_a_sealed_helper_not_the_hosts_python(
     finally:
         cli.terminate()
         cli.wait(timeout=30)
+
+
+def test_the_boot_journal_read_follows_nothing_out_and_parses_as_nobody(root):
+    """``console --show-log`` reads the tenant's journal files: a symlink planted as one
+    resolves inside the container (never to the host's file), and what is not a journal
+    shows as nothing."""
+    c = sysmgr.Client(root=root)
+    c1 = c.containers.get("c1")
+    c1.execute(["sh", "-c", "mkdir -p /var/log/journal/m && "
+                "ln -s ../../../../../../../../etc/shadow /var/log/journal/m/system.journal && "
+                "echo 'planted:x:0:0::/:/bin/sh' > /etc/shadow"])
+    with open("/etc/shadow") as f:
+        host_root_line = next(line for line in f if line.startswith("root:"))
+    log = c1.console_log()
+    assert host_root_line.strip() not in log and "planted" not in log   # garbage, not shown
+    c.close()
