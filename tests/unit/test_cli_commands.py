@@ -477,5 +477,6 @@ def test_apply_asks_on_a_terminal(monkeypatch):
     monkeypatch.setattr("click.confirm", lambda *a, **k: asked.append(a) or False)
     res = sysmgr("apply", "-f", "m.yaml")
     assert res.exit_code == 1 and stub.manifests.applied == [] and asked == [("Apply?",)]
+    assert res.stdout.endswith("aborted, nothing applied\n") and "Error" not in res.stderr
     monkeypatch.setattr("click.confirm", lambda *a, **k: True)
     assert sysmgr("apply", "-f", "m.yaml").exit_code == 0 and stub.manifests.applied == [DISRUPTIVE]

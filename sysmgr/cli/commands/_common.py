@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, Sequence, TypeVar
 
 import click
 
@@ -202,3 +202,9 @@ def duration_callback(_ctx: click.Context, _param: click.Parameter, value: str |
         return parse_duration(value)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
+
+
+def aborted(what: str) -> NoReturn:
+    """The user answered no at a confirmation: say so (not an error) and exit 1."""
+    click.echo(f"aborted, {what}")
+    raise SystemExit(1)

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 import click
 
 from sysmgr.cli import render
-from sysmgr.cli.commands._common import AppContext, format_option, output, pass_app, stdin_is_tty
+from sysmgr.cli.commands._common import (
+    AppContext, aborted, format_option, output, pass_app, stdin_is_tty)
 from sysmgr.errors import SysmgrError, ValidationError
 
 HEADERS = ("NAME", "URL", "STATE", "VERSION", "CONTAINERS", "MEMORY", "GROUPS")
@@ -136,7 +137,7 @@ def evacuate(app: AppContext, name: str, yes: bool) -> None:
                               "refusing without confirmation", hint="re-run with --yes")
         if not click.confirm(f"Evacuate {name} (its running containers move or stop)?",
                              default=False):
-            raise SysmgrError("nothing was evacuated")
+            aborted("nothing evacuated")
     done = app.client.cluster.evacuate(name, progress=lambda m: click.echo(f"  {m}"))
     click.echo(f"Member {name} evacuated: {len(done.moved)} container(s) moved, "
                f"{len(done.stopped)} stopped")

@@ -14,7 +14,8 @@ from typing import Any, Callable
 import click
 
 from sysmgr.cli import render
-from sysmgr.cli.commands._common import AppContext, duration_callback, pass_app, stdin_is_tty
+from sysmgr.cli.commands._common import (
+    AppContext, aborted, duration_callback, pass_app, stdin_is_tty)
 from sysmgr.errors import SysmgrError
 
 EXIT_CHANGES = 1
@@ -102,7 +103,7 @@ def apply(app: AppContext, paths: tuple[str, ...], dry_run: bool, yes: bool, pru
             raise SysmgrError(f"the plan stops, restarts or deletes ({names}); "
                               "refusing without confirmation", hint="re-run with --yes to apply it")
         if not click.confirm("Apply?", default=False):
-            raise SysmgrError("nothing was applied")
+            aborted("nothing applied")
     click.echo()
     with render.ProgressPrinter(indent="  ") as progress:
         manifests.apply(plan, progress=progress)
