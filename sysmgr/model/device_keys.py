@@ -7,7 +7,6 @@ Model layer, pure. Built on :mod:`sysmgr.model.keyrules`; re-exported by
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
 from typing import Callable, Mapping
@@ -17,6 +16,7 @@ from sysmgr.model.keyrules import (
     BOOL, MTU, NORM_BOOL, Key, Problem, Validator, abs_path, accept, check, key_table, norm,
     normalize_path, normalize_table, same, size_key, validate_table)
 from sysmgr.model.names import device_name_problem, ifname_problem, object_name_problem
+from sysmgr.model.suggest import did_you_mean
 
 
 def _mac(value: str) -> None:
@@ -164,8 +164,7 @@ def validate_devices(devices: Mapping[str, object], *, where: str = "devices") -
             continue
         table = DEVICE_TYPES.get(dtype)
         if table is None:
-            close = difflib.get_close_matches(dtype, list(DEVICE_TYPES), n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(dtype, DEVICE_TYPES)
             problems.append((f"{dpath}.type", f"unknown device type {dtype!r}{hint}; known: "
                              + ", ".join(sorted(DEVICE_TYPES))))
             continue

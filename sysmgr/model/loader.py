@@ -23,7 +23,6 @@ otherwise turn ``1:30`` into 90 or a MAC address into an integer.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from sysmgr.model.objects import (
     Spec,
     StoragePoolSpec,
 )
+from sysmgr.model.suggest import did_you_mean
 
 _NULL_TAG = "tag:yaml.org,2002:null"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -434,8 +434,7 @@ def _load_document(node: Node, file: str | None, base_dir: str) -> _Loaded:
                     f"missing kind: expected one of {_known_kinds()}")
         return _Loaded(None, "", None, doc_line, file, ctx.issues)
     if not isinstance(kind, str) or kind not in KINDS:
-        close = difflib.get_close_matches(str(kind), list(KINDS), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(kind, KINDS)
         ctx.problem("kind", f"unknown kind {kind!r}{hint}: expected one of {_known_kinds()}")
         return _Loaded(None, "", None, doc_line, file, ctx.issues)
     schema, builder = KINDS[kind]

@@ -12,7 +12,6 @@ desired ``auto`` then matches whatever was recorded (no perpetual diff). Cross-k
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
 from typing import Mapping
@@ -22,6 +21,7 @@ from sysmgr.errors import ValidationError
 from sysmgr.model.keyrules import (
     BOOL, MTU, NORM_BOOL, Key, Problem, accept, check, key_table, lookup_key, norm, normalize_table,
     same, validate_table)
+from sysmgr.model.suggest import did_you_mean
 
 AUTO = "auto"
 DEFAULT_TYPE = "bridge"
@@ -106,8 +106,7 @@ def type_problem(ntype: str) -> str | None:
     """Why ``ntype`` is not a network type, or None."""
     if ntype in NETWORK_TYPES:
         return None
-    close = difflib.get_close_matches(str(ntype), list(NETWORK_TYPES), n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(ntype, NETWORK_TYPES)
     return f"unknown network type {ntype!r}{hint}; known: {', '.join(sorted(NETWORK_TYPES))}"
 
 

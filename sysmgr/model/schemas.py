@@ -14,6 +14,8 @@ from typing import Any, Iterable, Mapping
 
 import cerberus
 
+from sysmgr.model.suggest import did_you_mean
+
 Path = tuple[Any, ...]
 
 # YAML 1.1 also resolves dates and timestamps; the loader keeps their text as written
@@ -164,8 +166,7 @@ def _reason(err: Any, schema: Mapping[str, Any]) -> str:
     if err.code == cerberus.errors.UNKNOWN_FIELD.code:
         field = err.document_path[-1]
         known = sorted(schema) if len(err.document_path) == 1 else []
-        close = difflib.get_close_matches(str(field), known, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(field, known)
         listing = f"; known fields: {', '.join(known)}" if known else ""
         return f"unknown field {field!r}{hint}{listing}"
     if rule == "required":
@@ -180,8 +181,7 @@ def _reason(err: Any, schema: Mapping[str, Any]) -> str:
         return f"expected {_expected(err.constraint)}, got {describe_type(err.value)}"
     if rule == "allowed":
         allowed = [str(a) for a in err.constraint]
-        close = difflib.get_close_matches(str(err.value), allowed, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(err.value, allowed)
         return f"invalid value {err.value!r}{hint}: expected one of {', '.join(allowed)}"
     # any other rule: cerberus's own wording
     return str(cerberus.errors.BasicErrorHandler.messages.get(err.code, rule or "invalid value")
