@@ -22,9 +22,24 @@ class ManifestManager:
         self._client = client
 
     def _load(self, paths: Sequence[str]) -> Any:
+        """The loaded manifests; when some documents have problems, the references of the
+        others are checked against the host in the same round, so one run reports every
+        problem (each at its key's line, in file order)."""
         from sysmgr.engine import manifests  # YAML and cerberus: only for manifests
+        from sysmgr.errors import ValidationError
 
-        return manifests.load(paths)
+        try:
+            return manifests.load(paths)
+        except manifests.ManifestError as e:
+            if self._cluster(e.partial) is not None:
+                raise  # (a cluster checks references member by member, once it loads)
+            try:
+                self._client.backend.manifest_validate(e.partial)
+            except ValidationError as more:
+                raise ValidationError(_merged(e.issues, more.issues)) from None
+            except Exception:  # noqa: BLE001 - a draft the checks cannot take: its own issues
+                raise e from None
+            raise
 
     def _cluster(self, manifest: Any) -> Any:
         """The cluster's manifest manager when the plan spans members, else None (a single
@@ -82,3 +97,16 @@ class ManifestManager:
             return sum(self._client.cluster.backend(mp.member).manifest_report(mp.plan)
                        for mp in plan.members)
         return self._client.backend.manifest_report(plan)
+
+
+def _merged(first: Sequence[Any], more: Sequence[Any]) -> list[Any]:
+    """Both rounds' issues in file order (files as first met), by line; one per key."""
+    order = {f: i for i, f in enumerate(dict.fromkeys(i.file for i in first))}
+    seen: set[tuple[Any, Any, Any]] = set()
+    out = []
+    for i in sorted([*first, *more], key=lambda i: (order.get(i.file, len(order)),
+                                                    i.file or "", i.line or 0)):
+        if (i.file, i.line, i.path) not in seen or i.path is None:
+            seen.add((i.file, i.line, i.path))
+            out.append(i)
+    return out

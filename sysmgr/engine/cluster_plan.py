@@ -25,7 +25,8 @@ from sysmgr.engine import cluster as ecluster
 from sysmgr.engine.actions import Action, Change, Plan
 from sysmgr.errors import Issue, ValidationError
 from sysmgr.model import placement
-from sysmgr.model.objects import ContainerSpec, ImageSpec, Manifest, MemberDoc, ProfileSpec, Spec
+from sysmgr.model.objects import (
+    ContainerSpec, ImageSpec, Manifest, MemberDoc, ProfileSpec, Spec, issue_at)
 from sysmgr.types import MemberSpec
 
 SHARED_KINDS = ("StoragePool", "Network", "Profile")
@@ -133,11 +134,6 @@ def member_actions(manifest: Manifest, recorded: Sequence[MemberSpec]) -> list[P
     return actions
 
 
-def _issue(spec: Spec, path: str | None, message: str) -> Issue:
-    src = spec.source
-    return Issue(message, file=src.file, line=src.line, path=path)
-
-
 def check_targets(manifest: Manifest, members: Sequence[MemberSpec]) -> None:
     """Every ``target:`` names a member, or a group a member is in (ValidationError)."""
     names = {m.name for m in members}
@@ -149,9 +145,9 @@ def check_targets(manifest: Manifest, members: Sequence[MemberSpec]) -> None:
         if t is None:
             continue
         if t.startswith("@") and t[1:] not in groups:
-            issues.append(_issue(spec, "target", f"no cluster member is in group {t[1:]!r}"))
+            issues.append(issue_at(spec, "target", f"no cluster member is in group {t[1:]!r}"))
         elif not t.startswith("@") and t not in names:
-            issues.append(_issue(spec, "target", f"no cluster member named {t!r} "
+            issues.append(issue_at(spec, "target", f"no cluster member named {t!r} "
                                  + ecluster.members_note(members)))
     if issues:
         raise ValidationError(issues)
@@ -195,7 +191,7 @@ def _assign(manifest: Manifest, views: Mapping[str, MemberView], issues: list[Is
         assert isinstance(spec, ContainerSpec)
         found = sorted(n for n, v in views.items() if spec.name in v.containers)
         if len(found) > 1:
-            issues.append(_issue(spec, "name", f"container {spec.name!r} exists on several "
+            issues.append(issue_at(spec, "name", f"container {spec.name!r} exists on several "
                                                f"members ({', '.join(found)})"))
             continue
         if found:
@@ -208,14 +204,14 @@ def _assign(manifest: Manifest, views: Mapping[str, MemberView], issues: list[Is
         if spec.target and not spec.target.startswith("@"):
             chosen: str | None = spec.target
             if views[spec.target].spec.evacuated:
-                issues.append(_issue(spec, "target", f"member {spec.target!r} is evacuated: no "
+                issues.append(issue_at(spec, "target", f"member {spec.target!r} is evacuated: no "
                                      f"new containers until 'sysmgr cluster restore {spec.target}'"))
                 continue
         else:
             result = placement.place(list(cands.values()), request)
             chosen = result.member
             if chosen is None:
-                issues.append(_issue(spec, None, f"no cluster member can take container "
+                issues.append(issue_at(spec, None, f"no cluster member can take container "
                                                  f"{spec.name!r}: {result.reason()}"))
                 continue
         where[spec.name] = chosen
@@ -261,7 +257,7 @@ def _images_for(view: MemberView, containers: Sequence[ContainerSpec],
         source = next((v.spec.name for v in sorted(views, key=lambda v: v.spec.name)
                        if v is not view and v.has_image(ref)), None)
         if source is None:
-            issues.append(_issue(c, "image", f"image {ref!r} not found on any cluster member "
+            issues.append(issue_at(c, "image", f"image {ref!r} not found on any cluster member "
                                              "nor an Image in the manifests"))
             continue
         extra[ref] = ImageSpec(ref, copied_from=source, source=c.source)

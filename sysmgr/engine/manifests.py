@@ -14,8 +14,10 @@ from sysmgr.engine.actions import Plan
 from sysmgr.engine.apply import ApplyResult, apply as apply_plan
 from sysmgr.engine.host import Host
 from sysmgr.engine.observe import Observed, observe
-from sysmgr.model.loader import load_paths
+from sysmgr.model.loader import ManifestError, load_paths
 from sysmgr.model.objects import Manifest
+
+__all__ = ["ManifestError", "Source", "apply", "load", "plan", "report", "validate"]
 
 
 #: manifest files and directories, or a manifest already loaded (a member's share of a

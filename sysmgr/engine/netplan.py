@@ -27,7 +27,8 @@ from sysmgr.model import expand as mexpand
 from sysmgr.model import keys as mkeys
 from sysmgr.model import network_keys as nkeys
 from sysmgr.engine.observed import Observed
-from sysmgr.model.objects import Manifest, NetworkSpec
+from sysmgr.model.objects import Manifest, NetworkSpec, issue_at
+from sysmgr.model.suggest import did_you_mean
 from sysmgr.state.networks import NetworkRecord
 
 
@@ -74,7 +75,7 @@ def normalize_address(text: str) -> str:
 
 
 def nic_problems(devices: Devices, nets: Mapping[str, NetFacts], *,
-                 where: str = "devices") -> list[Problem]:
+                 where: str = "devices", broken: frozenset[str] = frozenset()) -> list[Problem]:
     """Per-nic checks against the networks: the network exists, a static address fits its
     subnet (not the network, broadcast or gateway address), DHCP is served when asked for.
 
@@ -88,7 +89,9 @@ def nic_problems(devices: Devices, nets: Mapping[str, NetFacts], *,
             continue
         f = nets.get(net)
         if f is None:
-            out.append((f"{where}.{name}.network", f"network {net!r} not found"))
+            if net not in broken:  # (a network document that did not load says why itself)
+                out.append((f"{where}.{name}.network",
+                            f"network {net!r} not found" + did_you_mean(net, nets)))
             continue
         if is_dhcp(dev) and not f.dhcp:
             out.append((f"{where}.{name}.ipv4.dhcp",
@@ -169,12 +172,6 @@ def dns_label(text: str) -> str:
 
 # -- planner side ----------------------------------------------------------------------------
 
-def _issue(spec: object, path: str | None, message: str) -> Issue:
-    src = getattr(spec, "source", None)
-    return Issue(message, file=getattr(src, "file", None), line=getattr(src, "line", None),
-                 path=path)
-
-
 def planned_facts(manifest: Manifest, obs: Observed) -> dict[str, NetFacts]:
     """Networks as they will be after apply: desired ones override recorded ones (a desired
     ``auto`` keeps the recorded subnet)."""
@@ -189,16 +186,17 @@ def planned_facts(manifest: Manifest, obs: Observed) -> dict[str, NetFacts]:
 
 
 def reference_issues(manifest: Manifest, obs: Observed,
-                     profiles: Mapping[str, tuple[Mapping[str, str], Devices]]) -> list[Issue]:
+                     profiles: Mapping[str, tuple[Mapping[str, str], Devices]],
+                     broken: frozenset[str] = frozenset()) -> list[Issue]:
     """The planner's network checks, each with the file:line of the document at fault:
     network type changes and subnet overlaps, nics referring to missing networks or using
     addresses outside their subnet, the gateway's address, or another container's address."""
     nets = planned_facts(manifest, obs)
     issues = _network_issues(manifest, obs, nets)
     for spec in manifest.of("Profile"):
-        for path, reason in nic_problems(getattr(spec, "devices", {}), nets):
-            issues.append(_issue(spec, path, reason))
-    return issues + _container_issues(manifest, obs, profiles, nets)
+        for path, reason in nic_problems(getattr(spec, "devices", {}), nets, broken=broken):
+            issues.append(issue_at(spec, path, reason))
+    return issues + _container_issues(manifest, obs, profiles, nets, broken)
 
 
 def _network_issues(manifest: Manifest, obs: Observed, nets: Mapping[str, NetFacts]
@@ -209,7 +207,7 @@ def _network_issues(manifest: Manifest, obs: Observed, nets: Mapping[str, NetFac
         assert isinstance(spec, NetworkSpec)
         cur = obs.networks.get(spec.name)
         if cur is not None and cur.record.type != spec.type:
-            issues.append(_issue(spec, "type", f"network {spec.name!r} exists with type "
+            issues.append(issue_at(spec, "type", f"network {spec.name!r} exists with type "
                                  f"{cur.record.type!r}; the type of a network cannot be changed"))
         f = nets[spec.name]
         explicit = str(spec.config.get("ipv4.address", "")).strip().lower() not in ("", nkeys.AUTO)
@@ -221,14 +219,15 @@ def _network_issues(manifest: Manifest, obs: Observed, nets: Mapping[str, NetFac
         others = [g.cidr for n, g in nets.items() if n != spec.name and g.cidr]
         hits = [n for n in ipam.overlapping(f.cidr, [*obs.host_networks, *others]) if n not in own]
         if hits:
-            issues.append(_issue(spec, "config.ipv4.address",
+            issues.append(issue_at(spec, "config.ipv4.address",
                                  f"{f.cidr} overlaps {', '.join(hits)}, already used on this host"))
     return issues
 
 
 def _container_issues(manifest: Manifest, obs: Observed,
                       profiles: Mapping[str, tuple[Mapping[str, str], Devices]],
-                      nets: Mapping[str, NetFacts]) -> list[Issue]:
+                      nets: Mapping[str, NetFacts],
+                      broken: frozenset[str] = frozenset()) -> list[Issue]:
     """Container nics: per-nic problems, and static addresses somebody else holds."""
     issues: list[Issue] = []
     in_manifest = {s.name: s for s in manifest.of("Container")}
@@ -243,8 +242,8 @@ def _container_issues(manifest: Manifest, obs: Observed,
     for spec in in_manifest.values():
         prof = [profiles[p] for p in getattr(spec, "profiles", ()) if p in profiles]
         _, devs = mexpand.expand(prof, getattr(spec, "config", {}), getattr(spec, "devices", {}))
-        for path, reason in nic_problems(devs, nets):
-            issues.append(_issue(spec, path, reason))
+        for path, reason in nic_problems(devs, nets, broken=broken):
+            issues.append(issue_at(spec, path, reason))
         now = obs.containers.get(spec.name)
         records = (now.record.volatile.get(NICS) or {}) if now is not None else {}
         every += claims(spec.name, devs, records)
@@ -257,7 +256,7 @@ def _container_issues(manifest: Manifest, obs: Observed,
         every += claims(name, devs, rec.volatile.get(NICS) or {})
     for claim, reason in conflicts(every, held):
         owner = in_manifest.get(claim.container)
-        issues.append(_issue(owner, f"devices.{claim.device}.ipv4.address",
+        issues.append(issue_at(owner, f"devices.{claim.device}.ipv4.address",
                              reason if owner is not None else f"container {claim.container}: {reason}"))
     return issues
 

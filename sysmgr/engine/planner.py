@@ -23,14 +23,10 @@ from sysmgr.errors import Issue, ValidationError
 from sysmgr.model import expand as mexpand
 from sysmgr.model import keys as mkeys
 from sysmgr.model.objects import (
-    ContainerSpec, ImageSpec, Manifest, ProfileSpec, StoragePoolSpec)
+    ContainerSpec, ImageSpec, Manifest, ProfileSpec, StoragePoolSpec, issue_at)
+from sysmgr.model.suggest import did_you_mean
 
 Devices = Mapping[str, Mapping[str, str]]
-
-
-def _issue(spec: object, path: str, message: str) -> Issue:
-    src = getattr(spec, "source", None)
-    return Issue(message, file=getattr(src, "file", None), line=getattr(src, "line", None), path=path)
 
 
 def _profiles(manifest: Manifest, obs: Observed) -> dict[str, tuple[Mapping[str, str], Devices]]:
@@ -46,19 +42,29 @@ def _profiles(manifest: Manifest, obs: Observed) -> dict[str, tuple[Mapping[str,
 def check_references(manifest: Manifest, obs: Observed) -> None:
     """Cross-document checks: referenced profiles, images and pools exist (in the manifest
     or on the host), every container expands to a valid definition. Raises ValidationError."""
+    issues = reference_issues(manifest, obs)
+    if issues:
+        raise ValidationError(issues)
+
+
+def reference_issues(manifest: Manifest, obs: Observed) -> list[Issue]:
+    """:func:`check_references`' issues, each at the line of the key at fault and with the
+    nearest known name. A reference to a document that did not load (``manifest.broken``;
+    its own issues say why) is not reported again as missing."""
+    broken = frozenset(manifest.broken)
     profiles = _profiles(manifest, obs)
     pools = set(obs.pools) | {p.name for p in manifest.of("StoragePool")}
     issues = _pool_issues(manifest, obs)
     for spec in manifest.of("Profile"):
         assert isinstance(spec, ProfileSpec)
-        issues += _disk_pool_issues(spec, spec.devices, pools)
+        issues += _disk_pool_issues(spec, spec.devices, pools, broken)
+    images = set(obs.aliases) | {i.name for i in manifest.of("Image")}
     for spec in manifest.of("Container"):
         assert isinstance(spec, ContainerSpec)
-        issues += _container_issues(spec, obs, profiles, pools,
-                                    set(obs.aliases) | {i.name for i in manifest.of("Image")})
-    issues += netplan.reference_issues(manifest, obs, profiles)
-    if issues:
-        raise ValidationError(issues)
+        issues += _container_issues(spec, obs, profiles, pools, images, broken)
+    issues += netplan.reference_issues(manifest, obs, profiles,
+                                       frozenset(n for k, n in broken if k == "Network"))
+    return issues
 
 
 def _pool_issues(manifest: Manifest, obs: Observed) -> list[Issue]:
@@ -68,44 +74,52 @@ def _pool_issues(manifest: Manifest, obs: Observed) -> list[Issue]:
         assert isinstance(spec, StoragePoolSpec)
         cur = obs.pools.get(spec.name)
         if cur is not None and cur.driver != spec.driver:
-            issues.append(_issue(spec, "driver", f"storage pool {spec.name!r} exists with driver "
+            issues.append(issue_at(spec, "driver", f"storage pool {spec.name!r} exists with driver "
                                  f"{cur.driver!r}; the driver of a pool cannot be changed"))
         elif cur is not None and mkeys.normalize_pool_config(cur.driver, cur.config) != \
                 mkeys.normalize_pool_config(spec.driver, spec.config):
-            issues.append(_issue(spec, "config", f"storage pool {spec.name!r} exists with a different "
+            issues.append(issue_at(spec, "config", f"storage pool {spec.name!r} exists with a different "
                                  "config; changing a pool's config is not supported"))
     return issues
 
 
-def _disk_pool_issues(spec: object, devices: Devices, pools: set[str]) -> list[Issue]:
-    return [_issue(spec, f"devices.{dname}.pool", f"storage pool {dev['pool']!r} not found")
+def _disk_pool_issues(spec: object, devices: Devices, pools: set[str],
+                      broken: frozenset[tuple[str, str]] = frozenset()) -> list[Issue]:
+    return [issue_at(spec, f"devices.{dname}.pool", f"storage pool {dev['pool']!r} not found"
+                     + did_you_mean(dev["pool"], pools))
             for dname, dev in devices.items()
-            if dev.get("type") == "disk" and dev.get("pool") and dev["pool"] not in pools]
+            if dev.get("type") == "disk" and dev.get("pool") and dev["pool"] not in pools
+            and ("StoragePool", dev["pool"]) not in broken]
 
 
 def _container_issues(spec: ContainerSpec, obs: Observed,
                       profiles: Mapping[str, tuple[Mapping[str, str], Devices]],
-                      pools: set[str], images: set[str]) -> list[Issue]:
+                      pools: set[str], images: set[str],
+                      broken: frozenset[tuple[str, str]] = frozenset()) -> list[Issue]:
     """Missing profiles, image or pools; an invalid expansion; a root disk moved to another
     pool."""
-    issues = [_issue(spec, f"profiles[{i}]", f"profile {p!r} not found")
-              for i, p in enumerate(spec.profiles) if p not in profiles]
-    missing = bool(issues)
+    issues = [issue_at(spec, f"profiles[{i}]", f"profile {p!r} not found"
+                       + did_you_mean(p, profiles))
+              for i, p in enumerate(spec.profiles)
+              if p not in profiles and ("Profile", p) not in broken]
+    missing = any(p not in profiles for p in spec.profiles)
     cur = obs.containers.get(spec.name)
     # the image matters only to create the container: once made, deleting it breaks nothing
-    if cur is None and spec.image not in images and obs.image_ref(spec.image) is None:
-        issues.append(_issue(spec, "image", f"image {spec.image!r} not found "
-                             "(not an alias on this host nor an Image in the manifests)"))
-    issues += _disk_pool_issues(spec, spec.devices, pools)
+    if cur is None and spec.image not in images and obs.image_ref(spec.image) is None \
+            and ("Image", spec.image) not in broken:
+        issues.append(issue_at(spec, "image", f"image {spec.image!r} not found"
+                               + did_you_mean(spec.image, images)
+                               + ": not an alias on this host nor an Image in the manifests"))
+    issues += _disk_pool_issues(spec, spec.devices, pools, broken)
     if missing:
         return issues
     cfg, devs = mexpand.expand([profiles[p] for p in spec.profiles], spec.config, spec.devices)
     for path, reason in mexpand.validate_expanded(cfg, devs):
-        issues.append(_issue(spec, path, reason))
+        issues.append(issue_at(spec, path, reason))
     if cur is not None:
         new_pool = mkeys.root_disk_pool(devs)
         if new_pool and new_pool != cur.record.pool:
-            issues.append(_issue(spec, "devices.root.pool",
+            issues.append(issue_at(spec, "devices.root.pool",
                                  f"container {spec.name!r} lives on pool {cur.record.pool!r}; "
                                  f"moving it to {new_pool!r} by apply is not supported"))
     return issues

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import Node, ScalarNode
 
 from sysmgr.errors import Issue, ValidationError
 from sysmgr.model import keys, members, names, network_keys, schemas
@@ -45,130 +45,11 @@ from sysmgr.model.objects import (
     StoragePoolSpec,
 )
 from sysmgr.model.suggest import did_you_mean
+from sysmgr.model.yaml_tree import MAX_NODES, Tree, TooLarge, dotted, yaml_line, yaml_reason
 
 _NULL_TAG = "tag:yaml.org,2002:null"
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-# guards against alias bombs ("billion laughs"): no real manifest document comes close
-_MAX_NODES = 200_000
-
-
-def _dotted(path: Sequence[object]) -> str:
-    return ".".join(str(p) for p in path)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Tree:
-    """Turns a composed YAML document into Python data, remembering where everything is."""
-
-    def __init__(self, report: Callable[[str | None, int | None, str], None]) -> None:
-        self._ctor = yaml.SafeLoader("")
-        self._report = report
-        self._count = 0
-        self.lines: dict[str, int] = {}   # dotted key path -> line of the key (or item)
-        self.text: dict[str, str] = {}    # dotted key path -> scalar text as written
-        self.broken: set[str] = set()     # paths already reported as unreadable
-
-    def _fail(self, path: tuple[str, ...], line: int, reason: str) -> None:
-        self.broken.add(_dotted(path))
-        self._report(_dotted(path) or None, line, reason)
-
-    def _construct(self, node: Node) -> Any:
-        try:
-            return self._ctor.construct_object(node)
-        except yaml.YAMLError:
-            # PyYAML leaves the node marked "in progress"; a retry would claim recursion
-            self._ctor.recursive_objects.clear()
-            raise
-
-    def convert(self, node: Node, path: tuple[str, ...] = (), stack: tuple[int, ...] = ()) -> Any:
-        self._count += 1
-        if self._count > _MAX_NODES:
-            raise _TooLarge
-        if id(node) in stack:
-            self._fail(path, node.start_mark.line + 1, "recursive alias: a node cannot contain itself")
-            return None
-        stack = stack + (id(node),)
-        if isinstance(node, MappingNode):
-            return self._mapping(node, path, stack)
-        if isinstance(node, SequenceNode):
-            out = []
-            for i, item in enumerate(node.value):
-                ipath = path + (str(i),)
-                self.lines[_dotted(ipath)] = item.start_mark.line + 1
-                out.append(self.convert(item, ipath, stack))
-            return out
-        assert isinstance(node, ScalarNode)
-        self.text[_dotted(path)] = node.value
-        try:
-            return self._construct(node)
-        except yaml.YAMLError as e:
-            self._fail(path, node.start_mark.line + 1, _yaml_reason(e))
-            return None
-
-    def _key(self, knode: Node, path: tuple[str, ...]) -> tuple[bool, Any]:
-        if not isinstance(knode, ScalarNode):
-            self._report(_dotted(path) or None, knode.start_mark.line + 1,
-                         "a mapping key must be a plain value, not a mapping or list")
-            return False, None
-        try:
-            return True, self._construct(knode)
-        except yaml.YAMLError as e:
-            self._report(_dotted(path) or None, knode.start_mark.line + 1, _yaml_reason(e))
-            return False, None
-
-    def _mapping(self, node: MappingNode, path: tuple[str, ...], stack: tuple[int, ...]) -> dict:
-        # duplicates among the keys written here; keys brought in by a "<<" merge may be
-        # overridden, that is what merging is for
-        first: dict[Any, int] = {}
-        for knode, _ in node.value:
-            if knode.tag == _MERGE_TAG or not isinstance(knode, ScalarNode):
-                continue
-            try:
-                key = self._construct(knode)
-            except yaml.YAMLError:
-                continue  # reported below, once
-            line = knode.start_mark.line + 1
-            if key in first:
-                self._report(_dotted(path + (str(key),)), line,
-                             f"duplicate key {key!r} (first at line {first[key]})")
-            else:
-                first[key] = line
-        try:
-            self._ctor.flatten_mapping(node)
-        except yaml.YAMLError as e:
-            self._fail(path, node.start_mark.line + 1, _yaml_reason(e))
-            return {}
-        out: dict[Any, Any] = {}
-        for knode, vnode in node.value:
-            ok, key = self._key(knode, path)
-            if not ok:
-                continue
-            try:
-                hash(key)
-            except TypeError:
-                continue
-            kpath = path + (str(key),)
-            self.lines[_dotted(kpath)] = knode.start_mark.line + 1
-            out[key] = self.convert(vnode, kpath, stack)
-        return out
-
-
-def _yaml_reason(e: yaml.YAMLError) -> str:
-    problem = getattr(e, "problem", None) or str(e)
-    context = getattr(e, "context", None)
-    cmark = getattr(e, "context_mark", None)
-    pmark = getattr(e, "problem_mark", None)
-    if context and cmark is not None and (pmark is None or cmark.line != pmark.line):
-        context = f"{context} at line {cmark.line + 1}"
-    return f"invalid YAML: {problem}" + (f" ({context})" if context else "")
-
-
-def _yaml_line(e: yaml.YAMLError) -> int | None:
-    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-    return mark.line + 1 if mark is not None else None
+#: top-level fields whose keys' lines a spec keeps (they name other objects)
+_REFERENCE_FIELDS = frozenset({"profiles", "image", "devices", "target"})
 
 
 @dataclass
@@ -192,26 +73,28 @@ class DocContext:
 
     @property
     def source(self) -> Source:
-        return Source(self.file, self.line)
+        refs = tuple(sorted((k, v) for k, v in self.lines.items()
+                            if k.split(".", 1)[0] in _REFERENCE_FIELDS))
+        return Source(self.file, self.line, refs)
 
     def line_of(self, path: str | Sequence[object]) -> int:
         """Line of the key at ``path`` (dotted or a tuple), or of its nearest parent."""
-        dotted = path if isinstance(path, str) else _dotted(path)
-        while dotted:
-            if dotted in self.lines:
-                return self.lines[dotted]
-            dotted = dotted.rpartition(".")[0]
+        key = path if isinstance(path, str) else dotted(path)
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            key = key.rpartition(".")[0]
         return self.line
 
     def problem(self, path: str | Sequence[object] | None, reason: str) -> None:
         """Record an issue at ``path`` (dotted or tuple; None for the whole document)."""
-        dotted = None if path is None else (path if isinstance(path, str) else _dotted(path))
-        if dotted in self.broken or any(i.path == dotted for i in self.issues if dotted):
+        key = None if path is None else (path if isinstance(path, str) else dotted(path))
+        if key in self.broken or any(i.path == key for i in self.issues if key):
             # one issue per problem: the schema and the key tables may both see a missing
             # device type, and a value whose YAML was unreadable needs no second issue
             return
-        line = self.line_of(dotted) if dotted else self.line
-        self.issues.append(Issue(reason, file=self.file, line=line, path=dotted or None))
+        line = self.line_of(key) if key else self.line
+        self.issues.append(Issue(reason, file=self.file, line=line, path=key or None))
 
     def problems(self, found: Sequence[tuple[str, str]]) -> None:
         """Record several ``(dotted path, reason)`` problems (as returned by :mod:`keys`)."""
@@ -406,6 +289,7 @@ class _Loaded:
     file: str | None
     issues: list[Issue]
     keep: bool = False     # prune: false
+    draft: Spec | None = None  # built despite its issues: its references are checked too
 
 
 def _load_document(node: Node, file: str | None, base_dir: str) -> _Loaded:
@@ -415,12 +299,12 @@ def _load_document(node: Node, file: str | None, base_dir: str) -> _Loaded:
     def report(path: str | None, line: int | None, reason: str) -> None:
         ctx_issues.append(Issue(reason, file=file, line=line, path=path))
 
-    tree = _Tree(report)
+    tree = Tree(report)
     try:
         data = tree.convert(node)
-    except _TooLarge:
+    except TooLarge:
         return _Loaded(None, "", None, doc_line, file, [Issue(
-            f"document too large (more than {_MAX_NODES} nodes, aliases included)",
+            f"document too large (more than {MAX_NODES} nodes, aliases included)",
             file=file, line=doc_line)])
     ctx = DocContext(file, doc_line, base_dir, tree.lines, tree.text, ctx_issues,
                      frozenset(tree.broken))
@@ -443,7 +327,7 @@ def _load_document(node: Node, file: str | None, base_dir: str) -> _Loaded:
     spec = builder(data, ctx)
     name = data.get("name") if isinstance(data.get("name"), str) else None
     return _Loaded(spec if not ctx.issues else None, kind, name, ctx.line_of("name"), file,
-                   ctx.issues, data.get("prune") is False)
+                   ctx.issues, data.get("prune") is False, spec)
 
 
 def _load_file(text: str, file: str | None, base_dir: str) -> tuple[list[_Loaded], list[Issue]]:
@@ -457,7 +341,7 @@ def _load_file(text: str, file: str | None, base_dir: str) -> tuple[list[_Loaded
             loaded.append(_load_document(node, file, base_dir))
     except yaml.YAMLError as e:
         # the boundary: a syntax error makes the whole file unreadable; report just that
-        return [], [Issue(_yaml_reason(e), file=file, line=_yaml_line(e))]
+        return [], [Issue(yaml_reason(e), file=file, line=yaml_line(e))]
     return loaded, []
 
 
@@ -466,6 +350,8 @@ def _finish(files: Sequence[tuple[str | None, str | None, str, Issue | None]]) -
     issues: list[Issue] = []
     specs: list[Spec] = []
     keep: set[tuple[str, str]] = set()
+    broken: set[tuple[str, str]] = set()
+    drafts: list[Spec] = []
     first: dict[tuple[str, str], _Loaded] = {}
     for file, text, base_dir, read_issue in files:
         if read_issue is not None:
@@ -487,13 +373,31 @@ def _finish(files: Sequence[tuple[str | None, str | None, str, Issue | None]]) -
                 specs.append(d.spec)
                 if d.keep:
                     keep.add((d.kind, d.name or ""))
+            elif d.draft is not None and d.name:
+                drafts.append(d.draft)
+            elif d.name is not None:
+                broken.add((d.kind, d.name))
         # in file order: sort by line; the sort is stable, so one line keeps its order
         issues.extend(sorted(file_issues, key=lambda i: i.line or 0))
-    if issues:
-        raise ValidationError(issues)
     rank = {k: i for i, k in enumerate(KIND_ORDER)}
     specs.sort(key=lambda s: rank.get(s.kind, len(rank)))
+    if issues:
+        drafts.sort(key=lambda s: rank.get(s.kind, len(rank)))
+        raise ManifestError(issues, Manifest(tuple(specs) + tuple(drafts),
+                                             keep=tuple(sorted(keep)),
+                                             broken=tuple(sorted(broken))))
     return Manifest(tuple(specs), keep=tuple(sorted(keep)))
+
+
+class ManifestError(ValidationError):
+    """Manifests with problems; ``partial`` holds the documents that loaded and the drafts
+    of those with problems (built from what could be read), with the (kind, name) of those
+    that could not be built as its ``broken``: references can be checked in the same
+    round."""
+
+    def __init__(self, issues: Sequence[Issue], partial: Manifest) -> None:
+        super().__init__(issues)
+        self.partial = partial
 
 
 def load_text(text: str, filename: str | None = "<stdin>", *, base_dir: str | None = None) -> Manifest:

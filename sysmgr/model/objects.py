@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Union
 
+from sysmgr.errors import Issue
 from sysmgr.types import MemberSpec
 
 Config = Mapping[str, str]
@@ -20,11 +21,32 @@ Devices = Mapping[str, Mapping[str, str]]
 class Source:
     file: str | None = None
     line: int | None = None
+    # (dotted key path, line) of the keys that name other objects (profiles, image, devices,
+    # target): a reference that is not found is reported at its own line
+    keys: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
     def __str__(self) -> str:
         if not self.file:
             return "<input>"
         return f"{self.file}:{self.line}" if self.line else self.file
+
+    def line_of(self, path: str | None) -> int | None:
+        """The line of the key at ``path`` (``profiles[1]``, ``devices.root.pool``), of its
+        nearest recorded parent, or of the document."""
+        lines = dict(self.keys)
+        dotted = (path or "").replace("[", ".").replace("]", "")
+        while dotted:
+            if dotted in lines:
+                return lines[dotted]
+            dotted = dotted.rpartition(".")[0]
+        return self.line
+
+
+def issue_at(spec: object, path: str | None, message: str) -> Issue:
+    """An issue about ``spec`` at its key ``path``: its file and that key's line."""
+    src = getattr(spec, "source", None)
+    line = src.line_of(path) if isinstance(src, Source) else None
+    return Issue(message, file=getattr(src, "file", None), line=line, path=path)
 
 
 @dataclass(frozen=True)
@@ -138,6 +160,9 @@ class Manifest:
     origin: str = ""
     keep: tuple[tuple[str, str], ...] = ()
     declared: tuple[tuple[str, str], ...] = ()
+    # (kind, name) of documents that did not load (a partial manifest of a failed load):
+    # a reference to one is not reported again as missing
+    broken: tuple[tuple[str, str], ...] = ()
 
     def of(self, kind: str) -> list[Spec]:
         return [s for s in self.specs if s.kind == kind]

@@ -74,3 +74,35 @@ def test_deleting_an_image_breaks_no_manifest(root, tmp_path) -> None:
     src.write_text(src.read_text() + "---\nkind: Container\nname: web2\nimage: busybox\n")
     res = run_cli("diff", "-f", str(src), root=root)            # a new one needs the image
     assert res.returncode == 2 and "web.yaml:6: image: image 'busybox' not found" in res.stderr
+
+
+def test_every_problem_in_one_round_each_at_its_keys_line(root, tmp_path) -> None:
+    src = tmp_path / "m.yaml"
+    src.write_text("""\
+kind: Profile
+name: web
+config:
+  limits.memroy: 1GB
+---
+kind: Container
+name: c1
+image: busybx
+profiles: [default, web, defualt]
+devices:
+  eth0: {type: nic, network: lab}
+  data: {type: disk, pool: defalt, path: /data}
+""")
+    for verb in ("validate", "diff", "apply"):
+        res = run_cli(verb, "-f", str(src), root=root)
+        assert res.returncode == 2, (verb, res.stdout, res.stderr)
+        got = [line.split(": ", 2)[0:2] for line in res.stderr.splitlines()]
+        assert got == [["Error", f"{src}:4"], ["Error", f"{src}:8"], ["Error", f"{src}:9"],
+                       ["Error", f"{src}:11"], ["Error", f"{src}:12"], ["Error", f"{src}:12"]], \
+            res.stderr
+        for hint in ("did you mean 'limits.memory'?", "did you mean 'busybox'?",
+                     "profiles[2]: profile 'defualt' not found (did you mean 'default'?)",
+                     "devices.eth0.network: network 'lab' not found",
+                     "devices.data.source: a disk device other than the root disk needs a source",
+                     "devices.data.pool: storage pool 'defalt' not found (did you mean 'default'?)"):
+            assert hint in res.stderr, (hint, res.stderr)
+    assert "c1" not in ok("list", root=root).stdout            # and nothing was changed

@@ -257,7 +257,7 @@ def test_manifest_target_naming_no_member_changes_nothing(admin: Admin, members,
         res = admin(verb, "-f", str(bad))
         assert res.exit_code == 2, res.output
         errors = [line for line in res.output.splitlines() if line.startswith("Error:")]
-        assert errors == [f"Error: {bad}:19: target: no cluster member named 'nowhere' "
+        assert errors == [f"Error: {bad}:22: target: no cluster member named 'nowhere' "
                           "(members: n1, n2, n3)"]
     assert [state_of(r) for r in roots] == before
 

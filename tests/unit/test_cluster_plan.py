@@ -108,7 +108,7 @@ def test_image_nobody_has() -> None:
     with pytest.raises(ValidationError) as e:
         cp.split(m, [view("a"), view("b")])
     (issue,) = e.value.issues
-    assert (issue.file, issue.line, issue.path) == ("site.yaml", 1, "image")
+    assert (issue.file, issue.line, issue.path) == ("site.yaml", 3, "image")  # the line of image:
     assert "not found on any cluster member" in issue.message
 
 
@@ -148,7 +148,7 @@ def test_unplaceable_and_evacuated() -> None:
     msgs = [(i.line, i.message) for i in e.value.issues]
     assert msgs[0][0] == 1 and "no cluster member can take container 'big'" in msgs[0][1]
     assert "a: evacuated" in msgs[0][1] and "b: limits.memory 64GiB needs" in msgs[0][1]
-    assert msgs[1][0] == 6 and "member 'a' is evacuated" in msgs[1][1]
+    assert msgs[1][0] == 9 and "member 'a' is evacuated" in msgs[1][1]
 
 
 def test_container_on_two_members() -> None:
@@ -171,8 +171,8 @@ def test_check_targets() -> None:
         """)
     with pytest.raises(ValidationError) as e:
         cp.check_targets(m, [MemberSpec("a", "local:", groups=("web",))])
-    # the document's line, as every cross-document issue of the planner
-    assert [(i.line, i.path) for i in e.value.issues] == [(1, "target"), (6, "target")]
+    # the line of the key at fault, as every cross-document issue of the planner
+    assert [(i.line, i.path) for i in e.value.issues] == [(4, "target"), (9, "target")]
     assert "no cluster member named 'nope' (members: a)" in e.value.issues[0].message
     with pytest.raises(ValidationError, match="this root has no cluster members"):
         cp.check_targets(m, [])

@@ -274,8 +274,8 @@ def test_manifest_conflicts_name_file_and_line(client, tmp_path):
         client.manifests.plan([path])
     found = sorted((i.line, i.path, i.message) for i in e.value.issues)
     assert [(line, p) for line, p, _ in found] == [
-        (8, "devices.eth0.ipv4.address"), (14, "devices.eth0.ipv4.address"),
-        (20, "devices.eth0.network")]
+        (12, "devices.eth0.ipv4.address"), (18, "devices.eth0.ipv4.address"),
+        (24, "devices.eth0.network")]   # the line of each key at fault
     assert "already used on network 'sysmgrbr0' by container a" in found[0][2]
     assert "the gateway's address" in found[1][2] and "'nowhere' not found" in found[2][2]
     assert all(i.file == path for i in e.value.issues)
