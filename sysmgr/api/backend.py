@@ -56,6 +56,11 @@ class Backend(abc.ABC):
         """Create (and with ``start``, start) a container; nothing is left if either fails."""
 
     @abc.abstractmethod
+    def container_check(self, name: str, image: str, *, profiles: Sequence[str] | None,
+                        config: Config | None, devices: Devices | None, pool: str | None) -> None:
+        """Raise what ``container_create`` would refuse, creating nothing."""
+
+    @abc.abstractmethod
     def container_start(self, name: str) -> None: ...
 
     @abc.abstractmethod

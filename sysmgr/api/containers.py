@@ -353,3 +353,12 @@ class ContainerManager(Manager[Container]):
                                        devices=devices, pool=pool, description=description,
                                        start=start)
         return self.get(name)
+
+    def check(self, name: str, image: str, *, profiles: Sequence[str] | None = None,
+              config: Mapping[str, str] | None = None,
+              devices: Mapping[str, Mapping[str, str]] | None = None,
+              pool: str | None = None) -> None:
+        """Raise what :meth:`create` would refuse (ValidationError, AlreadyExists) without
+        creating anything: ``launch`` checks before it says "Creating"."""
+        self._backend.container_check(name, image, profiles=profiles, config=config,
+                                      devices=devices, pool=pool)

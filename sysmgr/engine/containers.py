@@ -47,48 +47,66 @@ def create_container(host: Host, name: str, image: str, *, profiles: Sequence[st
                      config: Mapping[str, str] | None = None, devices: Devices | None = None,
                      pool: str | None = None, description: str = "") -> ContainerRecord:
     """Create a stopped container from an image. Validates everything first."""
-    profiles = list(profiles) if profiles is not None else [DEFAULT_PROFILE]
-    cfg_in, devs_in = records.stringify(config, devices)
-    issues = records.name_issues("container", name, mnames.name_problem)
-    issues += records.config_issues(cfg_in, devs_in)
     with host.locked():
-        st = host.store
-        if st.has_container(name):
-            raise AlreadyExists(f"container {name!r} already exists")
-        issues += [Issue(f"profile {p!r} not found", path=f"profiles[{i}]")
-                   for i, p in enumerate(profiles) if not st.has_profile(p)]
-        img = None
-        try:
-            img = st.image(image)
-        except NotFound as e:
-            issues.append(Issue(e.message, path="image"))
-        if pool is not None:
-            if not st.has_pool(pool):
-                issues.append(Issue(f"storage pool {pool!r} not found", path="pool"))
-            else:  # -s/--storage as in LXD: override the root disk's pool
-                root = devs_in.get("root") or {}
-                devs_in["root"] = {**{"type": "disk", "path": "/"}, **root, "pool": pool}
-        issues += device_ref_issues(host, devs_in)
-        if issues:
-            raise ValidationError(issues)
-        assert img is not None
-        rec = ContainerRecord(name, img.fingerprint, "", profiles, cfg_in, devs_in, description,
-                              {}, time.time())
-        cfg, devs = records.expanded(host, rec)
-        problems = records.expansion_issues(cfg, devs) + supervise.depends_issues(host, name, cfg)
-        if problems:
-            raise ValidationError(problems)
-        rec.pool = records.root_pool(devs)
-        NetworkEngine(host).check_addresses({name: devs})
-        size_problems = volumes.size_issues(host, devs)
-        if size_problems:
-            raise ValidationError(size_problems)
+        rec, img, devs = _checked(host, name, image, profiles, config, devices, pool,
+                                  description)
         journal.recover(host)  # an earlier, killed create of this name left its volume
         with volumes.full_is_clear(rec.pool):
             pools.ensure_image_in_pool(host, img, rec.pool)
         _make(host, rec, img, devs)
         events.container(host, name, "created", detail=f"from image {image}")
         return rec
+
+
+def check_create(host: Host, name: str, image: str, *, profiles: Sequence[str] | None = None,
+                 config: Mapping[str, str] | None = None, devices: Devices | None = None,
+                 pool: str | None = None) -> None:
+    """What :func:`create_container` checks before it changes anything (ValidationError,
+    AlreadyExists), without creating: ``launch`` says "Creating" only for valid input."""
+    with host.locked():
+        _checked(host, name, image, profiles, config, devices, pool, "")
+
+
+def _checked(host: Host, name: str, image: str, profiles: Sequence[str] | None,
+             config: Mapping[str, str] | None, devices: Devices | None, pool: str | None,
+             description: str) -> tuple[ContainerRecord, ImageRecord, dict[str, dict[str, str]]]:
+    """The new container's record, its image and expanded devices, once all is valid."""
+    profiles = list(profiles) if profiles is not None else [DEFAULT_PROFILE]
+    cfg_in, devs_in = records.stringify(config, devices)
+    issues = records.name_issues("container", name, mnames.name_problem)
+    issues += records.config_issues(cfg_in, devs_in)
+    st = host.store  # (the caller holds the lock)
+    if st.has_container(name):
+        raise AlreadyExists(f"container {name!r} already exists")
+    issues += [Issue(f"profile {p!r} not found", path=f"profiles[{i}]")
+               for i, p in enumerate(profiles) if not st.has_profile(p)]
+    img = None
+    try:
+        img = st.image(image)
+    except NotFound as e:
+        issues.append(Issue(e.message, path="image"))
+    if pool is not None:
+        if not st.has_pool(pool):
+            issues.append(Issue(f"storage pool {pool!r} not found", path="pool"))
+        else:  # -s/--storage as in LXD: override the root disk's pool
+            root = devs_in.get("root") or {}
+            devs_in["root"] = {**{"type": "disk", "path": "/"}, **root, "pool": pool}
+    issues += device_ref_issues(host, devs_in)
+    if issues:
+        raise ValidationError(issues)
+    assert img is not None
+    rec = ContainerRecord(name, img.fingerprint, "", profiles, cfg_in, devs_in, description,
+                          {}, time.time())
+    cfg, devs = records.expanded(host, rec)
+    problems = records.expansion_issues(cfg, devs) + supervise.depends_issues(host, name, cfg)
+    if problems:
+        raise ValidationError(problems)
+    rec.pool = records.root_pool(devs)
+    NetworkEngine(host).check_addresses({name: devs})
+    size_problems = volumes.size_issues(host, devs)
+    if size_problems:
+        raise ValidationError(size_problems)
+    return rec, img, devs
 
 
 def _make(host: Host, rec: ContainerRecord, img: ImageRecord, devs: Devices) -> None:

@@ -106,3 +106,16 @@ devices:
                      "devices.data.pool: storage pool 'defalt' not found (did you mean 'default'?)"):
             assert hint in res.stderr, (hint, res.stderr)
     assert "c1" not in ok("list", root=root).stdout            # and nothing was changed
+
+
+def test_launch_checks_its_input_before_it_says_creating(root) -> None:
+    for args, why in [(("launch", "busybx", "c1"), "image"),
+                      (("launch", "busybox", "c1", "-c", "limits.memroy=1GB"), "limits.memroy"),
+                      (("launch", "busybox", "c1", "-p", "nope"), "profile 'nope' not found"),
+                      (("create", "busybox", "bad_name"), "bad_name")]:
+        res = run_cli(*args, root=root)
+        assert res.returncode == 2 and why in res.stderr, (args, res.stderr)
+        assert "Creating" not in res.stdout, (args, res.stdout)
+    ok("launch", "busybox", "c1", root=root)
+    res = run_cli("launch", "busybox", "c1", root=root)            # exists: said before too
+    assert res.returncode == 2 and "already exists" in res.stderr and res.stdout == ""

@@ -118,6 +118,7 @@ class StubContainers:
     def __init__(self, *containers: StubContainer) -> None:
         self.by_name = {c.name: c for c in containers}
         self.created: list[dict] = []
+        self.checked: list[str] = []
 
     def all(self, *, usage: bool = False) -> list[StubContainer]:
         return list(self.by_name.values())
@@ -129,6 +130,9 @@ class StubContainers:
 
     def interactive(self, name, argv, *, env=None, cwd=None, tty=None) -> int:
         return self.get(name).interactive(argv, env=env, cwd=cwd, tty=tty)
+
+    def check(self, name, image, **kw):
+        self.checked.append(name)
 
     def create(self, name, image, **kw):
         self.created.append({"name": name, "image": image, **kw})

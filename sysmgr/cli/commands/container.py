@@ -83,6 +83,9 @@ def _make(app: AppContext, *, start: bool, image: str, name: str, profiles: tupl
     devices = device_overrides(_profile_devices(app, client),
                                DEFAULT_PROFILES if chosen is None else chosen,
                                device_overrides_) if device_overrides_ else None
+    if not placing:  # (a cluster checks on the member it picks)
+        client.containers.check(name, image, profiles=chosen, config=cfg, devices=devices,
+                                pool=pool)
     click.echo(f"Creating {name}")
     c = client.containers.create(name, image, profiles=chosen, config=cfg, devices=devices,
                                  pool=pool, description=description, start=start, **placing)
