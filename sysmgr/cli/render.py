@@ -200,10 +200,10 @@ def plan_lines(plan: Any, *, color: bool = False) -> list[str]:
 
 def plan_text(plan: Any, *, color: bool = False) -> str:
     """The plan followed by its summary line, as ``diff`` and ``apply`` print it."""
-    if plan.empty:
-        return "no changes"
-    lines = plan_lines(plan, color=color)
     warnings = [f"warning: {w}" for w in getattr(plan, "warnings", ())]
+    if plan.empty:  # (a restart still needed by a container outside the manifests, say)
+        return "\n".join(["no changes", *warnings])
+    lines = plan_lines(plan, color=color)
     return "\n".join(lines + [""] + [plan.summary()] + warnings)
 
 

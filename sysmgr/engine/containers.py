@@ -245,6 +245,7 @@ def apply_live(host: Host, name: str, old_cfg: Mapping[str, str],
                     and not mkeys.device_change_is_live(old_devs.get(d), devs.get(d))]
     if any(k.startswith("limits.") for k in changed):
         host.runtime.set_limits(records.cgroup_path(host, name), runspec.limits(ex.config))
+    records.need_restart(host, name, pending)
     return pending
 
 

@@ -49,7 +49,8 @@ def start(host: Host, name: str, *, migration: str | None = None) -> Status:
             before_go = nics.attacher(nics.prepare_start(name, spec.rootfs))
         rec = host.store.container(name)  # the id map, a shift and nics may have recorded state
         init = host.runtime.start(spec, before_go=before_go)
-        vol = {k: v for k, v in rec.volatile.items() if k not in mrestart.PENDING_KEYS}
+        vol = {k: v for k, v in rec.volatile.items()
+               if k not in mrestart.PENDING_KEYS and k != mrestart.RESTART_NEEDED}
         # the boot id and the time tell a supervisor whether and how long this init ran
         vol.update({"init.pid": init.pid, "init.starttime": init.starttime,
                     "init.cgroup": init.cgroup, "init.boot_id": hostinfo.boot_id(),

@@ -15,7 +15,7 @@ import contextlib
 import ipaddress
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from sysmgr.drivers.network import ipam
 from sysmgr.engine import drift
@@ -317,6 +317,19 @@ def plan_actions(manifest: Manifest, obs: Observed) -> tuple[list[Action], list[
                              for n, o in sorted(obs.networks.items())
                              if o.problems and n not in updated]
     return repairs + actions, warnings
+
+
+def restarts_needed(actions: Sequence[Action]) -> dict[str, list[str]]:
+    """container -> why it needs a restart (``network lab: bridge.mtu``) after these network
+    actions: its nic keeps the old address or MTU until then."""
+    out: dict[str, list[str]] = {}
+    for a in actions:
+        if isinstance(a, UpdateNetwork) and a.restart:
+            keys = sorted(c.path[len("config."):] for c in a.changes
+                          if c.path[len("config."):] in RESTART_KEYS)
+            for c in a.restart:
+                out.setdefault(c, []).append(f"network {a.name}: {', '.join(keys)}")
+    return out
 
 
 def reserved_addresses(plan: Plan) -> set[str]:

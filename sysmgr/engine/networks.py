@@ -225,9 +225,13 @@ class NetworkEngine:
             self.sync(touched=[name])
             o = nkeys.normalize_network_config(old.type, old.config)
             n = nkeys.normalize_network_config(new.type, new.config)
-            if all(o.get(k) == n.get(k) for k in RESTART_KEYS):
+            baked = sorted(k for k in RESTART_KEYS if o.get(k) != n.get(k))
+            if not baked:
                 return []
-            return self.running_users(name)
+            users = self.running_users(name)
+            for c in users:
+                records.need_restart(self.host, c, [f"network {name}: {', '.join(baked)}"])
+            return users
 
     def delete(self, name: str) -> None:
         """Remove a network from the host and the record; refused while a nic uses it."""

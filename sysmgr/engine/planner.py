@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from sysmgr.engine.actions import (
     Action, BuildImage, Change, CreateContainer, CreatePool, ImportImage, Plan, PutProfile,
@@ -22,6 +22,7 @@ from sysmgr.engine.observed import Observed
 from sysmgr.errors import Issue, ValidationError
 from sysmgr.model import expand as mexpand
 from sysmgr.model import keys as mkeys
+from sysmgr.model import restart as mrestart
 from sysmgr.model.objects import (
     ContainerSpec, ImageSpec, Manifest, ProfileSpec, StoragePoolSpec, issue_at)
 from sysmgr.model.suggest import did_you_mean
@@ -168,9 +169,10 @@ def plan(manifest: Manifest, obs: Observed, *, prune: bool = False, backup: bool
     actions += net_actions + _profile_actions(manifest, obs) + _image_actions(manifest, obs)
     warnings += net_warnings + _outside_warnings(manifest, obs)
     new_profiles = _profiles(manifest, obs)
+    baked = netplan.restarts_needed(net_actions)
     for spec in manifest.of("Container"):
         assert isinstance(spec, ContainerSpec)
-        acts, warns = _container_actions(spec, obs, new_profiles)
+        acts, warns = _container_actions(spec, obs, new_profiles, baked.get(spec.name, []))
         actions += acts
         warnings += warns
     actions += eprune.flag_actions(manifest, obs)
@@ -237,13 +239,13 @@ def _outside_warnings(manifest: Manifest, obs: Observed) -> list[str]:
         if name in in_manifest or cur.state == "STOPPED":
             continue
         rec = cur.record
-        if not any(new_profiles.get(p) != old_profiles.get(p) for p in rec.profiles):
-            continue
-        old_cfg, old_devs = mexpand.expand([old_profiles[p] for p in rec.profiles if p in old_profiles],
-                                           rec.config, rec.devices)
-        new_cfg, new_devs = mexpand.expand([new_profiles[p] for p in rec.profiles if p in new_profiles],
-                                           rec.config, rec.devices)
-        keys = _restart_keys(old_cfg, old_devs, new_cfg, new_devs)
+        keys = list(rec.volatile.get(mrestart.RESTART_NEEDED) or [])  # since an earlier change
+        if any(new_profiles.get(p) != old_profiles.get(p) for p in rec.profiles):
+            old_cfg, old_devs = mexpand.expand(
+                [old_profiles[p] for p in rec.profiles if p in old_profiles], rec.config, rec.devices)
+            new_cfg, new_devs = mexpand.expand(
+                [new_profiles[p] for p in rec.profiles if p in new_profiles], rec.config, rec.devices)
+            keys += [k for k in _restart_keys(old_cfg, old_devs, new_cfg, new_devs) if k not in keys]
         if keys:
             warnings.append(f"container {name} (not in these manifests) needs a restart for: "
                             + ", ".join(keys))
@@ -282,9 +284,12 @@ def _with_ignored(spec: ContainerSpec, config: Mapping[str, str], devices: Devic
 
 
 def _container_actions(spec: ContainerSpec, obs: Observed,
-                       new_profiles: Mapping[str, tuple[Mapping[str, str], Devices]]
-                       ) -> tuple[list[Action], list[str]]:
-    """Create, update, start, stop or restart one container, and warnings about it."""
+                       new_profiles: Mapping[str, tuple[Mapping[str, str], Devices]],
+                       baked: Sequence[str] = ()) -> tuple[list[Action], list[str]]:
+    """Create, update, start, stop or restart one container, and warnings about it.
+    ``baked``: what this plan changes that the running container takes only at a restart
+    besides its own keys (a network's MTU); a restart still needed since an earlier
+    change (``volatile.restart.needed``) is planned again until it happened."""
     cur = obs.containers.get(spec.name)
     if cur is None:
         create: list[Action] = [CreateContainer(
@@ -312,13 +317,15 @@ def _container_actions(spec: ContainerSpec, obs: Observed,
     old_cfg, old_devs = mexpand.expand([old_profiles[p] for p in rec.profiles if p in old_profiles],
                                        rec.config, rec.devices)
     new_cfg, new_devs = mexpand.expand([new_profiles[p] for p in spec.profiles], spec.config, spec.devices)
-    restart_keys = [k.removeprefix("config.") for k in _restart_keys(old_cfg, old_devs, new_cfg, new_devs)]
+    own = [k.removeprefix("config.") for k in _restart_keys(old_cfg, old_devs, new_cfg, new_devs)]
+    restart_keys = own + [r for r in [*baked, *(rec.volatile.get(mrestart.RESTART_NEEDED) or [])]
+                          if r not in own]
     applied, wanted = obs.applied.get(("Container", spec.name)), edrift.definition(spec)
     if changes:
         actions.append(UpdateContainer(spec.name, profiles=tuple(spec.profiles), config=dict(spec.config),
                                        devices=dict(spec.devices), description=spec.description,
                                        changes=edrift.marked(changes, applied, wanted),
-                                       live=running and not restart_keys))
+                                       live=running and not own))
     want = spec.state
     if want == "stopped" and running:
         actions.append(Stop(spec.name, edrift.marked(

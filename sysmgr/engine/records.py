@@ -9,7 +9,7 @@ container's ``/etc/hostname``, removing its runtime directory).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from sysmgr._util import safefs
 from sysmgr.drivers.runtime import cgroup_layout
@@ -19,6 +19,7 @@ from sysmgr.engine.host import Host
 from sysmgr.errors import Issue, NotFound, SysmgrError, ValidationError
 from sysmgr.model import expand as mexpand
 from sysmgr.model import keys as mkeys
+from sysmgr.model.restart import RESTART_NEEDED
 from sysmgr.state.db import ContainerRecord, ProfileRecord
 from sysmgr.types import HostCgroups
 
@@ -93,6 +94,18 @@ def image_meta(host: Host, rec: ContainerRecord) -> dict[str, Any]:
         except NotFound:
             meta = {}
     return meta
+
+
+def need_restart(host: Host, name: str, reasons: Sequence[str]) -> None:
+    """Record ``reasons`` a running container needs a restart for (merged with those
+    recorded; cleared by its next start)."""
+    if not reasons:
+        return
+    rec = host.store.container(name)
+    vol = dict(rec.volatile)
+    vol[RESTART_NEEDED] = sorted(set(vol.get(RESTART_NEEDED) or []) | set(reasons))
+    with host.store.transaction():
+        host.store.set_volatile(name, vol)
 
 
 def root_pool(devices: Devices) -> str:

@@ -49,6 +49,10 @@ PENDING_BOOT = "start.pending"   # a boot start that waits for its dependencies
 #: what a start or a stop by hand cancels: a scheduled restart, a deferred boot start
 PENDING_KEYS = (NEXT, PENDING_BOOT, ERROR)
 
+#: volatile key: what a running container takes only at its next start (a changed non-live
+#: key, a network's MTU): kept until it starts again, so every plan says so
+RESTART_NEEDED = "restart.needed"
+
 
 def parse_policy(value: str) -> str:
     """``boot.restart``: ``no``, ``on-failure`` or ``always`` (any case). YAML reads an

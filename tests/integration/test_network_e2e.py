@@ -364,3 +364,40 @@ def test_a_nic_on_an_unmanaged_bridge(root, netns, tmp_path):
     assert nic["host_name"] not in netns.links()
     assert "br0" in netns.links()
     netns.run("ip", "link", "del", "br0")
+
+
+def test_a_restart_an_mtu_change_needs_stays_planned_until_it_happened(root, tmp_path):
+    """The running containers on a network keep its old MTU until they restart: a container
+    of the manifests is restarted by the same apply; one outside them is named in every
+    plan until it restarted."""
+    path = write(tmp_path, "net.yaml", """
+        kind: Network
+        name: mtu
+        config: {ipv4.address: 10.79.0.1/24, bridge.mtu: "1500"}
+        ---
+        kind: Container
+        name: m1
+        image: busybox
+        state: running
+        devices:
+          eth0: {type: nic, network: mtu}
+        """)
+    run_cli("apply", "-f", path, "--yes", root=root, check=True)
+    run_cli("launch", "busybox", "out1", "-d", "eth0,network=mtu", root=root, check=True)
+    edit = open(path).read().replace('bridge.mtu: "1500"', 'bridge.mtu: "1400"')
+    open(path, "w").write(edit)
+    diff = run_cli("diff", "-f", path, root=root).stdout
+    assert "restart Container m1" in diff and "restart needed: network mtu: bridge.mtu" in diff
+    assert "out1 (not in these manifests)" not in diff     # (its nic is not changed yet)
+    pid = containers(root)["m1"]["pid"]
+    run_cli("apply", "-f", path, "--yes", root=root, check=True)
+    assert containers(root)["m1"]["pid"] != pid                               # restarted
+    assert "mtu 1400" in exec_out(root, "m1", "ip", "link", "show", "eth0")
+    for _ in range(2):                                                        # every plan
+        diff = run_cli("diff", "-f", path, root=root)
+        assert diff.returncode == 0, diff.stdout                              # no action
+        assert "warning: container out1 (not in these manifests) needs a restart for: " \
+               "network mtu: bridge.mtu" in diff.stdout, diff.stdout
+    run_cli("restart", "out1", "--force", root=root, check=True)
+    assert run_cli("diff", "-f", path, root=root).stdout.strip() == "no changes"
+    assert "mtu 1400" in exec_out(root, "out1", "ip", "link", "show", "eth0")
