@@ -29,6 +29,15 @@ class Change:
     old: object
     new: object
     drift: bool = False     # the manifests did not change it: the host did
+    # the profile an old/new value comes from, when the container's own key is absent there
+    old_from: str = ""
+    new_from: str = ""
+
+    def _old(self) -> str:
+        return _fmt(self.old) + (f" (profile {self.old_from})" if self.old_from else "")
+
+    def _new(self) -> str:
+        return _fmt(self.new) + (f" (profile {self.new_from})" if self.new_from else "")
 
     def brief(self) -> str:
         """``KEY OLD -> NEW`` for an action's drift note (``config.`` left out)."""
@@ -37,14 +46,14 @@ class Change:
             return f"{path} missing"
         if self.new is None:
             return f"{path} added"
-        return f"{path} {_fmt(self.old)} -> {_fmt(self.new)}"
+        return f"{path} {self._old()} -> {self._new()}"
 
     def describe(self) -> str:
         if self.old is None:
-            return f"+ {self.path}: {_fmt(self.new)}"
+            return f"+ {self.path}: {self._new()}"
         if self.new is None:
-            return f"- {self.path}: {_fmt(self.old)}"
-        return f"~ {self.path}: {_fmt(self.old)} -> {_fmt(self.new)}"
+            return f"- {self.path}: {self._old()}"
+        return f"~ {self.path}: {self._old()} -> {self._new()}"
 
 
 def _fmt(v: object) -> str:

@@ -49,10 +49,17 @@ def definitions(manifest: Manifest) -> tuple[tuple[str, str, str], ...]:
 
 
 def _at(d: Definition, path: str) -> Any:
+    """The value at a change's path: ``config.KEY``, ``devices.NAME[.KEY]``, ``profiles``..."""
     head, _, rest = path.partition(".")
     value = d.get(head)
     if not rest:
         return value
+    if head == "devices":  # device names have no dots; their keys may (ipv4.address)
+        name, _, key = rest.partition(".")
+        value = value.get(name) if isinstance(value, Mapping) else None
+        if not key:
+            return value
+        rest = key
     return value.get(rest) if isinstance(value, Mapping) else None
 
 

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 from sysmgr.engine.actions import (
     Action, BuildImage, Change, CreateContainer, CreatePool, ImportImage, Plan, PutProfile,
     Restart, Start, Stop, UpdateContainer, UpdateProfile)
+from sysmgr.engine import changes as echanges
 from sysmgr.engine import drift as edrift
 from sysmgr.engine import netplan
 from sysmgr.engine import prune as eprune
@@ -126,32 +127,6 @@ def _container_issues(spec: ContainerSpec, obs: Observed,
     return issues
 
 
-def _norm(config: Mapping[str, str]) -> dict[str, str]:
-    return mkeys.normalize_config(config)
-
-
-def _norm_devices(devices: Devices) -> dict[str, dict[str, str]]:
-    return mkeys.normalize_devices(devices)
-
-
-def _config_changes(prefix: str, old: Mapping[str, str], new: Mapping[str, str]) -> list[Change]:
-    o, n = _norm(old), _norm(new)
-    return [Change(f"{prefix}.{k}", old.get(k), new.get(k))
-            for k in sorted(set(o) | set(n)) if o.get(k) != n.get(k)]
-
-
-def _device_changes(old: Devices, new: Devices) -> list[Change]:
-    o, n = _norm_devices(old), _norm_devices(new)
-    return [Change(f"devices.{k}", old.get(k), new.get(k))
-            for k in sorted(set(o) | set(n)) if o.get(k) != n.get(k)]
-
-
-def _live_device(change: Change, old: Devices, new: Devices) -> bool:
-    """A device change a running container takes without a restart (root disk ``size``)."""
-    name = change.path[len("devices."):]
-    return mkeys.device_change_is_live(old.get(name), new.get(name))
-
-
 def plan(manifest: Manifest, obs: Observed, *, prune: bool = False, backup: bool = True,
          keep_backups: float | None = None,
          revision: str = "") -> Plan:
@@ -193,7 +168,8 @@ def _profile_actions(manifest: Manifest, obs: Observed) -> list[Action]:
         if cur is None:
             actions.append(PutProfile(spec.name, spec.description, dict(spec.config), dict(spec.devices)))
             continue
-        changes = _config_changes("config", cur.config, spec.config) + _device_changes(cur.devices, spec.devices)
+        changes = echanges.shown_config(cur.config, spec.config) + \
+            echanges.shown_devices(cur.devices, spec.devices)
         if cur.description != spec.description:
             changes.append(Change("description", cur.description, spec.description))
         if changes:
@@ -222,10 +198,10 @@ def _restart_keys(old_cfg: Mapping[str, str], old_devs: Devices, new_cfg: Mappin
                   new_devs: Devices) -> list[str]:
     """What a running container takes only at its next start: ``config.KEY`` paths of
     changed non-live keys, then ``devices.NAME`` of changed devices."""
-    keys = [c.path for c in _config_changes("config", old_cfg, new_cfg)
+    keys = [c.path for c in echanges.config_changes("config", old_cfg, new_cfg)
             if not mkeys.is_live(c.path[len("config."):])]
-    return keys + [c.path for c in _device_changes(old_devs, new_devs)
-                   if not _live_device(c, old_devs, new_devs)]
+    return keys + [c.path for c in echanges.device_changes(old_devs, new_devs)
+                   if not echanges.live_device(c, old_devs, new_devs)]
 
 
 def _outside_warnings(manifest: Manifest, obs: Observed) -> list[str]:
@@ -301,11 +277,14 @@ def _container_actions(spec: ContainerSpec, obs: Observed,
     rec = cur.record
     spec = _with_ignored(spec, rec.config, rec.devices)
     running = cur.state != "STOPPED"
+    obs_profiles = {n: (p.config, p.devices) for n, p in obs.profiles.items()}
     changes: list[Change] = []
     if _profiles_differ(rec.profiles, spec.profiles, rec.config, rec.devices, new_profiles):
         changes.append(Change("profiles", list(rec.profiles), list(spec.profiles)))
-    changes += _config_changes("config", rec.config, spec.config)
-    changes += _device_changes(rec.devices, spec.devices)
+    old_layers = [(p, *obs_profiles[p]) for p in rec.profiles if p in obs_profiles]
+    new_layers = [(p, *new_profiles[p]) for p in spec.profiles if p in new_profiles]
+    changes += echanges.shown_config(rec.config, spec.config, old_layers, new_layers)
+    changes += echanges.shown_devices(rec.devices, spec.devices, old_layers, new_layers)
     if rec.description != spec.description:
         changes.append(Change("description", rec.description, spec.description))
     img = obs.image_ref(spec.image)
@@ -313,8 +292,7 @@ def _container_actions(spec: ContainerSpec, obs: Observed,
         warnings.append(f"container {spec.name}: image {spec.image!r} differs from the one it was "
                         "created from; its root filesystem is kept (delete and re-create to change it)")
     # what the running container sees: expanded before vs after (profiles may change too)
-    old_profiles = {n: (p.config, p.devices) for n, p in obs.profiles.items()}
-    old_cfg, old_devs = mexpand.expand([old_profiles[p] for p in rec.profiles if p in old_profiles],
+    old_cfg, old_devs = mexpand.expand([obs_profiles[p] for p in rec.profiles if p in obs_profiles],
                                        rec.config, rec.devices)
     new_cfg, new_devs = mexpand.expand([new_profiles[p] for p in spec.profiles], spec.config, spec.devices)
     own = [k.removeprefix("config.") for k in _restart_keys(old_cfg, old_devs, new_cfg, new_devs)]

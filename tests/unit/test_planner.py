@@ -122,7 +122,9 @@ def test_live_flag_and_restart_reason():
                         observed({"c1": ("RUNNING", {"user.x": "1"})}))
     (upd,) = plan.actions
     assert isinstance(upd, UpdateContainer) and upd.live
-    assert [c.describe() for c in upd.changes] == ["+ config.limits.memory: 64MiB"]
+    # the local key overrides the profile's: the plan shows the value in effect before
+    assert [c.describe() for c in upd.changes] == [
+        "~ config.limits.memory: 256MiB (profile small) -> 64MiB"]
 
     plan = planner.plan(load_text(BASE + container_doc("  environment.A: b")),
                         observed({"c1": ("RUNNING", {"user.x": "1"})}))
@@ -187,7 +189,7 @@ def test_pool_driver_change_is_refused():
 def test_plan_lines_are_what_apply_will_run():
     plan = planner.plan(load_text(BASE + container_doc("  limits.memory: 64MiB")),
                         observed({"c1": ("STOPPED", {"user.x": "1"})}))
-    assert plan.lines() == ["update Container c1", "    + config.limits.memory: 64MiB", "start Container c1"]
+    assert plan.lines() == ["update Container c1", "    ~ config.limits.memory: 256MiB (profile small) -> 64MiB", "start Container c1"]
     assert plan.summary() == "plan: 1 to update, 1 to start"
 
 
@@ -264,3 +266,26 @@ def test_an_existing_container_needs_no_image() -> None:
     assert planner.plan(load_text(BASE + container_doc()), obs).empty
     with pytest.raises(ValidationError, match="image 'busybox' not found"):
         planner.plan(load_text(BASE + container_doc().replace("name: c1", "name: c2")), obs)
+
+
+def test_a_device_change_shows_the_changed_key_and_a_profiles_device() -> None:
+    from dataclasses import replace
+
+    disk = "  data: {type: disk, source: /srv/b, path: /data}\n"
+    doc = BASE + container_doc() + "devices:\n" + disk
+    obs = observed({"c1": ("STOPPED", {"user.x": "1"})})
+    c1 = obs.containers["c1"]
+    rec = replace(c1.record, devices={"data": {"type": "disk", "source": "/srv/a",
+                                               "path": "/data"}})
+    obs2 = replace(obs, containers={"c1": replace(c1, record=rec)})
+    upd = planner.plan(load_text(doc), obs2).actions[0]
+    assert [c.describe() for c in upd.changes] == ["~ devices.data.source: /srv/a -> /srv/b"]
+    # a local device over a profile's device of the same name: the profile's keys are "old"
+    prof = {**obs.profiles, "small": replace(obs.profiles["small"], devices={
+        "data": {"type": "disk", "source": "/srv/a", "path": "/data"}})}
+    doc = BASE.replace("  limits.memory: 256MiB", "  limits.memory: 256MiB\ndevices:\n"
+                       "  data: {type: disk, source: /srv/a, path: /data}") + \
+        container_doc() + "devices:\n" + disk
+    upd = planner.plan(load_text(doc), replace(obs, profiles=prof)).actions[0]
+    assert [c.describe() for c in upd.changes] == [
+        "~ devices.data.source: /srv/a (profile small) -> /srv/b"]

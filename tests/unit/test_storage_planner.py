@@ -19,7 +19,7 @@ def test_root_size_change_is_live():
     plan = planner.plan(load_text(BASE + _doc("2GiB")), obs)
     (upd,) = plan.actions
     assert isinstance(upd, UpdateContainer) and upd.live
-    assert [c.path for c in upd.changes] == ["devices.root"]
+    assert [c.path for c in upd.changes] == ["devices.root.size"]   # the key that changed
     # the same size spelled differently is no change at all
     assert planner.plan(load_text(BASE + _doc("1073741824")), obs).empty
 
