@@ -73,7 +73,7 @@ def test_deleting_an_image_breaks_no_manifest(root, tmp_path) -> None:
     ok("exec", "web1", "--", "true", root=root)
     src.write_text(src.read_text() + "---\nkind: Container\nname: web2\nimage: busybox\n")
     res = run_cli("diff", "-f", str(src), root=root)            # a new one needs the image
-    assert res.returncode == 2 and "web.yaml:6: image: image 'busybox' not found" in res.stderr
+    assert res.returncode == 2 and "web.yaml:8: image: image 'busybox' not found" in res.stderr
 
 
 def test_every_problem_in_one_round_each_at_its_keys_line(root, tmp_path) -> None:

@@ -245,10 +245,10 @@ BAD_MANIFESTS = {
     "static address used twice": (
         _ct("b1", "{type: nic, network: lab, ipv4.address: 10.77.0.20}") + "---\n"
         + _ct("b2", "{type: nic, network: lab, ipv4.address: 10.77.0.20}"),
-        "bad.yaml:7: devices.eth0.ipv4.address: 10.77.0.20 is already used on network 'lab' "
+        "bad.yaml:11: devices.eth0.ipv4.address: 10.77.0.20 is already used on network 'lab' "
         "by container b1"),
     "outside the subnet": (_ct("b1", "{type: nic, network: lab, ipv4.address: 10.78.0.5}"),
-                           "bad.yaml:1: devices.eth0.ipv4.address: 10.78.0.5 cannot be used on "
+                           "bad.yaml:5: devices.eth0.ipv4.address: 10.78.0.5 cannot be used on "
                            "network 'lab': outside the network's subnet 10.77.0.0/24"),
     "the gateway's address": (_ct("b1", "{type: nic, network: lab, ipv4.address: 10.77.0.1}"),
                               "the gateway's address"),
