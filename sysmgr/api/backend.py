@@ -56,7 +56,9 @@ class Backend(abc.ABC):
         """Create (and with ``start``, start) a container; nothing is left if either fails."""
 
     @abc.abstractmethod
-    def container_start(self, name: str) -> None: ...
+    def container_start(self, name: str) -> list[str]:
+        """Start the container; what the start had to leave out (warnings, one sentence
+        each: a disk whose source is missing, ``required=false``)."""
 
     @abc.abstractmethod
     def container_stop(self, name: str, *, timeout: float | None, force: bool) -> bool:

@@ -112,9 +112,11 @@ class Container(Model):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, wait: bool = True) -> None:
-        """Start the container's init (returns once it runs)."""
-        self._backend.container_start(self.name)
+        """Start the container's init (returns once it runs). What the start had to leave
+        out (a disk whose source is missing, ``required=false``) is in ``warnings``."""
+        said = self._backend.container_start(self.name)
         self.refresh()
+        self.warnings = tuple(said or ())
 
     def stop(self, timeout: float | None = None, force: bool = False, wait: bool = True) -> bool:
         """Stop the container: the image's halt signal, then a kill after ``timeout`` seconds

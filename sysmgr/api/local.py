@@ -62,8 +62,10 @@ class LocalBackend(Backend):
                     containers.delete_container(host, name, force=True)
                     raise
 
-    def container_start(self, name: str) -> None:
-        _lifecycle().start(self.host, name)
+    def container_start(self, name: str) -> list[str]:
+        said: list[str] = []
+        _lifecycle().start(self.host, name, warn=said.append)
+        return said
 
     def container_stop(self, name: str, *, timeout: float | None, force: bool) -> bool:
         return _lifecycle().stop(self.host, name, timeout=timeout, force=force)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from sysmgr.engine import containers, records, volumes
+from sysmgr.engine import containers, disks, idmap, records, volumes
 from sysmgr.engine.host import DEFAULT_PROFILE, Host
 from sysmgr.engine.networks import NetworkEngine
 from sysmgr.errors import AlreadyExists, Conflict, NotFound, ValidationError
@@ -39,6 +39,7 @@ def put_profile(host: Host, rec: ProfileRecord, *, create: bool | None = None) -
         for n in users:
             cfg, devs = records.expanded(host, st.container(n), override={rec.name: rec})
             problems = records.expansion_issues(cfg, devs, who=n)
+            problems += disks.issues(host, devs, privileged=idmap.is_privileged(cfg), who=n)
             if problems:
                 raise ValidationError(problems)
             after[n] = devs
@@ -49,7 +50,7 @@ def put_profile(host: Host, rec: ProfileRecord, *, create: bool | None = None) -
             st.put_profile(rec)
         networks.sync()
         for n in users:
-            containers.apply_live(host, n, before[n][0])
+            containers.apply_live(host, n, before[n][0], before[n][1])
 
 
 def delete_profile(host: Host, name: str) -> None:

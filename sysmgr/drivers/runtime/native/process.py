@@ -90,7 +90,7 @@ def launch(plan: InitPlan, bundle_dir: str, what: str, hook: BeforeGo | None) ->
         _, st = os.waitpid(starter, 0)
         if len(raw) != 8:
             try:
-                msg = _read_to_eof(err_r, 5.0).decode(errors="replace")
+                msg = read_to_eof(err_r, 5.0).decode(errors="replace")
             except TimeoutError:
                 msg = ""
             raise DriverError(f"{what}: {msg or f'starter exited with status {exit_code(st)}'}")
@@ -135,7 +135,7 @@ def _let_init_go(pid: int, hook: BeforeGo | None, go_w: int, err_r: int, fds: _F
     os.write(go_w, b"g")
     fds.close(go_w)
     try:
-        msg = _read_to_eof(err_r, START_TIMEOUT).decode(errors="replace")
+        msg = read_to_eof(err_r, START_TIMEOUT).decode(errors="replace")
     except TimeoutError:
         raise DriverError(f"{what}: init was not running after {START_TIMEOUT:.0f}s") from None
     if msg:
@@ -272,7 +272,7 @@ def spawn(rec: InitRecord, proc: ProcessSpec, cg: Cgroup, stdio: tuple[int, int,
                 s.settimeout(START_TIMEOUT)
                 _, got, _, _ = socket.recv_fds(s, 1, 1)  # the pty master, if any
                 command = _recv_pid(s)
-            msg = _read_to_eof(err_r, START_TIMEOUT).decode(errors="replace")
+            msg = read_to_eof(err_r, START_TIMEOUT).decode(errors="replace")
         except BaseException as e:
             for fd in got:
                 os.close(fd)
@@ -430,7 +430,7 @@ def _read_exact(fd: int, n: int) -> bytes:
     return buf
 
 
-def _read_to_eof(fd: int, timeout: float) -> bytes:
+def read_to_eof(fd: int, timeout: float) -> bytes:
     """Everything written to the pipe ``fd`` until all writers closed it (exec = EOF)."""
     deadline = time.monotonic() + timeout
     poller = select.poll()
