@@ -214,11 +214,13 @@ class Container(Model):
         self.name = name
         self.refresh()
 
-    def export(self, path: str, *, optimized: bool = False, progress: Progress | None = None) -> Any:
+    def export(self, path: str, *, optimized: bool = False, progress: Progress | None = None,
+               volumes: bool = False) -> Any:
         """Write a backup file (config, snapshots, root filesystem; zstd). ``optimized``
-        stores the pool's own streams (imports only onto a pool of the same kind)."""
+        stores the pool's own streams (imports only onto a pool of the same kind);
+        ``volumes`` carries the custom volumes its disks name (an import makes them again)."""
         return self._backend.container_export(self.name, path, optimized=optimized,
-                                              progress=progress)
+                                              progress=progress, volumes=volumes)
 
     def state(self) -> ContainerState:
         """Status, init pid and usage (memory, peak, processes, CPU time, disk) now."""

@@ -24,6 +24,7 @@ from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import AlreadyExists, Conflict, Issue, NotFound, ValidationError
 from sysmgr.model import keys as mkeys
 from sysmgr.model import names as mnames
+from sysmgr.state import volumes as svol
 from sysmgr.state.db import ContainerRecord, ImageRecord
 
 Devices = Mapping[str, Mapping[str, str]]
@@ -36,6 +37,9 @@ def device_ref_issues(host: Host, devices: Devices, where: str = "devices") -> l
         pool = dev.get("pool")
         if dev.get("type") == "disk" and pool and not host.store.has_pool(pool):
             issues.append(Issue(f"storage pool {pool!r} not found", path=f"{where}.{dname}.pool"))
+        elif pool and mkeys.is_bind_disk(dev) and not svol.exists(host.store, pool, dev["source"]):
+            issues.append(Issue(f"storage volume {dev['source']!r} not found in storage pool "
+                                f"{pool!r}", path=f"{where}.{dname}.source"))
     if any(d.get("type") == "nic" for d in devices.values()):
         facts = NetworkEngine(host).facts()
         issues += [Issue(r, path=p) for p, r in nic_problems(devices, facts, where=where)]

@@ -72,6 +72,11 @@ def _check(host: Host, name: str, dname: str, dev: Mapping[str, str], d: DiskMou
             warn(f"{what}: its source {src} does not exist; not mounted (required=false)")
         return False
     if d.shift and not host.runtime.can_idmap(d.source):
+        if is_volume(dev):
+            raise Conflict(f"{what}: storage volume {dev['pool']}/{dev['source']} is on a "
+                           "filesystem that cannot be idmapped",
+                           hint="use a volume of a pool on ext4, btrfs or xfs, or set "
+                                "security.privileged=true")
         raise Conflict(f"{what}: {d.source} is on a filesystem that cannot be idmapped "
                        "(shift), and sysmgr never shifts host paths",
                        hint="unset shift (its files then show as nobody inside), set "

@@ -36,13 +36,11 @@ Layer: engine.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
 
 from sysmgr._util import idshift as walker
 from sysmgr.engine.host import Host
-from sysmgr.errors import Conflict, DriverError, ValidationError
-from sysmgr.model import keys as mkeys
+from sysmgr.errors import DriverError, ValidationError
 from sysmgr.model.idmaps import MAX_ID, format_idmap, parse_idmap
 from sysmgr.types import IdMap
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from sysmgr.state.db import ContainerRecord, ImageRecord, PoolRecord, ProfileRecord
 from sysmgr.state.inventory import InventoryRecord
 from sysmgr.state.networks import NetworkRecord
+from sysmgr.state.volumes import VolumeRecord
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Observed:
     host_networks: tuple[str, ...] = ()    # IPv4 networks on the host (subnet overlap checks)
     # objects created from manifests: (kind, name) -> their inventory record
     inventory: dict[tuple[str, str], InventoryRecord] = field(default_factory=dict)
+    volumes: dict[str, VolumeRecord] = field(default_factory=dict)   # "POOL/NAME" -> record
 
     def image_ref(self, ref: str) -> str | None:
         """Fingerprint for an alias or unique fingerprint prefix, else None."""
@@ -62,6 +64,8 @@ class Observed:
         if self.networks:
             data["networks"] = {k: [asdict(v.record), list(v.problems)]
                                 for k, v in self.networks.items()}
+        if self.volumes:
+            data["volumes"] = {k: [v.config, v.description] for k, v in self.volumes.items()}
         if self.inventory:
             data["inventory"] = sorted([k, n, r.origin, r.prune]
                                        for (k, n), r in self.inventory.items())

@@ -13,16 +13,17 @@ import fnmatch
 from typing import Mapping
 
 from sysmgr.engine.actions import (
-    Action, BuildImage, Change, CreateContainer, CreatePool, ImportImage, Plan, PutProfile,
-    Restart, Start, Stop, UpdateContainer, UpdateProfile)
+    Action, BuildImage, Change, CreateContainer, CreatePool, CreateVolume, ImportImage, Plan,
+    PutProfile, Restart, Start, Stop, UpdateContainer, UpdateProfile, UpdateVolume)
 from sysmgr.engine import netplan
 from sysmgr.engine import prune as eprune
 from sysmgr.engine.observed import Observed
 from sysmgr.errors import Issue, ValidationError
 from sysmgr.model import expand as mexpand
 from sysmgr.model import keys as mkeys
+from sysmgr.model import volume_keys as mvol
 from sysmgr.model.objects import (
-    ContainerSpec, ImageSpec, Manifest, ProfileSpec, StoragePoolSpec)
+    ContainerSpec, ImageSpec, Manifest, ProfileSpec, StoragePoolSpec, StorageVolumeSpec)
 
 Devices = Mapping[str, Mapping[str, str]]
 
@@ -47,13 +48,14 @@ def check_references(manifest: Manifest, obs: Observed) -> None:
     or on the host), every container expands to a valid definition. Raises ValidationError."""
     profiles = _profiles(manifest, obs)
     pools = set(obs.pools) | {p.name for p in manifest.of("StoragePool")}
-    issues = _pool_issues(manifest, obs)
+    vols = set(obs.volumes) | {v.name for v in manifest.of("StorageVolume")}
+    issues = _pool_issues(manifest, obs) + _volume_issues(manifest, pools)
     for spec in manifest.of("Profile"):
         assert isinstance(spec, ProfileSpec)
-        issues += _disk_pool_issues(spec, spec.devices, pools)
+        issues += _disk_pool_issues(spec, spec.devices, pools, vols)
     for spec in manifest.of("Container"):
         assert isinstance(spec, ContainerSpec)
-        issues += _container_issues(spec, obs, profiles, pools,
+        issues += _container_issues(spec, obs, profiles, pools, vols,
                                     set(obs.aliases) | {i.name for i in manifest.of("Image")})
     issues += netplan.reference_issues(manifest, obs, profiles)
     if issues:
@@ -76,15 +78,56 @@ def _pool_issues(manifest: Manifest, obs: Observed) -> list[Issue]:
     return issues
 
 
-def _disk_pool_issues(spec: object, devices: Devices, pools: set[str]) -> list[Issue]:
-    return [_issue(spec, f"devices.{dname}.pool", f"storage pool {dev['pool']!r} not found")
-            for dname, dev in devices.items()
-            if dev.get("type") == "disk" and dev.get("pool") and dev["pool"] not in pools]
+def _disk_pool_issues(spec: object, devices: Devices, pools: set[str],
+                      vols: set[str]) -> list[Issue]:
+    """Disks naming a pool that does not exist, or a custom volume (``POOL/NAME``, on the
+    host or in the manifests) that does not."""
+    out = []
+    for dname, dev in devices.items():
+        pool = dev.get("pool")
+        if dev.get("type") != "disk" or not pool:
+            continue
+        if pool not in pools:
+            out.append(_issue(spec, f"devices.{dname}.pool", f"storage pool {pool!r} not found"))
+        elif mkeys.is_bind_disk(dev) and f"{pool}/{dev['source']}" not in vols:
+            out.append(_issue(spec, f"devices.{dname}.source",
+                              f"storage volume {dev['source']!r} not found in storage pool "
+                              f"{pool!r} (nor as a StorageVolume in the manifests)"))
+    return out
+
+
+def _volume_issues(manifest: Manifest, pools: set[str]) -> list[Issue]:
+    """A volume's pool exists (on the host or in the manifests)."""
+    return [_issue(v, "pool", f"storage pool {v.pool!r} not found")
+            for v in manifest.of("StorageVolume")
+            if isinstance(v, StorageVolumeSpec) and v.pool not in pools]
+
+
+def _volume_actions(manifest: Manifest, obs: Observed) -> list[Action]:
+    """Create the volumes that do not exist; change the config and description of those
+    that do (a size is a quota: applied at once). Never deletes one (its data)."""
+    actions: list[Action] = []
+    for spec in manifest.of("StorageVolume"):
+        assert isinstance(spec, StorageVolumeSpec)
+        cur = obs.volumes.get(spec.name)
+        fields = dict(name=spec.name, pool=spec.pool, volume=spec.volume,
+                      config=dict(spec.config), description=spec.description)
+        if cur is None:
+            actions.append(CreateVolume(**fields))
+            continue
+        o, n = mvol.normalize_volume_config(cur.config), mvol.normalize_volume_config(spec.config)
+        changes = [Change(f"config.{k}", cur.config.get(k), spec.config.get(k))
+                   for k in sorted(set(o) | set(n)) if o.get(k) != n.get(k)]
+        if cur.description != spec.description:
+            changes.append(Change("description", cur.description, spec.description))
+        if changes:
+            actions.append(UpdateVolume(**fields, changes=tuple(changes)))
+    return actions
 
 
 def _container_issues(spec: ContainerSpec, obs: Observed,
                       profiles: Mapping[str, tuple[Mapping[str, str], Devices]],
-                      pools: set[str], images: set[str]) -> list[Issue]:
+                      pools: set[str], vols: set[str], images: set[str]) -> list[Issue]:
     """Missing profiles, image or pools; an invalid expansion; a root disk moved to another
     pool."""
     issues = [_issue(spec, f"profiles[{i}]", f"profile {p!r} not found")
@@ -93,7 +136,7 @@ def _container_issues(spec: ContainerSpec, obs: Observed,
     if spec.image not in images and obs.image_ref(spec.image) is None:
         issues.append(_issue(spec, "image", f"image {spec.image!r} not found "
                              "(not an alias on this host nor an Image in the manifests)"))
-    issues += _disk_pool_issues(spec, spec.devices, pools)
+    issues += _disk_pool_issues(spec, spec.devices, pools, vols)
     if missing:
         return issues
     cfg, devs = mexpand.expand([profiles[p] for p in spec.profiles], spec.config, spec.devices)
@@ -147,6 +190,7 @@ def plan(manifest: Manifest, obs: Observed, *, prune: bool = False, backup: bool
         if spec.name not in obs.pools:
             actions.append(CreatePool(spec.name, driver=spec.driver, config=dict(spec.config),
                                       description=spec.description))
+    actions += _volume_actions(manifest, obs)  # after their pools, before what attaches them
     net_actions, net_warnings = netplan.plan_actions(manifest, obs)  # after pools, before profiles
     actions += net_actions + _profile_actions(manifest, obs) + _image_actions(manifest, obs)
     warnings += net_warnings + _outside_warnings(manifest, obs)

@@ -125,6 +125,9 @@ def _disk_rules(dev: Mapping[str, str]) -> list[Problem]:
             out.append(("source", "a disk device other than the root disk needs a source"))
         elif not dev.get("pool") and not src.startswith("/"):
             out.append(("source", f"invalid source {src!r}: a host path must be absolute"))
+        elif dev.get("pool") and (src.startswith("/") or "/" in src or src.startswith(".")):
+            out.append(("source", f"invalid source {src!r}: with a pool, the source is the "
+                                  "name of a storage volume in it"))
     return out
 
 

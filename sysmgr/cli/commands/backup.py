@@ -21,20 +21,27 @@ def _progress(quiet: bool):
 @click.option("--optimized", "--optimized-storage", "optimized", is_flag=True,
               help="Store the pool's own streams (btrfs send): faster and keeps shared blocks, "
                    "but imports only onto a pool of the same kind.")
+@click.option("--volumes", is_flag=True,
+              help="Also carry the custom storage volumes its disks name (their current "
+                   "files; import makes them again).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
 @pass_app
-def export(app: AppContext, name: str, file: str, optimized: bool, quiet: bool) -> None:
+def export(app: AppContext, name: str, file: str, optimized: bool, volumes: bool,
+           quiet: bool) -> None:
     """Back up container NAME (config, snapshots, root filesystem) to FILE.
 
     \b
     Examples:
       sysmgr export web1 web1.tar.zst
       sysmgr export web1 web1.btrfs.tar.zst --optimized
+      sysmgr export web1 web1.tar.zst --volumes
     """
     t0 = time.monotonic()
-    res = app.client.containers.get(name).export(file, optimized=optimized, progress=_progress(quiet))
+    res = app.client.containers.get(name).export(file, optimized=optimized, volumes=volumes,
+                                                 progress=_progress(quiet))
     kind = f"optimized, {res.stream_format} streams" if res.optimized else "portable tar streams"
     snaps = f", {len(res.snapshots)} snapshot(s)" if res.snapshots else ""
+    snaps += f", volumes {', '.join(res.volumes)}" if res.volumes else ""
     click.echo(f"Exported {name} to {res.path} ({render.format_size(res.size)}, {kind}{snaps}) "
                f"in {time.monotonic() - t0:.1f}s")
 
