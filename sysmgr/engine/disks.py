@@ -126,6 +126,13 @@ def changes(old: Devices, new: Devices) -> tuple[list[str], list[str]]:
     return gone, came
 
 
+def check_live(host: Host, name: str, old: Devices, new: Devices, unprivileged: bool) -> None:
+    """Raise what :func:`apply_live` would about the disks that come (a missing source,
+    a filesystem that cannot be idmapped), before anything is changed."""
+    for dname in changes(old, new)[1]:
+        _check(host, name, dname, new[dname], disk_mount(host, new[dname], unprivileged), None)
+
+
 def apply_live(host: Host, name: str, init: InitRecord, old: Devices, new: Devices,
                unprivileged: bool, warn: Warn | None = None) -> None:
     """Make the running container ``name`` (init ``init``) mount ``new``'s bind disks

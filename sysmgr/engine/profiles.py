@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from sysmgr.drivers.runtime.base import STOPPED
 from sysmgr.engine import containers, disks, idmap, records, volumes
 from sysmgr.engine.host import DEFAULT_PROFILE, Host
 from sysmgr.engine.networks import NetworkEngine
@@ -42,6 +43,8 @@ def put_profile(host: Host, rec: ProfileRecord, *, create: bool | None = None) -
             problems += disks.issues(host, devs, privileged=idmap.is_privileged(cfg), who=n)
             if problems:
                 raise ValidationError(problems)
+            if records.status(host, st.container(n)).state != STOPPED:  # mounted at once
+                disks.check_live(host, n, before[n][1], devs, not idmap.is_privileged(cfg))
             after[n] = devs
         networks = NetworkEngine(host)
         networks.check_addresses(after)  # e.g. a static address now used twice

@@ -194,3 +194,15 @@ def test_cli_device_add_on_a_running_container_needs_no_restart(cli, tmp_path):
         "required=false", ok=True)
     res = cli("start", "c1", ok=True)
     assert "warning: container c1: disk device 'opt'" in res.output
+
+
+def test_a_profile_change_whose_disk_cannot_be_mounted_changes_nothing(fake_client, tmp_path):
+    c = fake_client.containers.create("c1", "img", profiles=["default"], start=True)
+    prof = fake_client.profiles.create("extra")
+    c.profiles = ["default", "extra"]
+    c.save()
+    prof.devices = {"gone": {"type": "disk", "source": str(tmp_path / "gone"), "path": "/g"}}
+    with pytest.raises(NotFound, match="container c1: disk device 'gone'"):
+        prof.save()
+    assert fake_client.profiles.get("extra").devices == {}
+    assert FakeRuntime.mounts(_cgroup(fake_client, "c1")) == {}
