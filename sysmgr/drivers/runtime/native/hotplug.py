@@ -1,8 +1,8 @@
 """Disks into and out of a running container (LXD's hotplug), for the native runtime.
 
-P forks a helper H per operation; H is a copy of the host's interpreter about to enter the
-container's mount namespace, so it makes itself non-dumpable first (nothing inside may
-ptrace it, as for exec). H reports a failure on a CLOEXEC pipe and exits; P waits for it.
+P forks a helper H per operation (:func:`.helper.in_helper`: non-dumpable, as a copy of the
+host's interpreter about to enter the container's mount namespace must be); a failure comes
+back as the helper's exception, and a helper stuck for :data:`TIMEOUT` seconds is killed.
 
 Mount, unprivileged container (the same path as a start, :mod:`.binds`)::
 
@@ -28,7 +28,7 @@ import os
 from typing import Callable
 
 from sysmgr._util import linux, safefs
-from sysmgr.drivers.runtime.native import binds, process, userns
+from sysmgr.drivers.runtime.native import binds, helper, userns
 from sysmgr.drivers.runtime.native.plan import Mount
 from sysmgr.errors import DriverError, SysmgrError
 
@@ -47,43 +47,19 @@ def unmount(pid: int, path: str, what: str) -> None:
 
 
 def _run(body: Callable[[], None], what: str) -> None:
-    """Run ``body`` in a forked, non-dumpable helper; DriverError with its reason on failure."""
-    r, w = os.pipe2(os.O_CLOEXEC)
-    helper = os.fork()
-    if helper == 0:
-        code = 1
-        try:
-            os.close(r)
-            linux.prctl(linux.PR_SET_DUMPABLE, 0)
-            body()
-            code = 0
-        except BaseException as e:  # noqa: BLE001 - reported to P
-            try:
-                os.write(w, _reason(e).encode(errors="replace")[:4000])
-            except OSError:
-                pass
-        finally:
-            os._exit(code)
-    os.close(w)
+    """Run ``body`` in a forked, non-dumpable helper; DriverError with its reason."""
     try:
-        msg = process.read_to_eof(r, TIMEOUT).decode(errors="replace")
-    except TimeoutError:
-        os.kill(helper, 9)
-        msg = f"no answer after {TIMEOUT:.0f}s"
-    finally:
-        os.close(r)
-        _, status = os.waitpid(helper, 0)
-    if status != 0 or msg:
-        raise DriverError(f"{what}: {msg or 'the helper failed'}")
+        helper.in_helper(body, what="the mount helper", timeout=TIMEOUT)
+    except (OSError, SysmgrError) as e:
+        raise DriverError(f"{what}: {_reason(e)}") from None
 
 
 def _reason(e: BaseException) -> str:
     if isinstance(e, SysmgrError):
         return e.message
-    if isinstance(e, OSError):
-        what = f"{e.strerror}" + (f" ({e.filename})" if e.filename else "")
-        return what
-    return f"{type(e).__name__}: {e}"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror + (f" ({e.filename})" if e.filename else "")
+    return str(e)
 
 
 def _mount(pid: int, disk: Mount) -> None:

@@ -21,6 +21,7 @@ from sysmgr.drivers.runtime import bundle
 from sysmgr.drivers.runtime.base import ExecProcess, InitRecord, ProcessSpec, exit_code
 from sysmgr.drivers.runtime.cgroups import Cgroup
 from sysmgr.drivers.runtime.native import child, enter
+from sysmgr.drivers.runtime.native.helper import read_to_eof
 from sysmgr.drivers.runtime.native.plan import ExecPlan, InitPlan, exec_cap_sets
 from sysmgr.errors import Conflict, DriverError, SysmgrError
 
@@ -428,24 +429,6 @@ def _read_exact(fd: int, n: int) -> bytes:
             break
         buf += chunk
     return buf
-
-
-def read_to_eof(fd: int, timeout: float) -> bytes:
-    """Everything written to the pipe ``fd`` until all writers closed it (exec = EOF)."""
-    deadline = time.monotonic() + timeout
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    chunks: list[bytes] = []
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        if not poller.poll(left * 1000):
-            continue
-        data = os.read(fd, 4096)
-        if not data:
-            return b"".join(chunks)
-        chunks.append(data)
 
 
 def _wait_pidfd(pidfd: int, timeout: float) -> bool:

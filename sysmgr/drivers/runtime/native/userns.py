@@ -30,7 +30,7 @@ import os
 from typing import Callable, Iterable, Sequence, TypeVar
 
 from sysmgr._util import linux
-from sysmgr.drivers.runtime.native import binds
+from sysmgr.drivers.runtime.native import binds, helper
 
 STAGE_PARENT = "/tmp"                   # any directory every host has; covered in M1 only
 STAGE = STAGE_PARENT + "/sysmgr-rootfs"
@@ -148,44 +148,16 @@ def own_userns(pid: int) -> bool:
 
 
 def call_as_root_of(pid: int, fn: Callable[[], T]) -> T:
-    """Run ``fn`` in a forked child that joined the user namespace of ``pid`` as its root;
-    return its result or raise its exception (both pickled back over a pipe).
-
-    The child makes itself non-dumpable before it joins: the container's processes, root in
-    that namespace, must not ptrace a copy of the host's interpreter (CVE-2019-5736's lesson).
-    It keeps the host's mount namespace, so ``/proc/PID/root`` paths still resolve."""
-    import pickle  # only for writes into running unprivileged containers
-
+    """Run ``fn`` in a forked, non-dumpable child (:func:`.helper.in_helper`) that joined the
+    user namespace of ``pid`` as its root; return its result or raise its exception. It
+    keeps the host's mount namespace, so ``/proc/PID/root`` paths still resolve."""
     ns_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-    r, w = os.pipe2(os.O_CLOEXEC)
-    child = os.fork()
-    if child == 0:
-        code = 1
-        try:
-            os.close(r)
-            linux.prctl(linux.PR_SET_DUMPABLE, 0)
-            try:
-                become_root(ns_fd)
-                out: tuple[bool, object] = (True, fn())
-            except BaseException as e:  # noqa: BLE001 - handed to the caller
-                out = (False, e)
-            try:
-                data = pickle.dumps(out)
-            except Exception as e:  # noqa: BLE001 - an unpicklable result or error
-                data = pickle.dumps((False, OSError(f"{type(e).__name__}: {e}")))
-            with os.fdopen(w, "wb") as f:
-                f.write(data)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(ns_fd)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(child, 0)
-    if not data:
-        raise OSError(f"the helper in the user namespace of pid {pid} died")
-    ok, value = pickle.loads(data)
-    if ok:
-        return value  # type: ignore[no-any-return]
-    raise value
+
+    def as_root() -> T:
+        become_root(ns_fd)
+        return fn()
+
+    try:
+        return helper.in_helper(as_root, what=f"the helper in the user namespace of pid {pid}")
+    finally:
+        os.close(ns_fd)
