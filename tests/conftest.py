@@ -236,6 +236,27 @@ def _force_cleanup(base: str, leaked: dict) -> None:
         subprocess.run(["losetup", "-d", dev], capture_output=True)
 
 
+@pytest.fixture
+def busybox_client(sysmgr_root: str):
+    """A client of a fresh root (dir pool, no network) with the busybox image ``busybox``;
+    its containers are deleted afterwards."""
+    import sysmgr
+
+    c = sysmgr.Client(root=sysmgr_root)
+    c.init(storage_driver="dir")
+    c.images.build("busybox", alias="busybox")
+    yield c
+    for ct in c.containers.all():
+        ct.delete(force=True)
+    c.close()
+
+
+def sh(container: Any, script: str) -> tuple[int, str]:
+    """``sh -c script`` in a running container: (exit code, stdout + stderr)."""
+    r = container.execute(["sh", "-c", script])
+    return r.exit_code, r.stdout + r.stderr
+
+
 @pytest.fixture(scope="session")
 def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A busybox image rootfs built once per session (read-only template: copy before use)."""

@@ -95,10 +95,13 @@ _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
 OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, 0o2000000
 AT_FDCWD, AT_SYMLINK_NOFOLLOW, AT_EMPTY_PATH, AT_RECURSIVE = -100, 0x100, 0x1000, 0x8000
-MOVE_MOUNT_F_EMPTY_PATH = 0x4
-MOUNT_ATTR_IDMAP = 0x00100000
+MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH = 0x4, 0x40
+MOUNT_ATTR_RDONLY = 0x00000001
 MOUNT_ATTR_NOSUID = 0x00000002
 MOUNT_ATTR_NODEV = 0x00000004
+MOUNT_ATTR_NOEXEC = 0x00000008
+MOUNT_ATTR_IDMAP = 0x00100000
+UMOUNT_NOFOLLOW = 8
 
 
 def _check(ret: int, what: str = "", path: str | None = None) -> int:
@@ -153,22 +156,41 @@ def open_tree(path: str, flags: int = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC) -> in
                   "open_tree")
 
 
+def mount_setattr(tree_fd: int, *, attr_set: int = 0, attr_clr: int = 0, propagation: int = 0,
+                  userns_fd: int | None = None, recursive: bool = False) -> None:
+    """mount_setattr(2) on the mount (tree with ``recursive``) open at ``tree_fd``: set and
+    clear ``MOUNT_ATTR_*`` flags, change its propagation (one ``MS_PRIVATE``/``MS_SLAVE``/
+    ``MS_SHARED``/``MS_UNBINDABLE``, 0: leave it) and, with ``userns_fd``, idmap it through
+    that user namespace (a detached tree only)."""
+    if userns_fd is not None:
+        attr_set |= MOUNT_ATTR_IDMAP
+    attr = ctypes.create_string_buffer(
+        struct.pack("QQQQ", attr_set, attr_clr, propagation, userns_fd or 0), 32)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    _check(_libc.syscall(SYS_MOUNT_SETATTR, ctypes.c_int(tree_fd), b"", ctypes.c_uint(flags), attr,
+                         ctypes.c_size_t(32)), "mount_setattr")
+
+
 def mount_setattr_idmap(tree_fd: int, userns_fd: int | None, recursive: bool = False,
                         clear: int = 0) -> None:
     """mount_setattr(2) with MOUNT_ATTR_IDMAP: map the detached tree through a user namespace
     (and clear the ``MOUNT_ATTR_*`` flags in ``clear``); ``userns_fd`` None: only clear them
     (a root filesystem whose files were shifted on disk is bound as it is)."""
-    attr_set = 0 if userns_fd is None else MOUNT_ATTR_IDMAP
-    attr = ctypes.create_string_buffer(struct.pack("QQQQ", attr_set, clear, 0, userns_fd or 0), 32)
-    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
-    _check(_libc.syscall(SYS_MOUNT_SETATTR, ctypes.c_int(tree_fd), b"", ctypes.c_uint(flags), attr,
-                         ctypes.c_size_t(32)), "mount_setattr")
+    mount_setattr(tree_fd, attr_clr=clear, userns_fd=userns_fd, recursive=recursive)
 
 
 def move_mount(tree_fd: int, target: str) -> None:
     """move_mount(2) of a detached tree (from :func:`open_tree`) onto ``target``."""
     _check(_libc.syscall(SYS_MOVE_MOUNT, ctypes.c_int(tree_fd), b"", ctypes.c_int(AT_FDCWD), _b(target),
                          ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), "move_mount")
+
+
+def move_mount_fd(tree_fd: int, target_fd: int) -> None:
+    """move_mount(2) of a detached tree onto what ``target_fd`` (an ``O_PATH`` fd) is: no
+    path is looked up again, so nothing can swap a symlink in between."""
+    _check(_libc.syscall(SYS_MOVE_MOUNT, ctypes.c_int(tree_fd), b"", ctypes.c_int(target_fd), b"",
+                         ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)),
+           "move_mount")
 
 
 _STATX_MNT_ID, _STATX_MNT_ID_UNIQUE = 0x1000, 0x4000

@@ -455,3 +455,48 @@ def unlink(root: Root, path: str, *, missing_ok: bool = True) -> None:
             raise _translate(e, path, "remove") from e
         finally:
             os.close(pfd)
+
+
+def open_path(root: Root, path: str, flags: int = os.O_PATH) -> int:
+    """An fd (``O_PATH`` by default) of ``path`` inside the root, symlinks followed within
+    it; the caller closes it."""
+    with _rootfd(root) as rfd:
+        try:
+            return _openat2(rfd, _rel(path), flags)
+        except OSError as e:
+            raise _translate(e, path, "open") from e
+
+
+def mountpoint(root: Root, path: str, *, directory: bool) -> int:
+    """An ``O_PATH`` fd of ``path`` inside the root to mount on (by fd: nothing is looked up
+    again, so a symlink swapped in afterwards changes nothing), made if missing: its parents
+    (0755, owned by the caller's root) and the entry itself, a directory or (``directory``
+    False) an empty file, to match what is mounted there. Symlinks on the way resolve inside
+    the root, never out of it. The caller closes the fd.
+
+    Raises:
+        ValidationError: the entry exists but is a file where a directory is mounted (or the
+            other way round), or a parent is not a directory.
+    """
+    parent, base = _split(path)
+    with _rootfd(root) as rfd:
+        pfd = _open_parent(rfd, parent, mkdir_parents=True, uid=0, gid=0)
+        try:
+            try:
+                if directory:
+                    os.mkdir(base, 0o755, dir_fd=pfd)
+                else:
+                    os.close(os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                     | os.O_CLOEXEC, 0o644, dir_fd=pfd))
+            except FileExistsError:
+                pass  # there already (or a symlink: followed below, inside the root)
+            except OSError as e:
+                raise _translate(e, path, "create") from e
+        finally:
+            os.close(pfd)
+        fd = open_path(rfd, path)
+    if stat_mod.S_ISDIR(os.fstat(fd).st_mode) != directory:
+        os.close(fd)
+        want = "a directory" if directory else "a file"
+        raise ValidationError(f"{_shown(path)} in the container is not {want}, as its source is")
+    return fd

@@ -61,7 +61,9 @@ class Backend(abc.ABC):
         """Raise what ``container_create`` would refuse, creating nothing."""
 
     @abc.abstractmethod
-    def container_start(self, name: str) -> None: ...
+    def container_start(self, name: str) -> list[str]:
+        """Start the container; what the start had to leave out (warnings, one sentence
+        each: a disk whose source is missing, ``required=false``)."""
 
     @abc.abstractmethod
     def container_stop(self, name: str, *, timeout: float | None, force: bool) -> bool:
@@ -108,7 +110,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def container_export(self, name: str, path: str | BinaryIO, *, optimized: bool,
-                         progress: Progress | None) -> Any: ...
+                         progress: Progress | None, volumes: bool = False) -> Any:
+        """Write a backup file, or its bytes to an open stream (``volumes``: with the custom
+        volumes its disks name)."""
 
     @abc.abstractmethod
     def container_import(self, path: str | BinaryIO, *, name: str | None, pool: str | None,
@@ -281,6 +285,59 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def default_storage_driver(self) -> str:
         """The driver ``init`` picks for the default pool on this host."""
+
+    # -- custom storage volumes --------------------------------------------------------------
+    @abc.abstractmethod
+    def volume_list(self, pool: str | None) -> list[Any]:
+        """Every custom volume's view (of ``pool``, when given): record, users, usage,
+        snapshots (:class:`sysmgr.engine.custom_volumes.VolumeView`)."""
+
+    @abc.abstractmethod
+    def volume_get(self, pool: str, name: str) -> Any: ...
+
+    @abc.abstractmethod
+    def volume_exists(self, pool: str, name: str) -> bool: ...
+
+    @abc.abstractmethod
+    def volume_create(self, pool: str, name: str, config: Config, description: str) -> Any:
+        """Make an empty volume; its view."""
+
+    @abc.abstractmethod
+    def volume_update(self, pool: str, name: str, *, config: Config | None,
+                      description: str | None) -> None:
+        """Replace config and/or description (a new size applies at once)."""
+
+    @abc.abstractmethod
+    def volume_delete(self, pool: str, name: str) -> None:
+        """Delete a volume and its snapshots (refused while anything uses it)."""
+
+    @abc.abstractmethod
+    def volume_snapshot(self, pool: str, name: str, snap: str | None) -> Any:
+        """Snapshot a volume (``snapN`` by default); the snapshot's record."""
+
+    @abc.abstractmethod
+    def volume_snapshot_delete(self, pool: str, name: str, snap: str) -> None: ...
+
+    @abc.abstractmethod
+    def volume_restore(self, pool: str, name: str, snap: str) -> None: ...
+
+    @abc.abstractmethod
+    def volume_copy(self, pool: str, name: str, dst_pool: str, dst: str, *,
+                    volume_only: bool) -> Any:
+        """Copy a volume (with its snapshots unless ``volume_only``); the copy's view."""
+
+    @abc.abstractmethod
+    def volume_move(self, pool: str, name: str, dst_pool: str, dst: str) -> Any:
+        """Rename (same pool) or move a volume with its snapshots; its new view."""
+
+    @abc.abstractmethod
+    def volume_attach(self, pool: str, name: str, container: str, path: str, *,
+                      device: str | None, readonly: bool) -> list[str]:
+        """Add the volume to a container as a disk device; the keys that need a restart."""
+
+    @abc.abstractmethod
+    def volume_detach(self, pool: str, name: str, container: str, *,
+                      device: str | None) -> list[str]: ...
 
     # -- networks --------------------------------------------------------------------------
     @abc.abstractmethod

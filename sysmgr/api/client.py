@@ -6,8 +6,8 @@
     >>> c.execute(["hostname"]).stdout
     'web1\\n'
 
-Managers (``containers``, ``profiles``, ``images``, ``storage_pools``, ``networks``,
-``manifests``, ``events``) return model objects; an object's fields are a snapshot: call
+Managers (``containers``, ``profiles``, ``images``, ``storage_pools``, ``storage_volumes``,
+``networks``, ``manifests``, ``events``) return model objects; an object's fields are a snapshot: call
 ``refresh()`` to re-read (no hidden I/O on attribute access). Mutating calls take the host root's lock. Every
 call goes through the client's :attr:`Client.backend` (this host: the engine).
 
@@ -30,6 +30,7 @@ from sysmgr.api.manifests import ManifestManager
 from sysmgr.api.networks import NetworkManager
 from sysmgr.api.profiles import ProfileManager
 from sysmgr.api.storage_pools import StoragePoolManager
+from sysmgr.api.storage_volumes import StorageVolumeManager
 from sysmgr.layout import Layout, default_root
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,6 +77,7 @@ class Client:
         self.profiles = ProfileManager(self)
         self.images = ImageManager(self)
         self.storage_pools = StoragePoolManager(self)
+        self.storage_volumes = StorageVolumeManager(self)
         self.networks = NetworkManager(self)
         self.manifests = ManifestManager(self)
 

@@ -112,9 +112,11 @@ class Container(Model):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, wait: bool = True) -> None:
-        """Start the container's init (returns once it runs)."""
-        self._backend.container_start(self.name)
+        """Start the container's init (returns once it runs). What the start had to leave
+        out (a disk whose source is missing, ``required=false``) is in ``warnings``."""
+        said = self._backend.container_start(self.name)
         self.refresh()
+        self.warnings = tuple(said or ())
 
     def stop(self, timeout: float | None = None, force: bool = False, wait: bool = True) -> bool:
         """Stop the container: the image's halt signal, then a kill after ``timeout`` seconds
@@ -213,12 +215,13 @@ class Container(Model):
         self.refresh()
 
     def export(self, path: "str | BinaryIO", *, optimized: bool = False,
-               progress: Progress | None = None) -> Any:
+               progress: Progress | None = None, volumes: bool = False) -> Any:
         """Write a backup file (config, snapshots, root filesystem; zstd), or the same bytes
         to an open binary stream (``export NAME -``). ``optimized`` stores the pool's own
-        streams (imports only onto a pool of the same kind)."""
+        streams (imports only onto a pool of the same kind); ``volumes`` carries the custom
+        volumes its disks name (an import makes them again)."""
         return self._backend.container_export(self.name, path, optimized=optimized,
-                                              progress=progress)
+                                              progress=progress, volumes=volumes)
 
     def state(self) -> ContainerState:
         """Status, init pid and usage (memory, peak, processes, CPU time, disk) now."""

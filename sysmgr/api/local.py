@@ -67,8 +67,10 @@ class LocalBackend(Backend):
                     containers.delete_container(host, name, force=True)
                     raise
 
-    def container_start(self, name: str) -> None:
-        _lifecycle().start(self.host, name)
+    def container_start(self, name: str) -> list[str]:
+        said: list[str] = []
+        _lifecycle().start(self.host, name, warn=said.append)
+        return said
 
     def container_stop(self, name: str, *, timeout: float | None, force: bool) -> bool:
         return _lifecycle().stop(self.host, name, timeout=timeout, force=force)
@@ -111,8 +113,9 @@ class LocalBackend(Backend):
         _copy().rename(self.host, name, new)
 
     def container_export(self, name: str, path: str | BinaryIO, *, optimized: bool,
-                         progress: Progress | None) -> Any:
-        return _backup().export(self.host, name, path, optimized=optimized, progress=progress)
+                         progress: Progress | None, volumes: bool = False) -> Any:
+        return _backup().export(self.host, name, path, optimized=optimized, progress=progress,
+                                volumes=volumes)
 
     def container_import(self, path: str | BinaryIO, *, name: str | None, pool: str | None,
                          progress: Progress | None, allow_devices: bool = False,
@@ -297,6 +300,54 @@ class LocalBackend(Backend):
     def default_storage_driver(self) -> str:
         return volumes.default_driver()[0]
 
+    # -- custom storage volumes --------------------------------------------------------------
+    def volume_list(self, pool: str | None) -> list[Any]:
+        return _custom().views(self.host, pool)
+
+    def volume_get(self, pool: str, name: str) -> Any:
+        return _custom().view(self.host, pool, name)
+
+    def volume_exists(self, pool: str, name: str) -> bool:
+        return _custom().exists(self.host, pool, name)
+
+    def volume_create(self, pool: str, name: str, config: Config, description: str) -> Any:
+        _custom().create(self.host, pool, name, dict(config), description)
+        return self.volume_get(pool, name)
+
+    def volume_update(self, pool: str, name: str, *, config: Config | None,
+                      description: str | None) -> None:
+        _custom().update(self.host, pool, name, config=config, description=description)
+
+    def volume_delete(self, pool: str, name: str) -> None:
+        _custom().delete(self.host, pool, name)
+
+    def volume_snapshot(self, pool: str, name: str, snap: str | None) -> Any:
+        return _volume_copies().snapshot(self.host, pool, name, snap)
+
+    def volume_snapshot_delete(self, pool: str, name: str, snap: str) -> None:
+        _volume_copies().delete_snapshot(self.host, pool, name, snap)
+
+    def volume_restore(self, pool: str, name: str, snap: str) -> None:
+        _volume_copies().restore(self.host, pool, name, snap)
+
+    def volume_copy(self, pool: str, name: str, dst_pool: str, dst: str, *,
+                    volume_only: bool) -> Any:
+        _volume_copies().copy(self.host, pool, name, dst_pool, dst, volume_only=volume_only)
+        return self.volume_get(dst_pool, dst)
+
+    def volume_move(self, pool: str, name: str, dst_pool: str, dst: str) -> Any:
+        _volume_copies().move(self.host, pool, name, dst_pool, dst)
+        return self.volume_get(dst_pool, dst)
+
+    def volume_attach(self, pool: str, name: str, container: str, path: str, *,
+                      device: str | None, readonly: bool) -> list[str]:
+        return _custom().attach(self.host, pool, name, container, path, device,
+                                readonly=readonly)
+
+    def volume_detach(self, pool: str, name: str, container: str, *,
+                      device: str | None) -> list[str]:
+        return _custom().detach(self.host, pool, name, container, device)
+
     # -- networks --------------------------------------------------------------------------
     def _networks(self) -> Any:
         return _networks().NetworkEngine(self.host)
@@ -406,6 +457,16 @@ def _events() -> Any:
     from sysmgr.engine import events  # cold start: json (exec does without)
 
     return events
+
+
+def _custom() -> Any:
+    from sysmgr.engine import custom_volumes  # cold start: containers and their devices
+    return custom_volumes
+
+
+def _volume_copies() -> Any:
+    from sysmgr.engine import volume_copies  # cold start: streams, journal
+    return volume_copies
 
 
 def _copy() -> Any:

@@ -87,9 +87,9 @@ class RemoteBackend(Backend):
 
     # -- backups and images: the files are the admin host's ------------------------------------
     def container_export(self, name: str, path: str | BinaryIO, *, optimized: bool,
-                         progress: Progress | None) -> Any:
+                         progress: Progress | None, volumes: bool = False) -> Any:
         return streams.container_export(self.session, name, path, optimized=optimized,
-                                         progress=progress)
+                                         progress=progress, volumes=volumes)
 
     def container_import(self, path: str | BinaryIO, *, name: str | None, pool: str | None,
                          progress: Progress | None, allow_devices: bool = False,

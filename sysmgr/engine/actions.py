@@ -107,6 +107,32 @@ class CreatePool(Action):
 
 
 @dataclass(frozen=True)
+class CreateVolume(Action):
+    """Make a custom storage volume; ``name`` is ``POOL/VOLUME``."""
+
+    kind = "StorageVolume"
+    effect = "create"
+    pool: str = ""
+    volume: str = ""
+    config: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    def details(self) -> tuple[str, ...]:
+        return tuple(f"config.{k}: {v}" for k, v in sorted(self.config.items()))
+
+
+@dataclass(frozen=True)
+class UpdateVolume(CreateVolume):
+    """A custom volume's new config and description (a size is a quota: live)."""
+
+    effect = "update"
+    changes: tuple[Change, ...] = ()
+
+    def details(self) -> tuple[str, ...]:
+        return tuple(c.describe() for c in self.changes)
+
+
+@dataclass(frozen=True)
 class CreateNetwork(Action):
     kind = "Network"
     effect = "create"

@@ -13,19 +13,20 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from sysmgr.engine import (
-    bootstrap, containers, events, journal, lifecycle, netplan, networks, pools, profiles, prune,
-    volumes)
+    bootstrap, containers, custom_volumes, events, journal, lifecycle, netplan, networks, pools,
+    profiles, prune, volumes)
 from sysmgr.engine import images as eimages
 from sysmgr.engine.actions import (
-    Action, BuildImage, CreateContainer, CreateNetwork, CreatePool, ForgetInventory,
-    ImportImage, Plan, Prune, PutProfile, RepairNetwork, Restart, SetPrune, Start, Stop,
-    UpdateContainer)
+    Action, BuildImage, CreateContainer, CreateNetwork, CreatePool, CreateVolume,
+    ForgetInventory, ImportImage, Plan, Prune, PutProfile, RepairNetwork, Restart, SetPrune,
+    Start, Stop, UpdateContainer, UpdateVolume)
 from sysmgr.engine.host import Host
 from sysmgr.engine.nics import NicEngine
 from sysmgr.engine.observe import observe
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import ApplyError, PlanStale, SysmgrError
 from sysmgr.state import applied, inventory
+from sysmgr.state import volumes as svol
 from sysmgr.state.db import ProfileRecord
 
 Progress = Callable[[str], None]
@@ -90,6 +91,16 @@ def _execute(host: Host, a: Action, rev: Reverter, progress: Progress | None) ->
     elif isinstance(a, CreatePool):
         pools.create_pool(host, a.name, a.driver, a.config, a.description)
         rev.add(lambda: pools.delete_pool(host, a.name), f"delete pool {a.name}")
+    elif isinstance(a, UpdateVolume):
+        old = svol.get(host.store, a.pool, a.volume)
+        custom_volumes.update(host, a.pool, a.volume, config=a.config, description=a.description)
+        rev.add(lambda: custom_volumes.update(host, a.pool, a.volume, config=old.config,
+                                              description=old.description),
+                f"restore storage volume {a.name}")
+    elif isinstance(a, CreateVolume):
+        custom_volumes.create(host, a.pool, a.volume, a.config, a.description)
+        rev.add(lambda: custom_volumes.delete(host, a.pool, a.volume),
+                f"delete storage volume {a.name}")
     elif isinstance(a, PutProfile):
         _put_profile(host, a, rev)
     elif isinstance(a, BuildImage):

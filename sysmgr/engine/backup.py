@@ -8,6 +8,8 @@ The file is a tar archive compressed with zstd::
                                            metadata, its snapshots with theirs, the streams
     backup/snapshots/<snap>.<ext>.NNNNNN   one stream per snapshot, oldest first, in chunks
     backup/container.<ext>.NNNNNN          the root filesystem as it was at export time
+    backup/volumes/<pool>/<vol>.tar.NNNNNN with --volumes: each custom volume the container's
+                                           disks name (format version 2, see backup_volumes)
     backup/checksums.yaml                  size and CRC-32 of every stream (read last)
 
 Streams hold the files as they are on disk: where a filesystem could not idmap, a
@@ -54,7 +56,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 from sysmgr._util import exposure
 from sysmgr._util.exposure import Warn
 from sysmgr.engine import (
-    arrival, events, idshift, journal, records, streams, volume_streams, volumes)
+    arrival, backup_volumes, events, idshift, journal, records, streams, volume_streams, volumes)
 from sysmgr.engine.host import DEFAULT_POOL, Host
 from sysmgr.engine.reverter import Reverter
 from sysmgr.engine.snapshots import check_name
@@ -70,6 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sysmgr.engine.journal import Intent
 
 FORMAT_VERSION = 1
+VOLUMES_VERSION = 2   # a backup carrying custom volumes: older versions refuse it clearly
 CHUNK = 4 << 20
 INDEX = "backup/index.yaml"
 CHECKSUMS = "backup/checksums.yaml"
@@ -107,6 +110,7 @@ class ExportResult:
     snapshots: list[str]
     optimized: bool
     stream_format: str
+    volumes: list[str] = field(default_factory=list)   # POOL/NAME of the volumes carried
 
 
 def export_path(path: str) -> str:
@@ -138,15 +142,16 @@ def _plan_streams(snaps: list[SnapshotRecord], tmp: str | None, optimized: bool,
 
 def _build_index(host: Host, rec: ContainerRecord, drv: "StoragePool",
                  snaps: list[SnapshotRecord], files: list[dict[str, Any]],
-                 optimized: bool) -> dict[str, Any]:
+                 optimized: bool, with_volumes: bool = False) -> dict[str, Any]:
     """The content of :data:`INDEX`: everything import checks before it changes anything."""
     img_meta: dict[str, Any] = {}
     with contextlib.suppress(NotFound):
         img_meta = host.store.image(rec.image).metadata
     img_meta = dict(rec.volatile.get("image.meta") or img_meta)
     _, devs = records.expanded(host, rec)
+    vols = backup_volumes.entries(host, devs) if with_volumes else []
     return {
-        "format_version": FORMAT_VERSION,
+        "format_version": VOLUMES_VERSION if vols else FORMAT_VERSION,
         "created": time.time(),
         "name": rec.name,
         "optimized": optimized,
@@ -164,11 +169,12 @@ def _build_index(host: Host, rec: ContainerRecord, drv: "StoragePool",
                        "description": s.description, "volatile": idshift.disk_state(s.volatile)}
                       for s in snaps],
         "streams": files,
+        **({"volumes": vols} if vols else {}),
     }
 
 
-def _write_backup(f: BinaryIO, drv: "StoragePool", name: str, index: dict[str, Any],
-                  progress: Progress | None) -> None:
+def _write_backup(f: BinaryIO, host: Host, drv: "StoragePool", name: str,
+                  index: dict[str, Any], progress: Progress | None) -> None:
     """The archive into ``f`` through zstd: the index, every stream in chunks, checksums."""
     sums: dict[str, dict[str, Any]] = {}
     with streams.compressor(f) as zin:
@@ -183,14 +189,16 @@ def _write_backup(f: BinaryIO, drv: "StoragePool", name: str, index: dict[str, A
                 streams.big_pipe(stream)
                 size, crc, n = out.chunked(f"backup/{s['file']}", stream, CHUNK)
             sums[s["file"]] = {"size": size, "crc32": f"{crc:08x}", "chunks": n}
+        backup_volumes.write(out, host, index.get("volumes", []), sums, CHUNK, progress)
         out.member(CHECKSUMS, _dump({"streams": sums}))
         out.close()
 
 
 def export(host: Host, name: str, path: str | BinaryIO, *, optimized: bool = False,
-           progress: Progress | None = None) -> ExportResult:
+           progress: Progress | None = None, volumes: bool = False) -> ExportResult:
     """Write container ``name`` with its snapshots to the backup file ``path``, or to the
-    open binary stream ``path`` (``export NAME -``: stdout; nothing to rename there)."""
+    open binary stream ``path`` (``export NAME -``: stdout; nothing to rename there);
+    ``volumes``: and the custom volumes its disks name."""
     sink = None if isinstance(path, str) else path
     out_path = export_path(path) if isinstance(path, str) else "-"
     streams.need_zstd()
@@ -207,7 +215,7 @@ def export(host: Host, name: str, path: str | BinaryIO, *, optimized: bool = Fal
         if drv.info.snapshots and (optimized or drv.info.cow_snapshots):
             tmp = "backup-" + secrets.token_hex(6)
         files = _plan_streams(snaps, tmp, optimized, drv.info.incremental_send)
-        index = _build_index(host, rec, drv, snaps, files, optimized)
+        index = _build_index(host, rec, drv, snaps, files, optimized, volumes)
         partial = f"{out_path}.partial-{os.getpid()}" if sink is None else ""
         with journal.intent(host, "export", container=name, pool=rec.pool, partial=partial) as it:
             try:
@@ -215,10 +223,10 @@ def export(host: Host, name: str, path: str | BinaryIO, *, optimized: bool = Fal
                     it.note(snapshot=tmp)
                     drv.create_snapshot(name, tmp)
                 if sink is not None:
-                    size = _write_to_stream(sink, drv, name, index, progress)
+                    size = _write_to_stream(sink, host, drv, name, index, progress)
                 else:
                     with open(partial, "wb") as f:
-                        _write_backup(f, drv, name, index, progress)
+                        _write_backup(f, host, drv, name, index, progress)
                     os.rename(partial, out_path)
                     size = os.path.getsize(out_path)
             finally:
@@ -226,15 +234,16 @@ def export(host: Host, name: str, path: str | BinaryIO, *, optimized: bool = Fal
                     with contextlib.suppress(NotFound):
                         drv.delete_snapshot(name, tmp)
         return ExportResult(out_path, size, [s.name for s in snaps], optimized,
-                            index["stream_format"])
+                            index["stream_format"],
+                            [f"{v['pool']}/{v['name']}" for v in index.get("volumes", [])])
 
 
-def _write_to_stream(sink: BinaryIO, drv: "StoragePool", name: str, index: dict[str, Any],
-                     progress: Progress | None) -> int:
+def _write_to_stream(sink: BinaryIO, host: Host, drv: "StoragePool", name: str,
+                     index: dict[str, Any], progress: Progress | None) -> int:
     """The archive into an open stream (zstd writes to its fd); its size when it is a
     regular file, else -1 (a pipe's reader knows)."""
     sink.flush()
-    _write_backup(sink, drv, name, index, progress)
+    _write_backup(sink, host, drv, name, index, progress)
     st = os.fstat(sink.fileno())
     return st.st_size if stat.S_ISREG(st.st_mode) else -1
 
@@ -243,8 +252,12 @@ def _write_to_stream(sink: BinaryIO, drv: "StoragePool", name: str, index: dict[
 
 def _check_index(path: str, index: Any) -> dict[str, Any]:
     """``index`` if it has the shape this version writes (fields, snapshot names, streams)."""
-    if not isinstance(index, dict) or index.get("format_version") != FORMAT_VERSION:
+    if not isinstance(index, dict) or index.get("format_version") not in (FORMAT_VERSION,
+                                                                          VOLUMES_VERSION):
         raise _corrupt(path, "not a sysmgr backup (no index of a known format version)")
+    why = backup_volumes.check_index(index.get("volumes", []))
+    if why:
+        raise _corrupt(path, why)
     for key, kind in (("name", str), ("container", dict), ("snapshots", list), ("streams", list),
                       ("optimized", bool)):
         if not isinstance(index.get(key), kind):
@@ -283,6 +296,7 @@ class _ImportPlan:
     stream_format: str
     allow_devices: bool = False
     devices: set[str] = field(default_factory=set)  # device nodes found (dropped or kept)
+    volumes: list[backup_volumes.Arrival] = field(default_factory=list)
 
 
 def _free_name(st: Store, name: str) -> str:
@@ -367,8 +381,10 @@ def _plan_import(host: Host, index: dict[str, Any], path: str, name: str | None,
     rec = _record_from_index(index["container"], name, target, path)
     devs = arrival.check_record(host, rec, target)
     snaps = _snapshot_records(host, index, name, target)
+    vols = backup_volumes.plan(host, index, target, rec)
     return _ImportPlan(name, target, drv, rec, devs, snaps, index["optimized"],
-                       str(index.get("stream_format") or volume_streams.TAR), allow_devices)
+                       str(index.get("stream_format") or volume_streams.TAR), allow_devices,
+                       volumes=vols)
 
 
 # -- import: receive the streams, verify, commit ---------------------------------------------
@@ -484,16 +500,18 @@ def _commit(host: Host, p: _ImportPlan, r: Reverter) -> None:
         snaps = SnapshotStore(st)
         for sr in p.snaps:
             snaps.add(sr)
+        backup_volumes.commit(st, p.volumes)
 
 
 def _import_streams(host: Host, p: _ImportPlan, index: dict[str, Any], tin: streams.TarReader,
                     dec: streams.Decompressor, path: str, progress: Progress | None) -> None:
     """Everything after the checks, undone as a whole on failure (or by the intent if killed)."""
     with journal.intent(host, "import", container=p.name, pool=p.pool) as it, \
-            volumes.full_is_clear(p.pool), Reverter() as r:
+            contextlib.ExitStack() as vol_intents, volumes.full_is_clear(p.pool), Reverter() as r:
         r.add(lambda: p.drv.delete_container(p.name), f"delete volume of {p.name}")
         got = _receive_streams(p, index, tin, path, it, progress)
-        _verify_checksums(tin, index["streams"], got, path)
+        got += backup_volumes.receive(host, p.volumes, tin, vol_intents, r, progress)
+        _verify_checksums(tin, index["streams"] + index.get("volumes", []), got, path)
         dec.finish()
         _settle_volume(host, p, index)
         if p.optimized:

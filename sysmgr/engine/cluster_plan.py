@@ -29,7 +29,7 @@ from sysmgr.model.objects import (
     ContainerSpec, ImageSpec, Manifest, MemberDoc, ProfileSpec, Spec, issue_at)
 from sysmgr.types import MemberSpec
 
-SHARED_KINDS = ("StoragePool", "Network", "Profile")
+SHARED_KINDS = ("StoragePool", "StorageVolume", "Network", "Profile")
 #: the "member" of steps the admin host runs itself (its cluster record)
 ADMIN = "cluster"
 

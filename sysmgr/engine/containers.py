@@ -14,7 +14,8 @@ from typing import Mapping, Sequence
 
 from sysmgr.drivers.runtime.base import STOPPED
 from sysmgr.engine import (
-    confinement, events, journal, lifecycle, pools, records, runspec, supervise, volumes)
+    confinement, disks, events, idmap, journal, lifecycle, pools, records, runspec, supervise,
+    volumes)
 from sysmgr.engine.host import DEFAULT_PROFILE, Host
 from sysmgr.engine.migration import markers
 from sysmgr.engine.netplan import nic_problems
@@ -23,6 +24,7 @@ from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import AlreadyExists, Conflict, Issue, NotFound, ValidationError
 from sysmgr.model import keys as mkeys
 from sysmgr.model import names as mnames
+from sysmgr.state import volumes as svol
 from sysmgr.state.db import ContainerRecord, ImageRecord
 
 Devices = Mapping[str, Mapping[str, str]]
@@ -35,10 +37,21 @@ def device_ref_issues(host: Host, devices: Devices, where: str = "devices") -> l
         pool = dev.get("pool")
         if dev.get("type") == "disk" and pool and not host.store.has_pool(pool):
             issues.append(Issue(f"storage pool {pool!r} not found", path=f"{where}.{dname}.pool"))
+        elif pool and mkeys.is_bind_disk(dev) and not svol.exists(host.store, pool, dev["source"]):
+            issues.append(Issue(f"storage volume {dev['source']!r} not found in storage pool "
+                                f"{pool!r}", path=f"{where}.{dname}.source"))
     if any(d.get("type") == "nic" for d in devices.values()):
         facts = NetworkEngine(host).facts()
         issues += [Issue(r, path=p) for p, r in nic_problems(devices, facts, where=where)]
     return issues
+
+
+def _check_expanded(host: Host, name: str, cfg: Mapping[str, str], devs: Devices) -> None:
+    """A container's expansion is valid here: its devices, boot dependencies, disks."""
+    problems = records.expansion_issues(cfg, devs) + supervise.depends_issues(host, name, cfg)
+    problems += disks.issues(host, devs, privileged=idmap.is_privileged(cfg))
+    if problems:
+        raise ValidationError(problems)
 
 
 # -- create -----------------------------------------------------------------------------------
@@ -98,9 +111,7 @@ def _checked(host: Host, name: str, image: str, profiles: Sequence[str] | None,
     rec = ContainerRecord(name, img.fingerprint, "", profiles, cfg_in, devs_in, description,
                           {}, time.time())
     cfg, devs = records.expanded(host, rec)
-    problems = records.expansion_issues(cfg, devs) + supervise.depends_issues(host, name, cfg)
-    if problems:
-        raise ValidationError(problems)
+    _check_expanded(host, name, cfg, devs)
     rec.pool = records.root_pool(devs)
     NetworkEngine(host).check_addresses({name: devs})
     size_problems = volumes.size_issues(host, devs)
@@ -196,9 +207,7 @@ def update_container(host: Host, name: str, *, config: Mapping[str, str] | None 
             raise ValidationError(issues)
         old_cfg, old_devs = records.expanded(host, rec)
         cfg, devs = records.expanded(host, new)
-        problems = records.expansion_issues(cfg, devs) + supervise.depends_issues(host, name, cfg)
-        if problems:
-            raise ValidationError(problems)
+        _check_expanded(host, name, cfg, devs)
         if records.root_pool(devs) != rec.pool:
             raise ValidationError(
                 f"changing the root disk's pool of {name!r} ({rec.pool} -> "
@@ -208,10 +217,20 @@ def update_container(host: Host, name: str, *, config: Mapping[str, str] | None 
         networks.check_addresses({name: devs})
         # the root disk's size is a quota: set now (live), refused below the usage
         volumes.resize(host, volumes.size_changes(host, {name: (old_devs, devs)}))
-        with host.store.transaction():
-            host.store.update_container(new)
-        networks.sync()  # nic records follow the devices (a running nic: at restart)
-        return apply_live(host, name, old_cfg, old_devs)
+        with Reverter() as r:
+            with host.store.transaction():
+                host.store.update_container(new)
+            r.add(lambda: _put_back(host, rec), f"restore the definition of {name}")
+            networks.sync()  # nic records follow the devices (a running nic: at restart)
+            pending = apply_live(host, name, old_cfg, old_devs)  # a disk that fails undoes all
+            r.success()
+        return pending
+
+
+def _put_back(host: Host, rec: ContainerRecord) -> None:
+    with host.store.transaction():
+        host.store.update_container(rec)
+    NetworkEngine(host).sync()
 
 
 def _replaced(rec: ContainerRecord, config: Mapping[str, str] | None, devices: Devices | None,
@@ -231,22 +250,32 @@ def _replaced(rec: ContainerRecord, config: Mapping[str, str] | None, devices: D
 
 def apply_live(host: Host, name: str, old_cfg: Mapping[str, str],
                old_devs: Devices | None = None) -> list[str]:
-    """Push changed live keys into a running container; return keys needing a restart."""
+    """Push changed live keys and disks into a running container; return keys needing a
+    restart."""
     ex = records.read(host, name)
-    if records.status(host, ex.record).state == STOPPED:
+    init = records.init_record(ex.record)
+    if init is None or host.runtime.status(init).state == STOPPED:
         return []
     new_n, old_n = mkeys.normalize_config(ex.config), mkeys.normalize_config(old_cfg)
     changed = {k for k in set(new_n) | set(old_n) if new_n.get(k) != old_n.get(k)}
     pending = sorted(k for k in changed if not mkeys.is_live(k))
     devs = ex.devices
+    hotplug = host.runtime.info.live_mounts  # else a disk waits for the restart, as others
     if old_devs is not None and devs != old_devs:
         pending += [f"devices.{d}" for d in sorted(set(devs) | set(old_devs))
                     if devs.get(d) != old_devs.get(d)
-                    and not mkeys.device_change_is_live(old_devs.get(d), devs.get(d))]
+                    and not (mkeys.device_change_is_live(old_devs.get(d), devs.get(d))
+                             and (hotplug or not _bind_disk_change(old_devs.get(d), devs.get(d))))]
+        if hotplug:
+            disks.apply_live(host, name, init, old_devs, devs, not idmap.is_privileged(ex.config))
     if any(k.startswith("limits.") for k in changed):
         host.runtime.set_limits(records.cgroup_path(host, name), runspec.limits(ex.config))
     records.need_restart(host, name, pending)
     return pending
+
+
+def _bind_disk_change(old: Mapping[str, str] | None, new: Mapping[str, str] | None) -> bool:
+    return any(d is not None and mkeys.is_bind_disk(d) for d in (old, new))
 
 
 def set_config(host: Host, name: str, values: Mapping[str, str], unset: Sequence[str] = ()

@@ -53,7 +53,7 @@ _WAKE_INTERVAL = 0.5  # with inotify: how often follow() looks at its ``stop`` a
 _OPTIONAL = ("commit", "member", "detail")
 _BASE = ("time", "type", "object", "action", "result", "pid", *_OPTIONAL)
 # an apply's action kinds as objects: "storage-pool/default", "container/web1"
-_KINDS = {"StoragePool": "storage-pool"}
+_KINDS = {"StoragePool": "storage-pool", "StorageVolume": "storage-volume"}
 
 _context: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "sysmgr_event_context", default=None)

@@ -27,21 +27,20 @@ the container's ``nobody`` (65534), as an idmapped mount would show them.
 The two keys travel with the files: a snapshot keeps them in its record and a restore brings
 them back, a copy takes its source's (or its snapshot's), a backup's index has them for the
 container and each snapshot and an import records them; whatever they say, the next start
-shifts from there. Host paths (``disk`` devices with a ``source``) are never shifted: on a
-filesystem that cannot idmap they are refused for an unprivileged container.
+shifts from there. Host paths (``disk`` devices with a ``source``) are never shifted: bound
+as they are (their files show as nobody inside), or with ``shift=true`` idmapped, which a
+filesystem that cannot idmap refuses (:mod:`sysmgr.engine.disks`).
 
 Layer: engine.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
 
 from sysmgr._util import idshift as walker
 from sysmgr.engine.host import Host
-from sysmgr.errors import Conflict, DriverError, ValidationError
-from sysmgr.model import keys as mkeys
+from sysmgr.errors import DriverError, ValidationError
 from sysmgr.model.idmaps import MAX_ID, format_idmap, parse_idmap
 from sysmgr.types import IdMap
 
@@ -124,23 +123,8 @@ def prepare(host: Host, name: str, devices: Mapping[str, Mapping[str, str]], poo
     an idmapped mount. Call under the root's lock."""
     rootfs = host.pool_driver(pool).container_path(name)
     idmapped = ids is not None and host.runtime.can_idmap(rootfs)
-    if ids is not None:
-        _check_disks(host, name, devices)
     reshift(host, name, rootfs, None if idmapped else ids)
     return idmapped
-
-
-def _check_disks(host: Host, name: str, devices: Mapping[str, Mapping[str, str]]) -> None:
-    """Host paths are never shifted: refuse one an unprivileged container could not use."""
-    for dev, d in sorted(devices.items()):
-        src = d.get("source") or ""
-        if d.get("type") != "disk" or mkeys.is_root_disk(d) or d.get("pool") or not src:
-            continue
-        if os.path.exists(src) and not host.runtime.can_idmap(src):
-            raise Conflict(
-                f"container {name}: disk device {dev!r}: {src} is on a filesystem that cannot "
-                "be idmapped, and sysmgr never shifts host paths",
-                hint="set security.privileged=true, or use a source on ext4, btrfs or xfs")
 
 
 def reshift(host: Host, name: str, tree: str, want: IdMap | None) -> None:

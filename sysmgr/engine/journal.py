@@ -18,7 +18,9 @@ storage operation, under the root's lock — resolves the intents of dead proces
 * ``export``: the temporary snapshot and the partial output file are removed;
 * ``send`` (the source of a copy or move): its temporary snapshots are removed, and a move
   that had not stopped the container yet is dropped (:mod:`sysmgr.engine.migration`);
-* ``receive`` (a refresh of an existing copy): the snapshots it received are removed.
+* ``receive`` (a refresh of an existing copy): the snapshots it received are removed;
+* ``volume`` (a custom volume being made: create, copy, move, import): no record -> the
+  volume, its temporary images and a copy's temporary source snapshot are removed.
 
 Leftover staging entries of the drivers (``.staging-*`` of dead processes) are swept by the
 pool's ``mount()`` afterwards. Resolution is idempotent: an intent whose resolution fails is
@@ -314,9 +316,29 @@ def _unfinished_receive(host: Host, d: dict[str, Any], drv: "StoragePool | None"
     return f"removed the unfinished refresh of {name}" if gone else ""
 
 
+def _unfinished_volume(host: Host, d: dict[str, Any], drv: "StoragePool | None") -> str:
+    """A custom volume being made (create, copy, move, import): no record -> the volume
+    (with its snapshots), temporary images and a copy's temporary source snapshot go."""
+    from sysmgr.state import volumes as svol  # custom volumes only
+
+    name, pool, st = d.get("volume", ""), d.get("pool", ""), host.store
+    assert drv is not None
+    view, line = drv.custom_volumes(), ""
+    if not svol.exists(st, pool, name) and (view.has_container(name) or d.get("snapshots")):
+        view.delete_container(name)
+        line = f"removed the unfinished storage volume {pool}/{name}"
+    for fp in d.get("images", []):
+        drv.delete_image(fp)
+    src_pool, src_snap = d.get("source_pool"), d.get("source_snapshot")
+    if src_pool and src_snap and st.has_pool(src_pool):
+        with contextlib.suppress(NotFound):
+            host.pool_driver(src_pool).custom_volumes().delete_snapshot(d["source"], src_snap)
+    return line
+
+
 _RESOLVERS: dict[str, Resolver] = {
     "create": _unfinished_create, "copy": _unfinished_create, "import": _unfinished_create,
     "snapshot": _unfinished_snapshot, "delete-snapshot": _unfinished_snapshot_delete,
     "rename": _unfinished_rename, "restore": _unfinished_restore, "export": _unfinished_export,
-    "send": _unfinished_send, "receive": _unfinished_receive,
+    "send": _unfinished_send, "receive": _unfinished_receive, "volume": _unfinished_volume,
 }

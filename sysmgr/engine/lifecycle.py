@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from sysmgr._util import hostinfo
 from sysmgr.drivers.runtime.base import FROZEN, RUNNING, STOPPED, InitRecord, Status
-from sysmgr.engine import confinement, events, idmap, idshift, records, runspec
+from sysmgr.engine import confinement, disks, events, idmap, idshift, records, runspec
 from sysmgr.engine.host import DEFAULT_STOP_TIMEOUT, Host
 from sysmgr.engine.migration import markers
 from sysmgr.engine.nics import NicEngine
@@ -26,9 +26,13 @@ from sysmgr.model import restart as mrestart
 from sysmgr.state.db import ContainerRecord
 
 
-def start(host: Host, name: str, *, migration: str | None = None) -> Status:
+def start(host: Host, name: str, *, migration: str | None = None,
+          warn: Callable[[str], None] | None = None) -> Status:
     """Start a stopped container; Conflict when it runs already, or when a move marks it
-    (other than ``migration``: the move starting it on its new member)."""
+    (other than ``migration``: the move starting it on its new member). ``warn`` gets what
+    the start had to leave out (a disk whose source is missing, ``required=false``), which
+    the started event also records."""
+    said: list[str] = []
     with host.locked():
         ex = records.read(host, name)
         rec = ex.record
@@ -39,8 +43,9 @@ def start(host: Host, name: str, *, migration: str | None = None) -> Status:
         host.runtime.cleanup(cgroup)  # a previous init may have died by itself
         ids = idmap.idmap_for(host, rec, ex.config)
         idmapped = idshift.prepare(host, name, ex.devices, rec.pool, ids)  # may shift the files
+        binds = disks.mounts(host, name, ex.devices, ids is not None, said.append)
         spec = runspec.runtime_spec(host, ex, records.image_meta(host, rec), ids,
-                                    idmapped_rootfs=idmapped)
+                                    idmapped_rootfs=idmapped, disks=binds)
         os.makedirs(spec.runtime_dir, exist_ok=True)
         spec = confinement.confine(host, spec, ex.config)  # its AppArmor profile, where there is one
         before_go = None
@@ -61,7 +66,9 @@ def start(host: Host, name: str, *, migration: str | None = None) -> Status:
         except BaseException:
             host.runtime.stop(init, halt_signal=spec.halt_signal, timeout=0, force=True)
             raise
-        events.container(host, name, "started")
+        events.container(host, name, "started", detail="; ".join(said) or None)
+        for msg in said if warn is not None else ():
+            warn(msg)
         return Status(RUNNING, init.pid)
 
 

@@ -11,6 +11,7 @@ from sysmgr.engine.host import Host
 from sysmgr.engine.networks import NetworkEngine
 from sysmgr.engine.observed import Observed, ObservedContainer, ObservedNetwork
 from sysmgr.state import applied, inventory
+from sysmgr.state import volumes as svol
 
 __all__ = ["Observed", "ObservedContainer", "ObservedNetwork", "observe"]
 
@@ -37,4 +38,5 @@ def observe(host: Host, *, host_networks: bool = True) -> Observed:
         host_networks=used,
         inventory={(r.kind, r.name): r for r in inventory.all_records(st)},
         applied=applied.all_specs(st),
+        volumes={f"{v.pool}/{v.name}": v for v in svol.all_volumes(st)},
     )

@@ -15,6 +15,7 @@ from typing import Any
 from sysmgr.state.db import ContainerRecord, ImageRecord, PoolRecord, ProfileRecord
 from sysmgr.state.inventory import InventoryRecord
 from sysmgr.state.networks import NetworkRecord
+from sysmgr.state.volumes import VolumeRecord
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Observed:
     # what the last apply asked of objects from manifests: (kind, name) -> definition
     # (:mod:`sysmgr.engine.drift`; not in the digest: it only labels changes)
     applied: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    volumes: dict[str, VolumeRecord] = field(default_factory=dict)   # "POOL/NAME" -> record
 
     def image_ref(self, ref: str) -> str | None:
         """Fingerprint for an alias or unique fingerprint prefix, else None."""
@@ -66,6 +68,8 @@ class Observed:
         if self.networks:
             data["networks"] = {k: [asdict(v.record), list(v.problems)]
                                 for k, v in self.networks.items()}
+        if self.volumes:
+            data["volumes"] = {k: [v.config, v.description] for k, v in self.volumes.items()}
         if self.inventory:
             data["inventory"] = sorted([k, n, r.origin, r.prune]
                                        for (k, n), r in self.inventory.items())

@@ -13,8 +13,8 @@ import fnmatch
 from typing import Mapping, Sequence
 
 from sysmgr.engine.actions import (
-    Action, BuildImage, Change, CreateContainer, CreatePool, ImportImage, Plan, PutProfile,
-    Restart, Start, Stop, UpdateContainer, UpdateProfile)
+    Action, BuildImage, Change, CreateContainer, CreatePool, CreateVolume, ImportImage, Plan,
+    PutProfile, Restart, Start, Stop, UpdateContainer, UpdateProfile, UpdateVolume)
 from sysmgr.engine import changes as echanges
 from sysmgr.engine import drift as edrift
 from sysmgr.engine import netplan
@@ -24,8 +24,10 @@ from sysmgr.errors import Issue, ValidationError
 from sysmgr.model import expand as mexpand
 from sysmgr.model import keys as mkeys
 from sysmgr.model import restart as mrestart
+from sysmgr.model import volume_keys as mvol
 from sysmgr.model.objects import (
-    ContainerSpec, ImageSpec, Manifest, ProfileSpec, StoragePoolSpec, issue_at)
+    ContainerSpec, ImageSpec, Manifest, ProfileSpec, StoragePoolSpec, StorageVolumeSpec,
+    issue_at)
 from sysmgr.model.suggest import did_you_mean
 
 Devices = Mapping[str, Mapping[str, str]]
@@ -56,14 +58,15 @@ def reference_issues(manifest: Manifest, obs: Observed) -> list[Issue]:
     broken = frozenset(manifest.broken)
     profiles = _profiles(manifest, obs)
     pools = set(obs.pools) | {p.name for p in manifest.of("StoragePool")}
-    issues = _pool_issues(manifest, obs)
+    vols = set(obs.volumes) | {v.name for v in manifest.of("StorageVolume")}
+    issues = _pool_issues(manifest, obs) + _volume_issues(manifest, pools)
     for spec in manifest.of("Profile"):
         assert isinstance(spec, ProfileSpec)
-        issues += _disk_pool_issues(spec, spec.devices, pools, broken)
+        issues += _disk_pool_issues(spec, spec.devices, pools, vols, broken)
     images = set(obs.aliases) | {i.name for i in manifest.of("Image")}
     for spec in manifest.of("Container"):
         assert isinstance(spec, ContainerSpec)
-        issues += _container_issues(spec, obs, profiles, pools, images, broken)
+        issues += _container_issues(spec, obs, profiles, pools, vols, images, broken)
     issues += netplan.reference_issues(manifest, obs, profiles,
                                        frozenset(n for k, n in broken if k == "Network"))
     return issues
@@ -86,17 +89,59 @@ def _pool_issues(manifest: Manifest, obs: Observed) -> list[Issue]:
 
 
 def _disk_pool_issues(spec: object, devices: Devices, pools: set[str],
-                      broken: frozenset[tuple[str, str]] = frozenset()) -> list[Issue]:
-    return [issue_at(spec, f"devices.{dname}.pool", f"storage pool {dev['pool']!r} not found"
-                     + did_you_mean(dev["pool"], pools))
-            for dname, dev in devices.items()
-            if dev.get("type") == "disk" and dev.get("pool") and dev["pool"] not in pools
-            and ("StoragePool", dev["pool"]) not in broken]
+                      vols: set[str], broken: frozenset[tuple[str, str]] = frozenset()
+                      ) -> list[Issue]:
+    """Disks naming a pool that does not exist, or a custom volume (``POOL/NAME``, on the
+    host or in the manifests) that does not."""
+    out = []
+    for dname, dev in devices.items():
+        pool = dev.get("pool")
+        if dev.get("type") != "disk" or not pool:
+            continue
+        if pool not in pools:
+            if ("StoragePool", pool) not in broken:
+                out.append(issue_at(spec, f"devices.{dname}.pool",
+                                    f"storage pool {pool!r} not found" + did_you_mean(pool, pools)))
+        elif mkeys.is_bind_disk(dev) and f"{pool}/{dev['source']}" not in vols \
+                and ("StorageVolume", f"{pool}/{dev['source']}") not in broken:
+            out.append(issue_at(spec, f"devices.{dname}.source",
+                                f"storage volume {dev['source']!r} not found in storage pool "
+                                f"{pool!r} (nor as a StorageVolume in the manifests)"))
+    return out
+
+
+def _volume_issues(manifest: Manifest, pools: set[str]) -> list[Issue]:
+    """A volume's pool exists (on the host or in the manifests)."""
+    return [issue_at(v, "pool", f"storage pool {v.pool!r} not found" + did_you_mean(v.pool, pools))
+            for v in manifest.of("StorageVolume")
+            if isinstance(v, StorageVolumeSpec) and v.pool not in pools]
+
+
+def _volume_actions(manifest: Manifest, obs: Observed) -> list[Action]:
+    """Create the volumes that do not exist; change the config and description of those
+    that do (a size is a quota: applied at once). Never deletes one (its data)."""
+    actions: list[Action] = []
+    for spec in manifest.of("StorageVolume"):
+        assert isinstance(spec, StorageVolumeSpec)
+        cur = obs.volumes.get(spec.name)
+        fields = dict(name=spec.name, pool=spec.pool, volume=spec.volume,
+                      config=dict(spec.config), description=spec.description)
+        if cur is None:
+            actions.append(CreateVolume(**fields))
+            continue
+        o, n = mvol.normalize_volume_config(cur.config), mvol.normalize_volume_config(spec.config)
+        changes = [Change(f"config.{k}", cur.config.get(k), spec.config.get(k))
+                   for k in sorted(set(o) | set(n)) if o.get(k) != n.get(k)]
+        if cur.description != spec.description:
+            changes.append(Change("description", cur.description, spec.description))
+        if changes:
+            actions.append(UpdateVolume(**fields, changes=tuple(changes)))
+    return actions
 
 
 def _container_issues(spec: ContainerSpec, obs: Observed,
                       profiles: Mapping[str, tuple[Mapping[str, str], Devices]],
-                      pools: set[str], images: set[str],
+                      pools: set[str], vols: set[str], images: set[str],
                       broken: frozenset[tuple[str, str]] = frozenset()) -> list[Issue]:
     """Missing profiles, image or pools; an invalid expansion; a root disk moved to another
     pool."""
@@ -112,7 +157,7 @@ def _container_issues(spec: ContainerSpec, obs: Observed,
         issues.append(issue_at(spec, "image", f"image {spec.image!r} not found"
                                + did_you_mean(spec.image, images)
                                + ": not an alias on this host nor an Image in the manifests"))
-    issues += _disk_pool_issues(spec, spec.devices, pools, broken)
+    issues += _disk_pool_issues(spec, spec.devices, pools, vols, broken)
     if missing:
         return issues
     cfg, devs = mexpand.expand([profiles[p] for p in spec.profiles], spec.config, spec.devices)
@@ -140,6 +185,7 @@ def plan(manifest: Manifest, obs: Observed, *, prune: bool = False, backup: bool
         if spec.name not in obs.pools:
             actions.append(CreatePool(spec.name, driver=spec.driver, config=dict(spec.config),
                                       description=spec.description))
+    actions += _volume_actions(manifest, obs)  # after their pools, before what attaches them
     net_actions, net_warnings = netplan.plan_actions(manifest, obs)  # after pools, before profiles
     actions += net_actions + _profile_actions(manifest, obs) + _image_actions(manifest, obs)
     warnings += net_warnings + _outside_warnings(manifest, obs)

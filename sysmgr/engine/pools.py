@@ -16,6 +16,7 @@ from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import AlreadyExists, Conflict, Issue, NotFound, ValidationError
 from sysmgr.model import keys as mkeys
 from sysmgr.model import names as mnames
+from sysmgr.state import volumes as svol
 from sysmgr.state.db import ImageRecord, PoolRecord
 
 
@@ -53,6 +54,10 @@ def delete_pool(host: Host, name: str) -> None:
                     if any(d.get("pool") == name for d in p.devices.values())]
         if profiles:
             raise Conflict(f"storage pool {name!r} is used by profiles: {', '.join(profiles)}")
+        vols = [v.name for v in svol.all_volumes(st, name)]
+        if vols:
+            raise Conflict(f"storage pool {name!r} holds storage volumes: {', '.join(vols)}",
+                           hint=f"delete them first: sysmgr storage volume delete {name} VOLUME")
         drv = host.pool_driver(name)
         for fp in [i.fingerprint for i in st.images() if name in st.image_pools(i.fingerprint)]:
             drv.delete_image(fp)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from sysmgr.engine import containers, records, volumes
+from sysmgr.drivers.runtime.base import STOPPED
+from sysmgr.engine import containers, disks, idmap, records, volumes
 from sysmgr.engine.host import DEFAULT_PROFILE, Host
 from sysmgr.engine.networks import NetworkEngine
 from sysmgr.errors import AlreadyExists, Conflict, NotFound, ValidationError
@@ -39,8 +40,11 @@ def put_profile(host: Host, rec: ProfileRecord, *, create: bool | None = None) -
         for n in users:
             cfg, devs = records.expanded(host, st.container(n), override={rec.name: rec})
             problems = records.expansion_issues(cfg, devs, who=n)
+            problems += disks.issues(host, devs, privileged=idmap.is_privileged(cfg), who=n)
             if problems:
                 raise ValidationError(problems)
+            if records.status(host, st.container(n)).state != STOPPED:  # mounted at once
+                disks.check_live(host, n, before[n][1], devs, not idmap.is_privileged(cfg))
             after[n] = devs
         networks = NetworkEngine(host)
         networks.check_addresses(after)  # e.g. a static address now used twice
@@ -49,7 +53,7 @@ def put_profile(host: Host, rec: ProfileRecord, *, create: bool | None = None) -
             st.put_profile(rec)
         networks.sync()
         for n in users:
-            containers.apply_live(host, n, before[n][0])
+            containers.apply_live(host, n, before[n][0], before[n][1])
 
 
 def delete_profile(host: Host, name: str) -> None:

@@ -12,7 +12,7 @@ import functools
 from typing import Any, Mapping
 
 from sysmgr._util import hostinfo
-from sysmgr.drivers.runtime.base import RuntimeSpec, signal_number
+from sysmgr.drivers.runtime.base import DiskMount, RuntimeSpec, signal_number
 from sysmgr.engine import records
 from sysmgr.engine.host import Host
 from sysmgr.model import keys as mkeys
@@ -36,11 +36,12 @@ def halt_signal(meta: Mapping[str, Any]) -> int:
 
 
 def runtime_spec(host: Host, ex: records.Expanded, meta: Mapping[str, Any],
-                 idmap: IdMap | None = None, *, idmapped_rootfs: bool = True) -> RuntimeSpec:
+                 idmap: IdMap | None = None, *, idmapped_rootfs: bool = True,
+                 disks: tuple[DiskMount, ...] = ()) -> RuntimeSpec:
     """What the runtime needs to start the container ``ex`` (read once by the caller) whose
     image has the metadata ``meta``, in a user namespace with ``idmap`` (None: privileged),
     its root filesystem attached through an idmapped mount or (``idmapped_rootfs`` False)
-    as it is, its files shifted on disk."""
+    as it is, its files shifted on disk, with the bind ``disks`` (:func:`.disks.mounts`)."""
     rec = ex.record
     cap_add, cap_drop = mkeys.capabilities_from_config(ex.config)
     return RuntimeSpec(
@@ -57,4 +58,5 @@ def runtime_spec(host: Host, ex: records.Expanded, meta: Mapping[str, Any],
         idmapped_rootfs=idmapped_rootfs,
         cap_add=cap_add,
         cap_drop=cap_drop,
+        disks=disks,
     )

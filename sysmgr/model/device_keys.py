@@ -13,7 +13,8 @@ from typing import Callable, Mapping
 
 from sysmgr._util.sizes import parse_size
 from sysmgr.model.keyrules import (
-    BOOL, MTU, NORM_BOOL, Key, Problem, Validator, abs_path, accept, check, key_table, norm,
+    BOOL, MTU, NORM_BOOL, Key, Problem, Validator, abs_path, accept, check, choice_key,
+    key_table, norm,
     normalize_path, normalize_table, same, size_key, validate_table)
 from sysmgr.model.names import device_name_problem, ifname_problem, object_name_problem
 from sysmgr.model.suggest import did_you_mean
@@ -52,6 +53,12 @@ def _nictype(value: str) -> None:
 
 
 _DISK_SIZE = size_key()
+#: LXD's propagation modes of a bind (the kernel's shared subtrees); "private" is LXD's default
+PROPAGATIONS = ("private", "shared", "slave", "unbindable",
+                "rprivate", "rshared", "rslave", "runbindable")
+_PROPAGATION = choice_key(*PROPAGATIONS, what="propagation")
+#: keys only a disk with a source has (a bind), never the root disk
+_BIND_ONLY = ("propagation", "recursive", "shift")
 
 DEVICE_TYPES: dict[str, dict[str, Key]] = {
     "disk": key_table(
@@ -64,7 +71,15 @@ DEVICE_TYPES: dict[str, dict[str, Key]] = {
             doc="Quota of the root disk (64MiB, 10GB...)."),
         Key("readonly", BOOL, NORM_BOOL, default="false", doc="Mount read-only."),
         Key("required", BOOL, NORM_BOOL, default="true",
-            doc="Fail to start when the source is missing (false: skip it)."),
+            doc="Fail to start when the source is missing (false: skip it with a warning)."),
+        Key("propagation", *_PROPAGATION, default="private",
+            doc="How mounts under it propagate between host and container: private, slave, "
+                "shared, unbindable, or rprivate, rslave, rshared, runbindable."),
+        Key("recursive", BOOL, NORM_BOOL, default="false",
+            doc="Also mount what is mounted under the source (a recursive bind)."),
+        Key("shift", BOOL, NORM_BOOL, default="false",
+            doc="Idmap the source into an unprivileged container: the host's root-owned files "
+                "are root's inside (else they show as nobody)."),
     ),
     "nic": key_table(
         Key("name", _name_check(ifname_problem, "interface name"), same,
@@ -100,6 +115,8 @@ def _disk_rules(dev: Mapping[str, str]) -> list[Problem]:
             out.append(("pool", "the root disk (path: /) needs a pool"))
         if dev.get("source"):
             out.append(("source", "the root disk comes from its pool: remove source"))
+        out += [(k, f"{k} is for disks with a source, not the root disk")
+                for k in _BIND_ONLY if dev.get(k)]
     else:
         if dev.get("size"):
             out.append(("size", "size is only supported on the root disk (path: /)"))
@@ -108,6 +125,9 @@ def _disk_rules(dev: Mapping[str, str]) -> list[Problem]:
             out.append(("source", "a disk device other than the root disk needs a source"))
         elif not dev.get("pool") and not src.startswith("/"):
             out.append(("source", f"invalid source {src!r}: a host path must be absolute"))
+        elif dev.get("pool") and (src.startswith("/") or "/" in src or src.startswith(".")):
+            out.append(("source", f"invalid source {src!r}: with a pool, the source is the "
+                                  "name of a storage volume in it"))
     return out
 
 
@@ -203,8 +223,11 @@ def normalize_devices(devices: Mapping[str, Mapping[str, object]]) -> dict[str, 
 
 def device_change_is_live(old: Mapping[str, str] | None, new: Mapping[str, str] | None) -> bool:
     """Whether changing a device from ``old`` to ``new`` applies to a running container
-    without a restart: same type, and every changed key is a live one (the root disk's
-    ``size`` is). Adding or removing a device is not live."""
+    without a restart: a disk with a source comes and goes live (LXD's hotplug: a change is
+    an unmount and a mount); otherwise same type, and every changed key is a live one (the
+    root disk's ``size`` is). Adding or removing any other device is not live."""
+    if (old is not None or new is not None) and all(d is None or is_bind_disk(d) for d in (old, new)):
+        return True
     if old is None or new is None or old.get("type") != new.get("type"):
         return False
     table = DEVICE_TYPES.get(str(new.get("type", "")))
@@ -230,6 +253,22 @@ def root_disk_pool(devices: Mapping[str, Mapping[str, str]]) -> str | None:
         if is_root_disk(dev):
             return dev.get("pool")
     return None
+
+
+def is_bind_disk(device: Mapping[str, str]) -> bool:
+    """Whether a device is a disk mounted from a source: a host path, or a custom volume
+    (``pool`` + ``source``); not the root disk."""
+    return device.get("type") == "disk" and bool(device.get("source")) and not is_root_disk(device)
+
+
+def disk_order(devices: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """The names of the bind disks of ``devices`` in the order LXD mounts them: shorter
+    container paths (fewer components) first, so a disk on ``/srv`` is there before one on
+    ``/srv/data``; then by path and name, so the order never depends on the map's."""
+    def key(name: str) -> tuple[int, str, str]:
+        path = normalize_path(str(devices[name].get("path", "/")))
+        return len([p for p in path.split("/") if p]), path, name
+    return sorted((n for n, d in devices.items() if is_bind_disk(d)), key=key)
 
 
 def is_root_disk(device: Mapping[str, str]) -> bool:

@@ -31,8 +31,8 @@ from sysmgr.model import bootorder, restart, schedule
 from sysmgr.model.idmaps import normalize_raw_idmap, parse_raw_idmap
 # re-exported: the engine, API, CLI and tests import the device rules from here
 from sysmgr.model.device_keys import (  # noqa: F401
-    DEVICE_TYPES, describe_device_keys, device_change_is_live, is_root_disk, normalize_devices,
-    root_disk_pool, root_disk_size, validate_devices)
+    DEVICE_TYPES, describe_device_keys, device_change_is_live, disk_order, is_bind_disk,
+    is_root_disk, normalize_devices, root_disk_pool, root_disk_size, validate_devices)
 # also re-exported from here: Key, Problem, normalize_path, parse_bool, value_to_str
 from sysmgr.model.keyrules import (  # noqa: F401
     BOOL, NORM_BOOL, Key, Problem, accept, check, choice_key, int_key, key_table, lookup_key, norm,

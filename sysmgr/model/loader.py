@@ -32,7 +32,7 @@ import yaml
 from yaml.nodes import Node, ScalarNode
 
 from sysmgr.errors import Issue, ValidationError
-from sysmgr.model import keys, members, names, network_keys, schemas
+from sysmgr.model import keys, members, names, network_keys, schemas, volume_keys
 from sysmgr.model.objects import (
     KIND_ORDER,
     ContainerSpec,
@@ -272,6 +272,7 @@ KINDS: dict[str, tuple[Mapping[str, Any], Builder]] = {
     "Image": (schemas.IMAGE, _build_image),
     "Container": (schemas.CONTAINER, _build_container),
     "Member": (members.MEMBER_SCHEMA, members.build_member),
+    "StorageVolume": (volume_keys.SCHEMA, volume_keys.build),
 }
 
 
@@ -325,7 +326,8 @@ def _load_document(node: Node, file: str | None, base_dir: str) -> _Loaded:
     for path, reason in schemas.check(schema, data):
         ctx.problem(path, reason)
     spec = builder(data, ctx)
-    name = data.get("name") if isinstance(data.get("name"), str) else None
+    # the identity names are unique by: the name, or a volume's POOL/NAME
+    name = spec.name if isinstance(data.get("name"), str) and spec.name else None
     return _Loaded(spec if not ctx.issues else None, kind, name, ctx.line_of("name"), file,
                    ctx.issues, data.get("prune") is False, spec)
 

@@ -124,6 +124,23 @@ class NetworkSpec:
 
 
 @dataclass(frozen=True)
+class StorageVolumeSpec:
+    """A custom storage volume (LXD's ``storage volume``) on ``pool``: its config keys
+    (:mod:`sysmgr.model.volume_keys`). Its identity in a manifest is ``POOL/VOLUME``."""
+
+    pool: str
+    volume: str
+    config: Config = field(default_factory=dict)
+    description: str = ""
+    source: Source = Source()
+    kind = "StorageVolume"
+
+    @property
+    def name(self) -> str:
+        return f"{self.pool}/{self.volume}"
+
+
+@dataclass(frozen=True)
 class MemberDoc:
     """A ``kind: Member`` document: how the admin host reaches one cluster member
     (:mod:`sysmgr.model.members`). Applied into the admin root's cluster store, never sent
@@ -139,11 +156,12 @@ class MemberDoc:
         return self.member.name
 
 
-Spec = Union[ProfileSpec, StoragePoolSpec, NetworkSpec, ImageSpec, ContainerSpec, MemberDoc]
+Spec = Union[ProfileSpec, StoragePoolSpec, StorageVolumeSpec, NetworkSpec, ImageSpec,
+             ContainerSpec, MemberDoc]
 
 # Member documents go to the admin root's cluster store, apart from the rest (a cluster plan
 # records them before anything is placed on them), so their rank here does not matter
-KIND_ORDER = ("StoragePool", "Network", "Profile", "Image", "Container", "Member")
+KIND_ORDER = ("StoragePool", "StorageVolume", "Network", "Profile", "Image", "Container", "Member")
 
 
 @dataclass(frozen=True)

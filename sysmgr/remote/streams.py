@@ -261,14 +261,16 @@ def migration_endpoint(session: MemberSession, role: str, request: Mapping[str, 
 # -- backups and images ----------------------------------------------------------------------
 
 def container_export(session: MemberSession, name: str, path: str | BinaryIO, *,
-                     optimized: bool, progress: Callable[[str], None] | None) -> Any:
+                     optimized: bool, progress: Callable[[str], None] | None,
+                     volumes: bool = False) -> Any:
     """Export container ``name`` on the member to the backup file ``path`` here (or to the
     open stream ``path``: ``export NAME -``)."""
     from sysmgr.engine.backup import export_path  # tar and zstd handling: exports only
 
     # a path is checked here as a local export checks it
     out = export_path(path) if isinstance(path, str) else path
-    return export_file(session, {"name": name, "optimized": optimized}, out, progress)
+    return export_file(session, {"name": name, "optimized": optimized, "volumes": volumes},
+                       out, progress)
 
 
 def image_export(session: MemberSession, ref: str, path: str, *,

@@ -75,6 +75,20 @@ MIGRATIONS: list[str] = [
         kind TEXT NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL,
         PRIMARY KEY (kind, name));
     """,
+    # 7: custom storage volumes (LXD's `storage volume`) and their snapshots; the files live
+    # in the pool, these are their config and description
+    """
+    CREATE TABLE IF NOT EXISTS storage_volumes (
+        pool TEXT NOT NULL REFERENCES storage_pools(name), name TEXT NOT NULL,
+        config TEXT NOT NULL DEFAULT '{}', description TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL, PRIMARY KEY (pool, name));
+    CREATE TABLE IF NOT EXISTS volume_snapshots (
+        pool TEXT NOT NULL, volume TEXT NOT NULL, name TEXT NOT NULL, created REAL NOT NULL,
+        config TEXT NOT NULL DEFAULT '{}', description TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (pool, volume, name),
+        FOREIGN KEY (pool, volume) REFERENCES storage_volumes(pool, name)
+            ON DELETE CASCADE ON UPDATE CASCADE);
+    """,
 ]
 
 

@@ -128,6 +128,30 @@ def test_setuid_made_inside_a_container(root: Root, probe: str):
         assert res.stdout.strip() == "euid=65534", res.stderr
 
 
+def test_setuid_made_inside_a_custom_volume(root: Root, probe: str):
+    """A custom volume keeps container ids on disk (uid 0 for root inside), like a root
+    filesystem: a setuid-root program made in it is a host setuid-root file, which no host
+    user may reach (0700 ``custom/``) nor, on a loop pool, run through a handle (nosuid)."""
+    r = root.path
+    ok("storage", "volume", "create", root.pool, "vol", root=r)
+    ok("launch", "busybox", "c1", root=r)
+    ok("storage", "volume", "attach", root.pool, "vol", "c1", "/data", root=r)
+    ok("file", "push", probe, "c1/data/probe", "--mode", "0755", root=r)
+    ok("exec", "c1", "--", "chmod", "4755", "/data/probe", root=r)
+    base = os.path.join(root.pool_root, "custom", "vol")
+    host_path = os.path.join(base, "probe") if root.kind == "btrfs" else \
+        os.path.join(base, "rootfs", "probe")
+    assert _mode(host_path) == 0o4755 and os.lstat(host_path).st_uid == 0
+    assert _mode(os.path.join(root.pool_root, "custom")) == 0o700
+    res = as_nobody(host_path)
+    _no_root_euid(res)
+    assert res.returncode != 0 and "Permission denied" in res.stderr
+    if root.kind == "btrfs":
+        assert via_fd(host_path, "{fd}").stdout.strip() == "euid=65534"
+    delete_all(r)
+    ok("storage", "volume", "delete", root.pool, "vol", root=r)
+
+
 # -- a setuid file and a device node shipped in an image ---------------------------------------
 
 def test_setuid_and_device_shipped_in_an_image(root: Root, probe: str, busybox_rootfs: str,

@@ -216,16 +216,32 @@ def test_privileged_runs_on_ramfs_and_switching_to_it_shifts_back(client, ram):
     assert sh(c, DATA)[1].strip() == INSIDE
 
 
-def test_a_host_path_on_ramfs_is_refused_as_a_disk_device_unless_privileged(client, ramfs, tmp_path):
+def test_a_host_path_on_ramfs_is_never_shifted_shift_is_refused_unless_privileged(client, ramfs,
+                                                                                  tmp_path):
+    """sysmgr never rewrites a host path's owners: bound as it is (nobody inside, as in
+    LXD), or with shift=true idmapped, which ramfs cannot be: refused when the device is
+    written (the source exists), and at start (it appeared since)."""
     ok = tmp_path / "on-ext4"
     ok.mkdir()
+    with open(os.path.join(ramfs, "f"), "w") as f:
+        f.write("x")
     devices = {"shared": {"type": "disk", "source": ramfs, "path": "/mnt/shared"},
-               "fine": {"type": "disk", "source": str(ok), "path": "/mnt/fine"}}
-    c = client.containers.create("c1", "busybox", devices=devices)
+               "fine": {"type": "disk", "source": str(ok), "path": "/mnt/fine", "shift": "true"}}
+    c = client.containers.create("c1", "busybox", devices=devices, start=True)
+    assert sh(c, "stat -c %u /mnt/shared/f /mnt/fine")[1].split() == ["65534", "0"]
+    assert owner(os.path.join(ramfs, "f"))[:2] == (0, 0)  # not shifted
+    c.devices["shared"]["shift"] = "true"
+    with pytest.raises(sysmgr.SysmgrError, match=r"devices.shared.shift.*cannot be idmapped"):
+        c.save()
+    later = os.path.join(str(tmp_path), "later")
+    c.stop(force=True)
+    c.devices["shared"] = {"type": "disk", "source": later, "path": "/mnt/shared", "shift": "true"}
+    c.save()
+    os.symlink(ramfs, later)  # now there, on ramfs
     with pytest.raises(sysmgr.SysmgrError, match=r"disk device 'shared'.*cannot be idmapped"):
         c.start()
     assert c.refresh().status == "Stopped"
-    p = client.containers.create("p", "busybox", devices=devices,
+    p = client.containers.create("p", "busybox", devices=c.devices,
                                  config={"security.privileged": "true"}, start=True)
     assert p.status == "Running"
 

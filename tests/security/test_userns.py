@@ -15,8 +15,7 @@ import subprocess
 
 import pytest
 
-import sysmgr
-from tests.conftest import requires_root
+from tests.conftest import requires_root, sh
 
 pytestmark = requires_root
 
@@ -24,19 +23,8 @@ BASE = 1_000_000
 
 
 @pytest.fixture
-def client(sysmgr_root: str):
-    c = sysmgr.Client(root=sysmgr_root)
-    c.init(storage_driver="dir")
-    c.images.build("busybox", alias="busybox")
-    yield c
-    for ct in c.containers.all():
-        ct.delete(force=True)
-    c.close()
-
-
-def sh(c, script: str) -> tuple[int, str]:
-    r = c.execute(["sh", "-c", script])
-    return r.exit_code, r.stdout + r.stderr
+def client(busybox_client):
+    return busybox_client
 
 
 def host_uid(pid: int) -> int:

@@ -62,6 +62,7 @@ class StubContainer:
         self.calls: list[tuple] = []
         self.exit_code = 0
         self.pending: list[str] = []
+        self.warnings: tuple[str, ...] = ()
 
     def _call(self, *call: Any) -> Any:
         self.calls.append(call)

@@ -234,12 +234,12 @@ BAD = [
         kind: Contianer
         name: web1
         """, 1, "kind", "unknown kind 'Contianer' (did you mean 'Container'?): expected one of "
-                        "StoragePool, Network, Profile, Image, Container"),
+                        "StoragePool, StorageVolume, Network, Profile, Image, Container"),
     ("kind-not-a-string", "kind: [Container]\nname: a\n", 1, "kind", "unknown kind ['Container']"),
     ("missing-kind", """\
         name: web1
         image: busybox
-        """, 1, None, "missing kind: expected one of StoragePool, Network, Profile, Image, Container"),
+        """, 1, None, "missing kind: expected one of StoragePool, StorageVolume, Network, Profile, Image, Container"),
     ("null-kind", "kind:\nname: a\n", 1, "kind", "missing kind"),
     ("document-is-a-list", "- kind: Container\n", 1, None,
      "a document must be a mapping with a kind: field"),

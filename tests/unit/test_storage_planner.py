@@ -24,8 +24,20 @@ def test_root_size_change_is_live():
     assert planner.plan(load_text(BASE + _doc("1073741824")), obs).empty
 
 
-def test_adding_a_device_needs_a_restart():
+def test_a_disk_with_a_source_comes_and_goes_live_a_nic_needs_a_restart():
+    """LXD's hotplug: a host path (or custom volume) disk is mounted into the running
+    container, unmounted, or remounted when it changes; a new nic waits for a restart."""
     obs = observed({"c1": ("RUNNING", {"user.x": "1"})})
     text = BASE + container_doc() + "devices:\n  data: {type: disk, path: /srv, source: /tmp}\n"
-    kinds = [type(a).__name__ for a in planner.plan(load_text(text), obs).actions]
+    (upd,) = planner.plan(load_text(text), obs).actions
+    assert isinstance(upd, UpdateContainer) and upd.live and upd.describe().startswith("update (live)")
+    rec = obs.containers["c1"].record
+    rec.devices = {"data": {"type": "disk", "path": "/srv", "source": "/tmp"}}
+    changed = text.replace("source: /tmp}", "source: /tmp, readonly: true}")
+    (upd,) = planner.plan(load_text(changed), obs).actions
+    assert upd.live and [c.path for c in upd.changes] == ["devices.data"]
+    (gone,) = planner.plan(load_text(BASE + container_doc()), obs).actions
+    assert gone.live and gone.changes[0].new is None
+    nic = BASE + container_doc() + "devices:\n  eth1: {type: nic, nictype: bridged, parent: br0}\n"
+    kinds = [type(a).__name__ for a in planner.plan(load_text(nic), obs).actions]
     assert kinds == ["UpdateContainer", "Restart"]

@@ -23,15 +23,20 @@ def _progress(quiet: bool):
 @click.option("--optimized", "--optimized-storage", "optimized", is_flag=True,
               help="Store the pool's own streams (btrfs send): faster and keeps shared blocks, "
                    "but imports only onto a pool of the same kind.")
+@click.option("--volumes", is_flag=True,
+              help="Also carry the custom storage volumes its disks name (their current "
+                   "files; import makes them again).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
 @pass_app
-def export(app: AppContext, name: str, file: str, optimized: bool, quiet: bool) -> None:
+def export(app: AppContext, name: str, file: str, optimized: bool, volumes: bool,
+           quiet: bool) -> None:
     """Back up container NAME (config, snapshots, root filesystem) to FILE ('-': stdout).
 
     \b
     Examples:
       sysmgr export web1 web1.tar.zst
       sysmgr export web1 web1.btrfs.tar.zst --optimized
+      sysmgr export web1 web1.tar.zst --volumes
       sysmgr export web1 - | ssh backup 'cat > web1.tar.zst'
     """
     t0 = time.monotonic()
@@ -40,10 +45,11 @@ def export(app: AppContext, name: str, file: str, optimized: bool, quiet: bool) 
         raise ValidationError("refusing to write a backup to a terminal",
                               hint="redirect stdout to a file or a pipe")
     target = sys.stdout.buffer if to_stdout else file
-    res = app.client.containers.get(name).export(target, optimized=optimized,
+    res = app.client.containers.get(name).export(target, optimized=optimized, volumes=volumes,
                                                  progress=_progress(quiet))
     kind = f"optimized, {res.stream_format} streams" if res.optimized else "portable tar streams"
     snaps = f", {len(res.snapshots)} snapshot(s)" if res.snapshots else ""
+    snaps += f", volumes {', '.join(res.volumes)}" if res.volumes else ""
     size = f"{render.format_size(res.size)}, " if res.size >= 0 else ""
     msg = (f"Exported {name} to {'stdout' if to_stdout else res.path} ({size}{kind}{snaps}) "
            f"in {time.monotonic() - t0:.1f}s")

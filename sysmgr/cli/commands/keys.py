@@ -13,12 +13,22 @@ from sysmgr.cli.commands._common import format_option, output
 @click.argument("prefix", required=False, default="")
 @click.option("--network", "network", is_flag=True,
               help="List the keys of managed networks (kind: Network) instead.")
+@click.option("--volume", "volume", is_flag=True,
+              help="List the keys of custom storage volumes (kind: StorageVolume) instead.")
 @format_option()
-def keys(prefix: str, network: bool, fmt: str) -> None:
+def keys(prefix: str, network: bool, volume: bool, fmt: str) -> None:
     """List the container config keys and what they do.
 
     PREFIX limits the list, e.g. "sysmgr keys limits." (LIVE: applies without a restart).
     """
+    if volume:
+        from sysmgr.model.volume_keys import describe_volume_keys  # this command only
+
+        vrecords = [{"key": k, "live": live, "description": doc}
+                    for k, doc, live in describe_volume_keys() if k.startswith(prefix)]
+        output(render.listing(fmt, ("KEY", "LIVE", "DESCRIPTION"), vrecords,
+                              lambda r: [r["key"], "yes" if r["live"] else "no", r["description"]]))
+        return
     if network:
         from sysmgr.model.network_keys import describe_network_keys  # this command only
 

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import click
 
-from sysmgr.cli.commands._common import AppContext, for_each, pass_app
+from sysmgr.cli.commands._common import AppContext, echo_err, for_each, pass_app
 
 
 def _targets(app: AppContext, names: tuple[str, ...], all_: bool,
@@ -39,9 +39,17 @@ _timeout = click.option("--timeout", type=float, metavar="SECONDS",
 @_all_option("Start")
 @pass_app
 def start(app: AppContext, names: tuple[str, ...], all_: bool) -> None:
-    """Start containers."""
+    """Start containers (a disk with required=false whose source is missing is left out,
+    with a warning)."""
     containers = app.client.containers
-    for_each(_targets(app, names, all_, running=False), lambda n: containers.get(n).start())
+
+    def one(name: str) -> None:
+        c = containers.get(name)
+        c.start()
+        for w in c.warnings:
+            echo_err(f"warning: {w}")
+
+    for_each(_targets(app, names, all_, running=False), one)
 
 
 @click.command()

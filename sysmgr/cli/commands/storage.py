@@ -94,3 +94,9 @@ def delete(app: AppContext, name: str) -> None:
     """Delete a storage pool (it must be unused)."""
     app.client.storage_pools.get(name).delete()
     click.echo(f"Storage pool {name} deleted")
+
+
+# `storage volume ...`: a module of its own, loaded with the group (it only imports click)
+from sysmgr.cli.commands.storage_volume import volume  # noqa: E402
+
+storage.add_command(volume)

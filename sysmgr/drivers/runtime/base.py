@@ -28,6 +28,24 @@ STOPPED, RUNNING, FROZEN = "STOPPED", "RUNNING", "FROZEN"
 
 
 @dataclass(frozen=True)
+class DiskMount:
+    """A host file or directory bound into the container (a ``disk`` device with a source,
+    or a custom volume), LXD's options as data.
+
+    ``propagation`` is one of LXD's words (``private``, ``rslave``...); ``shift`` idmaps the
+    source through the container's user namespace (its host root's files are root's inside;
+    without it they show as nobody). The mount is read-only *and locked* read-only for an
+    unprivileged container: its root cannot remount it writable."""
+
+    source: str                 # absolute host path (it exists: the engine checked)
+    path: str                   # where inside the container
+    readonly: bool = False
+    shift: bool = False
+    recursive: bool = False
+    propagation: str = "private"
+
+
+@dataclass(frozen=True)
 class RuntimeSpec:
     """Everything a runtime needs to start one container."""
 
@@ -45,6 +63,7 @@ class RuntimeSpec:
     cap_add: tuple[str, ...] = ()          # given back beyond the default set (security.capabilities.add)
     cap_drop: tuple[str, ...] = ()         # dropped beyond the default drops (security.capabilities.drop)
     apparmor_profile: str = ""             # a loaded AppArmor profile init and exec run under ("": none)
+    disks: tuple[DiskMount, ...] = ()      # binds, in the order they are mounted (LXD's)
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,7 @@ class RuntimeInfo:
     live_limits: bool = True
     network_namespaces: bool = True     # inits get a netns that nics can be plugged into
     apparmor: bool = False              # runs init and exec under RuntimeSpec.apparmor_profile
+    live_mounts: bool = False           # mount_disk/unmount_disk on a running container
 
 
 class ExecProcess(abc.ABC):
@@ -157,6 +177,16 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def cleanup(self, cgroup: str) -> None:
         """Remove leftovers of a stopped container (cgroups); idempotent."""
+
+    def mount_disk(self, rec: InitRecord, disk: DiskMount) -> None:
+        """Mount ``disk`` into the running container (``info.live_mounts``), as a start
+        would have: its path made inside if missing, never through a symlink out."""
+        raise NotImplementedError(f"runtime {self.name} cannot mount into a running container")
+
+    def unmount_disk(self, rec: InitRecord, path: str) -> None:
+        """Unmount what is mounted on ``path`` in the running container (``info.live_mounts``);
+        nothing mounted there is success."""
+        raise NotImplementedError(f"runtime {self.name} cannot unmount in a running container")
 
     def watch(self, rec: InitRecord) -> int | None:
         """An fd that becomes readable once init has exited (a zombie counts), for a

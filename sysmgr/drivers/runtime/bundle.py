@@ -20,7 +20,7 @@ import signal
 from typing import Any, Mapping, Sequence
 
 from sysmgr._util import capabilities, seccomp
-from sysmgr.drivers.runtime.base import CONSOLE_LOG, Limits, RuntimeSpec
+from sysmgr.drivers.runtime.base import CONSOLE_LOG, DiskMount, Limits, RuntimeSpec
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -119,6 +119,16 @@ def _mounts(console_log: str) -> list[dict[str, Any]]:
     ]
 
 
+def disk_mount(disk: DiskMount, userns: bool) -> dict[str, Any]:
+    """One disk as an OCI bind mount; ``idmap`` (runc's option, OCI 1.1: the mount is
+    idmapped with the container's own maps) only where there is a user namespace."""
+    options = ["rbind" if disk.recursive else "bind", "ro" if disk.readonly else "rw",
+               disk.propagation or "private"]
+    if disk.shift and userns:
+        options.append("ridmap" if disk.recursive else "idmap")
+    return {"destination": disk.path, "type": "bind", "source": disk.source, "options": options}
+
+
 def _resources(limits: Limits) -> dict[str, Any]:
     res: dict[str, Any] = {
         "devices": [{"allow": False, "access": "rwm"}]
@@ -201,7 +211,8 @@ def render(spec: RuntimeSpec) -> dict[str, Any]:
         "process": process,
         "root": {"path": spec.rootfs, "readonly": False},
         "hostname": spec.name,
-        "mounts": _mounts(os.path.join(spec.rootfs, CONSOLE_LOG.lstrip("/"))),
+        "mounts": _mounts(os.path.join(spec.rootfs, CONSOLE_LOG.lstrip("/")))
+        + [disk_mount(d, spec.idmap is not None) for d in spec.disks],
         "linux": linux,
         "annotations": annotations,
     }
@@ -258,11 +269,18 @@ _PROPAGATION_OPTS = {
 }
 
 
+#: OCI 1.1 / runc: the bind is idmapped with the container's maps (``ridmap``: recursively)
+IDMAP_OPTS = ("idmap", "ridmap")
+
+
 def mount_flags(options: Sequence[str]) -> tuple[int, int, str]:
-    """OCI mount options -> ``(mount flags, propagation flags, data string)``."""
+    """OCI mount options -> ``(mount flags, propagation flags, data string)``; the idmap
+    options (:data:`IDMAP_OPTS`) are the caller's to read."""
     flags = prop = 0
     data = []
     for opt in options:
+        if opt in IDMAP_OPTS:
+            continue
         if opt in _FLAG_OPTS:
             set_, clear = _FLAG_OPTS[opt]
             flags = (flags | set_) & ~clear

@@ -23,6 +23,7 @@ from typing import ClassVar
 
 from sysmgr.drivers.runtime.base import (
     FROZEN,
+    DiskMount,
     RUNNING,
     STOPPED,
     ExecProcess,
@@ -49,6 +50,7 @@ class _Container:
     alive: bool = True
     frozen: bool = False
     stops: list[tuple[int, float, bool]] = field(default_factory=list)
+    disks: dict[str, DiskMount] = field(default_factory=dict)  # path -> what is mounted there
 
 
 _lock = threading.Lock()
@@ -79,7 +81,7 @@ class FakeExecProcess(ExecProcess):
 class FakeRuntime(Runtime):
     name: ClassVar[str] = "fake"
     info: ClassVar[RuntimeInfo] = RuntimeInfo(freeze=True, user_namespaces=False, live_limits=True,
-                                            network_namespaces=False)
+                                            network_namespaces=False, live_mounts=True)
     #: every command run through exec/exec_pty: (cgroup, argv)
     execs: ClassVar[list[tuple[str, tuple[str, ...]]]] = []
 
@@ -113,6 +115,13 @@ class FakeRuntime(Runtime):
             c = _containers.get(cgroup)
             return list(c.stops) if c else []
 
+    @classmethod
+    def mounts(cls, cgroup: str) -> dict[str, DiskMount]:
+        """Container path -> the disk mounted there now (at start or live)."""
+        with _lock:
+            c = _containers.get(cgroup)
+            return dict(c.disks) if c else {}
+
     # -- the interface -----------------------------------------------------------------------
 
     def _get(self, rec: InitRecord | None) -> _Container | None:
@@ -129,7 +138,8 @@ class FakeRuntime(Runtime):
             if old is not None and old.alive:
                 raise Conflict(f"cannot start container {spec.name}: its cgroup {spec.cgroup} still has processes")
             pid = -next(_pids)
-            _containers[spec.cgroup] = _Container(spec=spec, pid=pid, limits=spec.limits)
+            _containers[spec.cgroup] = _Container(spec=spec, pid=pid, limits=spec.limits,
+                                                  disks={d.path: d for d in spec.disks})
         if callable(before_go):
             before_go(pid)
         return InitRecord(pid=pid, starttime=FAKE_STARTTIME, cgroup=spec.cgroup)
@@ -169,6 +179,16 @@ class FakeRuntime(Runtime):
             if c is None or not c.alive:
                 raise Conflict(f"cgroup {cgroup} does not exist: the container is not running")
             c.limits = limits
+
+    def mount_disk(self, rec: InitRecord, disk: DiskMount) -> None:
+        with _lock:
+            self._running(rec).disks[disk.path] = disk
+
+    def unmount_disk(self, rec: InitRecord, path: str) -> None:
+        with _lock:
+            c = self._get(rec)
+            if c is not None:
+                c.disks.pop(path, None)
 
     def limits(self, cgroup: str) -> Limits | None:
         """Limits last applied to ``cgroup`` (test helper)."""

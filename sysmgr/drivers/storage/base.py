@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import copy
 import ctypes
 import io
 import os
@@ -79,11 +80,21 @@ class PoolUsage:
     total_bytes: int | None = None
 
 
+#: the top directories of a pool's two kinds of writable volume (and of their snapshots):
+#: containers' root filesystems, and custom volumes (LXD's ``storage volume``)
+CONTAINER_TOPS = ("containers", "snapshots")
+CUSTOM_TOPS = ("custom", "custom-snapshots")
+
+
 class StoragePool(abc.ABC):
-    """One pool. Constructed cheaply (no I/O); ``create``/``mount`` touch the host."""
+    """One pool. Constructed cheaply (no I/O); ``create``/``mount`` touch the host.
+
+    The container-volume operations work on ``tops`` (:data:`CONTAINER_TOPS`); the view
+    :meth:`custom_volumes` runs the same operations on the pool's custom volumes."""
 
     name: ClassVar[str]            # driver name, e.g. "dir"
     info: ClassVar[StorageInfo]
+    tops: tuple[str, str] = CONTAINER_TOPS
     # the config key names the driver reads; any other (but user.*) is refused. Validators
     # and docs are the model's pool key table, which the engine checks before making a
     # driver: this guard only catches a typo when a driver is constructed directly
@@ -99,6 +110,18 @@ class StoragePool(abc.ABC):
         self.config = dict(config)
         self.default_path = default_path
         check_config(self.name, pool, self.config, self.config_keys)
+
+    def custom_volumes(self) -> "StoragePool":
+        """This pool seen through its custom volumes: every container-volume call (make one
+        from an image, path, snapshot, copy, quota, send/receive, delete...) acts on the
+        custom volume of that name instead. A view of the same pool: no I/O."""
+        view = copy.copy(self)
+        view.tops = CUSTOM_TOPS
+        return view
+
+    @property
+    def is_custom(self) -> bool:
+        return self.tops == CUSTOM_TOPS
 
     # -- pool ----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -163,10 +186,22 @@ class StoragePool(abc.ABC):
         """Bytes used by the container's volume, or None when unknown."""
 
     # -- errors and checks shared by the drivers -------------------------------------------
+    def _refuse_if_in_use(self) -> None:
+        """Conflict while the pool holds containers or custom volumes (before a delete)."""
+        for view in (self, self.custom_volumes()):
+            left = view.list_containers()
+            if left:
+                kind = "storage volumes" if view.is_custom else "containers"
+                raise Conflict(f"storage pool {self.pool} still holds {kind}: {', '.join(left)}")
+
     def _no_volume(self, name: str) -> NotFound:
+        if self.is_custom:
+            return NotFound(f"storage volume {name} not found in storage pool {self.pool}")
         return NotFound(f"container {name} has no volume in storage pool {self.pool}")
 
     def _volume_exists(self, name: str) -> AlreadyExists:
+        if self.is_custom:
+            return AlreadyExists(f"storage volume {name} already exists in storage pool {self.pool}")
         return AlreadyExists(f"container {name} already has a volume in storage pool {self.pool}")
 
     def _snapshot_exists(self, name: str, snap: str) -> AlreadyExists:

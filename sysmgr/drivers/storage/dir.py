@@ -34,6 +34,8 @@ from sysmgr._util.exposure import PRIVATE_MODE, private_dir
 from sysmgr._util.safefs import rename_noreplace
 # MARKER, mounts_under, remove_tree and temp_name are also imported from here (tests, backup)
 from sysmgr.drivers.storage.base import (
+    CONTAINER_TOPS,
+    CUSTOM_TOPS,
     DELETING,
     MARKER,
     NAME_RE,
@@ -107,11 +109,15 @@ class DirPool(StoragePool):
 
     @property
     def containers_dir(self) -> str:
-        return os.path.join(self.path, "containers")
+        return os.path.join(self.path, self.tops[0])
 
     @property
     def snapshots_dir(self) -> str:
-        return os.path.join(self.path, "snapshots")
+        return os.path.join(self.path, self.tops[1])
+
+    def _top_dirs(self) -> list[str]:
+        """Every top directory: images, and both kinds of volume with their snapshots."""
+        return [self.images_dir] + [os.path.join(self.path, d) for d in CONTAINER_TOPS + CUSTOM_TOPS]
 
     @property
     def marker(self) -> str:
@@ -183,26 +189,25 @@ class DirPool(StoragePool):
         ``delete`` and of every mount-namespace copy, for no gain: a host user who cannot
         reach a file cannot run or open it.
         """
-        for d in (self.images_dir, self.containers_dir, self.snapshots_dir):
+        for d in self._top_dirs():
             private_dir(d)
 
     def delete(self) -> None:
         marker = self._read_marker()
         if marker is None:
             return  # nothing of ours here (already deleted, or never created)
-        left = self.list_containers()
-        if left:
-            raise Conflict(f"storage pool {self.pool} still holds containers: {', '.join(left)}")
+        self._refuse_if_in_use()
         for fp in self.list_images():
             self.delete_image(fp)
-        with contextlib.suppress(FileNotFoundError):
-            for n in os.listdir(self.snapshots_dir):  # orphans of an interrupted delete
-                self._discard(os.path.join(self.snapshots_dir, n))
+        for top in (CONTAINER_TOPS[1], CUSTOM_TOPS[1]):
+            with contextlib.suppress(FileNotFoundError):
+                for n in os.listdir(os.path.join(self.path, top)):  # orphans of a delete
+                    self._discard(os.path.join(self.path, top, n))
         for n in os.listdir(self.path):
             if n.startswith((STAGING, DELETING)):
                 remove_tree(os.path.join(self.path, n))
         try:
-            for d in (self.images_dir, self.containers_dir, self.snapshots_dir):
+            for d in self._top_dirs():
                 with contextlib.suppress(FileNotFoundError):
                     os.rmdir(d)
             with contextlib.suppress(FileNotFoundError):

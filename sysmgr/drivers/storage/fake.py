@@ -21,6 +21,8 @@ from typing import ClassVar, Iterator, Mapping
 
 from sysmgr._util.safefs import rename_noreplace
 from sysmgr.drivers.storage.base import (
+    CONTAINER_TOPS,
+    CUSTOM_TOPS,
     PoolUsage,
     StorageInfo,
     StoragePool,
@@ -28,7 +30,7 @@ from sysmgr.drivers.storage.base import (
     pool_dir,
     temp_name,
 )
-from sysmgr.errors import AlreadyExists, Conflict, DriverError, NotFound
+from sysmgr.errors import AlreadyExists, DriverError, NotFound
 
 FAKE_TOTAL_BYTES = 10 * 1024**3
 _INIT = b"#!/bin/sh\n# placeholder init of a fake-pool volume\nexec sleep infinity\n"
@@ -58,7 +60,7 @@ class FakePool(StoragePool):
 
     @property
     def _containers(self) -> str:
-        return os.path.join(self.path, "containers")
+        return os.path.join(self.path, self.tops[0])
 
     def _require(self) -> None:
         if not os.path.isdir(self._containers):
@@ -68,17 +70,17 @@ class FakePool(StoragePool):
     def create(self) -> None:
         self._maybe_fail("create")
         os.makedirs(self._images, exist_ok=True)
-        os.makedirs(self._containers, exist_ok=True)
+        for top in (CONTAINER_TOPS[0], CUSTOM_TOPS[0]):
+            os.makedirs(os.path.join(self.path, top), exist_ok=True)
 
     def mount(self) -> None:
         self._maybe_fail("mount")
         self._require()
+        os.makedirs(os.path.join(self.path, CUSTOM_TOPS[0]), exist_ok=True)
 
     def delete(self) -> None:
         self._maybe_fail("delete")
-        left = self.list_containers()
-        if left:
-            raise Conflict(f"storage pool {self.pool} still holds containers: {', '.join(left)}")
+        self._refuse_if_in_use()
         shutil.rmtree(self.path, ignore_errors=True)
 
     def usage(self) -> PoolUsage:

@@ -42,6 +42,7 @@ from sysmgr._util import linux
 from sysmgr.drivers.runtime import bundle
 from sysmgr.drivers.runtime.base import (
     FROZEN,
+    DiskMount,
     RUNNING,
     STOPPED,
     ExecProcess,
@@ -55,7 +56,8 @@ from sysmgr.drivers.runtime.base import (
     Usage,
 )
 from sysmgr.drivers.runtime.cgroups import CGROUP_ROOT, Cgroup, open_cgroup
-from sysmgr.drivers.runtime.native import idprobe, process, userns
+from sysmgr.drivers.runtime.native import hotplug, idprobe, process, userns
+from sysmgr.drivers.runtime.native import plan as plan_mod
 from sysmgr.drivers.runtime.native.plan import InitPlan, plan_from_config, plan_from_spec
 from sysmgr.drivers.runtime.native.process import (
     KILL_TIMEOUT,
@@ -82,7 +84,7 @@ class NativeRuntime(Runtime):
 
     name: ClassVar[str] = "native"
     info: ClassVar[RuntimeInfo] = RuntimeInfo(freeze=True, user_namespaces=True, live_limits=True,
-                                              apparmor=True)
+                                              apparmor=True, live_mounts=True)
 
     def __init__(self, cgroup_root: str = CGROUP_ROOT, before_go: BeforeGo | None = None) -> None:
         self.cgroup_root = cgroup_root
@@ -213,6 +215,17 @@ class NativeRuntime(Runtime):
 
     def can_idmap(self, path: str) -> bool:
         return idprobe.can_idmap(path)
+
+    def mount_disk(self, rec: InitRecord, disk: DiskMount) -> None:
+        if not process.alive(rec):
+            raise Conflict("the container is not running")
+        entry = plan_mod.mount_entry(bundle.disk_mount(disk, userns.own_userns(rec.pid)))
+        hotplug.mount(rec.pid, entry, f"cannot mount {disk.source} on {disk.path}")
+
+    def unmount_disk(self, rec: InitRecord, path: str) -> None:
+        if not process.alive(rec):
+            return  # stopped: nothing is mounted any more
+        hotplug.unmount(rec.pid, path, f"cannot unmount {path}")
 
     def as_container_root(self, rec: InitRecord, fn: Callable[[], T]) -> T:
         if not process.alive(rec) or not userns.own_userns(rec.pid):

@@ -25,8 +25,10 @@ from typing import NoReturn, Sequence
 from sysmgr._util import linux, safefs
 from sysmgr.drivers.runtime import bundle
 from sysmgr.drivers.runtime.base import exit_code
+from sysmgr.drivers.runtime.native import binds as binds_mod
 from sysmgr.drivers.runtime.native import enter, userns
 from sysmgr.drivers.runtime.native.plan import CapSets, ExecPlan, InitPlan, Mount
+from sysmgr.errors import SysmgrError
 
 
 def _fd_ceiling() -> int:
@@ -159,16 +161,22 @@ def starter_main(plan: InitPlan, info_w: int, err_w: int, go_r: int, console_fd:
         _close_fds_except((info_w, err_w, go_r, console_fd))
         step("join the container's cgroups")
         _join_cgroups(plan.procs_files)
+        step("open the disks' sources")
+        trees = binds_mod.open_binds(plan.mounts)
         sources: dict[str, str] = {}
+        binds: list[int | str] = list(trees)
         if plan.userns:
-            plan, sources = _enter_userns(plan, step)
+            plan, sources, binds = _enter_userns(plan, step, trees)
+        else:
+            for m, t in zip((m for m in plan.mounts if m.bind), trees):
+                binds_mod.set_attrs(t, m.flags, m.propagation, None)
         step("create namespaces")
         linux.unshare(plan.unshare_starter)
         step("fork init")
         pid = os.fork()
         if pid == 0:
             os.close(info_w)
-            _init_main(plan, go_r, err_w, console_fd, sources)  # never returns
+            _init_main(plan, go_r, err_w, console_fd, sources, binds)  # never returns
         os.write(info_w, struct.pack("=q", pid))
         code = 0
     except BaseException as e:
@@ -177,19 +185,24 @@ def starter_main(plan: InitPlan, info_w: int, err_w: int, go_r: int, console_fd:
         os._exit(code)
 
 
-def _enter_userns(plan: InitPlan, step: _Step) -> tuple[InitPlan, dict[str, str]]:
+def _enter_userns(plan: InitPlan, step: _Step, trees: list[int]
+                  ) -> tuple[InitPlan, dict[str, str], list[int | str]]:
     """The steps of :mod:`.userns` A takes as host root; returns the plan with the staged
-    rootfs and where B finds what it binds in from the host."""
+    rootfs, where B finds what it binds in from the host, and where the disks (``trees``,
+    their attributes set here) are staged."""
     step("create a private mount namespace")
     linux.unshare(linux.CLONE_NEWNS)
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     step("create the user namespace")
     ns_fd = userns.make_userns(plan.uid_map, plan.gid_map)
+    for m, t in zip((m for m in plan.mounts if m.bind), trees):
+        step(f"prepare the mount of {m.source} on {m.target}")
+        binds_mod.set_attrs(t, m.flags, m.propagation, ns_fd if m.idmap else None)
     step("attach the root filesystem through an idmapped mount" if plan.idmapped_rootfs
          else "attach the root filesystem (shifted on disk)")
     try:
-        staged, sources = userns.stage(plan.rootfs, ns_fd, [m.source for m in plan.mounts if m.bind]
-                                       + [d[0] for d in plan.devices], idmap=plan.idmapped_rootfs)
+        staged, sources, binds = userns.stage(plan.rootfs, ns_fd, [d[0] for d in plan.devices],
+                                              idmap=plan.idmapped_rootfs, trees=trees)
     except OSError as e:
         if e.errno != errno.EINVAL:
             raise
@@ -200,13 +213,13 @@ def _enter_userns(plan: InitPlan, step: _Step) -> tuple[InitPlan, dict[str, str]
     step("become root in the user namespace")
     userns.become_root(ns_fd)
     os.close(ns_fd)
-    return plan._replace(rootfs=staged), sources
+    return plan._replace(rootfs=staged), sources, list(binds)
 
 
 # -- child B: PID 1 until it execs init ------------------------------------------------------------
 
 def _init_main(plan: InitPlan, go_r: int, err_w: int, console_fd: int,
-               sources: dict[str, str]) -> NoReturn:
+               sources: dict[str, str], binds: list[int | str]) -> NoReturn:
     code = 1
     step = _Step()
     try:
@@ -218,7 +231,7 @@ def _init_main(plan: InitPlan, go_r: int, err_w: int, console_fd: int,
         if os.read(go_r, 1) != b"g":
             os._exit(1)  # P gave up (its end closed): exit quietly
         os.close(go_r)
-        _setup_root(plan, step, sources)
+        _setup_root(plan, step, sources, binds)
         step("start init")
         os.setsid()
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
@@ -244,12 +257,16 @@ def _init_main(plan: InitPlan, go_r: int, err_w: int, console_fd: int,
         os._exit(code)
 
 
-def _setup_root(plan: InitPlan, step: _Step, sources: dict[str, str]) -> None:
+def _setup_root(plan: InitPlan, step: _Step, sources: dict[str, str],
+                binds: list[int | str]) -> None:
     """Mounts, device nodes, pivot_root, hostname, masks, capabilities (PLATFORM item 2).
 
     ``sources``: in a user namespace, where the host files bound in are staged (by their
-    host path, see :func:`_enter_userns`); bind mounts and device nodes come from there."""
+    host path, see :func:`_enter_userns`); device nodes come from there. ``binds``: each
+    bind mount's detached tree (privileged) or staged path (user namespace), in order."""
     root = plan.rootfs
+    step("take the disks")
+    trees = binds_mod.bind_trees(plan.mounts, binds)
     step("make the mount namespace private")
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)  # never propagate to the host
     step("bind the root filesystem")
@@ -261,10 +278,14 @@ def _setup_root(plan: InitPlan, step: _Step, sources: dict[str, str]) -> None:
         console = linux.open_tree(safefs.in_root(root, plan.console),
                                   linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_SYMLINK_NOFOLLOW)
     for m in plan.mounts:
-        step(f"mount {m.fstype or 'bind'} on {m.target}")
-        if m.bind and m.source in sources:
-            m = m._replace(source=sources[m.source])
-        _mount(root, m)
+        step(f"mount {m.fstype or m.source} on {m.target}")
+        if m.bind:
+            try:
+                binds_mod.attach(root, m.target, trees.pop(0))
+            except SysmgrError as e:
+                raise _ChildError(f"mount {m.source} on {m.target}: {e.message}") from None
+        else:
+            _mount(root, m)
     if console >= 0:
         _bind_console(root, console, step)
     _populate_dev(plan, step, sources)
@@ -326,23 +347,12 @@ def _allow_suid_dev(root: str) -> None:
 
 
 def _mount(root: str, m: Mount) -> None:
-    """One bundle mount, its target resolved inside ``root`` (still the host's view)."""
+    """One bundle mount (not a bind), its target resolved inside ``root`` (still the host's
+    view)."""
     target = safefs.in_root(root, m.target)
-    if m.bind:
-        if os.path.isdir(m.source):
-            os.makedirs(target, exist_ok=True)
-        else:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            if not os.path.lexists(target):
-                _touch(target)
-        linux.mount(m.source, target, None, linux.MS_BIND | (m.flags & linux.MS_REC))
-        extra = m.flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
-        if extra:  # bind mounts take their flags on a remount
-            linux.mount(None, target, None, linux.MS_REMOUNT | linux.MS_BIND | extra)
-    else:
-        if not os.path.isdir(target):
-            os.makedirs(target)
-        linux.mount(m.source, target, m.fstype, m.flags, m.data)
+    if not os.path.isdir(target):
+        os.makedirs(target)
+    linux.mount(m.source, target, m.fstype, m.flags, m.data)
     if m.propagation:
         linux.mount(None, target, None, m.propagation)
 

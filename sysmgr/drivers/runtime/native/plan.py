@@ -49,6 +49,7 @@ class Mount(NamedTuple):
     propagation: int
     data: str | None
     bind: bool
+    idmap: bool = False  # a bind idmapped through the container's user namespace
 
 
 class CapSets(NamedTuple):
@@ -226,19 +227,26 @@ def _mounts(config: Mapping[str, Any], rootfs: str) -> tuple[tuple[Mount, ...], 
     rootfs (B binds that one itself: /dev's tmpfs hides the source once mounted)."""
     mounts, console = [], ""
     for m in config.get("mounts") or ():
-        flags, prop, data = bundle.mount_flags(m.get("options") or ())
-        fstype = m.get("type")
-        is_bind = bool(flags & linux.MS_BIND) or fstype == "bind"
-        source = m.get("source") or fstype or "none"
-        if is_bind and m["destination"] == "/dev/console" and source.startswith(rootfs.rstrip("/") + "/"):
-            console = os.path.relpath(source, rootfs)
+        mount = mount_entry(m)
+        if mount.bind and mount.target == "/dev/console" \
+                and mount.source.startswith(rootfs.rstrip("/") + "/"):
+            console = os.path.relpath(mount.source, rootfs)
             continue
-        mounts.append(Mount(
-            source=source, target=m["destination"],
-            fstype=None if is_bind else fstype, flags=flags, propagation=prop,
-            data=data or None, bind=is_bind,
-        ))
+        mounts.append(mount)
     return tuple(mounts), console
+
+
+def mount_entry(m: Mapping[str, Any]) -> Mount:
+    """One OCI ``mounts`` entry, digested (a disk mounted live goes through here too)."""
+    flags, prop, data = bundle.mount_flags(m.get("options") or ())
+    fstype = m.get("type")
+    is_bind = bool(flags & linux.MS_BIND) or fstype == "bind"
+    return Mount(
+        source=m.get("source") or fstype or "none", target=m["destination"],
+        fstype=None if is_bind else fstype, flags=flags,
+        propagation=prop, data=data or None, bind=is_bind,
+        idmap=is_bind and any(o in bundle.IDMAP_OPTS for o in m.get("options") or ()),
+    )
 
 
 def _devices(linux_cfg: Mapping[str, Any]) -> tuple[Device, ...]:

@@ -21,6 +21,7 @@ from sysmgr.drivers.runtime import bundle
 from sysmgr.drivers.runtime.base import ExecProcess, InitRecord, ProcessSpec, exit_code
 from sysmgr.drivers.runtime.cgroups import Cgroup
 from sysmgr.drivers.runtime.native import child, enter
+from sysmgr.drivers.runtime.native.helper import read_to_eof
 from sysmgr.drivers.runtime.native.plan import ExecPlan, InitPlan, exec_cap_sets
 from sysmgr.errors import Conflict, DriverError, SysmgrError
 
@@ -90,7 +91,7 @@ def launch(plan: InitPlan, bundle_dir: str, what: str, hook: BeforeGo | None) ->
         _, st = os.waitpid(starter, 0)
         if len(raw) != 8:
             try:
-                msg = _read_to_eof(err_r, 5.0).decode(errors="replace")
+                msg = read_to_eof(err_r, 5.0).decode(errors="replace")
             except TimeoutError:
                 msg = ""
             raise DriverError(f"{what}: {msg or f'starter exited with status {exit_code(st)}'}")
@@ -135,7 +136,7 @@ def _let_init_go(pid: int, hook: BeforeGo | None, go_w: int, err_r: int, fds: _F
     os.write(go_w, b"g")
     fds.close(go_w)
     try:
-        msg = _read_to_eof(err_r, START_TIMEOUT).decode(errors="replace")
+        msg = read_to_eof(err_r, START_TIMEOUT).decode(errors="replace")
     except TimeoutError:
         raise DriverError(f"{what}: init was not running after {START_TIMEOUT:.0f}s") from None
     if msg:
@@ -274,7 +275,7 @@ def spawn(rec: InitRecord, proc: ProcessSpec, cg: Cgroup, stdio: tuple[int, int,
                 command = _recv_pid(s)
             if command is not None:
                 cg.evict(helper)  # the command stays in the container's cgroup, not our helper
-            msg = _read_to_eof(err_r, START_TIMEOUT).decode(errors="replace")
+            msg = read_to_eof(err_r, START_TIMEOUT).decode(errors="replace")
         except BaseException as e:
             for fd in got:
                 os.close(fd)
@@ -430,24 +431,6 @@ def _read_exact(fd: int, n: int) -> bytes:
             break
         buf += chunk
     return buf
-
-
-def _read_to_eof(fd: int, timeout: float) -> bytes:
-    """Everything written to the pipe ``fd`` until all writers closed it (exec = EOF)."""
-    deadline = time.monotonic() + timeout
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    chunks: list[bytes] = []
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        if not poller.poll(left * 1000):
-            continue
-        data = os.read(fd, 4096)
-        if not data:
-            return b"".join(chunks)
-        chunks.append(data)
 
 
 def _wait_pidfd(pidfd: int, timeout: float) -> bool:

@@ -12,7 +12,8 @@ root, in the container's cgroups):
 3. :func:`stage`: a tmpfs over :data:`STAGE_PARENT` in M1 (so the staging paths have no 0700
    parents the container's root could not walk), the rootfs bound there through an idmapped
    mount, and beside it what B binds in from the host (the console log, device nodes, which a
-   user namespace cannot ``mknod``). M1 is private: the host sees none of this.
+   user namespace cannot ``mknod``, and the disks, :mod:`.binds`). M1 is private: the host
+   sees none of this.
 4. (B finds them at the staged paths: bind sources must be mounts of B's own namespace.)
 5. :func:`become_root`: ``setns`` into the user namespace, root in it.
 
@@ -29,10 +30,12 @@ import os
 from typing import Callable, Iterable, Sequence, TypeVar
 
 from sysmgr._util import linux
+from sysmgr.drivers.runtime.native import binds, helper
 
 STAGE_PARENT = "/tmp"                   # any directory every host has; covered in M1 only
 STAGE = STAGE_PARENT + "/sysmgr-rootfs"
 SOURCES = STAGE_PARENT + "/sysmgr-sources"
+BINDS = STAGE_PARENT + "/sysmgr-binds"
 
 IdLines = Sequence[tuple[int, int, int]]
 T = TypeVar("T")
@@ -73,15 +76,19 @@ def make_userns(uid_map: IdLines, gid_map: IdLines) -> int:
         os.waitpid(pid, 0)
 
 
-def stage(rootfs: str, userns_fd: int, sources: Iterable[str], *,
-          idmap: bool = True) -> tuple[str, dict[str, str]]:
-    """The rootfs, idmapped through ``userns_fd``, at :data:`STAGE`, and each host file in
-    ``sources`` (the console log, device nodes) bound under :data:`SOURCES`, all in a private
-    mount namespace of the caller's. Returns the staged rootfs and ``{source: staged path}``.
+def stage(rootfs: str, userns_fd: int, sources: Iterable[str], *, idmap: bool = True,
+          trees: Sequence[int] = ()) -> tuple[str, dict[str, str], list[str]]:
+    """The rootfs, idmapped through ``userns_fd``, at :data:`STAGE`, each host file in
+    ``sources`` (the console log, device nodes) bound under :data:`SOURCES`, and each detached
+    mount in ``trees`` (the disks, :func:`.binds.set_attrs` done) moved under :data:`BINDS`, all
+    in a private mount namespace of the caller's. Returns the staged rootfs, ``{source:
+    staged path}`` and the staged path of each tree, in order.
 
     Everything is opened before the tmpfs goes over :data:`STAGE_PARENT`, which may cover
     their own paths (a root under /tmp); the binds are made from ``/proc/self/fd/N`` of those
-    fds (a bind's source must be a mount of the caller's own namespace, as these are).
+    fds (a bind's source must be a mount of the caller's own namespace, as these are). The
+    trees come out *locked* in the namespace the container's root owns (the kernel locks
+    every mount it copies into a less privileged one): a read-only disk stays read-only.
 
     ``idmap`` False: the rootfs's files were shifted on disk to the container's host ids (a
     filesystem that cannot idmap, see :mod:`sysmgr.engine.idshift`): bound as it is."""
@@ -107,7 +114,7 @@ def stage(rootfs: str, userns_fd: int, sources: Iterable[str], *,
             os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
             linux.mount(f"/proc/self/fd/{fd}", target, None, linux.MS_BIND)
             staged[p] = target
-        return STAGE, staged
+        return STAGE, staged, [binds.park(t, BINDS, i) for i, t in enumerate(trees)]
     finally:
         os.close(tree)
         for fd in fds.values():
@@ -141,44 +148,16 @@ def own_userns(pid: int) -> bool:
 
 
 def call_as_root_of(pid: int, fn: Callable[[], T]) -> T:
-    """Run ``fn`` in a forked child that joined the user namespace of ``pid`` as its root;
-    return its result or raise its exception (both pickled back over a pipe).
-
-    The child makes itself non-dumpable before it joins: the container's processes, root in
-    that namespace, must not ptrace a copy of the host's interpreter (CVE-2019-5736's lesson).
-    It keeps the host's mount namespace, so ``/proc/PID/root`` paths still resolve."""
-    import pickle  # only for writes into running unprivileged containers
-
+    """Run ``fn`` in a forked, non-dumpable child (:func:`.helper.in_helper`) that joined the
+    user namespace of ``pid`` as its root; return its result or raise its exception. It
+    keeps the host's mount namespace, so ``/proc/PID/root`` paths still resolve."""
     ns_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-    r, w = os.pipe2(os.O_CLOEXEC)
-    child = os.fork()
-    if child == 0:
-        code = 1
-        try:
-            os.close(r)
-            linux.prctl(linux.PR_SET_DUMPABLE, 0)
-            try:
-                become_root(ns_fd)
-                out: tuple[bool, object] = (True, fn())
-            except BaseException as e:  # noqa: BLE001 - handed to the caller
-                out = (False, e)
-            try:
-                data = pickle.dumps(out)
-            except Exception as e:  # noqa: BLE001 - an unpicklable result or error
-                data = pickle.dumps((False, OSError(f"{type(e).__name__}: {e}")))
-            with os.fdopen(w, "wb") as f:
-                f.write(data)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(ns_fd)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(child, 0)
-    if not data:
-        raise OSError(f"the helper in the user namespace of pid {pid} died")
-    ok, value = pickle.loads(data)
-    if ok:
-        return value  # type: ignore[no-any-return]
-    raise value
+
+    def as_root() -> T:
+        become_root(ns_fd)
+        return fn()
+
+    try:
+        return helper.in_helper(as_root, what=f"the helper in the user namespace of pid {pid}")
+    finally:
+        os.close(ns_fd)

@@ -21,6 +21,8 @@ from sysmgr._util.exposure import private_dir
 from sysmgr._util.safefs import rename_noreplace
 from sysmgr._util.sizes import format_size, parse_size
 from sysmgr.drivers.storage.base import (
+    CONTAINER_TOPS,
+    CUSTOM_TOPS,
     DELETING,
     MARKER,
     STAGING,
@@ -127,10 +129,10 @@ class BtrfsPool(StoragePool):
 
     def container_path(self, name: str) -> str:
         # the subvolume is the root filesystem: a snapshot of the image, nothing around it
-        return self._dir("containers", check_name("container name", name))
+        return self._dir(self.tops[0], check_name("container name", name))
 
     def _snapshots_of(self, name: str) -> str:
-        return self._dir("snapshots", check_name("container name", name))
+        return self._dir(self.tops[1], check_name("container name", name))
 
     def snapshot_path(self, name: str, snap: str) -> str:
         return os.path.join(self._snapshots_of(name), check_name("snapshot name", snap))
@@ -165,7 +167,7 @@ class BtrfsPool(StoragePool):
                 _write_json(self._dir(MARKER), {"driver": self.name, "pool": self.pool})
             # 0700: no host user reaches a volume (see sysmgr._util.exposure); tightened
             # on every mount, so pools made by older versions are fixed by ``init``
-            for d in ("images", "containers", "snapshots"):
+            for d in ("images", *CONTAINER_TOPS, *CUSTOM_TOPS):
                 private_dir(self._dir(d))
         except OSError as e:
             raise pool_error(self.pool, "set up the pool", e) from e
@@ -237,15 +239,10 @@ class BtrfsPool(StoragePool):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._dir(MARKER))
 
-    def _refuse_if_containers(self) -> None:
-        left = self.list_containers()
-        if left:
-            raise Conflict(f"storage pool {self.pool} still holds containers: {', '.join(left)}")
-
     def _delete_contents(self) -> None:
         """Refuse while containers remain; remove images, orphan snapshots and leftovers."""
-        self._refuse_if_containers()
-        for top in ("images", "snapshots"):
+        self._refuse_if_in_use()
+        for top in ("images", CONTAINER_TOPS[1], CUSTOM_TOPS[1]):
             d = self._dir(top)
             with contextlib.suppress(FileNotFoundError):
                 for n in os.listdir(d):
@@ -254,7 +251,7 @@ class BtrfsPool(StoragePool):
             if n.startswith((STAGING, DELETING)):
                 purge(os.path.join(self.path, n))
         try:
-            for top in ("images", "containers", "snapshots"):
+            for top in ("images", *CONTAINER_TOPS, *CUSTOM_TOPS):
                 with contextlib.suppress(FileNotFoundError):
                     os.rmdir(self._dir(top))
         except OSError as e:
@@ -267,7 +264,7 @@ class BtrfsPool(StoragePool):
         if os.path.isfile(self.image_file):
             if mount_at(self.path) is None:
                 self._mount_loop()  # to see whether containers remain
-            self._refuse_if_containers()
+            self._refuse_if_in_use()
             # the whole filesystem goes with the file: no need to delete subvolumes one by one
             self._umount()
         try:
@@ -330,7 +327,7 @@ class BtrfsPool(StoragePool):
 
     # -- containers ----------------------------------------------------------------------
     def list_containers(self) -> list[str]:
-        return self._names("containers")
+        return self._names(self.tops[0])
 
     def create_container(self, name: str, fingerprint: str) -> str:
         path = self.container_path(name)
@@ -405,7 +402,7 @@ class BtrfsPool(StoragePool):
 
     def list_snapshots(self, name: str) -> list[str]:
         self._require_volume(name)
-        return self._names("snapshots", name)
+        return self._names(self.tops[1], name)
 
     def restore_snapshot(self, name: str, snap: str) -> str:
         src = self._require_snapshot(name, snap)
@@ -469,7 +466,7 @@ class BtrfsPool(StoragePool):
         self._require_volume(name)
         bu = btrfsutil()
         out: dict[str, tuple[str, str]] = {}
-        for snap in self._names("snapshots", name):
+        for snap in self._names(self.tops[1], name):
             try:
                 info = bu.subvolume_info(self.snapshot_path(name, snap))
             except OSError as e:
