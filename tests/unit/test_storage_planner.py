@@ -35,7 +35,7 @@ def test_a_disk_with_a_source_comes_and_goes_live_a_nic_needs_a_restart():
     rec.devices = {"data": {"type": "disk", "path": "/srv", "source": "/tmp"}}
     changed = text.replace("source: /tmp}", "source: /tmp, readonly: true}")
     (upd,) = planner.plan(load_text(changed), obs).actions
-    assert upd.live and [c.path for c in upd.changes] == ["devices.data"]
+    assert upd.live and [c.path for c in upd.changes] == ["devices.data.readonly"]
     (gone,) = planner.plan(load_text(BASE + container_doc()), obs).actions
     assert gone.live and gone.changes[0].new is None
     nic = BASE + container_doc() + "devices:\n  eth1: {type: nic, nictype: bridged, parent: br0}\n"
