@@ -174,6 +174,15 @@ class Backend(abc.ABC):
     def snapshot_delete(self, name: str, snap: str) -> None: ...
 
     @abc.abstractmethod
+    def snapshot_rename(self, name: str, snap: str, new: str) -> Any:
+        """Rename a snapshot; its record under the new name."""
+
+    @abc.abstractmethod
+    def snapshot_update(self, name: str, snap: str, *, expires: float | None,
+                        description: str) -> Any:
+        """Change a snapshot's expiry (a Unix time, None: never) and description."""
+
+    @abc.abstractmethod
     def snapshot_prune(self, name: str | None) -> list[str]:
         """Delete expired snapshots (of ``name``, or of every container)."""
 
@@ -198,6 +207,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def profile_delete(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def profile_rename(self, name: str, new: str) -> None:
+        """Rename a profile; the containers and snapshots using it follow."""
 
     @abc.abstractmethod
     def profile_used_by(self, name: str) -> list[str]: ...

@@ -67,14 +67,16 @@ class ClusterContainerManager(ContainerManager):
         ms = self._cluster.member_set()
         return any(o.ok and o.value for o in ms.each(lambda m, b: b.container_exists(ref)).values())
 
-    def create(self, name: str, image: str, *, profiles: Sequence[str] | None = None,
+    def create(self, name: str | None, image: str, *, profiles: Sequence[str] | None = None,
                config: Mapping[str, str] | None = None,
                devices: Mapping[str, Mapping[str, str]] | None = None, pool: str | None = None,
                description: str = "", start: bool = False, wait: bool = True,
                target: str | None = None, progress: Progress | None = None) -> Container:
         """Create (and ``start``) a container on ``target`` (a member), or on the member
         placement chooses (``target="@group"``: among that group's members). The image is
-        copied to that member first when it lacks it."""
+        copied to that member first when it lacks it; without a ``name``, one no member
+        uses."""
+        name = name or self.free_name()
         member = self._cluster.choose(name, target=target, config=config, profiles=profiles)
         self._cluster.ensure_image(member, image, progress=progress)
         on = self.on(member)

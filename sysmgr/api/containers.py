@@ -100,6 +100,10 @@ class Container(Model):
         # addresses of a running container as `list` shows them, "10.0.3.5 (eth0)"
         self.nics: dict[str, dict[str, Any]] = dict(view.extra.get("nics") or {})
         self.ipv4: list[str] = list(view.extra.get("ipv4") or [])
+        # the same addresses as data: [{"address": "10.0.3.5", "family": "inet", "device": "eth0"}]
+        self.addresses: list[dict[str, str]] = [dict(a) for a in view.extra.get("addresses") or []]
+        # when it last started (LXD's last_used_at; None: never), kept after it stops
+        self.last_used_at: float | None = float(rec.volatile.get("last_used") or 0) or None
         # "unprivileged (host ids 1000000+65536)" or "privileged" (no user namespace)
         self.security: str = str(view.extra.get("security") or "")
         # the last move between members ({from, to, at, stream, rounds, downtime: {shutdown,
@@ -125,17 +129,18 @@ class Container(Model):
         return graceful
 
     def restart(self, timeout: float | None = None, force: bool = False) -> None:
-        """Stop (as :meth:`stop`) and start again."""
+        """Stop (as :meth:`stop`) and start again; a stopped container is a Conflict (as
+        ``lxc restart``: start it instead)."""
         self._backend.container_restart(self.name, timeout=timeout, force=force)
         self.refresh()
 
     def freeze(self) -> None:
-        """Freeze every process of the container (already frozen is fine)."""
+        """Freeze every process of the running container (a frozen one: Conflict)."""
         self._backend.container_set_frozen(self.name, True)
         self.refresh()
 
     def unfreeze(self) -> None:
-        """Thaw a frozen container (already running is fine)."""
+        """Thaw a frozen container (one that is not frozen: Conflict, as in LXD)."""
         self._backend.container_set_frozen(self.name, False)
         self.refresh()
 
@@ -340,12 +345,21 @@ class ContainerManager(Manager[Container]):
         c.warnings = tuple(said)
         return c
 
-    def create(self, name: str, image: str, *, profiles: Sequence[str] | None = None,
+    def free_name(self) -> str:
+        """A name no container has, in LXD's style (``fond-cricket``): what ``lxc launch
+        IMAGE`` without a name gets."""
+        from sysmgr.engine.records import free_name
+
+        return free_name(self.exists)
+
+    def create(self, name: str | None, image: str, *, profiles: Sequence[str] | None = None,
                config: Mapping[str, str] | None = None,
                devices: Mapping[str, Mapping[str, str]] | None = None, pool: str | None = None,
                description: str = "", start: bool = False, wait: bool = True) -> Container:
         """Create a container from an image (alias or fingerprint); ``start`` it if asked
-        (``lxc launch``). If the start fails the new container is deleted again."""
+        (``lxc launch``). If the start fails the new container is deleted again. Without a
+        ``name`` it gets a free one (:meth:`free_name`)."""
+        name = name or self.free_name()
         self._backend.container_create(name, image, profiles=profiles, config=config,
                                        devices=devices, pool=pool, description=description,
                                        start=start)

@@ -69,7 +69,7 @@ class LocalBackend(Backend):
         return _lifecycle().stop(self.host, name, timeout=timeout, force=force)
 
     def container_restart(self, name: str, *, timeout: float | None, force: bool) -> None:
-        _lifecycle().restart(self.host, name, timeout=timeout, force=force)
+        _lifecycle().restart(self.host, name, timeout=timeout, force=force, must_run=True)
 
     def container_set_frozen(self, name: str, frozen: bool) -> None:
         _lifecycle().set_frozen(self.host, name, frozen)
@@ -196,6 +196,14 @@ class LocalBackend(Backend):
     def snapshot_delete(self, name: str, snap: str) -> None:
         _snapshots().delete(self.host, name, snap)
 
+    def snapshot_rename(self, name: str, snap: str, new: str) -> Any:
+        return _snapshots().rename(self.host, name, snap, new)
+
+    def snapshot_update(self, name: str, snap: str, *, expires: float | None,
+                        description: str) -> Any:
+        return _snapshots().update(self.host, name, snap, expires=expires,
+                                   description=description)
+
     def snapshot_prune(self, name: str | None) -> list[str]:
         return _snapshots().prune(self.host, name)
 
@@ -219,6 +227,9 @@ class LocalBackend(Backend):
 
     def profile_delete(self, name: str) -> None:
         _profiles().delete_profile(self.host, name)
+
+    def profile_rename(self, name: str, new: str) -> None:
+        _profiles().rename_profile(self.host, name, new)
 
     def profile_used_by(self, name: str) -> list[str]:
         return self.host.store.containers_using_profile(name)

@@ -184,6 +184,13 @@ def echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
+def confirm(kind: str, name: str, what: str) -> None:
+    """The one-line confirmation every state-changing verb prints on stdout, in one form:
+    ``<Kind> <name> <what>`` (``Container c1 started``, ``Profile web renamed to www``);
+    progress goes to stderr, so scripts can count on stdout."""
+    click.echo(f"{kind} {name} {what}")
+
+
 def report_pending(name: str, pending: Sequence[str]) -> None:
     """Name the changed keys that take effect only after a restart (stderr)."""
     if pending:

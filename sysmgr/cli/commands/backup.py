@@ -8,7 +8,7 @@ import time
 import click
 
 from sysmgr.cli import render
-from sysmgr.cli.commands._common import AppContext, echo_err, pass_app, placement_args
+from sysmgr.cli.commands._common import AppContext, confirm, echo_err, pass_app, placement_args
 
 
 def _progress(quiet: bool):
@@ -35,8 +35,8 @@ def export(app: AppContext, name: str, file: str, optimized: bool, quiet: bool) 
     res = app.client.containers.get(name).export(file, optimized=optimized, progress=_progress(quiet))
     kind = f"optimized, {res.stream_format} streams" if res.optimized else "portable tar streams"
     snaps = f", {len(res.snapshots)} snapshot(s)" if res.snapshots else ""
-    click.echo(f"Exported {name} to {res.path} ({render.format_size(res.size)}, {kind}{snaps}) "
-               f"in {time.monotonic() - t0:.1f}s")
+    confirm("Container", name, f"exported to {res.path} ({render.format_size(res.size)}, "
+            f"{kind}{snaps}) in {time.monotonic() - t0:.1f}s")
 
 
 @click.command("import")
@@ -62,4 +62,4 @@ def import_(app: AppContext, file: str, name: str | None, pool: str | None,
                                       allow_devices=allow_devices,
                                       warn=lambda m: echo_err(f"warning: {m}"), **placing)
     where = f" on {c.location}" if getattr(c, "location", None) else ""
-    click.echo(f"Imported {c.name} into storage pool {c.pool}{where}")
+    confirm("Container", c.name, f"imported into storage pool {c.pool}{where}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from sysmgr.cli.commands._common import AppContext, pass_app
+from sysmgr.cli.commands._common import AppContext, confirm, pass_app
 
 
 def _member_and_name(dst: str | None, target: str | None) -> tuple[str | None, str | None]:
@@ -93,9 +93,10 @@ def copy(app: AppContext, src: str, dst: str | None, snapshot: str | None, pool:
                         progress=progress, meter=progress.meter)
     r = copied.transfer
     where = f"{copied.location}:{name}" if copied.location else name
-    verb = "Refreshed" if refresh else "Copied"
-    click.echo(f"{verb} {src}{'/' + snapshot if snapshot else ''} to {where}"
-               + (f": {_summary(r)}" if r is not None else ""))
+    what = f"{src}{'/' + snapshot if snapshot else ''}"
+    said = f"refreshed from {what}" if refresh else f"copied to {where}"
+    confirm("Container", where if refresh else what,
+            said + (f": {_summary(r)}" if r is not None else ""))
     for note in (r.notes if r is not None else ()):
         click.echo(f"  {note}")
 
@@ -144,7 +145,7 @@ def move(app: AppContext, name: str, dst: str | None, to: str | None, stateless:
     if member is None:
         if new is not None:
             client.containers.get(name).rename(new)
-            click.echo(f"Renamed {name} to {new}")
+            confirm("Container", name, f"renamed to {new}")
         elif not said:
             raise click.UsageError("name where to: sysmgr move NAME --target MEMBER (or "
                                    "MEMBER:NEWNAME), or NEWNAME to rename it")
@@ -154,8 +155,8 @@ def move(app: AppContext, name: str, dst: str | None, to: str | None, stateless:
     with _printer(quiet) as progress:
         r = c.migrate(member, live=not stateless, name=new, pool=pool, progress=progress,
                       meter=progress.meter)
-    click.echo(f"Moved {name} from {source} to {member}"
-               + (f" as {r.new_name}" if r.new_name != name else "") + f": {_summary(r)}")
+    confirm("Container", name, f"moved from {source} to {member}"
+            + (f" as {r.new_name}" if r.new_name != name else "") + f": {_summary(r)}")
     if r.downtime is not None:
         click.echo(_downtime(r))
     for note in r.notes:
@@ -169,4 +170,4 @@ def move(app: AppContext, name: str, dst: str | None, to: str | None, stateless:
 def rename(app: AppContext, old: str, new: str) -> None:
     """Rename the stopped container OLD to NEW (its snapshots follow)."""
     app.client.containers.get(old).rename(new)
-    click.echo(f"Renamed {old} to {new}")
+    confirm("Container", old, f"renamed to {new}")

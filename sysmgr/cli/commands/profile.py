@@ -1,5 +1,6 @@
 """``sysmgr profile``: profiles as ``lxc profile`` manages them: list, show, create, copy,
-edit, delete, get/set/unset, add/remove on a container, and ``profile device``."""
+rename, edit, delete, get/set/unset (``--property description``), add/remove/assign on a
+container, and ``profile device`` (add/remove/list/show/get/set/unset)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    AppContext, format_option, output, parse_assignments, pass_app, report_pending)
+    AppContext, confirm, format_option, output, parse_assignments, pass_app, report_pending)
 from sysmgr.cli.commands._devices import device_group
 from sysmgr.cli.commands._keyvalue import Noun, register, save_local_config
 from sysmgr.errors import Conflict, NotFound
@@ -39,6 +40,7 @@ PROFILE = Noun(
     edit_document=profile_document,  # without used_by: it is not the profile's to edit
     edit_fields=("config", "devices", "description"),
     set_config=save_local_config("profile"),
+    properties=("description",),
     help={
         "set": "Set profile config keys (KEY=VALUE..., or KEY VALUE); live keys reach running\n"
                "containers at once.",
@@ -69,7 +71,7 @@ def list_(app: AppContext, fmt: str) -> None:
 def create(app: AppContext, name: str, config: tuple[str, ...], description: str) -> None:
     """Create a profile."""
     app.client.profiles.create(name, config=parse_assignments(config), description=description)
-    click.echo(f"Profile {name} created")
+    confirm("Profile", name, "created")
 
 
 @profile.command("copy")
@@ -80,7 +82,17 @@ def copy(app: AppContext, source: str, target: str) -> None:
     """Copy a profile."""
     p = app.client.profiles.get(source)
     app.client.profiles.create(target, config=p.config, devices=p.devices, description=p.description)
-    click.echo(f"Profile {source} copied to {target}")
+    confirm("Profile", source, f"copied to {target}")
+
+
+@profile.command("rename")
+@click.argument("name")
+@click.argument("new")
+@pass_app
+def rename(app: AppContext, name: str, new: str) -> None:
+    """Rename a profile (not the default one); the containers using it follow."""
+    app.client.profiles.get(name).rename(new)
+    confirm("Profile", name, f"renamed to {new}")
 
 
 @profile.command("delete")
@@ -90,7 +102,7 @@ def delete(app: AppContext, names: tuple[str, ...]) -> None:
     """Delete profiles (not the default profile, not one in use)."""
     for name in names:
         app.client.profiles.get(name).delete()
-        click.echo(f"Profile {name} deleted")
+        confirm("Profile", name, "deleted")
 
 
 @profile.command("add")
@@ -104,7 +116,7 @@ def add(app: AppContext, container: str, name: str) -> None:
         raise Conflict(f"profile {name!r} is already applied to {container!r}")
     c.profiles.append(name)
     pending = c.save()
-    click.echo(f"Profile {name} added to {container}")
+    confirm("Profile", name, f"added to {container}")
     report_pending(container, pending)
 
 
@@ -119,7 +131,24 @@ def remove(app: AppContext, container: str, name: str) -> None:
         raise NotFound(f"profile {name!r} is not applied to {container!r}")
     c.profiles.remove(name)
     pending = c.save()
-    click.echo(f"Profile {name} removed from {container}")
+    confirm("Profile", name, f"removed from {container}")
+    report_pending(container, pending)
+
+
+@profile.command("assign")
+@click.argument("container")
+@click.argument("names", metavar="PROFILES")
+@pass_app
+def assign(app: AppContext, container: str, names: str) -> None:
+    """Set a container's profiles, in order: PROFILES is comma-separated ('' for none).
+
+    \b
+      sysmgr profile assign c1 default,web
+    """
+    c = app.client.containers.get(container)
+    c.profiles = [p for p in names.split(",") if p]
+    pending = c.save()
+    confirm("Profiles", names or "(none)", f"assigned to {container}")
     report_pending(container, pending)
 
 
