@@ -130,13 +130,15 @@ class Backend(abc.ABC):
     # -- processes and files ---------------------------------------------------------------
     @abc.abstractmethod
     def exec_capture(self, name: str, argv: Sequence[str], *, env: Config | None,
-                     cwd: str | None, stdin: bytes | None) -> tuple[int, bytes, bytes]:
-        """Run a command to completion: (exit code, stdout, stderr)."""
+                     cwd: str | None, stdin: bytes | None, user: int | None = None,
+                     group: int | None = None) -> tuple[int, bytes, bytes]:
+        """Run a command to completion: (exit code, stdout, stderr); as ``user``/``group``
+        (container ids; default root)."""
 
     @abc.abstractmethod
     def exec_interactive(self, name: str, argv: Sequence[str], *, env: Config | None,
                          cwd: str | None, tty: bool | None, stdin: int, stdout: int,
-                         stderr: int) -> int:
+                         stderr: int, user: int | None = None, group: int | None = None) -> int:
         """Run a command with the caller's stdio streamed through; its exit code."""
 
     @abc.abstractmethod
@@ -156,6 +158,23 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def file_stat(self, name: str, path: str) -> Any:
         """Mode, owner (container ids) and size of a file inside."""
+
+    @abc.abstractmethod
+    def file_mkdir(self, name: str, path: str, *, mode: int, uid: int, gid: int,
+                   parents: bool) -> None:
+        """Create a directory inside (or give an existing one that mode and owner)."""
+
+    @abc.abstractmethod
+    def file_symlink(self, name: str, path: str, target: str, *, uid: int, gid: int) -> None:
+        """Create or replace a symlink inside."""
+
+    @abc.abstractmethod
+    def file_delete(self, name: str, path: str, *, recursive: bool) -> None:
+        """Remove a file, link or empty directory inside (``recursive``: any directory)."""
+
+    @abc.abstractmethod
+    def file_list(self, name: str, path: str) -> list[Any]:
+        """The entries of a directory inside (:class:`sysmgr.engine.execution.DirEntry`)."""
 
     # -- snapshots -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -241,6 +260,13 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def image_delete_alias(self, alias: str) -> None: ...
+
+    @abc.abstractmethod
+    def image_rename_alias(self, alias: str, new: str) -> None: ...
+
+    @abc.abstractmethod
+    def image_set_properties(self, ref: str, properties: Config) -> Any:
+        """Replace an image's properties; its record."""
 
     @abc.abstractmethod
     def image_delete(self, ref: str) -> None: ...

@@ -254,19 +254,24 @@ class Container(Model):
 
     # -- processes -------------------------------------------------------------------------------
     def execute(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-                cwd: str | None = None, stdin: bytes | None = None) -> ExecResult:
-        """Run a command to completion, capturing its output (bytes decoded as UTF-8)."""
-        code, out, err = self._backend.exec_capture(self.name, argv, env=env, cwd=cwd, stdin=stdin)
+                cwd: str | None = None, stdin: bytes | None = None, user: int | None = None,
+                group: int | None = None) -> ExecResult:
+        """Run a command to completion, capturing its output (bytes decoded as UTF-8); as
+        ``user``/``group`` (the container's ids; default root)."""
+        code, out, err = self._backend.exec_capture(self.name, argv, env=env, cwd=cwd,
+                                                    stdin=stdin, user=user, group=group)
         return ExecResult(code, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def interactive(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
                     cwd: str | None = None, tty: bool | None = None,
-                    stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
+                    stdin: int = 0, stdout: int = 1, stderr: int = 2, user: int | None = None,
+                    group: int | None = None) -> int:
         """Run a command with the caller's stdio streamed through; with ``tty`` (default:
         when stdin and stdout are terminals) on a pty inside the container. Returns the
         command's exit code."""
         return self._backend.exec_interactive(self.name, argv, env=env, cwd=cwd, tty=tty,
-                                              stdin=stdin, stdout=stdout, stderr=stderr)
+                                              stdin=stdin, stdout=stdout, stderr=stderr,
+                                              user=user, group=group)
 
     def shell(self) -> int:
         """A login shell inside, like ``lxc shell`` (``su -l`` when the image has su)."""
@@ -306,6 +311,43 @@ class ContainerFiles:
         ``size`` of the file at ``path`` inside."""
         return self._c._backend.file_stat(self._c.name, path)
 
+    def mkdir(self, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0,
+              parents: bool = False) -> None:
+        """Create a directory inside (an existing one gets ``mode`` and the owner)."""
+        self._c._backend.file_mkdir(self._c.name, path, mode=mode, uid=uid, gid=gid,
+                                    parents=parents)
+
+    def symlink(self, path: str, target: str, *, uid: int = 0, gid: int = 0) -> None:
+        self._c._backend.file_symlink(self._c.name, path, target, uid=uid, gid=gid)
+
+    def delete(self, path: str, *, recursive: bool = False) -> None:
+        """Remove a file, a link or an empty directory inside (``recursive``: any)."""
+        self._c._backend.file_delete(self._c.name, path, recursive=recursive)
+
+    def listdir(self, path: str) -> list[Any]:
+        """The entries of a directory inside: ``name``, ``mode``, ``uid``, ``gid``, ``size``,
+        ``target`` (a link's), sorted by name."""
+        return self._c._backend.file_list(self._c.name, path)
+
+    def push_tree(self, local: str, path: str, *, uid: int | None = None,
+                  gid: int | None = None, mode: int | None = None,
+                  parents: bool = False) -> list[str]:
+        """Copy the local directory ``local`` to ``path`` inside (``lxc file push -r``):
+        directories, regular files and symlinks, with their local modes and owners unless
+        ``uid``/``gid`` (everything) or ``mode`` (files) say otherwise. Returns the local
+        paths skipped (devices, sockets, FIFOs)."""
+        from sysmgr.api import filetrees  # the tree walks only when asked for
+
+        return filetrees.push_tree(self, local, path, uid=uid, gid=gid, mode=mode,
+                                   parents=parents)
+
+    def pull_tree(self, path: str, local: str) -> list[str]:
+        """Copy the directory ``path`` inside to the local ``local`` (created; ``lxc file
+        pull -r``); returns the container paths skipped (devices, sockets, FIFOs)."""
+        from sysmgr.api import filetrees
+
+        return filetrees.pull_tree(self, path, local)
+
 
 class ContainerManager(Manager[Container]):
     """``client.containers``."""
@@ -321,12 +363,14 @@ class ContainerManager(Manager[Container]):
         return self._wrap(self._backend.container_view(name))
 
     def interactive(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-                    cwd: str | None = None, tty: bool | None = None) -> int:
+                    cwd: str | None = None, tty: bool | None = None, user: int | None = None,
+                    group: int | None = None) -> int:
         """:meth:`Container.interactive` without reading the container first: one call to the
         host (on a cluster member, one SSH channel), which reports a missing or stopped
         container itself. The CLI's ``exec`` uses it."""
         return self._backend.exec_interactive(name, argv, env=env, cwd=cwd, tty=tty,
-                                              stdin=0, stdout=1, stderr=2)
+                                              stdin=0, stdout=1, stderr=2, user=user,
+                                              group=group)
 
     def import_(self, path: str, *, name: str | None = None, pool: str | None = None,
                 progress: Progress | None = None, allow_devices: bool = False,

@@ -155,14 +155,17 @@ class LocalBackend(Backend):
 
     # -- processes and files ---------------------------------------------------------------
     def exec_capture(self, name: str, argv: Sequence[str], *, env: Config | None,
-                     cwd: str | None, stdin: bytes | None) -> tuple[int, bytes, bytes]:
-        return execution.execute(self.host, name, argv, env=env, cwd=cwd, stdin=stdin)
+                     cwd: str | None, stdin: bytes | None, user: int | None = None,
+                     group: int | None = None) -> tuple[int, bytes, bytes]:
+        return execution.execute(self.host, name, argv, env=env, cwd=cwd, stdin=stdin,
+                                 user=user, group=group)
 
     def exec_interactive(self, name: str, argv: Sequence[str], *, env: Config | None,
                          cwd: str | None, tty: bool | None, stdin: int, stdout: int,
-                         stderr: int) -> int:
+                         stderr: int, user: int | None = None, group: int | None = None) -> int:
         return execution.interactive(self.host, name, argv, env=env, cwd=cwd, tty=tty,
-                                     stdin=stdin, stdout=stdout, stderr=stderr)
+                                     stdin=stdin, stdout=stdout, stderr=stderr, user=user,
+                                     group=group)
 
     def shell_argv(self, name: str) -> list[str]:
         return execution.shell_argv(self.host, name)
@@ -179,6 +182,19 @@ class LocalBackend(Backend):
 
     def file_stat(self, name: str, path: str) -> Any:
         return execution.stat_file(self.host, name, path)
+
+    def file_mkdir(self, name: str, path: str, *, mode: int, uid: int, gid: int,
+                   parents: bool) -> None:
+        execution.make_dir(self.host, name, path, mode=mode, uid=uid, gid=gid, parents=parents)
+
+    def file_symlink(self, name: str, path: str, target: str, *, uid: int, gid: int) -> None:
+        execution.make_symlink(self.host, name, path, target, uid=uid, gid=gid)
+
+    def file_delete(self, name: str, path: str, *, recursive: bool) -> None:
+        execution.delete_file(self.host, name, path, recursive=recursive)
+
+    def file_list(self, name: str, path: str) -> list[Any]:
+        return execution.list_dir(self.host, name, path)
 
     # -- snapshots -------------------------------------------------------------------------
     def snapshot_list(self, name: str) -> list[Any]:
@@ -260,6 +276,12 @@ class LocalBackend(Backend):
 
     def image_delete_alias(self, alias: str) -> None:
         _images().delete_alias(self.host, alias)
+
+    def image_rename_alias(self, alias: str, new: str) -> None:
+        _images().rename_alias(self.host, alias, new)
+
+    def image_set_properties(self, ref: str, properties: Config) -> Any:
+        return _images().set_properties(self.host, ref, properties)
 
     def image_delete(self, ref: str) -> None:
         _images().delete(self.host, ref)

@@ -65,9 +65,10 @@ class RemoteBackend(Backend):
     # -- processes and files ---------------------------------------------------------------
     def exec_interactive(self, name: str, argv: Sequence[str], *, env: Config | None,
                          cwd: str | None, tty: bool | None, stdin: int, stdout: int,
-                         stderr: int) -> int:
+                         stderr: int, user: int | None = None, group: int | None = None) -> int:
         return streams.exec_interactive(self.session, name, argv, env=env, cwd=cwd, tty=tty,
-                                        stdin=stdin, stdout=stdout, stderr=stderr)
+                                        stdin=stdin, stdout=stdout, stderr=stderr, user=user,
+                                        group=group)
 
     def file_put(self, name: str, path: str, src: BinaryIO, *, mode: int, uid: int, gid: int,
                  mkdir: bool) -> None:

@@ -89,8 +89,8 @@ class StubContainer:
     def delete(self, force=False) -> None:
         self._call("delete", force)
 
-    def interactive(self, argv, *, env=None, cwd=None, tty=None) -> int:
-        self._call("interactive", list(argv), env, cwd, tty)
+    def interactive(self, argv, *, env=None, cwd=None, tty=None, user=None, group=None) -> int:
+        self._call("interactive", list(argv), env, cwd, tty, *([user, group] if user or group else []))
         return self.exit_code
 
     def shell(self) -> int:
@@ -128,8 +128,8 @@ class StubContainers:
             raise NotFound(f"container {name!r} not found")
         return self.by_name[name]
 
-    def interactive(self, name, argv, *, env=None, cwd=None, tty=None) -> int:
-        return self.get(name).interactive(argv, env=env, cwd=cwd, tty=tty)
+    def interactive(self, name, argv, *, env=None, cwd=None, tty=None, user=None, group=None) -> int:
+        return self.get(name).interactive(argv, env=env, cwd=cwd, tty=tty, user=user, group=group)
 
     def create(self, name, image, **kw):
         self.created.append({"name": name, "image": image, **kw})

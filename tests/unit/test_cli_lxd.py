@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import stat
 
 import pytest
 import yaml
@@ -235,3 +237,87 @@ def test_list_columns_fast_filters_and_json(sysmgr):
     assert re.fullmatch(iso, rows["web1"]["created_at"])
     assert re.fullmatch(iso, rows["web1"]["last_used_at"]) and rows["web2"]["last_used_at"] is None
     assert rows["web1"]["addresses"] == [] and rows["web1"]["type"] == "container"
+
+
+# -- images ---------------------------------------------------------------------------------------
+
+def test_image_info_export_edit_and_aliases(sysmgr, tmp_path):
+    listed = json.loads(sysmgr("image", "list", "-f", "json", ok=True).stdout)
+    assert listed[0]["aliases"] == [{"name": "img", "description": ""}]  # LXD's shape
+    fp = listed[0]["fingerprint"]
+    info = sysmgr("image", "info", "img", ok=True).stdout
+    assert f"Fingerprint: {fp}" in info and "Aliases:\n    - img" in info
+    # edit: the properties change, the fingerprint cannot
+    doc = sysmgr.doc("image", "show", "img")
+    res = sysmgr("image", "edit", "img", input=yaml.safe_dump(
+        {"fingerprint": fp, "properties": {"os": "tiny", "description": "test image"}}), ok=True)
+    assert res.stdout == f"Image {fp[:12]} updated\n"
+    assert sysmgr.doc("image", "show", "img")["properties"] == {"os": "tiny", "description": "test image"}
+    assert "os: tiny" in sysmgr("image", "info", "img", ok=True).stdout
+    assert "cannot change" in sysmgr.fails("image", "edit", "img", input="fingerprint: abc\n", code=2)
+    assert doc["fingerprint"] == fp
+    # aliases: create, rename (the image keeps it), list, delete
+    assert sysmgr("image", "alias", "create", "tiny", fp[:12], ok=True).stdout == "Image alias tiny created\n"
+    assert sysmgr("image", "alias", "rename", "tiny", "tiny/1", ok=True).stdout == \
+        "Image alias tiny renamed to tiny/1\n"
+    aliases = json.loads(sysmgr("image", "alias", "list", "-f", "json", ok=True).stdout)
+    assert [(a["name"], a["target"]) for a in aliases] == [("img", fp), ("tiny/1", fp)]
+    assert "already exists" in sysmgr.fails("image", "alias", "rename", "tiny/1", "img", code=2)
+    assert "not found" in sysmgr.fails("image", "alias", "rename", "nope", "x", code=2)
+    sysmgr("image", "alias", "delete", "tiny/1", ok=True)
+    # export writes a unified tarball that imports back as the same tree
+    out = tmp_path / "out"
+    out.mkdir()
+    res = sysmgr("image", "export", "img", str(out), ok=True)
+    tarball = out / f"{fp}.tar.zst"
+    assert res.stdout == f"Image {fp[:12]} exported to {tarball}\n" and tarball.stat().st_size > 0
+    sysmgr("image", "delete", "img", ok=True)
+    sysmgr("image", "import", str(tarball), "--alias", "again", ok=True)
+    again = sysmgr.doc("image", "show", "again")
+    assert again["properties"]["os"] == "tiny"
+
+
+# -- exec and files -------------------------------------------------------------------------------
+
+def test_file_trees_edit_and_delete(sysmgr, tmp_path):
+    sysmgr("create", "img", "c1", ok=True)  # stopped: the files are its volume's
+    site = tmp_path / "site"
+    (site / "css").mkdir(parents=True)
+    (site / "index.html").write_text("<h1>hi</h1>\n")
+    (site / "css" / "main.css").write_text("body {}\n")
+    (site / "run.sh").write_text("#!/bin/sh\n")
+    (site / "run.sh").chmod(0o750)
+    (site / "latest").symlink_to("index.html")
+    os.mkfifo(site / "fifo")
+    res = sysmgr("file", "push", "-r", "-p", str(site), "c1/srv/", "--uid", "33", "--gid", "33", ok=True)
+    assert "skipped" in res.stderr and "fifo" in res.stderr
+    back = tmp_path / "back"
+    res = sysmgr("file", "pull", "-r", "c1/srv/site", str(back), ok=True)
+    assert (back / "index.html").read_text() == "<h1>hi</h1>\n"
+    assert (back / "css" / "main.css").read_text() == "body {}\n"
+    assert os.readlink(back / "latest") == "index.html"
+    assert stat.S_IMODE((back / "run.sh").stat().st_mode) == 0o750
+    assert not (back / "fifo").exists()
+    # into an existing local directory: the tree keeps its name; -p makes parents
+    sysmgr("file", "pull", "-r", "c1/srv/site/css", str(back), ok=True)
+    assert (back / "css" / "main.css").exists()
+    sysmgr("file", "pull", "-p", "c1/srv/site/index.html", str(tmp_path / "a" / "b" / "i.html"), ok=True)
+    assert (tmp_path / "a" / "b" / "i.html").read_text() == "<h1>hi</h1>\n"
+    # edit: new content from stdin, mode and owner kept
+    sysmgr("file", "edit", "c1/srv/site/run.sh", input="#!/bin/sh\necho new\n", ok=True)
+    assert sysmgr("file", "pull", "c1/srv/site/run.sh", "-", ok=True).stdout == "#!/bin/sh\necho new\n"
+    sysmgr("file", "pull", "c1/srv/site/run.sh", str(tmp_path / "run2"), ok=True)
+    # delete: a file, an empty directory; a full one only with --force
+    assert sysmgr("file", "delete", "c1/srv/site/index.html", ok=True).stdout == \
+        "File c1/srv/site/index.html deleted\n"
+    assert "not found" in sysmgr.fails("file", "pull", "c1/srv/site/index.html", "-", code=2)
+    assert "not empty" in sysmgr.fails("file", "delete", "c1/srv/site", code=2)
+    sysmgr("file", "delete", "-f", "c1/srv/site", ok=True)
+    assert "not found" in sysmgr.fails("file", "pull", "-r", "c1/srv/site", str(tmp_path / "x"), code=2)
+    assert "root directory" in sysmgr.fails("file", "delete", "-f", "c1/", code=2)
+
+
+def test_exec_user_and_group_options(sysmgr):
+    sysmgr("launch", "img", "c1", ok=True)
+    bad = sysmgr("exec", "c1", "--user", "-1", "--", "true")
+    assert bad.exit_code == 2
