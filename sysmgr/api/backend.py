@@ -96,14 +96,23 @@ class Backend(abc.ABC):
         """The host's cgroup layout (:class:`sysmgr.types.HostCgroups`)."""
 
     @abc.abstractmethod
-    def container_copy(self, name: str, new: str, *, snapshot: str | None, pool: str | None) -> None: ...
+    def container_copy(self, name: str, new: str, *, snapshot: str | None, pool: str | None,
+                       changes: Mapping[str, Any] | None = None) -> None:
+        """Copy a container (without snapshots) on this host; ``changes``: its definition
+        changed as ``lxc copy -p/--no-profiles/-c/-d`` say (``profiles``, ``config``,
+        ``devices``)."""
 
     @abc.abstractmethod
     def container_rename(self, name: str, new: str) -> None: ...
 
     @abc.abstractmethod
+    def container_move_pool(self, name: str, pool: str) -> None:
+        """Move a stopped container (with its snapshots) to another pool of this host."""
+
+    @abc.abstractmethod
     def container_export(self, name: str, path: str, *, optimized: bool,
-                         progress: Progress | None) -> Any: ...
+                         progress: Progress | None, instance_only: bool = False) -> Any:
+        """Write a backup file (``instance_only``: without the snapshots)."""
 
     @abc.abstractmethod
     def container_import(self, path: str, *, name: str | None, pool: str | None,

@@ -151,40 +151,50 @@ class Container(Model):
 
     # -- storage -------------------------------------------------------------------------------
     def copy(self, name: str, *, snapshot: str | None = None, pool: str | None = None,
-             target: str | None = None, refresh: bool = False,
-             progress: Progress | None = None, meter: "Meter | None" = None) -> "Container":
+             target: str | None = None, refresh: bool = False, instance_only: bool = False,
+             changes: Mapping[str, Any] | None = None, progress: Progress | None = None,
+             meter: "Meter | None" = None) -> "Container":
         """Copy this container to a new stopped container ``name`` with a new identity.
 
-        On its own member (``target`` None or its own): its current state (or its
-        ``snapshot``) without snapshots, on ``pool`` (default: the same pool). To another
-        cluster member ``target``: with its snapshots, streamed (see
-        :mod:`sysmgr.api.migration`); ``refresh`` brings an existing copy ``name`` up to
-        date, sending only what changed since their newest common snapshot. The returned
-        copy's ``transfer`` says what was sent (a :class:`~sysmgr.api.mover.MigrationResult`).
+        As ``lxc copy``: with its snapshots (streamed, see :mod:`sysmgr.api.migration`)
+        unless ``instance_only`` (then on the same pool a pool-level copy: constant time on
+        btrfs), or its ``snapshot`` alone; on ``pool`` (default: the same pool), on cluster
+        member ``target`` (default: its own). ``refresh`` brings an existing copy ``name``
+        up to date, sending only what changed since their newest common snapshot.
+        ``changes`` change the copy's definition (``profiles``, ``config`` keys,
+        ``devices`` set whole). The returned copy's ``transfer`` says what a stream sent (a
+        :class:`~sysmgr.api.mover.MigrationResult`; None for a pool-level copy).
         """
         from sysmgr.api import migration
 
-        if refresh or (target is not None and target != self.location):
-            if snapshot is not None:
-                raise ValidationError("a copy to another member (or --refresh) takes the "
-                                      "container with its snapshots, not one snapshot",
-                                      hint="copy the snapshot on its member first")
-            cluster = migration.cluster_of(self._client)
-            if cluster is None:
-                if not refresh:
-                    raise ValidationError(f"--target {target}: this root has no cluster members",
-                                          hint="sysmgr cluster add NAME URL adds one")
-                cluster = migration.ThisHost(self._client)
-            source = self.location or getattr(cluster, "member", "local")
-            dest = target or source
-            result = migration.copy(cluster, self.name, source, dest, name, pool=pool,
-                                    refresh=refresh, progress=progress, meter=meter)
-            backend = cluster.backend(dest)
-            copied = type(self)(MemberClient(dest, backend, cluster), backend.container_view(name))
-            copied.transfer = result
-            return copied
-        self._backend.container_copy(self.name, name, snapshot=snapshot, pool=pool)
-        return type(self)(self._client, self._backend.container_view(name))
+        elsewhere = target is not None and target != self.location
+        if snapshot is not None and (refresh or elsewhere):
+            raise ValidationError("a copy to another member (or --refresh) takes the "
+                                  "container with its snapshots, not one snapshot",
+                                  hint="copy the snapshot on its member first")
+        streamed = refresh or elsewhere or (snapshot is None and not instance_only
+                                            and bool(self.snapshots.all()))
+        if not streamed:
+            self._backend.container_copy(self.name, name, snapshot=snapshot, pool=pool,
+                                         changes=dict(changes) if changes else None)
+            return type(self)(self._client, self._backend.container_view(name))
+        cluster = migration.cluster_of(self._client)
+        if cluster is None and elsewhere:
+            raise ValidationError(f"--target {target}: this root has no cluster members",
+                                  hint="sysmgr cluster add NAME URL adds one")
+        here = cluster is None
+        cluster = cluster or migration.ThisHost(self._client)
+        source = self.location or getattr(cluster, "member", "local")
+        dest = target or source
+        result = migration.copy(cluster, self.name, source, dest, name, pool=pool,
+                                refresh=refresh, progress=progress, meter=meter,
+                                changes=dict(changes) if changes else None,
+                                instance_only=instance_only)
+        backend = cluster.backend(dest)
+        client = self._client if here else MemberClient(dest, backend, cluster)
+        copied = type(self)(client, backend.container_view(name))
+        copied.transfer = result
+        return copied
 
     def migrate(self, member: str, *, live: bool = True, name: str | None = None,
                 pool: str | None = None, progress: Progress | None = None,
@@ -211,17 +221,26 @@ class Container(Model):
         self._set(backend.container_view(result.new_name))
         return result
 
+    def move_to_pool(self, pool: str) -> None:
+        """Move this (stopped) container, with its snapshots, to storage pool ``pool`` of its
+        own host (``lxc move NAME -s POOL``): copied first, its record switched, then the
+        old copy deleted; on a failure it stays where it was."""
+        self._backend.container_move_pool(self.name, pool)
+        self.refresh()
+
     def rename(self, name: str) -> None:
         """Rename this (stopped) container."""
         self._backend.container_rename(self.name, name)
         self.name = name
         self.refresh()
 
-    def export(self, path: str, *, optimized: bool = False, progress: Progress | None = None) -> Any:
+    def export(self, path: str, *, optimized: bool = False, progress: Progress | None = None,
+               instance_only: bool = False) -> Any:
         """Write a backup file (config, snapshots, root filesystem; zstd). ``optimized``
-        stores the pool's own streams (imports only onto a pool of the same kind)."""
+        stores the pool's own streams (imports only onto a pool of the same kind);
+        ``instance_only`` leaves the snapshots out."""
         return self._backend.container_export(self.name, path, optimized=optimized,
-                                              progress=progress)
+                                              progress=progress, instance_only=instance_only)
 
     def state(self) -> ContainerState:
         """Status, init pid and usage (memory, peak, processes, CPU time, disk) now."""

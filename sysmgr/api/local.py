@@ -99,15 +99,22 @@ class LocalBackend(Backend):
     def host_cgroups(self) -> Any:
         return records.host_cgroups(self.host)
 
-    def container_copy(self, name: str, new: str, *, snapshot: str | None, pool: str | None) -> None:
-        _copy().copy(self.host, name, new, snapshot=snapshot, pool=pool)
+    def container_copy(self, name: str, new: str, *, snapshot: str | None, pool: str | None,
+                       changes: Mapping[str, Any] | None = None) -> None:
+        _copy().copy(self.host, name, new, snapshot=snapshot, pool=pool, changes=changes)
 
     def container_rename(self, name: str, new: str) -> None:
         _copy().rename(self.host, name, new)
 
+    def container_move_pool(self, name: str, pool: str) -> None:
+        from sysmgr.engine import pool_move  # cold start: storage streams
+
+        pool_move.move_to_pool(self.host, name, pool)
+
     def container_export(self, name: str, path: str, *, optimized: bool,
-                         progress: Progress | None) -> Any:
-        return _backup().export(self.host, name, path, optimized=optimized, progress=progress)
+                         progress: Progress | None, instance_only: bool = False) -> Any:
+        return _backup().export(self.host, name, path, optimized=optimized, progress=progress,
+                                instance_only=instance_only)
 
     def container_import(self, path: str, *, name: str | None, pool: str | None,
                          progress: Progress | None, allow_devices: bool = False,

@@ -88,9 +88,9 @@ class RemoteBackend(Backend):
 
     # -- backups and images: the files are the admin host's ------------------------------------
     def container_export(self, name: str, path: str, *, optimized: bool,
-                         progress: Progress | None) -> Any:
+                         progress: Progress | None, instance_only: bool = False) -> Any:
         return streams.container_export(self.session, name, path, optimized=optimized,
-                                         progress=progress)
+                                         progress=progress, instance_only=instance_only)
 
     def container_import(self, path: str, *, name: str | None, pool: str | None,
                          progress: Progress | None, allow_devices: bool = False,

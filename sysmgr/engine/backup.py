@@ -187,8 +187,9 @@ def _write_backup(f: BinaryIO, drv: "StoragePool", name: str, index: dict[str, A
 
 
 def export(host: Host, name: str, path: str, *, optimized: bool = False,
-           progress: Progress | None = None) -> ExportResult:
-    """Write container ``name`` with its snapshots to the backup file ``path``."""
+           progress: Progress | None = None, instance_only: bool = False) -> ExportResult:
+    """Write container ``name`` with its snapshots (``instance_only``: without) to the
+    backup file ``path``."""
     out_path = export_path(path)
     streams.need_zstd()
     with host.locked():
@@ -199,7 +200,7 @@ def export(host: Host, name: str, path: str, *, optimized: bool = False,
             raise ValidationError([Issue(f"storage pool {rec.pool!r} (driver {drv.name}) cannot "
                                          "stream its volumes: export without --optimized",
                                          path="optimized")])
-        snaps = SnapshotStore(host.store).all(name)
+        snaps = [] if instance_only else SnapshotStore(host.store).all(name)
         tmp = None  # a snapshot of our own, for a consistent root filesystem where it is cheap
         if drv.info.snapshots and (optimized or drv.info.cow_snapshots):
             tmp = "backup-" + secrets.token_hex(6)

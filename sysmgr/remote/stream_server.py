@@ -147,7 +147,8 @@ def _export(backend: Any, req: dict[str, Any], ctx: StreamContext) -> int:
             else:
                 result = backend.container_export(str(req.get("name")), path,
                                                   optimized=bool(req.get("optimized")),
-                                                  progress=_notifier("progress"))
+                                                  progress=_notifier("progress"),
+                                                  instance_only=bool(req.get("instance_only")))
             _line({"ok": True, "result": codec.encode(result), "size": os.path.getsize(path)})
         except Exception as e:  # noqa: BLE001
             return _fail_early(e)

@@ -262,12 +262,13 @@ def migration_endpoint(session: MemberSession, role: str, request: Mapping[str, 
 # -- backups and images ----------------------------------------------------------------------
 
 def container_export(session: MemberSession, name: str, path: str, *, optimized: bool,
-                     progress: Callable[[str], None] | None) -> Any:
+                     progress: Callable[[str], None] | None, instance_only: bool = False) -> Any:
     """Export container ``name`` on the member to the backup file ``path`` here."""
     from sysmgr.engine.backup import export_path  # tar and zstd handling: exports only
 
     out_path = export_path(path)  # checked here as a local export checks it
-    return export_file(session, {"name": name, "optimized": optimized}, out_path, progress)
+    return export_file(session, {"name": name, "optimized": optimized,
+                                 "instance_only": instance_only}, out_path, progress)
 
 
 def image_export(session: MemberSession, ref: str, path: str, *,

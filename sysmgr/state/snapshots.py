@@ -92,6 +92,11 @@ class SnapshotStore:
         self.conn.execute("UPDATE snapshots SET expires=?, description=? WHERE container=? "
                           "AND name=?", (expires, description, container, name))
 
+    def set_devices(self, container: str, name: str, devices: dict[str, dict[str, str]]) -> None:
+        """The devices a snapshot recorded, changed (its root disk moved with its container)."""
+        self.conn.execute("UPDATE snapshots SET devices=? WHERE container=? AND name=?",
+                          (json.dumps(devices, sort_keys=True), container, name))
+
     def rename_profile(self, old: str, new: str) -> None:
         """A renamed profile, in every snapshot that recorded it."""
         for s in self.all():

@@ -321,3 +321,87 @@ def test_exec_user_and_group_options(sysmgr):
     sysmgr("launch", "img", "c1", ok=True)
     bad = sysmgr("exec", "c1", "--user", "-1", "--", "true")
     assert bad.exit_code == 2
+
+
+# -- copy and export ------------------------------------------------------------------------------
+
+def test_copy_keeps_snapshots_unless_instance_only(sysmgr, tmp_path):
+    sysmgr("create", "img", "c1", ok=True)
+    sysmgr("file", "push", "-", "c1/etc/marker", input="v1\n", ok=True)
+    sysmgr("snapshot", "create", "c1", "s0", ok=True)
+    sysmgr("file", "push", "-", "c1/etc/marker", input="v2\n", ok=True)
+    res = sysmgr("copy", "c1", "c2", "-q", ok=True)
+    assert res.stdout.startswith("Container c1 copied to c2")
+    assert [s["name"] for s in json.loads(sysmgr("snapshot", "list", "c2", "-f", "json", ok=True).stdout)] == ["s0"]
+    assert sysmgr("file", "pull", "c2/etc/marker", "-", ok=True).stdout == "v2\n"
+    sysmgr("snapshot", "restore", "c2", "s0", ok=True)  # the copy's snapshot has s0's files
+    assert sysmgr("file", "pull", "c2/etc/marker", "-", ok=True).stdout == "v1\n"
+    sysmgr("copy", "c1", "c3", "--instance-only", ok=True)
+    assert json.loads(sysmgr("snapshot", "list", "c3", "-f", "json", ok=True).stdout) == []
+    assert sysmgr("file", "pull", "c3/etc/marker", "-", ok=True).stdout == "v2\n"
+    # export: with the snapshots, or without
+    full, bare = tmp_path / "full.tar.zst", tmp_path / "bare.tar.zst"
+    assert "1 snapshot(s)" in sysmgr("export", "c1", str(full), "-q", ok=True).stdout
+    assert "snapshot(s)" not in sysmgr("export", "c1", str(bare), "-q", "--instance-only", ok=True).stdout
+    sysmgr("import", str(bare), "c4", "-q", ok=True)
+    assert json.loads(sysmgr("snapshot", "list", "c4", "-f", "json", ok=True).stdout) == []
+
+
+def test_copy_changes_profiles_config_and_devices(sysmgr):
+    sysmgr("profile", "create", "web", "-c", "user.role=web", ok=True)
+    sysmgr("create", "img", "c1", "-p", "default", "-p", "web", ok=True)
+    sysmgr("snapshot", "create", "c1", ok=True)  # streamed copies take the changes too
+    for args in ((), ("--instance-only",)):
+        name = "n" + str(len(args))
+        sysmgr("copy", "c1", name, "--no-profiles", "-c", "user.x=1", "-d", "root,readonly=false",
+               *args, ok=True)
+        doc = sysmgr.doc("config", "show", name)
+        assert doc["profiles"] == [] and doc["config"]["user.x"] == "1"
+        # no profile gives it a root disk any more: it keeps the one it had, locally
+        assert doc["devices"]["root"]["path"] == "/" and doc["devices"]["root"]["readonly"] == "false"
+        assert doc["devices"]["root"]["pool"] == "default"
+    sysmgr("copy", "c1", "p1", "-p", "default", ok=True)
+    assert sysmgr.doc("config", "show", "p1")["profiles"] == ["default"]
+    assert "user.role" not in sysmgr.doc("config", "show", "p1", "-e")["config"]
+    assert "not found" in sysmgr.fails("copy", "c1", "p2", "-p", "nope", code=2)
+    assert sysmgr("copy", "c1", "p3", "--refresh", "-p", "default").exit_code == 2
+
+
+# -- move -----------------------------------------------------------------------------------------
+
+def test_move_renames_and_changes_pool(sysmgr, sysmgr_root, tmp_path):
+    sysmgr("storage", "create", "other", "dir", f"source={tmp_path / 'other'}", ok=True)
+    sysmgr("create", "img", "c1", ok=True)
+    sysmgr("file", "push", "-", "c1/etc/marker", input="v1\n", ok=True)
+    sysmgr("snapshot", "create", "c1", "s0", ok=True)
+    sysmgr("file", "push", "-", "c1/etc/marker", input="v2\n", ok=True)
+    before = sysmgr.doc("config", "show", "c1")
+    assert sysmgr("move", "c1", "c2", ok=True).stdout == "Container c1 renamed to c2\n"
+    old = os.path.join(sysmgr_root, "storage-pools", "default", "containers", "c2")
+    assert os.path.isdir(old)
+    res = sysmgr("move", "c2", "-s", "other", ok=True)
+    assert res.stdout == "Container c2 moved to storage pool other\n"
+    rows = json.loads(sysmgr("list", "c2", "-f", "json", ok=True).stdout)
+    assert rows[0]["pool"] == "other" and rows[0]["expanded_devices"]["root"]["pool"] == "other"
+    assert sysmgr("file", "pull", "c2/etc/marker", "-", ok=True).stdout == "v2\n"
+    sysmgr("snapshot", "restore", "c2", "s0", ok=True)
+    assert sysmgr("file", "pull", "c2/etc/marker", "-", ok=True).stdout == "v1\n"
+    assert sysmgr.doc("config", "show", "c2")["profiles"] == before["profiles"]
+    # the old pool keeps nothing of it
+    assert not os.path.exists(old)
+    assert "already" in sysmgr.fails("move", "c2", "-s", "other")
+    sysmgr("start", "c2", ok=True)
+    assert "is running" in sysmgr.fails("move", "c2", "-s", "default")
+    assert json.loads(sysmgr("list", "c2", "-f", "json", ok=True).stdout)[0]["pool"] == "other"
+
+
+def test_a_failed_pool_move_leaves_the_container_where_it_was(sysmgr, tmp_path):
+    # the fake pool fails half-way (its temporary image cannot be deleted again)
+    sysmgr("storage", "create", "broken", "fake", f"source={tmp_path / 'broken'}",
+           "fail=delete_image", ok=True)
+    sysmgr("create", "img", "c1", ok=True)
+    sysmgr("file", "push", "-", "c1/etc/marker", input="kept\n", ok=True)
+    assert "injected failure" in sysmgr.fails("move", "c1", "-s", "broken")
+    assert json.loads(sysmgr("list", "c1", "-f", "json", ok=True).stdout)[0]["pool"] == "default"
+    assert sysmgr("file", "pull", "c1/etc/marker", "-", ok=True).stdout == "kept\n"
+    assert not os.path.exists(tmp_path / "broken" / "containers" / "c1")  # the partial copy went

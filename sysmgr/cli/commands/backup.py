@@ -21,9 +21,11 @@ def _progress(quiet: bool):
 @click.option("--optimized", "--optimized-storage", "optimized", is_flag=True,
               help="Store the pool's own streams (btrfs send): faster and keeps shared blocks, "
                    "but imports only onto a pool of the same kind.")
+@click.option("--instance-only", is_flag=True, help="Leave the snapshots out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
 @pass_app
-def export(app: AppContext, name: str, file: str, optimized: bool, quiet: bool) -> None:
+def export(app: AppContext, name: str, file: str, optimized: bool, instance_only: bool,
+           quiet: bool) -> None:
     """Back up container NAME (config, snapshots, root filesystem) to FILE.
 
     \b
@@ -32,7 +34,8 @@ def export(app: AppContext, name: str, file: str, optimized: bool, quiet: bool) 
       sysmgr export web1 web1.btrfs.tar.zst --optimized
     """
     t0 = time.monotonic()
-    res = app.client.containers.get(name).export(file, optimized=optimized, progress=_progress(quiet))
+    res = app.client.containers.get(name).export(file, optimized=optimized, progress=_progress(quiet),
+                                                 instance_only=instance_only)
     kind = f"optimized, {res.stream_format} streams" if res.optimized else "portable tar streams"
     snaps = f", {len(res.snapshots)} snapshot(s)" if res.snapshots else ""
     confirm("Container", name, f"exported to {res.path} ({render.format_size(res.size)}, "

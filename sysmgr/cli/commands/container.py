@@ -37,7 +37,7 @@ def _options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _profile_devices(app: AppContext, client: "Client") -> Any:
+def profile_devices(app: AppContext, client: "Client") -> Any:
     """``name -> devices`` of a profile where the new container's profiles are read: this
     root, or on a cluster's admin root the member ``--target`` names (the first member of a
     group, or of the cluster: profiles go to every member alike)."""
@@ -81,7 +81,7 @@ def _make(app: AppContext, *, start: bool, image: str, name: str | None, profile
     cfg = parse_assignments(config)
     placing = placement_args(app, progress=lambda m: click.echo(f"  {m}"))
     client = app.client
-    devices = device_overrides(_profile_devices(app, client),
+    devices = device_overrides(profile_devices(app, client),
                                DEFAULT_PROFILES if chosen is None else chosen,
                                device_overrides_) if device_overrides_ else None
     name = name or client.containers.free_name()

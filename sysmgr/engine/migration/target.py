@@ -75,6 +75,7 @@ class Target:
         self.source: dict[str, Any] = {}
         self.refresh = False
         self.move: dict[str, Any] | None = None
+        self.changes: dict[str, Any] | None = None
         self.committed = False
         self.received: list[str] = []      # snapshots received (refresh: to undo)
         self._pending = contextlib.ExitStack()  # what is undone unless committed
@@ -108,6 +109,7 @@ class Target:
         self.name = str(msg.get("name") or src["name"])
         self.refresh = bool(msg.get("refresh"))
         self.move = msg.get("move")
+        self.changes = msg.get("changes")  # a copy's -p/--no-profiles/-c/-d
         self.mid = str(msg.get("id") or "")
         host, st = self.host, self.host.store
         with host.locked():
@@ -202,7 +204,8 @@ class Target:
         """Create the profiles the container uses that this member lacks, from the source's
         definitions; a profile the source could not describe is an error naming it."""
         st = self.host.store
-        wanted = list(src["record"]["profiles"])
+        asked = (self.changes or {}).get("profiles") if not self.move else None
+        wanted = list(src["record"]["profiles"] if asked is None else asked)
         lacking = [p for p in wanted if not st.has_profile(p)]
         unknown = [p for p in lacking if p not in src.get("profiles", {})]
         if unknown:
@@ -222,13 +225,16 @@ class Target:
             volatile.update(idshift.checked_state(volatile))
         except ValueError as e:
             raise ValidationError(f"the source sent a bad id map state ({e})") from None
-        devices = {k: dict(v) for k, v in r["devices"].items()}
+        from sysmgr.engine.copy import changed_definition  # a copy's -p/-c/-d
+
+        profiles, config, devices = changed_definition(r["profiles"], r["config"], r["devices"],
+                                                       None if self.move else self.changes)
         if not self.move:  # a copy gets MACs of its own
             devices = {k: {dk: dv for dk, dv in d.items()
                            if not (d.get("type") == "nic" and dk == "hwaddr")}
                        for k, d in devices.items()}
-        return ContainerRecord(self.name, r["image"], self.pool, list(r["profiles"]),
-                               dict(r["config"]), devices, r.get("description", ""), volatile,
+        return ContainerRecord(self.name, r["image"], self.pool, profiles, config, devices,
+                               r.get("description", ""), volatile,
                                r["created"] if self.move else time.time())
 
     def _hold(self, drv: Any, created: list[str]) -> None:
