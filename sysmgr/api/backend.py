@@ -312,6 +312,12 @@ class Backend(abc.ABC):
     def pool_delete(self, name: str) -> None: ...
 
     @abc.abstractmethod
+    def pool_update(self, name: str, *, config: Config | None,
+                    description: str | None) -> Any:
+        """Change a pool's config (``user.*``; a loop pool's ``size``, grown online) and
+        description; its record."""
+
+    @abc.abstractmethod
     def pool_usage(self, name: str) -> Any: ...
 
     @abc.abstractmethod
@@ -341,6 +347,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def network_delete(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def network_rename(self, name: str, new: str) -> None:
+        """Rename a network no container or profile uses."""
 
     @abc.abstractmethod
     def network_used_by(self, name: str) -> tuple[list[str], list[str]]:

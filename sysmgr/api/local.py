@@ -320,6 +320,10 @@ class LocalBackend(Backend):
     def pool_delete(self, name: str) -> None:
         pools.delete_pool(self.host, name)
 
+    def pool_update(self, name: str, *, config: Config | None,
+                    description: str | None) -> Any:
+        return pools.update_pool(self.host, name, config=config, description=description)
+
     def pool_usage(self, name: str) -> Any:
         return self.host.pool_driver(name).usage()
 
@@ -351,6 +355,9 @@ class LocalBackend(Backend):
 
     def network_delete(self, name: str) -> None:
         self._networks().delete(name)
+
+    def network_rename(self, name: str, new: str) -> None:
+        self._networks().rename(name, new)
 
     def network_used_by(self, name: str) -> tuple[list[str], list[str]]:
         return self._networks().used_by(name)

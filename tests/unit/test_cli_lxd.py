@@ -405,3 +405,62 @@ def test_a_failed_pool_move_leaves_the_container_where_it_was(sysmgr, tmp_path):
     assert json.loads(sysmgr("list", "c1", "-f", "json", ok=True).stdout)[0]["pool"] == "default"
     assert sysmgr("file", "pull", "c1/etc/marker", "-", ok=True).stdout == "kept\n"
     assert not os.path.exists(tmp_path / "broken" / "containers" / "c1")  # the partial copy went
+
+
+# -- networks and storage pools ---------------------------------------------------------------------
+
+NET = "sysmgrbr0"  # the network `init --auto` makes (the fake driver, under the fake runtime)
+
+
+def test_network_attach_detach_rename_and_listings(sysmgr):
+    sysmgr("network", "create", "lab", "ipv4.address=10.99.0.1/24", ok=True)
+    sysmgr("create", "img", "c1", "--no-profiles", "-d", "root,type=disk,path=/,pool=default",
+           ok=True)
+    res = sysmgr("network", "attach", "lab", "c1", ok=True)
+    assert res.stdout == "Network lab attached to c1 (device lab)\n"
+    assert sysmgr.doc("config", "device", "show", "c1")["lab"] == {
+        "type": "nic", "network": "lab", "name": "lab"}
+    sysmgr("network", "attach", NET, "c1", "eth1", "eth1", ok=True)
+    assert "already exists" in sysmgr.fails("network", "attach", "lab", "c1", code=2)
+    assert "in use by c1" in sysmgr.fails("network", "rename", "lab", "lab2")
+    sysmgr("start", "c1", ok=True)
+    allocs = json.loads(sysmgr("network", "list-allocations", "-f", "json", ok=True).stdout)
+    mine = [a for a in allocs if a["used_by"] == "container/c1"]
+    assert {a["network"] for a in mine} == {"lab", NET} and all(a["hwaddr"] for a in mine)
+    assert {"used_by": "network/lab", "address": "10.99.0.1/24", "type": "network", "nat": True,
+            "hwaddr": "", "network": "lab"} in allocs
+    lab = next(a for a in mine if a["network"] == "lab")
+    leases = json.loads(sysmgr("network", "list-leases", "lab", "-f", "json", ok=True).stdout)
+    assert [(lz["hwaddr"], lz["address"]) for lz in leases if lz["hostname"] == "c1"] == [
+        (lab["hwaddr"], lab["address"].split("/")[0])]
+    assert "HOSTNAME" in sysmgr("network", "list-leases", "lab", ok=True).stdout
+    sysmgr("stop", "c1", ok=True)
+    assert sysmgr("network", "detach", "lab", "c1", ok=True).stdout == \
+        "Network lab detached from c1 (device lab)\n"
+    assert "lab" not in sysmgr.doc("config", "device", "show", "c1")
+    assert "no nic of its own" in sysmgr.fails("network", "detach", "lab", "c1", code=2)
+    assert sysmgr("network", "rename", "lab", "lab2", ok=True).stdout == "Network lab renamed to lab2\n"
+    names = [n["name"] for n in json.loads(sysmgr("network", "list", "-f", "json", ok=True).stdout)]
+    assert "lab2" in names and "lab" not in names
+    sysmgr("network", "set", "lab2", "description=the lab", "--property", ok=True)
+    assert sysmgr.doc("network", "show", "lab2")["description"] == "the lab"
+
+
+def test_storage_set_edit_and_properties(sysmgr):
+    sysmgr("storage", "set", "default", "user.tier=fast", ok=True)
+    assert sysmgr("storage", "get", "default", "user.tier", ok=True).stdout == "fast\n"
+    sysmgr("storage", "set", "default", "description", "main pool", "-p", ok=True)
+    doc = sysmgr.doc("storage", "show", "default", "-f", "json")
+    assert doc["description"] == "main pool" and doc["config"]["user.tier"] == "fast"
+    source = doc["config"].get("source", "")
+    assert "cannot change" in sysmgr.fails("storage", "set", "default", "source=/elsewhere", code=2)
+    text = yaml.safe_dump({"name": "default", "description": "edited",
+                           "config": {"user.tier": "slow", **({"source": source} if source else {})}})
+    assert sysmgr("storage", "edit", "default", input=text, ok=True).stdout == \
+        "Storage pool default updated\n"
+    doc = sysmgr.doc("storage", "show", "default")
+    assert doc["description"] == "edited" and doc["config"]["user.tier"] == "slow"
+    sysmgr("storage", "unset", "default", "user.tier", ok=True)
+    assert "user.tier" not in sysmgr.doc("storage", "show", "default")["config"]
+    # a dir pool has no size of sysmgr's to change
+    assert sysmgr("storage", "set", "default", "size=10GiB").exit_code == 2

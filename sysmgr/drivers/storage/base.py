@@ -115,6 +115,13 @@ class StoragePool(abc.ABC):
     @abc.abstractmethod
     def usage(self) -> PoolUsage: ...
 
+    def resize(self, size_bytes: int) -> None:
+        """Grow the pool to ``size_bytes`` while it is in use (``lxc storage set POOL
+        size=``), where the pool's size is sysmgr's to change (a loop file it manages);
+        Conflict elsewhere, and for a smaller size."""
+        raise Conflict(f"storage pool {self.pool} (driver {self.name}) has no size sysmgr "
+                       "can change")
+
     # -- images --------------------------------------------------------------------------
     def has_image(self, fingerprint: str) -> bool:
         return os.path.isdir(self.image_path(fingerprint))
