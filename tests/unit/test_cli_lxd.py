@@ -464,3 +464,39 @@ def test_storage_set_edit_and_properties(sysmgr):
     assert "user.tier" not in sysmgr.doc("storage", "show", "default")["config"]
     # a dir pool has no size of sysmgr's to change
     assert sysmgr("storage", "set", "default", "size=10GiB").exit_code == 2
+
+
+# -- plans as data ----------------------------------------------------------------------------------
+
+def test_diff_and_apply_print_the_plan_as_json(sysmgr, tmp_path):
+    m = tmp_path / "m.yaml"
+    m.write_text("kind: Container\nname: web1\nimage: img\nconfig:\n  user.team: infra\n"
+                 "state: running\n")
+    res = sysmgr("diff", "-f", str(m), "--format", "json")
+    assert res.exit_code == 1  # changes pending, as in text
+    doc = json.loads(res.stdout)
+    assert doc["changes"] is True and doc["summary"].startswith("plan: ")
+    create = next(a for a in doc["actions"] if a["type"] == "CreateContainer")
+    assert create["kind"] == "Container" and create["name"] == "web1" and create["effect"] == "create"
+    assert create["line"] == "create Container web1" and create["fields"]["image"] == "img"
+    assert create["fields"]["config"] == {"user.team": "infra"}
+    res = sysmgr("apply", "-f", str(m), "--format", "json", "--yes", ok=True)
+    applied = json.loads(res.stdout)  # one document on stdout: progress went to stderr
+    assert applied["applied"] is True and applied["actions"] == doc["actions"]
+    res = sysmgr("diff", "-f", str(m), "--format", "json", ok=True)
+    assert json.loads(res.stdout) == {"changes": False, "summary": "no changes", "actions": [],
+                                      "warnings": [], "revision": ""}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Container\nname: x\n")
+    assert sysmgr("diff", "-f", str(bad), "--format", "json").exit_code == 2
+
+
+def test_a_mistyped_verb_gets_a_suggestion(sysmgr):
+    res = sysmgr("lsit")
+    assert res.exit_code == 2 and "No such command 'lsit'. Did you mean 'list'?" in res.output
+    res = sysmgr("snapshot", "renam", "c1", "a", "b")
+    assert res.exit_code == 2 and "Did you mean 'rename'?" in res.output
+    res = sysmgr("config", "device", "unste", "c1", "root", "size")
+    assert res.exit_code == 2 and "Did you mean 'unset'?" in res.output
+    assert "Did you mean" not in sysmgr("xyzzy").output
+    assert "_rpc" not in sysmgr("_rp").output  # hidden commands are never suggested

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from sysmgr.cli.commands._common import Group
+
 from sysmgr.cli.commands._devices import device_group
 from sysmgr.cli.commands._keyvalue import (
     Noun, devices_map, parse_edited, register, str_map, to_str)
@@ -31,7 +33,7 @@ def container_document(c: Any, *, expanded: bool = False) -> dict[str, Any]:
     }
 
 
-@click.group()
+@click.group(cls=Group)
 def config() -> None:
     """Show and change a container's configuration (NAME/SNAP: a snapshot's)."""
 

@@ -14,7 +14,8 @@ from typing import Any, BinaryIO, Sequence
 
 import click
 
-from sysmgr.cli.commands._common import AppContext, confirm, echo_err, pass_app, stdin_is_tty
+from sysmgr.cli.commands._common import (
+    AppContext, Group, confirm, echo_err, pass_app, stdin_is_tty)
 from sysmgr.errors import Issue, NotFound, SysmgrError, ValidationError
 
 STDIO = "-"
@@ -81,7 +82,7 @@ def _local_error(path: str, e: OSError) -> SysmgrError:
     return cls(f"{path}: {e.strerror or e}")
 
 
-@click.group()
+@click.group(cls=Group)
 def file() -> None:
     """Copy files into and out of containers."""
 

@@ -13,7 +13,7 @@ import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    DOC_FORMATS, AppContext, confirm, echo_err, for_each, format_option, output,
+    DOC_FORMATS, AppContext, Group, confirm, echo_err, for_each, format_option, output,
     parse_assignments, pass_app)
 
 
@@ -51,7 +51,7 @@ def image_row(r: dict[str, Any]) -> list[object]:
             render.format_size(r["size"]), render.format_date(render.parse_iso(r["created_at"]))]
 
 
-@click.group()
+@click.group(cls=Group)
 def image() -> None:
     """Build, import and manage images."""
 

@@ -10,8 +10,8 @@ import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    AppContext, confirm, echo_err, format_option, output, parse_assignments, pass_app,
-    report_pending)
+    AppContext, Group, confirm, echo_err, format_option, output, parse_assignments,
+    pass_app, report_pending)
 from sysmgr.errors import AlreadyExists, NotFound
 from sysmgr.cli.commands._keyvalue import Noun, register, save_local_config
 
@@ -42,7 +42,7 @@ def _report_pending(name: str, pending: Sequence[str]) -> None:
                  f"them: {', '.join(pending)}")
 
 
-@click.group()
+@click.group(cls=Group)
 def network() -> None:
     """Manage networks (managed bridges with DHCP, DNS and NAT).
 

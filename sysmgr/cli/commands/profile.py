@@ -10,7 +10,8 @@ import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    AppContext, confirm, format_option, output, parse_assignments, pass_app, report_pending)
+    AppContext, Group, confirm, format_option, output, parse_assignments, pass_app,
+    report_pending)
 from sysmgr.cli.commands._devices import device_group
 from sysmgr.cli.commands._keyvalue import Noun, register, save_local_config
 from sysmgr.errors import Conflict, NotFound
@@ -28,7 +29,7 @@ def profile_document(p: Any, used_by: list[str] | None = None) -> dict[str, Any]
     return doc
 
 
-@click.group()
+@click.group(cls=Group)
 def profile() -> None:
     """Manage profiles (config and devices shared by containers)."""
 

@@ -13,7 +13,7 @@ import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    AppContext, confirm, for_each, format_option, output, pass_app)
+    AppContext, Group, confirm, for_each, format_option, output, pass_app)
 
 HEADERS = ("NAME", "TAKEN AT", "EXPIRES AT", "STATEFUL", "PROFILES")
 
@@ -45,7 +45,7 @@ def snapshot_row(s: Any) -> list[object]:
             "NO"]
 
 
-@click.group()
+@click.group(cls=Group)
 def snapshot() -> None:
     """Manage container snapshots (filesystem + configuration)."""
 

@@ -10,7 +10,7 @@ import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    AppContext, confirm, format_option, output, parse_assignments, pass_app)
+    AppContext, Group, confirm, format_option, output, parse_assignments, pass_app)
 from sysmgr.cli.commands._keyvalue import Noun, register, save_local_config
 
 HEADERS = ("NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY")
@@ -27,7 +27,7 @@ def pool_record(p: Any) -> dict[str, Any]:
     }
 
 
-@click.group()
+@click.group(cls=Group)
 def storage() -> None:
     """Manage storage pools."""
 
