@@ -273,12 +273,10 @@ def test_snapshot_restore_brings_back_files_and_config(root, pool):
     assert snapshots(root, "s1") == ["snap0", "before-upgrade", "snap1"]
     shown = ok("snapshot", "show", "s1", "snap0", root=root)
     assert "user.tag: one" in shown and "limits.memory" not in shown
-    # running: refused without --force
-    res = run_cli("snapshot", "restore", "s1", "snap0", root=root)
-    assert res.returncode == 1 and "--force" in res.stderr
+    # running: restored in place, as LXD does (stopped, restored, started again)
     pid = containers(root)[0]["pid"]
-    out = ok("snapshot", "restore", "s1", "snap0", "--force", root=root)
-    assert "Stopped s1" in out and "Started s1" in out
+    out = ok("snapshot", "restore", "s1", "snap0", root=root)
+    assert out == "Container s1 restored from snapshot snap0 (stopped and started again)\n"
     c = containers(root)[0]
     assert c["status"] == "Running" and c["pid"] != pid
     assert c["config"] == {"user.tag": "one"}

@@ -291,6 +291,7 @@ def test_file_trees_edit_and_delete(sysmgr, tmp_path):
     os.mkfifo(site / "fifo")
     res = sysmgr("file", "push", "-r", "-p", str(site), "c1/srv/", "--uid", "33", "--gid", "33", ok=True)
     assert "skipped" in res.stderr and "fifo" in res.stderr
+    assert res.stdout == f"Directory c1/srv/site pushed from {site}\n"
     back = tmp_path / "back"
     res = sysmgr("file", "pull", "-r", "c1/srv/site", str(back), ok=True)
     assert (back / "index.html").read_text() == "<h1>hi</h1>\n"
@@ -327,7 +328,8 @@ def test_exec_user_and_group_options(sysmgr):
 
 def test_copy_keeps_snapshots_unless_instance_only(sysmgr, tmp_path):
     sysmgr("create", "img", "c1", ok=True)
-    sysmgr("file", "push", "-", "c1/etc/marker", input="v1\n", ok=True)
+    res = sysmgr("file", "push", "-", "c1/etc/marker", input="v1\n", ok=True)
+    assert res.stdout == "File c1/etc/marker pushed\n"
     sysmgr("snapshot", "create", "c1", "s0", ok=True)
     sysmgr("file", "push", "-", "c1/etc/marker", input="v2\n", ok=True)
     res = sysmgr("copy", "c1", "c2", "-q", ok=True)

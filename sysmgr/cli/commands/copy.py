@@ -113,8 +113,8 @@ def copy(app: AppContext, src: str, dst: str | None, snapshot: str | None, pool:
     time; with its snapshots it is streamed (btrfs send between btrfs pools, else tar). To
     another cluster member: MEMBER:DST or --target MEMBER; the image is not needed there.
     --refresh updates such a copy (stopped) to SRC's state: snapshots SRC no longer has
-    are deleted from it. -p, --no-profiles, -c and -d change the copy's definition (a copy
-    whose new profiles give no root disk keeps the one it had).
+    are deleted from it. -p, --no-profiles, -c and -d change the copy's definition and its
+    snapshots' (a copy whose new profiles give no root disk keeps the one it had).
 
     \b
     Examples:

@@ -118,31 +118,38 @@ def push(app: AppContext, sources: tuple[str, ...], target: str, uid: int | None
         if len(sources) > 1 and not is_dir:
             raise ValidationError("pushing several directories needs a target ending in '/'")
         for src in sources:
-            dest = posixpath.join(path, os.path.basename(os.path.normpath(src))) \
-                if is_dir or _is_dir_inside(files, path) else path
             if not os.path.isdir(src):
                 raise ValidationError(f"{src} is not a directory (-r copies directories)")
+            dest = posixpath.join(path, os.path.basename(os.path.normpath(src))) \
+                if is_dir or _is_dir_inside(files, path) else path
             _warn_skipped(files.push_tree(src, dest, uid=uid, gid=gid, mode=want_mode,
                                           parents=create_dirs))
+            confirm("Directory", f"{name}{dest}", f"pushed from {src}")
         return
-    pairs = push_targets(sources, path, is_dir)
-    for src, dest in pairs:
-        if src == STDIO:
-            files.put(dest, sys.stdin.buffer, mode=0o644 if want_mode is None else want_mode,
-                      uid=uid or 0, gid=gid or 0, mkdir=create_dirs)
-            continue
-        try:
-            st = os.stat(src)
-            if os.path.isdir(src):
-                raise ValidationError(f"{src} is a directory: file push copies files",
-                                      hint="push the files inside it, e.g. with a target ending in '/'")
-            f: BinaryIO = open(src, "rb")
-        except OSError as e:
-            raise _local_error(src, e) from None
-        with f:
-            files.put(dest, f, mode=(st.st_mode & 0o7777) if want_mode is None else want_mode,
-                      uid=st.st_uid if uid is None else uid, gid=st.st_gid if gid is None else gid,
-                      mkdir=create_dirs)
+    for src, dest in push_targets(sources, path, is_dir):
+        _push_file(files, src, dest, uid=uid, gid=gid, mode=want_mode, mkdir=create_dirs)
+        confirm("File", f"{name}{dest}", "pushed" if src == STDIO else f"pushed from {src}")
+
+
+def _push_file(files: Any, src: str, dest: str, *, uid: int | None, gid: int | None,
+               mode: int | None, mkdir: bool) -> None:
+    """One file (``-``: stdin) to ``dest``: the local file's mode and owner unless given."""
+    if src == STDIO:
+        files.put(dest, sys.stdin.buffer, mode=0o644 if mode is None else mode,
+                  uid=uid or 0, gid=gid or 0, mkdir=mkdir)
+        return
+    try:
+        st = os.stat(src)
+        if os.path.isdir(src):
+            raise ValidationError(f"{src} is a directory: file push copies files",
+                                  hint="push -r copies a directory with everything in it")
+        f: BinaryIO = open(src, "rb")
+    except OSError as e:
+        raise _local_error(src, e) from None
+    with f:
+        files.put(dest, f, mode=(st.st_mode & 0o7777) if mode is None else mode,
+                  uid=st.st_uid if uid is None else uid, gid=st.st_gid if gid is None else gid,
+                  mkdir=mkdir)
 
 
 def _is_dir_inside(files: Any, path: str) -> bool:

@@ -39,6 +39,7 @@ from typing import Any, Callable
 from sysmgr.drivers.runtime.base import STOPPED
 from sysmgr.engine import (
     arrival, events, execution, idshift, journal, lifecycle, records, volume_streams, volumes)
+from sysmgr.engine.copy import changed_definition
 from sysmgr.engine.containers import device_ref_issues
 from sysmgr.engine.host import Host
 from sysmgr.engine.migration import markers, settling
@@ -225,8 +226,6 @@ class Target:
             volatile.update(idshift.checked_state(volatile))
         except ValueError as e:
             raise ValidationError(f"the source sent a bad id map state ({e})") from None
-        from sysmgr.engine.copy import changed_definition  # a copy's -p/-c/-d
-
         profiles, config, devices = changed_definition(r["profiles"], r["config"], r["devices"],
                                                        None if self.move else self.changes)
         if not self.move:  # a copy gets MACs of its own
@@ -342,10 +341,12 @@ class Target:
         for s in src["snapshots"]:
             if only is not None and s["name"] not in only:
                 continue
+            # a copy's -p/-c/-d reach its snapshots too: each stays restorable where it lands
+            profiles, config, devices = changed_definition(
+                s["profiles"], s["config"], s["devices"], None if self.move else self.changes)
             sr = SnapshotRecord(self.name, s["name"], float(s["created"]), s.get("expires"),
-                                list(s["profiles"]), dict(s["config"]),
-                                {k: dict(v) for k, v in s["devices"].items()},
-                                s.get("description", ""), idshift.checked_state(s.get("volatile")))
+                                profiles, config, devices, s.get("description", ""),
+                                idshift.checked_state(s.get("volatile")))
             if all(self.host.store.has_profile(p) for p in sr.profiles):
                 sr.devices = arrival.retarget(self.host, ContainerRecord(
                     self.name, "", self.pool, sr.profiles, sr.config, sr.devices), self.pool)
