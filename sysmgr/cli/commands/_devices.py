@@ -48,6 +48,14 @@ def device_group(parent: click.Group, *, noun: str, get: Getter,
     return device
 
 
+def _save_device(obj: Any, name: str, devname: str, dev: dict[str, str], what: str) -> None:
+    """Store ``dev`` as the object's own device, confirm, and name what waits for a restart."""
+    obj.devices[devname] = dev
+    pending = obj.save()
+    confirm("Device", devname, f"of {name} updated: {what}")
+    report_pending(name, pending or [])
+
+
 def _device_of(obj: Any, devname: str, on: str, name: str) -> dict[str, str]:
     """The device as the object has it: its own, else (containers) the one a profile gives."""
     dev = obj.devices.get(devname)
@@ -148,10 +156,8 @@ def _set_command(device: click.Group, get: Getter, on: str, noun: str) -> None:
 
         obj = get(app, name)
         changes = parse_set_args(options)
-        obj.devices[devname] = {**_device_of(obj, devname, on, name), **changes}
-        pending = obj.save()
-        confirm("Device", devname, f"of {name} updated: {', '.join(changes)} set")
-        report_pending(name, pending or [])
+        _save_device(obj, name, devname, {**_device_of(obj, devname, on, name), **changes},
+                     f"{', '.join(changes)} set")
 
     device.add_command(device_set, "override")
 
@@ -170,7 +176,4 @@ def _unset_command(device: click.Group, get: Getter, on: str, noun: str) -> None
                            hint=f"remove the device instead: device remove {name} {devname}")
         for key in keys:
             dev.pop(key, None)
-        obj.devices[devname] = dev
-        pending = obj.save()
-        confirm("Device", devname, f"of {name} updated: {', '.join(keys)} unset")
-        report_pending(name, pending or [])
+        _save_device(obj, name, devname, dev, f"{', '.join(keys)} unset")

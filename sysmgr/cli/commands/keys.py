@@ -21,21 +21,17 @@ def keys(prefix: str, network: bool, storage: bool, fmt: str) -> None:
 
     PREFIX limits the list, e.g. "sysmgr keys limits." (LIVE: applies without a restart).
     """
-    if storage:
-        from sysmgr.model.pool_keys import describe_pool_keys  # this command only
+    if storage or network:
+        # (driver or type, key, doc) triples from the model's tables: this command only
+        from sysmgr.model.network_keys import describe_network_keys
+        from sysmgr.model.pool_keys import describe_pool_keys
 
-        precords = [{"driver": d, "key": k, "description": doc}
-                    for d, k, doc in describe_pool_keys() if k.startswith(prefix)]
-        output(render.listing(fmt, ("DRIVER", "KEY", "DESCRIPTION"), precords,
-                              lambda r: [r["driver"], r["key"], r["description"]]))
-        return
-    if network:
-        from sysmgr.model.network_keys import describe_network_keys  # this command only
-
-        nrecords = [{"type": t, "key": k, "description": doc}
-                    for t, k, doc in describe_network_keys() if k.startswith(prefix)]
-        output(render.listing(fmt, ("TYPE", "KEY", "DESCRIPTION"), nrecords,
-                              lambda r: [r["type"], r["key"], r["description"]]))
+        first = "driver" if storage else "type"
+        triples = describe_pool_keys() if storage else describe_network_keys()
+        records = [{first: t, "key": k, "description": doc}
+                   for t, k, doc in triples if k.startswith(prefix)]
+        output(render.listing(fmt, (first.upper(), "KEY", "DESCRIPTION"), records,
+                              lambda r: [r[first], r["key"], r["description"]]))
         return
     from sysmgr.model.keys import describe_keys  # this command only
 

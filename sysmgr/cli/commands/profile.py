@@ -106,19 +106,29 @@ def delete(app: AppContext, names: tuple[str, ...]) -> None:
         confirm("Profile", name, "deleted")
 
 
+def _set_profiles(app: AppContext, container: str, change: Any, kind: str, name: str,
+                  what: str) -> None:
+    """Give a container the profile list ``change(current)`` returns, confirm, and name on
+    stderr what waits for a restart."""
+    c = app.client.containers.get(container)
+    c.profiles = change(list(c.profiles))
+    pending = c.save()
+    confirm(kind, name, what)
+    report_pending(container, pending)
+
+
 @profile.command("add")
 @click.argument("container")
 @click.argument("name", metavar="PROFILE")
 @pass_app
 def add(app: AppContext, container: str, name: str) -> None:
     """Apply a profile to a container (appended: it wins over earlier profiles)."""
-    c = app.client.containers.get(container)
-    if name in c.profiles:
-        raise Conflict(f"profile {name!r} is already applied to {container!r}")
-    c.profiles.append(name)
-    pending = c.save()
-    confirm("Profile", name, f"added to {container}")
-    report_pending(container, pending)
+    def added(profiles: list[str]) -> list[str]:
+        if name in profiles:
+            raise Conflict(f"profile {name!r} is already applied to {container!r}")
+        return profiles + [name]
+
+    _set_profiles(app, container, added, "Profile", name, f"added to {container}")
 
 
 @profile.command("remove")
@@ -127,13 +137,12 @@ def add(app: AppContext, container: str, name: str) -> None:
 @pass_app
 def remove(app: AppContext, container: str, name: str) -> None:
     """Remove a profile from a container."""
-    c = app.client.containers.get(container)
-    if name not in c.profiles:
-        raise NotFound(f"profile {name!r} is not applied to {container!r}")
-    c.profiles.remove(name)
-    pending = c.save()
-    confirm("Profile", name, f"removed from {container}")
-    report_pending(container, pending)
+    def removed(profiles: list[str]) -> list[str]:
+        if name not in profiles:
+            raise NotFound(f"profile {name!r} is not applied to {container!r}")
+        return [p for p in profiles if p != name]
+
+    _set_profiles(app, container, removed, "Profile", name, f"removed from {container}")
 
 
 @profile.command("assign")
@@ -146,11 +155,8 @@ def assign(app: AppContext, container: str, names: str) -> None:
     \b
       sysmgr profile assign c1 default,web
     """
-    c = app.client.containers.get(container)
-    c.profiles = [p for p in names.split(",") if p]
-    pending = c.save()
-    confirm("Profiles", names or "(none)", f"assigned to {container}")
-    report_pending(container, pending)
+    _set_profiles(app, container, lambda _old: [p for p in names.split(",") if p],
+                  "Profiles", names or "(none)", f"assigned to {container}")
 
 
 # -- devices --------------------------------------------------------------------------------
