@@ -78,7 +78,7 @@ def build(app: AppContext, builder: str, alias: str | None, options: tuple[str, 
     with render.ProgressPrinter(err=True) as progress:
         img = app.client.images.build(builder, alias=alias, options=opts, pool=pool,
                                       progress=progress)
-    click.echo(f"Image built with fingerprint: {img.fingerprint}")
+    confirm("Image", img.fingerprint, "built" + (f" (alias {alias})" if alias else ""))
 
 
 @image.command("import")
@@ -100,7 +100,7 @@ def import_(app: AppContext, path: str, alias: str | None, pool: str | None,
                                         allow_devices=allow_devices)
     for w in img.warnings:  # after the progress display: it owns stderr until then
         echo_err(f"warning: {w}")
-    click.echo(f"Image imported with fingerprint: {img.fingerprint}")
+    confirm("Image", img.fingerprint, "imported" + (f" (alias {alias})" if alias else ""))
 
 
 @image.command("list")
