@@ -176,6 +176,7 @@ def test_snapshot_rename_expiry_and_info(sysmgr):
     doc = sysmgr.doc("config", "show", "c1/keep")
     doc["expires_at"] = "2031-01-02T03:04:05Z"
     res = sysmgr("config", "edit", "c1/keep", input=yaml.safe_dump(doc), ok=True)
+    assert res.stdout == "Snapshot c1/keep updated\n"
     assert sysmgr.doc("snapshot", "show", "c1", "keep")["expires_at"] == "2031-01-02T03:04:05Z"
     doc["config"] = {"limits.memory": "1GiB"}
     assert "only expires_at and description" in sysmgr.fails(

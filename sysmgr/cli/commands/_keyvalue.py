@@ -100,9 +100,11 @@ def register(group: click.Group, noun: Noun) -> None:
         _edit_command(group, noun, noun.edit_document)
 
 
-def updated(noun: Noun, name: str, what: str) -> None:
-    """The confirmation of a saved change: ``Container c1 updated: limits.memory set``."""
-    confirm(noun.name[:1].upper() + noun.name[1:], name, f"updated{': ' + what if what else ''}")
+def updated(noun: Noun, name: str, what: str, obj: Any = None) -> None:
+    """The confirmation of a saved change: ``Container c1 updated: limits.memory set``
+    (``Snapshot c1/snap0 updated`` for what the API calls a snapshot)."""
+    kind = "snapshot" if type(obj).__name__ == "Snapshot" else noun.name
+    confirm(kind[:1].upper() + kind[1:], name, f"updated{': ' + what if what else ''}")
 
 
 def save_local_config(what: str) -> ConfigSetter:
@@ -216,7 +218,7 @@ def _edit_command(group: click.Group, noun: Noun, document: Callable[[Any], dict
             for attr, value in noun.parse_edit(noun, obj, name, doc).items():
                 setattr(obj, attr, value)
             pending = obj.save() or []
-            updated(noun, name, "")
+            updated(noun, name, "", obj)
             noun.report(name, pending)
 
         edit_document(render.yaml_text(document(obj)) + "\n", f"{name}.yaml", apply)

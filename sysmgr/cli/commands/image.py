@@ -78,7 +78,8 @@ def build(app: AppContext, builder: str, alias: str | None, options: tuple[str, 
     with render.ProgressPrinter(err=True) as progress:
         img = app.client.images.build(builder, alias=alias, options=opts, pool=pool,
                                       progress=progress)
-    confirm("Image", img.fingerprint, "built" + (f" (alias {alias})" if alias else ""))
+    # LXD's own line, word for word: scripts read the fingerprint after "fingerprint: "
+    click.echo(f"Image built with fingerprint: {img.fingerprint}")
 
 
 @image.command("import")
@@ -100,7 +101,7 @@ def import_(app: AppContext, path: str, alias: str | None, pool: str | None,
                                         allow_devices=allow_devices)
     for w in img.warnings:  # after the progress display: it owns stderr until then
         echo_err(f"warning: {w}")
-    confirm("Image", img.fingerprint, "imported" + (f" (alias {alias})" if alias else ""))
+    click.echo(f"Image imported with fingerprint: {img.fingerprint}")  # LXD's line, as above
 
 
 @image.command("list")
