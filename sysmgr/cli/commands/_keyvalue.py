@@ -100,10 +100,16 @@ def register(group: click.Group, noun: Noun) -> None:
         _edit_command(group, noun, noun.edit_document)
 
 
+def is_snapshot(obj: Any) -> bool:
+    """Whether ``obj`` is the API's Snapshot (``config ... NAME/SNAP``; not imported here:
+    the API costs start-up time)."""
+    return hasattr(obj, "expires_at")
+
+
 def updated(noun: Noun, name: str, what: str, obj: Any = None) -> None:
     """The confirmation of a saved change: ``Container c1 updated: limits.memory set``
-    (``Snapshot c1/snap0 updated`` for what the API calls a snapshot)."""
-    kind = "snapshot" if type(obj).__name__ == "Snapshot" else noun.name
+    (``Snapshot c1/snap0 updated`` for a snapshot)."""
+    kind = "snapshot" if is_snapshot(obj) else noun.name
     confirm(kind[:1].upper() + kind[1:], name, f"updated{': ' + what if what else ''}")
 
 

@@ -16,7 +16,7 @@ from sysmgr.cli.commands._common import Group
 
 from sysmgr.cli.commands._devices import device_group
 from sysmgr.cli.commands._keyvalue import (
-    Noun, devices_map, parse_edited, register, str_map, to_str)
+    Noun, devices_map, is_snapshot, parse_edited, register, str_map, to_str)
 from sysmgr.errors import Issue, ValidationError
 
 
@@ -38,10 +38,6 @@ def config() -> None:
     """Show and change a container's configuration (NAME/SNAP: a snapshot's)."""
 
 
-def _is_snapshot(obj: Any) -> bool:
-    return hasattr(obj, "expires_at")  # the API's Snapshot (not imported: cold start)
-
-
 def _fetch(client: Any, name: str) -> Any:
     """Container NAME, or snapshot SNAP of it for ``NAME/SNAP`` (as ``lxc config``)."""
     if "/" in name:
@@ -51,7 +47,7 @@ def _fetch(client: Any, name: str) -> Any:
 
 
 def _document(obj: Any, expanded: bool = False) -> dict[str, Any]:
-    if _is_snapshot(obj):
+    if is_snapshot(obj):
         from sysmgr.cli.commands.snapshot import snapshot_record  # the snapshot's own shape
 
         return snapshot_record(obj)
@@ -62,7 +58,7 @@ def _parse_edit(noun: Noun, obj: Any, name: str, doc: Any) -> dict[str, Any]:
     """A container's edited fields, or a snapshot's: only its ``expires_at`` (LXD's RFC
     3339, ``0001-01-01T00:00:00Z`` or empty for never) and ``description`` change; the
     definition it recorded is history."""
-    if not _is_snapshot(obj):
+    if not is_snapshot(obj):
         return parse_edited(noun, obj, name, doc)
     from sysmgr.model.schedule import parse_timestamp
 
@@ -86,7 +82,7 @@ def _parse_edit(noun: Noun, obj: Any, name: str, doc: Any) -> dict[str, Any]:
 
 
 def _set_config(obj: Any, values: Any, unset: Any) -> list[str]:
-    if _is_snapshot(obj):
+    if is_snapshot(obj):
         raise ValidationError("a snapshot's config is the one it recorded",
                               hint="sysmgr config edit NAME/SNAP changes its expiry")
     # the API applies live keys at once and returns those that need a restart
