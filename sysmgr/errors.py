@@ -41,6 +41,11 @@ class Issue:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Issue is immutable")
 
+    def __reduce__(self) -> tuple:
+        # rebuilt through __init__ (pickle would set the slots, which __setattr__ refuses):
+        # an error raised in a helper process (a write as a container's root) comes back
+        return (Issue, self._key())
+
     def _key(self) -> tuple:
         return (self.message, self.file, self.line, self.path)
 

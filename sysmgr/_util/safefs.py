@@ -411,15 +411,17 @@ def write_file(root: Root, path: str, data: bytes, mode: int = 0o644, *, uid: in
     push(root, path, io.BytesIO(data), mode=mode, uid=uid, gid=gid, mkdir_parents=mkdir_parents)
 
 
-def symlink(root: Root, path: str, target: str, *, replace: bool = True) -> None:
-    """Create the symlink ``path -> target`` inside the root (``target`` is stored verbatim).
+def symlink(root: Root, path: str, target: str, *, replace: bool = True,
+            owner: tuple[int, int] | None = None) -> None:
+    """Create the symlink ``path -> target`` inside the root (``target`` is stored verbatim),
+    owned by ``owner`` (uid, gid) when given.
 
     An existing non-directory entry at ``path`` is replaced when ``replace`` is set.
     """
     parent, base = _split(path)
     with _rootfd(root) as rfd, _opened(rfd, parent, os.O_PATH | os.O_DIRECTORY, "open directory") as pfd:
         try:
-            os.symlink(target, base, dir_fd=pfd)
+            _symlink_at(pfd, base, target, owner)
             return
         except FileExistsError:
             if not replace:
@@ -431,9 +433,86 @@ def symlink(root: Root, path: str, target: str, *, replace: bool = True) -> None
             if stat_mod.S_ISDIR(st.st_mode):
                 raise ValidationError(f"{_shown(path)} is a directory")
             os.unlink(base, dir_fd=pfd)
-            os.symlink(target, base, dir_fd=pfd)
+            _symlink_at(pfd, base, target, owner)
         except OSError as e:
             raise _translate(e, path, "create symlink") from e
+
+
+def _symlink_at(pfd: int, base: str, target: str, owner: tuple[int, int] | None) -> None:
+    os.symlink(target, base, dir_fd=pfd)
+    if owner is not None:
+        os.chown(base, owner[0], owner[1], dir_fd=pfd, follow_symlinks=False)
+
+
+# -- directories ------------------------------------------------------------------------------
+
+def mkdir(root: Root, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0,
+          parents: bool = False) -> None:
+    """Create the directory ``path`` inside the root, or give an existing one ``mode`` and
+    owner (as :func:`push` does for a file); never through a symlink. ``parents`` creates
+    missing parents (0755, owned by ``uid``/``gid``)."""
+    parent, base = _split(path)
+    with _rootfd(root) as rfd:
+        pfd = _open_parent(rfd, parent, mkdir_parents=parents, uid=uid, gid=gid)
+        try:
+            try:
+                os.mkdir(base, 0o700, dir_fd=pfd)  # closed until its owner and mode are set
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise _translate(e, path, "create directory") from e
+            try:
+                fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=pfd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise ValidationError(f"{_shown(path)} exists and is not a directory") from e
+                raise _translate(e, path, "open directory") from e
+            try:
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(pfd)
+
+
+def listdir(root: Root, path: str) -> list[tuple[str, os.stat_result, str | None]]:
+    """The entries of the directory ``path`` inside the root, sorted by name: ``(name, its
+    lstat, the link's target or None)``."""
+    out = []
+    with _rootfd(root) as rfd, _opened(rfd, path, os.O_RDONLY | os.O_DIRECTORY, "list") as fd:
+        for name in sorted(os.listdir(fd)):
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                target = os.readlink(name, dir_fd=fd) if stat_mod.S_ISLNK(st.st_mode) else None
+            except FileNotFoundError:
+                continue  # removed while listed
+            out.append((name, st, target))
+    return out
+
+
+def remove(root: Root, path: str, *, recursive: bool = False) -> None:
+    """Remove ``path`` inside the root: a file or a link (never its target), an empty
+    directory, or with ``recursive`` a directory and everything in it (no link followed)."""
+    import shutil  # a tree removal only
+
+    parent, base = _split(path)
+    with _rootfd(root) as rfd, _opened(rfd, parent, os.O_PATH | os.O_DIRECTORY,
+                                       "open directory") as pfd:
+        try:
+            st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+            if not stat_mod.S_ISDIR(st.st_mode):
+                os.unlink(base, dir_fd=pfd)
+            elif recursive:
+                shutil.rmtree(base, dir_fd=pfd)  # fd-based: links inside are removed, not followed
+            else:
+                os.rmdir(base, dir_fd=pfd)
+        except OSError as e:
+            if e.errno == errno.ENOTEMPTY:
+                raise ValidationError(f"{_shown(path)} is a directory that is not empty",
+                                      hint="-f/--force removes it with everything in it") from e
+            raise _translate(e, path, "remove") from e
 
 
 def unlink(root: Root, path: str, *, missing_ok: bool = True) -> None:

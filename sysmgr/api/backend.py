@@ -103,16 +103,25 @@ class Backend(abc.ABC):
         """The host's cgroup layout (:class:`sysmgr.types.HostCgroups`)."""
 
     @abc.abstractmethod
-    def container_copy(self, name: str, new: str, *, snapshot: str | None, pool: str | None) -> None: ...
+    def container_copy(self, name: str, new: str, *, snapshot: str | None, pool: str | None,
+                       changes: Mapping[str, Any] | None = None) -> None:
+        """Copy a container (without snapshots) on this host; ``changes``: its definition
+        changed as ``lxc copy -p/--no-profiles/-c/-d`` say (``profiles``, ``config``,
+        ``devices``)."""
 
     @abc.abstractmethod
     def container_rename(self, name: str, new: str) -> None: ...
 
     @abc.abstractmethod
+    def container_move_pool(self, name: str, pool: str) -> None:
+        """Move a stopped container (with its snapshots) to another pool of this host."""
+
+    @abc.abstractmethod
     def container_export(self, name: str, path: str | BinaryIO, *, optimized: bool,
-                         progress: Progress | None, volumes: bool = False) -> Any:
+                         progress: Progress | None, volumes: bool = False,
+                         instance_only: bool = False) -> Any:
         """Write a backup file, or its bytes to an open stream (``volumes``: with the custom
-        volumes its disks name)."""
+        volumes its disks name; ``instance_only``: without the snapshots)."""
 
     @abc.abstractmethod
     def container_import(self, path: str | BinaryIO, *, name: str | None, pool: str | None,
@@ -139,13 +148,15 @@ class Backend(abc.ABC):
     # -- processes and files ---------------------------------------------------------------
     @abc.abstractmethod
     def exec_capture(self, name: str, argv: Sequence[str], *, env: Config | None,
-                     cwd: str | None, stdin: bytes | None) -> tuple[int, bytes, bytes]:
-        """Run a command to completion: (exit code, stdout, stderr)."""
+                     cwd: str | None, stdin: bytes | None, user: int | None = None,
+                     group: int | None = None) -> tuple[int, bytes, bytes]:
+        """Run a command to completion: (exit code, stdout, stderr); as ``user``/``group``
+        (container ids; default root)."""
 
     @abc.abstractmethod
     def exec_interactive(self, name: str, argv: Sequence[str], *, env: Config | None,
                          cwd: str | None, tty: bool | None, stdin: int, stdout: int,
-                         stderr: int) -> int:
+                         stderr: int, user: int | None = None, group: int | None = None) -> int:
         """Run a command with the caller's stdio streamed through; its exit code."""
 
     @abc.abstractmethod
@@ -166,6 +177,23 @@ class Backend(abc.ABC):
     def file_stat(self, name: str, path: str) -> Any:
         """Mode, owner (container ids) and size of a file inside."""
 
+    @abc.abstractmethod
+    def file_mkdir(self, name: str, path: str, *, mode: int, uid: int, gid: int,
+                   parents: bool) -> None:
+        """Create a directory inside (or give an existing one that mode and owner)."""
+
+    @abc.abstractmethod
+    def file_symlink(self, name: str, path: str, target: str, *, uid: int, gid: int) -> None:
+        """Create or replace a symlink inside."""
+
+    @abc.abstractmethod
+    def file_delete(self, name: str, path: str, *, recursive: bool) -> None:
+        """Remove a file, link or empty directory inside (``recursive``: any directory)."""
+
+    @abc.abstractmethod
+    def file_list(self, name: str, path: str) -> list[Any]:
+        """The entries of a directory inside (:class:`sysmgr.engine.execution.DirEntry`)."""
+
     # -- snapshots -------------------------------------------------------------------------
     @abc.abstractmethod
     def snapshot_list(self, name: str) -> list[Any]: ...
@@ -181,6 +209,15 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def snapshot_delete(self, name: str, snap: str) -> None: ...
+
+    @abc.abstractmethod
+    def snapshot_rename(self, name: str, snap: str, new: str) -> Any:
+        """Rename a snapshot; its record under the new name."""
+
+    @abc.abstractmethod
+    def snapshot_update(self, name: str, snap: str, *, expires: float | None,
+                        description: str) -> Any:
+        """Change a snapshot's expiry (a Unix time, None: never) and description."""
 
     @abc.abstractmethod
     def snapshot_prune(self, name: str | None) -> list[str]:
@@ -213,6 +250,10 @@ class Backend(abc.ABC):
     def profile_delete(self, name: str) -> None: ...
 
     @abc.abstractmethod
+    def profile_rename(self, name: str, new: str) -> None:
+        """Rename a profile; the containers and snapshots using it follow."""
+
+    @abc.abstractmethod
     def profile_used_by(self, name: str) -> list[str]: ...
 
     # -- images ----------------------------------------------------------------------------
@@ -241,6 +282,13 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def image_delete_alias(self, alias: str) -> None: ...
+
+    @abc.abstractmethod
+    def image_rename_alias(self, alias: str, new: str) -> None: ...
+
+    @abc.abstractmethod
+    def image_set_properties(self, ref: str, properties: Config) -> Any:
+        """Replace an image's properties; its record."""
 
     @abc.abstractmethod
     def image_delete(self, ref: str) -> None: ...
@@ -275,6 +323,12 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def pool_delete(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def pool_update(self, name: str, *, config: Config | None,
+                    description: str | None) -> Any:
+        """Change a pool's config (``user.*``; a loop pool's ``size``, grown online) and
+        description; its record."""
 
     @abc.abstractmethod
     def pool_usage(self, name: str) -> Any: ...
@@ -359,6 +413,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def network_delete(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def network_rename(self, name: str, new: str) -> None:
+        """Rename a network no container or profile uses."""
 
     @abc.abstractmethod
     def network_used_by(self, name: str) -> tuple[list[str], list[str]]:

@@ -58,23 +58,27 @@ class ClusterContainerManager(ContainerManager):
         return Container(on, on.backend.container_view(name))
 
     def interactive(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-                    cwd: str | None = None, tty: bool | None = None) -> int:
+                    cwd: str | None = None, tty: bool | None = None, user: int | None = None,
+                    group: int | None = None) -> int:
         """Wherever the container lives (looked up on every member first)."""
         return self.on(self._cluster.locate(name)).backend.exec_interactive(
-            name, argv, env=env, cwd=cwd, tty=tty, stdin=0, stdout=1, stderr=2)
+            name, argv, env=env, cwd=cwd, tty=tty, stdin=0, stdout=1, stderr=2, user=user,
+            group=group)
 
     def exists(self, ref: str) -> bool:
         ms = self._cluster.member_set()
         return any(o.ok and o.value for o in ms.each(lambda m, b: b.container_exists(ref)).values())
 
-    def create(self, name: str, image: str, *, profiles: Sequence[str] | None = None,
+    def create(self, name: str | None, image: str, *, profiles: Sequence[str] | None = None,
                config: Mapping[str, str] | None = None,
                devices: Mapping[str, Mapping[str, str]] | None = None, pool: str | None = None,
                description: str = "", start: bool = False, wait: bool = True,
                target: str | None = None, progress: Progress | None = None) -> Container:
         """Create (and ``start``) a container on ``target`` (a member), or on the member
         placement chooses (``target="@group"``: among that group's members). The image is
-        copied to that member first when it lacks it."""
+        copied to that member first when it lacks it; without a ``name``, one no member
+        uses."""
+        name = name or self.free_name()
         member = self._cluster.choose(name, target=target, config=config, profiles=profiles)
         self._cluster.ensure_image(member, image, progress=progress)
         on = self.on(member)

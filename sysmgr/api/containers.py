@@ -100,6 +100,10 @@ class Container(Model):
         # addresses of a running container as `list` shows them, "10.0.3.5 (eth0)"
         self.nics: dict[str, dict[str, Any]] = dict(view.extra.get("nics") or {})
         self.ipv4: list[str] = list(view.extra.get("ipv4") or [])
+        # the same addresses as data: [{"address": "10.0.3.5", "family": "inet", "device": "eth0"}]
+        self.addresses: list[dict[str, str]] = [dict(a) for a in view.extra.get("addresses") or []]
+        # when it last started (LXD's last_used_at; None: never), kept after it stops
+        self.last_used_at: float | None = float(rec.volatile.get("last_used") or 0) or None
         # "unprivileged (host ids 1000000+65536)" or "privileged" (no user namespace)
         self.security: str = str(view.extra.get("security") or "")
         # the last move between members ({from, to, at, stream, rounds, downtime: {shutdown,
@@ -127,17 +131,18 @@ class Container(Model):
         return graceful
 
     def restart(self, timeout: float | None = None, force: bool = False) -> None:
-        """Stop (as :meth:`stop`) and start again."""
+        """Stop (as :meth:`stop`) and start again; a stopped container is a Conflict (as
+        ``lxc restart``: start it instead)."""
         self._backend.container_restart(self.name, timeout=timeout, force=force)
         self.refresh()
 
     def freeze(self) -> None:
-        """Freeze every process of the container (already frozen is fine)."""
+        """Freeze every process of the running container (a frozen one: Conflict)."""
         self._backend.container_set_frozen(self.name, True)
         self.refresh()
 
     def unfreeze(self) -> None:
-        """Thaw a frozen container (already running is fine)."""
+        """Thaw a frozen container (one that is not frozen: Conflict, as in LXD)."""
         self._backend.container_set_frozen(self.name, False)
         self.refresh()
 
@@ -148,40 +153,50 @@ class Container(Model):
 
     # -- storage -------------------------------------------------------------------------------
     def copy(self, name: str, *, snapshot: str | None = None, pool: str | None = None,
-             target: str | None = None, refresh: bool = False,
-             progress: Progress | None = None, meter: "Meter | None" = None) -> "Container":
+             target: str | None = None, refresh: bool = False, instance_only: bool = False,
+             changes: Mapping[str, Any] | None = None, progress: Progress | None = None,
+             meter: "Meter | None" = None) -> "Container":
         """Copy this container to a new stopped container ``name`` with a new identity.
 
-        On its own member (``target`` None or its own): its current state (or its
-        ``snapshot``) without snapshots, on ``pool`` (default: the same pool). To another
-        cluster member ``target``: with its snapshots, streamed (see
-        :mod:`sysmgr.api.migration`); ``refresh`` brings an existing copy ``name`` up to
-        date, sending only what changed since their newest common snapshot. The returned
-        copy's ``transfer`` says what was sent (a :class:`~sysmgr.api.mover.MigrationResult`).
+        As ``lxc copy``: with its snapshots (streamed, see :mod:`sysmgr.api.migration`)
+        unless ``instance_only`` (then on the same pool a pool-level copy: constant time on
+        btrfs), or its ``snapshot`` alone; on ``pool`` (default: the same pool), on cluster
+        member ``target`` (default: its own). ``refresh`` brings an existing copy ``name``
+        up to date, sending only what changed since their newest common snapshot.
+        ``changes`` change the copy's definition (``profiles``, ``config`` keys,
+        ``devices`` set whole). The returned copy's ``transfer`` says what a stream sent (a
+        :class:`~sysmgr.api.mover.MigrationResult`; None for a pool-level copy).
         """
         from sysmgr.api import migration
 
-        if refresh or (target is not None and target != self.location):
-            if snapshot is not None:
-                raise ValidationError("a copy to another member (or --refresh) takes the "
-                                      "container with its snapshots, not one snapshot",
-                                      hint="copy the snapshot on its member first")
-            cluster = migration.cluster_of(self._client)
-            if cluster is None:
-                if not refresh:
-                    raise ValidationError(f"--target {target}: this root has no cluster members",
-                                          hint="sysmgr cluster add NAME URL adds one")
-                cluster = migration.ThisHost(self._client)
-            source = self.location or getattr(cluster, "member", "local")
-            dest = target or source
-            result = migration.copy(cluster, self.name, source, dest, name, pool=pool,
-                                    refresh=refresh, progress=progress, meter=meter)
-            backend = cluster.backend(dest)
-            copied = type(self)(MemberClient(dest, backend, cluster), backend.container_view(name))
-            copied.transfer = result
-            return copied
-        self._backend.container_copy(self.name, name, snapshot=snapshot, pool=pool)
-        return type(self)(self._client, self._backend.container_view(name))
+        elsewhere = target is not None and target != self.location
+        if snapshot is not None and (refresh or elsewhere):
+            raise ValidationError("a copy to another member (or --refresh) takes the "
+                                  "container with its snapshots, not one snapshot",
+                                  hint="copy the snapshot on its member first")
+        streamed = refresh or elsewhere or (snapshot is None and not instance_only
+                                            and bool(self.snapshots.all()))
+        if not streamed:
+            self._backend.container_copy(self.name, name, snapshot=snapshot, pool=pool,
+                                         changes=dict(changes) if changes else None)
+            return type(self)(self._client, self._backend.container_view(name))
+        cluster = migration.cluster_of(self._client)
+        if cluster is None and elsewhere:
+            raise ValidationError(f"--target {target}: this root has no cluster members",
+                                  hint="sysmgr cluster add NAME URL adds one")
+        here = cluster is None
+        cluster = cluster or migration.ThisHost(self._client)
+        source = self.location or getattr(cluster, "member", "local")
+        dest = target or source
+        result = migration.copy(cluster, self.name, source, dest, name, pool=pool,
+                                refresh=refresh, progress=progress, meter=meter,
+                                changes=dict(changes) if changes else None,
+                                instance_only=instance_only)
+        backend = cluster.backend(dest)
+        client = self._client if here else MemberClient(dest, backend, cluster)
+        copied = type(self)(client, backend.container_view(name))
+        copied.transfer = result
+        return copied
 
     def migrate(self, member: str, *, live: bool = True, name: str | None = None,
                 pool: str | None = None, progress: Progress | None = None,
@@ -208,6 +223,13 @@ class Container(Model):
         self._set(backend.container_view(result.new_name))
         return result
 
+    def move_to_pool(self, pool: str) -> None:
+        """Move this (stopped) container, with its snapshots, to storage pool ``pool`` of its
+        own host (``lxc move NAME -s POOL``): copied first, its record switched, then the
+        old copy deleted; on a failure it stays where it was."""
+        self._backend.container_move_pool(self.name, pool)
+        self.refresh()
+
     def rename(self, name: str) -> None:
         """Rename this (stopped) container."""
         self._backend.container_rename(self.name, name)
@@ -215,13 +237,16 @@ class Container(Model):
         self.refresh()
 
     def export(self, path: "str | BinaryIO", *, optimized: bool = False,
-               progress: Progress | None = None, volumes: bool = False) -> Any:
+               progress: Progress | None = None, volumes: bool = False,
+               instance_only: bool = False) -> Any:
         """Write a backup file (config, snapshots, root filesystem; zstd), or the same bytes
         to an open binary stream (``export NAME -``). ``optimized`` stores the pool's own
         streams (imports only onto a pool of the same kind); ``volumes`` carries the custom
-        volumes its disks name (an import makes them again)."""
+        volumes its disks name (an import makes them again); ``instance_only`` leaves the
+        snapshots out."""
         return self._backend.container_export(self.name, path, optimized=optimized,
-                                              progress=progress, volumes=volumes)
+                                              progress=progress, volumes=volumes,
+                                              instance_only=instance_only)
 
     def state(self) -> ContainerState:
         """Status, init pid and usage (memory, peak, processes, CPU time, disk) now."""
@@ -254,19 +279,24 @@ class Container(Model):
 
     # -- processes -------------------------------------------------------------------------------
     def execute(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-                cwd: str | None = None, stdin: bytes | None = None) -> ExecResult:
-        """Run a command to completion, capturing its output (bytes decoded as UTF-8)."""
-        code, out, err = self._backend.exec_capture(self.name, argv, env=env, cwd=cwd, stdin=stdin)
+                cwd: str | None = None, stdin: bytes | None = None, user: int | None = None,
+                group: int | None = None) -> ExecResult:
+        """Run a command to completion, capturing its output (bytes decoded as UTF-8); as
+        ``user``/``group`` (the container's ids; default root)."""
+        code, out, err = self._backend.exec_capture(self.name, argv, env=env, cwd=cwd,
+                                                    stdin=stdin, user=user, group=group)
         return ExecResult(code, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def interactive(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
                     cwd: str | None = None, tty: bool | None = None,
-                    stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
+                    stdin: int = 0, stdout: int = 1, stderr: int = 2, user: int | None = None,
+                    group: int | None = None) -> int:
         """Run a command with the caller's stdio streamed through; with ``tty`` (default:
         when stdin and stdout are terminals) on a pty inside the container. Returns the
         command's exit code."""
         return self._backend.exec_interactive(self.name, argv, env=env, cwd=cwd, tty=tty,
-                                              stdin=stdin, stdout=stdout, stderr=stderr)
+                                              stdin=stdin, stdout=stdout, stderr=stderr,
+                                              user=user, group=group)
 
     def shell(self) -> int:
         """A login shell inside, like ``lxc shell`` (``su -l`` when the image has su)."""
@@ -306,6 +336,43 @@ class ContainerFiles:
         ``size`` of the file at ``path`` inside."""
         return self._c._backend.file_stat(self._c.name, path)
 
+    def mkdir(self, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0,
+              parents: bool = False) -> None:
+        """Create a directory inside (an existing one gets ``mode`` and the owner)."""
+        self._c._backend.file_mkdir(self._c.name, path, mode=mode, uid=uid, gid=gid,
+                                    parents=parents)
+
+    def symlink(self, path: str, target: str, *, uid: int = 0, gid: int = 0) -> None:
+        self._c._backend.file_symlink(self._c.name, path, target, uid=uid, gid=gid)
+
+    def delete(self, path: str, *, recursive: bool = False) -> None:
+        """Remove a file, a link or an empty directory inside (``recursive``: any)."""
+        self._c._backend.file_delete(self._c.name, path, recursive=recursive)
+
+    def listdir(self, path: str) -> list[Any]:
+        """The entries of a directory inside: ``name``, ``mode``, ``uid``, ``gid``, ``size``,
+        ``target`` (a link's), sorted by name."""
+        return self._c._backend.file_list(self._c.name, path)
+
+    def push_tree(self, local: str, path: str, *, uid: int | None = None,
+                  gid: int | None = None, mode: int | None = None,
+                  parents: bool = False) -> list[str]:
+        """Copy the local directory ``local`` to ``path`` inside (``lxc file push -r``):
+        directories, regular files and symlinks, with their local modes and owners unless
+        ``uid``/``gid`` (everything) or ``mode`` (files) say otherwise. Returns the local
+        paths skipped (devices, sockets, FIFOs)."""
+        from sysmgr.api import filetrees  # the tree walks only when asked for
+
+        return filetrees.push_tree(self, local, path, uid=uid, gid=gid, mode=mode,
+                                   parents=parents)
+
+    def pull_tree(self, path: str, local: str) -> list[str]:
+        """Copy the directory ``path`` inside to the local ``local`` (created; ``lxc file
+        pull -r``); returns the container paths skipped (devices, sockets, FIFOs)."""
+        from sysmgr.api import filetrees
+
+        return filetrees.pull_tree(self, path, local)
+
 
 class ContainerManager(Manager[Container]):
     """``client.containers``."""
@@ -321,12 +388,14 @@ class ContainerManager(Manager[Container]):
         return self._wrap(self._backend.container_view(name))
 
     def interactive(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-                    cwd: str | None = None, tty: bool | None = None) -> int:
+                    cwd: str | None = None, tty: bool | None = None, user: int | None = None,
+                    group: int | None = None) -> int:
         """:meth:`Container.interactive` without reading the container first: one call to the
         host (on a cluster member, one SSH channel), which reports a missing or stopped
         container itself. The CLI's ``exec`` uses it."""
         return self._backend.exec_interactive(name, argv, env=env, cwd=cwd, tty=tty,
-                                              stdin=0, stdout=1, stderr=2)
+                                              stdin=0, stdout=1, stderr=2, user=user,
+                                              group=group)
 
     def import_(self, path: "str | BinaryIO", *, name: str | None = None, pool: str | None = None,
                 progress: Progress | None = None, allow_devices: bool = False,
@@ -346,12 +415,21 @@ class ContainerManager(Manager[Container]):
         c.warnings = tuple(said)
         return c
 
-    def create(self, name: str, image: str, *, profiles: Sequence[str] | None = None,
+    def free_name(self) -> str:
+        """A name no container has, in LXD's style (``fond-cricket``): what ``lxc launch
+        IMAGE`` without a name gets."""
+        from sysmgr.engine.records import free_name
+
+        return free_name(self.exists)
+
+    def create(self, name: str | None, image: str, *, profiles: Sequence[str] | None = None,
                config: Mapping[str, str] | None = None,
                devices: Mapping[str, Mapping[str, str]] | None = None, pool: str | None = None,
                description: str = "", start: bool = False, wait: bool = True) -> Container:
         """Create a container from an image (alias or fingerprint); ``start`` it if asked
-        (``lxc launch``). If the start fails the new container is deleted again."""
+        (``lxc launch``). If the start fails the new container is deleted again. Without a
+        ``name`` it gets a free one (:meth:`free_name`)."""
+        name = name or self.free_name()
         self._backend.container_create(name, image, profiles=profiles, config=config,
                                        devices=devices, pool=pool, description=description,
                                        start=start)

@@ -40,6 +40,15 @@ class Image(Model):
         """Delete the image and its volumes."""
         self._backend.image_delete(self.fingerprint)
 
+    def save(self) -> None:
+        """Store the edited ``properties`` (``os``, ``release``, ``description``...)."""
+        self._set(self._backend.image_set_properties(self.fingerprint, self.properties))
+
+    def export(self, path: str, *, progress: Progress | None = None) -> None:
+        """Write the image to ``path`` as an LXD unified tarball (``metadata.yaml`` and
+        ``rootfs/``, zstd): what ``image import`` (here, or LXD's) takes back."""
+        self._backend.image_export(self.fingerprint, path, progress=progress)
+
     def __repr__(self) -> str:
         return f"<Image {self.fingerprint[:12]} {self.aliases}>"
 
@@ -80,4 +89,8 @@ class ImageManager(Manager[Image]):
 
     def delete_alias(self, alias: str) -> None:
         self._backend.image_delete_alias(alias)
+
+    def rename_alias(self, alias: str, new: str) -> None:
+        """Rename an alias (the image it points at keeps it under the new name)."""
+        self._backend.image_rename_alias(alias, new)
 

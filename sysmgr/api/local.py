@@ -76,7 +76,7 @@ class LocalBackend(Backend):
         return _lifecycle().stop(self.host, name, timeout=timeout, force=force)
 
     def container_restart(self, name: str, *, timeout: float | None, force: bool) -> None:
-        _lifecycle().restart(self.host, name, timeout=timeout, force=force)
+        _lifecycle().restart(self.host, name, timeout=timeout, force=force, must_run=True)
 
     def container_set_frozen(self, name: str, frozen: bool) -> None:
         _lifecycle().set_frozen(self.host, name, frozen)
@@ -106,16 +106,23 @@ class LocalBackend(Backend):
     def host_cgroups(self) -> Any:
         return records.host_cgroups(self.host)
 
-    def container_copy(self, name: str, new: str, *, snapshot: str | None, pool: str | None) -> None:
-        _copy().copy(self.host, name, new, snapshot=snapshot, pool=pool)
+    def container_copy(self, name: str, new: str, *, snapshot: str | None, pool: str | None,
+                       changes: Mapping[str, Any] | None = None) -> None:
+        _copy().copy(self.host, name, new, snapshot=snapshot, pool=pool, changes=changes)
 
     def container_rename(self, name: str, new: str) -> None:
         _copy().rename(self.host, name, new)
 
+    def container_move_pool(self, name: str, pool: str) -> None:
+        from sysmgr.engine import pool_move  # cold start: storage streams
+
+        pool_move.move_to_pool(self.host, name, pool)
+
     def container_export(self, name: str, path: str | BinaryIO, *, optimized: bool,
-                         progress: Progress | None, volumes: bool = False) -> Any:
+                         progress: Progress | None, volumes: bool = False,
+                         instance_only: bool = False) -> Any:
         return _backup().export(self.host, name, path, optimized=optimized, progress=progress,
-                                volumes=volumes)
+                                volumes=volumes, instance_only=instance_only)
 
     def container_import(self, path: str | BinaryIO, *, name: str | None, pool: str | None,
                          progress: Progress | None, allow_devices: bool = False,
@@ -163,14 +170,17 @@ class LocalBackend(Backend):
 
     # -- processes and files ---------------------------------------------------------------
     def exec_capture(self, name: str, argv: Sequence[str], *, env: Config | None,
-                     cwd: str | None, stdin: bytes | None) -> tuple[int, bytes, bytes]:
-        return execution.execute(self.host, name, argv, env=env, cwd=cwd, stdin=stdin)
+                     cwd: str | None, stdin: bytes | None, user: int | None = None,
+                     group: int | None = None) -> tuple[int, bytes, bytes]:
+        return execution.execute(self.host, name, argv, env=env, cwd=cwd, stdin=stdin,
+                                 user=user, group=group)
 
     def exec_interactive(self, name: str, argv: Sequence[str], *, env: Config | None,
                          cwd: str | None, tty: bool | None, stdin: int, stdout: int,
-                         stderr: int) -> int:
+                         stderr: int, user: int | None = None, group: int | None = None) -> int:
         return execution.interactive(self.host, name, argv, env=env, cwd=cwd, tty=tty,
-                                     stdin=stdin, stdout=stdout, stderr=stderr)
+                                     stdin=stdin, stdout=stdout, stderr=stderr, user=user,
+                                     group=group)
 
     def shell_argv(self, name: str) -> list[str]:
         return execution.shell_argv(self.host, name)
@@ -188,6 +198,19 @@ class LocalBackend(Backend):
     def file_stat(self, name: str, path: str) -> Any:
         return execution.stat_file(self.host, name, path)
 
+    def file_mkdir(self, name: str, path: str, *, mode: int, uid: int, gid: int,
+                   parents: bool) -> None:
+        execution.make_dir(self.host, name, path, mode=mode, uid=uid, gid=gid, parents=parents)
+
+    def file_symlink(self, name: str, path: str, target: str, *, uid: int, gid: int) -> None:
+        execution.make_symlink(self.host, name, path, target, uid=uid, gid=gid)
+
+    def file_delete(self, name: str, path: str, *, recursive: bool) -> None:
+        execution.delete_file(self.host, name, path, recursive=recursive)
+
+    def file_list(self, name: str, path: str) -> list[Any]:
+        return execution.list_dir(self.host, name, path)
+
     # -- snapshots -------------------------------------------------------------------------
     def snapshot_list(self, name: str) -> list[Any]:
         return _snapshots().all_(self.host, name)
@@ -203,6 +226,14 @@ class LocalBackend(Backend):
 
     def snapshot_delete(self, name: str, snap: str) -> None:
         _snapshots().delete(self.host, name, snap)
+
+    def snapshot_rename(self, name: str, snap: str, new: str) -> Any:
+        return _snapshots().rename(self.host, name, snap, new)
+
+    def snapshot_update(self, name: str, snap: str, *, expires: float | None,
+                        description: str) -> Any:
+        return _snapshots().update(self.host, name, snap, expires=expires,
+                                   description=description)
 
     def snapshot_prune(self, name: str | None) -> list[str]:
         return _snapshots().prune(self.host, name)
@@ -230,6 +261,9 @@ class LocalBackend(Backend):
 
     def profile_delete(self, name: str) -> None:
         _profiles().delete_profile(self.host, name)
+
+    def profile_rename(self, name: str, new: str) -> None:
+        _profiles().rename_profile(self.host, name, new)
 
     def profile_used_by(self, name: str) -> list[str]:
         return self.host.store.containers_using_profile(name)
@@ -261,6 +295,12 @@ class LocalBackend(Backend):
     def image_delete_alias(self, alias: str) -> None:
         _images().delete_alias(self.host, alias)
 
+    def image_rename_alias(self, alias: str, new: str) -> None:
+        _images().rename_alias(self.host, alias, new)
+
+    def image_set_properties(self, ref: str, properties: Config) -> Any:
+        return _images().set_properties(self.host, ref, properties)
+
     def image_delete(self, ref: str) -> None:
         _images().delete(self.host, ref)
 
@@ -290,6 +330,10 @@ class LocalBackend(Backend):
 
     def pool_delete(self, name: str) -> None:
         pools.delete_pool(self.host, name)
+
+    def pool_update(self, name: str, *, config: Config | None,
+                    description: str | None) -> Any:
+        return pools.update_pool(self.host, name, config=config, description=description)
 
     def pool_usage(self, name: str) -> Any:
         return self.host.pool_driver(name).usage()
@@ -370,6 +414,9 @@ class LocalBackend(Backend):
 
     def network_delete(self, name: str) -> None:
         self._networks().delete(name)
+
+    def network_rename(self, name: str, new: str) -> None:
+        self._networks().rename(name, new)
 
     def network_used_by(self, name: str) -> tuple[list[str], list[str]]:
         return self._networks().used_by(name)

@@ -103,12 +103,16 @@ def move(cluster: Cluster, name: str, source: str, target: str, *,
 
 def copy(cluster: Cluster, name: str, source: str, target: str, new_name: str, *,
          pool: str | None = None, refresh: bool = False, progress: Progress | None = None,
-         meter: Meter | None = None) -> MigrationResult:
+         meter: Meter | None = None, changes: dict[str, Any] | None = None,
+         instance_only: bool = False) -> MigrationResult:
     """Copy container ``name`` (with its snapshots) from ``source`` to ``target`` as
-    ``new_name``; ``refresh``: bring that existing copy up to date."""
+    ``new_name``; ``refresh``: bring that existing copy up to date; ``changes``: the copy's
+    definition changed (``profiles``, ``config``, ``devices``: ``lxc copy -p/-c/-d``);
+    ``instance_only``: without its snapshots."""
     if not isinstance(cluster, ThisHost):
         cluster.spec(target)
         if not refresh:
             check_free(cluster, new_name)
     return Mover(cluster, name, source, target, new_name=new_name, pool=pool,
-                 progress=progress, meter=meter).copy(refresh=refresh)
+                 progress=progress, meter=meter, changes=changes,
+                 instance_only=instance_only).copy(refresh=refresh)

@@ -82,8 +82,11 @@ class Mover:
 
     def __init__(self, cluster: Cluster, name: str, source: str, target: str, *,
                  new_name: str | None = None, pool: str | None = None,
-                 progress: Progress | None = None, meter: Meter | None = None) -> None:
+                 progress: Progress | None = None, meter: Meter | None = None,
+                 changes: dict[str, Any] | None = None, instance_only: bool = False) -> None:
         self.cluster = cluster
+        self.changes = changes  # a copy's -p/--no-profiles/-c/-d (see engine.copy)
+        self.instance_only = instance_only  # a copy without the snapshots
         self.name = name
         self.new_name = new_name or name
         self.source = source
@@ -114,6 +117,8 @@ class Mover:
         try:
             self.S = src_b.migration_open("source", {"name": self.name, "member": self.source})
             self.info = self.S.call("hello", id=self.mid, move=move)
+            if self.instance_only and not move:  # the target hears of no snapshot at all
+                self.info = {**self.info, "snapshots": []}
         except BaseException:
             with contextlib.suppress(Exception):
                 self.T = opening.result()  # closed with the source: the source's error wins
@@ -123,7 +128,7 @@ class Mover:
             raise markers.refusal(self.name, self.info["marker"], "move")
         self.tinfo = self.T.call(
             "prepare", source=self.info, name=self.new_name, pool=self.pool, id=self.mid,
-            refresh=refresh,
+            refresh=refresh, changes=None if move else self.changes,
             move={"peer": self.source, "peer_name": self.name,
                   "running": self.info["running"]} if move else None)
         for p in self.tinfo.get("profiles_created") or []:

@@ -48,6 +48,12 @@ class Network(Model):
         """Remove the network (refused while a container or profile has a nic on it)."""
         self._backend.network_delete(self.name)
 
+    def rename(self, new: str) -> None:
+        """Rename the network (refused while a container or profile has a nic on it)."""
+        self._backend.network_rename(self.name, new)
+        self.name = new
+        self.refresh()
+
     def state(self) -> NetworkState:
         """What the host has for the network now: bridge, addresses, dnsmasq, leases."""
         return self._backend.network_state(self.name)

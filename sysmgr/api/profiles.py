@@ -33,6 +33,12 @@ class Profile(Model):
         """Delete the profile (refused while a container uses it, and for ``default``)."""
         self._backend.profile_delete(self.name)
 
+    def rename(self, new: str) -> None:
+        """Rename the profile (not ``default``); the containers using it follow."""
+        self._backend.profile_rename(self.name, new)
+        self.name = new
+        self.refresh()
+
     def __repr__(self) -> str:
         return f"<Profile {self.name}>"
 

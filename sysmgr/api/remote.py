@@ -65,9 +65,10 @@ class RemoteBackend(Backend):
     # -- processes and files ---------------------------------------------------------------
     def exec_interactive(self, name: str, argv: Sequence[str], *, env: Config | None,
                          cwd: str | None, tty: bool | None, stdin: int, stdout: int,
-                         stderr: int) -> int:
+                         stderr: int, user: int | None = None, group: int | None = None) -> int:
         return streams.exec_interactive(self.session, name, argv, env=env, cwd=cwd, tty=tty,
-                                        stdin=stdin, stdout=stdout, stderr=stderr)
+                                        stdin=stdin, stdout=stdout, stderr=stderr, user=user,
+                                        group=group)
 
     def file_put(self, name: str, path: str, src: BinaryIO, *, mode: int, uid: int, gid: int,
                  mkdir: bool) -> None:
@@ -87,9 +88,11 @@ class RemoteBackend(Backend):
 
     # -- backups and images: the files are the admin host's ------------------------------------
     def container_export(self, name: str, path: str | BinaryIO, *, optimized: bool,
-                         progress: Progress | None, volumes: bool = False) -> Any:
+                         progress: Progress | None, volumes: bool = False,
+                         instance_only: bool = False) -> Any:
         return streams.container_export(self.session, name, path, optimized=optimized,
-                                         progress=progress, volumes=volumes)
+                                         progress=progress, volumes=volumes,
+                                         instance_only=instance_only)
 
     def container_import(self, path: str | BinaryIO, *, name: str | None, pool: str | None,
                          progress: Progress | None, allow_devices: bool = False,

@@ -26,9 +26,23 @@ class Snapshot:
         self.description: str = rec.description
 
     def restore(self, force: bool = False) -> list[str]:
-        """Bring the container's filesystem and definition back to this snapshot (it must be
-        stopped, or ``force``: stopped, restored and started again). Returns the steps."""
+        """Bring the container's filesystem and definition back to this snapshot; a running
+        container is stopped, restored and started again, as in LXD (``force`` is accepted
+        and not needed). Returns the steps."""
         return self._manager.restore(self.name, force=force)
+
+    def rename(self, new: str) -> None:
+        """Rename this snapshot (LXD's ``snapshot rename``)."""
+        self._manager.rename(self.name, new)
+        self.name = new
+        self.refresh()
+
+    def save(self) -> None:
+        """Store the edited ``expires_at`` (a Unix time, None: never) and ``description``
+        (pylxd's edit-then-save); the filesystem and recorded definition never change."""
+        self._manager.backend.snapshot_update(self.container, self.name, expires=self.expires_at,
+                                              description=self.description)
+        self.refresh()
 
     def delete(self) -> None:
         self._manager.delete(self.name)
@@ -74,6 +88,9 @@ class SnapshotManager:
 
     def delete(self, name: str) -> None:
         self.backend.snapshot_delete(self._c.name, name)
+
+    def rename(self, name: str, new: str) -> Snapshot:
+        return Snapshot(self, self.backend.snapshot_rename(self._c.name, name, new))
 
     def prune(self) -> list[str]:
         """Delete this container's expired snapshots; returns ``container/snap`` names."""

@@ -32,6 +32,14 @@ class StoragePoolObj(Model):
         """Delete the pool (refused while anything uses it)."""
         self._backend.pool_delete(self.name)
 
+    def save(self) -> list[str]:
+        """Store the edited ``description`` and ``config`` (``user.*`` keys; a loop pool's
+        ``size``, which grows it while in use: it never shrinks). Nothing waits for a
+        restart: the empty list."""
+        self._set(self._backend.pool_update(self.name, config=self.config,
+                                            description=self.description))
+        return []
+
     def __repr__(self) -> str:
         return f"<StoragePool {self.name} ({self.driver})>"
 

@@ -21,7 +21,7 @@ from typing import Any, NoReturn, Sequence
 import click
 
 from sysmgr import __version__
-from sysmgr.cli.commands._common import AppContext, add_target_option
+from sysmgr.cli.commands._common import AppContext, Group, add_target_option
 from sysmgr.errors import SysmgrError, ValidationError
 
 _PKG = "sysmgr.cli.commands"
@@ -91,8 +91,9 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-class LazyGroup(click.Group):
-    """A group whose subcommands are imported the first time they are needed."""
+class LazyGroup(Group):
+    """A group whose subcommands are imported the first time they are needed (a mistyped
+    one gets the closest names, aliases included)."""
 
     def __init__(self, *args: Any, lazy: dict[str, str] | None = None,
                  aliases: dict[str, str] | None = None, **kwargs: Any) -> None:
@@ -102,6 +103,11 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def visible_names(self, ctx: click.Context) -> list[str]:
+        # the names, not the commands: suggesting must not import every command module
+        return [n for n in self.list_commands(ctx) if n not in HIDDEN_COMMANDS] + \
+            list(self.aliases)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         cmd_name = self.aliases.get(cmd_name, cmd_name)

@@ -198,6 +198,34 @@ def plan_lines(plan: Any, *, color: bool = False) -> list[str]:
     return out
 
 
+def _data(value: Any) -> Any:
+    """A plan's value as JSON data: dataclasses as objects of their fields, tuples as lists."""
+    import dataclasses  # plans as data only
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _data(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_data(v) for v in value]
+    return value
+
+
+def plan_document(plan: Any) -> dict[str, Any]:
+    """A plan as data (``diff``/``apply --format json``): each action's type, kind, name,
+    effect, the line ``diff`` prints with its details, and its fields (the dataclass's)."""
+    actions = []
+    for a in plan.actions:
+        fields = _data(a)
+        fields.pop("name", None)
+        actions.append({"type": type(a).__name__, "kind": a.kind, "name": a.name,
+                        "effect": a.effect, "disruptive": a.disruptive, "line": a.describe(),
+                        "details": list(a.details()), "fields": fields})
+    return {"changes": not plan.empty, "summary": plan.summary(), "actions": actions,
+            "warnings": list(getattr(plan, "warnings", ())),
+            "revision": getattr(plan, "revision", "")}
+
+
 def plan_text(plan: Any, *, color: bool = False) -> str:
     """The plan followed by its summary line, as ``diff`` and ``apply`` print it."""
     warnings = [f"warning: {w}" for w in getattr(plan, "warnings", ())]

@@ -195,10 +195,11 @@ def _write_backup(f: BinaryIO, host: Host, drv: "StoragePool", name: str,
 
 
 def export(host: Host, name: str, path: str | BinaryIO, *, optimized: bool = False,
-           progress: Progress | None = None, volumes: bool = False) -> ExportResult:
-    """Write container ``name`` with its snapshots to the backup file ``path``, or to the
-    open binary stream ``path`` (``export NAME -``: stdout; nothing to rename there);
-    ``volumes``: and the custom volumes its disks name."""
+           progress: Progress | None = None, volumes: bool = False,
+           instance_only: bool = False) -> ExportResult:
+    """Write container ``name`` with its snapshots (``instance_only``: without) to the
+    backup file ``path``, or to the open binary stream ``path`` (``export NAME -``: stdout;
+    nothing to rename there); ``volumes``: and the custom volumes its disks name."""
     sink = None if isinstance(path, str) else path
     out_path = export_path(path) if isinstance(path, str) else "-"
     streams.need_zstd()
@@ -210,7 +211,7 @@ def export(host: Host, name: str, path: str | BinaryIO, *, optimized: bool = Fal
             raise ValidationError([Issue(f"storage pool {rec.pool!r} (driver {drv.name}) cannot "
                                          "stream its volumes: export without --optimized",
                                          path="optimized")])
-        snaps = SnapshotStore(host.store).all(name)
+        snaps = [] if instance_only else SnapshotStore(host.store).all(name)
         tmp = None  # a snapshot of our own, for a consistent root filesystem where it is cheap
         if drv.info.snapshots and (optimized or drv.info.cow_snapshots):
             tmp = "backup-" + secrets.token_hex(6)

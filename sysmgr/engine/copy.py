@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from typing import Any, Mapping
+
 from sysmgr._util import safefs
 from sysmgr.drivers.runtime.base import STOPPED
 from sysmgr.engine import confinement, events, idshift, journal, records, volumes
@@ -47,24 +49,33 @@ def _check_new_name(host: Host, name: str) -> None:
         raise AlreadyExists(f"container {name!r} already exists")
 
 
+def changed_definition(profiles: list[str], config: dict[str, str],
+                       devices: dict[str, dict[str, str]], changes: Mapping[str, Any] | None
+                       ) -> tuple[list[str], dict[str, str], dict[str, dict[str, str]]]:
+    """A copy's definition with ``lxc copy``'s changes (``changes``: ``profiles`` replacing
+    the list unless None, ``config`` keys set, ``devices`` set whole, locally)."""
+    if not changes:
+        return list(profiles), dict(config), {k: dict(v) for k, v in devices.items()}
+    new_profiles = changes.get("profiles")
+    return (list(profiles) if new_profiles is None else [str(p) for p in new_profiles],
+            {**config, **{str(k): str(v) for k, v in (changes.get("config") or {}).items()}},
+            {**{k: dict(v) for k, v in devices.items()},
+             **{str(k): {str(a): str(b) for a, b in v.items()}
+                for k, v in (changes.get("devices") or {}).items()}})
+
+
 def copy(host: Host, src: str, dst: str, *, snapshot: str | None = None,
-         pool: str | None = None) -> ContainerRecord:
+         pool: str | None = None, changes: Mapping[str, Any] | None = None) -> ContainerRecord:
     """Copy container ``src`` (or its snapshot ``snapshot``) to a new, stopped ``dst``,
-    on ``pool`` (default: the source's pool)."""
+    on ``pool`` (default: the source's pool), its definition changed by ``changes`` (see
+    :func:`changed_definition`)."""
     with host.locked():
         journal.recover(host)
         st = host.store
         source = st.container(src)
         _check_new_name(host, dst)
-        if snapshot is not None:
-            s = SnapshotStore(st).get(src, snapshot)
-            profiles, config, devices, description = s.profiles, s.config, s.devices, s.description
-            disk = idshift.disk_state(s.volatile)
-        else:
-            profiles, config, devices = source.profiles, source.config, source.devices
-            description, disk = source.description, idshift.disk_state(source.volatile)
-        devices = {k: {dk: dv for dk, dv in d.items() if not (d.get("type") == "nic" and dk == "hwaddr")}
-                   for k, d in devices.items()}
+        profiles, config, devices, description, disk = _definition(host, source, snapshot,
+                                                                   changes)
         target = pool or source.pool
         st.pool(target)
         rec = ContainerRecord(dst, source.image, target, list(profiles), dict(config), devices,
@@ -105,6 +116,29 @@ def copy(host: Host, src: str, dst: str, *, snapshot: str | None = None,
             r.success()
         events.container(host, dst, "copied", detail=f"from {src}/{snapshot}" if snapshot else f"from {src}")
         return rec
+
+
+def _definition(host: Host, source: ContainerRecord, snapshot: str | None,
+                changes: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """The copy's profiles, config, devices (no pinned MACs), description and the ids its
+    files carry: the source's (or its snapshot's), changed by ``changes``."""
+    st = host.store
+    if snapshot is not None:
+        s = SnapshotStore(st).get(source.name, snapshot)
+        profiles, config, devices, description = s.profiles, s.config, s.devices, s.description
+        disk = idshift.disk_state(s.volatile)
+    else:
+        profiles, config, devices = source.profiles, source.config, source.devices
+        description, disk = source.description, idshift.disk_state(source.volatile)
+    profiles, config, devices = changed_definition(profiles, config, devices, changes)
+    devices = {k: {dk: dv for dk, dv in d.items() if not (d.get("type") == "nic" and dk == "hwaddr")}
+               for k, d in devices.items()}
+    missing = [Issue(f"profile {p!r} not found", path=f"profiles[{i}]")
+               for i, p in enumerate(profiles) if not st.has_profile(p)]
+    missing += records.config_issues(config, devices) if changes else []
+    if missing:
+        raise ValidationError(missing)
+    return profiles, config, devices, description, disk
 
 
 def _copy_across(host: Host, it: journal.Intent, src: str, dst: str, snapshot: str | None,

@@ -12,7 +12,7 @@ import os
 import threading
 import dataclasses
 from dataclasses import dataclass
-from typing import BinaryIO, Mapping, Sequence
+from typing import BinaryIO, Callable, Mapping, Sequence, TypeVar
 
 from sysmgr._util import safefs
 from sysmgr.drivers.runtime.base import FROZEN, STOPPED, ExecProcess, InitRecord, ProcessSpec
@@ -20,6 +20,8 @@ from sysmgr.engine import idshift, records
 from sysmgr.engine.host import Host
 from sysmgr.errors import Conflict, ValidationError
 from sysmgr.model import keys as mkeys
+
+T = TypeVar("T")
 
 DEFAULT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "HOME": "/root", "USER": "root", "LANG": "C.UTF-8"}
@@ -38,9 +40,14 @@ def running_init(host: Host, name: str) -> InitRecord:
 
 def process_spec(host: Host, name: str, argv: Sequence[str], *,
                  env: Mapping[str, str] | None = None, cwd: str | None = None,
-                 tty: bool = False) -> ProcessSpec:
+                 tty: bool = False, user: int | None = None,
+                 group: int | None = None) -> ProcessSpec:
     """The process to run: ``argv`` with the container's ``environment.*`` over a login-like
-    default environment, then ``env``."""
+    default environment, then ``env``; as ``user``/``group`` (the container's ids, default
+    root: LXD's ``exec --user/--group``; a non-root user keeps no capability)."""
+    for what, value in (("user", user), ("group", group)):
+        if value is not None and not 0 <= value < 2**32 - 1:
+            raise ValidationError(f"invalid {what} id {value}: 0 to 4294967294")
     if not argv:
         raise ValidationError("no command given")
     cfg, _ = records.expanded(host, host.store.container(name))
@@ -49,14 +56,15 @@ def process_spec(host: Host, name: str, argv: Sequence[str], *,
         e["TERM"] = os.environ.get("TERM", "xterm")
     e.update(mkeys.env_from_config(cfg))
     e.update(env or {})
-    return ProcessSpec(tuple(argv), e, cwd or e.get("HOME", "/"))
+    return ProcessSpec(tuple(argv), e, cwd or e.get("HOME", "/"), uid=user or 0, gid=group or 0)
 
 
 def execute(host: Host, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-            cwd: str | None = None, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
+            cwd: str | None = None, stdin: bytes | None = None, user: int | None = None,
+            group: int | None = None) -> tuple[int, bytes, bytes]:
     """Run a command to completion; ``(exit code, stdout, stderr)``."""
     init = running_init(host, name)
-    spec = process_spec(host, name, argv, env=env, cwd=cwd)
+    spec = process_spec(host, name, argv, env=env, cwd=cwd, user=user, group=group)
     proc, in_w, out_r, err_r = _on_pipes(host, init, spec)
     out: list[bytes] = []
     err: list[bytes] = []
@@ -105,7 +113,8 @@ def _drain(fd: int, sink: list[bytes]) -> None:
 
 def interactive(host: Host, name: str, argv: Sequence[str], *,
                 env: Mapping[str, str] | None = None, cwd: str | None = None,
-                tty: bool | None = None, stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
+                tty: bool | None = None, stdin: int = 0, stdout: int = 1, stderr: int = 2,
+                user: int | None = None, group: int | None = None) -> int:
     """Run a command with the caller's stdio streamed through; with ``tty`` (default: when
     stdin and stdout are terminals) on a pty inside the container. Returns its exit code.
 
@@ -115,7 +124,7 @@ def interactive(host: Host, name: str, argv: Sequence[str], *,
     if tty is None:
         tty = os.isatty(stdin) and os.isatty(stdout)
     init = running_init(host, name)
-    spec = process_spec(host, name, argv, env=env, cwd=cwd, tty=tty)
+    spec = process_spec(host, name, argv, env=env, cwd=cwd, tty=tty, user=user, group=group)
     if tty:
         from sysmgr._util import ptyproxy  # termios and select: only interactive sessions
 
@@ -182,23 +191,76 @@ def _root_and_init(host: Host, name: str) -> tuple[str, InitRecord | None]:
     return host.pool_driver(rec.pool).container_path(name), None
 
 
+def _as_root(host: Host, name: str, fn: Callable[[str, Callable[[int, int], tuple[int, int]]], T]
+             ) -> T:
+    """Run ``fn(root, ids)`` where a change inside the container is made: through its live
+    root as its root (an unprivileged container's root filesystem is idmapped: the host's
+    root cannot create files in it), or on a stopped one's volume, where ``ids`` turns the
+    container's ids into those its shifted files carry on disk."""
+    root, init = _root_and_init(host, name)
+    if init is not None:
+        return host.runtime.as_container_root(init, lambda: fn(root, lambda u, g: (u, g)))
+    volatile = host.store.container(name).volatile
+    return fn(root, lambda u, g: idshift.disk_ids(volatile, u, g))
+
+
 def put_file(host: Host, name: str, path: str, src: BinaryIO, *, mode: int, uid: int, gid: int,
              mkdir: bool) -> None:
-    """Write a file inside; ``uid``/``gid`` are the container's ids. Into a running container
-    the write goes through its live root as its root would make it (an unprivileged
-    container's root filesystem is idmapped: the host's root cannot create files in it);
-    into a stopped one whose files were shifted, with the host ids they carry on disk."""
+    """Write a file inside; ``uid``/``gid`` are the container's ids (see :func:`_as_root`)."""
+    def push(root: str, ids: Callable[[int, int], tuple[int, int]]) -> None:
+        u, g = ids(uid, gid)
+        safefs.push(root, path, src, mode=mode, uid=u, gid=g, mkdir_parents=mkdir)
+
+    _as_root(host, name, push)
+
+
+def make_dir(host: Host, name: str, path: str, *, mode: int, uid: int, gid: int,
+             parents: bool) -> None:
+    """Create a directory inside (or give an existing one ``mode`` and owner)."""
+    def mk(root: str, ids: Callable[[int, int], tuple[int, int]]) -> None:
+        u, g = ids(uid, gid)
+        safefs.mkdir(root, path, mode=mode, uid=u, gid=g, parents=parents)
+
+    _as_root(host, name, mk)
+
+
+def make_symlink(host: Host, name: str, path: str, target: str, *, uid: int, gid: int) -> None:
+    """Create (or replace) the symlink ``path -> target`` inside."""
+    _as_root(host, name, lambda root, ids: safefs.symlink(root, path, target,
+                                                         owner=ids(uid, gid)))
+
+
+def delete_file(host: Host, name: str, path: str, *, recursive: bool) -> None:
+    """Remove a file, a link or an empty directory inside (``recursive``: any directory)."""
+    if path.strip("/") == "":
+        raise ValidationError("refusing to delete the container's root directory")
+    _as_root(host, name, lambda root, _ids: safefs.remove(root, path, recursive=recursive))
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    """One entry of a directory inside a container: owner in the container's ids."""
+
+    name: str
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    target: str | None = None   # a symlink's
+
+
+def list_dir(host: Host, name: str, path: str) -> list[DirEntry]:
+    """The entries of a directory inside, sorted by name (for ``file pull -r``)."""
     root, init = _root_and_init(host, name)
-    if init is None:
-        uid, gid = idshift.disk_ids(host.store.container(name).volatile, uid, gid)
-
-    def push() -> None:
-        safefs.push(root, path, src, mode=mode, uid=uid, gid=gid, mkdir_parents=mkdir)
-
     if init is not None:
-        host.runtime.as_container_root(init, push)
+        found = host.runtime.as_container_root(init, lambda: safefs.listdir(root, path))
+        ids: Callable[[int, int], tuple[int, int]] = lambda u, g: (u, g)  # noqa: E731
     else:
-        push()
+        found = safefs.listdir(root, path)
+        volatile = host.store.container(name).volatile
+        ids = lambda u, g: idshift.container_ids(volatile, u, g)  # noqa: E731
+    return [DirEntry(n, st.st_mode, *ids(st.st_uid, st.st_gid), st.st_size, target)
+            for n, st, target in found]
 
 
 @dataclass(frozen=True)

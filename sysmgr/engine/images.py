@@ -18,7 +18,7 @@ from sysmgr.drivers import registry
 from sysmgr.drivers.images.base import ImageMetadata, Progress
 from sysmgr.engine.host import DEFAULT_POOL, Host
 from sysmgr.engine.reverter import Reverter
-from sysmgr.errors import DriverError, Issue, NotFound, ValidationError
+from sysmgr.errors import AlreadyExists, DriverError, Issue, NotFound, ValidationError
 from sysmgr.model import names as mnames
 from sysmgr.state.db import ImageRecord
 
@@ -172,6 +172,33 @@ def delete_alias(host: Host, alias: str) -> None:
             raise NotFound(f"image alias {alias!r} not found")
         with host.store.transaction():
             host.store.delete_alias(alias)
+
+
+def rename_alias(host: Host, alias: str, new: str) -> None:
+    """Give the image ``alias`` points at the alias ``new`` instead (one transaction)."""
+    _check_alias(new)
+    with host.locked():
+        st = host.store
+        owner = next((i for i in st.images() if alias in i.aliases), None)
+        if owner is None:
+            raise NotFound(f"image alias {alias!r} not found")
+        if any(new in i.aliases for i in st.images()):
+            raise AlreadyExists(f"image alias {new!r} already exists")
+        with st.transaction():
+            st.delete_alias(alias)
+            st.set_alias(new, owner.fingerprint)
+
+
+def set_properties(host: Host, ref: str, properties: Mapping[str, str]) -> ImageRecord:
+    """Replace an image's properties (``os``, ``release``, ``description``...: what ``image
+    edit`` changes); its tree and fingerprint stay."""
+    with host.locked():
+        img = host.store.image(ref)
+        meta = dict(img.metadata)
+        meta["properties"] = {str(k): str(v) for k, v in properties.items()}
+        with host.store.transaction():
+            host.store.set_image_metadata(img.fingerprint, meta)
+        return host.store.image(img.fingerprint)
 
 
 def _move_tree(src: str, dest: str) -> None:

@@ -12,7 +12,8 @@ storage operation, under the root's lock — resolves the intents of dead proces
   a record -> it was committed, nothing to do;
 * ``snapshot``: no snapshot record -> the snapshot volume is deleted;
 * ``delete-snapshot``: finished (volume and record removed);
-* ``rename``: undone when the record still has the old name, finished otherwise;
+* ``rename`` / ``rename-snapshot``: undone when the record still has the old name, finished
+  otherwise;
 * ``restore``: redone when the container is stopped (the filesystem swap is atomic, the
   record update is idempotent);
 * ``export``: the temporary snapshot and the partial output file are removed;
@@ -261,6 +262,18 @@ def _unfinished_rename(host: Host, d: dict[str, Any], drv: "StoragePool | None")
     return f"undid the unfinished rename of {name} to {new}"
 
 
+def _unfinished_snapshot_rename(host: Host, d: dict[str, Any], drv: "StoragePool | None"
+                                ) -> str:
+    """Undone when the record still has the old name (the pool's rename is atomic)."""
+    st, name, snap, new = host.store, d.get("container", ""), d["snapshot"], d["new"]
+    snaps = SnapshotStore(st)
+    if drv is None or not st.has_container(name) or not snaps.has(name, snap):
+        return ""
+    if new in drv.list_snapshots(name) and snap not in drv.list_snapshots(name):
+        drv.rename_snapshot(name, new, snap)
+    return f"undid the unfinished rename of snapshot {name}/{snap} to {new}"
+
+
 def _unfinished_restore(host: Host, d: dict[str, Any], drv: "StoragePool | None") -> str:
     """Redone when the container is stopped (the swap is atomic, the record update
     idempotent)."""
@@ -339,6 +352,7 @@ def _unfinished_volume(host: Host, d: dict[str, Any], drv: "StoragePool | None")
 _RESOLVERS: dict[str, Resolver] = {
     "create": _unfinished_create, "copy": _unfinished_create, "import": _unfinished_create,
     "snapshot": _unfinished_snapshot, "delete-snapshot": _unfinished_snapshot_delete,
-    "rename": _unfinished_rename, "restore": _unfinished_restore, "export": _unfinished_export,
+    "rename": _unfinished_rename, "rename-snapshot": _unfinished_snapshot_rename,
+    "restore": _unfinished_restore, "export": _unfinished_export,
     "send": _unfinished_send, "receive": _unfinished_receive, "volume": _unfinished_volume,
 }

@@ -59,7 +59,8 @@ def start(host: Host, name: str, *, migration: str | None = None,
         # the boot id and the time tell a supervisor whether and how long this init ran
         vol.update({"init.pid": init.pid, "init.starttime": init.starttime,
                     "init.cgroup": init.cgroup, "init.boot_id": hostinfo.boot_id(),
-                    "init.started": time.time(), "last_state": RUNNING})
+                    "init.started": time.time(), "last_state": RUNNING,
+                    "last_used": time.time()})  # kept after a stop: LXD's last_used_at
         try:
             with host.store.transaction():
                 host.store.set_volatile(name, vol)
@@ -137,23 +138,34 @@ def forget_init(host: Host, rec: ContainerRecord, volatile: Mapping[str, Any] | 
         host.store.set_volatile(rec.name, vol)
 
 
-def restart(host: Host, name: str, *, timeout: float | None = None, force: bool = False) -> None:
+def restart(host: Host, name: str, *, timeout: float | None = None, force: bool = False,
+            must_run: bool = False) -> None:
+    """Stop (when it runs) and start a container; ``must_run`` (``sysmgr restart``, as
+    ``lxc restart``): a stopped container is a Conflict instead of being started."""
     with host.locked():
         if records.status(host, host.store.container(name)).state != STOPPED:
             stop(host, name, timeout=timeout, force=force)
+        elif must_run:
+            raise Conflict(f"container {name!r} is not running",
+                           hint=f"start it: sysmgr start {name}")
         start(host, name)
         events.container(host, name, "restarted")
 
 
 def set_frozen(host: Host, name: str, frozen: bool) -> None:
-    """Freeze or thaw a running container; already in that state is success."""
+    """Freeze a running container or thaw a frozen one; as in LXD, freezing a frozen
+    container or thawing one that is not frozen is a Conflict."""
     with host.locked():
         init = records.init_record(host.store.container(name))
         state = host.runtime.status(init).state
         if state == STOPPED or init is None:
             raise Conflict(f"container {name!r} is not running")
-        if frozen and state == RUNNING:
+        if frozen and state == FROZEN:
+            raise Conflict(f"container {name!r} is already frozen")
+        if not frozen and state != FROZEN:
+            raise Conflict(f"container {name!r} is not frozen")
+        if frozen:
             host.runtime.freeze(init)
-        elif not frozen and state == FROZEN:
+        else:
             host.runtime.unfreeze(init)
         events.container(host, name, "frozen" if frozen else "unfrozen")

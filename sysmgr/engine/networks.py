@@ -250,6 +250,30 @@ class NetworkEngine:
             with self.store.transaction():
                 snet.delete(self.store, name)
 
+    def rename(self, name: str, new: str) -> None:
+        """Rename an unused network (as LXD: a nic names its network, and the host's bridge,
+        dnsmasq and nftables carry the name, so one in use would be cut off)."""
+        with self.host.locked():
+            rec = self.record(name)
+            self._check_config(new, rec.type, rec.config)
+            if self.exists(new):
+                raise AlreadyExists(f"network {new!r} already exists")
+            containers, profiles = self.used_by(name)
+            if containers or profiles:
+                raise Conflict(f"network {name!r} is in use by "
+                               f"{', '.join(containers + [f'profile {p}' for p in profiles])}",
+                               hint="detach it first: sysmgr network detach NETWORK CONTAINER")
+            new_rec = NetworkRecord(new, rec.type, rec.config, rec.description, rec.bridge,
+                                    rec.created)
+            with Reverter() as r:
+                self.driver.delete(self.spec(rec))
+                r.add(lambda: self.driver.ensure(self.spec(rec)), f"bring network {name} back")
+                self.driver.ensure(self.spec(new_rec))
+                r.add(lambda: self.driver.delete(self.spec(new_rec)), f"remove network {new}")
+                with self.store.transaction():
+                    snet.rename(self.store, name, new)
+                r.success()
+
     def used_by(self, name: str) -> tuple[list[str], list[str]]:
         """(containers, profiles) with a nic on network ``name``."""
         def uses(devs: Devices) -> bool:

@@ -168,7 +168,8 @@ class NicEngine:
 
     def view(self, rec: ContainerRecord, devices: Devices, pid: int | None,
              cache: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``nics`` (per device: interface, host end, MAC, network, address) and ``ipv4``
+        """``nics`` (per device: interface, host end, MAC, network, address), ``addresses``
+        (``{"address", "family", "device"}``, LXD's shape: the interface inside) and ``ipv4``
         (``"10.x.y.z (eth0)"`` for ``list``) of a container; ``pid``: its init when running.
 
         Pre-configured nics show their recorded address; DHCP nics the address their lease
@@ -178,6 +179,12 @@ class NicEngine:
         nic_recs = self.networks.nic_records(rec)
         nics: dict[str, dict[str, Any]] = {}
         ipv4: list[str] = []
+        addresses: list[dict[str, str]] = []
+
+        def found(address: str, ifname: str) -> None:
+            ipv4.append(f"{address} ({ifname})")
+            addresses.append({"address": address, "family": "inet", "device": ifname})
+
         unmanaged: dict[str, str] = {}
         for dname, dev in nic_devices(devices).items():
             r = nic_recs.get(dname, {})
@@ -192,17 +199,17 @@ class NicEngine:
             if not net:
                 unmanaged[ifname] = dname
             elif r.get("ipv4") and not is_dhcp(dev):
-                ipv4.append(f"{r['ipv4']} ({ifname})")
+                found(r["ipv4"], ifname)
             elif r.get("hwaddr"):
                 leased = self._leased(net, cache).get(r["hwaddr"].lower())
                 if leased:
-                    ipv4.append(f"{leased} ({ifname})")
+                    found(leased, ifname)
         if unmanaged and pid is not None:
             with contextlib.suppress(SysmgrError):
                 for ifname, cidr in self.driver.container_addresses(pid):
                     if ifname in unmanaged:
-                        ipv4.append(f"{cidr.split('/')[0]} ({ifname})")
-        return {"nics": nics, "ipv4": ipv4}
+                        found(cidr.split("/")[0], ifname)
+        return {"nics": nics, "ipv4": ipv4, "addresses": addresses}
 
     def _leased(self, net: str, cache: dict[str, Any]) -> dict[str, str]:
         key = f"leases:{net}"

@@ -10,6 +10,7 @@ import time
 from typing import Mapping
 
 from sysmgr._util import proc
+from sysmgr._util.sizes import parse_size
 from sysmgr.engine import records
 from sysmgr.engine.host import Host
 from sysmgr.engine.reverter import Reverter
@@ -40,6 +41,35 @@ def create_pool(host: Host, name: str, driver: str, config: Mapping[str, str],
             r.success()
         host.remember_pool_driver(name, drv)
         return rec
+
+
+def update_pool(host: Host, name: str, *, config: Mapping[str, str] | None = None,
+                description: str | None = None) -> PoolRecord:
+    """Change a pool's description and config (``lxc storage set/edit``): ``user.*`` keys,
+    and the ``size`` of a loop pool sysmgr manages, grown while in use; the other keys say
+    where the pool is and cannot change."""
+    with host.locked():
+        st = host.store
+        old = st.pool(name)
+        cfg = dict(old.config) if config is None else {str(k): str(v) for k, v in config.items()}
+        before = mkeys.normalize_pool_config(old.driver, old.config)
+        after = mkeys.normalize_pool_config(old.driver, cfg)
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        issues = [Issue(f"{k} of an existing storage pool cannot change", path=f"config.{k}")
+                  for k in changed if not k.startswith("user.") and k != "size"]
+        if "size" in changed and not cfg.get("size"):
+            issues.append(Issue("a pool's size cannot be unset", path="config.size"))
+        issues += [Issue(r, path=k) for k, r in mkeys.validate_pool_config(old.driver, cfg)]
+        if issues:
+            raise ValidationError(issues)
+        if "size" in changed:
+            host.pool_driver(name).resize(parse_size(cfg["size"]))
+        new = PoolRecord(name, old.driver, cfg,
+                         old.description if description is None else description, old.created)
+        with st.transaction():
+            st.update_pool(new)
+        host.remember_pool_driver(name, None)  # the next driver reads the new config
+        return new
 
 
 def delete_pool(host: Host, name: str) -> None:

@@ -16,6 +16,7 @@ from sysmgr.engine.networks import NetworkEngine
 from sysmgr.errors import AlreadyExists, Conflict, NotFound, ValidationError
 from sysmgr.model import names as mnames
 from sysmgr.state.db import ProfileRecord
+from sysmgr.state.snapshots import SnapshotStore
 
 
 def put_profile(host: Host, rec: ProfileRecord, *, create: bool | None = None) -> None:
@@ -67,6 +68,29 @@ def delete_profile(host: Host, name: str) -> None:
             raise Conflict(f"profile {name!r} is used by: {', '.join(users)}")
         with host.store.transaction():
             host.store.delete_profile(name)
+
+
+def rename_profile(host: Host, old: str, new: str) -> None:
+    """Rename a profile (never the default one); the containers and snapshots that name it
+    follow, so nothing's expansion changes."""
+    issues = records.name_issues("profile", new, mnames.object_name_problem)
+    if issues:
+        raise ValidationError(issues)
+    with host.locked():
+        st = host.store
+        rec = st.profile(old)
+        if old == DEFAULT_PROFILE:
+            raise Conflict("the default profile cannot be renamed")
+        if st.has_profile(new):
+            raise AlreadyExists(f"profile {new!r} already exists")
+        with st.transaction():
+            st.put_profile(ProfileRecord(new, rec.description, rec.config, rec.devices))
+            for name in st.containers_using_profile(old):
+                c = st.container(name)
+                c.profiles = [new if p == old else p for p in c.profiles]
+                st.update_container(c)
+            SnapshotStore(st).rename_profile(old, new)
+            st.delete_profile(old)
 
 
 def put(host: Host, name: str, *, description: str, config: Mapping[str, Any],

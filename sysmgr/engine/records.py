@@ -167,3 +167,11 @@ def write_hostname(rootfs: str, name: str) -> None:
         safefs.write_file(rootfs, "/etc/hostname", (name + "\n").encode(), mode=0o644)
     except NotFound:
         pass  # an image without /etc: nothing to template
+
+
+def free_name(taken: Callable[[str], bool]) -> str:
+    """A container name ``taken`` says is free, in LXD's ``adjective-noun`` style (what a
+    launch without a name gets; ``taken`` may ask every member of a cluster)."""
+    from sysmgr.model import names as mnames
+
+    return mnames.pick_name(taken)

@@ -23,7 +23,7 @@ from sysmgr.drivers.runtime.base import STOPPED
 from sysmgr.engine import events, idshift, journal, lifecycle, records, restoring, volumes
 from sysmgr.engine.host import Host
 from sysmgr.engine.reverter import Reverter
-from sysmgr.errors import AlreadyExists, Conflict, Issue, NotFound, ValidationError
+from sysmgr.errors import AlreadyExists, Issue, NotFound, ValidationError
 from sysmgr.model import keys as mkeys
 from sysmgr.model import schedule as msched
 from sysmgr.state.snapshots import SnapshotRecord, SnapshotStore
@@ -109,19 +109,49 @@ def delete(host: Host, name: str, snap: str) -> None:
         events.snapshot(host, name, snap, "deleted")
 
 
+def rename(host: Host, name: str, snap: str, new: str) -> SnapshotRecord:
+    """Rename snapshot ``snap`` of container ``name`` to ``new`` (running or not)."""
+    with host.locked():
+        journal.recover(host)
+        rec = host.store.container(name)
+        snaps = SnapshotStore(host.store)
+        snaps.get(name, snap)
+        check_name(new)
+        if snaps.has(name, new):
+            raise AlreadyExists(f"snapshot {name}/{new} already exists")
+        drv = host.pool_driver(rec.pool)
+        with journal.intent(host, "rename-snapshot", container=name, pool=rec.pool,
+                            snapshot=snap, new=new):
+            drv.rename_snapshot(name, snap, new)
+            with host.store.transaction():
+                snaps.rename(name, snap, new)
+        events.snapshot(host, name, new, "renamed", detail=f"from {snap}")
+        return snaps.get(name, new)
+
+
+def update(host: Host, name: str, snap: str, *, expires: float | None,
+           description: str) -> SnapshotRecord:
+    """Change a snapshot's expiry (None: never) and description (``lxc config edit
+    NAME/SNAP``); its filesystem and recorded definition stay."""
+    with host.locked():
+        host.store.container(name)
+        snaps = SnapshotStore(host.store)
+        with host.store.transaction():
+            snaps.set_about(name, snap, expires=expires, description=description)
+        return snaps.get(name, snap)
+
+
 def restore(host: Host, name: str, snap: str, *, force: bool = False) -> list[str]:
     """Bring back the filesystem and the definition of snapshot ``snap``.
 
-    The container must be stopped, or ``force``: it is then stopped (killed: its state is
-    being thrown away), restored and started again. Returns the steps taken."""
+    A running container is restored in place, as LXD does: stopped (killed: its state is
+    being thrown away), restored and started again (``force`` is accepted for callers
+    that still pass it). Returns the steps taken."""
     done: list[str] = []
     with host.locked():
         journal.recover(host)
         plan, drv = restoring.check(host, name, snap)
         running = records.status(host, plan.current).state != STOPPED
-        if running and not force:
-            raise Conflict(f"container {name!r} is running",
-                           hint="stop it first, or use --force to stop, restore and start it")
         with Reverter() as r:
             if running:
                 lifecycle.stop(host, name, force=True)

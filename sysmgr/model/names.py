@@ -9,13 +9,17 @@ fine, so callers can phrase the issue as ``invalid name 'x': <reason>``.
 
 from __future__ import annotations
 
+import random
 import re
+from typing import Callable
+
+from sysmgr.errors import Conflict
 
 MAX_NAME = 63
 
 _HOSTNAME_RULE = (
     "a container name is a hostname: 1 to 63 letters, digits and hyphens, "
-    "starting with a letter and not ending with a hyphen"
+    "not all digits, not starting or ending with a hyphen"
 )
 _HOSTNAME_CHARS = re.compile(r"^[A-Za-z0-9-]+$")
 
@@ -45,8 +49,8 @@ def name_problem(name: str) -> str | None:
     if not _HOSTNAME_CHARS.match(name):
         bad = next(c for c in name if not (c.isascii() and (c.isalnum() or c == "-")))
         return f"must not contain {bad!r} ({_HOSTNAME_RULE})"
-    if name[0].isdigit():
-        return f"must not start with a digit ({_HOSTNAME_RULE})"
+    if name.isdigit():  # LXD allows a digit first (``0abc``), but a number is no hostname
+        return f"must not be all digits ({_HOSTNAME_RULE})"
     if name[0] == "-":
         return f"must not start with a hyphen ({_HOSTNAME_RULE})"
     if name[-1] == "-":
@@ -145,3 +149,36 @@ def ifname_problem(name: str) -> str | None:
         if c == "/" or c == ":" or c.isspace() or not c.isprintable():
             return f"must not contain {c!r}"
     return None
+
+
+# -- names for containers launched without one (LXD's petname style: adjective-noun) ----------
+
+_ADJECTIVES = (
+    "able", "amber", "apt", "bold", "brave", "bright", "brisk", "calm", "clear", "clever",
+    "cosmic", "crisp", "daring", "deep", "eager", "fair", "fast", "fine", "fond", "free",
+    "fresh", "glad", "golden", "grand", "happy", "humble", "jolly", "keen", "kind", "lucky",
+    "merry", "mighty", "modest", "neat", "noble", "plucky", "polite", "proud", "quick",
+    "quiet", "rapid", "ready", "robust", "sharp", "shiny", "smart", "steady", "sunny",
+    "swift", "tidy", "vivid", "warm", "wise", "witty", "young", "zesty")
+_NOUNS = (
+    "badger", "beagle", "bison", "cattle", "condor", "coyote", "crane", "cricket", "dingo",
+    "dolphin", "eagle", "falcon", "ferret", "finch", "fox", "gecko", "gibbon", "gopher",
+    "grouse", "hawk", "heron", "ibex", "impala", "jackal", "koala", "lemur", "lynx",
+    "macaw", "marmot", "mink", "moose", "newt", "ocelot", "orca", "osprey", "otter", "owl",
+    "panda", "pelican", "puffin", "quail", "rabbit", "raven", "salmon", "seal", "shrew",
+    "sloth", "stork", "swan", "tapir", "tiger", "toucan", "trout", "turtle", "walrus",
+    "weasel", "wombat", "yak", "zebra")
+
+
+def pick_name(taken: Callable[[str], bool], rng: random.Random | None = None,
+              tries: int = 50) -> str:
+    """A free container name in LXD's style, ``adjective-noun`` (``fond-cricket``); after
+    ``tries`` taken ones, a number is appended (``fond-cricket-7``)."""
+    rng = rng or random.SystemRandom()
+    for i in range(tries + 100):
+        name = f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}"
+        if i >= tries:
+            name += f"-{rng.randrange(2, 1000)}"
+        if not taken(name):
+            return name
+    raise Conflict("no free container name found: give one")  # pragma: no cover - 3M names

@@ -15,17 +15,19 @@ from __future__ import annotations
 from typing import Mapping
 
 from sysmgr.model.keyrules import (
-    Key, Problem, abs_path, check, key_table, norm, normalize_path, normalize_table, size_key,
-    validate_table)
+    Key, Problem, abs_path, accept, check, key_table, norm, normalize_path, normalize_table, same,
+    size_key, validate_table)
 
 _PATH = (check(abs_path), norm(normalize_path))
 _SIZE = size_key()
+_USER = Key("user.*", accept, same, doc="Free-form user metadata.")
 
 POOL_DRIVER_KEYS: dict[str, dict[str, Key]] = {
     "dir": key_table(
         Key("source", *_PATH,
             doc="Directory holding the pool (created if missing; an existing one must be "
                 "empty; default: under the sysmgr root)."),
+        _USER,
     ),
     "btrfs": key_table(
         Key("source", *_PATH,
@@ -33,7 +35,8 @@ POOL_DRIVER_KEYS: dict[str, dict[str, Key]] = {
                 "(default: under the sysmgr root)."),
         Key("size", *_SIZE,
             doc="Size of the loop file sysmgr creates (e.g. 10GiB; default: 20% of the free "
-                "space, 5GiB to 30GiB)."),
+                "space, 5GiB to 30GiB); 'storage set POOL size=' grows it in use."),
+        _USER,
     ),
 }
 

@@ -210,3 +210,35 @@ def expiry_time(value: str, start: float) -> float | None:
         else:
             t = _add_months(t, 12 * n)
     return t.timestamp()
+
+
+# -- times as LXD writes them ----------------------------------------------------------------
+
+#: Go's zero time: what LXD shows as the ``expires_at`` of a snapshot that never expires
+ZERO_TIME = "0001-01-01T00:00:00Z"
+_FRACTION = re.compile(r"(\.\d{6})\d+")  # Go writes nanoseconds; Python reads microseconds
+
+
+def format_timestamp(ts: float | None) -> str:
+    """A Unix time as LXD's RFC 3339 (``2026-12-01T09:00:00Z``); None as :data:`ZERO_TIME`."""
+    if not ts:
+        return ZERO_TIME
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(value: str) -> float | None:
+    """An RFC 3339 time (``2026-12-01T09:00:00Z``, with fractions or an offset) as a Unix
+    time; ``""``, ``never`` and :data:`ZERO_TIME` (or any time before 1970) are None.
+    ValueError with a readable reason otherwise; a time without a zone is UTC."""
+    text = (value or "").strip()
+    if text.lower() in ("", "never", "none", "null"):
+        return None
+    try:
+        t = dt.datetime.fromisoformat(_FRACTION.sub(r"\1", text.replace("z", "Z")))
+    except ValueError:
+        raise ValueError(f"invalid time {value!r}: expected RFC 3339 such as "
+                         "2026-12-01T09:00:00Z") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    ts = t.timestamp()
+    return ts if ts > 0 else None

@@ -44,6 +44,7 @@ RECORDS: dict[str, str] = {
     "Usage": "sysmgr.drivers.runtime.base:Usage",
     "PoolUsage": "sysmgr.drivers.storage.base:PoolUsage",
     "FileInfo": "sysmgr.engine.execution:FileInfo",
+    "DirEntry": "sysmgr.engine.execution:DirEntry",
     "ExportResult": "sysmgr.engine.backup:ExportResult",
     "Event": "sysmgr.engine.events:Event",
     # plain value types

@@ -71,6 +71,11 @@ def serve_stream(backend: Any, kind: str, raw_request: str, *, rpc: int,
     return handler(backend, request, ctx)
 
 
+def _id(value: Any) -> int | None:
+    """A user or group id the admin host sent (None: the default, root)."""
+    return None if value is None else int(value)
+
+
 def _exec(backend: Any, req: dict[str, Any], ctx: StreamContext) -> int:
     name = str(req.get("name"))
     try:
@@ -81,7 +86,8 @@ def _exec(backend: Any, req: dict[str, Any], ctx: StreamContext) -> int:
     try:
         return backend.exec_interactive(name, [str(a) for a in req.get("argv") or []],
                                         env=req.get("env"), cwd=req.get("cwd"),
-                                        tty=bool(req.get("tty")), stdin=0, stdout=1, stderr=2)
+                                        tty=bool(req.get("tty")), stdin=0, stdout=1, stderr=2,
+                                        user=_id(req.get("user")), group=_id(req.get("group")))
     except SysmgrError as e:  # after the command started: said the way the CLI says it
         _write_all(2, f"Error: {e.message}\n".encode())
         return e.exit_code
@@ -142,7 +148,8 @@ def _export(backend: Any, req: dict[str, Any], ctx: StreamContext) -> int:
                 result = backend.container_export(str(req.get("name")), path,
                                                   optimized=bool(req.get("optimized")),
                                                   progress=_notifier("progress"),
-                                                  volumes=bool(req.get("volumes")))
+                                                  volumes=bool(req.get("volumes")),
+                                                  instance_only=bool(req.get("instance_only")))
             _line({"ok": True, "result": codec.encode(result), "size": os.path.getsize(path)})
         except Exception as e:  # noqa: BLE001
             return _fail_early(e)

@@ -82,7 +82,8 @@ def _winsize(fd: int) -> tuple[int, int]:
 
 def exec_interactive(session: MemberSession, name: str, argv: Sequence[str], *,
                      env: Mapping[str, str] | None, cwd: str | None, tty: bool | None,
-                     stdin: int, stdout: int, stderr: int) -> int:
+                     stdin: int, stdout: int, stderr: int, user: int | None = None,
+                     group: int | None = None) -> int:
     """Run ``argv`` in container ``name`` on the member with the caller's stdio streamed
     through; the command's exit code."""
     if tty is None:
@@ -90,7 +91,7 @@ def exec_interactive(session: MemberSession, name: str, argv: Sequence[str], *,
     tty_fd = stdin if os.isatty(stdin) else stdout
     pty = (os.environ.get("TERM") or "xterm", *_winsize(tty_fd)) if tty else None
     request = {"name": name, "argv": list(argv), "env": dict(env) if env else None,
-               "cwd": cwd, "tty": tty}
+               "cwd": cwd, "tty": tty, "user": user, "group": group}
     chan = session.stream("exec", request, pty=pty)
     try:
         reader = ChannelReader(chan)
@@ -262,15 +263,15 @@ def migration_endpoint(session: MemberSession, role: str, request: Mapping[str, 
 
 def container_export(session: MemberSession, name: str, path: str | BinaryIO, *,
                      optimized: bool, progress: Callable[[str], None] | None,
-                     volumes: bool = False) -> Any:
+                     volumes: bool = False, instance_only: bool = False) -> Any:
     """Export container ``name`` on the member to the backup file ``path`` here (or to the
     open stream ``path``: ``export NAME -``)."""
     from sysmgr.engine.backup import export_path  # tar and zstd handling: exports only
 
     # a path is checked here as a local export checks it
     out = export_path(path) if isinstance(path, str) else path
-    return export_file(session, {"name": name, "optimized": optimized, "volumes": volumes},
-                       out, progress)
+    return export_file(session, {"name": name, "optimized": optimized, "volumes": volumes,
+                                 "instance_only": instance_only}, out, progress)
 
 
 def image_export(session: MemberSession, ref: str, path: str, *,

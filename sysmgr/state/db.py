@@ -313,6 +313,10 @@ class Store:
     def delete_alias(self, alias: str) -> None:
         self.conn.execute("DELETE FROM image_aliases WHERE alias=?", (alias,))
 
+    def set_image_metadata(self, fingerprint: str, metadata: dict[str, Any]) -> None:
+        self.conn.execute("UPDATE images SET metadata=? WHERE fingerprint=?",
+                          (json.dumps(metadata), fingerprint))
+
     def delete_image(self, fingerprint: str) -> None:
         self.conn.execute("DELETE FROM images WHERE fingerprint=?", (fingerprint,))
 

@@ -66,5 +66,11 @@ def update(st: Store, rec: NetworkRecord) -> None:
                     (json.dumps(rec.config, sort_keys=True), rec.description, rec.name))
 
 
+def rename(st: Store, name: str, new: str) -> None:
+    if exists(st, new):
+        raise AlreadyExists(f"network {new!r} already exists")
+    st.conn.execute("UPDATE networks SET name=? WHERE name=?", (new, name))
+
+
 def delete(st: Store, name: str) -> None:
     st.conn.execute("DELETE FROM networks WHERE name=?", (name,))

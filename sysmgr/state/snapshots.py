@@ -78,6 +78,33 @@ class SnapshotStore:
              json.dumps(rec.config, sort_keys=True), json.dumps(rec.devices, sort_keys=True),
              rec.description, json.dumps(rec.volatile, sort_keys=True)))
 
+    def rename(self, container: str, name: str, new: str) -> None:
+        if self.has(container, new):
+            raise AlreadyExists(f"snapshot {container}/{new} already exists")
+        self.get(container, name)
+        self.conn.execute("UPDATE snapshots SET name=? WHERE container=? AND name=?",
+                          (new, container, name))
+
+    def set_about(self, container: str, name: str, *, expires: float | None,
+                  description: str) -> None:
+        """Change what a snapshot's user may edit: its expiry and description."""
+        self.get(container, name)
+        self.conn.execute("UPDATE snapshots SET expires=?, description=? WHERE container=? "
+                          "AND name=?", (expires, description, container, name))
+
+    def set_devices(self, container: str, name: str, devices: dict[str, dict[str, str]]) -> None:
+        """The devices a snapshot recorded, changed (its root disk moved with its container)."""
+        self.conn.execute("UPDATE snapshots SET devices=? WHERE container=? AND name=?",
+                          (json.dumps(devices, sort_keys=True), container, name))
+
+    def rename_profile(self, old: str, new: str) -> None:
+        """A renamed profile, in every snapshot that recorded it."""
+        for s in self.all():
+            if old in s.profiles:
+                self.conn.execute("UPDATE snapshots SET profiles=? WHERE container=? AND name=?",
+                                  (json.dumps([new if p == old else p for p in s.profiles]),
+                                   s.container, s.name))
+
     def delete(self, container: str, name: str) -> None:
         self.conn.execute("DELETE FROM snapshots WHERE container=? AND name=?", (container, name))
 

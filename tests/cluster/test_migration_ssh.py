@@ -236,7 +236,7 @@ def test_cold_move_with_two_snapshots(cl: TestCluster) -> None:
     sh(cl, "c1", "echo third > /root/h")
 
     res = ok(cl, "move", "c1", "--target", "m2", "--stateless")
-    assert "Moved c1 from m1 to m2: stopped first" in res.stdout, res.stdout
+    assert "Container c1 moved from m1 to m2: stopped first" in res.stdout, res.stdout
     out = assert_one_copy(cl, "c1", "m2", check="cat /root/f /root/g /root/h")
     assert out == "hello\nsecond\nthird\n"
     assert volumes_of(m1, "c1") == []

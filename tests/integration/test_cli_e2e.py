@@ -226,7 +226,7 @@ def test_examples_apply_and_converge(sysmgr_root, netns, example):
         for c in listing:
             assert run_cli("exec", c["name"], "--", "hostname", root=root).stdout.strip() == c["name"]
         if example == "quickstart":
-            assert all(c["ipv4"] for c in listing), listing
+            assert all(c["addresses"] for c in listing), listing
             res = run_cli("exec", "db1", "--", "ping", "-c1", "-W2", "web1.sysmgr", root=root)
             assert res.returncode == 0, res.stdout + res.stderr
         assert "no changes" in run_cli("apply", *paths, "--yes", root=root, check=True).stdout

@@ -147,7 +147,7 @@ def test_cold_move_keeps_data_and_snapshots(pair: Pair) -> None:
     pair.run("n1", "c1", "echo second > /root/g")
     pair.cli("snapshot", "create", "c1", "s2")
     res = pair.cli("move", "c1", "--target", "n2", "--stateless")
-    assert "Moved c1 from n1 to n2: stopped first, " in res.stdout and "as a btrfs stream" in res.stdout
+    assert "Container c1 moved from n1 to n2: stopped first, " in res.stdout and "as a btrfs stream" in res.stdout
     assert "Downtime" in res.stdout
     assert pair.where("c1") == [("n2", "Running")]
     assert pair.run("n2", "c1", "cat /root/f /root/g") == "first\nsecond\n"
@@ -250,7 +250,7 @@ def test_copy_and_refresh_send_only_the_change(pair: Pair) -> None:
         sent = src.copy("dst", target="n2", refresh=True).transfer.bytes
     assert 1_048_576 < sent < 1_048_576 + 512 * 1024, sent       # the change, not the 20 MB
     res = pair.cli("copy", "src", "n2:dst", "--refresh")
-    assert res.stdout.startswith("Refreshed src to n2:dst")
+    assert res.stdout.startswith("Container n2:dst refreshed from src")
     pair.cli("snapshot", "delete", "src", "base")
     pair.cli("snapshot", "create", "src", "later")
     pair.cli("copy", "src", "n2:dst", "--refresh")

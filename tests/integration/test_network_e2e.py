@@ -46,7 +46,15 @@ def sysmgr_json(*args: str, root: str):
 
 
 def containers(root: str) -> dict[str, dict]:
-    return {c["name"]: c for c in sysmgr_json("list", root=root)}
+    """``list``'s records by name; ``ipv4``: their IPv4 addresses as the IPV4 column shows
+    them (``10.x.y.z (eth0)``), from the structured ``addresses``."""
+    out = {}
+    for c in sysmgr_json("list", root=root):
+        assert all(set(a) == {"address", "family", "device"} for a in c["addresses"]), c
+        c["ipv4"] = [f"{a['address']} ({a['device']})" for a in c["addresses"]
+                     if a["family"] == "inet"]
+        out[c["name"]] = c
+    return out
 
 
 def exec_out(root: str, name: str, *argv: str) -> str:

@@ -59,6 +59,7 @@ class StubContainer:
         self.usage = SimpleNamespace(memory_bytes=2 * 1024 * 1024, pids=3) if status != "Stopped" else None
         self.disk_bytes = 3 * 1024 * 1024
         self.files = StubFiles()
+        self.snapshots = SimpleNamespace(all=lambda: [])
         self.calls: list[tuple] = []
         self.exit_code = 0
         self.pending: list[str] = []
@@ -89,8 +90,8 @@ class StubContainer:
     def delete(self, force=False) -> None:
         self._call("delete", force)
 
-    def interactive(self, argv, *, env=None, cwd=None, tty=None) -> int:
-        self._call("interactive", list(argv), env, cwd, tty)
+    def interactive(self, argv, *, env=None, cwd=None, tty=None, user=None, group=None) -> int:
+        self._call("interactive", list(argv), env, cwd, tty, *([user, group] if user or group else []))
         return self.exit_code
 
     def shell(self) -> int:
@@ -129,8 +130,8 @@ class StubContainers:
             raise NotFound(f"container {name!r} not found")
         return self.by_name[name]
 
-    def interactive(self, name, argv, *, env=None, cwd=None, tty=None) -> int:
-        return self.get(name).interactive(argv, env=env, cwd=cwd, tty=tty)
+    def interactive(self, name, argv, *, env=None, cwd=None, tty=None, user=None, group=None) -> int:
+        return self.get(name).interactive(argv, env=env, cwd=cwd, tty=tty, user=user, group=group)
 
     def check(self, name, image, **kw):
         self.checked.append(name)
@@ -229,7 +230,7 @@ def test_launch_defaults_and_options(client):
 
 def test_launch_output_and_bad_input(client):
     res = sysmgr("launch", "busybox", "n1")
-    assert res.stdout == "Creating n1\nStarted n1\n"
+    assert res.stdout == "Creating n1\nContainer n1 started\n"
     assert sysmgr("launch", "busybox", "n2", "-c", "novalue").exit_code == 2
     assert sysmgr("launch", "busybox", "n2", "--no-profiles", "-p", "x").exit_code == 2
     assert sysmgr("launch", "busybox", "n2", "-d", "root").exit_code == 2
@@ -265,8 +266,8 @@ def test_several_names_try_all_and_report_every_failure(client):
 
 def test_list_formats(client):
     table = sysmgr("list").stdout
-    assert "| c1   | RUNNING |      | default  | 2.00MiB | 3.00MiB | 3    |" in table
-    assert "| c2   | STOPPED |      | default  |         | 3.00MiB |      |" in table
+    assert "| c1   | RUNNING |      | default  | 2.00MiB      | 3.00MiB    | 3         |" in table
+    assert "| c2   | STOPPED |      | default  |              | 3.00MiB    |           |" in table
     data = json.loads(sysmgr("list", "--format", "json").stdout)
     assert [(c["name"], c["status"], c["pid"], c["memory"]) for c in data] == [
         ("c1", "Running", 4242, 2 * 1024 * 1024), ("c2", "Stopped", None, None)]
@@ -330,7 +331,7 @@ def test_config_set_forms_and_restart_notice(client):
     c1 = client.containers.get("c1")
     c1.pending = ["limits.cpu"]
     res = sysmgr("config", "set", "c1", "limits.cpu=2", "user.a=b=c")
-    assert res.exit_code == 0 and res.stdout == ""
+    assert res.exit_code == 0 and res.stdout == "Container c1 updated: limits.cpu, user.a set\n"
     assert res.stderr == "Restart c1 for these to take effect: limits.cpu\n"
     assert c1.calls[-1] == ("set_config", {"limits.cpu": "2", "user.a": "b=c"}, [])
     assert sysmgr("config", "set", "c1", "boot.autostart", "true").exit_code == 0

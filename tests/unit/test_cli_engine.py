@@ -86,7 +86,7 @@ def test_image_list_and_show(sysmgr):
     table = sysmgr("image", "list", ok=True).stdout
     assert "| busybox |" in table and "UPLOAD DATE" in table
     doc = yaml.safe_load(sysmgr("image", "show", "busybox", ok=True).stdout)
-    assert doc["aliases"] == ["busybox"] and len(doc["fingerprint"]) == 64
+    assert doc["aliases"] == [{"name": "busybox", "description": ""}] and len(doc["fingerprint"]) == 64
 
 
 def test_launch_list_info_stop_delete(sysmgr):

@@ -66,7 +66,7 @@ def sysmgr(sysmgr_root: str):
 def test_network_edit_from_stdin(sysmgr):
     text = "description: lab net\nconfig:\n  ipv4.address: 10.77.0.1/24\n  ipv4.nat: false\n"
     res = sysmgr("network", "edit", NET, input=text, ok=True)
-    assert res.stdout == ""
+    assert res.stdout == f"Network {NET} updated\n"
     doc = sysmgr.doc("network", "show", NET)
     assert doc["description"] == "lab net"
     assert doc["config"] == {"ipv4.address": "10.77.0.1/24", "ipv4.nat": "false"}

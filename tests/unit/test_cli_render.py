@@ -12,7 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 from sysmgr.cli import render
-from sysmgr.cli.commands.listing import HEADERS, container_record, container_row, matches
+from sysmgr.cli.commands.listing import (
+    DEFAULT_COLUMNS, container_record, matches, parse_columns, render_containers)
+from sysmgr.errors import ValidationError
 from sysmgr.engine.actions import (
     Change, CreateContainer, CreatePool, Plan, PutProfile, Restart, Start, Stop, UpdateContainer)
 
@@ -75,25 +77,40 @@ def _container(name: str, status: str = "Running", **kw):
 
 
 def test_container_listing_rows():
-    rows = [container_row(container_record(c)) for c in (
-        _container("c1", profiles=["default", "web"], ipv4=["10.0.0.2 (eth0)"]),
-        _container("c2", "Stopped"))]
-    assert render.table(HEADERS, rows) == golden("""
-        +------+---------+-----------------+--------------+---------+---------+------+
-        | NAME |  STATE  |      IPV4       |   PROFILES   | MEMORY  |  DISK   | PIDS |
-        +------+---------+-----------------+--------------+---------+---------+------+
-        | c1   | RUNNING | 10.0.0.2 (eth0) | default, web | 3.00MiB | 5.00MiB | 4    |
-        +------+---------+-----------------+--------------+---------+---------+------+
-        | c2   | STOPPED |                 | default      |         | 5.00MiB |      |
-        +------+---------+-----------------+--------------+---------+---------+------+
+    eth0 = [{"address": "10.0.0.2", "family": "inet", "device": "eth0"}]
+    table = render_containers("table", [
+        _container("c1", profiles=["default", "web"], addresses=eth0),
+        _container("c2", "Stopped")], parse_columns(DEFAULT_COLUMNS, clustered=False))
+    assert table == golden("""
+        +------+---------+-----------------+----------+--------------+------------+-----------+
+        | NAME |  STATE  |      IPV4       | PROFILES | MEMORY USAGE | DISK USAGE | PROCESSES |
+        +------+---------+-----------------+----------+--------------+------------+-----------+
+        | c1   | RUNNING | 10.0.0.2 (eth0) | default  | 3.00MiB      | 5.00MiB    | 4         |
+        |      |         |                 | web      |              |            |           |
+        +------+---------+-----------------+----------+--------------+------------+-----------+
+        | c2   | STOPPED |                 | default  |              | 5.00MiB    |           |
+        +------+---------+-----------------+----------+--------------+------------+-----------+
         """)
+
+
+def test_list_columns_by_letter_and_config_key():
+    c = _container("c1", config={"user.team": "infra"}, last_used_at=86400.0 * 365)
+    cols = parse_columns("nsSl,user.team:TEAM,config:user.team:ab:2", clustered=False)
+    assert [col.header for col in cols] == ["NAME", "STATE", "SNAPSHOTS", "LAST USED AT", "TEAM", "ab"]
+    csv = render_containers("csv", [c], cols, snapshots=lambda _c: 3)
+    assert csv == "c1,RUNNING,3,1971/01/01 00:00 UTC,infra,in"
+    for bad in ("nz", "L", "n,,s", "user.x:a:b:c:d", "user.x:a:-3"):
+        with pytest.raises(ValidationError):
+            parse_columns(bad, clustered=False)
+    assert [col.header for col in parse_columns("nL", clustered=True)] == ["NAME", "LOCATION"]
 
 
 def test_container_record_has_the_documented_fields():
     r = container_record(_container("c1", config={"limits.memory": "64MiB"}))
     assert r["name"] == "c1" and r["status"] == "Running" and r["pid"] == 42
-    assert r["memory"] == 3 * 1024 * 1024 and r["pids"] == 4 and r["ipv4"] == []
+    assert r["memory"] == 3 * 1024 * 1024 and r["pids"] == 4 and r["addresses"] == []
     assert r["config"] == {"limits.memory": "64MiB"} and r["profiles"] == ["default"]
+    assert r["created_at"] is None and r["last_used_at"] is None and r["type"] == "container"
 
 
 @pytest.mark.parametrize("filters,expected", [
@@ -102,10 +119,17 @@ def test_container_record_has_the_documented_fields():
     ((".*2",), ["web2"]),
     (("status=stopped",), ["db"]),
     (("user.role=db",), ["db"]),
+    (("u.role=d.",), ["db"]),                    # LXD: abbreviated key, value a regex
     (("web", "status=running"), ["web1", "web2"]),
+    (("status=stopped,frozen",), ["db"]),        # alternatives
+    (("ipv4=10.0.0.0/24",), ["web1"]),
+    (("ipv4=10.0.1.7",), ["web2"]),
+    (("type=container", "web2"), ["web2"]),
+    (("user.role=web",), []),
 ])
 def test_list_filters(filters, expected):
-    cs = [_container("web1"), _container("web2"),
+    cs = [_container("web1", addresses=[{"address": "10.0.0.5", "family": "inet", "device": "eth0"}]),
+          _container("web2", addresses=[{"address": "10.0.1.7", "family": "inet", "device": "eth0"}]),
           _container("db", "Stopped", expanded_config={"user.role": "db"})]
     assert [c.name for c in cs if matches(c, filters)] == expected
 

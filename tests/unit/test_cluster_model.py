@@ -64,7 +64,7 @@ BAD = [
      "max value is 65535"),
     ("user-with-url", "kind: Member\nname: n\nurl: ssh://h\nssh: {user: x}\n", 4, "ssh",
      "part of the URL"),
-    ("bad-name", "kind: Member\nname: 2n\naddress: h\n", 2, "name", "invalid member name"),
+    ("bad-name", "kind: Member\nname: n-\naddress: h\n", 2, "name", "invalid member name"),
     ("bad-group", "kind: Member\nname: n\naddress: h\ngroups: [a b]\n", 4, "groups.0",
      "invalid group name"),
     ("dup-group", "kind: Member\nname: n\naddress: h\ngroups: [a, a]\n", 4, "groups.1",

@@ -23,7 +23,8 @@ CONTAINER_NAMES = [
     ("a b", "must not contain ' '"),
     ("a_b", "must not contain '_'"),
     ("wéb", "must not contain 'é'"),
-    ("1web", "must not start with a digit"),
+    ("1web", None), ("0abc", None),  # LXD allows a digit first
+    ("123", "must not be all digits"),
     ("-web", "must not start with a hyphen"),
     ("web-", "must not end with a hyphen"),
 ]

@@ -281,7 +281,7 @@ def test_manifest_conflicts_name_file_and_line(client, tmp_path):
     assert all(i.file == path for i in e.value.issues)
 
 
-def test_list_json_shows_ipv4(client, sysmgr_root):
+def test_list_json_shows_addresses(client, sysmgr_root):
     from click.testing import CliRunner
 
     from sysmgr.cli.main import cli
@@ -290,7 +290,8 @@ def test_list_json_shows_ipv4(client, sysmgr_root):
     c.start()
     # the CLI in this process sees the fake runtime's running container
     res = CliRunner().invoke(cli, ["--root", sysmgr_root, "list", "--format", "json"])
-    assert json.loads(res.stdout)[0]["ipv4"] == [f"{nic(c)['ipv4']} (eth0)"]
+    assert json.loads(res.stdout)[0]["addresses"] == [
+        {"address": nic(c)["ipv4"], "family": "inet", "device": "eth0"}]
     res = CliRunner().invoke(cli, ["--root", sysmgr_root, "info", "c1"])
     assert nic(c)["host_name"] in res.stdout
     assert os.path.exists(os.path.join(sysmgr_root, "networks"))

@@ -76,6 +76,32 @@ class AppContext:
 pass_app = click.make_pass_decorator(AppContext, ensure=True)
 
 
+class Group(click.Group):
+    """A command group that answers a mistyped subcommand with the closest ones
+    (``sysmgr lsit``: did you mean 'list'?), whatever click's version; its subgroups are
+    of the same class."""
+
+    group_class = type  # ``@group.group()`` makes another Group
+
+    def visible_names(self, ctx: click.Context) -> list[str]:
+        """The names a user may type (hidden commands left out)."""
+        return [n for n in self.list_commands(ctx)
+                if (c := self.get_command(ctx, n)) is not None and not c.hidden]
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and not ctx.resilient_parsing \
+                and self.get_command(ctx, name) is None:
+            import difflib  # only on a mistake
+
+            close = difflib.get_close_matches(name, self.visible_names(ctx), n=3, cutoff=0.6)
+            aliases: dict[str, str] = getattr(self, "aliases", {})  # ls and list: one answer
+            close = list(dict.fromkeys(aliases.get(c, c) for c in close))
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise click.UsageError(f"No such command {name!r}.{hint}", ctx)
+        return super().resolve_command(ctx, args)
+
+
 # -- --target -----------------------------------------------------------------------------
 
 def _set_target(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
@@ -182,6 +208,13 @@ def output(text: str) -> None:
 
 def echo_err(message: str) -> None:
     click.echo(message, err=True)
+
+
+def confirm(kind: str, name: str, what: str) -> None:
+    """The one-line confirmation every state-changing verb prints on stdout, in one form:
+    ``<Kind> <name> <what>`` (``Container c1 started``, ``Profile web renamed to www``);
+    progress goes to stderr, so scripts can count on stdout."""
+    click.echo(f"{kind} {name} {what}")
 
 
 def report_pending(name: str, pending: Sequence[str]) -> None:

@@ -15,7 +15,8 @@ import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    AppContext, echo_err, parse_assignments, pass_app, report_pending, stdin_is_tty)
+    DOC_FORMATS, AppContext, confirm, echo_err, format_option, parse_assignments, pass_app,
+    report_pending, stdin_is_tty)
 from sysmgr.errors import Issue, NotFound, SysmgrError, ValidationError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,11 +43,16 @@ class Noun:
         expandable: ``show``/``get`` take ``-e/--expanded`` (profiles included).
         help: per-verb help replacing the generated one (the commands' historical wording).
         keys_doc: where the config keys are documented, shown below ``set``'s help.
+        properties: the object's own fields ``get/set/unset --property`` reach (LXD's
+            ``--property``: ``description``...); set through the object's ``save()``.
+        parse_edit: turns an edited document into the new field values (default
+            :func:`parse_edited`); a noun whose ``fetch`` returns several kinds of object
+            (a container or, for ``NAME/SNAP``, a snapshot) dispatches here.
     """
 
     # a plain class, not a dataclass: generating one costs ~1 ms on every command start
     __slots__ = ("name", "fetch", "document", "edit_document", "edit_fields", "set_config",
-                 "report", "expandable", "help", "keys_doc")
+                 "report", "expandable", "help", "keys_doc", "properties", "parse_edit")
 
     def __init__(self, name: str, *, fetch: Callable[["Client", str], Any],
                  document: Callable[[Any, bool], dict[str, Any]],
@@ -55,7 +61,9 @@ class Noun:
                  set_config: ConfigSetter | None = None,
                  report: Callable[[str, Sequence[str]], None] = report_pending,
                  expandable: bool = False, help: Mapping[str, str] | None = None,
-                 keys_doc: str | None = None) -> None:
+                 keys_doc: str | None = None, properties: tuple[str, ...] = (),
+                 parse_edit: Callable[["Noun", Any, str, Any], dict[str, Any]] | None = None
+                 ) -> None:
         self.name = name
         self.fetch = fetch
         self.document = document
@@ -66,6 +74,8 @@ class Noun:
         self.expandable = expandable
         self.help: Mapping[str, str] = help or {}
         self.keys_doc = keys_doc
+        self.properties = properties
+        self.parse_edit = parse_edit or parse_edited
 
     def help_for(self, verb: str) -> str:
         default = {
@@ -80,14 +90,27 @@ class Noun:
 
 def register(group: click.Group, noun: Noun) -> None:
     """Add the verbs ``noun`` supports to ``group``: show and get always, set and unset when
-    it has a ``set_config``, edit when it has an ``edit_document``."""
+    it has a ``set_config`` or ``properties``, edit when it has an ``edit_document``."""
     _show_command(group, noun)
     _get_command(group, noun)
-    if noun.set_config is not None:
+    if noun.set_config is not None or noun.properties:
         _set_command(group, noun, noun.set_config)
         _unset_command(group, noun, noun.set_config)
     if noun.edit_document is not None:
         _edit_command(group, noun, noun.edit_document)
+
+
+def is_snapshot(obj: Any) -> bool:
+    """Whether ``obj`` is the API's Snapshot (``config ... NAME/SNAP``; not imported here:
+    the API costs start-up time)."""
+    return hasattr(obj, "expires_at")
+
+
+def updated(noun: Noun, name: str, what: str, obj: Any = None) -> None:
+    """The confirmation of a saved change: ``Container c1 updated: limits.memory set``
+    (``Snapshot c1/snap0 updated`` for a snapshot)."""
+    kind = "snapshot" if is_snapshot(obj) else noun.name
+    confirm(kind[:1].upper() + kind[1:], name, f"updated{': ' + what if what else ''}")
 
 
 def save_local_config(what: str) -> ConfigSetter:
@@ -108,44 +131,85 @@ def save_local_config(what: str) -> ConfigSetter:
 # -- the verbs ------------------------------------------------------------------------------
 
 def _show_command(group: click.Group, noun: Noun) -> None:
-    def show(app: AppContext, name: str, expanded: bool = False) -> None:
-        click.echo(render.yaml_text(noun.document(noun.fetch(app.client, name), expanded)))
+    def show(app: AppContext, name: str, fmt: str, expanded: bool = False) -> None:
+        click.echo(render.document(fmt, noun.document(noun.fetch(app.client, name), expanded)))
 
     if noun.expandable:
         show = click.option("-e", "--expanded", is_flag=True,
                             help="Include what the profiles contribute.")(show)
+    show = format_option(DOC_FORMATS, default="yaml")(show)
     group.command("show", help=noun.help_for("show"))(click.argument("name")(pass_app(show)))
 
 
+_property = click.option("-p", "--property", "prop", is_flag=True,
+                         help="A property of the object (description...), not a config key.")
+
+
+def _check_properties(noun: Noun, keys: Sequence[str]) -> None:
+    bad = [k for k in keys if k not in noun.properties]
+    if bad:
+        have = ", ".join(noun.properties) or "none"
+        raise ValidationError([Issue(f"{noun.name} has no property {k!r} (properties: {have})",
+                                     path=k) for k in bad])
+
+
 def _get_command(group: click.Group, noun: Noun) -> None:
-    def get(app: AppContext, name: str, key: str, expanded: bool = False) -> None:
+    def get(app: AppContext, name: str, key: str, prop: bool, expanded: bool = False) -> None:
         obj = noun.fetch(app.client, name)
-        click.echo((obj.expanded_config if expanded else obj.config).get(key, ""))
+        if prop:
+            _check_properties(noun, [key])
+            value = getattr(obj, key)
+            click.echo(",".join(value) if isinstance(value, list) else (value or ""))
+            return
+        config = getattr(obj, "expanded_config", obj.config) if expanded else obj.config
+        click.echo(config.get(key, ""))
 
     if noun.expandable:
         get = click.option("-e", "--expanded", is_flag=True,
                            help="Read the expanded config (profiles included).")(get)
+    get = _property(get)
     group.command("get", help=noun.help_for("get"))(
         click.argument("name")(click.argument("key")(pass_app(get))))
 
 
-def _set_command(group: click.Group, noun: Noun, set_config: ConfigSetter) -> None:
+def _set_properties(noun: Noun, obj: Any, values: Mapping[str, str]) -> list[str]:
+    _check_properties(noun, list(values))
+    for key, value in values.items():
+        setattr(obj, key, [p for p in value.split(",") if p] if key == "profiles" else value)
+    return obj.save() or []
+
+
+def _set_command(group: click.Group, noun: Noun, set_config: ConfigSetter | None) -> None:
     @group.command("set", help=noun.help_for("set"), epilog=noun.keys_doc)
     @click.argument("name")
     @click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
+    @_property
     @pass_app
-    def set_(app: AppContext, name: str, assignments: tuple[str, ...]) -> None:
+    def set_(app: AppContext, name: str, assignments: tuple[str, ...], prop: bool) -> None:
         values = parse_set_args(assignments)
-        noun.report(name, set_config(noun.fetch(app.client, name), values, ()))
+        obj = noun.fetch(app.client, name)
+        if prop or set_config is None:
+            pending = _set_properties(noun, obj, values)
+        else:
+            pending = set_config(obj, values, ())
+        updated(noun, name, ", ".join(values) + " set")
+        noun.report(name, pending)
 
 
-def _unset_command(group: click.Group, noun: Noun, set_config: ConfigSetter) -> None:
+def _unset_command(group: click.Group, noun: Noun, set_config: ConfigSetter | None) -> None:
     @group.command("unset", help=noun.help_for("unset"))
     @click.argument("name")
     @click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+    @_property
     @pass_app
-    def unset(app: AppContext, name: str, keys: tuple[str, ...]) -> None:
-        noun.report(name, set_config(noun.fetch(app.client, name), {}, list(keys)))
+    def unset(app: AppContext, name: str, keys: tuple[str, ...], prop: bool) -> None:
+        obj = noun.fetch(app.client, name)
+        if prop or set_config is None:
+            pending = _set_properties(noun, obj, {k: "" for k in keys})
+        else:
+            pending = set_config(obj, {}, list(keys))
+        updated(noun, name, ", ".join(keys) + " unset")
+        noun.report(name, pending)
 
 
 def _edit_command(group: click.Group, noun: Noun, document: Callable[[Any], dict[str, Any]]) -> None:
@@ -157,9 +221,11 @@ def _edit_command(group: click.Group, noun: Noun, document: Callable[[Any], dict
 
         def apply(doc: Any) -> None:
             # validate every field before touching the object: a bad document changes nothing
-            for attr, value in parse_edited(noun, obj, name, doc).items():
+            for attr, value in noun.parse_edit(noun, obj, name, doc).items():
                 setattr(obj, attr, value)
-            noun.report(name, obj.save() or [])
+            pending = obj.save() or []
+            updated(noun, name, "", obj)
+            noun.report(name, pending)
 
         edit_document(render.yaml_text(document(obj)) + "\n", f"{name}.yaml", apply)
 
@@ -167,11 +233,17 @@ def _edit_command(group: click.Group, noun: Noun, document: Callable[[Any], dict
 # -- KEY=VALUE and YAML documents ---------------------------------------------------------
 
 def parse_set_args(args: Sequence[str]) -> dict[str, str]:
-    """Arguments of ``config set`` / ``profile set``: ``KEY=VALUE...`` or LXD's ``KEY VALUE``."""
+    """Arguments of ``config set`` / ``profile set``: ``KEY=VALUE...`` or LXD's ``KEY VALUE``;
+    ``KEY -`` reads the value from stdin (a certificate, a multi-line ``raw.idmap``; one
+    trailing newline is dropped)."""
     if not args:
         raise click.UsageError("expected KEY=VALUE (or KEY VALUE)")
     if len(args) == 2 and "=" not in args[0]:
-        return {args[0]: args[1]}
+        value = args[1]
+        if value == "-":
+            value = sys.stdin.read()
+            value = value[:-1] if value.endswith("\n") else value
+        return {args[0]: value}
     return parse_assignments(args)
 
 

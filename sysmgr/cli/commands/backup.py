@@ -9,7 +9,7 @@ import time
 import click
 
 from sysmgr.cli import render
-from sysmgr.cli.commands._common import AppContext, echo_err, pass_app, placement_args
+from sysmgr.cli.commands._common import AppContext, confirm, echo_err, pass_app, placement_args
 from sysmgr.errors import ValidationError
 
 
@@ -26,10 +26,11 @@ def _progress(quiet: bool):
 @click.option("--volumes", is_flag=True,
               help="Also carry the custom storage volumes its disks name (their current "
                    "files; import makes them again).")
+@click.option("--instance-only", is_flag=True, help="Leave the snapshots out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
 @pass_app
 def export(app: AppContext, name: str, file: str, optimized: bool, volumes: bool,
-           quiet: bool) -> None:
+           instance_only: bool, quiet: bool) -> None:
     """Back up container NAME (config, snapshots, root filesystem) to FILE ('-': stdout).
 
     \b
@@ -46,18 +47,19 @@ def export(app: AppContext, name: str, file: str, optimized: bool, volumes: bool
                               hint="redirect stdout to a file or a pipe")
     target = sys.stdout.buffer if to_stdout else file
     res = app.client.containers.get(name).export(target, optimized=optimized, volumes=volumes,
+                                                 instance_only=instance_only,
                                                  progress=_progress(quiet))
     kind = f"optimized, {res.stream_format} streams" if res.optimized else "portable tar streams"
     snaps = f", {len(res.snapshots)} snapshot(s)" if res.snapshots else ""
     snaps += f", volumes {', '.join(res.volumes)}" if res.volumes else ""
     size = f"{render.format_size(res.size)}, " if res.size >= 0 else ""
-    msg = (f"Exported {name} to {'stdout' if to_stdout else res.path} ({size}{kind}{snaps}) "
-           f"in {time.monotonic() - t0:.1f}s")
-    if to_stdout:  # stdout is the backup: the summary goes with the progress
+    what = (f"exported to {'stdout' if to_stdout else res.path} ({size}{kind}{snaps}) "
+            f"in {time.monotonic() - t0:.1f}s")
+    if to_stdout:  # stdout is the backup: the confirmation goes with the progress
         if not quiet:
-            echo_err(msg)
+            echo_err(f"Container {name} {what}")
     else:
-        click.echo(msg)
+        confirm("Container", name, what)
 
 
 @click.command("import")
@@ -85,4 +87,4 @@ def import_(app: AppContext, file: str, name: str | None, pool: str | None,
                                       allow_devices=allow_devices,
                                       warn=lambda m: echo_err(f"warning: {m}"), **placing)
     where = f" on {c.location}" if getattr(c, "location", None) else ""
-    click.echo(f"Imported {c.name} into storage pool {c.pool}{where}")
+    confirm("Container", c.name, f"imported into storage pool {c.pool}{where}")

@@ -15,7 +15,7 @@ import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    AppContext, aborted, format_option, output, pass_app, stdin_is_tty)
+    AppContext, Group, aborted, format_option, output, pass_app, stdin_is_tty)
 from sysmgr.errors import SysmgrError, ValidationError
 
 HEADERS = ("NAME", "URL", "STATE", "VERSION", "CONTAINERS", "MEMORY", "GROUPS")
@@ -42,7 +42,7 @@ def member_row(r: dict[str, Any]) -> list[object]:
             memory_cell(r["memory_free"], r["memory_total"]), ", ".join(r["groups"])]
 
 
-@click.group()
+@click.group(cls=Group)
 def cluster() -> None:
     """Cluster members: add, list, show, remove, groups, evacuate, restore."""
 

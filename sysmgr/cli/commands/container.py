@@ -1,5 +1,5 @@
 """``sysmgr launch`` / ``sysmgr create``: make a container from an image (``lxc launch`` /
-``lxc init``)."""
+``lxc init``); without a name it gets a free one in LXD's style (``fond-cricket``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
 
-from sysmgr.cli.commands._common import AppContext, parse_assignments, pass_app, placement_args
+from sysmgr.cli.commands._common import (
+    AppContext, confirm, parse_assignments, pass_app, placement_args)
 from sysmgr.errors import Issue, ValidationError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -19,7 +20,7 @@ DEFAULT_PROFILES = ("default",)
 def _options(f: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed([
         click.argument("image"),
-        click.argument("name"),
+        click.argument("name", required=False),
         click.option("-p", "--profile", "profiles", multiple=True, metavar="PROFILE",
                      help="Profile to apply (repeatable; default: the default profile)."),
         click.option("--no-profiles", is_flag=True, help="Create the container with no profiles."),
@@ -36,7 +37,7 @@ def _options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _profile_devices(app: AppContext, client: "Client") -> Any:
+def profile_devices(app: AppContext, client: "Client") -> Any:
     """``name -> devices`` of a profile where the new container's profiles are read: this
     root, or on a cluster's admin root the member ``--target`` names (the first member of a
     group, or of the cluster: profiles go to every member alike)."""
@@ -71,7 +72,7 @@ def device_overrides(devices_of: Any, profiles: Sequence[str], items: Sequence[s
     return devices
 
 
-def _make(app: AppContext, *, start: bool, image: str, name: str, profiles: tuple[str, ...],
+def _make(app: AppContext, *, start: bool, image: str, name: str | None, profiles: tuple[str, ...],
           no_profiles: bool, config: tuple[str, ...], pool: str | None,
           device_overrides_: tuple[str, ...], description: str) -> None:
     if no_profiles and profiles:
@@ -80,9 +81,10 @@ def _make(app: AppContext, *, start: bool, image: str, name: str, profiles: tupl
     cfg = parse_assignments(config)
     placing = placement_args(app, progress=lambda m: click.echo(f"  {m}"))
     client = app.client
-    devices = device_overrides(_profile_devices(app, client),
+    devices = device_overrides(profile_devices(app, client),
                                DEFAULT_PROFILES if chosen is None else chosen,
                                device_overrides_) if device_overrides_ else None
+    name = name or client.containers.free_name()
     if not placing:  # (a cluster checks on the member it picks)
         client.containers.check(name, image, profiles=chosen, config=cfg, devices=devices,
                                 pool=pool)
@@ -92,21 +94,21 @@ def _make(app: AppContext, *, start: bool, image: str, name: str, profiles: tupl
     location = getattr(c, "location", None)
     if location:
         click.echo(f"Placed {name} on {location}")
-    if start:
-        click.echo(f"Started {name}")
+    confirm("Container", name, "started" if start else "created")
 
 
 @click.command()
 @_options
 @pass_app
-def launch(app: AppContext, image: str, name: str, profiles: tuple[str, ...], no_profiles: bool,
+def launch(app: AppContext, image: str, name: str | None, profiles: tuple[str, ...], no_profiles: bool,
            config: tuple[str, ...], pool: str | None, device_overrides: tuple[str, ...],
            description: str) -> None:
-    """Create a container from IMAGE and start it.
+    """Create a container from IMAGE and start it (without NAME: a free name is picked).
 
     \b
     Examples:
       sysmgr launch busybox c1
+      sysmgr launch busybox                (named like fond-cricket)
       sysmgr launch debian/12 web -p default -p web -c limits.memory=512MiB
     """
     _make(app, start=True, image=image, name=name, profiles=profiles, no_profiles=no_profiles,
@@ -116,9 +118,10 @@ def launch(app: AppContext, image: str, name: str, profiles: tuple[str, ...], no
 @click.command()
 @_options
 @pass_app
-def create(app: AppContext, image: str, name: str, profiles: tuple[str, ...], no_profiles: bool,
+def create(app: AppContext, image: str, name: str | None, profiles: tuple[str, ...], no_profiles: bool,
            config: tuple[str, ...], pool: str | None, device_overrides: tuple[str, ...],
            description: str) -> None:
-    """Create a container from IMAGE without starting it (lxc init)."""
+    """Create a container from IMAGE without starting it (lxc init; without NAME: a free
+    name is picked)."""
     _make(app, start=False, image=image, name=name, profiles=profiles, no_profiles=no_profiles,
           config=config, pool=pool, device_overrides_=device_overrides, description=description)

@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from sysmgr.cli.commands._common import AppContext, duration_callback, pass_app
+from sysmgr.cli.commands._common import AppContext, Group, duration_callback, pass_app
 
 
-@click.group()
+@click.group(cls=Group)
 def controller() -> None:
     """The reconcile controller: keeps this root matching its manifests."""
 

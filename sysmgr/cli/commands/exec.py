@@ -17,11 +17,16 @@ from sysmgr.errors import ValidationError
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE",
               help="Environment variable to set (repeatable).")
 @click.option("--cwd", metavar="DIR", help="Directory to run the command in (default: /root).")
+@click.option("--user", type=click.IntRange(0), metavar="UID",
+              help="User id to run the command as (default: 0; others keep no capability).")
+@click.option("--group", type=click.IntRange(0), metavar="GID",
+              help="Group id to run the command as (default: 0).")
 @click.option("-t", "--force-interactive", is_flag=True, help="Force a pseudo-terminal.")
 @click.option("-T", "--force-noninteractive", is_flag=True, help="Never allocate a pseudo-terminal.")
 @click.pass_context
 def exec_(ctx: click.Context, name: str, command: tuple[str, ...], env: tuple[str, ...],
-          cwd: str | None, force_interactive: bool, force_noninteractive: bool) -> None:
+          cwd: str | None, user: int | None, group: int | None, force_interactive: bool,
+          force_noninteractive: bool) -> None:
     """Run a command in a container; exit with its exit code.
 
     A terminal is used when stdin and stdout are terminals (-t / -T force it either way).
@@ -35,7 +40,8 @@ def exec_(ctx: click.Context, name: str, command: tuple[str, ...], env: tuple[st
     tty = True if force_interactive else False if force_noninteractive else None
     app = ctx.ensure_object(AppContext)
     code = app.client.containers.interactive(name, list(command),
-                                             env=parse_assignments(env) or None, cwd=cwd, tty=tty)
+                                             env=parse_assignments(env) or None, cwd=cwd, tty=tty,
+                                             user=user, group=group)
     ctx.exit(code)
 
 

@@ -1,27 +1,33 @@
-"""``sysmgr image``: build (busybox, debian), import, list, show, delete images and manage
-their aliases, with ``lxc image``'s output conventions. Build and import report progress
-on stderr (a spinner with a clock on a terminal); the result goes to stdout."""
+"""``sysmgr image``: build (busybox, debian), import, export, list, info, show, edit, delete
+images and manage their aliases (create, rename, delete, list), with ``lxc image``'s output
+conventions. Build, import and export report progress on stderr (a spinner with a clock on
+a terminal); the result goes to stdout."""
 
 from __future__ import annotations
 
+import os
+import platform
 from typing import Any
 
 import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    DOC_FORMATS, AppContext, echo_err, for_each, format_option, output, parse_assignments,
-    pass_app)
+    DOC_FORMATS, AppContext, Group, confirm, echo_err, for_each, format_option, output,
+    parse_assignments, pass_app)
 
 
 HEADERS = ("ALIAS", "FINGERPRINT", "DESCRIPTION", "OS", "SIZE", "UPLOAD DATE")
 
 
 def image_record(img: Any) -> dict[str, Any]:
+    """An image as LXD's JSON has it: aliases as ``{name, description}`` objects."""
     props = dict(img.properties)
     return {
         "fingerprint": img.fingerprint,
-        "aliases": sorted(img.aliases),
+        "aliases": [{"name": a, "description": ""} for a in sorted(img.aliases)],
+        "type": "container",
+        "architecture": platform.machine(),
         "description": props.get("description", ""),
         "os": props.get("os", ""),
         "release": props.get("release", ""),
@@ -41,11 +47,11 @@ def _alias_cell(aliases: list[str]) -> str:
 
 def image_row(r: dict[str, Any]) -> list[object]:
     os_name = " ".join(x for x in (r["os"], r["release"]) if x)
-    return [_alias_cell(r["aliases"]), r["fingerprint"][:12], r["description"], os_name,
+    return [_alias_cell([a["name"] for a in r["aliases"]]), r["fingerprint"][:12], r["description"], os_name,
             render.format_size(r["size"]), render.format_date(render.parse_iso(r["created_at"]))]
 
 
-@click.group()
+@click.group(cls=Group)
 def image() -> None:
     """Build, import and manage images."""
 
@@ -72,6 +78,7 @@ def build(app: AppContext, builder: str, alias: str | None, options: tuple[str, 
     with render.ProgressPrinter(err=True) as progress:
         img = app.client.images.build(builder, alias=alias, options=opts, pool=pool,
                                       progress=progress)
+    # LXD's own line, word for word: scripts read the fingerprint after "fingerprint: "
     click.echo(f"Image built with fingerprint: {img.fingerprint}")
 
 
@@ -94,7 +101,7 @@ def import_(app: AppContext, path: str, alias: str | None, pool: str | None,
                                         allow_devices=allow_devices)
     for w in img.warnings:  # after the progress display: it owns stderr until then
         echo_err(f"warning: {w}")
-    click.echo(f"Image imported with fingerprint: {img.fingerprint}")
+    click.echo(f"Image imported with fingerprint: {img.fingerprint}")  # LXD's line, as above
 
 
 @image.command("list")
@@ -103,7 +110,8 @@ def import_(app: AppContext, path: str, alias: str | None, pool: str | None,
 @pass_app
 def list_(app: AppContext, filters: tuple[str, ...], fmt: str) -> None:
     """List images (FILTER: an alias or fingerprint prefix)."""
-    images = sorted(app.client.images.all(), key=lambda i: (sorted(i.aliases) or ["~"], i.fingerprint))
+    images = sorted(app.client.images.all(), key=lambda i: (sorted(i.aliases) or ["~"],
+                                                              i.fingerprint))
     if filters:
         images = [i for i in images if any(i.fingerprint.startswith(f) or
                                            any(a.startswith(f) for a in i.aliases) for f in filters)]
@@ -122,6 +130,72 @@ def show(app: AppContext, ref: str, fmt: str) -> None:
     click.echo(render.document(fmt, record))
 
 
+@image.command("info")
+@click.argument("ref")
+@pass_app
+def info(app: AppContext, ref: str) -> None:
+    """Show an image as lxc image info does (by alias or fingerprint prefix)."""
+    img = app.client.images.get(ref)
+    r = image_record(img)
+    made = img.metadata.get("creation_date") or img.created_at
+    lines = [f"Fingerprint: {r['fingerprint']}", f"Size: {render.format_size(r['size'])}",
+             f"Architecture: {r['architecture']}", "Type: container", "Public: no",
+             "Timestamps:", f"    Created: {render.format_timestamp(made)}",
+             f"    Uploaded: {render.format_timestamp(img.created_at)}",
+             "    Expires: never", "Properties:"]
+    lines += [f"    {k}: {v}" for k, v in sorted(r["properties"].items())]
+    lines += ["Aliases:"] + [f"    - {a['name']}" for a in r["aliases"]]
+    lines += ["Cached: no", "Auto update: disabled", f"Source: {r['source'] or '-'}"]
+    used = sorted(img.used_by)
+    lines += ["Used by:"] + [f"    - {u}" for u in used] if used else []
+    click.echo("\n".join(lines))
+
+
+@image.command("export")
+@click.argument("ref")
+@click.argument("target", required=False, metavar="[TARGET]")
+@pass_app
+def export(app: AppContext, ref: str, target: str | None) -> None:
+    """Write an image as an LXD unified tarball (metadata.yaml + rootfs/, zstd) to TARGET
+    (default: FINGERPRINT.tar.zst here; a directory: that file in it)."""
+    img = app.client.images.get(ref)
+    path = target or "."
+    if os.path.isdir(path):
+        path = os.path.join(path, f"{img.fingerprint}.tar.zst")
+    with render.ProgressPrinter(err=True) as progress:
+        img.export(os.path.abspath(path), progress=progress)
+    confirm("Image", img.fingerprint[:12], f"exported to {path}")
+
+
+def _image_edit_document(img: Any) -> dict[str, Any]:
+    return {"fingerprint": img.fingerprint,
+            "properties": dict(sorted(img.properties.items()))}
+
+
+@image.command("edit")
+@click.argument("ref")
+@pass_app
+def edit(app: AppContext, ref: str) -> None:
+    """Edit an image's properties as YAML ($EDITOR, or YAML on stdin)."""
+    from sysmgr.cli.commands._keyvalue import edit_document, str_map
+    from sysmgr.errors import Issue, ValidationError
+
+    img = app.client.images.get(ref)
+
+    def apply(doc: Any) -> None:
+        if not isinstance(doc, dict):
+            raise ValidationError("expected a YAML mapping with properties")
+        if doc.get("fingerprint", img.fingerprint) != img.fingerprint:
+            raise ValidationError([Issue("an image's fingerprint is its content's: it cannot "
+                                         "change", path="fingerprint")])
+        img.properties = str_map(doc.get("properties"), "properties")
+        img.save()
+        confirm("Image", img.fingerprint[:12], "updated")
+
+    edit_document(render.yaml_text(_image_edit_document(img)) + "\n",
+                  f"{img.fingerprint[:12]}.yaml", apply)
+
+
 @image.command("delete")
 @click.argument("refs", nargs=-1, required=True, metavar="REF...")
 @pass_app
@@ -136,9 +210,10 @@ def delete(app: AppContext, refs: tuple[str, ...]) -> None:
         img = images.get(ref)
         users = img.used_by
         img.delete()
+        confirm("Image", ref, "deleted")
         if users:
-            click.echo(f"Deleted image {ref}; made from it (they keep their root filesystems): "
-                       + ", ".join(users))
+            echo_err(f"note: made from it (they keep their root filesystems): "
+                     + ", ".join(users))
 
     for_each(refs, delete_one)
 
@@ -155,6 +230,17 @@ def alias() -> None:
 def alias_create(app: AppContext, name: str, ref: str) -> None:
     """Point an alias at an image."""
     app.client.images.alias(name, ref)
+    confirm("Image alias", name, "created")
+
+
+@alias.command("rename")
+@click.argument("name", metavar="ALIAS")
+@click.argument("new", metavar="NEW")
+@pass_app
+def alias_rename(app: AppContext, name: str, new: str) -> None:
+    """Rename an alias (its image keeps it under the new name)."""
+    app.client.images.rename_alias(name, new)
+    confirm("Image alias", name, f"renamed to {new}")
 
 
 @alias.command("delete")
@@ -163,6 +249,7 @@ def alias_create(app: AppContext, name: str, ref: str) -> None:
 def alias_delete(app: AppContext, name: str) -> None:
     """Delete an alias (the image stays)."""
     app.client.images.delete_alias(name)
+    confirm("Image alias", name, "deleted")
 
 
 @alias.command("list")
@@ -170,7 +257,8 @@ def alias_delete(app: AppContext, name: str) -> None:
 @pass_app
 def alias_list(app: AppContext, fmt: str) -> None:
     """List image aliases."""
-    records = sorted(({"name": a, "target": i.fingerprint, "description": i.properties.get("description", "")}
+    records = sorted(({"name": a, "target": i.fingerprint, "type": "container",
+                       "description": i.properties.get("description", "")}
                       for i in app.client.images.all() for a in i.aliases), key=lambda r: r["name"])
-    output(render.listing(fmt, ("ALIAS", "FINGERPRINT", "DESCRIPTION"), records,
-                              lambda r: [r["name"], r["target"][:12], r["description"]]))
+    output(render.listing(fmt, ("ALIAS", "FINGERPRINT", "TYPE", "DESCRIPTION"), records,
+                          lambda r: [r["name"], r["target"][:12], "CONTAINER", r["description"]]))

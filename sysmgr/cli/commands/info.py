@@ -4,7 +4,7 @@ root and its cgroup layout)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import click
 
@@ -12,8 +12,11 @@ from sysmgr.cli import render
 from sysmgr.cli.commands._common import AppContext, format_option, pass_app
 
 
-def info_record(c: Any, st: Any) -> dict[str, Any]:
-    """The container and its ``state()`` as one document (``--format yaml|json``)."""
+def info_record(c: Any, st: Any, snapshots: Sequence[Any] = ()) -> dict[str, Any]:
+    """The container, its ``state()`` and its snapshots as one document (``--format
+    yaml|json``)."""
+    from sysmgr.cli.commands.snapshot import lxd_time  # LXD's times for the snapshots
+
     exp = c.expanded_config
     return {
         "name": c.name,
@@ -24,6 +27,7 @@ def info_record(c: Any, st: Any) -> dict[str, Any]:
         "profiles": list(c.profiles),
         "pool": c.pool,
         "created_at": render.iso_time(c.created_at),
+        "last_used_at": render.iso_time(getattr(c, "last_used_at", None)),
         "pid": st.pid,
         "security": getattr(c, "security", ""),
         "resources": {
@@ -37,11 +41,14 @@ def info_record(c: Any, st: Any) -> dict[str, Any]:
         "limits": {k: exp[k] for k in sorted(exp) if k.startswith("limits.") and exp[k] != ""},
         # per nic: name inside, host end (stable), MAC, network or parent, recorded address
         "network": {k: dict(v) for k, v in sorted((getattr(c, "nics", None) or {}).items())},
-        "ipv4": list(getattr(c, "ipv4", None) or []),
+        "addresses": [dict(a) for a in getattr(c, "addresses", None) or []],
         "last_move": getattr(c, "last_migration", None),
         "moving": getattr(c, "migration", None),
         "expanded_config": dict(sorted(exp.items())),
         "expanded_devices": {k: dict(v) for k, v in sorted(c.expanded_devices.items())},
+        "snapshots": [{"name": s.name, "created_at": lxd_time(s.created_at),
+                       "expires_at": lxd_time(s.expires_at), "stateful": False}
+                      for s in snapshots],
     }
 
 
@@ -77,6 +84,7 @@ def info_text(r: dict[str, Any]) -> str:
             ("Status", r["status"].upper()), ("Type", "container"), ("Image", image),
             ("Profiles", ", ".join(r["profiles"])), ("Storage pool", r["pool"]),
             ("Created", render.format_timestamp(render.parse_iso(r["created_at"]))),
+            ("Last Used", render.format_timestamp(render.parse_iso(r.get("last_used_at")))),
             ("Init PID", r["pid"]), ("Security", r.get("security"))]
     out = [f"{k}: {v}" for k, v in head if v not in (None, "")]
     res = r["resources"]
@@ -105,8 +113,9 @@ def info_text(r: dict[str, Any]) -> str:
             how = "DHCP" if nic.get("dhcp") or not nic.get("network") else "static"
             out.append(f"  {dev} ({nic.get('name') or dev}): {addr} ({how}) on {where}, "
                        f"host interface {nic.get('host_name') or '-'}, MAC {nic.get('hwaddr') or '-'}")
-        if r.get("ipv4"):
-            out.append(f"  IPv4 now: {', '.join(r['ipv4'])}")
+        now = [f"{a['address']} ({a['device']})" for a in r.get("addresses") or []]
+        if now:
+            out.append(f"  Addresses now: {', '.join(now)}")
     out += _move_lines(r)
     for title, items in (("Limits", r["limits"]), ("Expanded config", r["expanded_config"])):
         if items:
@@ -116,7 +125,18 @@ def info_text(r: dict[str, Any]) -> str:
         for name, dev in r["expanded_devices"].items():
             ordered = {"type": dev["type"], **dev} if "type" in dev else dev
             out.append(f"  {name}: {render.inline_map(ordered)}")
+    if r.get("snapshots"):  # as lxc info: a table of name, taken at, expires at, stateful
+        rows = [[s["name"], _when(s["created_at"]), _when(s["expires_at"]),
+                 "YES" if s["stateful"] else "NO"] for s in r["snapshots"]]
+        out += ["", "Snapshots:", render.table(("NAME", "TAKEN AT", "EXPIRES AT", "STATEFUL"),
+                                               rows)]
     return "\n".join(out)
+
+
+def _when(iso: str) -> str:
+    from sysmgr.model.schedule import parse_timestamp
+
+    return render.format_timestamp(parse_timestamp(iso))
 
 
 def host_record(root: str, cg: Any, sec: Any = None) -> dict[str, Any]:
@@ -163,5 +183,5 @@ def info(app: AppContext, name: str | None, fmt: str) -> None:
         click.echo(host_text(record) if fmt == "text" else render.document(fmt, record))
         return
     c = app.client.containers.get(name)
-    record = info_record(c, c.state())
+    record = info_record(c, c.state(), c.snapshots.all())
     click.echo(info_text(record) if fmt == "text" else render.document(fmt, record))

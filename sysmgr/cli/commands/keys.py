@@ -15,8 +15,10 @@ from sysmgr.cli.commands._common import format_option, output
               help="List the keys of managed networks (kind: Network) instead.")
 @click.option("--volume", "volume", is_flag=True,
               help="List the keys of custom storage volumes (kind: StorageVolume) instead.")
+@click.option("--storage", "storage", is_flag=True,
+              help="List the keys of storage pools (kind: StoragePool) instead.")
 @format_option()
-def keys(prefix: str, network: bool, volume: bool, fmt: str) -> None:
+def keys(prefix: str, network: bool, volume: bool, storage: bool, fmt: str) -> None:
     """List the container config keys and what they do.
 
     PREFIX limits the list, e.g. "sysmgr keys limits." (LIVE: applies without a restart).
@@ -29,13 +31,17 @@ def keys(prefix: str, network: bool, volume: bool, fmt: str) -> None:
         output(render.listing(fmt, ("KEY", "LIVE", "DESCRIPTION"), vrecords,
                               lambda r: [r["key"], "yes" if r["live"] else "no", r["description"]]))
         return
-    if network:
-        from sysmgr.model.network_keys import describe_network_keys  # this command only
+    if storage or network:
+        # (driver or type, key, doc) triples from the model's tables: this command only
+        from sysmgr.model.network_keys import describe_network_keys
+        from sysmgr.model.pool_keys import describe_pool_keys
 
-        nrecords = [{"type": t, "key": k, "description": doc}
-                    for t, k, doc in describe_network_keys() if k.startswith(prefix)]
-        output(render.listing(fmt, ("TYPE", "KEY", "DESCRIPTION"), nrecords,
-                              lambda r: [r["type"], r["key"], r["description"]]))
+        first = "driver" if storage else "type"
+        triples = describe_pool_keys() if storage else describe_network_keys()
+        records = [{first: t, "key": k, "description": doc}
+                   for t, k, doc in triples if k.startswith(prefix)]
+        output(render.listing(fmt, (first.upper(), "KEY", "DESCRIPTION"), records,
+                              lambda r: [r[first], r["key"], r["description"]]))
         return
     from sysmgr.model.keys import describe_keys  # this command only
 

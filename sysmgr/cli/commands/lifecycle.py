@@ -1,6 +1,6 @@
 """Container lifecycle verbs: ``start``, ``stop``, ``restart``, ``freeze``, ``unfreeze``,
 ``delete``. Each takes several names, tries them all (like ``lxc``) and reports every failure
-in one error; success is silent."""
+in one error; each success prints its one-line confirmation (``Container c1 started``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import click
 
-from sysmgr.cli.commands._common import AppContext, echo_err, for_each, pass_app
+from sysmgr.cli.commands._common import AppContext, confirm, echo_err, for_each, pass_app
 
 
 def _targets(app: AppContext, names: tuple[str, ...], all_: bool,
@@ -48,6 +48,7 @@ def start(app: AppContext, names: tuple[str, ...], all_: bool) -> None:
         c.start()
         for w in c.warnings:
             echo_err(f"warning: {w}")
+        confirm("Container", name, "started")
 
     for_each(_targets(app, names, all_, running=False), one)
 
@@ -62,8 +63,12 @@ def stop(app: AppContext, names: tuple[str, ...], all_: bool, force: bool,
          timeout: float | None) -> None:
     """Stop containers (halt signal, then a kill after the timeout)."""
     containers = app.client.containers
-    for_each(_targets(app, names, all_, running=True),
-             lambda n: containers.get(n).stop(timeout=timeout, force=force))
+
+    def one(name: str) -> None:
+        graceful = containers.get(name).stop(timeout=timeout, force=force)
+        confirm("Container", name, "stopped" if graceful is not False else "stopped (killed)")
+
+    for_each(_targets(app, names, all_, running=True), one)
 
 
 @click.command()
@@ -74,28 +79,42 @@ def stop(app: AppContext, names: tuple[str, ...], all_: bool, force: bool,
 @pass_app
 def restart(app: AppContext, names: tuple[str, ...], all_: bool, force: bool,
             timeout: float | None) -> None:
-    """Restart containers."""
+    """Restart running containers (a stopped one is an error, as in LXD: start it)."""
     containers = app.client.containers
-    for_each(_targets(app, names, all_, running=True),
-             lambda n: containers.get(n).restart(timeout=timeout, force=force))
+
+    def one(name: str) -> None:
+        containers.get(name).restart(timeout=timeout, force=force)
+        confirm("Container", name, "restarted")
+
+    for_each(_targets(app, names, all_, running=True), one)
 
 
 @click.command()
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @pass_app
 def freeze(app: AppContext, names: tuple[str, ...]) -> None:
-    """Freeze (pause) containers."""
+    """Freeze (pause) running containers."""
     containers = app.client.containers
-    for_each(names, lambda n: containers.get(n).freeze())
+
+    def one(name: str) -> None:
+        containers.get(name).freeze()
+        confirm("Container", name, "frozen")
+
+    for_each(names, one)
 
 
 @click.command()
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @pass_app
 def unfreeze(app: AppContext, names: tuple[str, ...]) -> None:
-    """Unfreeze (resume) containers."""
+    """Unfreeze (resume) frozen containers (one that is not frozen is an error, as in LXD)."""
     containers = app.client.containers
-    for_each(names, lambda n: containers.get(n).unfreeze())
+
+    def one(name: str) -> None:
+        containers.get(name).unfreeze()
+        confirm("Container", name, "unfrozen")
+
+    for_each(names, one)
 
 
 @click.command()
@@ -112,5 +131,6 @@ def delete(app: AppContext, names: tuple[str, ...], force: bool, interactive: bo
         if interactive and not click.confirm(f"Remove {name}?", default=False):
             return
         c.delete(force=force)
+        confirm("Container", name, "deleted")
 
     for_each(names, one)

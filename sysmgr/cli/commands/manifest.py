@@ -48,6 +48,12 @@ def print_plan(plan: Any) -> None:
     click.echo(render.plan_text(plan, color=render.use_color(sys.stdout)))
 
 
+_plan_format = click.option("--format", "fmt", type=click.Choice(["text", "json"]),
+                            default="text", show_default=True,
+                            help="json: the plan as data (one document on stdout; progress "
+                                 "and prompts on stderr), with the same exit codes.")
+
+
 def applied_summary(plan: Any) -> str:
     summary = plan.summary()
     return "applied: " + (summary[len("plan: "):] if summary.startswith("plan: ") else summary)
@@ -68,15 +74,19 @@ def validate(app: AppContext, paths: tuple[str, ...]) -> None:
 @click.command()
 @_files_option
 @_prune_options
+@_plan_format
 @click.pass_context
 def diff(ctx: click.Context, paths: tuple[str, ...], prune: bool, no_backup: bool,
-         keep_backups: float | None) -> None:
+         keep_backups: float | None, fmt: str) -> None:
     """Show what apply would change. Exit 0: no changes, 1: changes pending, 2+: error."""
     app = ctx.ensure_object(AppContext)
     app.error_floor = 2  # exit 1 means "changes pending" here
     plan = app.client.manifests.plan(list(paths), prune=prune, backup=not no_backup,
                                      keep_backups=keep_backups)
-    print_plan(plan)
+    if fmt == "json":
+        click.echo(render.json_text(render.plan_document(plan)))
+    else:
+        print_plan(plan)
     if not plan.empty:
         ctx.exit(EXIT_CHANGES)
 
@@ -87,24 +97,36 @@ def diff(ctx: click.Context, paths: tuple[str, ...], prune: bool, no_backup: boo
 @click.option("-y", "--yes", is_flag=True,
               help="Do not ask before stopping, restarting or deleting (--prune).")
 @_prune_options
+@_plan_format
 @pass_app
 def apply(app: AppContext, paths: tuple[str, ...], dry_run: bool, yes: bool, prune: bool,
-          no_backup: bool, keep_backups: float | None) -> None:
-    """Make the host match the manifests."""
+          no_backup: bool, keep_backups: float | None, fmt: str) -> None:
+    """Make the host match the manifests (--format json: the plan and what was done, as
+    data)."""
+    as_data = fmt == "json"
     manifests = app.client.manifests
     plan = manifests.plan(list(paths), prune=prune, backup=not no_backup,
                           keep_backups=keep_backups)
-    print_plan(plan)
+    doc = render.plan_document(plan)
+    if not as_data:
+        print_plan(plan)
     if plan.empty or dry_run:
+        if as_data:
+            click.echo(render.json_text({**doc, "applied": False, "done": []}))
         return
     if plan.disruptive and not yes:
         names = ", ".join(sorted({a.name for a in plan.disruptive}))
         if not stdin_is_tty():
             raise SysmgrError(f"the plan stops, restarts or deletes ({names}); "
                               "refusing without confirmation", hint="re-run with --yes to apply it")
-        if not click.confirm("Apply?", default=False):
+        if not click.confirm("Apply?", default=False, err=as_data):
             aborted("nothing applied")
-    click.echo()
-    with render.ProgressPrinter(indent="  ") as progress:
-        manifests.apply(plan, progress=progress)
+    if not as_data:
+        click.echo()
+    with render.ProgressPrinter(indent="  ", err=as_data) as progress:
+        result = manifests.apply(plan, progress=progress)
+    if as_data:
+        click.echo(render.json_text({**doc, "applied": True,
+                                     "done": list(getattr(result, "done", []) or [])}))
+        return
     click.echo(applied_summary(plan))

@@ -1,5 +1,6 @@
 """``sysmgr profile``: profiles as ``lxc profile`` manages them: list, show, create, copy,
-edit, delete, get/set/unset, add/remove on a container, and ``profile device``."""
+rename, edit, delete, get/set/unset (``--property description``), add/remove/assign on a
+container, and ``profile device`` (add/remove/list/show/get/set/unset)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    AppContext, format_option, output, parse_assignments, pass_app, report_pending)
+    AppContext, Group, confirm, format_option, output, parse_assignments, pass_app,
+    report_pending)
 from sysmgr.cli.commands._devices import device_group
 from sysmgr.cli.commands._keyvalue import Noun, register, save_local_config
 from sysmgr.errors import Conflict, NotFound
@@ -27,7 +29,7 @@ def profile_document(p: Any, used_by: list[str] | None = None) -> dict[str, Any]
     return doc
 
 
-@click.group()
+@click.group(cls=Group)
 def profile() -> None:
     """Manage profiles (config and devices shared by containers)."""
 
@@ -39,6 +41,7 @@ PROFILE = Noun(
     edit_document=profile_document,  # without used_by: it is not the profile's to edit
     edit_fields=("config", "devices", "description"),
     set_config=save_local_config("profile"),
+    properties=("description",),
     help={
         "set": "Set profile config keys (KEY=VALUE..., or KEY VALUE); live keys reach running\n"
                "containers at once.",
@@ -69,7 +72,7 @@ def list_(app: AppContext, fmt: str) -> None:
 def create(app: AppContext, name: str, config: tuple[str, ...], description: str) -> None:
     """Create a profile."""
     app.client.profiles.create(name, config=parse_assignments(config), description=description)
-    click.echo(f"Profile {name} created")
+    confirm("Profile", name, "created")
 
 
 @profile.command("copy")
@@ -80,7 +83,17 @@ def copy(app: AppContext, source: str, target: str) -> None:
     """Copy a profile."""
     p = app.client.profiles.get(source)
     app.client.profiles.create(target, config=p.config, devices=p.devices, description=p.description)
-    click.echo(f"Profile {source} copied to {target}")
+    confirm("Profile", source, f"copied to {target}")
+
+
+@profile.command("rename")
+@click.argument("name")
+@click.argument("new")
+@pass_app
+def rename(app: AppContext, name: str, new: str) -> None:
+    """Rename a profile (not the default one); the containers using it follow."""
+    app.client.profiles.get(name).rename(new)
+    confirm("Profile", name, f"renamed to {new}")
 
 
 @profile.command("delete")
@@ -90,7 +103,18 @@ def delete(app: AppContext, names: tuple[str, ...]) -> None:
     """Delete profiles (not the default profile, not one in use)."""
     for name in names:
         app.client.profiles.get(name).delete()
-        click.echo(f"Profile {name} deleted")
+        confirm("Profile", name, "deleted")
+
+
+def _set_profiles(app: AppContext, container: str, change: Any, kind: str, name: str,
+                  what: str) -> None:
+    """Give a container the profile list ``change(current)`` returns, confirm, and name on
+    stderr what waits for a restart."""
+    c = app.client.containers.get(container)
+    c.profiles = change(list(c.profiles))
+    pending = c.save()
+    confirm(kind, name, what)
+    report_pending(container, pending)
 
 
 @profile.command("add")
@@ -99,13 +123,12 @@ def delete(app: AppContext, names: tuple[str, ...]) -> None:
 @pass_app
 def add(app: AppContext, container: str, name: str) -> None:
     """Apply a profile to a container (appended: it wins over earlier profiles)."""
-    c = app.client.containers.get(container)
-    if name in c.profiles:
-        raise Conflict(f"profile {name!r} is already applied to {container!r}")
-    c.profiles.append(name)
-    pending = c.save()
-    click.echo(f"Profile {name} added to {container}")
-    report_pending(container, pending)
+    def added(profiles: list[str]) -> list[str]:
+        if name in profiles:
+            raise Conflict(f"profile {name!r} is already applied to {container!r}")
+        return profiles + [name]
+
+    _set_profiles(app, container, added, "Profile", name, f"added to {container}")
 
 
 @profile.command("remove")
@@ -114,13 +137,26 @@ def add(app: AppContext, container: str, name: str) -> None:
 @pass_app
 def remove(app: AppContext, container: str, name: str) -> None:
     """Remove a profile from a container."""
-    c = app.client.containers.get(container)
-    if name not in c.profiles:
-        raise NotFound(f"profile {name!r} is not applied to {container!r}")
-    c.profiles.remove(name)
-    pending = c.save()
-    click.echo(f"Profile {name} removed from {container}")
-    report_pending(container, pending)
+    def removed(profiles: list[str]) -> list[str]:
+        if name not in profiles:
+            raise NotFound(f"profile {name!r} is not applied to {container!r}")
+        return [p for p in profiles if p != name]
+
+    _set_profiles(app, container, removed, "Profile", name, f"removed from {container}")
+
+
+@profile.command("assign")
+@click.argument("container")
+@click.argument("names", metavar="PROFILES")
+@pass_app
+def assign(app: AppContext, container: str, names: str) -> None:
+    """Set a container's profiles, in order: PROFILES is comma-separated ('' for none).
+
+    \b
+      sysmgr profile assign c1 default,web
+    """
+    _set_profiles(app, container, lambda _old: [p for p in names.split(",") if p],
+                  "Profiles", names or "(none)", f"assigned to {container}")
 
 
 # -- devices --------------------------------------------------------------------------------

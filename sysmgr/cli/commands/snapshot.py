@@ -1,5 +1,9 @@
 """``sysmgr snapshot``: container snapshots (``lxc snapshot`` / ``lxc restore`` / ``lxc info``'s
-snapshot list): create, list, show, restore, delete, prune, auto."""
+snapshot list): create, list, show, rename, restore, delete, prune, auto.
+
+Times in documents are LXD's: RFC 3339 in UTC, and ``0001-01-01T00:00:00Z`` (Go's zero
+time) for a snapshot that never expires; ``sysmgr config edit NAME/SNAP`` changes the expiry.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,26 @@ from typing import Any
 import click
 
 from sysmgr.cli import render
-from sysmgr.cli.commands._common import AppContext, for_each, format_option, output, pass_app
+from sysmgr.cli.commands._common import (
+    AppContext, Group, confirm, for_each, format_option, output, pass_app)
 
-HEADERS = ("NAME", "TAKEN AT", "EXPIRES AT", "PROFILES")
+HEADERS = ("NAME", "TAKEN AT", "EXPIRES AT", "STATEFUL", "PROFILES")
+
+
+def lxd_time(ts: float | None) -> str:
+    """LXD's RFC 3339 (Go's zero time for "never")."""
+    from sysmgr.model.schedule import format_timestamp  # pure; only documents need it
+
+    return format_timestamp(ts)
 
 
 def snapshot_record(s: Any) -> dict[str, Any]:
     return {
         "container": s.container,
         "name": s.name,
-        "created_at": render.iso_time(s.created_at),
-        "expires_at": render.iso_time(s.expires_at),
+        "created_at": lxd_time(s.created_at),
+        "expires_at": lxd_time(s.expires_at),
+        "stateful": False,  # no checkpointing here (CRIU does not run on this kernel)
         "profiles": list(s.profiles),
         "description": s.description,
         "config": dict(sorted(s.config.items())),
@@ -26,7 +39,13 @@ def snapshot_record(s: Any) -> dict[str, Any]:
     }
 
 
-@click.group()
+def snapshot_row(s: Any) -> list[object]:
+    """NAME, TAKEN AT, EXPIRES AT, STATEFUL as ``lxc info`` lists snapshots."""
+    return [s.name, render.format_timestamp(s.created_at), render.format_timestamp(s.expires_at),
+            "NO"]
+
+
+@click.group(cls=Group)
 def snapshot() -> None:
     """Manage container snapshots (filesystem + configuration)."""
 
@@ -57,10 +76,10 @@ def create(app: AppContext, name: str, snap: str | None, expiry: str | None, no_
 @pass_app
 def list_(app: AppContext, name: str, fmt: str) -> None:
     """List the snapshots of container NAME, oldest first."""
-    records = [snapshot_record(s) for s in app.client.containers.get(name).snapshots.all()]
+    snaps = {s.name: s for s in app.client.containers.get(name).snapshots.all()}
+    records = [snapshot_record(s) for s in snaps.values()]
     output(render.listing(fmt, HEADERS, records, lambda r: [
-        r["name"], render.format_timestamp(render.parse_iso(r["created_at"])),
-        render.format_timestamp(render.parse_iso(r["expires_at"])), ", ".join(r["profiles"])]))
+        *snapshot_row(snaps[r["name"]]), ", ".join(r["profiles"])]))
 
 
 @snapshot.command("show")
@@ -73,16 +92,33 @@ def show(app: AppContext, name: str, snap: str, fmt: str) -> None:
     click.echo(render.document(fmt, snapshot_record(app.client.containers.get(name).snapshots.get(snap))))
 
 
+@snapshot.command("rename")
+@click.argument("name")
+@click.argument("snap")
+@click.argument("new")
+@pass_app
+def rename(app: AppContext, name: str, snap: str, new: str) -> None:
+    """Rename snapshot SNAP of container NAME to NEW."""
+    app.client.containers.get(name).snapshots.rename(snap, new)
+    confirm("Snapshot", f"{name}/{snap}", f"renamed to {new}")
+
+
 @snapshot.command("restore")
 @click.argument("name")
 @click.argument("snap")
-@click.option("-f", "--force", is_flag=True,
-              help="Stop a running container, restore it, and start it again.")
+@click.option("-f", "--force", is_flag=True, hidden=True,
+              help="Accepted for older scripts: a running container is restored in place.")
 @pass_app
 def restore(app: AppContext, name: str, snap: str, force: bool) -> None:
-    """Restore container NAME's filesystem and configuration from snapshot SNAP."""
-    for line in app.client.containers.get(name).snapshots.restore(snap, force=force):
-        click.echo(line[0].upper() + line[1:])
+    """Restore container NAME's filesystem and configuration from snapshot SNAP.
+
+    A running container is restored in place, as LXD does: stopped (its processes are
+    killed: their state is what the restore throws away), restored and started again.
+    """
+    steps = app.client.containers.get(name).snapshots.restore(snap, force=force)
+    again = any(s.startswith("started") for s in steps)
+    confirm("Container", name, f"restored from snapshot {snap}"
+            + (" (stopped and started again)" if again else ""))
 
 
 @snapshot.command("delete")
@@ -92,7 +128,12 @@ def restore(app: AppContext, name: str, snap: str, force: bool) -> None:
 def delete(app: AppContext, name: str, snaps: tuple[str, ...]) -> None:
     """Delete snapshots of container NAME."""
     c = app.client.containers.get(name)
-    for_each(snaps, c.snapshots.delete)
+
+    def one(snap: str) -> None:
+        c.snapshots.delete(snap)
+        confirm("Snapshot", f"{name}/{snap}", "deleted")
+
+    for_each(snaps, one)
 
 
 @snapshot.command("prune")
@@ -107,7 +148,7 @@ def prune(app: AppContext, name: str | None) -> None:
 
         gone = snapshots.prune_all(app.client)
     for g in gone:
-        click.echo(f"Deleted expired snapshot {g}")
+        confirm("Snapshot", g, "deleted (expired)")
 
 
 @snapshot.command("auto")
@@ -120,5 +161,6 @@ def auto(app: AppContext) -> None:
     """
     from sysmgr.api import snapshots  # the API on first use, as every command does
 
-    for line in snapshots.auto(app.client):
-        click.echo(line[0].upper() + line[1:])
+    for line in snapshots.auto(app.client):  # "snapshot c1/snap3", "expired c1/snap0"
+        what, _, snap = line.partition(" ")
+        confirm("Snapshot", snap, "created" if what == "snapshot" else "deleted (expired)")

@@ -1,5 +1,6 @@
-"""``sysmgr storage``: storage pools (``lxc storage``): list, info, show, get, create,
-delete."""
+"""``sysmgr storage``: storage pools (``lxc storage``): list, info, show, get, set, unset,
+edit (``--property description``), create, delete. ``set POOL size=30GiB`` grows a loop pool
+while it is in use."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    AppContext, format_option, output, parse_assignments, pass_app)
-from sysmgr.cli.commands._keyvalue import Noun, register
+    AppContext, Group, confirm, format_option, output, parse_assignments, pass_app)
+from sysmgr.cli.commands._keyvalue import Noun, register, save_local_config
 
 HEADERS = ("NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY")
 
@@ -26,16 +27,33 @@ def pool_record(p: Any) -> dict[str, Any]:
     }
 
 
-@click.group()
+@click.group(cls=Group)
 def storage() -> None:
     """Manage storage pools."""
 
 
-# read-only: the API has no way to save a pool's config or description (no set/unset/edit)
+def pool_edit_document(p: Any) -> dict[str, Any]:
+    """What ``storage edit`` opens: the name and what can change (driver, source and users
+    are the pool's own)."""
+    return {"name": p.name, "description": p.description, "config": dict(sorted(p.config.items()))}
+
+
 POOL = Noun(
     "storage pool",
     fetch=lambda client, name: client.storage_pools.get(name),
     document=lambda p, expanded: pool_record(p),
+    edit_document=pool_edit_document,
+    edit_fields=("config", "description"),
+    set_config=save_local_config("storage pool"),
+    properties=("description",),
+    help={
+        "set": "Set storage pool config keys (KEY=VALUE..., or KEY VALUE): user.*, and size\n"
+               "of a loop pool sysmgr made, which grows it while in use (never shrinks):\n\n"
+               "\b\n  sysmgr storage set default size=30GiB",
+        "edit": "Edit a storage pool's description and config as YAML ($EDITOR, or YAML on\n"
+                "stdin); source and driver cannot change.",
+    },
+    keys_doc="Keys: sysmgr keys --storage",
 )
 register(storage, POOL)
 
@@ -84,7 +102,7 @@ def info(app: AppContext, name: str, fmt: str) -> None:
 def create(app: AppContext, name: str, driver: str, config: tuple[str, ...], description: str) -> None:
     """Create a storage pool: sysmgr storage create fast btrfs size=20GiB"""
     app.client.storage_pools.create(name, driver, parse_assignments(config), description=description)
-    click.echo(f"Storage pool {name} created")
+    confirm("Storage pool", name, "created")
 
 
 @storage.command("delete")
@@ -93,7 +111,7 @@ def create(app: AppContext, name: str, driver: str, config: tuple[str, ...], des
 def delete(app: AppContext, name: str) -> None:
     """Delete a storage pool (it must be unused)."""
     app.client.storage_pools.get(name).delete()
-    click.echo(f"Storage pool {name} deleted")
+    confirm("Storage pool", name, "deleted")
 
 
 # `storage volume ...`: a module of its own, loaded with the group (it only imports click)

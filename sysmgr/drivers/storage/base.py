@@ -40,7 +40,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, ClassVar, Collection, Iterator, Mapping, Protocol, Sequence
 
-from sysmgr._util import proc
+from sysmgr._util import proc, safefs
 from sysmgr.errors import (
     AlreadyExists,
     CommandFailed,
@@ -137,6 +137,13 @@ class StoragePool(abc.ABC):
 
     @abc.abstractmethod
     def usage(self) -> PoolUsage: ...
+
+    def resize(self, size_bytes: int) -> None:
+        """Grow the pool to ``size_bytes`` while it is in use (``lxc storage set POOL
+        size=``), where the pool's size is sysmgr's to change (a loop file it manages);
+        Conflict elsewhere, and for a smaller size."""
+        raise Conflict(f"storage pool {self.pool} (driver {self.name}) has no size sysmgr "
+                       "can change")
 
     # -- images --------------------------------------------------------------------------
     def has_image(self, fingerprint: str) -> bool:
@@ -249,6 +256,22 @@ class StoragePool(abc.ABC):
     def list_snapshots(self, name: str) -> list[str]:
         """Names of the container's snapshots, sorted by name. NotFound if it has no volume."""
         raise self._unsupported("snapshots")
+
+    def rename_snapshot(self, name: str, snap: str, new: str) -> str:
+        """Rename snapshot ``snap`` of ``name`` to ``new`` in one atomic step (its contents,
+        and where snapshots have identities its UUID, stay: incremental sends still find
+        it); return its new path. NotFound (no such snapshot), AlreadyExists (``new`` is
+        taken)."""
+        src = self._require_snapshot(name, snap)
+        dst = self.snapshot_path(name, new)
+        try:
+            safefs.rename_noreplace(src, dst)
+        except FileExistsError:
+            raise self._snapshot_exists(name, new) from None
+        except OSError as e:
+            raise DriverError(f"cannot rename snapshot {name}/{snap} to {new}: "
+                              f"{e.strerror or e}") from e
+        return dst
 
     def restore_snapshot(self, name: str, snap: str) -> str:
         """Make the container's volume a writable copy of snapshot ``snap``; return its path.

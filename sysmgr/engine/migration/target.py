@@ -39,6 +39,7 @@ from typing import Any, Callable
 from sysmgr.drivers.runtime.base import STOPPED
 from sysmgr.engine import (
     arrival, events, execution, idshift, journal, lifecycle, records, volume_streams, volumes)
+from sysmgr.engine.copy import changed_definition
 from sysmgr.engine.containers import device_ref_issues
 from sysmgr.engine.host import Host
 from sysmgr.engine.migration import markers, settling
@@ -75,6 +76,7 @@ class Target:
         self.source: dict[str, Any] = {}
         self.refresh = False
         self.move: dict[str, Any] | None = None
+        self.changes: dict[str, Any] | None = None
         self.committed = False
         self.received: list[str] = []      # snapshots received (refresh: to undo)
         self._pending = contextlib.ExitStack()  # what is undone unless committed
@@ -108,6 +110,7 @@ class Target:
         self.name = str(msg.get("name") or src["name"])
         self.refresh = bool(msg.get("refresh"))
         self.move = msg.get("move")
+        self.changes = msg.get("changes")  # a copy's -p/--no-profiles/-c/-d
         self.mid = str(msg.get("id") or "")
         host, st = self.host, self.host.store
         with host.locked():
@@ -202,7 +205,8 @@ class Target:
         """Create the profiles the container uses that this member lacks, from the source's
         definitions; a profile the source could not describe is an error naming it."""
         st = self.host.store
-        wanted = list(src["record"]["profiles"])
+        asked = (self.changes or {}).get("profiles") if not self.move else None
+        wanted = list(src["record"]["profiles"] if asked is None else asked)
         lacking = [p for p in wanted if not st.has_profile(p)]
         unknown = [p for p in lacking if p not in src.get("profiles", {})]
         if unknown:
@@ -222,13 +226,14 @@ class Target:
             volatile.update(idshift.checked_state(volatile))
         except ValueError as e:
             raise ValidationError(f"the source sent a bad id map state ({e})") from None
-        devices = {k: dict(v) for k, v in r["devices"].items()}
+        profiles, config, devices = changed_definition(r["profiles"], r["config"], r["devices"],
+                                                       None if self.move else self.changes)
         if not self.move:  # a copy gets MACs of its own
             devices = {k: {dk: dv for dk, dv in d.items()
                            if not (d.get("type") == "nic" and dk == "hwaddr")}
                        for k, d in devices.items()}
-        return ContainerRecord(self.name, r["image"], self.pool, list(r["profiles"]),
-                               dict(r["config"]), devices, r.get("description", ""), volatile,
+        return ContainerRecord(self.name, r["image"], self.pool, profiles, config, devices,
+                               r.get("description", ""), volatile,
                                r["created"] if self.move else time.time())
 
     def _hold(self, drv: Any, created: list[str]) -> None:
@@ -336,10 +341,12 @@ class Target:
         for s in src["snapshots"]:
             if only is not None and s["name"] not in only:
                 continue
+            # a copy's -p/-c/-d reach its snapshots too: each stays restorable where it lands
+            profiles, config, devices = changed_definition(
+                s["profiles"], s["config"], s["devices"], None if self.move else self.changes)
             sr = SnapshotRecord(self.name, s["name"], float(s["created"]), s.get("expires"),
-                                list(s["profiles"]), dict(s["config"]),
-                                {k: dict(v) for k, v in s["devices"].items()},
-                                s.get("description", ""), idshift.checked_state(s.get("volatile")))
+                                profiles, config, devices, s.get("description", ""),
+                                idshift.checked_state(s.get("volatile")))
             if all(self.host.store.has_profile(p) for p in sr.profiles):
                 sr.devices = arrival.retarget(self.host, ContainerRecord(
                     self.name, "", self.pool, sr.profiles, sr.config, sr.devices), self.pool)

@@ -18,7 +18,8 @@ from sysmgr._util import proc
 from sysmgr._util.safefs import rename_noreplace
 from sysmgr.drivers.storage.base import STAGING, temp_name, unescape_mountinfo
 from sysmgr.drivers.storage.btrfs.host import pool_error
-from sysmgr.errors import CommandFailed, DriverError
+from sysmgr._util.sizes import format_size
+from sysmgr.errors import CommandFailed, Conflict, DriverError
 
 MIN_LOOP_SIZE = 128 * 1024**2          # mkfs.btrfs refuses devices under ~109 MiB
 _AUTO_MIN, _AUTO_MAX = 5 * 1024**3, 30 * 1024**3
@@ -158,3 +159,35 @@ def umount(image_file: str, mnt: str) -> None:
         if time.monotonic() > deadline:
             return  # held elsewhere: it is released when that holder lets go
         time.sleep(0.05)
+
+
+def grow_image(pool: str, image_file: str, mnt: str, size: int) -> None:
+    """Grow the pool's loop file to ``size`` bytes while it is mounted and in use: the file
+    is extended (sparse), its loop device told (``losetup -c``) and the filesystem resized
+    into the new space (``btrfs filesystem resize max``). A smaller ``size`` is a Conflict:
+    a filesystem in use is never shrunk. If a step fails, the file goes back to its size."""
+    try:
+        old = os.stat(image_file).st_size
+    except OSError as e:
+        raise pool_error(pool, f"read {image_file}", e) from e
+    if size < old:
+        raise Conflict(f"storage pool {pool}: size {format_size(size)} is smaller than its "
+                       f"loop file ({format_size(old)}): a pool in use is only grown")
+    if size == old:
+        return
+    loops = loops_backing(image_file)
+    if mount_at(mnt) is None or not loops:
+        raise DriverError(f"storage pool {pool}: {image_file} is not mounted at {mnt}",
+                          hint="sysmgr init mounts the pools")
+    try:
+        os.truncate(image_file, size)
+        for dev in loops:
+            proc.run(["losetup", "-c", dev])
+        proc.run(["btrfs", "filesystem", "resize", "max", mnt])
+    except (OSError, CommandFailed) as e:
+        with contextlib.suppress(OSError, CommandFailed):  # the filesystem did not grow yet
+            os.truncate(image_file, old)
+            for dev in loops:
+                proc.run(["losetup", "-c", dev])
+        why = e.stderr.strip() if isinstance(e, CommandFailed) and e.stderr.strip() else e
+        raise DriverError(f"storage pool {pool}: cannot grow {image_file}: {why}") from e

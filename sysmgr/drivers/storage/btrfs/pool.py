@@ -43,6 +43,7 @@ from sysmgr.drivers.storage.btrfs.host import btrfsutil, check_btrfs_dir, need, 
 from sysmgr.drivers.storage.btrfs.loop import (
     MIN_LOOP_SIZE,
     auto_size,
+    grow_image,
     make_image,
     mount_at,
     mount_loop,
@@ -207,6 +208,11 @@ class BtrfsPool(StoragePool):
 
     def _mount_loop(self) -> bool:
         return mount_loop(self.pool, self.image_file, self.path)
+
+    def resize(self, size_bytes: int) -> None:
+        if not self.loop:
+            super().resize(size_bytes)  # an existing btrfs directory: its size is not ours
+        grow_image(self.pool, self.image_file, self.path, size_bytes)
 
     def _umount(self) -> None:
         umount(self.image_file, self.path)
