@@ -49,10 +49,6 @@ class Issue:
     def _key(self) -> tuple:
         return (self.message, self.file, self.line, self.path)
 
-    def __reduce__(self) -> tuple:
-        # pickled by its fields (a helper process hands its errors back): never setattr
-        return (Issue, self._key())
-
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Issue) and self._key() == other._key()
 
