@@ -293,12 +293,12 @@ def export_file(session: MemberSession, request: Mapping[str, Any], out_path: st
         status = _status(reader, session, "export", {"progress": progress})
         size = int(status.get("size", -1))
         with (open(partial, "wb") if partial else contextlib.nullcontext(out_path)) as f:
-            got = 0
-            data = reader.take()
-            while data:
+            first = reader.take()
+            f.write(first)
+            got = len(first)
+            while data := chan.recv(CHUNK):
                 f.write(data)
                 got += len(data)
-                data = chan.recv(CHUNK)
             f.flush()
         if got != size:
             raise RemoteError(f"{session.name}: the export stream ended after {got} of "
