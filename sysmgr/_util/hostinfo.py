@@ -23,17 +23,9 @@ def memory_total() -> int:
 
 
 def memory_available() -> int:
-    """MemAvailable in bytes: what new containers can still get without swapping."""
+    """MemAvailable in bytes: what new containers can still get without swapping (placement's
+    "free")."""
     return _meminfo("MemAvailable")
-
-
-def memory_available() -> int:
-    """MemAvailable in bytes: what new work can get without swapping (placement's "free")."""
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return memory_total()  # pragma: no cover - kernels before 3.14
 
 
 def apparmor_enabled() -> bool:

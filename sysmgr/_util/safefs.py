@@ -212,12 +212,6 @@ def pull(root: Root, path: str, dst: BinaryIO) -> int:
             total += len(chunk)
 
 
-def listdir(root: Root, path: str) -> list[str]:
-    """The entries of the directory ``path`` inside the root (never one outside it)."""
-    with _rootfd(root) as rfd, _opened(rfd, path, os.O_RDONLY | os.O_DIRECTORY, "list") as fd:
-        return os.listdir(fd)
-
-
 def read_file(root: Root, path: str) -> bytes:
     """Return the content of the regular file ``path`` inside the root."""
     buf = io.BytesIO()

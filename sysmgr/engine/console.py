@@ -15,6 +15,7 @@ file meets a parser that can do nothing.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 
 from sysmgr._util import proc, safefs
@@ -27,24 +28,23 @@ NOBODY = 65534
 
 
 def _newest_files(rootfs: str) -> list[tuple[str, int]]:
-    """(path inside the container, size) of the journal files, newest first."""
+    """(path inside the container, size) of the journal files, newest first (regular files
+    only: nothing planted as a link is followed)."""
     found = []
     try:
         machines = safefs.listdir(rootfs, JOURNAL_DIR)
     except SysmgrError:
         return []
-    for m in machines:
+    for m, mst, _ in machines:
+        if not stat.S_ISDIR(mst.st_mode):
+            continue
         d = f"{JOURNAL_DIR}/{m}"
         try:
-            names = [n for n in safefs.listdir(rootfs, d) if n.endswith(".journal")]
+            entries = safefs.listdir(rootfs, d)
         except SysmgrError:
             continue
-        for n in names:
-            try:
-                st = safefs.stat(rootfs, f"{d}/{n}", follow_symlinks=False)
-            except SysmgrError:
-                continue
-            found.append((st.st_mtime, f"{d}/{n}", st.st_size))
+        found += [(st.st_mtime, f"{d}/{n}", st.st_size) for n, st, _ in entries
+                  if n.endswith(".journal") and stat.S_ISREG(st.st_mode)]
     return [(p, size) for _, p, size in sorted(found, reverse=True)]
 
 

@@ -68,7 +68,7 @@ def test_builder_options(tmp_path, monkeypatch):
     argv, release, variant = b._argv("/x", {"include": "less, vim-tiny,less", "mirror": "http://m/debian"})
     assert (release, variant) == ("bookworm", "minbase")
     assert argv[0] == "mmdebstrap" and argv[-3:] == ["bookworm", "/x", "http://m/debian"]
-    assert "--include=systemd-sysv,iproute2,procps,iputils-ping,ca-certificates,less,vim-tiny" in argv
+    assert "--include=systemd-sysv,dbus,iproute2,procps,iputils-ping,ca-certificates,less,vim-tiny" in argv
     for bad in ({"colour": "x"}, {"release": "../x"}, {"variant": "huge"}, {"include": "a;rm"},
                 {"mirror": "somewhere"}):
         with pytest.raises(ValidationError):

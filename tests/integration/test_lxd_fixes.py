@@ -46,7 +46,7 @@ def test_export_to_stdout_and_import_from_stdin(root, tmp_path) -> None:
     with open(backup, "wb") as out:
         res = cli_bytes("export", "c1", "-", root=root, stdout=out)
     assert res.returncode == 0, res.stderr
-    assert b"Exported c1 to stdout" in res.stderr
+    assert b"Container c1 exported to stdout" in res.stderr
     assert not os.path.exists("-") and not os.path.exists(os.path.join(root, "-"))
     with open(backup, "rb") as f:
         assert f.read(4) == b"\x28\xb5\x2f\xfd"          # a zstd frame, not text
@@ -67,7 +67,8 @@ def test_deleting_an_image_breaks_no_manifest(root, tmp_path) -> None:
     src.write_text("kind: Container\nname: web1\nimage: busybox\nstate: running\n")
     ok("apply", "-f", str(src), "--yes", root=root)
     res = ok("image", "delete", "busybox", root=root)
-    assert "made from it (they keep their root filesystems): web1" in res.stdout
+    assert res.stdout == "Image busybox deleted\n"
+    assert "made from it (they keep their root filesystems): web1" in res.stderr
     res = run_cli("diff", "-f", str(src), root=root)            # the container is there
     assert (res.returncode, res.stdout.strip()) == (0, "no changes"), res.stderr
     ok("exec", "web1", "--", "true", root=root)
