@@ -106,6 +106,8 @@ class Container(Model):
         self.last_used_at: float | None = float(rec.volatile.get("last_used") or 0) or None
         # "unprivileged (host ids 1000000+65536)" or "privileged" (no user namespace)
         self.security: str = str(view.extra.get("security") or "")
+        # whose memory, CPUs and uptime /proc shows inside (lxcfs), while it runs
+        self.resource_views: str = str(view.extra.get("resource_views") or "")
         # the last move between members ({from, to, at, stream, rounds, downtime: {shutdown,
         # sysmgr, boot}}), and the mark of one under way ({id, role, peer, phase})
         self.last_migration: dict[str, Any] | None = view.extra.get("last_migration")

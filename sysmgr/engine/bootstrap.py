@@ -48,6 +48,8 @@ def init(host: Host, *, storage_driver: str | None = None, runtime: str | None =
         done += _pools(host, storage_driver)
         networks = NetworkEngine(host)
         done += NicEngine(host).repair_all()
+        if host.runtime.info.resource_views:
+            done += _lxcfs(host)
         if not host.store.has_profile(DEFAULT_PROFILE):
             done += _default_profile(host, networks, network)
         done += autostart(host)
@@ -169,3 +171,14 @@ def _set_pending(host: Host, name: str) -> None:
         vol = dict(host.store.container(name).volatile)
         vol[mrestart.PENDING_BOOT] = "boot"
         host.store.set_volatile(name, vol)
+
+
+def _lxcfs(host: Host) -> list[str]:
+    """lxcfs running (when installed), and the views of running containers bound again if it
+    had died; a failure is said, never fatal (the views are then the host's)."""
+    from sysmgr.engine import lxcfs  # (cold start: only init supervises it)
+
+    try:
+        return lxcfs.repair(host)
+    except SysmgrError as e:
+        return [f"warning: lxcfs: {e.message}"]

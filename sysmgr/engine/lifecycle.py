@@ -17,11 +17,12 @@ from typing import Any, Callable, Mapping
 
 from sysmgr._util import hostinfo
 from sysmgr.drivers.runtime.base import FROZEN, RUNNING, STOPPED, InitRecord, Status
-from sysmgr.engine import confinement, disks, events, idmap, idshift, records, runspec
+from sysmgr.engine import (
+    confinement, disks, events, idmap, idshift, lxcfs, records, runspec)
 from sysmgr.engine.host import DEFAULT_STOP_TIMEOUT, Host
 from sysmgr.engine.migration import markers
 from sysmgr.engine.nics import NicEngine
-from sysmgr.errors import Conflict
+from sysmgr.errors import Conflict, SysmgrError
 from sysmgr.model import restart as mrestart
 from sysmgr.state.db import ContainerRecord
 
@@ -44,6 +45,14 @@ def start(host: Host, name: str, *, migration: str | None = None,
         ids = idmap.idmap_for(host, rec, ex.config)
         idmapped = idshift.prepare(host, name, ex.devices, rec.pool, ids)  # may shift the files
         binds = disks.mounts(host, name, ex.devices, ids is not None, said.append)
+        views = None
+        if host.runtime.info.resource_views:  # lxcfs: its own memory, CPUs and uptime
+            try:
+                lxcfs.ensure()
+            except SysmgrError as e:  # the container starts all the same, with the host's views
+                said.append(f"resource views are the host's: {e.message}")
+            views = lxcfs.generation()
+            binds += lxcfs.binds() if views is not None else ()
         spec = runspec.runtime_spec(host, ex, records.image_meta(host, rec), ids,
                                     idmapped_rootfs=idmapped, disks=binds)
         os.makedirs(spec.runtime_dir, exist_ok=True)
@@ -60,7 +69,8 @@ def start(host: Host, name: str, *, migration: str | None = None,
         vol.update({"init.pid": init.pid, "init.starttime": init.starttime,
                     "init.cgroup": init.cgroup, "init.boot_id": hostinfo.boot_id(),
                     "init.started": time.time(), "last_state": RUNNING,
-                    "last_used": time.time()})  # kept after a stop: LXD's last_used_at
+                    "last_used": time.time(),  # kept after a stop: LXD's last_used_at
+                    lxcfs.VOLATILE: views})
         try:
             with host.store.transaction():
                 host.store.set_volatile(name, vol)

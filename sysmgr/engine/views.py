@@ -66,6 +66,8 @@ def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
         extra = NicEngine(host).view(rec, devs, status.pid if status.state != STOPPED else None,
                                      cache)
     extra["security"] = idmap.describe(cfg, rec.volatile)
+    if status.state != STOPPED:
+        extra["resource_views"] = _views(rec)
     for key in ("last_migration", "migration"):  # the last move, and one under way
         if isinstance(rec.volatile.get(key), dict):
             extra[key] = dict(rec.volatile[key])
@@ -79,3 +81,12 @@ def disk_usage(host: Host, rec: ContainerRecord) -> int | None:
         return host.pool_driver(rec.pool).container_usage(rec.name)
     except SysmgrError:
         return None
+
+
+def _views(rec: ContainerRecord) -> str:
+    """Whose memory, CPUs and uptime a running container's /proc shows."""
+    from sysmgr.engine import lxcfs  # only for running containers
+
+    if rec.volatile.get(lxcfs.VOLATILE) is not None:
+        return "its own (lxcfs)"
+    return f"the host's ({'lxcfs was not running at its start' if lxcfs.state().installed else 'lxcfs is not installed'})"

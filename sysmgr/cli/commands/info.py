@@ -30,6 +30,7 @@ def info_record(c: Any, st: Any, snapshots: Sequence[Any] = ()) -> dict[str, Any
         "last_used_at": render.iso_time(getattr(c, "last_used_at", None)),
         "pid": st.pid,
         "security": getattr(c, "security", ""),
+        "resource_views": getattr(c, "resource_views", ""),
         "resources": {
             "processes": st.pids,
             "memory_bytes": st.memory_bytes,
@@ -85,7 +86,8 @@ def info_text(r: dict[str, Any]) -> str:
             ("Profiles", ", ".join(r["profiles"])), ("Storage pool", r["pool"]),
             ("Created", render.format_timestamp(render.parse_iso(r["created_at"]))),
             ("Last Used", render.format_timestamp(render.parse_iso(r.get("last_used_at")))),
-            ("Init PID", r["pid"]), ("Security", r.get("security"))]
+            ("Init PID", r["pid"]), ("Security", r.get("security")),
+            ("Resource views", r.get("resource_views"))]
     out = [f"{k}: {v}" for k, v in head if v not in (None, "")]
     res = r["resources"]
     if any(v is not None for v in res.values()):

@@ -117,6 +117,7 @@ class RuntimeInfo:
     network_namespaces: bool = True     # inits get a netns that nics can be plugged into
     apparmor: bool = False              # runs init and exec under RuntimeSpec.apparmor_profile
     live_mounts: bool = False           # mount_disk/unmount_disk on a running container
+    resource_views: bool = False        # binds lxcfs's views over /proc (a real kernel's)
 
 
 class ExecProcess(abc.ABC):

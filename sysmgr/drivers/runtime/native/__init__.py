@@ -84,7 +84,7 @@ class NativeRuntime(Runtime):
 
     name: ClassVar[str] = "native"
     info: ClassVar[RuntimeInfo] = RuntimeInfo(freeze=True, user_namespaces=True, live_limits=True,
-                                              apparmor=True, live_mounts=True)
+                                              apparmor=True, live_mounts=True, resource_views=True)
 
     def __init__(self, cgroup_root: str = CGROUP_ROOT, before_go: BeforeGo | None = None) -> None:
         self.cgroup_root = cgroup_root
