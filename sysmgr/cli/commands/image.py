@@ -212,7 +212,7 @@ def delete(app: AppContext, refs: tuple[str, ...]) -> None:
         img.delete()
         confirm("Image", ref, "deleted")
         if users:
-            echo_err(f"note: made from it (they keep their root filesystems): "
+            echo_err("note: made from it (they keep their root filesystems): "
                      + ", ".join(users))
 
     for_each(refs, delete_one)
