@@ -297,7 +297,7 @@ class NetworkEngine:
     def problems(self, rec: NetworkRecord) -> list[str]:
         """What is missing on the host for a recorded network (empty: healthy)."""
         spec = self.spec(rec)
-        st = self.driver.status(spec)
+        st = self.driver.health(spec)
         out = []
         if not st.exists:
             out.append(f"bridge {rec.bridge} is missing")

@@ -1,16 +1,18 @@
-"""Every pyroute2 call of sysmgr, and the one place where netlink errors become sysmgr errors.
+"""Network namespaces, the one place where netlink errors become sysmgr errors, and every
+pyroute2 call of sysmgr.
 
-The bridge driver talks to the kernel through :func:`session`, a context manager yielding a
-:class:`Netlink` bound to one network namespace; each call translates ``NetlinkError`` (and
-``OSError``) into :class:`~sysmgr.errors.DriverError` subclasses with the errno's meaning.
-pyroute2 is imported lazily, on the first session, so importing sysmgr (the CLI) never loads
-it; a missing pyroute2 is :class:`~sysmgr.errors.DriverUnavailable`.
+:func:`translate` maps a netlink errno to :class:`~sysmgr.errors.DriverError` subclasses, for
+both netlink clients: sysmgr's own (:mod:`._rtnl`, every link, address and default-route
+change) and pyroute2, which only reads routing tables here (:func:`routes`, for a network's
+creation and repair). pyroute2 is imported lazily, on the first :func:`routes` block, so
+neither the CLI nor a start loads it (its import alone is about 90 ms); a missing pyroute2 is
+:class:`~sysmgr.errors.DriverUnavailable`.
 
 **Namespaces without a fork.** ``IPRoute(netns=...)`` forks a helper process to create its
 socket (about 7 ms). A netlink socket belongs to the network namespace of the thread that
 created it, and ``setns(CLONE_NEWNET)`` changes only the calling thread, so
 :func:`in_netns` runs a function in a short-lived thread that joined the namespace
-(about 1 ms); :func:`session` creates its socket there and hands it to ``IPRoute(fileno=)``.
+(about 1 ms); sockets are created there (:func:`routes` hands its own to ``IPRoute(fileno=)``).
 The same trick writes the per-namespace ``/proc/sys/net`` files (:func:`write_sysctl`).
 
 Layer: drivers (network), private to :mod:`sysmgr.drivers.network`.
@@ -25,7 +27,6 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sysmgr._util import linux
@@ -33,7 +34,6 @@ from sysmgr.errors import Conflict, DriverError, DriverUnavailable, NotFound
 
 T = TypeVar("T")
 
-IFF_UP = 0x1
 RTN_UNICAST = 1
 RT_TABLE_MAIN = 254
 NETLINK_ROUTE = 0
@@ -143,7 +143,21 @@ def ifnames(netns: str | None) -> list[str]:
         raise DriverError(f"cannot list interfaces: {e.strerror}") from e
 
 
-# -- pyroute2 ---------------------------------------------------------------------------------
+# -- errors -----------------------------------------------------------------------------------
+
+def translate(what: str, code: int | None, message: str) -> DriverError | Conflict | NotFound:
+    """The sysmgr error for a netlink (or socket) failure with errno ``code``."""
+    text = f"{what}: {message}" if message else what
+    if code == errno.EEXIST:
+        return Conflict(text)
+    if code in (errno.ENODEV, errno.ENOENT, errno.ESRCH):
+        return NotFound(text)
+    if code == errno.EPERM:
+        return DriverError(text, hint="network changes need root (CAP_NET_ADMIN)")
+    return DriverError(text)
+
+
+# -- pyroute2: routing tables -------------------------------------------------------------------
 
 def _pyroute2() -> tuple[Any, type[Exception]]:
     try:
@@ -155,33 +169,10 @@ def _pyroute2() -> tuple[Any, type[Exception]]:
     return IPRoute, NetlinkError
 
 
-def _translate(what: str, code: int | None, message: str) -> DriverError | Conflict | NotFound:
-    text = f"{what}: {message}" if message else what
-    if code == errno.EEXIST:
-        return Conflict(text)
-    if code in (errno.ENODEV, errno.ENOENT, errno.ESRCH):
-        return NotFound(text)
-    if code == errno.EPERM:
-        return DriverError(text, hint="network changes need root (CAP_NET_ADMIN)")
-    return DriverError(text)
-
-
-@dataclass(frozen=True)
-class Link:
-    """The facts sysmgr uses about one network interface."""
-
-    index: int
-    ifname: str
-    kind: str | None          # "bridge", "veth", ... (None: a physical device)
-    master: int | None        # index of the bridge it is plugged into
-    mtu: int
-    up: bool                  # administratively up (IFF_UP)
-    mac: str | None
-    alias: str | None         # IFLA_IFALIAS: sysmgr's ownership marker
-
-
-class Netlink:
-    """rtnetlink operations on one namespace; every method translates netlink errors."""
+class Routes:
+    """What sysmgr reads from the routing tables of one namespace (through pyroute2: route
+    dumps with multipath hops and policy tables are its strength, and only network creation
+    and repair ask; the nic path speaks netlink itself, :mod:`._rtnl`)."""
 
     def __init__(self, ipr: Any, netlink_error: type[Exception], netns: str | None) -> None:
         self._ipr = ipr
@@ -193,101 +184,9 @@ class Netlink:
             return fn(*args, **kwargs)
         except self._error as e:
             code = getattr(e, "code", None)
-            raise _translate(what, code, os.strerror(code) if code else str(e)) from e
+            raise translate(what, code, os.strerror(code) if code else str(e)) from e
         except OSError as e:
-            raise _translate(what, e.errno, e.strerror or str(e)) from e
-
-    # -- links -------------------------------------------------------------------------------
-    @staticmethod
-    def _to_link(msg: Any) -> Link:
-        info = msg.get_attr("IFLA_LINKINFO")
-        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-        return Link(
-            index=msg["index"], ifname=msg.get_attr("IFLA_IFNAME"), kind=kind,
-            master=msg.get_attr("IFLA_MASTER") or None, mtu=msg.get_attr("IFLA_MTU") or 0,
-            up=bool(msg["flags"] & IFF_UP), mac=msg.get_attr("IFLA_ADDRESS"),
-            alias=msg.get_attr("IFLA_IFALIAS") or None,
-        )
-
-    def link(self, ifname: str) -> Link | None:
-        """The interface named ``ifname``, or None."""
-        try:
-            msgs = self._call(f"cannot look up interface {ifname}", self._ipr.link, "get",
-                              ifname=ifname)
-        except NotFound:
-            return None
-        return self._to_link(msgs[0])
-
-    def require(self, ifname: str) -> Link:
-        found = self.link(ifname)
-        if found is None:
-            raise NotFound(f"interface {ifname} does not exist")
-        return found
-
-    def links(self) -> list[Link]:
-        return [self._to_link(m) for m in self._call("cannot list interfaces", self._ipr.get_links)]
-
-    def ports(self, bridge: Link) -> list[str]:
-        """Names of the interfaces plugged into ``bridge``."""
-        return sorted(lk.ifname for lk in self.links() if lk.master == bridge.index)
-
-    def add_bridge(self, ifname: str, *, mac: str, mtu: int | None) -> Link:
-        attrs: dict[str, Any] = {"ifname": ifname, "kind": "bridge", "address": mac}
-        if mtu:
-            attrs["mtu"] = mtu
-        self._call(f"cannot create bridge {ifname}", self._ipr.link, "add", **attrs)
-        return self.require(ifname)
-
-    def add_veth(self, ifname: str, *, peer: str, peer_pid: int, peer_mac: str,
-                 mtu: int | None) -> Link:
-        """Create a veth pair whose peer is born inside the netns of ``peer_pid``, already
-        named ``peer`` with ``peer_mac`` (no temporary name, no move, no rename)."""
-        peer_attrs: dict[str, Any] = {"ifname": peer, "net_ns_pid": peer_pid, "address": peer_mac}
-        attrs: dict[str, Any] = {"ifname": ifname, "kind": "veth", "peer": peer_attrs}
-        if mtu:
-            attrs["mtu"] = mtu
-            peer_attrs["mtu"] = mtu
-        self._call(f"cannot create veth pair {ifname}/{peer}", self._ipr.link, "add", **attrs)
-        return self.require(ifname)
-
-    def set_link(self, link: Link, **attrs: Any) -> None:
-        """Change ``link``: ``state="up"``, ``mtu=``, ``master=`` (index), ``ifalias=``."""
-        self._call(f"cannot change interface {link.ifname}", self._ipr.link, "set",
-                   index=link.index, **attrs)
-
-    def delete_link(self, ifname: str) -> bool:
-        """Delete ``ifname``; False when it did not exist."""
-        link = self.link(ifname)
-        if link is None:
-            return False
-        try:
-            self._call(f"cannot delete interface {ifname}", self._ipr.link, "del",
-                       index=link.index)
-        except NotFound:
-            return False  # went away meanwhile (its netns died): the goal is reached
-        return True
-
-    # -- addresses and routes ----------------------------------------------------------------
-    def ipv4_addresses(self, link: Link) -> list[str]:
-        """IPv4 addresses on ``link`` in CIDR notation."""
-        msgs = self._call(f"cannot list addresses of {link.ifname}", self._ipr.get_addr,
-                          family=socket.AF_INET, index=link.index)
-        return [f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}" for m in msgs]
-
-    def add_ipv4(self, link: Link, cidr: str) -> None:
-        iface = ipaddress.IPv4Interface(cidr)
-        self._call(f"cannot add address {cidr} to {link.ifname}", self._ipr.addr, "add",
-                   index=link.index, address=str(iface.ip), prefixlen=iface.network.prefixlen,
-                   broadcast=str(iface.network.broadcast_address))
-
-    def del_ipv4(self, link: Link, cidr: str) -> None:
-        iface = ipaddress.IPv4Interface(cidr)
-        self._call(f"cannot remove address {cidr} from {link.ifname}", self._ipr.addr, "del",
-                   index=link.index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-
-    def set_default_route(self, gateway: str) -> None:
-        self._call(f"cannot set the default route via {gateway}", self._ipr.route, "replace",
-                   dst="0.0.0.0/0", gateway=gateway)
+            raise translate(what, e.errno, e.strerror or str(e)) from e
 
     def used_networks(self) -> list[str]:
         """Networks of every IPv4 address, plus every non-default unicast IPv4 route of any
@@ -305,7 +204,8 @@ class Netlink:
 
     def default_route_ifnames(self) -> list[str]:
         """Interfaces the IPv4 default routes of the main table leave through (the uplinks)."""
-        by_index = {lk.index: lk.ifname for lk in self.links()}
+        links = self._call("cannot list interfaces", self._ipr.get_links)
+        by_index = {m["index"]: m.get_attr("IFLA_IFNAME") for m in links}
         out: set[str] = set()
         for r in self._call("cannot list routes", self._ipr.get_routes, family=socket.AF_INET,
                             table=RT_TABLE_MAIN):
@@ -330,8 +230,8 @@ def _socket_in(netns: str) -> socket.socket:
 
 
 @contextlib.contextmanager
-def session(netns: str | None = None) -> Iterator[Netlink]:
-    """A :class:`Netlink` on the namespace at path ``netns`` (None: the caller's own).
+def routes(netns: str | None = None) -> Iterator[Routes]:
+    """A :class:`Routes` on the namespace at path ``netns`` (None: the caller's own).
 
     The socket is closed when the block exits.
     """
@@ -346,4 +246,4 @@ def session(netns: str | None = None) -> Iterator[Netlink]:
     except OSError as e:
         raise DriverError(f"cannot open a netlink socket: {e.strerror or e}") from e
     with ipr:
-        yield Netlink(ipr, netlink_error, netns)
+        yield Routes(ipr, netlink_error, netns)

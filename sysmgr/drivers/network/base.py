@@ -34,9 +34,10 @@ Layer: drivers (network). Importing this module imports no third-party library.
 from __future__ import annotations
 
 import abc
+import contextlib
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -345,12 +346,24 @@ class NetworkDriver(abc.ABC):
     @abc.abstractmethod
     def status(self, net: NetworkSpec) -> NetworkStatus: ...
 
+    def health(self, net: NetworkSpec) -> NetworkStatus:
+        """:meth:`status` without ``ports`` and ``leases`` (empty): whether the network
+        works, asked before every start; drivers override it to skip those reads."""
+        return self.status(net)
+
     def leases(self, net: NetworkSpec) -> list[Lease]:
         """Active DHCP leases of ``net``; drivers override it to skip the kernel queries of
         :meth:`status` (``list`` reads it for every network)."""
         return list(self.status(net).leases)
 
     # -- nics --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """A block in which many nics are plugged in or out in a row (a start or stop of
+        several containers): drivers may keep what the calls share open across it (one host
+        netlink socket). Re-entrant; the default does nothing."""
+        yield
+
     @abc.abstractmethod
     def attach(self, nic: NicSpec, init_pid: int) -> None:
         """Plug ``nic`` in: veth pair, host end on the bridge and up, container end in the

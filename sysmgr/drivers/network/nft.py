@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass
 
 from sysmgr._util import proc
-from sysmgr.drivers.network import _netlink
+from sysmgr.drivers.network import _netlink, _rtnl
 from sysmgr.drivers.network.base import NetworkSpec, network_alias, nft_table_name
 from sysmgr.errors import CommandFailed, DriverError, DriverUnavailable
 
@@ -124,7 +124,9 @@ def tables(netns: str | None = None) -> list[str]:
 
 
 def exists(table: str, netns: str | None = None) -> bool:
-    return table in tables(netns)
+    """Whether the table exists: one netlink request (every start asks; running ``nft``
+    would cost a process)."""
+    return _rtnl.nft_table_exists(netns, _rtnl.NFPROTO_IPV4, table)
 
 
 def listing(table: str, netns: str | None = None) -> str | None:
