@@ -137,3 +137,21 @@ class MemberSpec:
     @property
     def is_local(self) -> bool:
         return self.url.startswith("local:")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one container's share of a call on several containers came to (``start``,
+    ``stop`` or ``delete`` of many): done, or the error that kept it from being done, as
+    data (it travels from a cluster member like any record)."""
+
+    name: str
+    error: str | None = None          # the error's message; None: done
+    hint: str | None = None
+    exit_code: int = 0                # the error's exit code (1 failure, 2 bad input)
+    warnings: tuple[str, ...] = ()    # what a start had to leave out
+    graceful: bool | None = None      # a stop: init shut down by itself (False: killed)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

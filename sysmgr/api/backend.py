@@ -70,6 +70,24 @@ class Backend(abc.ABC):
         """True when init shut down by itself, False when it had to be killed."""
 
     @abc.abstractmethod
+    def containers_start(self, names: Sequence[str]) -> list[Any]:
+        """Start several containers in one pass (one lock, their networks prepared once,
+        one dnsmasq reload at most per network, one host netlink socket); one
+        :class:`~sysmgr.types.Outcome` per name, in order. Each starts whole or not at all,
+        and a failure is reported in its outcome while the others go on."""
+
+    @abc.abstractmethod
+    def containers_stop(self, names: Sequence[str], *, timeout: float | None,
+                        force: bool) -> list[Any]:
+        """Stop several containers at once (every halt signal or kill sent before any is
+        waited for); one :class:`~sysmgr.types.Outcome` per name (``graceful``)."""
+
+    @abc.abstractmethod
+    def containers_delete(self, names: Sequence[str], *, force: bool) -> list[Any]:
+        """Delete several containers in one pass (the running ones killed together with
+        ``force``; reservations pushed once); one :class:`~sysmgr.types.Outcome` per name."""
+
+    @abc.abstractmethod
     def container_restart(self, name: str, *, timeout: float | None, force: bool) -> None: ...
 
     @abc.abstractmethod

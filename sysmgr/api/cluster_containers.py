@@ -65,6 +65,36 @@ class ClusterContainerManager(ContainerManager):
             name, argv, env=env, cwd=cwd, tty=tty, stdin=0, stdout=1, stderr=2, user=user,
             group=group)
 
+    def _by_member(self, names: Sequence[str], call: Callable[[Any, list[str]], list[Any]]
+                   ) -> list[Any]:
+        """``call(backend, names)`` once per member, for the names it holds (a name found on
+        no member, or on several, is its own failed outcome); outcomes in ``names``' order."""
+        from sysmgr.errors import SysmgrError
+        from sysmgr.types import Outcome
+
+        out: dict[str, Any] = {}
+        where: dict[str, list[str]] = {}
+        for name in dict.fromkeys(names):
+            try:
+                where.setdefault(self._cluster.locate(name), []).append(name)
+            except SysmgrError as e:
+                out[name] = Outcome(name, error=e.message, hint=e.hint, exit_code=e.exit_code)
+        for member, held in where.items():
+            out.update((o.name, o) for o in call(self._cluster.backend(member), held))
+        return [out[name] for name in dict.fromkeys(names)]
+
+    def start_many(self, names: Sequence[str]) -> list[Any]:
+        """As on one host, one call per member holding some of ``names``."""
+        return self._by_member(names, lambda b, held: b.containers_start(held))
+
+    def stop_many(self, names: Sequence[str], *, timeout: float | None = None,
+                  force: bool = False) -> list[Any]:
+        return self._by_member(
+            names, lambda b, held: b.containers_stop(held, timeout=timeout, force=force))
+
+    def delete_many(self, names: Sequence[str], *, force: bool = False) -> list[Any]:
+        return self._by_member(names, lambda b, held: b.containers_delete(held, force=force))
+
     def exists(self, ref: str) -> bool:
         ms = self._cluster.member_set()
         return any(o.ok and o.value for o in ms.each(lambda m, b: b.container_exists(ref)).values())

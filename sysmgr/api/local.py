@@ -13,7 +13,9 @@ from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 from sysmgr.api.backend import Backend, Config, Devices, Progress, Warn
 from sysmgr.engine import confinement, execution, pools, records, runspec, volumes
 from sysmgr.engine.host import Host
+from sysmgr.errors import SysmgrError
 from sysmgr.layout import Layout
+from sysmgr.types import Outcome
 
 
 class LocalBackend(Backend):
@@ -74,6 +76,22 @@ class LocalBackend(Backend):
 
     def container_stop(self, name: str, *, timeout: float | None, force: bool) -> bool:
         return _lifecycle().stop(self.host, name, timeout=timeout, force=force)
+
+    def containers_start(self, names: Sequence[str]) -> list[Any]:
+        said: dict[str, list[str]] = {}
+        results = _lifecycle().start_many(self.host, names,
+                                          warn=lambda n, m: said.setdefault(n, []).append(m))
+        return [_outcome(n, e, warnings=tuple(said.get(n, ()))) for n, e in results.items()]
+
+    def containers_stop(self, names: Sequence[str], *, timeout: float | None,
+                        force: bool) -> list[Any]:
+        results = _lifecycle().stop_many(self.host, names, timeout=timeout, force=force)
+        return [_outcome(n, r) if isinstance(r, SysmgrError) else Outcome(n, graceful=r)
+                for n, r in results.items()]
+
+    def containers_delete(self, names: Sequence[str], *, force: bool) -> list[Any]:
+        return [_outcome(n, e)
+                for n, e in _containers().delete_many(self.host, names, force=force).items()]
 
     def container_restart(self, name: str, *, timeout: float | None, force: bool) -> None:
         _lifecycle().restart(self.host, name, timeout=timeout, force=force, must_run=True)
@@ -468,6 +486,14 @@ def _bootstrap() -> Any:
 def _views() -> Any:
     from sysmgr.engine import views  # cold start: nics and their networks
     return views
+
+
+def _outcome(name: str, error: SysmgrError | None, *, warnings: tuple[str, ...] = ()
+             ) -> Outcome:
+    if error is None:
+        return Outcome(name, warnings=warnings)
+    return Outcome(name, error=error.message, hint=error.hint, exit_code=error.exit_code,
+                   warnings=warnings)
 
 
 def _containers() -> Any:

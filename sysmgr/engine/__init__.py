@@ -9,8 +9,9 @@ Floor plan, bottom up (each module imports only modules below it; no circles):
   ``volumes`` (root disk sizes, full pools), ``idshift`` (the ids a container's files carry
   on disk; the shift where a filesystem cannot idmap), ``restoring`` and ``journal`` (intents
   that a killed sysmgr's next run resolves).
-- networks: ``netplan`` (pure checks and planning), ``networks`` (networks on the host, nic
-  records and allocation), ``nics`` (plugging nics in on the start path, views).
+- networks: ``nicrules`` (pure nic checks), ``netplan`` (pure planning), ``networks``
+  (networks on the host, nic records and allocation), ``nics`` (plugging nics in on the
+  start path, views).
 - containers: ``lifecycle`` (start/stop/freeze), ``containers`` (create, delete, definition,
   live keys), ``execution`` (exec, pty sessions, files), ``views``; ``pools``, ``profiles``,
   ``images``, ``snapshots``, ``copy``, ``backup`` over ``streams``; ``bootstrap`` (``init``).

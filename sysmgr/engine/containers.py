@@ -18,10 +18,10 @@ from sysmgr.engine import (
     volumes)
 from sysmgr.engine.host import DEFAULT_PROFILE, Host
 from sysmgr.engine.migration import markers
-from sysmgr.engine.netplan import nic_problems
+from sysmgr.engine.nicrules import nic_problems
 from sysmgr.engine.networks import NetworkEngine
 from sysmgr.engine.reverter import Reverter
-from sysmgr.errors import AlreadyExists, Conflict, Issue, NotFound, ValidationError
+from sysmgr.errors import AlreadyExists, Conflict, Issue, NotFound, SysmgrError, ValidationError
 from sysmgr.model import keys as mkeys
 from sysmgr.model import names as mnames
 from sysmgr.state import volumes as svol
@@ -157,35 +157,76 @@ def delete_container(host: Host, name: str, *, force: bool = False,
     """Delete a container, its volume and its snapshots (a running one only with ``force``).
     A container a move marks is deleted only by that move (``migration``), which also
     deletes a protected one: the copy left behind by a finished move."""
+    error = delete_many(host, [name], force=force, migration=migration)[name]
+    if error is not None:
+        raise error
+
+
+def delete_many(host: Host, names: Sequence[str], *, force: bool = False,
+                migration: str | None = None) -> dict[str, SysmgrError | None]:
+    """Delete several containers in one pass (see :func:`delete_container`): the running
+    ones (``force``) are killed together (:func:`lifecycle.stop_many`), and the DHCP
+    reservations and DNS names of their networks are pushed once at the end. A failure is
+    that container's alone (the others are deleted). Returns each name's error, None for a
+    deleted one."""
+    out: dict[str, SysmgrError | None] = {}
     with host.locked():
-        ex = records.read(host, name)
-        rec = ex.record
-        markers.refuse(rec, "delete", allow=migration)
-        if migration is None and \
-                mkeys.parse_bool(ex.config.get("security.protection.delete", "false")):
-            raise Conflict(f"container {name!r} is protected (security.protection.delete=true)",
-                           hint=f"sysmgr config unset {name} security.protection.delete")
-        if records.status(host, rec).state != STOPPED:
-            if not force:
-                raise Conflict(f"container {name!r} is running",
-                               hint="stop it first or use --force")
-            lifecycle.stop(host, name, force=True)
-        host.runtime.cleanup(records.cgroup_path(host, name))
-        confinement.release(host, name)
-        # the record goes last: if removing the volume fails, the container stays listed;
-        # an unmounted pool (after a restart) would make the volume look already gone
-        drv = host.pool_driver(rec.pool)
-        if not drv.has_container(name):
-            drv.mount()
-        drv.delete_container(name)
-        records.remove_tree(host.layout.container_dir(name), ignore_errors=True)
+        doomed: dict[str, records.Expanded] = {}
+        for name in dict.fromkeys(names):
+            try:
+                doomed[name] = _deletable(host, name, force, migration)
+            except SysmgrError as e:
+                out[name] = e
+        running = [n for n, ex in doomed.items()
+                   if records.status(host, ex.record).state != STOPPED]
+        for name, result in lifecycle.stop_many(host, running, force=True).items():
+            if isinstance(result, SysmgrError):
+                out[name] = result
+                del doomed[name]
         networks = NetworkEngine(host)
-        nets = networks.networks_of(rec)
-        with host.store.transaction():
-            host.store.delete_container(name)
-        if nets or records.has_nics(ex.devices):
-            networks.sync(touched=nets)  # its DHCP leases and DNS names go
-        events.container(host, name, "deleted")
+        touched: set[str] = set()
+        for name, ex in doomed.items():
+            try:
+                _remove(host, ex)
+                out[name] = None
+                touched.update(networks.networks_of(ex.record))
+            except SysmgrError as e:
+                out[name] = e
+        if touched or any(records.has_nics(ex.devices) for ex in doomed.values()):
+            networks.sync(touched=touched)  # their DHCP leases and DNS names go
+        for name in doomed:
+            if out[name] is None:
+                events.container(host, name, "deleted")
+    return {name: out[name] for name in dict.fromkeys(names)}
+
+
+def _deletable(host: Host, name: str, force: bool, migration: str | None) -> records.Expanded:
+    """The container's record, if it may be deleted now."""
+    ex = records.read(host, name)
+    markers.refuse(ex.record, "delete", allow=migration)
+    if migration is None and \
+            mkeys.parse_bool(ex.config.get("security.protection.delete", "false")):
+        raise Conflict(f"container {name!r} is protected (security.protection.delete=true)",
+                       hint=f"sysmgr config unset {name} security.protection.delete")
+    if not force and records.status(host, ex.record).state != STOPPED:
+        raise Conflict(f"container {name!r} is running", hint="stop it first or use --force")
+    return ex
+
+
+def _remove(host: Host, ex: records.Expanded) -> None:
+    """Remove a stopped container's leftovers, volume, files and record."""
+    name = ex.record.name
+    host.runtime.cleanup(records.cgroup_path(host, name))
+    confinement.release(host, name)
+    # the record goes last: if removing the volume fails, the container stays listed;
+    # an unmounted pool (after a restart) would make the volume look already gone
+    drv = host.pool_driver(ex.record.pool)
+    if not drv.has_container(name):
+        drv.mount()
+    drv.delete_container(name)
+    records.remove_tree(host.layout.container_dir(name), ignore_errors=True)
+    with host.store.transaction():
+        host.store.delete_container(name)
 
 
 # -- definition -------------------------------------------------------------------------------

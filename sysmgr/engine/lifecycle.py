@@ -11,9 +11,10 @@ the supervisor, :mod:`sysmgr.engine.supervise`, which records the crash).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 from sysmgr._util import hostinfo
 from sysmgr.drivers.runtime.base import FROZEN, RUNNING, STOPPED, InitRecord, Status
@@ -21,7 +22,7 @@ from sysmgr.engine import (
     confinement, disks, events, idmap, idshift, lxcfs, records, runspec)
 from sysmgr.engine.host import DEFAULT_STOP_TIMEOUT, Host
 from sysmgr.engine.migration import markers
-from sysmgr.engine.nics import NicEngine
+from sysmgr.engine.nics import NicEngine, StartNics
 from sysmgr.errors import Conflict, SysmgrError
 from sysmgr.model import restart as mrestart
 from sysmgr.state.db import ContainerRecord
@@ -33,98 +34,212 @@ def start(host: Host, name: str, *, migration: str | None = None,
     (other than ``migration``: the move starting it on its new member). ``warn`` gets what
     the start had to leave out (a disk whose source is missing, ``required=false``), which
     the started event also records."""
-    said: list[str] = []
     with host.locked():
-        ex = records.read(host, name)
-        rec = ex.record
-        markers.refuse(rec, "start", allow=migration)
-        if records.status(host, rec).state != STOPPED:
-            raise Conflict(f"container {name!r} is already running")
-        cgroup = records.cgroup_path(host, name)
-        host.runtime.cleanup(cgroup)  # a previous init may have died by itself
-        ids = idmap.idmap_for(host, rec, ex.config)
-        idmapped = idshift.prepare(host, name, ex.devices, rec.pool, ids)  # may shift the files
-        binds = disks.mounts(host, name, ex.devices, ids is not None, said.append)
-        views = None
-        if host.runtime.info.resource_views:  # lxcfs: its own memory, CPUs and uptime
+        ex = _startable(host, name, migration)
+        shared = _Shared.prepare(host, [ex])
+        return _start_one(host, ex, shared, warn)
+
+
+def start_many(host: Host, names: Sequence[str],
+               warn: Callable[[str, str], None] | None = None) -> dict[str, SysmgrError | None]:
+    """Start several stopped containers in one pass: one lock, their nic records and
+    networks prepared once (one dnsmasq reload at most per network), one host netlink
+    socket for every nic, the resource views checked once. ``warn(name, message)`` as
+    :func:`start`'s.
+
+    Each container starts whole or not at all (a failed start undoes its own steps), and a
+    failure is that container's alone: it is reported and the others go on; those started
+    stay running. Returns each name's error, None for a started one."""
+    out: dict[str, SysmgrError | None] = {}
+    with host.locked():
+        ready = []
+        for name in dict.fromkeys(names):
+            try:
+                ready.append(_startable(host, name, None))
+            except SysmgrError as e:
+                out[name] = e
+        shared = _Shared.prepare(host, ready)
+        with shared.batch():
+            for ex in ready:
+                name = ex.record.name
+                try:
+                    _start_one(host, ex, shared,
+                               (lambda m, n=name: warn(n, m)) if warn is not None else None)
+                    out[name] = None
+                except SysmgrError as e:
+                    out[name] = e
+    return {name: out[name] for name in dict.fromkeys(names)}
+
+
+def _startable(host: Host, name: str, migration: str | None) -> records.Expanded:
+    """The container's record read once, if it may start (stopped, not marked by a move)."""
+    ex = records.read(host, name)
+    markers.refuse(ex.record, "start", allow=migration)
+    if records.status(host, ex.record).state != STOPPED:
+        raise Conflict(f"container {name!r} is already running")
+    return ex
+
+
+class _Shared:
+    """What the containers of one start call share: their nics' preparation (None when
+    none has a nic: nic-less starts never load networking) and the resource views."""
+
+    def __init__(self, host: Host, nics: StartNics | None) -> None:
+        self.host = host
+        self.nics = nics
+        self.views: int | None = None
+        self.view_binds: tuple[Any, ...] = ()
+        self.view_note: str | None = None
+        if host.runtime.info.resource_views:  # lxcfs: their own memory, CPUs and uptime
             try:
                 lxcfs.ensure()
-            except SysmgrError as e:  # the container starts all the same, with the host's views
-                said.append(f"resource views are the host's: {e.message}")
-            views = lxcfs.generation()
-            binds += lxcfs.binds() if views is not None else ()
-        spec = runspec.runtime_spec(host, ex, records.image_meta(host, rec), ids,
-                                    idmapped_rootfs=idmapped, disks=binds)
-        os.makedirs(spec.runtime_dir, exist_ok=True)
-        spec = confinement.confine(host, spec, ex.config)  # its AppArmor profile, where there is one
-        before_go = None
-        if records.has_nics(ex.devices):  # nic-less containers never load networking
-            nics = NicEngine(host)
-            before_go = nics.attacher(nics.prepare_start(name, spec.rootfs))
-        rec = host.store.container(name)  # the id map, a shift and nics may have recorded state
-        init = host.runtime.start(spec, before_go=before_go)
-        vol = {k: v for k, v in rec.volatile.items()
-               if k not in mrestart.PENDING_KEYS and k != mrestart.RESTART_NEEDED}
-        # the boot id and the time tell a supervisor whether and how long this init ran
-        vol.update({"init.pid": init.pid, "init.starttime": init.starttime,
-                    "init.cgroup": init.cgroup, "init.boot_id": hostinfo.boot_id(),
-                    "init.started": time.time(), "last_state": RUNNING,
-                    "last_used": time.time(),  # kept after a stop: LXD's last_used_at
-                    lxcfs.VOLATILE: views})
-        try:
-            with host.store.transaction():
-                host.store.set_volatile(name, vol)
-        except BaseException:
-            host.runtime.stop(init, halt_signal=spec.halt_signal, timeout=0, force=True)
-            raise
-        events.container(host, name, "started", detail="; ".join(said) or None)
-        for msg in said if warn is not None else ():
-            warn(msg)
-        return Status(RUNNING, init.pid)
+            except SysmgrError as e:  # they start all the same, with the host's views
+                self.view_note = f"resource views are the host's: {e.message}"
+            self.views = lxcfs.generation()
+            self.view_binds = tuple(lxcfs.binds()) if self.views is not None else ()
+
+    @classmethod
+    def prepare(cls, host: Host, starting: Sequence[records.Expanded]) -> _Shared:
+        with_nics = [ex for ex in starting if records.has_nics(ex.devices)]
+        return cls(host, NicEngine(host).prepare(with_nics) if with_nics else None)
+
+    def batch(self) -> ContextManager[None]:
+        """One host netlink socket for every nic plugged in the block."""
+        if self.nics is None:
+            return contextlib.nullcontext()
+        return self.nics.engine.driver.batch()
+
+    def before_go(self, ex: records.Expanded, rootfs: str) -> Callable[[int], None] | None:
+        if self.nics is None or not records.has_nics(ex.devices):
+            return None
+        return self.nics.engine.attacher(self.nics.specs(ex.record.name, rootfs))
+
+
+def _start_one(host: Host, ex: records.Expanded, shared: _Shared,
+               warn: Callable[[str], None] | None) -> Status:
+    """Start one container whose record was read (see :func:`start`)."""
+    rec = ex.record
+    name = rec.name
+    said: list[str] = []
+    host.runtime.cleanup(records.cgroup_path(host, name))  # a previous init may have died by itself
+    ids = idmap.idmap_for(host, rec, ex.config)
+    idmapped = idshift.prepare(host, name, ex.devices, rec.pool, ids)  # may shift the files
+    binds = disks.mounts(host, name, ex.devices, ids is not None, said.append)
+    binds += shared.view_binds
+    if shared.view_note:
+        said.append(shared.view_note)
+    spec = runspec.runtime_spec(host, ex, records.image_meta(host, rec), ids,
+                                idmapped_rootfs=idmapped, disks=binds)
+    os.makedirs(spec.runtime_dir, exist_ok=True)
+    spec = confinement.confine(host, spec, ex.config)  # its AppArmor profile, where there is one
+    before_go = shared.before_go(ex, spec.rootfs)
+    rec = host.store.container(name)  # the id map, a shift and nics may have recorded state
+    init = host.runtime.start(spec, before_go=before_go)
+    vol = {k: v for k, v in rec.volatile.items()
+           if k not in mrestart.PENDING_KEYS and k != mrestart.RESTART_NEEDED}
+    # the boot id and the time tell a supervisor whether and how long this init ran
+    vol.update({"init.pid": init.pid, "init.starttime": init.starttime,
+                "init.cgroup": init.cgroup, "init.boot_id": hostinfo.boot_id(),
+                "init.started": time.time(), "last_state": RUNNING,
+                "last_used": time.time(),  # kept after a stop: LXD's last_used_at
+                lxcfs.VOLATILE: shared.views})
+    try:
+        with host.store.transaction():
+            host.store.set_volatile(name, vol)
+    except BaseException:
+        host.runtime.stop(init, halt_signal=spec.halt_signal, timeout=0, force=True)
+        raise
+    events.container(host, name, "started", detail="; ".join(said) or None)
+    for msg in said if warn is not None else ():
+        warn(msg)
+    return Status(RUNNING, init.pid)
 
 
 def stop(host: Host, name: str, *, timeout: float | None = None, force: bool = False) -> bool:
     """Stop a container; True when its init shut down by itself on the halt signal, False
     when it had to be killed (``force``, or the timeout ran out)."""
-    graceful = True
+    result = stop_many(host, [name], timeout=timeout, force=force)[name]
+    if isinstance(result, SysmgrError):
+        raise result
+    return result
+
+
+def stop_many(host: Host, names: Sequence[str], *, timeout: float | None = None,
+              force: bool = False) -> dict[str, bool | SysmgrError]:
+    """Stop several containers at once: every halt signal (with ``force``, every kill) is
+    sent before any is waited for, so their shutdowns overlap, and their nics are unplugged
+    over one host netlink socket. ``timeout`` (default: each one's
+    ``boot.host_shutdown_timeout``) runs for them all from the start. Returns each name's
+    result as :func:`stop`'s, or the error that kept it from stopping (the others go on)."""
+    out: dict[str, bool | SysmgrError] = {}
     with host.locked():
-        ex = records.read(host, name)
-        rec = ex.record
-        init = records.init_record(rec)
-        if host.runtime.status(init).state == STOPPED:
-            if init is None and not force:
-                raise Conflict(f"container {name!r} is not running")
-        else:
-            assert init is not None
-            if timeout is None:
-                timeout = float(ex.config.get("boot.host_shutdown_timeout") or DEFAULT_STOP_TIMEOUT)
-            graceful = _stop_init(host, rec, init, timeout, force)
-        settle(host, ex)
-        events.container(host, name, "stopped", detail=None if graceful else "killed")
-    return graceful
+        running: list[tuple[records.Expanded, InitRecord]] = []
+        gone: list[records.Expanded] = []
+        for name in dict.fromkeys(names):
+            try:
+                ex = records.read(host, name)
+                init = records.init_record(ex.record)
+                if host.runtime.status(init).state != STOPPED:
+                    assert init is not None
+                    running.append((ex, init))
+                elif init is None and not force:
+                    raise Conflict(f"container {name!r} is not running")
+                else:
+                    gone.append(ex)  # its init died by itself: only the leftovers go
+            except SysmgrError as e:
+                out[name] = e
+        out.update({ex.record.name: True for ex in gone})
+        out.update(_stop_inits(host, running, timeout, force))
+        settled = [ex for ex in gone + [ex for ex, _ in running]
+                   if not isinstance(out[ex.record.name], SysmgrError)]
+        with _nic_batch(host, settled):
+            for ex in settled:
+                settle(host, ex)
+                events.container(host, ex.record.name, "stopped",
+                                 detail=None if out[ex.record.name] else "killed")
+    return {name: out[name] for name in dict.fromkeys(names)}
 
 
-def _stop_init(host: Host, rec: ContainerRecord, init: InitRecord, timeout: float,
-               force: bool) -> bool:
-    """Halt (or kill) a running init. The record says STOPPED *before* the signal, so a
-    supervisor that sees init exit never takes the stop for a crash; if the stop fails
-    while init still runs, it says RUNNING again."""
-    _set_last_state(host, rec.name, STOPPED)
+def _stop_inits(host: Host, running: Sequence[tuple[records.Expanded, InitRecord]],
+                timeout: float | None, force: bool) -> dict[str, bool | SysmgrError]:
+    """Halt (or kill) running inits. The records say STOPPED *before* the signals, so a
+    supervisor that sees an init exit never takes the stop for a crash; an init that
+    still runs after its stop failed is recorded RUNNING again."""
+    if not running:
+        return {}
+    names = [ex.record.name for ex, _ in running]
+    _set_last_state(host, names, STOPPED)
+    stops = [(init, runspec.halt_signal(records.image_meta(host, ex.record)),
+              timeout if timeout is not None else
+              float(ex.config.get("boot.host_shutdown_timeout") or DEFAULT_STOP_TIMEOUT))
+             for ex, init in running]
     try:
-        return host.runtime.stop(
-            init, halt_signal=runspec.halt_signal(records.image_meta(host, rec)),
-            timeout=timeout, force=force)
+        results = host.runtime.stop_many(stops, force=force)
     except BaseException:
-        if host.runtime.status(init).state != STOPPED:
-            _set_last_state(host, rec.name, RUNNING)
+        _set_last_state(host, [n for n, (_, init) in zip(names, running)
+                               if host.runtime.status(init).state != STOPPED], RUNNING)
         raise
+    failed = [n for n, (_, init), r in zip(names, running, results)
+              if isinstance(r, SysmgrError) and host.runtime.status(init).state != STOPPED]
+    _set_last_state(host, failed, RUNNING)
+    return dict(zip(names, results))
 
 
-def _set_last_state(host: Host, name: str, state: str) -> None:
+def _nic_batch(host: Host, exs: Sequence[records.Expanded]) -> ContextManager[None]:
+    """One host netlink socket for unplugging the nics of ``exs`` (when any has one)."""
+    if not any(records.has_nics(ex.devices) for ex in exs):
+        return contextlib.nullcontext()
+    return host.network_driver.batch()
+
+
+def _set_last_state(host: Host, names: Sequence[str], state: str) -> None:
+    if not names:
+        return
     with host.store.transaction():
-        vol = dict(host.store.container(name).volatile)  # fresh: never lose a key
-        vol["last_state"] = state
-        host.store.set_volatile(name, vol)
+        for name in names:
+            vol = dict(host.store.container(name).volatile)  # fresh: never lose a key
+            vol["last_state"] = state
+            host.store.set_volatile(name, vol)
 
 
 def settle(host: Host, ex: records.Expanded, volatile: Mapping[str, Any] | None = None) -> None:

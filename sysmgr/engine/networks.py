@@ -17,7 +17,7 @@ The :class:`NetworkEngine` of a host root owns everything networked but the star
   re-allocates duplicates (a copied record; the older container keeps its values) and pushes
   the DHCP reservations + DNS names of every network whose set changed.
 
-The checks and the planning are pure (:mod:`sysmgr.engine.netplan`); plugging nics into a
+The nic rules and the planning are pure (:mod:`sysmgr.engine.nicrules`, :mod:`sysmgr.engine.netplan`); plugging nics into a
 starting container is :mod:`sysmgr.engine.nics`.
 """
 
@@ -27,19 +27,16 @@ import contextlib
 import contextvars
 import ipaddress
 import time
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from sysmgr.drivers.network import base as netbase
 from sysmgr.drivers.network import ipam
 from sysmgr.drivers.runtime.base import STOPPED
 from sysmgr.engine import records
-from sysmgr.engine.actions import Action, CreateNetwork, Plan, UpdateNetwork
 from sysmgr.engine.host import Host
-from sysmgr.engine.netplan import (
+from sysmgr.engine.nicrules import (
     DEFAULT_NIC, NICS, RESTART_KEYS, Claim, Devices, NetFacts, claims,
-    conflicts, dns_label, facts, nic_devices, nic_problems, normalize_address,
-    reserved_addresses)
-from sysmgr.engine.observed import ObservedNetwork
+    conflicts, dns_label, facts, nic_devices, nic_problems, normalize_address)
 from sysmgr.engine.reverter import Reverter
 from sysmgr.errors import (
     AlreadyExists, Conflict, DriverError, Issue, NotFound, SysmgrError, ValidationError)
@@ -51,6 +48,10 @@ from sysmgr.state.db import ContainerRecord
 from sysmgr.state.networks import NetworkRecord
 from sysmgr.types import NetworkLease, NetworkState
 
+if TYPE_CHECKING:  # pragma: no cover - plans and observation: not on a start's import path
+    from sysmgr.engine.actions import Action, Plan
+    from sysmgr.engine.observed import ObservedNetwork
+
 #: static addresses of a plan being applied: never handed out by allocation
 _RESERVED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
     "sysmgr_reserved_addresses", default=frozenset())
@@ -59,6 +60,8 @@ _RESERVED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
 @contextlib.contextmanager
 def reserving(plan: Plan) -> Iterator[None]:
     """While ``plan`` runs, keep the static addresses it declares out of allocations."""
+    from sysmgr.engine.netplan import reserved_addresses  # plans only (cold start)
+
     token = _RESERVED.set(frozenset(reserved_addresses(plan)))
     try:
         yield
@@ -68,6 +71,8 @@ def reserving(plan: Plan) -> Iterator[None]:
 
 def execute(host: Host, a: Action, rev: Reverter) -> None:
     """Run one network action of a plan, registering its undo."""
+    from sysmgr.engine.actions import CreateNetwork, UpdateNetwork  # plans only (cold start)
+
     engine = NetworkEngine(host)
     if isinstance(a, CreateNetwork):
         engine.create(a.name, dict(a.config), type=a.type, description=a.description)
@@ -324,6 +329,8 @@ class NetworkEngine:
         """Every recorded network with its problems, and (``host_networks``) the IPv4
         networks on the host: only a plan with networks in it needs those, and reading them
         loads netlink."""
+        from sysmgr.engine.observed import ObservedNetwork  # plans only (cold start)
+
         recs = self.records()
         nets = {r.name: ObservedNetwork(r, tuple(self.problems(r))) for r in recs}
         if not host_networks:
@@ -405,9 +412,11 @@ class NetworkEngine:
             if before.get(name) != after.get(name) or name in set(touched):
                 self.push(rec, after.get(name, []))
 
-    def keep_or_allocate(self, net: NetworkRecord, old: Mapping[str, str], taken: set[str]) -> str:
-        spec = self.spec(net)
-        prev = old.get("ipv4") if old.get("network") == net.name else None
+    def keep_or_allocate(self, spec: netbase.NetworkSpec, old: Mapping[str, str],
+                         taken: set[str]) -> str:
+        """The nic's recorded address on network ``spec`` while still valid and free, else
+        the lowest free one (added to ``taken``)."""
+        prev = old.get("ipv4") if old.get("network") == spec.name else None
         if prev:
             inside = not ipam.address_problems(spec.ipv4_cidr, {"x": prev})
             in_range = any(ipaddress.IPv4Address(a) <= ipaddress.IPv4Address(prev)
@@ -462,6 +471,7 @@ class _Allocation:
                  expanded: Mapping[str, Devices]) -> None:
         self.engine = engine
         self.nets = nets
+        self.specs: dict[str, netbase.NetworkSpec] = {}  # normalised once per pass, not per nic
         self.root_id = engine.host.layout.root_id
         self.addr: dict[str, set[str]] = {n: set() for n in nets}
         self.macs: set[str] = set()
@@ -485,7 +495,9 @@ class _Allocation:
             if dev.get("ipv4.address"):
                 r["ipv4"] = normalize_address(dev["ipv4.address"])
             else:
-                r["ipv4"] = self.engine.keep_or_allocate(self.nets[net], old, self.addr[net])
+                if net not in self.specs:
+                    self.specs[net] = self.engine.spec(self.nets[net])
+                r["ipv4"] = self.engine.keep_or_allocate(self.specs[net], old, self.addr[net])
         return r
 
     def _host_name(self, current: str) -> str:

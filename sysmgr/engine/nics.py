@@ -1,7 +1,8 @@
 """Container nics on the start path and in views: plugging them in, unplugging, showing.
 
-Before a start, :meth:`NicEngine.prepare_start` completes the nic records, brings the
-container's networks up (repairing them if needed) and writes ``/etc/resolv.conf``; the
+Before a start, :meth:`NicEngine.prepare` completes the nic records and brings the
+containers' networks up (repairing them if needed), once for all the containers one call
+starts; :meth:`StartNics.specs` writes each one's ``/etc/resolv.conf`` and says its nics; the
 runtime then calls :meth:`NicEngine.attacher`'s hook between "namespaces exist" and "init
 runs", so each nic's address and default route are configured *before init runs* (dnsmasq
 serves the same address by DHCP; a nic with ``ipv4.dhcp: true`` is left to the guest's DHCP
@@ -20,13 +21,11 @@ from sysmgr.drivers.network import base as netbase
 from sysmgr.drivers.runtime.base import STOPPED
 from sysmgr.engine import records
 from sysmgr.engine.host import Host
-from sysmgr.engine.netplan import Devices, claims, is_dhcp, nic_devices
+from sysmgr.engine.nicrules import RESOLV_MARKER, Devices, claims, is_dhcp, nic_devices
 from sysmgr.engine.networks import NetworkEngine
 from sysmgr.errors import Issue, NotFound, SysmgrError, ValidationError
 from sysmgr.state.db import ContainerRecord
 from sysmgr.state.networks import NetworkRecord
-
-RESOLV_MARKER = "# written by sysmgr"
 
 
 class NicEngine:
@@ -41,7 +40,7 @@ class NicEngine:
     def driver(self) -> netbase.NetworkDriver:
         return self.networks.driver  # loaded on first use: a stopped container needs none
 
-    def _nic_spec(self, rec: ContainerRecord, dname: str, dev: Mapping[str, str],
+    def nic_spec(self, rec: ContainerRecord, dname: str, dev: Mapping[str, str],
                   r: Mapping[str, str], nets: Mapping[str, NetworkRecord]) -> netbase.NicSpec:
         ifname = dev.get("name") or dname
         mtu = int(dev["mtu"]) if dev.get("mtu") else None
@@ -57,59 +56,56 @@ class NicEngine:
         return netbase.NicSpec(container=rec.name, device=dname, host_ifname=r["host_name"],
                                container_ifname=ifname, mac=r["hwaddr"], bridge=bridge, mtu=mtu)
 
-    def prepare_start(self, name: str, rootfs: str) -> list[netbase.NicSpec]:
-        """Before a start: records in place, the container's networks up (repaired if
-        needed), ``/etc/resolv.conf`` for pre-configured nics; the nics to attach."""
-        devs = nic_devices(records.expanded(self.host, self.store.container(name))[1])
-        if not devs:
-            return []
-        # level-based: records completed and this container's reservations pushed again
-        # (a rename or a restored snapshot changed them without telling us)
-        self._refuse_taken_static(name, devs)
-        self.networks.sync(touched={d["network"] for d in devs.values() if d.get("network")})
-        rec = self.store.container(name)
+    def prepare(self, starting: Sequence[records.Expanded]) -> StartNics:
+        """Before ``starting`` start (one container, or the many of one call): a start that
+        would take a static address another container holds is refused; the nic records
+        are completed and the reservations of their networks pushed, once for them all
+        (dnsmasq reloads at most once per network, and not at all when nothing changed);
+        each of their networks is checked, and repaired when broken, once."""
+        devs = {ex.record.name: nic_devices(ex.devices) for ex in starting}
+        devs = {name: d for name, d in devs.items() if d}
+        refused = self._refuse_taken_static(devs)
+        used = sorted({d["network"] for name, ds in devs.items() if name not in refused
+                       for d in ds.values() if d.get("network")})
+        if len(refused) < len(devs):
+            # level-based: records completed and reservations pushed again (a rename or a
+            # restored snapshot changed them without telling us)
+            self.networks.sync(touched=used)
         nets = {r.name: r for r in self.networks.records()}
-        nic_recs = self.networks.nic_records(rec)
-        missing = sorted({d["network"] for d in devs.values()
-                          if d.get("network") and d["network"] not in nets})
-        if missing:
-            raise NotFound(f"container {name!r}: network {missing[0]!r} not found",
-                           hint="create it (sysmgr network create) or change the nic")
-        checked: set[str] = set()
-        nics = []
-        resolv: NetworkRecord | None = None
-        for dname, dev in devs.items():
-            net = dev.get("network")
-            if net and net not in checked:
-                checked.add(net)
-                if self.networks.problems(nets[net]):
+        broken: dict[str, SysmgrError] = {}
+        for net in used:
+            try:
+                if net in nets and self.networks.problems(nets[net]):
                     self.repair(net)
-                if resolv is None and not is_dhcp(dev):
-                    resolv = nets[net]
-            nics.append(self._nic_spec(rec, dname, dev, nic_recs[dname], nets))
-        if resolv is not None:
-            write_resolv(rootfs, self.networks.spec(resolv))
-        return nics
+            except SysmgrError as e:  # only the containers on this network fail
+                broken[net] = e
+        return StartNics(self, devs, nets, refused, broken)
 
-    def _refuse_taken_static(self, name: str, devs: Devices) -> None:
+    def _refuse_taken_static(self, starting: Mapping[str, Devices]) -> dict[str, SysmgrError]:
         """A copy, import or restore made outside ``create`` may carry another container's
-        static address: refuse to start it while an older or a running container has it."""
-        rec = self.store.container(name)
-        holders: dict[tuple[str, str], str] = {}
-        for c in self.store.containers():
-            if c.name == name:
-                continue
-            if (c.created, c.name) < (rec.created, rec.name) or \
-                    records.status(self.host, c).state != STOPPED:
-                for cl in claims(c.name, records.expanded(self.host, c)[1], self.networks.nic_records(c)):
-                    holders[(cl.network, cl.address)] = cl.container
-        issues = [Issue(f"container {name!r} cannot start: {cl.address} is already used on "
-                        f"network {cl.network!r} by container {holders[(cl.network, cl.address)]}",
-                        path=f"devices.{cl.device}.ipv4.address")
-                  for cl in claims(name, devs, {}) if cl.static
-                  and (cl.network, cl.address) in holders]
-        if issues:
-            raise ValidationError(issues)
+        static address: refuse to start one while an older or a running container has it.
+        The refusals, by container."""
+        statics = {name: [cl for cl in claims(name, devs, {}) if cl.static]
+                   for name, devs in starting.items()}
+        statics = {name: cls for name, cls in statics.items() if cls}
+        if not statics:
+            return {}  # the usual case: no container of the whole store is read
+        others = [(c, records.status(self.host, c).state != STOPPED,
+                   claims(c.name, records.expanded(self.host, c)[1], self.networks.nic_records(c)))
+                  for c in self.store.containers()]
+        refused: dict[str, SysmgrError] = {}
+        for name, mine in statics.items():
+            rec = next(c for c, _, _ in others if c.name == name)
+            holders = {(cl.network, cl.address): cl.container for c, running, cls in others
+                       if c.name != name and (running or (c.created, c.name) < (rec.created, rec.name))
+                       for cl in cls}
+            issues = [Issue(f"container {name!r} cannot start: {cl.address} is already used on "
+                            f"network {cl.network!r} by container {holders[(cl.network, cl.address)]}",
+                            path=f"devices.{cl.device}.ipv4.address")
+                      for cl in mine if (cl.network, cl.address) in holders]
+            if issues:
+                refused[name] = ValidationError(issues)
+        return refused
 
     def repair(self, network: str) -> list[str]:
         """Repair ``network`` (bridge, dnsmasq, nftables, leases) and put the running
@@ -127,7 +123,7 @@ class NicEngine:
                 for dname, dev in sorted(nic_devices(records.expanded(self.host, rec)[1]).items()):
                     if dev.get("network") != network or dname not in nic_recs:
                         continue
-                    nic = self._nic_spec(rec, dname, dev, nic_recs[dname], nets)
+                    nic = self.nic_spec(rec, dname, dev, nic_recs[dname], nets)
                     how = "re-joined" if self.driver.replug(nic, st.pid) else "plugged in again"
                     done.append(f"{rec.name} {dname} {how}")
         return done
@@ -164,7 +160,7 @@ class NicEngine:
         devs = nic_devices(records.expanded(self.host, rec)[1])
         for dname, r in sorted(nic_recs.items()):
             with contextlib.suppress(SysmgrError):  # never fail a stop over a leftover
-                self.driver.detach(self._nic_spec(rec, dname, devs.get(dname, {}), r, nets))
+                self.driver.detach(self.nic_spec(rec, dname, devs.get(dname, {}), r, nets))
 
     def view(self, rec: ContainerRecord, devices: Devices, pid: int | None,
              cache: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -220,6 +216,45 @@ class NicEngine:
             except SysmgrError:
                 cache[key] = {}
         return cache[key]
+
+
+class StartNics:
+    """The nics of the containers one start call starts (:meth:`NicEngine.prepare`)."""
+
+    def __init__(self, engine: NicEngine, devs: Mapping[str, Devices],
+                 nets: Mapping[str, NetworkRecord], refused: Mapping[str, SysmgrError],
+                 broken: Mapping[str, SysmgrError]) -> None:
+        self.engine = engine
+        self.devs = devs
+        self.nets = nets
+        self.refused = refused
+        self.broken = broken
+
+    def specs(self, name: str, rootfs: str) -> list[netbase.NicSpec]:
+        """Container ``name``'s nics to attach, after writing its ``/etc/resolv.conf`` for
+        pre-configured nics. Raises what keeps it from starting: a static address taken, a
+        network missing or broken."""
+        devs = self.devs.get(name)
+        if not devs:
+            return []
+        if name in self.refused:
+            raise self.refused[name]
+        wanted = [d["network"] for d in devs.values() if d.get("network")]
+        missing = sorted(n for n in wanted if n not in self.nets)
+        if missing:
+            raise NotFound(f"container {name!r}: network {missing[0]!r} not found",
+                           hint="create it (sysmgr network create) or change the nic")
+        for net in wanted:
+            if net in self.broken:
+                raise self.broken[net]  # what its repair ran into
+        rec = self.engine.store.container(name)  # with the records prepare() completed
+        nic_recs = self.engine.networks.nic_records(rec)
+        resolv = next((self.nets[d["network"]] for d in devs.values()
+                       if d.get("network") and not is_dhcp(d)), None)
+        if resolv is not None:
+            write_resolv(rootfs, self.engine.networks.spec(resolv))
+        return [self.engine.nic_spec(rec, dname, dev, nic_recs[dname], self.nets)
+                for dname, dev in devs.items()]
 
 
 def write_resolv(rootfs: str, net: netbase.NetworkSpec) -> None:

@@ -57,6 +57,7 @@ RECORDS: dict[str, str] = {
     "NetworkState": "sysmgr.types:NetworkState",
     "NetworkLease": "sysmgr.types:NetworkLease",
     "MemberSpec": "sysmgr.types:MemberSpec",
+    "Outcome": "sysmgr.types:Outcome",
     # manifests: what validate returns, plans (data) and what apply returns
     "Manifest": "sysmgr.model.objects:Manifest",
     "Source": "sysmgr.model.objects:Source",

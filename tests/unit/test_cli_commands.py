@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from sysmgr.cli import main as climain
 from sysmgr.cli.commands import _common
 from sysmgr.engine.actions import Change, CreateContainer, Plan, Restart, Start, UpdateContainer
-from sysmgr.errors import Conflict, Issue, NotFound, ValidationError
-from sysmgr.types import HostCgroups, HostSecurity
+from sysmgr.errors import Conflict, Issue, NotFound, SysmgrError, ValidationError
+from sysmgr.types import HostCgroups, HostSecurity, Outcome
 
 ROOT_DEV = {"type": "disk", "path": "/", "pool": "default"}
 
@@ -132,6 +132,24 @@ class StubContainers:
 
     def interactive(self, name, argv, *, env=None, cwd=None, tty=None, user=None, group=None) -> int:
         return self.get(name).interactive(argv, env=env, cwd=cwd, tty=tty, user=user, group=group)
+
+    def _many(self, names, act) -> list[Outcome]:
+        out = []
+        for name in names:
+            try:
+                out.append(Outcome(name, **(act(self.get(name)) or {})))
+            except SysmgrError as e:
+                out.append(Outcome(name, error=e.message, hint=e.hint, exit_code=e.exit_code))
+        return out
+
+    def start_many(self, names) -> list[Outcome]:
+        return self._many(names, lambda c: c.start())
+
+    def stop_many(self, names, *, timeout=None, force=False) -> list[Outcome]:
+        return self._many(names, lambda c: {"graceful": c.stop(timeout=timeout, force=force)})
+
+    def delete_many(self, names, *, force=False) -> list[Outcome]:
+        return self._many(names, lambda c: c.delete(force=force))
 
     def check(self, name, image, **kw):
         self.checked.append(name)

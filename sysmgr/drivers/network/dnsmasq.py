@@ -22,6 +22,13 @@ PLATFORM.md, because dropping to an unprivileged user needs a world-traversable 
     hosts           DNS names "IP NAME.DOMAIN NAME" (--addn-hosts, re-read on SIGHUP)
     dnsmasq.leases  active leases (--dhcp-leasefile; read by dnsmasq only at start)
     dnsmasq.log     warnings and errors (--log-facility; DHCP chatter is off)
+    loaded          pid of the daemon known to have read the host files as they are
+
+**Reloads only on a change.** Every start pushes its network's reservations again (level-based),
+so :meth:`Dnsmasq.set_leases` writes and signals only when the files change or the running
+daemon is not the one ``loaded`` names: ``loaded`` is removed before the files are written and
+written again once the daemon was signalled (or started), so a command killed in between
+leaves no false record.
 
 DNS listens on port 53 of the gateway address only (``--bind-interfaces``, so it coexists
 with other DNS servers on the host). Names outside the domain go to the host's resolvers
@@ -50,6 +57,7 @@ LEASE_FILE = "dnsmasq.leases"
 DHCP_HOSTS_FILE = "dhcp-hosts"
 HOSTS_FILE = "hosts"
 LOG_FILE = "dnsmasq.log"
+LOADED_FILE = "loaded"
 LOG_ROTATE_BYTES = 1 << 20
 LEASE_TIME = "1h"
 STOP_TIMEOUT = 5.0
@@ -339,7 +347,24 @@ class Dnsmasq:
         if pid is None or not self._ours(pid):
             raise DriverError(f"dnsmasq on {self.cfg.bridge} exited right after starting "
                               f"(see {self.cfg.path(LOG_FILE)})")
+        self._mark_loaded(pid)  # it read the host files at start
         return pid
+
+    def _mark_loaded(self, pid: int | None) -> None:
+        """Record that daemon ``pid`` has read the host files as they are (None: forget)."""
+        path = self.cfg.path(LOADED_FILE)
+        if pid is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        else:
+            _write_atomic(path, f"{pid}\n")
+
+    def _loaded(self, files: dict[str, str]) -> bool:
+        """The host files already say ``files`` and the running daemon has read them."""
+        if any(_read(self.cfg.path(name)) != text for name, text in files.items()):
+            return False
+        pid = self.pid()
+        return pid is not None and _read(self.cfg.path(LOADED_FILE)).strip() == str(pid)
 
     def _open(self) -> tuple[int, int] | None:
         """(pid, pidfd) of our daemon, checked after the pidfd exists (no pid-reuse race)."""
@@ -361,13 +386,15 @@ class Dnsmasq:
         if opened is None:
             self.ensure_running()  # a fresh daemon reads the files at start
             return
-        _, pidfd = opened
+        pid, pidfd = opened
         try:
             signal.pidfd_send_signal(pidfd, signal.SIGHUP)
         except ProcessLookupError:
             self.ensure_running()  # it exited between the check and the signal
+            return
         finally:
             os.close(pidfd)
+        self._mark_loaded(pid)
 
     def stop(self) -> None:
         """Stop our daemon (SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT`); idempotent."""
@@ -393,15 +420,20 @@ class Dnsmasq:
             os.waitpid(pid, os.WNOHANG)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.cfg.path(PID_FILE))
+        self._mark_loaded(None)
 
     def set_leases(self, leases: Sequence[Lease]) -> None:
-        """Write reservations and names, release leases that would block them, reload."""
-        new_hosts = render_dhcp_hosts(leases)
-        new_names = render_hosts(leases, self.cfg.domain)
+        """Write reservations and names, release leases that would block them, reload;
+        nothing when the running daemon has read these already."""
+        files = {DHCP_HOSTS_FILE: render_dhcp_hosts(leases),
+                 HOSTS_FILE: render_hosts(leases, self.cfg.domain)}
         self._prepare_files()
         release = leases_to_release(self.leases(), self.reservations(), list(leases))
-        _write_atomic(self.cfg.path(DHCP_HOSTS_FILE), new_hosts)
-        _write_atomic(self.cfg.path(HOSTS_FILE), new_names)
+        if not release and self._loaded(files):
+            return
+        self._mark_loaded(None)
+        for name, text in files.items():
+            _write_atomic(self.cfg.path(name), text)
         if not release:
             self.reload()
             return
@@ -414,7 +446,7 @@ class Dnsmasq:
     def remove_files(self) -> None:
         """Delete the state files and the directory (after :meth:`stop`)."""
         for name in (PID_FILE, LEASE_FILE, DHCP_HOSTS_FILE, HOSTS_FILE, LOG_FILE,
-                     LOG_FILE + ".1"):
+                     LOG_FILE + ".1", LOADED_FILE):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.cfg.path(name))
         try:

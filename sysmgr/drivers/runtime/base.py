@@ -12,8 +12,9 @@ import abc
 import os
 import signal
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Mapping, TypeVar
+from typing import Callable, ClassVar, Mapping, Sequence, TypeVar
 
+from sysmgr.errors import SysmgrError
 from sysmgr.types import IdMap, Limits  # noqa: F401  (re-exported: drivers take them from here)
 
 T = TypeVar("T")
@@ -151,6 +152,21 @@ class Runtime(abc.ABC):
         """Graceful: halt signal, wait up to ``timeout``, then kill every process of the
         cgroup. ``force``: kill at once. Returns when init is gone and the cgroup removed:
         True when init exited by itself on the halt signal, False when it had to be killed."""
+
+    def stop_many(self, stops: Sequence[tuple[InitRecord, int, float]], *, force: bool
+                  ) -> list[bool | SysmgrError]:
+        """Stop several containers, each ``(init, halt signal, timeout)`` as :meth:`stop`,
+        so that their shutdowns overlap: runtimes send every signal (``force``: every kill)
+        before waiting for any, each timeout counting from the call. One result per stop, in
+        order: :meth:`stop`'s, or the error that one ran into (the others go on). This
+        default stops them one after the other."""
+        out: list[bool | SysmgrError] = []
+        for rec, halt_signal, timeout in stops:
+            try:
+                out.append(self.stop(rec, halt_signal=halt_signal, timeout=timeout, force=force))
+            except SysmgrError as e:
+                out.append(e)
+        return out
 
     @abc.abstractmethod
     def freeze(self, rec: InitRecord) -> None: ...

@@ -34,9 +34,12 @@ the driver class that ties them to cgroups and the bundle dir.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any, Callable, ClassVar, Mapping, TypeVar
+import signal
+import time
+from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
 from sysmgr._util import linux
 from sysmgr.drivers.runtime import bundle
@@ -65,7 +68,7 @@ from sysmgr.drivers.runtime.native.process import (
     BeforeGo,
     NativeExecProcess,
 )
-from sysmgr.errors import Conflict, DriverError
+from sysmgr.errors import Conflict, DriverError, SysmgrError
 
 T = TypeVar("T")
 
@@ -171,6 +174,30 @@ class NativeRuntime(Runtime):
         exited = process.stop_init(rec, cg, halt_signal=halt_signal, timeout=timeout, force=force)
         self._remove_cgroup(cg)
         return exited
+
+    def stop_many(self, stops: Sequence[tuple[InitRecord, int, float]], *, force: bool
+                  ) -> list[bool | SysmgrError]:
+        if len(stops) < 2:
+            return super().stop_many(stops, force=force)
+        start = time.monotonic()
+        killed = set()
+        for i, (rec, halt_signal, _) in enumerate(stops):  # every signal first: they overlap
+            with contextlib.suppress(SysmgrError):  # (its own stop below says what is wrong)
+                if process.signal_init(rec, self._cgroup(rec.cgroup),
+                                       signal.SIGKILL if force else halt_signal) and force:
+                    killed.add(i)
+        out: list[bool | SysmgrError] = []
+        for i, (rec, halt_signal, timeout) in enumerate(stops):
+            try:
+                cg = self._cgroup(rec.cgroup)
+                left = max(0.0, start + timeout - time.monotonic())
+                exited = process.stop_init(rec, cg, halt_signal=halt_signal, timeout=left,
+                                           force=force, signalled=True)
+                self._remove_cgroup(cg)
+                out.append(exited and i not in killed)  # gone by now, but by our kill
+            except SysmgrError as e:
+                out.append(e)
+        return out
 
     def watch(self, rec: InitRecord) -> int | None:
         return process.watch_fd(rec)

@@ -211,21 +211,42 @@ def _open_init(rec: InitRecord) -> int | None:
     return pidfd
 
 
-def stop_init(rec: InitRecord, cg: Cgroup, *, halt_signal: int, timeout: float, force: bool) -> bool:
+def signal_init(rec: InitRecord, cg: Cgroup, sig: int) -> bool:
+    """Send init ``sig`` (a frozen container is thawed first, so that it can act on it);
+    False when init was gone already."""
+    pidfd = _open_init(rec)
+    if pidfd is None:
+        return False
+    try:
+        if sig != signal.SIGKILL and cg.is_frozen():
+            cg.thaw()  # a frozen init cannot act on the halt signal
+        try:
+            signal.pidfd_send_signal(pidfd, sig)
+        except ProcessLookupError:
+            return False
+        return True
+    finally:
+        os.close(pidfd)
+
+
+def stop_init(rec: InitRecord, cg: Cgroup, *, halt_signal: int, timeout: float, force: bool,
+              signalled: bool = False) -> bool:
     """Make init exit (halt signal, then kill everything in ``cg``) and reap it; the caller
-    removes the cgroup. True when init exited by itself (or was already gone)."""
+    removes the cgroup. True when init exited by itself (or was already gone).
+    ``signalled``: the halt signal was sent already (:func:`signal_init`)."""
     pidfd = _open_init(rec)
     if pidfd is None:
         return True
     exited = False
     try:
         if not force:
-            if cg.is_frozen():
-                cg.thaw()  # a frozen init cannot act on the halt signal
-            try:
-                signal.pidfd_send_signal(pidfd, halt_signal)
-            except ProcessLookupError:
-                pass
+            if not signalled:
+                if cg.is_frozen():
+                    cg.thaw()  # a frozen init cannot act on the halt signal
+                try:
+                    signal.pidfd_send_signal(pidfd, halt_signal)
+                except ProcessLookupError:
+                    pass
             exited = _wait_init_exit(pidfd, timeout)
         if not exited:
             cg.kill_all(KILL_TIMEOUT)  # freezes, kills everything incl. init, thaws
