@@ -131,6 +131,33 @@ class ExecProcess(abc.ABC):
     def wait(self) -> int: ...
 
 
+class PendingStart(abc.ABC):
+    """A start begun with :meth:`Runtime.begin_start`: :meth:`finish` it (or :meth:`abort`
+    it), exactly once."""
+
+    @abc.abstractmethod
+    def finish(self) -> InitRecord:
+        """Complete the start as :meth:`Runtime.start` (``before_go`` runs here)."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Give the start up; nothing of it is left behind."""
+
+
+class _Deferred(PendingStart):
+    """A start that does all its work in :meth:`finish` (runtimes with nothing to overlap)."""
+
+    def __init__(self, runtime: Runtime, spec: RuntimeSpec,
+                 before_go: Callable[[int], object] | None) -> None:
+        self.runtime, self.spec, self.before_go = runtime, spec, before_go
+
+    def finish(self) -> InitRecord:
+        return self.runtime.start(self.spec, before_go=self.before_go)
+
+    def abort(self) -> None:
+        pass
+
+
 class Runtime(abc.ABC):
     name: ClassVar[str]
     info: ClassVar[RuntimeInfo]
@@ -142,6 +169,14 @@ class Runtime(abc.ABC):
 
         ``before_go`` is called with init's host pid once its namespaces exist and before
         init runs (the engine plugs the container's nics in there)."""
+
+    def begin_start(self, spec: RuntimeSpec, *,
+                    before_go: Callable[[int], object] | None = None) -> PendingStart:
+        """Begin what :meth:`start` does and return before init runs, so that a caller
+        starting several containers can prepare the next one meanwhile (the container's
+        set-up goes on in its own processes); its :meth:`PendingStart.finish` completes it.
+        The default defers everything to ``finish``."""
+        return _Deferred(self, spec, before_go)
 
     @abc.abstractmethod
     def status(self, rec: InitRecord | None) -> Status:

@@ -11,6 +11,10 @@ Start (no sysmgr process stays resident per container)::
                 masked/read-only paths, drop capabilities, setsid, exec init
     P           error pipe (CLOEXEC) reaches EOF: init was exec'ed -> InitRecord
 
+:meth:`NativeRuntime.begin_start` returns after forking A (the container sets itself up while
+the caller prepares the next one of a batch); its ``finish`` is the second P line onwards.
+Stopping many (:meth:`NativeRuntime.stop_many`) sends every halt signal or kill first.
+
 Everything B does comes from the plan (:mod:`.plan`), built from the rendered configuration
 (:mod:`..bundle`) without reading ``config.json`` back; :meth:`NativeRuntime.start_bundle`
 starts an existing bundle dir instead. A failure in A or B before ``execve`` is written to the
@@ -51,6 +55,7 @@ from sysmgr.drivers.runtime.base import (
     ExecProcess,
     InitRecord,
     Limits,
+    PendingStart,
     ProcessSpec,
     Runtime,
     RuntimeInfo,
@@ -109,6 +114,10 @@ class NativeRuntime(Runtime):
     # -- start -----------------------------------------------------------------------------
 
     def start(self, spec: RuntimeSpec, *, before_go: BeforeGo | None = None) -> InitRecord:
+        return self.begin_start(spec, before_go=before_go).finish()
+
+    def begin_start(self, spec: RuntimeSpec, *,
+                    before_go: BeforeGo | None = None) -> PendingStart:
         config = bundle.render(spec)
         try:
             os.makedirs(spec.runtime_dir, mode=0o700, exist_ok=True)
@@ -117,17 +126,18 @@ class NativeRuntime(Runtime):
             raise DriverError(f"cannot write the bundle in {spec.runtime_dir}: {e.strerror}") from e
         # the rendering we hold, not the file: config.json is the record, not our input
         plan = plan_from_spec(spec, config)
-        return self._start_plan(plan, spec.runtime_dir, before_go or self.before_go)
+        return self._begin_plan(plan, spec.runtime_dir, before_go or self.before_go)
 
     def start_bundle(self, bundle_dir: str, *, before_go: BeforeGo | None = None) -> InitRecord:
         """Start the container described by an existing ``<bundle_dir>/config.json``
         (not used by :meth:`start`: for a bundle rendered earlier or elsewhere)."""
         plan = plan_from_config(_read_json(os.path.join(bundle_dir, "config.json")), bundle_dir)
-        return self._start_plan(plan, bundle_dir, before_go or self.before_go)
+        return self._begin_plan(plan, bundle_dir, before_go or self.before_go).finish()
 
-    def _start_plan(self, plan: InitPlan, bundle_dir: str, hook: BeforeGo | None) -> InitRecord:
-        """Check the plan, create the cgroup with its limits, launch; on failure remove the
-        cgroup again (and with it anything that was started)."""
+    def _begin_plan(self, plan: InitPlan, bundle_dir: str, hook: BeforeGo | None
+                    ) -> PendingStart:
+        """Check the plan, create the cgroup with its limits, fork the starter; on failure
+        (here or in ``finish``) remove the cgroup again (and with it anything started)."""
         what = f"cannot start container {plan.name}" if plan.name else "cannot start container"
         if plan.userns and not plan.uid_map:
             raise DriverError(f"{what}: the bundle has a user namespace but no uidMappings")
@@ -141,20 +151,20 @@ class NativeRuntime(Runtime):
                 raise Conflict(f"{what}: its cgroup {cg.path} still has processes (already running?)")
             cg.destroy()  # leftovers of a container that died by itself
         cg.create(plan.limits, plan.device_rules)  # limits are in place before init runs
+        pending = _NativeStart(self, cg, hook)
         try:
             if plan.userns:
                 _delegate(cg, plan)
-            return process.launch(plan._replace(procs_files=tuple(cg.procs_files())), bundle_dir, what, hook)
+            pending.launching = process.Launching(
+                plan._replace(procs_files=tuple(cg.procs_files())), bundle_dir, what)
         except BaseException as e:
-            try:
-                self._remove_cgroup(cg)
-            except DriverError as cleanup_error:
-                e.add_note(f"cleanup failed too: {cleanup_error}")
+            pending.failed(e)
+            cg.release()
             raise
-        finally:
-            cg.release()  # init keeps a delegated scope alive from now on
+        return pending
 
-    def _remove_cgroup(self, cg: Cgroup) -> None:
+    def remove_cgroup(self, cg: Cgroup) -> None:
+        """Kill what runs in ``cg`` and remove it."""
         cg.kill_all(KILL_TIMEOUT)
         cg.destroy()
 
@@ -172,7 +182,7 @@ class NativeRuntime(Runtime):
     def stop(self, rec: InitRecord, *, halt_signal: int, timeout: float, force: bool) -> bool:
         cg = self._cgroup(rec.cgroup)
         exited = process.stop_init(rec, cg, halt_signal=halt_signal, timeout=timeout, force=force)
-        self._remove_cgroup(cg)
+        self.remove_cgroup(cg)
         return exited
 
     def stop_many(self, stops: Sequence[tuple[InitRecord, int, float]], *, force: bool
@@ -193,7 +203,7 @@ class NativeRuntime(Runtime):
                 left = max(0.0, start + timeout - time.monotonic())
                 exited = process.stop_init(rec, cg, halt_signal=halt_signal, timeout=left,
                                            force=force, signalled=True)
-                self._remove_cgroup(cg)
+                self.remove_cgroup(cg)
                 out.append(exited and i not in killed)  # gone by now, but by our kill
             except SysmgrError as e:
                 out.append(e)
@@ -228,7 +238,7 @@ class NativeRuntime(Runtime):
     def cleanup(self, cgroup: str) -> None:
         cg = self._cgroup(cgroup)
         if cg.exists():
-            self._remove_cgroup(cg)
+            self.remove_cgroup(cg)
 
     # -- exec ------------------------------------------------------------------------------
 
@@ -258,6 +268,38 @@ class NativeRuntime(Runtime):
         if not process.alive(rec) or not userns.own_userns(rec.pid):
             return fn()
         return userns.call_as_root_of(rec.pid, fn)
+
+
+class _NativeStart(PendingStart):
+    """A native start under way: its cgroup made, its starter forked."""
+
+    def __init__(self, runtime: NativeRuntime, cg: Cgroup, hook: BeforeGo | None) -> None:
+        self.runtime, self.cg, self.hook = runtime, cg, hook
+        self.launching: process.Launching | None = None
+
+    def finish(self) -> InitRecord:
+        assert self.launching is not None
+        try:
+            return self.launching.finish(self.hook)
+        except BaseException as e:
+            self.failed(e)
+            raise
+        finally:
+            self.cg.release()  # init keeps a delegated scope alive from now on
+
+    def abort(self) -> None:
+        if self.launching is not None:
+            self.launching.abort()
+        self.failed(None)
+        self.cg.release()
+
+    def failed(self, error: BaseException | None) -> None:
+        """Remove the cgroup (and whatever runs in it); note a failure to on ``error``."""
+        try:
+            self.runtime.remove_cgroup(self.cg)
+        except DriverError as cleanup_error:
+            if error is not None:
+                error.add_note(f"cleanup failed too: {cleanup_error}")
 
 
 # -- the bundle file ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ Fds are owned by an :class:`_Fds` per operation so each is closed exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -78,34 +79,67 @@ def launch(plan: InitPlan, bundle_dir: str, what: str, hook: BeforeGo | None) ->
     ``plan.procs_files`` must name the container's (existing) cgroups; ``what`` starts
     every error message.
     """
-    with _Fds() as fds:
-        console_fd, console = _open_console(plan, bundle_dir, what, fds)
-        info_r, info_w = fds.pipe()
-        err_r, err_w = fds.pipe()
-        go_r, go_w = fds.pipe()
-        starter = os.fork()
-        if starter == 0:
-            child.starter_main(plan, info_w, err_w, go_r, console_fd)  # never returns
-        fds.close(info_w, err_w, go_r, console_fd)
-        raw = _read_exact(info_r, 8)
-        _, st = os.waitpid(starter, 0)
-        if len(raw) != 8:
-            try:
-                msg = read_to_eof(err_r, 5.0).decode(errors="replace")
-            except TimeoutError:
-                msg = ""
-            raise DriverError(f"{what}: {msg or f'starter exited with status {exit_code(st)}'}")
-        pid = struct.unpack("=q", raw)[0]
+    return Launching(plan, bundle_dir, what).finish(hook)
+
+
+class Launching:
+    """A start under way: A forked and setting the container up on its own, while the
+    caller does something else (prepares the next container of a batch); :meth:`finish`
+    hands over to init, :meth:`abort` gives up (nothing is left running). The fds are
+    this object's until then."""
+
+    def __init__(self, plan: InitPlan, bundle_dir: str, what: str) -> None:
+        self.what = what
+        self.plan = plan
+        self._fds = fds = _Fds()
         try:
-            pidfd = fds.add(linux.pidfd_open(pid))
-        except OSError as e:  # only if init died before the go (killed from outside)
-            raise DriverError(f"{what}: init (pid {pid}) vanished: {e.strerror}") from e
-        try:
-            starttime = _let_init_go(pid, hook, go_w, err_r, fds, what, console)
+            console_fd, self.console = _open_console(plan, bundle_dir, what, fds)
+            self._info_r, info_w = fds.pipe()
+            self._err_r, err_w = fds.pipe()
+            go_r, self._go_w = fds.pipe()
+            self._starter = os.fork()
+            if self._starter == 0:
+                child.starter_main(plan, info_w, err_w, go_r, console_fd)  # never returns
+            fds.close(info_w, err_w, go_r, console_fd)
         except BaseException:
-            _kill_init(pid, pidfd)
+            fds.__exit__()
             raise
-    return InitRecord(pid=pid, starttime=starttime, cgroup=plan.cgroup)
+
+    def finish(self, hook: BeforeGo | None) -> InitRecord:
+        """Wait for A's report, run ``hook`` with init's pid, say "go", wait for init's
+        exec. Kills init on failure."""
+        return self._complete(hook, go=True)
+
+    def abort(self) -> None:
+        """Give up: init (once A forked it) is killed before it ran anything."""
+        with contextlib.suppress(SysmgrError):
+            self._complete(None, go=False)
+
+    def _complete(self, hook: BeforeGo | None, go: bool) -> InitRecord:
+        what, fds = self.what, self._fds
+        with fds:
+            raw = _read_exact(self._info_r, 8)
+            _, st = os.waitpid(self._starter, 0)
+            if len(raw) != 8:
+                try:
+                    msg = read_to_eof(self._err_r, 5.0).decode(errors="replace")
+                except TimeoutError:
+                    msg = ""
+                raise DriverError(f"{what}: {msg or f'starter exited with status {exit_code(st)}'}")
+            pid = struct.unpack("=q", raw)[0]
+            try:
+                pidfd = fds.add(linux.pidfd_open(pid))
+            except OSError as e:  # only if init died before the go (killed from outside)
+                raise DriverError(f"{what}: init (pid {pid}) vanished: {e.strerror}") from e
+            try:
+                if not go:
+                    raise DriverError(f"{what}: given up")
+                starttime = _let_init_go(pid, hook, self._go_w, self._err_r, fds, what,
+                                         self.console)
+            except BaseException:
+                _kill_init(pid, pidfd)
+                raise
+        return InitRecord(pid=pid, starttime=starttime, cgroup=self.plan.cgroup)
 
 
 def _open_console(plan: InitPlan, bundle_dir: str, what: str, fds: _Fds) -> tuple[int, str]:
