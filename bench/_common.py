@@ -41,3 +41,28 @@ def teardown(client) -> None:
         n.delete()
     for pool in client.storage_pools.all():
         pool.delete()
+
+
+def install_mode() -> str:
+    """How the ``sysmgr`` next to this interpreter (with this environment) gets its code:
+    a regular install (``pip install .``, what users get), an editable one (``pip install
+    -e``), or a source checkout put first on ``PYTHONPATH``."""
+    import json
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    where = subprocess.run([sys.executable, "-c", "import sysmgr; print(sysmgr.__file__)"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    package = os.path.dirname(os.path.realpath(where))
+    if "site-packages" in package.split(os.sep):
+        return f"regular install (pip install .) in {package}"
+    try:
+        url = json.loads(metadata.distribution("sysmgr").read_text("direct_url.json") or "{}")
+    except metadata.PackageNotFoundError:
+        url = {}
+    editable = url.get("dir_info", {}).get("editable", False)
+    source = url.get("url", "").removeprefix("file://")
+    if editable and os.path.realpath(source) == os.path.dirname(package):
+        return f"editable install (pip install -e) of {os.path.dirname(package)}"
+    return f"source checkout on PYTHONPATH: {os.path.dirname(package)}"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import ipaddress
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
@@ -387,7 +388,9 @@ class NetworkEngine:
         nets = {r.name: r for r in self.records()}
         containers = sorted(st.containers(), key=lambda c: (c.created, c.name))
         before = self.leases(containers)
-        expanded = {c.name: records.expanded(self.host, c)[1] for c in containers}
+        profiles = {p.name: p for p in st.profiles()}  # read once, not once per container
+        expanded = {c.name: records.expanded(self.host, c, override=profiles)[1]
+                    for c in containers}
         alloc = _Allocation(self, nets, expanded)
         changed: dict[str, dict[str, dict[str, str]]] = {}
         for c in containers:
@@ -417,13 +420,9 @@ class NetworkEngine:
         """The nic's recorded address on network ``spec`` while still valid and free, else
         the lowest free one (added to ``taken``)."""
         prev = old.get("ipv4") if old.get("network") == spec.name else None
-        if prev:
-            inside = not ipam.address_problems(spec.ipv4_cidr, {"x": prev})
-            in_range = any(ipaddress.IPv4Address(a) <= ipaddress.IPv4Address(prev)
-                           <= ipaddress.IPv4Address(b) for a, b in spec.dhcp_ranges)
-            if inside and not in_range and prev not in taken:
-                taken.add(prev)
-                return prev
+        if prev and prev not in taken and _keepable(spec.ipv4_cidr, spec.dhcp_ranges, prev):
+            taken.add(prev)
+            return prev
         addr = ipam.allocate(spec.ipv4_cidr, taken, dhcp_ranges=spec.dhcp_ranges,
                              reserved=_RESERVED.get())
         taken.add(addr)
@@ -460,6 +459,17 @@ class NetworkEngine:
 
     # -- container lifecycle -----------------------------------------------------------------
     # -- views -------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _keepable(cidr: str, dhcp_ranges: tuple[tuple[str, str], ...], address: str) -> bool:
+    """Whether a recorded ``address`` may stay on network ``cidr``: usable there, and not in
+    a dynamic range (pure; a sync asks it for every nic of every container)."""
+    if ipam.address_problems(cidr, {"x": address}):
+        return False
+    ip = ipaddress.IPv4Address(address)
+    return not any(ipaddress.IPv4Address(a) <= ip <= ipaddress.IPv4Address(b)
+                   for a, b in dhcp_ranges)
 
 
 class _Allocation:

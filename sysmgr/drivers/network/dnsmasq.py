@@ -40,6 +40,7 @@ Layer: drivers (network).
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import os
 import select
@@ -143,9 +144,15 @@ def _check_field(value: str, what: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=8192)
+def _address(text: str) -> ipaddress.IPv4Address:
+    """``text`` parsed (once: every start renders every reservation of its network)."""
+    return ipaddress.IPv4Address(text)
+
+
 def _sorted(leases: Iterable[Lease]) -> list[Lease]:
     return sorted(leases, key=lambda lz: (
-        int(ipaddress.IPv4Address(lz.ipv4)) if lz.ipv4 else 1 << 33, lz.mac.lower(), lz.hostname))
+        int(_address(lz.ipv4)) if lz.ipv4 else 1 << 33, lz.mac.lower(), lz.hostname))
 
 
 def render_dhcp_hosts(leases: Iterable[Lease]) -> str:
@@ -154,7 +161,7 @@ def render_dhcp_hosts(leases: Iterable[Lease]) -> str:
     for lz in _sorted(leases):
         fields = [_check_field(lz.mac.lower(), "MAC address")]
         if lz.ipv4:
-            fields.append(str(ipaddress.IPv4Address(lz.ipv4)))
+            fields.append(str(_address(lz.ipv4)))
         fields.append(_check_field(lz.hostname, "hostname"))
         lines.append(",".join(fields))
     return "\n".join(lines) + "\n"
@@ -166,7 +173,7 @@ def render_hosts(leases: Iterable[Lease], domain: str) -> str:
     for lz in _sorted(leases):
         if lz.ipv4:
             name = _check_field(lz.hostname, "hostname")
-            lines.append(f"{ipaddress.IPv4Address(lz.ipv4)}\t{name}.{domain}\t{name}")
+            lines.append(f"{_address(lz.ipv4)}\t{name}.{domain}\t{name}")
     return "\n".join(lines) + "\n"
 
 
