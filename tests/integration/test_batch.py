@@ -15,22 +15,10 @@ import pytest
 from sysmgr.drivers.network import base, dnsmasq, ipam
 from sysmgr.drivers.network.base import Lease, NetworkSpec
 from sysmgr.drivers.network.bridge import BridgeNetwork
-from tests.conftest import Netns, bind_netns, remove_networks, requires_root, run_cli
+from tests.conftest import Netns, requires_root, run_cli
+from tests.integration.test_network_e2e import root  # noqa: F401 - init --auto, busybox
 
 pytestmark = requires_root
-
-
-@pytest.fixture
-def root(sysmgr_root: str, netns: Netns) -> Iterator[str]:
-    bind_netns(sysmgr_root, netns)
-    run_cli("init", "--auto", root=sysmgr_root, check=True)
-    run_cli("image", "build", "busybox", "--alias", "busybox", root=sysmgr_root, check=True)
-    yield sysmgr_root
-    res = run_cli("list", "--format", "json", root=sysmgr_root)
-    for c in json.loads(res.stdout or "[]"):
-        run_cli("config", "unset", c["name"], "security.protection.delete", root=sysmgr_root)
-        run_cli("delete", "--force", c["name"], root=sysmgr_root)
-    remove_networks(sysmgr_root)
 
 
 def listing(root: str) -> dict[str, dict]:
@@ -43,7 +31,7 @@ def hosts_file(root: str) -> str:
         return f.read()
 
 
-def test_many_containers_in_one_call(root: str, netns: Netns, tmp_path) -> None:
+def test_many_containers_in_one_call(root: str, netns: Netns, tmp_path) -> None:  # noqa: F811
     names = ["c1", "c2", "c3", "c4"]
     for n in names:
         run_cli("create", "busybox", n, root=root, check=True)
@@ -74,7 +62,10 @@ def test_many_containers_in_one_call(root: str, netns: Netns, tmp_path) -> None:
 
     run_cli("config", "set", "c2", "security.protection.delete=true", root=root, check=True)
     run_cli("start", "c3", root=root, check=True)
-    res = run_cli("delete", "c1", "c2", "c3", "c4", root=root)
+    try:
+        res = run_cli("delete", "c1", "c2", "c3", "c4", root=root)
+    finally:
+        run_cli("config", "unset", "c2", "security.protection.delete", root=root, check=True)
     assert res.returncode == 1
     assert res.stdout.splitlines() == ["Container c1 deleted", "Container c4 deleted"]
     assert "c2: " in res.stderr and "protected" in res.stderr

@@ -27,6 +27,7 @@ def test_readme_python_snippet_runs(sysmgr_root, netns):
         assert "0 api1" in res.stdout
         assert "Running" in res.stdout
         assert "(eth0)" in res.stdout
+        assert "api2 started" in res.stdout and "api3 started" in res.stdout
     finally:
         import json
 

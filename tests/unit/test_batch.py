@@ -7,28 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-import sysmgr
 from sysmgr.drivers.network.fake import FakeNetwork
-from sysmgr.drivers.runtime.fake import FakeRuntime
-
-NET = "sysmgrbr0"
+from tests.unit.test_network_engine import client, spec  # noqa: F401 - a fixture, a helper
 
 
 @pytest.fixture
-def client(sysmgr_root: str):
-    FakeRuntime.reset()
-    c = sysmgr.Client(root=sysmgr_root, runtime="fake")
-    c.init(storage_driver="fake", runtime="fake", network=NET)
-    c.images.build("busybox", alias="busybox")
-    yield c
-    for ct in c.containers.all():
-        ct.delete(force=True)
-    c.close()
-    FakeRuntime.reset()
-
-
-@pytest.fixture
-def counted(client, monkeypatch) -> dict[str, int]:
+def counted(client, monkeypatch) -> dict[str, int]:  # noqa: F811
     """Calls of the network driver's set_leases (pushes) and batch blocks."""
     drv = client.host.network_driver
     assert isinstance(drv, FakeNetwork)
@@ -56,7 +40,7 @@ def status(client, name: str) -> str:
     return client.containers.get(name).status
 
 
-def test_start_many_starts_each_whole_and_reports_each_failure(client, counted, tmp_path):
+def test_start_many_starts_each_whole_and_reports_each_failure(client, counted, tmp_path):  # noqa: F811
     for n in ("a", "b", "r"):
         client.containers.create(n, "busybox")
     client.containers.create("broken", "busybox", devices={
@@ -84,7 +68,7 @@ def test_start_many_starts_each_whole_and_reports_each_failure(client, counted, 
     assert counted == {"set_leases": 1, "batch": 1}
 
 
-def test_start_many_without_nics_never_loads_the_network(client, counted):
+def test_start_many_without_nics_never_loads_the_network(client, counted):  # noqa: F811
     for n in ("x", "y"):
         client.containers.create(n, "busybox", devices={"eth0": {"type": "none"}})
     counted.update(set_leases=0, batch=0)
@@ -92,7 +76,7 @@ def test_start_many_without_nics_never_loads_the_network(client, counted):
     assert counted == {"set_leases": 0, "batch": 0}
 
 
-def test_stop_many_signals_all_and_says_which_were_killed(client, counted):
+def test_stop_many_signals_all_and_says_which_were_killed(client, counted):  # noqa: F811
     for n in ("a", "b", "c"):
         client.containers.create(n, "busybox", start=True)
     counted.update(batch=0)
@@ -108,7 +92,7 @@ def test_stop_many_signals_all_and_says_which_were_killed(client, counted):
     assert client.host.network_driver.attached() == {}
 
 
-def test_delete_many_kills_the_running_ones_and_pushes_once(client, counted):
+def test_delete_many_kills_the_running_ones_and_pushes_once(client, counted):  # noqa: F811
     for n in ("a", "b", "c", "keep"):
         client.containers.create(n, "busybox")
     client.containers.get("a").start()
@@ -126,13 +110,6 @@ def test_delete_many_kills_the_running_ones_and_pushes_once(client, counted):
     assert counted["set_leases"] == 1
     # the reservations left are the kept container's
     drv = client.host.network_driver
-    assert [lz.hostname for lz in drv.reservations(_spec(client))] == ["keep"]
+    assert [lz.hostname for lz in drv.reservations(spec(client))] == ["keep"]
     keep.config.pop("security.protection.delete")
     keep.save()
-
-
-def _spec(client):
-    from sysmgr.engine.networks import NetworkEngine
-
-    engine = NetworkEngine(client.host)
-    return engine.spec(engine.record(NET))
