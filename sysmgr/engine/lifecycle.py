@@ -124,9 +124,9 @@ class _Shared:
     """What the containers of one start call share: their nics' preparation (None when
     none has a nic: nic-less starts never load networking) and the resource views."""
 
-    def __init__(self, host: Host, nics: StartNics | None) -> None:
+    def __init__(self, host: Host, nics: StartNics | SysmgrError | None) -> None:
         self.host = host
-        self.nics = nics
+        self.nics = nics  # an error: preparing them failed (each container with a nic fails)
         self.views: int | None = None
         self.view_binds: tuple[Any, ...] = ()
         self.view_note: str | None = None
@@ -141,17 +141,24 @@ class _Shared:
     @classmethod
     def prepare(cls, host: Host, starting: Sequence[records.Expanded]) -> _Shared:
         with_nics = [ex for ex in starting if records.has_nics(ex.devices)]
-        return cls(host, NicEngine(host).prepare(with_nics) if with_nics else None)
+        if not with_nics:
+            return cls(host, None)
+        try:
+            return cls(host, NicEngine(host).prepare(with_nics))
+        except SysmgrError as e:  # the containers without a nic start all the same
+            return cls(host, e)
 
     def batch(self) -> ContextManager[None]:
         """One host netlink socket for every nic plugged in the block."""
-        if self.nics is None:
+        if not isinstance(self.nics, StartNics):
             return contextlib.nullcontext()
         return self.nics.engine.driver.batch()
 
     def before_go(self, ex: records.Expanded, rootfs: str) -> Callable[[int], None] | None:
         if self.nics is None or not records.has_nics(ex.devices):
             return None
+        if isinstance(self.nics, SysmgrError):
+            raise self.nics
         return self.nics.engine.attacher(self.nics.specs(ex.record.name, rootfs))
 
 

@@ -113,3 +113,13 @@ def test_delete_many_kills_the_running_ones_and_pushes_once(client, counted):  #
     assert [lz.hostname for lz in drv.reservations(spec(client))] == ["keep"]
     keep.config.pop("security.protection.delete")
     keep.save()
+
+
+def test_a_network_that_cannot_be_prepared_fails_only_the_containers_on_it(client, monkeypatch):  # noqa: F811
+    client.containers.create("on", "busybox")
+    client.containers.create("off", "busybox", devices={"eth0": {"type": "none"}})
+    drv = client.host.network_driver
+    monkeypatch.setattr(drv, "fail", frozenset({"set_leases", "ensure"}))
+    out = by_name(client.containers.start_many(["on", "off"]))
+    assert out["off"].ok and not out["on"].ok and "injected failure" in out["on"].error
+    assert (status(client, "on"), status(client, "off")) == ("Stopped", "Running")
