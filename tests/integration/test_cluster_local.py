@@ -74,6 +74,25 @@ def test_launch_exec_evacuate_restore(cluster) -> None:
     assert json.loads(run_cli("list", "-f", "json", root=admin, check=True).stdout) == []
 
 
+def test_several_names_across_members_in_one_command(cluster) -> None:
+    admin, roots = cluster
+    run_cli("launch", "busybox", "a1", "--target", "n1", root=admin, check=True)
+    run_cli("launch", "busybox", "b1", "--target", "n2", root=admin, check=True)
+    run_cli("create", "busybox", "b2", "--target", "n2", root=admin, check=True)
+    res = run_cli("stop", "--force", "a1", "b1", root=admin, check=True)
+    assert res.stdout.splitlines() == ["Container a1 stopped (killed)",
+                                       "Container b1 stopped (killed)"]
+    res = run_cli("start", "b2", "ghost", "a1", "b1", root=admin)
+    assert res.returncode == 2 and "ghost: " in res.stderr
+    assert res.stdout.splitlines() == [f"Container {n} started" for n in ("b2", "a1", "b1")]
+    rows = json.loads(run_cli("list", "-f", "json", root=admin, check=True).stdout)
+    assert sorted((r["name"], r["status"], r["location"]) for r in rows) == [
+        ("a1", "Running", "n1"), ("b1", "Running", "n2"), ("b2", "Running", "n2")]
+    res = run_cli("delete", "--force", "a1", "b1", "b2", root=admin, check=True)
+    assert len(res.stdout.splitlines()) == 3
+    assert json.loads(run_cli("list", "-f", "json", root=admin, check=True).stdout) == []
+
+
 def test_readme_cluster_walkthrough_runs(tmp_path) -> None:
     """The README's Clusters walkthrough, as written (its temp dir under this test's)."""
     with open(os.path.join(REPO, "README.md")) as f:
