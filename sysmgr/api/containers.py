@@ -389,27 +389,6 @@ class ContainerManager(Manager[Container]):
     def get(self, name: str) -> Container:
         return self._wrap(self._backend.container_view(name))
 
-    # -- several at once ---------------------------------------------------------------------
-    def start_many(self, names: Sequence[str]) -> list["Outcome"]:
-        """Start several containers in one call (``sysmgr start c1 c2 ...``): one pass over
-        their networks and one netlink socket instead of one command's worth each. Each
-        starts whole or not at all; one that fails is reported in its
-        :class:`~sysmgr.types.Outcome` (``ok``, ``error``, ``hint``) and the others go on
-        (those started stay running). A start's ``warnings`` are in its outcome."""
-        return self._backend.containers_start(list(names))
-
-    def stop_many(self, names: Sequence[str], *, timeout: float | None = None,
-                  force: bool = False) -> list["Outcome"]:
-        """Stop several containers at once: every halt signal (``force``: every kill) is
-        sent before any is waited for, so ``timeout`` bounds them all together. An
-        outcome's ``graceful`` is :meth:`Container.stop`'s answer."""
-        return self._backend.containers_stop(list(names), timeout=timeout, force=force)
-
-    def delete_many(self, names: Sequence[str], *, force: bool = False) -> list["Outcome"]:
-        """Delete several containers (the running ones with ``force``, killed together);
-        one outcome each, as :meth:`start_many`."""
-        return self._backend.containers_delete(list(names), force=force)
-
     def interactive(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
                     cwd: str | None = None, tty: bool | None = None, user: int | None = None,
                     group: int | None = None) -> int:
@@ -437,6 +416,27 @@ class ContainerManager(Manager[Container]):
         c = self.get(name)
         c.warnings = tuple(said)
         return c
+
+    # -- several at once ---------------------------------------------------------------------
+    def start_many(self, names: Sequence[str]) -> list["Outcome"]:
+        """Start several containers in one call (``sysmgr start c1 c2 ...``): one pass over
+        their networks and one netlink socket instead of one command's worth each. Each
+        starts whole or not at all; one that fails is reported in its
+        :class:`~sysmgr.types.Outcome` (``ok``, ``error``, ``hint``) and the others go on
+        (those started stay running). A start's ``warnings`` are in its outcome."""
+        return self._backend.containers_start(list(names))
+
+    def stop_many(self, names: Sequence[str], *, timeout: float | None = None,
+                  force: bool = False) -> list["Outcome"]:
+        """Stop several containers at once: every halt signal (``force``: every kill) is
+        sent before any is waited for, so ``timeout`` bounds them all together. An
+        outcome's ``graceful`` is :meth:`Container.stop`'s answer."""
+        return self._backend.containers_stop(list(names), timeout=timeout, force=force)
+
+    def delete_many(self, names: Sequence[str], *, force: bool = False) -> list["Outcome"]:
+        """Delete several containers (the running ones with ``force``, killed together);
+        one outcome each, as :meth:`start_many`."""
+        return self._backend.containers_delete(list(names), force=force)
 
     def free_name(self) -> str:
         """A name no container has, in LXD's style (``fond-cricket``): what ``lxc launch

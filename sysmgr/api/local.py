@@ -15,7 +15,6 @@ from sysmgr.engine import confinement, execution, pools, records, runspec, volum
 from sysmgr.engine.host import Host
 from sysmgr.errors import SysmgrError
 from sysmgr.layout import Layout
-from sysmgr.types import Outcome
 
 
 class LocalBackend(Backend):
@@ -86,7 +85,7 @@ class LocalBackend(Backend):
     def containers_stop(self, names: Sequence[str], *, timeout: float | None,
                         force: bool) -> list[Any]:
         results = _lifecycle().stop_many(self.host, names, timeout=timeout, force=force)
-        return [_outcome(n, r) if isinstance(r, SysmgrError) else Outcome(n, graceful=r)
+        return [_outcome(n, r) if isinstance(r, SysmgrError) else _outcome(n, None, graceful=r)
                 for n, r in results.items()]
 
     def containers_delete(self, names: Sequence[str], *, force: bool) -> list[Any]:
@@ -488,10 +487,13 @@ def _views() -> Any:
     return views
 
 
-def _outcome(name: str, error: SysmgrError | None, *, warnings: tuple[str, ...] = ()
-             ) -> Outcome:
+def _outcome(name: str, error: SysmgrError | None, *, warnings: tuple[str, ...] = (),
+             graceful: bool | None = None) -> Any:
+    """One container's :class:`~sysmgr.types.Outcome` of a call on several."""
+    from sysmgr.types import Outcome
+
     if error is None:
-        return Outcome(name, warnings=warnings)
+        return Outcome(name, warnings=warnings, graceful=graceful)
     return Outcome(name, error=error.message, hint=error.hint, exit_code=error.exit_code,
                    warnings=warnings)
 

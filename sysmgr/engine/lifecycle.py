@@ -24,19 +24,22 @@ import collections
 import contextlib
 import os
 import time
-from typing import Any, Callable, ContextManager, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Mapping, NamedTuple, Sequence
 
-from sysmgr._util import hostinfo
 from sysmgr.drivers.runtime.base import (
     FROZEN, RUNNING, STOPPED, InitRecord, PendingStart, RuntimeSpec, Status)
-from sysmgr.engine import (
-    confinement, disks, events, idmap, idshift, lxcfs, records, runspec)
+from sysmgr.engine import events, records
 from sysmgr.engine.host import DEFAULT_STOP_TIMEOUT, Host
-from sysmgr.engine.migration import markers
-from sysmgr.engine.nics import NicEngine, StartNics
 from sysmgr.errors import Conflict, SysmgrError
 from sysmgr.model import restart as mrestart
 from sysmgr.state.db import ContainerRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sysmgr.engine.nics import StartNics
+
+# What only a start needs (its bundle, id maps, disks, lxcfs, AppArmor) is imported where a
+# start needs it, and networking only for containers with nics: a stop or a freeze through
+# the CLI must not pay for them.
 
 
 def start(host: Host, name: str, *, migration: str | None = None,
@@ -113,6 +116,8 @@ def _pipelined(host: Host, ready: Sequence[records.Expanded], shared: _Shared,
 
 def _startable(host: Host, name: str, migration: str | None) -> records.Expanded:
     """The container's record read once, if it may start (stopped, not marked by a move)."""
+    from sysmgr.engine.migration import markers
+
     ex = records.read(host, name)
     markers.refuse(ex.record, "start", allow=migration)
     if records.status(host, ex.record).state != STOPPED:
@@ -125,6 +130,8 @@ class _Shared:
     none has a nic: nic-less starts never load networking) and the resource views."""
 
     def __init__(self, host: Host, nics: StartNics | SysmgrError | None) -> None:
+        from sysmgr.engine import lxcfs
+
         self.host = host
         self.nics = nics  # an error: preparing them failed (each container with a nic fails)
         self.views: int | None = None
@@ -143,6 +150,8 @@ class _Shared:
         with_nics = [ex for ex in starting if records.has_nics(ex.devices)]
         if not with_nics:
             return cls(host, None)
+        from sysmgr.engine.nics import NicEngine
+
         try:
             return cls(host, NicEngine(host).prepare(with_nics))
         except SysmgrError as e:  # the containers without a nic start all the same
@@ -150,7 +159,7 @@ class _Shared:
 
     def batch(self) -> ContextManager[None]:
         """One host netlink socket for every nic plugged in the block."""
-        if not isinstance(self.nics, StartNics):
+        if self.nics is None or isinstance(self.nics, SysmgrError):
             return contextlib.nullcontext()
         return self.nics.engine.driver.batch()
 
@@ -175,6 +184,8 @@ class _Begun(NamedTuple):
 
 def _begin_one(host: Host, ex: records.Expanded, shared: _Shared) -> _Begun:
     """Everything of one container's start up to the runtime's begin (see :func:`start`)."""
+    from sysmgr.engine import confinement, disks, idmap, idshift, runspec
+
     rec = ex.record
     name = rec.name
     said: list[str] = []
@@ -197,6 +208,9 @@ def _begin_one(host: Host, ex: records.Expanded, shared: _Shared) -> _Begun:
 
 def _finish_one(host: Host, b: _Begun, warn: Callable[[str], None] | None) -> Status:
     """Complete a begun start: init runs, and the record says how to find it."""
+    from sysmgr._util import hostinfo
+    from sysmgr.engine import lxcfs
+
     init = b.pending.finish()
     vol = {k: v for k, v in b.record.volatile.items()
            if k not in mrestart.PENDING_KEYS and k != mrestart.RESTART_NEEDED}
@@ -270,6 +284,8 @@ def _stop_inits(host: Host, running: Sequence[tuple[records.Expanded, InitRecord
     still runs after its stop failed is recorded RUNNING again."""
     if not running:
         return {}
+    from sysmgr.engine import runspec  # the image's halt signal
+
     names = [ex.record.name for ex, _ in running]
     _set_last_state(host, names, STOPPED)
     stops = [(init, runspec.halt_signal(records.image_meta(host, ex.record)),
@@ -311,6 +327,8 @@ def settle(host: Host, ex: records.Expanded, volatile: Mapping[str, Any] | None 
     host.runtime.cleanup(records.cgroup_path(host, ex.record.name))
     forget_init(host, host.store.container(ex.record.name), volatile)
     if records.has_nics(ex.devices):
+        from sysmgr.engine.nics import NicEngine  # networking only for containers with nics
+
         NicEngine(host).detach(ex.record.name)
 
 

@@ -133,6 +133,14 @@ class StubContainers:
     def interactive(self, name, argv, *, env=None, cwd=None, tty=None, user=None, group=None) -> int:
         return self.get(name).interactive(argv, env=env, cwd=cwd, tty=tty, user=user, group=group)
 
+    def check(self, name, image, **kw):
+        self.checked.append(name)
+
+    def create(self, name, image, **kw):
+        self.created.append({"name": name, "image": image, **kw})
+        self.by_name[name] = StubContainer(name, "Running" if kw.get("start") else "Stopped")
+        return self.by_name[name]
+
     def _many(self, names, act) -> list[Outcome]:
         out = []
         for name in names:
@@ -150,14 +158,6 @@ class StubContainers:
 
     def delete_many(self, names, *, force=False) -> list[Outcome]:
         return self._many(names, lambda c: c.delete(force=force))
-
-    def check(self, name, image, **kw):
-        self.checked.append(name)
-
-    def create(self, name, image, **kw):
-        self.created.append({"name": name, "image": image, **kw})
-        self.by_name[name] = StubContainer(name, "Running" if kw.get("start") else "Stopped")
-        return self.by_name[name]
 
 
 class StubProfiles:

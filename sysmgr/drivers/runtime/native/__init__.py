@@ -38,7 +38,6 @@ the driver class that ties them to cgroups and the bundle dir.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -163,8 +162,7 @@ class NativeRuntime(Runtime):
             raise
         return pending
 
-    def remove_cgroup(self, cg: Cgroup) -> None:
-        """Kill what runs in ``cg`` and remove it."""
+    def _remove_cgroup(self, cg: Cgroup) -> None:
         cg.kill_all(KILL_TIMEOUT)
         cg.destroy()
 
@@ -182,7 +180,7 @@ class NativeRuntime(Runtime):
     def stop(self, rec: InitRecord, *, halt_signal: int, timeout: float, force: bool) -> bool:
         cg = self._cgroup(rec.cgroup)
         exited = process.stop_init(rec, cg, halt_signal=halt_signal, timeout=timeout, force=force)
-        self.remove_cgroup(cg)
+        self._remove_cgroup(cg)
         return exited
 
     def stop_many(self, stops: Sequence[tuple[InitRecord, int, float]], *, force: bool
@@ -190,21 +188,24 @@ class NativeRuntime(Runtime):
         if len(stops) < 2:
             return super().stop_many(stops, force=force)
         start = time.monotonic()
-        killed = set()
-        for i, (rec, halt_signal, _) in enumerate(stops):  # every signal first: they overlap
-            with contextlib.suppress(SysmgrError):  # (its own stop below says what is wrong)
-                if process.signal_init(rec, self._cgroup(rec.cgroup),
-                                       signal.SIGKILL if force else halt_signal) and force:
-                    killed.add(i)
-        out: list[bool | SysmgrError] = []
-        for i, (rec, halt_signal, timeout) in enumerate(stops):
+        sent: list[bool | None] = []
+        for rec, halt_signal, _ in stops:  # every signal first: the shutdowns overlap
             try:
-                cg = self._cgroup(rec.cgroup)
-                left = max(0.0, start + timeout - time.monotonic())
-                exited = process.stop_init(rec, cg, halt_signal=halt_signal, timeout=left,
-                                           force=force, signalled=True)
-                self.remove_cgroup(cg)
-                out.append(exited and i not in killed)  # gone by now, but by our kill
+                sent.append(process.signal_init(rec, self._cgroup(rec.cgroup),
+                                                signal.SIGKILL if force else halt_signal))
+            except SysmgrError:
+                sent.append(None)  # its own stop below says what is wrong
+        out: list[bool | SysmgrError] = []
+        for (rec, halt_signal, timeout), signalled in zip(stops, sent):
+            left = max(0.0, start + timeout - time.monotonic())
+            try:
+                if signalled is None:
+                    out.append(self.stop(rec, halt_signal=halt_signal, timeout=left, force=force))
+                    continue
+                # gone before any signal, or by itself on the halt signal; not by our kill
+                exited = not signalled or (not force and process.wait_exit(rec, left))
+                self.stop(rec, halt_signal=halt_signal, timeout=0, force=True)  # what is left
+                out.append(exited)
             except SysmgrError as e:
                 out.append(e)
         return out
@@ -238,7 +239,7 @@ class NativeRuntime(Runtime):
     def cleanup(self, cgroup: str) -> None:
         cg = self._cgroup(cgroup)
         if cg.exists():
-            self.remove_cgroup(cg)
+            self._remove_cgroup(cg)
 
     # -- exec ------------------------------------------------------------------------------
 
@@ -296,7 +297,7 @@ class _NativeStart(PendingStart):
     def failed(self, error: BaseException | None) -> None:
         """Remove the cgroup (and whatever runs in it); note a failure to on ``error``."""
         try:
-            self.runtime.remove_cgroup(self.cg)
+            self.runtime._remove_cgroup(self.cg)
         except DriverError as cleanup_error:
             if error is not None:
                 error.add_note(f"cleanup failed too: {cleanup_error}")

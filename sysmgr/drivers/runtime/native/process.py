@@ -192,6 +192,35 @@ def _kill_init(pid: int, pidfd: int) -> None:
 
 # -- state and stop ----------------------------------------------------------------------------
 
+def signal_init(rec: InitRecord, cg: Cgroup, sig: int) -> bool:
+    """Send init ``sig`` (a frozen container is thawed first, so that it can act on it);
+    False when init was gone already. A stop of many sends every signal first."""
+    pidfd = _open_init(rec)
+    if pidfd is None:
+        return False
+    try:
+        if sig != signal.SIGKILL and cg.is_frozen():
+            cg.thaw()  # a frozen init cannot act on the halt signal
+        try:
+            signal.pidfd_send_signal(pidfd, sig)
+        except ProcessLookupError:
+            return False
+        return True
+    finally:
+        os.close(pidfd)
+
+
+def wait_exit(rec: InitRecord, timeout: float) -> bool:
+    """Whether init exits within ``timeout`` seconds (at once True when it is gone)."""
+    pidfd = _open_init(rec)
+    if pidfd is None:
+        return True
+    try:
+        return _wait_init_exit(pidfd, timeout)
+    finally:
+        os.close(pidfd)
+
+
 def alive(rec: InitRecord) -> bool:
     """init is running (not gone, not a zombie, not a recycled pid); reaps its zombie."""
     if linux.proc_starttime(rec.pid) != rec.starttime:
@@ -245,42 +274,21 @@ def _open_init(rec: InitRecord) -> int | None:
     return pidfd
 
 
-def signal_init(rec: InitRecord, cg: Cgroup, sig: int) -> bool:
-    """Send init ``sig`` (a frozen container is thawed first, so that it can act on it);
-    False when init was gone already."""
-    pidfd = _open_init(rec)
-    if pidfd is None:
-        return False
-    try:
-        if sig != signal.SIGKILL and cg.is_frozen():
-            cg.thaw()  # a frozen init cannot act on the halt signal
-        try:
-            signal.pidfd_send_signal(pidfd, sig)
-        except ProcessLookupError:
-            return False
-        return True
-    finally:
-        os.close(pidfd)
-
-
-def stop_init(rec: InitRecord, cg: Cgroup, *, halt_signal: int, timeout: float, force: bool,
-              signalled: bool = False) -> bool:
+def stop_init(rec: InitRecord, cg: Cgroup, *, halt_signal: int, timeout: float, force: bool) -> bool:
     """Make init exit (halt signal, then kill everything in ``cg``) and reap it; the caller
-    removes the cgroup. True when init exited by itself (or was already gone).
-    ``signalled``: the halt signal was sent already (:func:`signal_init`)."""
+    removes the cgroup. True when init exited by itself (or was already gone)."""
     pidfd = _open_init(rec)
     if pidfd is None:
         return True
     exited = False
     try:
         if not force:
-            if not signalled:
-                if cg.is_frozen():
-                    cg.thaw()  # a frozen init cannot act on the halt signal
-                try:
-                    signal.pidfd_send_signal(pidfd, halt_signal)
-                except ProcessLookupError:
-                    pass
+            if cg.is_frozen():
+                cg.thaw()  # a frozen init cannot act on the halt signal
+            try:
+                signal.pidfd_send_signal(pidfd, halt_signal)
+            except ProcessLookupError:
+                pass
             exited = _wait_init_exit(pidfd, timeout)
         if not exited:
             cg.kill_all(KILL_TIMEOUT)  # freezes, kills everything incl. init, thaws
