@@ -145,7 +145,8 @@ def ifnames(netns: str | None) -> list[str]:
 
 # -- errors -----------------------------------------------------------------------------------
 
-def translate(what: str, code: int | None, message: str) -> DriverError | Conflict | NotFound:
+def translate(what: str, code: int | None, message: str
+              ) -> DriverError | Conflict | NotFound | DriverUnavailable:
     """The sysmgr error for a netlink (or socket) failure with errno ``code``."""
     text = f"{what}: {message}" if message else what
     if code == errno.EEXIST:
@@ -154,6 +155,9 @@ def translate(what: str, code: int | None, message: str) -> DriverError | Confli
         return NotFound(text)
     if code == errno.EPERM:
         return DriverError(text, hint="network changes need root (CAP_NET_ADMIN)")
+    if code in (errno.EOPNOTSUPP, errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT):
+        return DriverUnavailable(text, hint="the kernel lacks it (a module not loaded: veth, "
+                                            "bridge, nf_tables?)")
     return DriverError(text)
 
 

@@ -270,8 +270,8 @@ class Socket:
         try:
             self.sock = _netlink.in_netns(netns, create)
         except OSError as e:
-            raise DriverError(f"cannot open a netlink socket in {netns or 'this namespace'}: "
-                              f"{e.strerror}") from e
+            raise _netlink.translate(f"cannot open a netlink socket in {netns or 'this namespace'}",
+                                     e.errno, e.strerror or str(e)) from e
         self.netns = netns
         self.seq = 0
         with contextlib.suppress(OSError):  # short acks with the kernel's reason (4.12+)
