@@ -251,6 +251,26 @@ def busybox_client(sysmgr_root: str):
     c.close()
 
 
+def cli_ok(*args: str, root: str, input: str | None = None) -> subprocess.CompletedProcess:
+    """:func:`run_cli` that must succeed (the assertion shows the command and its output)."""
+    res = run_cli(*args, root=root, input=input)
+    assert res.returncode == 0, (args, res.stdout, res.stderr)
+    return res
+
+
+@pytest.fixture
+def busybox_cli_root(sysmgr_root: str):
+    """A fresh root initialised through the CLI (dir pool, no network) with the busybox image
+    ``busybox``; its containers are deleted afterwards."""
+    import json
+
+    cli_ok("init", "--auto", "--storage-driver", "dir", "--network", "none", root=sysmgr_root)
+    cli_ok("image", "build", "busybox", "--alias", "busybox", root=sysmgr_root)
+    yield sysmgr_root
+    for c in json.loads(cli_ok("list", "-f", "json", root=sysmgr_root).stdout):
+        run_cli("delete", "--force", c["name"], root=sysmgr_root)
+
+
 def sh(container: Any, script: str) -> tuple[int, str]:
     """``sh -c script`` in a running container: (exit code, stdout + stderr)."""
     r = container.execute(["sh", "-c", script])

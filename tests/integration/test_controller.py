@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, requires_root, run_cli
+from tests.conftest import cli_ok, REPO, requires_root, run_cli
 
 pytestmark = requires_root
 
@@ -35,18 +35,11 @@ config:
 
 
 @pytest.fixture
-def root(sysmgr_root: str):
-    ok("init", "--auto", "--storage-driver", "dir", "--network", "none", root=sysmgr_root)
-    ok("image", "build", "busybox", "--alias", "busybox", root=sysmgr_root)
-    yield sysmgr_root
-    for c in json.loads(ok("list", "-f", "json", root=sysmgr_root).stdout):
-        run_cli("delete", "--force", c["name"], root=sysmgr_root)
+def root(busybox_cli_root: str):
+    return busybox_cli_root
 
 
-def ok(*args: str, root: str) -> subprocess.CompletedProcess:
-    res = run_cli(*args, root=root)
-    assert res.returncode == 0, (args, res.stdout, res.stderr)
-    return res
+ok = cli_ok
 
 
 class Ctl:
@@ -279,7 +272,7 @@ def test_a_crashed_container_is_restarted_with_backoff(root, controller, tmp_pat
         first = pid()
         os.kill(first, signal.SIGKILL)                         # the init dies
         ctl.wait_for(lambda: pid() not in (None, first), limit=60)
-        assert f"crashed: r1: killed by SIGKILL" in ctl.text() and "restarted r1" in ctl.text()
+        assert "crashed: r1: killed by SIGKILL" in ctl.text() and "restarted r1" in ctl.text()
     st = status(root)
     (line,) = [c for c in st["containers"] if c.startswith("r1:")]
     assert "2 crashes in a row (last: killed by SIGKILL (137)), backoff 2s" in line, line

@@ -9,7 +9,6 @@ at the end: the host-wide one on /var/lib/lxcfs is never touched.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -17,7 +16,7 @@ import time
 import pytest
 
 from sysmgr._util import linux, proc
-from tests.conftest import requires_root, run_cli
+from tests.conftest import cli_ok, requires_root, run_cli
 
 pytestmark = [requires_root, pytest.mark.skipif(proc.which("lxcfs") is None,
                                                 reason="lxcfs is not installed")]
@@ -59,18 +58,11 @@ def stop(d: str) -> None:
 
 
 @pytest.fixture
-def root(sysmgr_root: str, lxcfs_dir: str):
-    ok("init", "--auto", "--storage-driver", "dir", "--network", "none", root=sysmgr_root)
-    ok("image", "build", "busybox", "--alias", "busybox", root=sysmgr_root)
-    yield sysmgr_root
-    for c in json.loads(ok("list", "-f", "json", root=sysmgr_root).stdout):
-        run_cli("delete", "--force", c["name"], root=sysmgr_root)
+def root(busybox_cli_root: str, lxcfs_dir: str):
+    return busybox_cli_root
 
 
-def ok(*args: str, root: str):
-    res = run_cli(*args, root=root)
-    assert res.returncode == 0, (args, res.stdout, res.stderr)
-    return res
+ok = cli_ok
 
 
 def inside(root: str, name: str, *argv: str) -> str:

@@ -4,31 +4,23 @@ within minutes."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO, requires_root, run_cli
+from tests.conftest import cli_ok, REPO, requires_root, run_cli
 
 pytestmark = requires_root
 
 
 @pytest.fixture
-def root(sysmgr_root: str):
-    ok("init", "--auto", "--storage-driver", "dir", "--network", "none", root=sysmgr_root)
-    ok("image", "build", "busybox", "--alias", "busybox", root=sysmgr_root)
-    yield sysmgr_root
-    for c in json.loads(ok("list", "-f", "json", root=sysmgr_root).stdout):
-        run_cli("delete", "--force", c["name"], root=sysmgr_root)
+def root(busybox_cli_root: str):
+    return busybox_cli_root
 
 
-def ok(*args: str, root: str, input: str | None = None) -> subprocess.CompletedProcess:
-    res = run_cli(*args, root=root, input=input)
-    assert res.returncode == 0, (args, res.stdout, res.stderr)
-    return res
+ok = cli_ok
 
 
 def cli_bytes(*args: str, root: str, stdin=None, stdout=None) -> subprocess.CompletedProcess:

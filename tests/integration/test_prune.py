@@ -13,24 +13,17 @@ import time
 
 import pytest
 
-from tests.conftest import requires_root, run_cli
+from tests.conftest import cli_ok, requires_root, run_cli
 
 pytestmark = requires_root
 
 
 @pytest.fixture
-def root(sysmgr_root: str):
-    ok("init", "--auto", "--storage-driver", "dir", "--network", "none", root=sysmgr_root)
-    ok("image", "build", "busybox", "--alias", "busybox", root=sysmgr_root)
-    yield sysmgr_root
-    for c in json.loads(ok("list", "-f", "json", root=sysmgr_root).stdout):
-        run_cli("delete", "--force", c["name"], root=sysmgr_root)
+def root(busybox_cli_root: str):
+    return busybox_cli_root
 
 
-def ok(*args: str, root: str):
-    res = run_cli(*args, root=root)
-    assert res.returncode == 0, (args, res.stdout, res.stderr)
-    return res
+ok = cli_ok
 
 
 def names(root: str) -> list[str]:
@@ -38,7 +31,7 @@ def names(root: str) -> list[str]:
 
 
 def container(path, name: str, *extra: str) -> None:
-    path.write_text("\n".join([f"kind: Container", f"name: {name}", "image: busybox",
+    path.write_text("\n".join(["kind: Container", f"name: {name}", "image: busybox",
                                "state: running", *extra]) + "\n")
 
 
