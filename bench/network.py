@@ -19,9 +19,9 @@ The whole process runs in a network namespace of its own (unshared at start), so
 dnsmasq and nftables table it makes never touch the host, and everything is removed at the
 end. Pings are raw ICMP echo requests every 2 ms; the bridge's ARP retransmit time is lowered
 to 10 ms in that namespace, so an address that appears between two ARP attempts (DHCP) is
-measured when it answers, not at the kernel's next 1 s retry. The CLI is the ``sysmgr`` next
-to this interpreter with this environment (``PYTHONPATH`` included); its bytecode is written
-by a warm-up call, as an installed package has it.
+measured when it answers, not at the kernel's next 1 s retry. The CLI is ``python -m sysmgr``
+with this interpreter and environment (``PYTHONPATH`` included); its bytecode is written by a
+warm-up call, as an installed package has it.
 
 Run as root: ``.venv/bin/python bench/network.py [--runs N] [--batch N] [--batch-runs N]``.
 """
@@ -105,14 +105,16 @@ class Cli:
     ``Popen.wait(timeout=...)`` polls with back-off and skews millisecond figures)."""
 
     def __init__(self, root: str) -> None:
-        self.argv = [os.path.join(os.path.dirname(sys.executable), "sysmgr")]
+        # the package's entry point as this interpreter and environment import it (run from
+        # "/": the working directory must not shadow the installed package)
+        self.argv = [sys.executable, "-m", "sysmgr"]
         self.env = dict(os.environ, SYSMGR_ROOT=root)
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed package has its bytecode
 
     def __call__(self, *args: str) -> float:
         t = time.perf_counter()
         res = subprocess.run([*self.argv, *args], env=self.env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
+                             stderr=subprocess.PIPE, cwd="/")
         took = time.perf_counter() - t
         if res.returncode:
             raise SystemExit(f"bench: sysmgr {' '.join(args[:3])}... failed: {res.stderr.decode()}")
@@ -201,7 +203,17 @@ def through_cli(client, cli: Cli, runs: int, batch: int, batch_runs: int
         cli("start", *names)
         out["batch_delete"].append(cli("delete", "--force", *names))
         reap_children()
+        settle_pool(client)
     return out
+
+
+def settle_pool(client) -> None:
+    """Let btrfs finish cleaning the deleted volumes up (it does so in the background, and
+    would compete with the next round's starts for the 2 cores)."""
+    drv = client.host.pool_driver("default")
+    if getattr(drv, "name", "") == "btrfs" and shutil.which("btrfs"):
+        subprocess.run(["btrfs", "subvolume", "sync", drv.path], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def lxc_figures(rootfs: str, bridge: str, subnet: str, runs: int, batch: int
