@@ -30,7 +30,6 @@ import copy
 import ctypes
 import os
 import re
-import secrets
 import shutil
 import stat
 from dataclasses import dataclass
@@ -490,6 +489,8 @@ def _pid_alive(pid: int) -> bool:
 
 def temp_name(parent: str, kind: str, tag: str) -> str:
     """A unique name for a staging/deleting entry of this process inside ``parent``."""
+    import secrets  # (hashlib and hmac cost every reader of a pool ~2 ms at start-up)
+
     return os.path.join(parent, f"{kind}{tag}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
