@@ -1,19 +1,20 @@
 """Containers as the API shows them: the record, its expansion, kernel status, usage, nics.
 
-Read-only. Networking is loaded only for containers that have nics, and one listing reads
-each network's leases once.
+Read-only. A listing reads the state once (the containers, every profile, every image),
+then each container's kernel status (and usage) once; networking is loaded only for
+containers that have nics, and one listing reads each network's leases once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from sysmgr.drivers.runtime.base import STOPPED, Status, Usage
 from sysmgr.engine import idmap, records
 from sysmgr.engine.host import Host
 from sysmgr.errors import NotFound, SysmgrError
-from sysmgr.state.db import ContainerRecord, ImageRecord
+from sysmgr.state.db import ContainerRecord, ImageRecord, ProfileRecord
 
 
 @dataclass
@@ -39,19 +40,22 @@ def view(host: Host, name: str, *, usage: bool = False) -> ContainerView:
 
 
 def views(host: Host, *, usage: bool = False) -> list[ContainerView]:
+    st = host.store
+    profiles = {p.name: p for p in st.profiles()}
+    images = {i.fingerprint: i for i in st.images()}
     cache: dict[str, Any] = {}  # one read of each network's leases for the whole list
-    return [_view(host, r, usage=usage, cache=cache) for r in host.store.containers()]
+    return [_view(host, r, usage=usage, cache=cache, profiles=profiles, images=images)
+            for r in st.containers()]
 
 
 def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
-          cache: dict[str, Any] | None = None) -> ContainerView:
-    cfg, devs = records.expanded(host, rec)
+          cache: dict[str, Any] | None = None, profiles: Mapping[str, ProfileRecord] | None = None,
+          images: Mapping[str, ImageRecord] | None = None) -> ContainerView:
+    """``profiles``, ``images``: the state's, read once for a whole listing (else each is
+    read here)."""
+    cfg, devs = records.expanded(host, rec, override=profiles)
     status = records.status(host, rec)
-    img = None
-    try:
-        img = host.store.image(rec.image)
-    except NotFound:
-        pass
+    img = images.get(rec.image) if images is not None else _image(host, rec.image)
     use = None
     disk = None
     if usage:
@@ -72,6 +76,13 @@ def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
         if isinstance(rec.volatile.get(key), dict):
             extra[key] = dict(rec.volatile[key])
     return ContainerView(rec, cfg, devs, status, img, use, extra, disk)
+
+
+def _image(host: Host, fingerprint: str) -> ImageRecord | None:
+    try:
+        return host.store.image(fingerprint)
+    except NotFound:
+        return None  # deleted since: the container keeps its own root filesystem
 
 
 def disk_usage(host: Host, rec: ContainerRecord) -> int | None:
