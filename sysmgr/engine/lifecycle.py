@@ -55,8 +55,8 @@ def start(host: Host, name: str, *, migration: str | None = None,
                 lxcfs.ensure()
             except SysmgrError as e:  # the container starts all the same, with the host's views
                 said.append(f"resource views are the host's: {e.message}")
-            views = lxcfs.generation()
-            binds += lxcfs.binds() if views is not None else ()
+            views, view_binds = lxcfs.attach()
+            binds += view_binds
         spec = runspec.runtime_spec(host, ex, records.image_meta(host, rec), ids,
                                     idmapped_rootfs=idmapped, disks=binds)
         os.makedirs(spec.runtime_dir, exist_ok=True)

@@ -122,21 +122,32 @@ def _end_stale(pidfile: str) -> None:
         pass
 
 
-def binds() -> tuple[DiskMount, ...]:
-    """The lxcfs files a start binds over the container's own (none unless it runs)."""
+def attach() -> tuple[int | None, tuple[DiskMount, ...]]:
+    """What a start takes from the running daemon, with one look at it (each look is a
+    round trip through FUSE): its mount's device number (:data:`VOLATILE`; None: no daemon)
+    and the binds of the files it serves over the container's own."""
     d = mount_dir()
     if not _answers(d):
-        return ()
-    return tuple(DiskMount(source=os.path.join(d, f.lstrip("/")), path=f, readonly=True)
-                 for f in FILES if os.path.exists(os.path.join(d, f.lstrip("/"))))
+        return None, ()
+    try:
+        gen = os.stat(d).st_dev
+        served = {f"/proc/{n}" for n in os.listdir(os.path.join(d, "proc"))}
+    except OSError:
+        return None, ()
+    served.update(f for f in FILES if not f.startswith("/proc/")
+                  and os.path.exists(os.path.join(d, f.lstrip("/"))))
+    return gen, tuple(DiskMount(source=os.path.join(d, f.lstrip("/")), path=f, readonly=True)
+                      for f in FILES if f in served)
+
+
+def binds() -> tuple[DiskMount, ...]:
+    """The lxcfs files a start binds over the container's own (none unless it runs)."""
+    return attach()[1]
 
 
 def generation() -> int | None:
     """The running daemon's mount (its device number), which a start records (:data:`VOLATILE`)."""
-    try:
-        return os.stat(mount_dir()).st_dev if _answers(mount_dir()) else None
-    except OSError:
-        return None
+    return attach()[0]
 
 
 def repair(host: Any) -> list[str]:
