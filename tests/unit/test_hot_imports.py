@@ -21,16 +21,17 @@ from tests.conftest import REPO, is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root (a real container)")
 
-#: the entry point, then the loaded modules written to the file named by argv[1]
+#: what the entry point (fast.main) does, then the loaded modules written to argv[1]
 _RUN = """\
 import sys
 out, args = sys.argv[1], sys.argv[2:]
 from sysmgr.cli import fast
-code = 0
-try:
-    fast.main(args)
-except SystemExit as e:
-    code = e.code
+form = fast.parse(args)
+if form is None:
+    from sysmgr.cli.main import run
+    code = run(args)
+else:
+    code = fast.run(form)
 with open(out, "w") as f:
     f.write("\\n".join(sorted(sys.modules)))
 sys.exit(code)
@@ -65,7 +66,7 @@ CLICK_TREE = {"sysmgr.cli.main", "sysmgr.cli.commands", "sysmgr.cli.commands._co
 #: how ``list`` and ``info`` describe containers: views, id maps, lxcfs
 VIEWS = {"sysmgr.engine.views", "sysmgr.engine.idmap", "sysmgr.engine.idshift",
          "sysmgr.engine.lxcfs", "sysmgr.model.idmaps", "sysmgr.model.keyrules",
-         "sysmgr._util.idshift", "sysmgr._util.sizes"}
+         "sysmgr._util.idshift", "sysmgr._util.sizes", "sysmgr._util.hostinfo"}
 #: the key tables and what a start sets up
 START = {
     "sysmgr.engine.lifecycle", "sysmgr.engine.events", "sysmgr.model.restart",
@@ -93,7 +94,7 @@ VERBS = {
              set(), set()),
     "shell": (["shell", "c1"], STATE | RUNTIME | {
         "sysmgr.engine.execution", "sysmgr.engine.files", "sysmgr.engine.idshift",
-        "sysmgr.model.idmaps", "sysmgr._util.idshift"}, set(), set()),
+        "sysmgr.model.idmaps", "sysmgr._util.idshift", "sysmgr._util.hostinfo"}, set(), set()),
     "stop": (["stop", "--force", "c2"], STATE | RUNTIME | {
         "sysmgr.engine.lifecycle", "sysmgr.engine.events", "sysmgr.model.restart"}, set(), set()),
     # lxcfs and AppArmor are looked for with a subprocess helper; the lxcfs binds need shutil
