@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +84,8 @@ def ensure() -> list[str]:
     os.makedirs(d, 0o755, exist_ok=True)
     pidfile = _pidfile(d)
     _end_stale(pidfile)
+    import subprocess  # only to start the daemon: a start that finds it running needs none
+
     # setsid --fork: lxcfs is nobody's child (a CLI that exits, a controller that stops)
     proc.run(["setsid", "--fork", "lxcfs", "--enable-loadavg", "-p", pidfile, d],
              capture=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
