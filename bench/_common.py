@@ -41,3 +41,50 @@ def teardown(client) -> None:
         n.delete()
     for pool in client.storage_pools.all():
         pool.delete()
+
+
+# -- what the figures are taken with, and what they are compared with -----------------------
+
+#: LXC 5.0.2 and LXD 5.0.2 on the reference machine (../shared/anchors/lxc-lxd-baseline.md,
+#: run C medians, python timer; LXC with lxcfs hooks cleared, net=empty, as LXC's intrinsic
+#: cost): used when LXC is not installed here. None: the anchors have no such figure.
+ANCHORS_MS = {
+    # row: (LXC, LXD)
+    "exec": (9.4, 33.9),           # lxc-attach -- /bin/true; lxc exec -- /bin/true
+    "start": (13.5, 221.3),        # lxc-start -d + lxc-wait RUNNING; lxc start
+    "stop_force": (7.3, 720.7),    # lxc-stop -k; lxc stop -f
+    "stop_graceful": (2019.3, 2723.5),
+    "list": (None, None),
+    "version": (None, None),
+}
+
+
+def install_mode() -> str:
+    """How the sysmgr being measured is installed: an editable venv, a regular ``pip install
+    .`` (what users get), or a source tree on ``sys.path``; and where it is imported from."""
+    import importlib.metadata
+    import json
+
+    import sysmgr
+
+    here = os.path.dirname(os.path.abspath(sysmgr.__file__))
+    try:
+        dist = importlib.metadata.distribution("sysmgr")
+    except importlib.metadata.PackageNotFoundError:
+        return f"not installed: a source tree on sys.path ({here})"
+    direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    editable = direct.get("dir_info", {}).get("editable", False)
+    how = "editable venv (pip install -e .)" if editable else "regular install (pip install .)"
+    return f"{how}; sysmgr imported from {here}"
+
+
+def bytecode_note() -> str:
+    """A warning when the modules run from source (no .pyc written or shipped): every
+    command then compiles what it imports, and CLI figures are inflated several-fold."""
+    import sysmgr
+
+    cache = os.path.join(os.path.dirname(os.path.abspath(sysmgr.__file__)), "__pycache__")
+    if os.path.isdir(cache) and os.listdir(cache):
+        return ""
+    return "warning: no compiled bytecode next to sysmgr (PYTHONDONTWRITEBYTECODE?): " \
+           "run python -m compileall on the package first"

@@ -28,15 +28,13 @@ from sysmgr import __version__
 from sysmgr.cli import exits, verbs
 from sysmgr.cli.app import AppContext, echo
 
-DEFAULT_ROOT = "/var/lib/sysmgr"  # the root group's --root default (SYSMGR_ROOT wins)
-
 
 class Form:
     """One accepted command line: the verb, the root options and the verb's arguments."""
 
     __slots__ = ("verb", "root", "debug", "params")
 
-    def __init__(self, verb: str, root: str, debug: bool, params: dict[str, Any]) -> None:
+    def __init__(self, verb: str, root: str | None, debug: bool, params: dict[str, Any]) -> None:
         self.verb, self.root, self.debug, self.params = verb, root, debug, params
 
     def __repr__(self) -> str:
@@ -44,9 +42,10 @@ class Form:
 
 
 def parse(argv: Sequence[str]) -> Form | None:
-    """The form ``argv`` is, or None when click must handle it."""
+    """The form ``argv`` is, or None when click must handle it. Its ``root`` is None
+    without ``--root``: the client's default then (``SYSMGR_ROOT``, else /var/lib/sysmgr)."""
     args = list(argv)
-    root = os.environ.get("SYSMGR_ROOT") or DEFAULT_ROOT
+    root: str | None = None
     i = 0
     while i < len(args) and args[i].startswith("-"):
         a = args[i]
