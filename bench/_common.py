@@ -59,32 +59,30 @@ ANCHORS_MS = {
 }
 
 
-def install_mode() -> str:
-    """How the sysmgr being measured is installed: an editable venv, a regular ``pip install
-    .`` (what users get), or a source tree on ``sys.path``; and where it is imported from."""
-    import importlib.metadata
-    import json
-
-    import sysmgr
-
-    here = os.path.dirname(os.path.abspath(sysmgr.__file__))
-    try:
-        dist = importlib.metadata.distribution("sysmgr")
-    except importlib.metadata.PackageNotFoundError:
-        return f"not installed: a source tree on sys.path ({here})"
-    direct = json.loads(dist.read_text("direct_url.json") or "{}")
-    editable = direct.get("dir_info", {}).get("editable", False)
+#: run by the interpreter the CLI runs on, with its environment: what it imports is what is timed
+_INSTALL = """\
+import importlib.metadata, json, os, sysmgr
+here = os.path.dirname(os.path.abspath(sysmgr.__file__))
+try:
+    direct = importlib.metadata.distribution("sysmgr").read_text("direct_url.json") or "{}"
+    editable = json.loads(direct).get("dir_info", {}).get("editable", False)
     how = "editable venv (pip install -e .)" if editable else "regular install (pip install .)"
-    return f"{how}; sysmgr imported from {here}"
+except importlib.metadata.PackageNotFoundError:
+    how = "not installed (a source tree on sys.path)"
+print(f"{how}; the CLI imports sysmgr from {here}")
+cache = os.path.join(here, "__pycache__")
+if not (os.path.isdir(cache) and os.listdir(cache)):
+    print("warning: no compiled bytecode beside it (PYTHONDONTWRITEBYTECODE?): every command "
+          "compiles what it imports; run python -m compileall on the package first")
+"""
 
 
-def bytecode_note() -> str:
-    """A warning when the modules run from source (no .pyc written or shipped): every
-    command then compiles what it imports, and CLI figures are inflated several-fold."""
-    import sysmgr
+def install_mode(python: str) -> list[str]:
+    """How the sysmgr that ``python`` (the CLI's interpreter, in this environment) imports
+    is installed: an editable venv, a regular ``pip install .`` (what users get) or a source
+    tree; and a warning when it has no compiled bytecode (CLI figures several-fold too high)."""
+    import subprocess
 
-    cache = os.path.join(os.path.dirname(os.path.abspath(sysmgr.__file__)), "__pycache__")
-    if os.path.isdir(cache) and os.listdir(cache):
-        return ""
-    return "warning: no compiled bytecode next to sysmgr (PYTHONDONTWRITEBYTECODE?): " \
-           "run python -m compileall on the package first"
+    # not from this directory: ``python -c`` puts the working directory first on sys.path
+    res = subprocess.run([python, "-c", _INSTALL], capture_output=True, text=True, cwd="/")
+    return res.stdout.splitlines() or [f"unknown ({res.stderr.strip()})"]

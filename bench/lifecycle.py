@@ -41,7 +41,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from _common import (  # noqa: E402
-    ANCHORS_MS, bytecode_note, install_mode, median_ms, reap_children, teardown as teardown_root)
+    ANCHORS_MS, install_mode, median_ms, reap_children, teardown as teardown_root)
 
 #: issue 14's targets through the CLI (medians, 2-core VM)
 TARGETS_MS = {"exec": 35, "start": 60, "stop_force": 30, "list": 150, "version": 50}
@@ -61,10 +61,11 @@ def timed(fn: Callable[[], object], runs: int, setup: Callable[[], object] | Non
     return out
 
 
-def cli_command() -> tuple[list[str], str]:
+def cli_command() -> tuple[list[str], str, str]:
     """The command line that runs sysmgr: the console script beside this interpreter when
     it enters where this source tree says (``[project.scripts]``), else ``python -m sysmgr``
-    (a stale editable install's script still enters the old way); and a note saying which."""
+    (a stale editable install's script still enters the old way); a note saying which; and
+    the interpreter it runs on."""
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
         wanted = tomllib.load(f)["project"]["scripts"]["sysmgr"]
     script = os.path.join(os.path.dirname(sys.executable), "sysmgr")
@@ -75,16 +76,20 @@ def cli_command() -> tuple[list[str], str]:
         text = ""
     module, _, func = wanted.partition(":")
     if f"from {module} import {func}" in text:
-        return [script], f"{script} (console script, entry point {wanted})"
+        python = text.splitlines()[0].removeprefix("#!").strip() or sys.executable
+        return [script], f"{script} (console script, entry point {wanted})", python
     why = "its entry point is stale: pip install -e . again" if text else "none installed"
-    return [sys.executable, "-m", "sysmgr"], f"{sys.executable} -m sysmgr (console script: {why})"
+    return ([sys.executable, "-m", "sysmgr"],
+            f"{sys.executable} -m sysmgr (console script: {why})", sys.executable)
 
 
 def make_cli(argv0: list[str], root: str) -> Callable[..., None]:
     env = dict(os.environ, SYSMGR_ROOT=root)
 
     def cli(*args: str) -> None:
-        subprocess.run([*argv0, *args], env=env, stdout=subprocess.DEVNULL, check=True)
+        # in the root, not here: ``python -m`` puts the working directory first on sys.path
+        subprocess.run([*argv0, *args], env=env, cwd=root, stdout=subprocess.DEVNULL,
+                       check=True)
 
     return cli
 
@@ -186,15 +191,15 @@ def compare(name: str, ms: float, target: str, lxc: float | None, lxc_src: str,
     print(f"  {name:<38} {ms:8.1f} ms  {target:>9}   LXC {vs(lxc)} {lxc_src:<10} LXD {vs(lxd)}")
 
 
-def report(args, cli_note: str, cli: dict[str, float], api: dict[str, float],
+def report(args, cli_note: tuple[str, str], cli: dict[str, float], api: dict[str, float],
            lxc: dict[str, float]) -> None:
     src = "(this run)" if lxc else "(anchor)"
     lxc_of = lambda row: lxc.get(row) if lxc else ANCHORS_MS[row][0]  # noqa: E731
     print(f"sysmgr lifecycle benchmark: medians of {args.runs} runs, busybox containers, no nic")
-    print(f"  install: {install_mode()}")
-    print(f"  command: {cli_note}")
-    if note := bytecode_note():
-        print(f"  {note}")
+    note, python = cli_note
+    for line in install_mode(python):
+        print(f"  install: {line}")
+    print(f"  command: {note}")
     print(f"  LXC: {'measured in this run (lxcfs hooks cleared)' if lxc else 'not installed here: anchors of the reference machine'}; "
           "LXD 5.0.2: anchors (../shared/anchors/lxc-lxd-baseline.md)")
     print(f"\n  {'through the CLI':<38} {'sysmgr':>11}  {'target':>9}")
@@ -227,7 +232,7 @@ def main() -> None:
 
     import sysmgr
 
-    argv0, cli_note = cli_command()
+    argv0, note, python = cli_command()
     root = tempfile.mkdtemp(prefix="sysmgr-bench-")
     client = sysmgr.Client(root=root)
     try:
@@ -241,7 +246,7 @@ def main() -> None:
         teardown_root(client)
         client.close()
         shutil.rmtree(root, ignore_errors=True)
-    report(args, cli_note, cli, api, lxc)
+    report(args, (note, python), cli, api, lxc)
 
 
 if __name__ == "__main__":
