@@ -41,18 +41,20 @@ def view(host: Host, name: str, *, usage: bool = False) -> ContainerView:
 
 def views(host: Host, *, usage: bool = False) -> list[ContainerView]:
     st = host.store
-    profiles = {p.name: p for p in st.profiles()}
-    images = {i.fingerprint: i for i in st.images()}
-    cache: dict[str, Any] = {}  # one read of each network's leases for the whole list
-    return [_view(host, r, usage=usage, cache=cache, profiles=profiles, images=images)
-            for r in st.containers()]
+    recs = st.containers()
+    shared = {"profiles": {p.name: p for p in st.profiles()},
+              "images": {i.fingerprint: i for i in st.images()},
+              "disks": disk_usages(host, recs) if usage else None,
+              "cache": {}}  # one read of each network's leases for the whole list
+    return [_view(host, r, usage=usage, **shared) for r in recs]
 
 
 def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
           cache: dict[str, Any] | None = None, profiles: Mapping[str, ProfileRecord] | None = None,
-          images: Mapping[str, ImageRecord] | None = None) -> ContainerView:
-    """``profiles``, ``images``: the state's, read once for a whole listing (else each is
-    read here)."""
+          images: Mapping[str, ImageRecord] | None = None,
+          disks: Mapping[str, int | None] | None = None) -> ContainerView:
+    """``profiles``, ``images``, ``disks`` (root volume usage): read once for a whole
+    listing (else each is read here)."""
     cfg, devs = records.expanded(host, rec, override=profiles)
     status = records.status(host, rec)
     img = images.get(rec.image) if images is not None else _image(host, rec.image)
@@ -61,7 +63,7 @@ def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
     if usage:
         if status.state != STOPPED:
             use = host.runtime.usage(records.cgroup_path(host, rec.name))
-        disk = disk_usage(host, rec)
+        disk = disks.get(rec.name) if disks is not None else disk_usage(host, rec)
     # nics and their IPv4 addresses (``list``'s IPV4 column, ``info``'s host interfaces)
     extra: dict[str, Any] = {}
     if records.has_nics(devs):
@@ -92,6 +94,21 @@ def disk_usage(host: Host, rec: ContainerRecord) -> int | None:
         return host.pool_driver(rec.pool).container_usage(rec.name)
     except SysmgrError:
         return None
+
+
+def disk_usages(host: Host, recs: list[ContainerRecord]) -> dict[str, int | None]:
+    """:func:`disk_usage` of every container of a listing, each pool asked once (a dir
+    pool walks them all in one pass)."""
+    by_pool: dict[str, list[str]] = {}
+    for rec in recs:
+        by_pool.setdefault(rec.pool, []).append(rec.name)
+    found: dict[str, int | None] = {}
+    for pool, names in by_pool.items():
+        try:
+            found.update(host.pool_driver(pool).containers_usage(names))
+        except SysmgrError:
+            pass  # usage is informational: a pool that cannot say leaves it unknown
+    return found
 
 
 def _views(rec: ContainerRecord) -> str:
