@@ -16,6 +16,9 @@ from sysmgr.errors import SysmgrError, ValidationError
 if TYPE_CHECKING:  # pragma: no cover
     from sysmgr.api.client import Client
 
+LIST_FORMATS = ("table", "json", "yaml", "csv")  # every listing's --format
+DOC_FORMATS = ("yaml", "json")                    # every show's
+
 
 def make_client(root: str | None, **kwargs: Any) -> "Client":
     """Create the API client for ``root`` (tests replace this function with a stub);

@@ -9,6 +9,7 @@ loops are parsed here with the standard library and run straight away:
     sysmgr [--root DIR] [--debug] shell NAME
     sysmgr [--root DIR] [--debug] start NAME...
     sysmgr [--root DIR] [--debug] stop [-f|--force] [--timeout SECONDS] NAME...
+    sysmgr [--root DIR] [--debug] list [-c COLUMNS | --fast] [-f FORMAT] [FILTER...]
 
 Anything else (another verb, ``--help``, ``--all``, ``--target``, an option in another
 spelling, a value click would refuse) goes to the click command tree (:mod:`.main`), which
@@ -26,7 +27,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from sysmgr import __version__
 from sysmgr.cli import exits, verbs
-from sysmgr.cli.app import AppContext, echo
+from sysmgr.cli.app import LIST_FORMATS, AppContext, echo
 
 
 class Form:
@@ -138,6 +139,19 @@ def _stop(args: list[str]) -> dict[str, Any] | None:
     return {"names": tuple(names), "force": bool(opts.get("force")), "timeout": timeout}
 
 
+def _list(args: list[str]) -> dict[str, Any] | None:
+    split = _options(args, {"--fast": "fast"}, {"-c": "columns", "--columns": "columns",
+                                                 "-f": "fmt", "--format": "fmt"})
+    if split is None or "--" in args:
+        return None
+    opts, filters = split
+    fmt = opts["fmt"][-1] if "fmt" in opts else "table"
+    if fmt not in LIST_FORMATS or ("fast" in opts and "columns" in opts):
+        return None  # click's usage errors
+    return {"filters": tuple(filters), "columns": opts["columns"][-1] if "columns" in opts else None,
+            "fast": bool(opts.get("fast")), "fmt": fmt}
+
+
 def _natural(text: str) -> int | None:
     """An id as click's ``IntRange(0)`` takes it; None where click would refuse it."""
     try:
@@ -148,11 +162,12 @@ def _natural(text: str) -> int | None:
 
 
 _PARSERS: dict[str, Callable[[list[str]], dict[str, Any] | None]] = {
-    "exec": _exec, "shell": _shell, "start": _start, "stop": _stop,
+    "exec": _exec, "shell": _shell, "start": _start, "stop": _stop, "list": _list, "ls": _list,
 }
 
 _VERBS: dict[str, Callable[..., int | None]] = {
     "exec": verbs.exec_command, "shell": verbs.shell, "start": verbs.start, "stop": verbs.stop,
+    "list": verbs.list_, "ls": verbs.list_,
 }
 
 

@@ -1,4 +1,5 @@
-"""The bodies of the hot verbs (``exec``, ``shell``, ``start``, ``stop``), without click.
+"""The bodies of the hot verbs (``exec``, ``shell``, ``start``, ``stop``, ``list``), without
+click.
 
 Their click commands (``commands/exec.py``, ``commands/lifecycle.py``) and the fast path
 (:mod:`sysmgr.cli.fast`) both call these, so a verb does and prints the same whichever way
@@ -50,3 +51,11 @@ def stop(app: AppContext, names: Sequence[str], *, force: bool = False,
         confirm("Container", name, "stopped" if graceful is not False else "stopped (killed)")
 
     for_each(names, one)
+
+
+def list_(app: AppContext, filters: Sequence[str] = (), columns: str | None = None,
+          fast: bool = False, fmt: str = "table") -> int:
+    """``list``: the table (or JSON, YAML, CSV) of the containers; the exit code."""
+    from sysmgr.cli import listing  # columns, filters, rendering: list's own
+
+    return listing.list_containers(app, filters, columns, fast, fmt)

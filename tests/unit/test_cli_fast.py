@@ -25,6 +25,9 @@ def _click_params(verb: str, args: list[str]) -> dict:
         return {"names": p["names"], "force": p["force"], "timeout": p["timeout"]}
     if verb == "start":
         return {"names": p["names"]}
+    if verb in ("list", "ls"):
+        return {"filters": p["filters"], "columns": p["columns"], "fast": p["fast"],
+                "fmt": p["fmt"]}
     return {"name": p["name"]}
 
 
@@ -45,10 +48,14 @@ ACCEPTED = [
     ["stop", "-f", "c1", "c2"],
     ["stop", "c1", "--force", "--timeout", "5"],
     ["stop", "--timeout=2.5", "c1"],
+    ["list"], ["ls"], ["list", "web", "status=running"], ["list", "-c", "ns4", "-f", "csv"],
+    ["list", "--fast"], ["list", "--format=json", "u.role=db"], ["list", "--columns=nsP", "c"],
 ]
 
 DECLINED = [
-    [], ["--help"], ["-h"], ["list"], ["ls"], ["launch", "busybox", "c1"], ["lsit"],
+    [], ["--help"], ["-h"], ["launch", "busybox", "c1"], ["lsit"], ["info", "c1"],
+    ["list", "--fast", "-c", "ns"], ["list", "-f", "xml"], ["list", "--target", "m1"],
+    ["list", "--help"], ["list", "--", "web"], ["list", "-c"], ["list", "--all"],
     ["exec", "c1"],                          # no command: click's usage error
     ["exec", "c1", "ls", "-la"],             # an option of the command's before "--"
     ["exec", "c1", "-t", "-T", "--", "sh"],  # exclusive: click says so
@@ -99,6 +106,7 @@ def test_version(capsys) -> None:
     ["exec", "ghost", "--", "true"],
     ["exec", "c1", "--env", "=1", "--", "sh"],  # a bad KEY=VALUE: the model's error
     ["shell", "c1"],
+    ["list"], ["list", "-f", "csv", "c2"], ["list", "--format", "json"], ["list", "-c", "nsb"],
 ])
 def test_a_verb_prints_and_exits_the_same_either_way(monkeypatch, capsys, argv) -> None:
     def outcome(run) -> tuple:

@@ -17,13 +17,10 @@ import click
 
 # the click-free part, shared with the hot verbs' fast path; re-exported for the commands
 from sysmgr.cli.app import (  # noqa: F401
-    AppContext, confirm, echo_err, for_each, output, parse_assignments)
+    DOC_FORMATS, LIST_FORMATS, AppContext, confirm, echo_err, for_each, output, parse_assignments)
 from sysmgr.errors import Issue, ValidationError
 
 T = TypeVar("T")
-
-LIST_FORMATS = ("table", "json", "yaml", "csv")
-DOC_FORMATS = ("yaml", "json")
 
 
 pass_app = click.make_pass_decorator(AppContext, ensure=True)
