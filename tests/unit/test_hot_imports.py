@@ -82,10 +82,12 @@ START = {
 
 #: never on a hot verb's path: validation, YAML, rendering, networking, SSH
 HEAVY = {"yaml", "cerberus", "rich", "pyroute2", "paramiko", "pygments"}
-#: standard-library modules that cost milliseconds and that these paths do without
-SLOW_STDLIB = {"subprocess", "shutil", "uuid", "platform", "secrets", "hashlib", "tarfile",
+#: standard-library modules that cost milliseconds and that these paths do without (shutil
+#: is not one: safefs needs it loaded, its functions run as a container's root, who may not
+#: be able to read the host's Python library)
+SLOW_STDLIB = {"subprocess", "uuid", "platform", "secrets", "hashlib", "tarfile",
                "difflib", "ipaddress", "concurrent", "asyncio", "email", "http", "urllib",
-               "argparse", "zipfile", "lzma", "bz2"}
+               "argparse", "zipfile"}
 
 # verb -> (argv, allowed sysmgr modules, allowed third-party packages, slow stdlib allowed)
 VERBS = {
@@ -97,16 +99,16 @@ VERBS = {
         "sysmgr.model.idmaps", "sysmgr._util.idshift", "sysmgr._util.hostinfo"}, set(), set()),
     "stop": (["stop", "--force", "c2"], STATE | RUNTIME | {
         "sysmgr.engine.lifecycle", "sysmgr.engine.events", "sysmgr.model.restart"}, set(), set()),
-    # lxcfs and AppArmor are looked for with a subprocess helper; the lxcfs binds need shutil
+    # the key tables, the pool's driver (its tool streams run programs)
     "start": (["start", "c2"], STATE | RUNTIME | POOL | START, set(),
-              {"subprocess", "shutil", "bz2", "lzma", "difflib", "ipaddress"}),
+              {"subprocess", "difflib", "ipaddress"}),
     # the table, the views, a dir pool's disk usage (one du over every volume)
     "list": (["list"], STATE | RUNTIME | POOL | VIEWS | {"sysmgr.cli.listing",
                                                         "sysmgr.cli.render"},
-             set(), {"subprocess", "shutil", "bz2", "lzma", "difflib"}),
+             set(), {"subprocess", "difflib"}),
     "console": (["console", "c1", "--show-log"], STATE | RUNTIME | POOL | CLICK_TREE | VIEWS | {
         "sysmgr.cli.commands.exec", "sysmgr.engine.execution", "sysmgr.engine.console"},
-        {"click"}, {"subprocess", "shutil", "bz2", "lzma", "uuid", "platform", "difflib"}),
+        {"click"}, {"subprocess", "uuid", "platform", "difflib"}),
 }
 
 
