@@ -42,11 +42,12 @@ def view(host: Host, name: str, *, usage: bool = False) -> ContainerView:
 def views(host: Host, *, usage: bool = False) -> list[ContainerView]:
     st = host.store
     recs = st.containers()
-    shared = {"profiles": {p.name: p for p in st.profiles()},
-              "images": {i.fingerprint: i for i in st.images()},
-              "disks": disk_usages(host, recs) if usage else None,
-              "cache": {}}  # one read of each network's leases for the whole list
-    return [_view(host, r, usage=usage, **shared) for r in recs]
+    profiles = {p.name: p for p in st.profiles()}
+    images = {i.fingerprint: i for i in st.images()}
+    disks = disk_usages(host, recs) if usage else None
+    cache: dict[str, Any] = {}  # one read of each network's leases for the whole list
+    return [_view(host, r, usage=usage, cache=cache, profiles=profiles, images=images,
+                  disks=disks) for r in recs]
 
 
 def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
