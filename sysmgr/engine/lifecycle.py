@@ -15,16 +15,16 @@ import os
 import time
 from typing import Any, Callable, Mapping
 
-from sysmgr._util import hostinfo
 from sysmgr.drivers.runtime.base import FROZEN, RUNNING, STOPPED, InitRecord, Status
-from sysmgr.engine import (
-    confinement, disks, events, idmap, idshift, lxcfs, records, runspec)
+from sysmgr.engine import events, records
 from sysmgr.engine.host import DEFAULT_STOP_TIMEOUT, Host
-from sysmgr.engine.migration import markers
-from sysmgr.engine.nics import NicEngine
 from sysmgr.errors import Conflict, SysmgrError
 from sysmgr.model import restart as mrestart
 from sysmgr.state.db import ContainerRecord
+
+# What only a start needs (its bundle, id maps, disks, lxcfs, AppArmor) is imported by
+# start(), and networking only for containers with nics: a stop, a freeze or a restart
+# policy check through the CLI must not pay for them.
 
 
 def start(host: Host, name: str, *, migration: str | None = None,
@@ -33,6 +33,10 @@ def start(host: Host, name: str, *, migration: str | None = None,
     (other than ``migration``: the move starting it on its new member). ``warn`` gets what
     the start had to leave out (a disk whose source is missing, ``required=false``), which
     the started event also records."""
+    from sysmgr._util import hostinfo
+    from sysmgr.engine import confinement, disks, idmap, idshift, lxcfs, runspec
+    from sysmgr.engine.migration import markers
+
     said: list[str] = []
     with host.locked():
         ex = records.read(host, name)
@@ -51,14 +55,16 @@ def start(host: Host, name: str, *, migration: str | None = None,
                 lxcfs.ensure()
             except SysmgrError as e:  # the container starts all the same, with the host's views
                 said.append(f"resource views are the host's: {e.message}")
-            views = lxcfs.generation()
-            binds += lxcfs.binds() if views is not None else ()
+            views, view_binds = lxcfs.attach()
+            binds += view_binds
         spec = runspec.runtime_spec(host, ex, records.image_meta(host, rec), ids,
                                     idmapped_rootfs=idmapped, disks=binds)
         os.makedirs(spec.runtime_dir, exist_ok=True)
         spec = confinement.confine(host, spec, ex.config)  # its AppArmor profile, where there is one
         before_go = None
         if records.has_nics(ex.devices):  # nic-less containers never load networking
+            from sysmgr.engine.nics import NicEngine
+
             nics = NicEngine(host)
             before_go = nics.attacher(nics.prepare_start(name, spec.rootfs))
         rec = host.store.container(name)  # the id map, a shift and nics may have recorded state
@@ -112,7 +118,7 @@ def _stop_init(host: Host, rec: ContainerRecord, init: InitRecord, timeout: floa
     _set_last_state(host, rec.name, STOPPED)
     try:
         return host.runtime.stop(
-            init, halt_signal=runspec.halt_signal(records.image_meta(host, rec)),
+            init, halt_signal=records.halt_signal(records.image_meta(host, rec)),
             timeout=timeout, force=force)
     except BaseException:
         if host.runtime.status(init).state != STOPPED:
@@ -133,6 +139,8 @@ def settle(host: Host, ex: records.Expanded, volatile: Mapping[str, Any] | None 
     host.runtime.cleanup(records.cgroup_path(host, ex.record.name))
     forget_init(host, host.store.container(ex.record.name), volatile)
     if records.has_nics(ex.devices):
+        from sysmgr.engine.nics import NicEngine  # networking: only containers with nics
+
         NicEngine(host).detach(ex.record.name)
 
 

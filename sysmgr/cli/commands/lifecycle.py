@@ -1,6 +1,7 @@
 """Container lifecycle verbs: ``start``, ``stop``, ``restart``, ``freeze``, ``unfreeze``,
 ``delete``. Each takes several names, tries them all (like ``lxc``) and reports every failure
-in one error; each success prints its one-line confirmation (``Container c1 started``)."""
+in one error; each success prints its one-line confirmation (``Container c1 started``).
+``start`` and ``stop`` are hot verbs: their bodies are in :mod:`sysmgr.cli.verbs`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any, Callable
 
 import click
 
-from sysmgr.cli.commands._common import AppContext, confirm, echo_err, for_each, pass_app
+from sysmgr.cli import verbs
+from sysmgr.cli.commands._common import AppContext, confirm, for_each, pass_app
 
 
 def _targets(app: AppContext, names: tuple[str, ...], all_: bool,
@@ -41,16 +43,7 @@ _timeout = click.option("--timeout", type=float, metavar="SECONDS",
 def start(app: AppContext, names: tuple[str, ...], all_: bool) -> None:
     """Start containers (a disk with required=false whose source is missing is left out,
     with a warning)."""
-    containers = app.client.containers
-
-    def one(name: str) -> None:
-        c = containers.get(name)
-        c.start()
-        for w in c.warnings:
-            echo_err(f"warning: {w}")
-        confirm("Container", name, "started")
-
-    for_each(_targets(app, names, all_, running=False), one)
+    verbs.start(app, _targets(app, names, all_, running=False))
 
 
 @click.command()
@@ -62,13 +55,7 @@ def start(app: AppContext, names: tuple[str, ...], all_: bool) -> None:
 def stop(app: AppContext, names: tuple[str, ...], all_: bool, force: bool,
          timeout: float | None) -> None:
     """Stop containers (halt signal, then a kill after the timeout)."""
-    containers = app.client.containers
-
-    def one(name: str) -> None:
-        graceful = containers.get(name).stop(timeout=timeout, force=force)
-        confirm("Container", name, "stopped" if graceful is not False else "stopped (killed)")
-
-    for_each(_targets(app, names, all_, running=True), one)
+    verbs.stop(app, _targets(app, names, all_, running=True), force=force, timeout=timeout)
 
 
 @click.command()
