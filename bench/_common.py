@@ -43,26 +43,46 @@ def teardown(client) -> None:
         pool.delete()
 
 
-def install_mode() -> str:
-    """How the ``sysmgr`` next to this interpreter (with this environment) gets its code:
-    a regular install (``pip install .``, what users get), an editable one (``pip install
-    -e``), or a source checkout put first on ``PYTHONPATH``."""
-    import json
-    import subprocess
-    import sys
-    from importlib import metadata
+# -- what the figures are taken with, and what they are compared with -----------------------
 
-    where = subprocess.run([sys.executable, "-c", "import sysmgr; print(sysmgr.__file__)"],
-                           capture_output=True, text=True, check=True).stdout.strip()
-    package = os.path.dirname(os.path.realpath(where))
-    if "site-packages" in package.split(os.sep):
-        return f"regular install (pip install .) in {package}"
-    try:
-        url = json.loads(metadata.distribution("sysmgr").read_text("direct_url.json") or "{}")
-    except metadata.PackageNotFoundError:
-        url = {}
-    editable = url.get("dir_info", {}).get("editable", False)
-    source = url.get("url", "").removeprefix("file://")
-    if editable and os.path.realpath(source) == os.path.dirname(package):
-        return f"editable install (pip install -e) of {os.path.dirname(package)}"
-    return f"source checkout on PYTHONPATH: {os.path.dirname(package)}"
+#: LXC 5.0.2 and LXD 5.0.2 on the reference machine (../shared/anchors/lxc-lxd-baseline.md,
+#: run C medians, python timer; LXC with lxcfs hooks cleared, net=empty, as LXC's intrinsic
+#: cost): used when LXC is not installed here. None: the anchors have no such figure.
+ANCHORS_MS = {
+    # row: (LXC, LXD)
+    "exec": (9.4, 33.9),           # lxc-attach -- /bin/true; lxc exec -- /bin/true
+    "start": (13.5, 221.3),        # lxc-start -d + lxc-wait RUNNING; lxc start
+    "stop_force": (7.3, 720.7),    # lxc-stop -k; lxc stop -f
+    "stop_graceful": (2019.3, 2723.5),
+    "list": (None, None),
+    "version": (None, None),
+}
+
+
+#: run by the interpreter the CLI runs on, with its environment: what it imports is what is timed
+_INSTALL = """\
+import importlib.metadata, json, os, sysmgr
+here = os.path.dirname(os.path.abspath(sysmgr.__file__))
+try:
+    direct = importlib.metadata.distribution("sysmgr").read_text("direct_url.json") or "{}"
+    editable = json.loads(direct).get("dir_info", {}).get("editable", False)
+    how = "editable venv (pip install -e .)" if editable else "regular install (pip install .)"
+except importlib.metadata.PackageNotFoundError:
+    how = "not installed (a source tree on sys.path)"
+print(f"{how}; the CLI imports sysmgr from {here}")
+cache = os.path.join(here, "__pycache__")
+if not (os.path.isdir(cache) and os.listdir(cache)):
+    print("warning: no compiled bytecode beside it (PYTHONDONTWRITEBYTECODE?): every command "
+          "compiles what it imports; run python -m compileall on the package first")
+"""
+
+
+def install_mode(python: str) -> list[str]:
+    """How the sysmgr that ``python`` (the CLI's interpreter, in this environment) imports
+    is installed: an editable venv, a regular ``pip install .`` (what users get) or a source
+    tree; and a warning when it has no compiled bytecode (CLI figures several-fold too high)."""
+    import subprocess
+
+    # not from this directory: ``python -c`` puts the working directory first on sys.path
+    res = subprocess.run([python, "-c", _INSTALL], capture_output=True, text=True, cwd="/")
+    return res.stdout.splitlines() or [f"unknown ({res.stderr.strip()})"]

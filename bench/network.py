@@ -345,7 +345,7 @@ def main() -> None:
         teardown(client)
         client.close()
         shutil.rmtree(root, ignore_errors=True)
-    report(args, cli_fig, api_fig, lxc, install_mode(), pool)
+    report(args, cli_fig, api_fig, lxc, "; ".join(install_mode(sys.executable)), pool)
 
 
 if __name__ == "__main__":

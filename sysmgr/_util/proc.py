@@ -1,14 +1,17 @@
 """The only way sysmgr runs a subprocess: argv lists, never a shell.
 
 Failures become :class:`sysmgr.errors.CommandFailed`; a missing program becomes
-:class:`sysmgr.errors.DriverUnavailable` naming the program.
+:class:`sysmgr.errors.DriverUnavailable` naming the program. ``subprocess`` is imported when a
+program runs: a start asks :func:`which` (lxcfs, apparmor_parser) without running anything.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-from typing import IO, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Mapping, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    import subprocess
 
 from sysmgr.errors import CommandFailed, DriverUnavailable
 
@@ -31,6 +34,8 @@ def run(
     ``capture`` collects stdout/stderr (as bytes) unless explicit ``stdout``/``stderr`` are
     given. With ``check`` a non-zero exit raises :class:`CommandFailed` carrying stderr.
     """
+    import subprocess
+
     argv = [str(a) for a in argv]
     if capture:
         stdout = subprocess.PIPE if stdout is None else stdout
@@ -61,6 +66,8 @@ def run(
 
 def popen(argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
     """Start ``argv`` without waiting (for streaming); the caller owns the process."""
+    import subprocess
+
     argv = [str(a) for a in argv]
     try:
         return subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]

@@ -22,6 +22,7 @@ import ctypes
 import errno
 import io
 import os
+import shutil  # at the top: remove() runs as a container's root, who may not read the host's library
 import stat as stat_mod
 import struct
 from contextlib import contextmanager
@@ -489,8 +490,6 @@ def listdir(root: Root, path: str) -> list[tuple[str, os.stat_result, str | None
 def remove(root: Root, path: str, *, recursive: bool = False) -> None:
     """Remove ``path`` inside the root: a file or a link (never its target), an empty
     directory, or with ``recursive`` a directory and everything in it (no link followed)."""
-    import shutil  # a tree removal only
-
     parent, base = _split(path)
     with _rootfd(root) as rfd, _opened(rfd, parent, os.O_PATH | os.O_DIRECTORY,
                                        "open directory") as pfd:

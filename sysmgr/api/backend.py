@@ -210,7 +210,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def file_list(self, name: str, path: str) -> list[Any]:
-        """The entries of a directory inside (:class:`sysmgr.engine.execution.DirEntry`)."""
+        """The entries of a directory inside (:class:`sysmgr.engine.files.DirEntry`)."""
 
     # -- snapshots -------------------------------------------------------------------------
     @abc.abstractmethod

@@ -20,22 +20,23 @@ own host. ``Client(member="node2")`` gives the same managers on one member.
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from sysmgr.api.backend import Backend
 from sysmgr.api.containers import ContainerManager
-from sysmgr.api.images import ImageManager
 from sysmgr.api.local import LocalBackend
-from sysmgr.api.manifests import ManifestManager
-from sysmgr.api.networks import NetworkManager
-from sysmgr.api.profiles import ProfileManager
-from sysmgr.api.storage_pools import StoragePoolManager
-from sysmgr.api.storage_volumes import StorageVolumeManager
 from sysmgr.layout import Layout, default_root
 
 if TYPE_CHECKING:  # pragma: no cover
     from sysmgr.api.cluster import ClusterManager
     from sysmgr.api.events import EventManager
+    from sysmgr.api.images import ImageManager
+    from sysmgr.api.manifests import ManifestManager
+    from sysmgr.api.networks import NetworkManager
+    from sysmgr.api.profiles import ProfileManager
+    from sysmgr.api.storage_pools import StoragePoolManager
+    from sysmgr.api.storage_volumes import StorageVolumeManager
     from sysmgr.engine.host import Host
 
 
@@ -74,12 +75,44 @@ class Client:
             self.containers = ClusterContainerManager(self)
         else:
             self.containers = ContainerManager(self)
-        self.profiles = ProfileManager(self)
-        self.images = ImageManager(self)
-        self.storage_pools = StoragePoolManager(self)
-        self.storage_volumes = StorageVolumeManager(self)
-        self.networks = NetworkManager(self)
-        self.manifests = ManifestManager(self)
+
+    # the other managers are made (and their modules imported) on first use: a hot verb
+    # (exec, start, stop...) uses the containers alone
+    @cached_property
+    def profiles(self) -> "ProfileManager":
+        from sysmgr.api.profiles import ProfileManager
+
+        return ProfileManager(self)
+
+    @cached_property
+    def images(self) -> "ImageManager":
+        from sysmgr.api.images import ImageManager
+
+        return ImageManager(self)
+
+    @cached_property
+    def storage_pools(self) -> "StoragePoolManager":
+        from sysmgr.api.storage_pools import StoragePoolManager
+
+        return StoragePoolManager(self)
+
+    @cached_property
+    def storage_volumes(self) -> "StorageVolumeManager":
+        from sysmgr.api.storage_volumes import StorageVolumeManager
+
+        return StorageVolumeManager(self)
+
+    @cached_property
+    def networks(self) -> "NetworkManager":
+        from sysmgr.api.networks import NetworkManager
+
+        return NetworkManager(self)
+
+    @cached_property
+    def manifests(self) -> "ManifestManager":
+        from sysmgr.api.manifests import ManifestManager
+
+        return ManifestManager(self)
 
     @property
     def root(self) -> str:

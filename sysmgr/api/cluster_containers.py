@@ -57,13 +57,9 @@ class ClusterContainerManager(ContainerManager):
         on = self.on(self._cluster.locate(name))
         return Container(on, on.backend.container_view(name))
 
-    def interactive(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-                    cwd: str | None = None, tty: bool | None = None, user: int | None = None,
-                    group: int | None = None) -> int:
+    def _backend_of(self, name: str) -> Any:
         """Wherever the container lives (looked up on every member first)."""
-        return self.on(self._cluster.locate(name)).backend.exec_interactive(
-            name, argv, env=env, cwd=cwd, tty=tty, stdin=0, stdout=1, stderr=2, user=user,
-            group=group)
+        return self.on(self._cluster.locate(name)).backend
 
     def _by_member(self, names: Sequence[str], call: Callable[[Any, list[str]], list[Any]]
                    ) -> list[Any]:

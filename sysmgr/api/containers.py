@@ -389,15 +389,37 @@ class ContainerManager(Manager[Container]):
     def get(self, name: str) -> Container:
         return self._wrap(self._backend.container_view(name))
 
+    # -- by name, without reading the container first: one call to the host (on a cluster
+    # member, one SSH channel), which reports a missing or stopped container itself. The
+    # CLI's hot verbs use these; a Container object's methods also re-read it afterwards.
+
+    def _backend_of(self, name: str) -> Any:
+        """The backend of the host container ``name`` lives on."""
+        return self._backend
+
     def interactive(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
                     cwd: str | None = None, tty: bool | None = None, user: int | None = None,
                     group: int | None = None) -> int:
-        """:meth:`Container.interactive` without reading the container first: one call to the
-        host (on a cluster member, one SSH channel), which reports a missing or stopped
-        container itself. The CLI's ``exec`` uses it."""
-        return self._backend.exec_interactive(name, argv, env=env, cwd=cwd, tty=tty,
-                                              stdin=0, stdout=1, stderr=2, user=user,
-                                              group=group)
+        """:meth:`Container.interactive` by name (the CLI's ``exec``)."""
+        return self._backend_of(name).exec_interactive(name, argv, env=env, cwd=cwd, tty=tty,
+                                                       stdin=0, stdout=1, stderr=2, user=user,
+                                                       group=group)
+
+    def shell(self, name: str) -> int:
+        """:meth:`Container.shell` by name (the CLI's ``shell``)."""
+        backend = self._backend_of(name)
+        return backend.exec_interactive(name, backend.shell_argv(name), env=None, cwd=None,
+                                        tty=None, stdin=0, stdout=1, stderr=2)
+
+    def start(self, name: str) -> list[str]:
+        """:meth:`Container.start` by name; returns what the start had to leave out (its
+        ``warnings``)."""
+        return list(self._backend_of(name).container_start(name) or ())
+
+    def stop(self, name: str, *, timeout: float | None = None, force: bool = False) -> bool:
+        """:meth:`Container.stop` by name: True when init shut down by itself, False when it
+        had to be killed."""
+        return self._backend_of(name).container_stop(name, timeout=timeout, force=force)
 
     def import_(self, path: "str | BinaryIO", *, name: str | None = None, pool: str | None = None,
                 progress: Progress | None = None, allow_devices: bool = False,

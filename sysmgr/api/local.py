@@ -3,7 +3,8 @@
 Cold start matters (a daemonless CLI pays its imports on every command): ``exec`` and
 ``shell`` import only the execution path; every other group of calls imports its engine
 modules when first used (networking, planning, YAML and tar handling cost tens of
-milliseconds that ``sysmgr exec`` must not pay).
+milliseconds that ``sysmgr exec`` must not pay; ``tests/unit/test_hot_imports.py`` holds
+each hot verb to its list).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 
 from sysmgr.api.backend import Backend, Config, Devices, Progress, Warn
-from sysmgr.engine import confinement, execution, pools, records, runspec, volumes
 from sysmgr.engine.host import Host
 from sysmgr.errors import SysmgrError
 from sysmgr.layout import Layout
@@ -111,16 +111,21 @@ class LocalBackend(Backend):
         return _containers().set_config(self.host, name, values, unset)
 
     def container_limits(self, name: str) -> Any:
-        cfg, _ = records.expanded(self.host, self.host.store.container(name))
-        return runspec.limits(cfg)
+        from sysmgr.engine import records, runspec  # cold start: the key tables
+
+        return runspec.limits(records.read(self.host, name).config)
 
     def container_console_log(self, name: str) -> str:
-        return execution.console_log(self.host, name)
+        return _execution().console_log(self.host, name)
 
     def host_security(self) -> Any:
+        from sysmgr.engine import confinement  # cold start: AppArmor and the bundle
+
         return confinement.host_security(self.host)
 
     def host_cgroups(self) -> Any:
+        from sysmgr.engine import records
+
         return records.host_cgroups(self.host)
 
     def container_copy(self, name: str, new: str, *, snapshot: str | None, pool: str | None,
@@ -189,44 +194,44 @@ class LocalBackend(Backend):
     def exec_capture(self, name: str, argv: Sequence[str], *, env: Config | None,
                      cwd: str | None, stdin: bytes | None, user: int | None = None,
                      group: int | None = None) -> tuple[int, bytes, bytes]:
-        return execution.execute(self.host, name, argv, env=env, cwd=cwd, stdin=stdin,
+        return _execution().execute(self.host, name, argv, env=env, cwd=cwd, stdin=stdin,
                                  user=user, group=group)
 
     def exec_interactive(self, name: str, argv: Sequence[str], *, env: Config | None,
                          cwd: str | None, tty: bool | None, stdin: int, stdout: int,
                          stderr: int, user: int | None = None, group: int | None = None) -> int:
-        return execution.interactive(self.host, name, argv, env=env, cwd=cwd, tty=tty,
+        return _execution().interactive(self.host, name, argv, env=env, cwd=cwd, tty=tty,
                                      stdin=stdin, stdout=stdout, stderr=stderr, user=user,
                                      group=group)
 
     def shell_argv(self, name: str) -> list[str]:
-        return execution.shell_argv(self.host, name)
+        return _execution().shell_argv(self.host, name)
 
     def file_put(self, name: str, path: str, src: BinaryIO, *, mode: int, uid: int, gid: int,
                  mkdir: bool) -> None:
-        execution.put_file(self.host, name, path, src, mode=mode, uid=uid, gid=gid, mkdir=mkdir)
+        _files().put_file(self.host, name, path, src, mode=mode, uid=uid, gid=gid, mkdir=mkdir)
 
     def file_get(self, name: str, path: str) -> bytes:
-        return execution.read_file(self.host, name, path)
+        return _files().read_file(self.host, name, path)
 
     def file_pull(self, name: str, path: str, dst: BinaryIO) -> None:
-        execution.pull_file(self.host, name, path, dst)
+        _files().pull_file(self.host, name, path, dst)
 
     def file_stat(self, name: str, path: str) -> Any:
-        return execution.stat_file(self.host, name, path)
+        return _files().stat_file(self.host, name, path)
 
     def file_mkdir(self, name: str, path: str, *, mode: int, uid: int, gid: int,
                    parents: bool) -> None:
-        execution.make_dir(self.host, name, path, mode=mode, uid=uid, gid=gid, parents=parents)
+        _files().make_dir(self.host, name, path, mode=mode, uid=uid, gid=gid, parents=parents)
 
     def file_symlink(self, name: str, path: str, target: str, *, uid: int, gid: int) -> None:
-        execution.make_symlink(self.host, name, path, target, uid=uid, gid=gid)
+        _files().make_symlink(self.host, name, path, target, uid=uid, gid=gid)
 
     def file_delete(self, name: str, path: str, *, recursive: bool) -> None:
-        execution.delete_file(self.host, name, path, recursive=recursive)
+        _files().delete_file(self.host, name, path, recursive=recursive)
 
     def file_list(self, name: str, path: str) -> list[Any]:
-        return execution.list_dir(self.host, name, path)
+        return _files().list_dir(self.host, name, path)
 
     # -- snapshots -------------------------------------------------------------------------
     def snapshot_list(self, name: str) -> list[Any]:
@@ -343,14 +348,14 @@ class LocalBackend(Backend):
         return self.host.store.has_pool(name)
 
     def pool_create(self, name: str, driver: str, config: Config, description: str) -> Any:
-        return pools.create_pool(self.host, name, driver, dict(config), description)
+        return _pools().create_pool(self.host, name, driver, dict(config), description)
 
     def pool_delete(self, name: str) -> None:
-        pools.delete_pool(self.host, name)
+        _pools().delete_pool(self.host, name)
 
     def pool_update(self, name: str, *, config: Config | None,
                     description: str | None) -> Any:
-        return pools.update_pool(self.host, name, config=config, description=description)
+        return _pools().update_pool(self.host, name, config=config, description=description)
 
     def pool_usage(self, name: str) -> Any:
         return self.host.pool_driver(name).usage()
@@ -359,7 +364,7 @@ class LocalBackend(Backend):
         return [c.name for c in self.host.store.containers() if c.pool == name]
 
     def default_storage_driver(self) -> str:
-        return volumes.default_driver()[0]
+        return _volumes().default_driver()[0]
 
     # -- custom storage volumes --------------------------------------------------------------
     def volume_list(self, pool: str | None) -> list[Any]:
@@ -480,6 +485,26 @@ class LocalBackend(Backend):
 def _bootstrap() -> Any:
     from sysmgr.engine import bootstrap  # cold start: pools, profiles and networks
     return bootstrap
+
+
+def _execution() -> Any:
+    from sysmgr.engine import execution  # exec's own path (start and stop need none of it)
+    return execution
+
+
+def _files() -> Any:
+    from sysmgr.engine import files  # cold start: safe file access and id shifting
+    return files
+
+
+def _pools() -> Any:
+    from sysmgr.engine import pools  # cold start: storage drivers' base
+    return pools
+
+
+def _volumes() -> Any:
+    from sysmgr.engine import volumes  # cold start: storage drivers
+    return volumes
 
 
 def _views() -> Any:

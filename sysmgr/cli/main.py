@@ -1,28 +1,27 @@
 """The ``sysmgr`` root command and the one place where exceptions become exit codes.
 
 Subcommands are imported lazily from ``COMMANDS`` (name -> ``module:function``), so
-``sysmgr --version`` loads click and nothing else, and ``sysmgr list`` loads only its own
+``sysmgr --help`` loads click and nothing else, and ``sysmgr list`` loads only its own
 module. This module must never import rich, pyroute2, paramiko, yaml or the API at import
-time (``tests/unit/test_cli_main.py`` checks it).
+time (``tests/unit/test_cli_main.py`` checks it). The console script enters through
+:mod:`sysmgr.cli.fast`, which runs the common forms of the hot verbs without click and hands
+everything else to :func:`main` here.
 
-Exit codes (DESIGN.md): 0 success, 1 failure, 2 bad input (validation, not found, usage),
-130 interrupted; ``exec``/``shell`` pass the command's own exit code through; ``diff`` uses
-1 for "changes pending" and 2 or more for errors.
+Exit codes: :mod:`sysmgr.cli.exits` maps every exception (:func:`run` turns click's own usage
+errors and aborts into codes first).
 """
 
 from __future__ import annotations
 
-import errno
 import importlib
-import os
 import sys
 from typing import Any, NoReturn, Sequence
 
 import click
 
 from sysmgr import __version__
+from sysmgr.cli import exits
 from sysmgr.cli.commands._common import AppContext, Group, add_target_option
-from sysmgr.errors import SysmgrError, ValidationError
 
 _PKG = "sysmgr.cli.commands"
 
@@ -164,95 +163,34 @@ def cli(ctx: click.Context, root: str, debug: bool) -> None:
     ctx.call_on_close(app.close)
 
 
-# -- the one exit-code mapper --------------------------------------------------------------
+# -- exit codes -----------------------------------------------------------------------------
 
 def run(argv: Sequence[str] | None = None, *, prog_name: str = "sysmgr", **extra: Any) -> int:
-    """Run the CLI and return its exit code; every exception is mapped here and only here."""
+    """Run the CLI and return its exit code (click's usage errors: 2; everything else is
+    mapped by :func:`sysmgr.cli.exits.guarded`)."""
     app = extra.pop("obj", None) or AppContext()
     args = list(sys.argv[1:] if argv is None else argv)
-    if "--debug" in args[: _first_command_index(args)] or \
-            os.environ.get("SYSMGR_DEBUG", "").lower() in ("1", "true", "yes", "on"):
+    if exits.debug_wanted(args):
         app.debug = True  # known before the group callback runs, for errors while parsing
-    try:
-        rv = cli.main(args, prog_name, standalone_mode=False, obj=app, **extra)
-    except click.exceptions.Abort as e:
-        if isinstance(e.__context__, KeyboardInterrupt) or isinstance(e.__cause__, KeyboardInterrupt):
-            return 130
-        click.echo("Aborted!", err=True)
-        return 1
-    except click.ClickException as e:  # usage errors: exit 2
-        e.show()
-        return e.exit_code
-    except KeyboardInterrupt:
-        click.echo(err=True)
-        return 130
-    except SysmgrError as e:
-        if app.debug:
-            _traceback()
-        _report(e)
-        return max(e.exit_code, app.error_floor)
-    except BrokenPipeError:
-        _silence_stdout()
-        return 1
-    except OSError as e:  # the host refused (permissions, disk full...): not a bug of ours
-        if app.debug:
-            _traceback()
-        where = f": {e.filename}" if e.filename else ""
-        click.echo(f"Error: {e.strerror or e}{where}", err=True)
-        if e.errno in (errno.EACCES, errno.EPERM):
-            click.echo("Hint: sysmgr manages containers as root (or pass --root DIR)", err=True)
-        return max(1, app.error_floor)
-    except Exception as e:  # a bug: one line, the traceback only with --debug
-        if app.debug:
-            _traceback()
-        click.echo(f"Error: internal error: {type(e).__name__}: {e}", err=True)
-        if not app.debug:
-            click.echo("Hint: re-run with --debug to see the traceback", err=True)
-        return max(1, app.error_floor)
-    finally:
-        _flush()
-    return rv if isinstance(rv, int) else 0
+
+    def command() -> int:
+        try:
+            rv = cli.main(args, prog_name, standalone_mode=False, obj=app, **extra)
+        except click.exceptions.Abort as e:
+            if isinstance(e.__context__, KeyboardInterrupt) or \
+                    isinstance(e.__cause__, KeyboardInterrupt):
+                return 130
+            click.echo("Aborted!", err=True)
+            return 1
+        except click.ClickException as e:  # usage errors: exit 2
+            e.show()
+            return e.exit_code
+        return rv if isinstance(rv, int) else 0
+
+    return exits.guarded(app, command)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Console-script entry point (``sysmgr``)."""
+    """Entry point of the whole command tree (the console script goes through
+    :func:`sysmgr.cli.fast.main`, which calls this for all but the hot verbs' common forms)."""
     sys.exit(run(argv))
-
-
-def _report(e: SysmgrError) -> None:
-    lines = [str(i) for i in e.issues] if isinstance(e, ValidationError) else e.message.splitlines()
-    for line in lines or [type(e).__name__]:
-        click.echo(f"Error: {line}", err=True)
-    if e.hint:
-        click.echo(f"Hint: {e.hint}", err=True)
-
-
-def _first_command_index(args: list[str]) -> int:
-    for i, a in enumerate(args):
-        if not a.startswith("-") and (i == 0 or args[i - 1] != "--root"):
-            return i
-    return len(args)
-
-
-def _traceback() -> None:
-    import traceback  # only with --debug
-
-    traceback.print_exc(file=sys.stderr)
-
-
-def _flush() -> None:
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _silence_stdout()
-    except (OSError, ValueError):
-        pass
-
-
-def _silence_stdout() -> None:
-    # `sysmgr list | head`: stop writing, and keep the interpreter's final flush quiet
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import IO, Any, Callable, Iterable, Mapping, Sequence
 
-import click
+from sysmgr.cli.app import echo
 
 Row = Sequence[object]
 
@@ -179,6 +179,8 @@ def plan_lines(plan: Any, *, color: bool = False) -> list[str]:
     """``plan.lines()`` with each action line prefixed by its effect's symbol (``+`` create,
     ``~`` update, ``>`` start, ``<`` stop, ``!`` restart, ``-`` destroy) and details indented
     under it. Nothing is added or left out: diff shows exactly what apply runs."""
+    import click  # colours: click's (render itself is click-free for list's fast path)
+
     actions = iter(plan.actions)
     out: list[str] = []
     for line in plan.lines():
@@ -275,7 +277,7 @@ class ProgressPrinter:
 
     def __call__(self, message: str) -> None:
         if self._bar is None:
-            click.echo(f"{self.indent}{message}", err=self.err)
+            echo(f"{self.indent}{message}", err=self.err)
             return
         from rich.text import Text  # rich only on a terminal (see above)
 

@@ -15,15 +15,15 @@ import os
 from typing import TYPE_CHECKING, Iterator
 
 from sysmgr.drivers import registry
-from sysmgr.drivers.runtime.base import Runtime
-from sysmgr.drivers.storage.base import StoragePool
 from sysmgr.errors import SysmgrError
 from sysmgr.layout import Layout
 from sysmgr.state import locks
 from sysmgr.state.db import PoolRecord, Store
 
-if TYPE_CHECKING:  # pragma: no cover - annotations only; the module costs the CLI's exec path
+if TYPE_CHECKING:  # pragma: no cover - annotations only: these modules cost the CLI's hot verbs
     from sysmgr.drivers.network.base import NetworkDriver
+    from sysmgr.drivers.runtime.base import Runtime
+    from sysmgr.drivers.storage.base import StoragePool
 
 DEFAULT_POOL = "default"
 DEFAULT_PROFILE = "default"

@@ -24,8 +24,8 @@ from typing import Mapping
 from sysmgr.engine import idshift
 from sysmgr.engine.host import Host
 from sysmgr.errors import Conflict, DriverUnavailable, ValidationError
-from sysmgr.model import keys as mkeys
 from sysmgr.model.idmaps import parse_raw_idmap
+from sysmgr.model.keyrules import parse_bool  # not the key tables: list and info describe maps
 from sysmgr.state.db import ContainerRecord
 from sysmgr.types import IdMap
 
@@ -96,7 +96,7 @@ def host_range() -> HostRange:
 
 
 def is_privileged(config: Mapping[str, str]) -> bool:
-    return mkeys.parse_bool(config.get("security.privileged") or "false")
+    return parse_bool(config.get("security.privileged") or "false")
 
 
 def idmap_for(host: Host, rec: ContainerRecord, config: Mapping[str, str]) -> IdMap | None:
@@ -110,7 +110,7 @@ def idmap_for(host: Host, rec: ContainerRecord, config: Mapping[str, str]) -> Id
     if size > rng.size:
         raise ValidationError(f"container {rec.name}: security.idmap.size {size} is more than the "
                           f"{rng.size} subordinate ids root has")
-    if not mkeys.parse_bool(config.get("security.idmap.isolated") or "false"):
+    if not parse_bool(config.get("security.idmap.isolated") or "false"):
         base = rng.start
     else:
         base = _isolated_base(host, rec, size, rng)

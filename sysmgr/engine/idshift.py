@@ -36,8 +36,10 @@ Layer: engine.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
+from sysmgr._util import hostinfo, linux
 from sysmgr._util import idshift as walker
 from sysmgr.engine.host import Host
 from sysmgr.errors import DriverError, ValidationError
@@ -122,9 +124,28 @@ def prepare(host: Host, name: str, devices: Mapping[str, Mapping[str, str]], poo
     the ids the start needs. Returns whether the runtime attaches the root filesystem through
     an idmapped mount. Call under the root's lock."""
     rootfs = host.pool_driver(pool).container_path(name)
-    idmapped = ids is not None and host.runtime.can_idmap(rootfs)
+    idmapped = ids is not None and _can_idmap(host, pool, rootfs)
     reshift(host, name, rootfs, None if idmapped else ids)
     return idmapped
+
+
+def _can_idmap(host: Host, pool: str, path: str) -> bool:
+    """:meth:`Runtime.can_idmap` of the pool's filesystem, remembered in the root's state for
+    this boot and this mount (its unique id): the runtime's probe makes a user namespace (a
+    fork, milliseconds), which every start through the CLI, a process of its own, would pay
+    again. Call under the root's lock."""
+    try:
+        where = f"{hostinfo.boot_id()} {os.stat(path).st_dev} {linux.mount_id(path)}"
+    except OSError:
+        return host.runtime.can_idmap(path)  # the runtime says why
+    key = f"idmap.probe.{pool}"
+    known = (host.store.get_meta(key) or "").rpartition(" ")
+    if known[0] == where:
+        return known[2] == "yes"
+    answer = host.runtime.can_idmap(path)
+    with host.store.transaction():
+        host.store.set_meta(key, f"{where} {'yes' if answer else 'no'}")
+    return answer
 
 
 def reshift(host: Host, name: str, tree: str, want: IdMap | None) -> None:

@@ -142,8 +142,7 @@ class _Shared:
                 lxcfs.ensure()
             except SysmgrError as e:  # they start all the same, with the host's views
                 self.view_note = f"resource views are the host's: {e.message}"
-            self.views = lxcfs.generation()
-            self.view_binds = tuple(lxcfs.binds()) if self.views is not None else ()
+            self.views, self.view_binds = lxcfs.attach()
 
     @classmethod
     def prepare(cls, host: Host, starting: Sequence[records.Expanded]) -> _Shared:
@@ -284,11 +283,9 @@ def _stop_inits(host: Host, running: Sequence[tuple[records.Expanded, InitRecord
     still runs after its stop failed is recorded RUNNING again."""
     if not running:
         return {}
-    from sysmgr.engine import runspec  # the image's halt signal
-
     names = [ex.record.name for ex, _ in running]
     _set_last_state(host, names, STOPPED)
-    stops = [(init, runspec.halt_signal(records.image_meta(host, ex.record)),
+    stops = [(init, records.halt_signal(records.image_meta(host, ex.record)),
               timeout if timeout is not None else
               float(ex.config.get("boot.host_shutdown_timeout") or DEFAULT_STOP_TIMEOUT))
              for ex, init in running]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +84,8 @@ def ensure() -> list[str]:
     os.makedirs(d, 0o755, exist_ok=True)
     pidfile = _pidfile(d)
     _end_stale(pidfile)
+    import subprocess  # only to start the daemon: a start that finds it running needs none
+
     # setsid --fork: lxcfs is nobody's child (a CLI that exits, a controller that stops)
     proc.run(["setsid", "--fork", "lxcfs", "--enable-loadavg", "-p", pidfile, d],
              capture=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -122,21 +123,32 @@ def _end_stale(pidfile: str) -> None:
         pass
 
 
-def binds() -> tuple[DiskMount, ...]:
-    """The lxcfs files a start binds over the container's own (none unless it runs)."""
+def attach() -> tuple[int | None, tuple[DiskMount, ...]]:
+    """What a start takes from the running daemon, with one look at it (each look is a
+    round trip through FUSE): its mount's device number (:data:`VOLATILE`; None: no daemon)
+    and the binds of the files it serves over the container's own."""
     d = mount_dir()
     if not _answers(d):
-        return ()
-    return tuple(DiskMount(source=os.path.join(d, f.lstrip("/")), path=f, readonly=True)
-                 for f in FILES if os.path.exists(os.path.join(d, f.lstrip("/"))))
+        return None, ()
+    try:
+        gen = os.stat(d).st_dev
+        served = {f"/proc/{n}" for n in os.listdir(os.path.join(d, "proc"))}
+    except OSError:
+        return None, ()
+    served.update(f for f in FILES if not f.startswith("/proc/")
+                  and os.path.exists(os.path.join(d, f.lstrip("/"))))
+    return gen, tuple(DiskMount(source=os.path.join(d, f.lstrip("/")), path=f, readonly=True)
+                      for f in FILES if f in served)
+
+
+def binds() -> tuple[DiskMount, ...]:
+    """The lxcfs files a start binds over the container's own (none unless it runs)."""
+    return attach()[1]
 
 
 def generation() -> int | None:
     """The running daemon's mount (its device number), which a start records (:data:`VOLATILE`)."""
-    try:
-        return os.stat(mount_dir()).st_dev if _answers(mount_dir()) else None
-    except OSError:
-        return None
+    return attach()[0]
 
 
 def repair(host: Any) -> list[str]:

@@ -9,19 +9,19 @@ container's ``/etc/hostname``, removing its runtime directory).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from sysmgr._util import safefs
-from sysmgr.drivers.runtime import cgroup_layout
-from sysmgr.drivers.runtime.base import InitRecord, Status
-from sysmgr.drivers.storage import base as storage_base
+from sysmgr.drivers.runtime.base import InitRecord, Status, signal_number
 from sysmgr.engine.host import Host
 from sysmgr.errors import Issue, NotFound, SysmgrError, ValidationError
 from sysmgr.model import expand as mexpand
-from sysmgr.model import keys as mkeys
-from sysmgr.model.restart import RESTART_NEEDED
 from sysmgr.state.db import ContainerRecord, ProfileRecord
-from sysmgr.types import HostCgroups
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sysmgr.types import HostCgroups
+
+# The key tables (sysmgr.model.keys), storage and cgroup-layout helpers are imported by the
+# functions that need them: exec, list and stop read records and must not pay for them.
 
 Devices = Mapping[str, Mapping[str, str]]
 
@@ -74,6 +74,9 @@ def cgroup_path(host: Host, name: str) -> str:
 def host_cgroups(host: Host, root: str = "/sys/fs/cgroup") -> HostCgroups:
     """The host's cgroup layout and where this root's container cgroups live (no subtree
     before ``init`` gave the root its id)."""
+    from sysmgr.drivers.runtime import cgroup_layout
+    from sysmgr.types import HostCgroups
+
     found = cgroup_layout.detect_layout(root)
     if not host.layout.exists():
         return HostCgroups(found.kind, found.systemd, None, found.systemd)
@@ -96,11 +99,19 @@ def image_meta(host: Host, rec: ContainerRecord) -> dict[str, Any]:
     return meta
 
 
+def halt_signal(meta: Mapping[str, Any]) -> int:
+    """The halt signal of an image with metadata ``meta`` (:func:`image_meta`; busybox init:
+    SIGUSR2, systemd: SIGRTMIN+3; SIGPWR else)."""
+    return signal_number(meta.get("halt_signal") or "SIGPWR")
+
+
 def need_restart(host: Host, name: str, reasons: Sequence[str]) -> None:
     """Record ``reasons`` a running container needs a restart for (merged with those
     recorded; cleared by its next start)."""
     if not reasons:
         return
+    from sysmgr.model.restart import RESTART_NEEDED
+
     rec = host.store.container(name)
     vol = dict(rec.volatile)
     vol[RESTART_NEEDED] = sorted(set(vol.get(RESTART_NEEDED) or []) | set(reasons))
@@ -110,6 +121,8 @@ def need_restart(host: Host, name: str, reasons: Sequence[str]) -> None:
 
 def root_pool(devices: Devices) -> str:
     """The pool of the root disk of an expanded devices map."""
+    from sysmgr.model import keys as mkeys
+
     pool = mkeys.root_disk_pool(devices)
     if pool:
         return pool
@@ -129,6 +142,8 @@ def name_issues(what: str, name: str, check: Callable[[str], str | None]) -> lis
 
 
 def config_issues(config: Mapping[str, Any], devices: Mapping[str, Mapping[str, Any]]) -> list[Issue]:
+    from sysmgr.model import keys as mkeys
+
     issues = [Issue(reason, path=path) for path, reason in mkeys.validate_config(config)]
     issues += [Issue(reason, path=path) for path, reason in mkeys.validate_devices(devices)]
     return issues
@@ -143,6 +158,8 @@ def expansion_issues(cfg: Mapping[str, str], devs: Devices, who: str = "") -> li
 def stringify(config: Mapping[str, Any] | None, devices: Mapping[str, Mapping[str, Any]] | None
               ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """Config and devices with every value as the string LXD stores (``true``, ``64MiB``)."""
+    from sysmgr.model import keys as mkeys
+
     cfg = {k: mkeys.value_to_str(v) for k, v in (config or {}).items()}
     devs = {k: {dk: mkeys.value_to_str(dv) for dk, dv in d.items()}
             for k, d in (devices or {}).items()}
@@ -153,6 +170,8 @@ def stringify(config: Mapping[str, Any] | None, devices: Mapping[str, Mapping[st
 
 def remove_tree(path: str, ignore_errors: bool = False) -> None:
     """Remove a container's directory tree (never following a link, never into a mount)."""
+    from sysmgr.drivers.storage import base as storage_base
+
     try:
         storage_base.remove_tree(path)
     except (OSError, SysmgrError):
@@ -163,6 +182,8 @@ def remove_tree(path: str, ignore_errors: bool = False) -> None:
 def write_hostname(rootfs: str, name: str) -> None:
     """systemd takes the hostname from /etc/hostname; write it without following symlinks
     out of the container."""
+    from sysmgr._util import safefs
+
     try:
         safefs.write_file(rootfs, "/etc/hostname", (name + "\n").encode(), mode=0o644)
     except NotFound:

@@ -12,7 +12,7 @@ import functools
 from typing import Any, Mapping
 
 from sysmgr._util import hostinfo
-from sysmgr.drivers.runtime.base import DiskMount, RuntimeSpec, signal_number
+from sysmgr.drivers.runtime.base import DiskMount, RuntimeSpec
 from sysmgr.engine import records
 from sysmgr.engine.host import Host
 from sysmgr.model import keys as mkeys
@@ -28,11 +28,6 @@ def limits(config: Mapping[str, str]) -> Limits:
     """``limits.*`` of an expanded config in kernel terms, against this host's facts."""
     facts = host_facts()
     return mkeys.limits_from_config(config, host_cpus=facts.cpus, host_mem=facts.memory_bytes)
-
-
-def halt_signal(meta: Mapping[str, Any]) -> int:
-    """The image's halt signal (busybox init: SIGUSR2, systemd: SIGRTMIN+3; SIGPWR else)."""
-    return signal_number(meta.get("halt_signal") or "SIGPWR")
 
 
 def runtime_spec(host: Host, ex: records.Expanded, meta: Mapping[str, Any],
@@ -52,7 +47,7 @@ def runtime_spec(host: Host, ex: records.Expanded, meta: Mapping[str, Any],
         init=(meta.get("init") or "/sbin/init",),
         env=mkeys.env_from_config(ex.config),
         limits=limits(ex.config),
-        halt_signal=halt_signal(meta),
+        halt_signal=records.halt_signal(meta),
         no_new_privs=bool(meta.get("no_new_privs", False)),
         idmap=idmap,
         idmapped_rootfs=idmapped_rootfs,

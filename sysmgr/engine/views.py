@@ -1,19 +1,20 @@
 """Containers as the API shows them: the record, its expansion, kernel status, usage, nics.
 
-Read-only. Networking is loaded only for containers that have nics, and one listing reads
-each network's leases once.
+Read-only. A listing reads the state once (the containers, every profile, every image),
+then each container's kernel status (and usage) once; networking is loaded only for
+containers that have nics, and one listing reads each network's leases once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from sysmgr.drivers.runtime.base import STOPPED, Status, Usage
 from sysmgr.engine import idmap, records
 from sysmgr.engine.host import Host
 from sysmgr.errors import NotFound, SysmgrError
-from sysmgr.state.db import ContainerRecord, ImageRecord
+from sysmgr.state.db import ContainerRecord, ImageRecord, ProfileRecord
 
 
 @dataclass
@@ -39,25 +40,31 @@ def view(host: Host, name: str, *, usage: bool = False) -> ContainerView:
 
 
 def views(host: Host, *, usage: bool = False) -> list[ContainerView]:
+    st = host.store
+    recs = st.containers()
+    profiles = {p.name: p for p in st.profiles()}
+    images = {i.fingerprint: i for i in st.images()}
+    disks = disk_usages(host, recs) if usage else None
     cache: dict[str, Any] = {}  # one read of each network's leases for the whole list
-    return [_view(host, r, usage=usage, cache=cache) for r in host.store.containers()]
+    return [_view(host, r, usage=usage, cache=cache, profiles=profiles, images=images,
+                  disks=disks) for r in recs]
 
 
 def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
-          cache: dict[str, Any] | None = None) -> ContainerView:
-    cfg, devs = records.expanded(host, rec)
+          cache: dict[str, Any] | None = None, profiles: Mapping[str, ProfileRecord] | None = None,
+          images: Mapping[str, ImageRecord] | None = None,
+          disks: Mapping[str, int | None] | None = None) -> ContainerView:
+    """``profiles``, ``images``, ``disks`` (root volume usage): read once for a whole
+    listing (else each is read here)."""
+    cfg, devs = records.expanded(host, rec, override=profiles)
     status = records.status(host, rec)
-    img = None
-    try:
-        img = host.store.image(rec.image)
-    except NotFound:
-        pass
+    img = images.get(rec.image) if images is not None else _image(host, rec.image)
     use = None
     disk = None
     if usage:
         if status.state != STOPPED:
             use = host.runtime.usage(records.cgroup_path(host, rec.name))
-        disk = disk_usage(host, rec)
+        disk = disks.get(rec.name) if disks is not None else disk_usage(host, rec)
     # nics and their IPv4 addresses (``list``'s IPV4 column, ``info``'s host interfaces)
     extra: dict[str, Any] = {}
     if records.has_nics(devs):
@@ -74,6 +81,13 @@ def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
     return ContainerView(rec, cfg, devs, status, img, use, extra, disk)
 
 
+def _image(host: Host, fingerprint: str) -> ImageRecord | None:
+    try:
+        return host.store.image(fingerprint)
+    except NotFound:
+        return None  # deleted since: the container keeps its own root filesystem
+
+
 def disk_usage(host: Host, rec: ContainerRecord) -> int | None:
     """Bytes used by the root volume (qgroup counters on btrfs, a walk elsewhere); None
     when the pool cannot say (usage is informational: it never fails a listing)."""
@@ -81,6 +95,21 @@ def disk_usage(host: Host, rec: ContainerRecord) -> int | None:
         return host.pool_driver(rec.pool).container_usage(rec.name)
     except SysmgrError:
         return None
+
+
+def disk_usages(host: Host, recs: list[ContainerRecord]) -> dict[str, int | None]:
+    """:func:`disk_usage` of every container of a listing, each pool asked once (a dir
+    pool walks them all in one pass)."""
+    by_pool: dict[str, list[str]] = {}
+    for rec in recs:
+        by_pool.setdefault(rec.pool, []).append(rec.name)
+    found: dict[str, int | None] = {}
+    for pool, names in by_pool.items():
+        try:
+            found.update(host.pool_driver(pool).containers_usage(names))
+        except SysmgrError:
+            pass  # usage is informational: a pool that cannot say leaves it unknown
+    return found
 
 
 def _views(rec: ContainerRecord) -> str:

@@ -14,11 +14,13 @@ one root disk, no two devices claiming the same mount point or interface name).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from sysmgr.errors import Issue, ValidationError
-from sysmgr.model.device_keys import is_root_disk
-from sysmgr.model.keyrules import Problem, normalize_path
-from sysmgr.model.objects import ContainerSpec, ProfileSpec
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: expand() is on every hot verb's path
+    from sysmgr.model.keyrules import Problem
+    from sysmgr.model.objects import ContainerSpec, ProfileSpec
 
 ConfigIn = Mapping[str, str]
 DevicesIn = Mapping[str, Mapping[str, str]]
@@ -46,6 +48,14 @@ def expand(profiles: Sequence[tuple[ConfigIn, DevicesIn]], config: ConfigIn,
             else:
                 out_devices[name] = dict(dev)  # whole replacement, never a key merge
     return out_config, out_devices
+
+
+def env_from_config(expanded: Mapping[str, str]) -> dict[str, str]:
+    """The ``environment.*`` keys of an expanded config as ``{NAME: value}`` (here, not
+    with the key tables: ``exec`` needs it and nothing else of them)."""
+    prefix = "environment."
+    return {k[len(prefix):]: str(v) for k, v in expanded.items()
+            if k.startswith(prefix) and len(k) > len(prefix)}
 
 
 def expand_spec(spec: ContainerSpec, profiles: Mapping[str, ProfileSpec]
@@ -86,6 +96,10 @@ def validate_expanded(config: Mapping[str, str], devices: Mapping[str, Mapping[s
         One ``(key path, reason)`` per problem: no root disk, several root disks, two disks on
         the same mount point, two nics with the same interface name.
     """
+    # the key rules only here: merging (expand) must stay cheap for exec, start and list
+    from sysmgr.model.device_keys import is_root_disk
+    from sysmgr.model.keyrules import normalize_path
+
     problems: list[Problem] = []
     roots = sorted(n for n, d in devices.items() if is_root_disk(d))
     if not roots:

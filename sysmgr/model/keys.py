@@ -33,6 +33,7 @@ from sysmgr.model.idmaps import normalize_raw_idmap, parse_raw_idmap
 from sysmgr.model.device_keys import (  # noqa: F401
     DEVICE_TYPES, describe_device_keys, device_change_is_live, disk_order, is_bind_disk,
     is_root_disk, normalize_devices, root_disk_pool, root_disk_size, validate_devices)
+from sysmgr.model.expand import env_from_config  # noqa: F401  (defined there for exec)
 # also re-exported from here: Key, Problem, normalize_path, parse_bool, value_to_str
 from sysmgr.model.keyrules import (  # noqa: F401
     BOOL, NORM_BOOL, Key, Problem, accept, check, choice_key, int_key, key_table, lookup_key, norm,
@@ -518,13 +519,6 @@ def _memory_bytes(value: str, host_mem: int | None) -> int:
         raise TypeError(f"limits_from_config: limits.memory is {value!r}, a percentage of "
                         "host memory: pass host_mem=")
     return int(host_mem * parsed / 100)
-
-
-def env_from_config(expanded: Mapping[str, str]) -> dict[str, str]:
-    """The ``environment.*`` keys of an expanded config as ``{NAME: value}``."""
-    prefix = "environment."
-    return {k[len(prefix):]: str(v) for k, v in expanded.items()
-            if k.startswith(prefix) and len(k) > len(prefix)}
 
 
 def capabilities_from_config(expanded: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:

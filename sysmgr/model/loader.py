@@ -32,7 +32,7 @@ import yaml
 from yaml.nodes import Node, ScalarNode
 
 from sysmgr.errors import Issue, ValidationError
-from sysmgr.model import keys, members, names, network_keys, schemas, volume_keys
+from sysmgr.model import keys, members, names, network_keys, pool_keys, schemas, volume_keys
 from sysmgr.model.objects import (
     KIND_ORDER,
     ContainerSpec,
@@ -160,8 +160,11 @@ def _build_pool(doc: Mapping[str, Any], ctx: DocContext) -> Spec:
     name = _check_name(ctx, doc, names.object_name_problem)
     driver = doc.get("driver") if isinstance(doc.get("driver"), str) else ""
     config = ctx.string_map("config", doc.get("config"))
-    if driver:
-        ctx.problems(keys.validate_pool_config(driver, config))
+    reason = pool_keys.driver_problem(driver) if driver else None
+    if reason:  # caught here with its file:line, not by apply when it makes the driver
+        ctx.problem("driver", reason)
+    elif driver:
+        ctx.problems(pool_keys.validate_pool_config(driver, config))
     return StoragePoolSpec(name=name, driver=driver, config=config,
                            description=_text(ctx, doc, "description"), source=ctx.source)
 

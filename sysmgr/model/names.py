@@ -9,11 +9,13 @@ fine, so callers can phrase the issue as ``invalid name 'x': <reason>``.
 
 from __future__ import annotations
 
-import random
 import re
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from sysmgr.errors import Conflict
+
+if TYPE_CHECKING:  # pragma: no cover
+    import random
 
 MAX_NAME = 63
 
@@ -174,6 +176,8 @@ def pick_name(taken: Callable[[str], bool], rng: random.Random | None = None,
               tries: int = 50) -> str:
     """A free container name in LXD's style, ``adjective-noun`` (``fond-cricket``); after
     ``tries`` taken ones, a number is appended (``fond-cricket-7``)."""
+    import random  # (its import costs the checks of every name a millisecond)
+
     rng = rng or random.SystemRandom()
     for i in range(tries + 100):
         name = f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}"

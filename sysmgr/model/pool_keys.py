@@ -6,20 +6,37 @@ config here before any driver is made; diffs compare values through the normalis
 import this (the model sits above them): a driver only refuses key names it does not read, for
 when it is used directly. The rule machinery is :mod:`sysmgr.model.keyrules`'.
 
-Values are strings, as in LXD; ``""`` means unset and is always valid. A driver without a table
-here (the test-only ``fake``) is the engine's business: nothing is checked for it.
+Values are strings, as in LXD; ``""`` means unset and is always valid. The drivers a manifest
+may name are the tables' (:func:`driver_problem`; ``tests/unit/test_model_keys.py`` keeps them
+equal to the driver registry's, test-only ``fake`` aside): a manifest naming another is refused
+at validate time, with its file and line. A driver without a table (the test-only ``fake``,
+used through the API) is the engine's business: nothing is checked for it.
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
+from sysmgr._util.sizes import format_size, parse_size
 from sysmgr.model.keyrules import (
     Key, Problem, abs_path, accept, check, key_table, norm, normalize_path, normalize_table, same,
-    size_key, validate_table)
+    validate_table)
+from sysmgr.model.suggest import did_you_mean
+
+#: mkfs.btrfs refuses devices under ~109 MiB; the btrfs driver refuses a loop file under this
+MIN_BTRFS_LOOP = 128 * 1024**2
+
+
+def _loop_size(value: str) -> int:
+    size = parse_size(value)
+    if size < MIN_BTRFS_LOOP:
+        raise ValueError(f"size {value} is too small for a btrfs loop file "
+                         f"(at least {format_size(MIN_BTRFS_LOOP)})")
+    return size
+
 
 _PATH = (check(abs_path), norm(normalize_path))
-_SIZE = size_key()
+_LOOP_SIZE = (check(_loop_size), norm(lambda v: str(parse_size(v))))
 _USER = Key("user.*", accept, same, doc="Free-form user metadata.")
 
 POOL_DRIVER_KEYS: dict[str, dict[str, Key]] = {
@@ -33,12 +50,21 @@ POOL_DRIVER_KEYS: dict[str, dict[str, Key]] = {
         Key("source", *_PATH,
             doc="An existing btrfs path, or with size: where to create the loop file "
                 "(default: under the sysmgr root)."),
-        Key("size", *_SIZE,
+        Key("size", *_LOOP_SIZE,
             doc="Size of the loop file sysmgr creates (e.g. 10GiB; default: 20% of the free "
                 "space, 5GiB to 30GiB); 'storage set POOL size=' grows it in use."),
         _USER,
     ),
 }
+
+
+def driver_problem(driver: str) -> str | None:
+    """Why a manifest cannot name storage pool driver ``driver`` (None: it can)."""
+    if driver in POOL_DRIVER_KEYS:
+        return None
+    known = ", ".join(sorted(POOL_DRIVER_KEYS))
+    return f"unknown storage pool driver {driver!r}{did_you_mean(driver, POOL_DRIVER_KEYS)} " \
+           f"(known: {known})"
 
 
 def validate_pool_config(driver: str, config: Mapping[str, object], *,

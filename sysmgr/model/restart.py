@@ -27,8 +27,6 @@ import signal
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from sysmgr.model.keyrules import parse_int
-
 POLICIES = ("no", "on-failure", "always")
 DEFAULT_BACKOFF_MAX = 300
 FIRST_BACKOFF = 1.0
@@ -77,6 +75,8 @@ class Policy:
     @classmethod
     def from_config(cls, config: Mapping[str, str]) -> "Policy":
         """The policy of an expanded config; invalid values count as unset."""
+        from sysmgr.model.keyrules import parse_int  # the key rules: not on a stop's path
+
         try:
             mode = parse_policy(config.get("boot.restart") or "no")
         except ValueError:

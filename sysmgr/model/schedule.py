@@ -18,7 +18,6 @@ Model layer, pure (standard library only). LXD's notations:
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -33,7 +32,9 @@ ALIASES: dict[str, str] = {
     "@annually": "0 0 1 1 *",
 }
 
-_MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_abbr) if m}
+# cron's month names, whatever the locale (and calendar costs every start a millisecond)
+_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul",
+                                         "aug", "sep", "oct", "nov", "dec"), start=1)}
 _DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
 # (name, low, high, names)
 _FIELDS = (("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}),
@@ -185,6 +186,8 @@ def parse_expiry(value: str) -> list[tuple[int, str]]:
 
 
 def _add_months(t: dt.datetime, months: int) -> dt.datetime:
+    import calendar
+
     y, m = divmod(t.month - 1 + months, 12)
     year, month = t.year + y, m + 1
     return t.replace(year=year, month=month, day=min(t.day, calendar.monthrange(year, month)[1]))

@@ -43,8 +43,8 @@ RECORDS: dict[str, str] = {
     "Status": "sysmgr.drivers.runtime.base:Status",
     "Usage": "sysmgr.drivers.runtime.base:Usage",
     "PoolUsage": "sysmgr.drivers.storage.base:PoolUsage",
-    "FileInfo": "sysmgr.engine.execution:FileInfo",
-    "DirEntry": "sysmgr.engine.execution:DirEntry",
+    "FileInfo": "sysmgr.engine.files:FileInfo",
+    "DirEntry": "sysmgr.engine.files:DirEntry",
     "ExportResult": "sysmgr.engine.backup:ExportResult",
     "Event": "sysmgr.engine.events:Event",
     # plain value types

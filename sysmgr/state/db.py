@@ -273,8 +273,13 @@ class Store:
                            r["source"], aliases)
 
     def images(self) -> list[ImageRecord]:
+        aliases: dict[str, list[str]] = {}  # every image's aliases in one query, not one each
+        for alias, fingerprint in self.conn.execute(
+                "SELECT alias, fingerprint FROM image_aliases ORDER BY alias"):
+            aliases.setdefault(fingerprint, []).append(alias)
         rows = self.conn.execute("SELECT * FROM images ORDER BY created").fetchall()
-        return [self._image_from_row(r) for r in rows]
+        return [ImageRecord(r["fingerprint"], json.loads(r["metadata"]), r["size"], r["created"],
+                            r["source"], aliases.get(r["fingerprint"], [])) for r in rows]
 
     def image(self, ref: str) -> ImageRecord:
         """Find an image by alias, full fingerprint or unique fingerprint prefix."""

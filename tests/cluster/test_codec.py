@@ -14,7 +14,7 @@ from sysmgr.drivers.storage.base import PoolUsage
 from sysmgr.engine import actions
 from sysmgr.engine.apply import ApplyResult
 from sysmgr.engine.backup import Corrupt, ExportResult
-from sysmgr.engine.execution import FileInfo
+from sysmgr.engine.files import FileInfo
 from sysmgr.engine.views import ContainerView
 from sysmgr.errors import (AlreadyExists, CommandFailed, Conflict, HostKeyRejected, Issue,
                            MemberUnreachable, NotFound, RemoteRejected, SysmgrError,

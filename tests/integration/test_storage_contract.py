@@ -428,6 +428,20 @@ def test_usage(pool):
         assert after is not None and after >= grown - MiB
 
 
+def test_usage_of_several_containers_at_once(pool):
+    """A listing's measure (one du over every volume where the pool walks trees) says what
+    each volume's own does; a volume gone meanwhile is None."""
+    add_image(pool)
+    path = pool.create_container("c1", FP)
+    pool.create_container("c2", FP)
+    assert write_until(os.path.join(path, "data"), 4 * MiB) is None
+    pool.create_container("c3", FP)
+    pool.delete_container("c3")
+    got = pool.containers_usage(["c1", "c2", "c3"])
+    assert got == {"c1": pool.container_usage("c1"), "c2": pool.container_usage("c2"), "c3": None}
+    assert got["c1"] >= got["c2"] + 3 * MiB
+
+
 def test_quota(pool):
     add_image(pool)
     path = pool.create_container("c1", FP)

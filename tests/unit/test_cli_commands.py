@@ -1,6 +1,6 @@
 """The commands against a stub API client: what each verb asks the API and what it prints.
 
-No engine and no host root: ``sysmgr.cli.commands._common.make_client`` is replaced by a
+No engine and no host root: ``sysmgr.cli.app.make_client`` is replaced by a
 stub recording the calls. (End-to-end runs through the real engine with the fake drivers are
 in ``test_cli_engine.py``.)
 """
@@ -17,7 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from sysmgr.cli import main as climain
-from sysmgr.cli.commands import _common
+from sysmgr.cli import app as cliapp
 from sysmgr.engine.actions import Change, CreateContainer, Plan, Restart, Start, UpdateContainer
 from sysmgr.errors import Conflict, Issue, NotFound, SysmgrError, ValidationError
 from sysmgr.types import HostCgroups, HostSecurity, Outcome
@@ -133,6 +133,18 @@ class StubContainers:
     def interactive(self, name, argv, *, env=None, cwd=None, tty=None, user=None, group=None) -> int:
         return self.get(name).interactive(argv, env=env, cwd=cwd, tty=tty, user=user, group=group)
 
+    # the by-name verbs of the real manager, on the named container
+    def shell(self, name) -> int:
+        return self.get(name).shell()
+
+    def start(self, name) -> list[str]:
+        c = self.get(name)
+        c.start()
+        return list(c.warnings)
+
+    def stop(self, name, *, timeout=None, force=False):
+        return self.get(name).stop(timeout, force)
+
     def check(self, name, image, **kw):
         self.checked.append(name)
 
@@ -215,7 +227,7 @@ class StubClient:
 @pytest.fixture
 def client(monkeypatch) -> StubClient:
     stub = StubClient(StubContainer("c1"), StubContainer("c2", "Stopped"))
-    monkeypatch.setattr(_common, "make_client", lambda root: stub)
+    monkeypatch.setattr(cliapp, "make_client", lambda root: stub)
     return stub
 
 
@@ -425,7 +437,7 @@ DISRUPTIVE = Plan((UpdateContainer("a1", changes=(Change("config.limits.cpu", "1
 
 def use_plan(monkeypatch, plan) -> StubClient:
     stub = StubClient(plan=plan)
-    monkeypatch.setattr(_common, "make_client", lambda root: stub)
+    monkeypatch.setattr(cliapp, "make_client", lambda root: stub)
     return stub
 
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from sysmgr.cli import render
-from sysmgr.cli.commands.listing import (
+from sysmgr.cli.listing import (
     DEFAULT_COLUMNS, container_record, matches, parse_columns, render_containers)
 from sysmgr.errors import ValidationError
 from sysmgr.engine.actions import (

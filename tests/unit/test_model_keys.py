@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from sysmgr.drivers import registry
 from sysmgr.drivers.runtime.base import Limits
 from sysmgr.errors import ValidationError
-from sysmgr.model import keys
+from sysmgr.model import keys, pool_keys
 from sysmgr.model.keys import (
     CONTAINER_KEYS,
     DEVICE_TYPES,
@@ -390,6 +391,13 @@ def test_pool_config(driver: str, config: dict, problems: list) -> None:
 
 def test_pool_tables() -> None:
     assert set(POOL_DRIVER_KEYS) == {"dir", "btrfs"}
+    # the drivers a manifest may name are the registry's (the test-only fake aside)
+    assert set(POOL_DRIVER_KEYS) == set(registry.names("storage")) - {"fake"}
+    assert pool_keys.driver_problem("btrfs") is None
+    assert pool_keys.driver_problem("zfs9") == "unknown storage pool driver 'zfs9' (known: btrfs, dir)"
+    # the model cannot import the driver (layers): the smallest loop file is kept in both
+    from sysmgr.drivers.storage.btrfs import MIN_LOOP_SIZE
+    assert pool_keys.MIN_BTRFS_LOOP == MIN_LOOP_SIZE
     assert keys.normalize_pool_config("btrfs", {"size": "1GiB", "source": "/a//b/"}) == {
         "size": str(1024**3), "source": "/a/b"}
 

@@ -391,6 +391,13 @@ BAD = [
      "config.source", "must be absolute"),
     ("pool-unknown-key", "kind: StoragePool\nname: p\ndriver: btrfs\nconfig:\n  sise: 1GiB\n", 5,
      "config.sise", "unknown btrfs pool config key 'sise' (did you mean 'size'?)"),
+    # drivers and values the driver would refuse at apply time: refused here, with the line
+    ("pool-unknown-driver", "kind: StoragePool\nname: p\ndriver: zfs9\n", 3, "driver",
+     "unknown storage pool driver 'zfs9' (known: btrfs, dir)"),
+    ("pool-driver-typo", "kind: StoragePool\nname: p\ndriver: btrf\n", 3, "driver",
+     "unknown storage pool driver 'btrf' (did you mean 'btrfs'?)"),
+    ("pool-loop-too-small", "kind: StoragePool\nname: p\ndriver: btrfs\nconfig: {size: 64MiB}\n",
+     4, "config.size", "size 64MiB is too small for a btrfs loop file (at least 128.00MiB)"),
     ("unknown-tag", "kind: Profile\nname: p\nconfig:\n  user.a: !secret x\n", 4, "config.user.a",
      "could not determine a constructor for the tag '!secret'"),
     ("recursive-alias", "kind: Profile\nname: p\nconfig: &x {user.a: *x}\n", 3, "config.user.a",

@@ -1,5 +1,8 @@
-"""Helpers shared by the command modules: the per-run context, option factories, ``KEY=VALUE``
-parsing, multi-name actions and terminal checks (the get/set/edit verbs are in ``_keyvalue``).
+"""Helpers shared by the command modules: the pass decorator, the group class, option
+factories (``--target``, ``--format``, durations), device arguments and terminal checks (the
+get/set/edit verbs are in ``_keyvalue``). The per-run context, ``KEY=VALUE`` parsing,
+multi-name actions and the output helpers are click-free, in :mod:`sysmgr.cli.app`, and
+re-exported here.
 
 Only click and the standard library are imported here; ``sysmgr.api`` is imported on
 first use so that loading a command module stays cheap.
@@ -8,69 +11,16 @@ first use so that loading a command module stays cheap.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NoReturn, Sequence, TypeVar
+from typing import Any, Callable, NoReturn, Sequence, TypeVar
 
 import click
 
-from sysmgr.errors import Issue, SysmgrError, ValidationError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sysmgr.api.client import Client
+# the click-free part, shared with the hot verbs' fast path; re-exported for the commands
+from sysmgr.cli.app import (  # noqa: F401
+    DOC_FORMATS, LIST_FORMATS, AppContext, confirm, echo_err, for_each, output, parse_assignments)
+from sysmgr.errors import Issue, ValidationError
 
 T = TypeVar("T")
-
-LIST_FORMATS = ("table", "json", "yaml", "csv")
-DOC_FORMATS = ("yaml", "json")
-
-
-def make_client(root: str | None, **kwargs: Any) -> "Client":
-    """Create the API client for ``root`` (tests replace this function with a stub);
-    ``member=NAME``: a client of that member of the root's cluster."""
-    from sysmgr.api.client import Client  # on first use: --help and --version need none of it
-
-    return Client(root=root, **kwargs)
-
-
-@dataclass
-class AppContext:
-    """What the root group knows for one invocation (``ctx.obj``).
-
-    The :class:`~sysmgr.api.client.Client` is created on first use, so ``--help`` and
-    ``--version`` never touch the host root.
-    """
-
-    root: str | None = None
-    debug: bool = False
-    # lowest exit code an error may map to: ``diff`` raises it to 2 (1 means "changes")
-    error_floor: int = 1
-    #: ``--target``: a cluster member (the client works on it alone) or ``@group``
-    target: str | None = None
-    #: set by the verbs that handle ``target`` themselves (launch, create and import place
-    #: new containers with it, list narrows to it): their client is the whole cluster's
-    cluster_wide: bool = False
-    _client: Any = field(default=None, repr=False)
-
-    @property
-    def client(self) -> "Client":
-        """The API client: of the root (and its whole cluster), or of the ``--target``
-        member."""
-        if self._client is None:
-            target = self.target
-            if target and target.startswith("@") and not self.cluster_wide:
-                raise ValidationError(f"--target {target}: a group chooses where new "
-                                      "containers go (launch, create, import; list narrows "
-                                      "to it)", hint="name one member: --target MEMBER")
-            if target and not self.cluster_wide:
-                self._client = make_client(self.root, member=target)
-            else:
-                self._client = make_client(self.root)
-        return self._client
-
-    def close(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            client.close()
 
 
 pass_app = click.make_pass_decorator(AppContext, ensure=True)
@@ -150,15 +100,6 @@ def placement_args(app: AppContext, progress: Callable[[str], None] | None = Non
 
 # -- KEY=VALUE ----------------------------------------------------------------------------
 
-def parse_assignments(items: Sequence[str]) -> dict[str, str]:
-    """``KEY=VALUE`` strings to a dict (the model's parser; ValidationError on bad items)."""
-    if not items:
-        return {}
-    from sysmgr.model.keys import parse_assignments as parse  # the key tables: only with KEY=VALUE
-
-    return parse(items)
-
-
 def parse_device_args(devname: str, devtype: str | None, items: Sequence[str]) -> dict[str, str]:
     """``TYPE key=value...`` of ``device add`` as a device map."""
     dev = parse_assignments(items)
@@ -170,27 +111,7 @@ def parse_device_args(devname: str, devtype: str | None, items: Sequence[str]) -
     return dev
 
 
-# -- several names ------------------------------------------------------------------------
-
-def for_each(names: Iterable[str], action: Callable[[str], object]) -> None:
-    """Run ``action`` on every name (like ``lxc start c1 c2``: one failure does not stop the
-    others), then raise one error naming every failure."""
-    names = list(names)
-    failures: list[tuple[str, SysmgrError]] = []
-    for name in names:
-        try:
-            action(name)
-        except SysmgrError as e:
-            failures.append((name, e))
-    if not failures:
-        return
-    if len(names) == 1:
-        raise failures[0][1]
-    err = SysmgrError("\n".join(f"{n}: {e.message}" for n, e in failures),
-                      hint=failures[0][1].hint if len(failures) == 1 else None)
-    err.exit_code = max(e.exit_code for _, e in failures)
-    raise err
-
+# -- terminals ---------------------------------------------------------------------------
 
 def stdin_is_tty() -> bool:
     """Whether a person may be typing on stdin (prompts and editors only then)."""
@@ -198,23 +119,6 @@ def stdin_is_tty() -> bool:
         return sys.stdin.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-def output(text: str) -> None:
-    """Print a rendered block; nothing at all when it is empty (a CSV without rows)."""
-    if text:
-        click.echo(text)
-
-
-def echo_err(message: str) -> None:
-    click.echo(message, err=True)
-
-
-def confirm(kind: str, name: str, what: str) -> None:
-    """The one-line confirmation every state-changing verb prints on stdout, in one form:
-    ``<Kind> <name> <what>`` (``Container c1 started``, ``Profile web renamed to www``);
-    progress goes to stderr, so scripts can count on stdout."""
-    click.echo(f"{kind} {name} {what}")
 
 
 def report_pending(name: str, pending: Sequence[str]) -> None:

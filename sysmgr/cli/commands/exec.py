@@ -1,13 +1,15 @@
 """Getting inside a container: ``exec``, ``shell`` and ``console --show-log``.
 
-``exec`` and ``shell`` exit with the command's own exit code, as ``lxc exec`` does.
+``exec`` and ``shell`` exit with the command's own exit code, as ``lxc exec`` does; their
+bodies are in :mod:`sysmgr.cli.verbs` (shared with the fast path).
 """
 
 from __future__ import annotations
 
 import click
 
-from sysmgr.cli.commands._common import AppContext, parse_assignments, pass_app
+from sysmgr.cli import verbs
+from sysmgr.cli.commands._common import AppContext, pass_app
 from sysmgr.errors import ValidationError
 
 
@@ -38,11 +40,8 @@ def exec_(ctx: click.Context, name: str, command: tuple[str, ...], env: tuple[st
     if force_interactive and force_noninteractive:
         raise click.UsageError("-t/--force-interactive and -T/--force-noninteractive are exclusive")
     tty = True if force_interactive else False if force_noninteractive else None
-    app = ctx.ensure_object(AppContext)
-    code = app.client.containers.interactive(name, list(command),
-                                             env=parse_assignments(env) or None, cwd=cwd, tty=tty,
-                                             user=user, group=group)
-    ctx.exit(code)
+    ctx.exit(verbs.exec_command(ctx.ensure_object(AppContext), name, command, env=env, cwd=cwd,
+                                user=user, group=group, tty=tty))
 
 
 @click.command()
@@ -54,8 +53,7 @@ def shell(ctx: click.Context, name: str | None) -> None:
         raise ValidationError(
             "sysmgr shell needs a container name: the interactive admin prompt is not part "
             "of this version", hint="sysmgr shell NAME opens a login shell inside NAME")
-    app = ctx.ensure_object(AppContext)
-    ctx.exit(app.client.containers.get(name).shell())
+    ctx.exit(verbs.shell(ctx.ensure_object(AppContext), name))
 
 
 @click.command()

@@ -1,18 +1,19 @@
 """Container lifecycle verbs: ``start``, ``stop``, ``restart``, ``freeze``, ``unfreeze``,
 ``delete``. Each takes several names, tries them all (like ``lxc``) and reports every failure
 in one error; each success prints its one-line confirmation (``Container c1 started``).
-``start``, ``stop`` and ``delete`` hand all their names to one API call (``start_many`` ...),
-which shares the kernel work between them (one pass over the networks, one netlink socket,
-the stops' signals all sent before any is waited for)."""
+``start`` and ``stop`` are hot verbs: their bodies are in :mod:`sysmgr.cli.verbs`. ``start``,
+``stop`` and ``delete`` hand all their names to one API call (``start_many`` ...), which shares
+the kernel work between them (one pass over the networks, one netlink socket, the stops'
+signals all sent before any is waited for)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import click
 
-from sysmgr.cli.commands._common import AppContext, confirm, echo_err, for_each, pass_app
-from sysmgr.errors import SysmgrError
+from sysmgr.cli import verbs
+from sysmgr.cli.commands._common import AppContext, confirm, for_each, pass_app
 
 
 def _targets(app: AppContext, names: tuple[str, ...], all_: bool,
@@ -27,26 +28,6 @@ def _targets(app: AppContext, names: tuple[str, ...], all_: bool,
         return list(names)
     return [c.name for c in app.client.containers.all()
             if running is None or (c.status != "Stopped") == running]
-
-
-def _report(outcomes: Sequence[Any], said: Callable[[Any], str]) -> None:
-    """Each done container's warnings and confirmation (``said(outcome)``: its verb), then
-    one error naming every failure (as :func:`for_each`)."""
-    failed = [o for o in outcomes if not o.ok]
-    for o in outcomes:
-        for w in o.warnings:
-            echo_err(f"warning: {w}")
-        if o.ok:
-            confirm("Container", o.name, said(o))
-    if not failed:
-        return
-    if len(outcomes) == 1:
-        err = SysmgrError(failed[0].error, hint=failed[0].hint)
-    else:
-        err = SysmgrError("\n".join(f"{o.name}: {o.error}" for o in failed),
-                          hint=failed[0].hint if len(failed) == 1 else None)
-    err.exit_code = max(o.exit_code for o in failed)
-    raise err
 
 
 def _all_option(verb: str) -> Callable[[Any], Any]:
@@ -65,9 +46,7 @@ _timeout = click.option("--timeout", type=float, metavar="SECONDS",
 def start(app: AppContext, names: tuple[str, ...], all_: bool) -> None:
     """Start containers (a disk with required=false whose source is missing is left out,
     with a warning)."""
-    targets = _targets(app, names, all_, running=False)
-    if targets:
-        _report(app.client.containers.start_many(targets), lambda o: "started")
+    verbs.start(app, _targets(app, names, all_, running=False))
 
 
 @click.command()
@@ -79,10 +58,7 @@ def start(app: AppContext, names: tuple[str, ...], all_: bool) -> None:
 def stop(app: AppContext, names: tuple[str, ...], all_: bool, force: bool,
          timeout: float | None) -> None:
     """Stop containers (halt signal, then a kill after the timeout)."""
-    targets = _targets(app, names, all_, running=True)
-    if targets:
-        _report(app.client.containers.stop_many(targets, timeout=timeout, force=force),
-                lambda o: "stopped" if o.graceful is not False else "stopped (killed)")
+    verbs.stop(app, _targets(app, names, all_, running=True), force=force, timeout=timeout)
 
 
 @click.command()
@@ -141,4 +117,4 @@ def delete(app: AppContext, names: tuple[str, ...], force: bool, interactive: bo
     if interactive:
         names = tuple(n for n in names if click.confirm(f"Remove {n}?", default=False))
     if names:
-        _report(app.client.containers.delete_many(names, force=force), lambda o: "deleted")
+        verbs.report(app.client.containers.delete_many(names, force=force), lambda o: "deleted")

@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass
 
-from sysmgr._util import proc
 from sysmgr.errors import DriverError, DriverUnavailable
 
 DELEGATE_SLICE = "sysmgr.slice"
@@ -110,6 +108,10 @@ class ScopeHold:
     def __init__(self, root: str, prefix: str, timeout: float = 10.0) -> None:
         self.dir = scope_dir(root, prefix)
         self._want = "0::/" + os.path.relpath(self.dir, root)
+        import subprocess  # a systemd host's first start only: reading a cgroup needs none
+
+        from sysmgr._util import proc
+
         self.proc: subprocess.Popen[bytes] | None = proc.popen(
             ["systemd-run", "--scope", "--quiet", "--collect", f"--unit={prefix}",
              f"--slice={DELEGATE_SLICE}", "-p", "Delegate=yes", "--", "sleep", _HOLD_SECONDS],

@@ -19,7 +19,6 @@ import os
 import time
 from typing import Sequence
 
-from sysmgr._util import bpf, device_bpf
 from sysmgr.drivers.runtime.base import Limits, Usage
 from sysmgr.drivers.runtime.cgroup_base import CGROUP_ROOT, DEFAULT_DEVICE_RULES, POLL, Cgroup, keyed_value
 from sysmgr.drivers.runtime.cgroup_layout import ScopeHold, scope_alive, scope_dir, systemd_owns_root
@@ -76,6 +75,8 @@ class V2Cgroup(Cgroup):
     @staticmethod
     def device_program(devices: Sequence[tuple[bool, str]] | None) -> bytes:
         """The BPF_CGROUP_DEVICE program for v1-form ``devices`` (the defaults for None)."""
+        from sysmgr._util import device_bpf  # the assembler: a v2 start only, not a read
+
         try:
             return device_bpf.assemble(DEFAULT_DEVICE_RULES if devices is None else devices)
         except ValueError as e:
@@ -83,6 +84,8 @@ class V2Cgroup(Cgroup):
 
     def _attach_devices(self, program: bytes) -> None:
         """Attach the device policy to the container's cgroup (a fake cgroupfs overrides this)."""
+        from sysmgr._util import bpf
+
         bpf.attach_device_program(self.dir, program)
 
     def _hold_scope(self, program: bytes) -> bool:

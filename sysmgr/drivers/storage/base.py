@@ -30,11 +30,10 @@ import copy
 import ctypes
 import os
 import re
-import secrets
 import shutil
 import stat
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, ClassVar, Collection, Iterator, Mapping
+from typing import BinaryIO, Callable, ClassVar, Collection, Iterator, Mapping, Sequence
 
 from sysmgr._util import safefs
 # the streams of tool-backed formats, re-exported: the drivers take them from here
@@ -45,6 +44,7 @@ from sysmgr.errors import (
     Conflict,
     DriverError,
     NotFound,
+    SysmgrError,
     ValidationError,
 )
 
@@ -182,6 +182,17 @@ class StoragePool(abc.ABC):
     @abc.abstractmethod
     def container_usage(self, name: str) -> int | None:
         """Bytes used by the container's volume, or None when unknown."""
+
+    def containers_usage(self, names: Sequence[str]) -> dict[str, int | None]:
+        """:meth:`container_usage` of several containers at once (a listing's): drivers
+        that measure many volumes in one pass override it. None: unknown, or gone."""
+        out: dict[str, int | None] = {}
+        for name in names:
+            try:
+                out[name] = self.container_usage(name)
+            except SysmgrError:
+                out[name] = None
+        return out
 
     # -- errors and checks shared by the drivers -------------------------------------------
     def _refuse_if_in_use(self) -> None:
@@ -478,6 +489,32 @@ def tree_usage(path: str) -> int:
     return total
 
 
+def trees_usage(paths: Sequence[str]) -> dict[str, int | None]:
+    """:func:`tree_usage` of several trees, measured by one ``du -s -x`` (a walk in C: half
+    the time of :func:`tree_usage`'s on this machine, which a listing of a hundred containers
+    feels); a tree du did not report is walked here, one that is gone is None. Unlike
+    :func:`tree_usage`, an inode hard-linked into two of the trees counts in the first only."""
+    from sysmgr._util import proc  # a listing's: other readers of a pool run no program
+
+    found: dict[str, int | None] = {}
+    if len(paths) > 1 and proc.which("du") is not None:
+        try:
+            res = proc.run(["du", "-s", "-x", "-B1", "--", *paths], check=False)
+        except SysmgrError:
+            res = None
+        for line in (res.stdout if res else b"").decode(errors="replace").splitlines():
+            size, _, path = line.partition("\t")
+            if size.isdigit() and path in paths:
+                found[path] = int(size)
+    for path in paths:
+        if path not in found:
+            try:
+                found[path] = tree_usage(path)
+            except FileNotFoundError:
+                found[path] = None
+    return found
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -490,6 +527,8 @@ def _pid_alive(pid: int) -> bool:
 
 def temp_name(parent: str, kind: str, tag: str) -> str:
     """A unique name for a staging/deleting entry of this process inside ``parent``."""
+    import secrets  # (hashlib and hmac cost every reader of a pool ~2 ms at start-up)
+
     return os.path.join(parent, f"{kind}{tag}-{os.getpid()}-{secrets.token_hex(4)}")
 
 

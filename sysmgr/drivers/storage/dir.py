@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import BinaryIO, ClassVar, Iterator, Mapping
+from typing import BinaryIO, ClassVar, Iterator, Mapping, Sequence
 
 from sysmgr._util import proc
 from sysmgr._util.exposure import PRIVATE_MODE, private_dir
@@ -57,6 +57,7 @@ from sysmgr.drivers.storage.base import (
     statvfs_usage,
     temp_name,
     tree_usage,
+    trees_usage,
 )
 from sysmgr.errors import (
     AlreadyExists,
@@ -354,6 +355,11 @@ class DirPool(StoragePool):
             return tree_usage(cdir)
         except FileNotFoundError as e:
             raise self._no_volume(name) from e
+
+    def containers_usage(self, names: Sequence[str]) -> dict[str, int | None]:
+        dirs = {name: self._container_dir(name) for name in names}
+        sizes = trees_usage(list(dirs.values()))
+        return {name: sizes[d] for name, d in dirs.items()}
 
     # -- snapshots, restore, copy (full copies) ----------------------------------------------
     def create_snapshot(self, name: str, snap: str) -> str:

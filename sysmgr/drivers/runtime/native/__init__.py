@@ -63,7 +63,7 @@ from sysmgr.drivers.runtime.base import (
     Usage,
 )
 from sysmgr.drivers.runtime.cgroups import CGROUP_ROOT, Cgroup, open_cgroup
-from sysmgr.drivers.runtime.native import hotplug, idprobe, process, userns
+from sysmgr.drivers.runtime.native import process
 from sysmgr.drivers.runtime.native import plan as plan_mod
 from sysmgr.drivers.runtime.native.plan import InitPlan, plan_from_config, plan_from_spec
 from sysmgr.drivers.runtime.native.process import (
@@ -252,20 +252,28 @@ class NativeRuntime(Runtime):
         return p, master
 
     def can_idmap(self, path: str) -> bool:
+        from sysmgr.drivers.runtime.native import idprobe  # a start's, not a read's
+
         return idprobe.can_idmap(path)
 
     def mount_disk(self, rec: InitRecord, disk: DiskMount) -> None:
         if not process.alive(rec):
             raise Conflict("the container is not running")
+        from sysmgr.drivers.runtime.native import hotplug, userns  # live disks only
+
         entry = plan_mod.mount_entry(bundle.disk_mount(disk, userns.own_userns(rec.pid)))
         hotplug.mount(rec.pid, entry, f"cannot mount {disk.source} on {disk.path}")
 
     def unmount_disk(self, rec: InitRecord, path: str) -> None:
         if not process.alive(rec):
             return  # stopped: nothing is mounted any more
+        from sysmgr.drivers.runtime.native import hotplug
+
         hotplug.unmount(rec.pid, path, f"cannot unmount {path}")
 
     def as_container_root(self, rec: InitRecord, fn: Callable[[], T]) -> T:
+        from sysmgr.drivers.runtime.native import userns  # file access as the container's root
+
         if not process.alive(rec) or not userns.own_userns(rec.pid):
             return fn()
         return userns.call_as_root_of(rec.pid, fn)
@@ -314,6 +322,8 @@ def _delegate(cg: Cgroup, plan: InitPlan) -> None:
     root_gid = next((h for ns, h, _n in plan.gid_map if ns == 0), None)
     if root_uid is None or root_gid is None:
         return
+    from sysmgr.drivers.runtime.native import userns
+
     dirs = [d for d in cg.dirs() if cg.version == 2 or d.startswith(
         (os.path.join(cg.root, "unified") + "/", os.path.join(cg.root, "systemd") + "/"))]
     try:

@@ -275,23 +275,26 @@ def _open_init(rec: InitRecord) -> int | None:
 
 
 def stop_init(rec: InitRecord, cg: Cgroup, *, halt_signal: int, timeout: float, force: bool) -> bool:
-    """Make init exit (halt signal, then kill everything in ``cg``) and reap it; the caller
-    removes the cgroup. True when init exited by itself (or was already gone)."""
+    """Make init exit (halt signal, then SIGKILL after ``timeout``) and reap it; the caller
+    removes the cgroup, killing whatever else it still holds (:meth:`Cgroup.kill_all`). True
+    when init exited by itself (or was already gone)."""
     pidfd = _open_init(rec)
     if pidfd is None:
         return True
     exited = False
     try:
+        if cg.is_frozen():
+            cg.thaw()  # a frozen init acts on neither the halt signal nor SIGKILL
         if not force:
-            if cg.is_frozen():
-                cg.thaw()  # a frozen init cannot act on the halt signal
             try:
                 signal.pidfd_send_signal(pidfd, halt_signal)
             except ProcessLookupError:
                 pass
             exited = _wait_init_exit(pidfd, timeout)
         if not exited:
-            cg.kill_all(KILL_TIMEOUT)  # freezes, kills everything incl. init, thaws
+            # init is PID 1 of its pid namespace: once it dies the kernel kills every other
+            # process in there and forks no new one (no fork bomb outruns it, no freezing
+            # and polling of the cgroup needed); its pidfd is readable once they are gone
             try:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             except ProcessLookupError:

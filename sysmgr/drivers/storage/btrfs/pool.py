@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import BinaryIO, ClassVar, Iterator, Mapping
+from typing import BinaryIO, ClassVar, Iterator, Mapping, Sequence
 
 from sysmgr._util.exposure import private_dir
 from sysmgr._util.safefs import rename_noreplace
@@ -38,6 +38,7 @@ from sysmgr.drivers.storage.base import (
     statvfs_usage,
     temp_name,
     tree_usage,
+    trees_usage,
 )
 from sysmgr.drivers.storage.btrfs.host import btrfsutil, check_btrfs_dir, need, pool_error
 from sysmgr.drivers.storage.btrfs.loop import (
@@ -391,6 +392,13 @@ class BtrfsPool(StoragePool):
             return tree_usage(path)
         except FileNotFoundError as e:
             raise self._no_volume(name) from e
+
+    def containers_usage(self, names: Sequence[str]) -> dict[str, int | None]:
+        if self._qgroups.sysfs_dir() is not None:  # counted by the kernel: no walk
+            return super().containers_usage(names)
+        paths = {name: self.container_path(name) for name in names}
+        sizes = trees_usage(list(paths.values()))
+        return {name: sizes[p] for name, p in paths.items()}
 
     # -- snapshots, restore, copy ----------------------------------------------------------
     def create_snapshot(self, name: str, snap: str) -> str:
