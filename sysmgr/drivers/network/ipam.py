@@ -15,18 +15,23 @@ Layer: drivers (network).
 from __future__ import annotations
 
 import bisect
-import hashlib
 import ipaddress
-import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import TYPE_CHECKING
 
 # the pure parsers live below the layers (the model validates network config with them);
 # re-exported here because the driver and its callers use them as ipam.parse_gateway etc.
 from sysmgr._util.ipv4 import (  # noqa: F401
     MAX_PREFIXLEN, MIN_PREFIXLEN, Range, parse_gateway, parse_ranges)
 from sysmgr.errors import Conflict, ValidationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import random
+
+# hashlib and random (~3 ms to import) serve making networks and nics, not starting them:
+# they are imported where a MAC or a subnet is picked
 
 #: Where ``auto`` subnets come from (LXD's habit: a random 10.x.y.0/24).
 AUTO_POOL = "10.0.0.0/8"
@@ -87,6 +92,8 @@ def pick_subnet(used: Iterable[str | IPv4Network | IPv4Interface], *,
     Raises:
         Conflict: every candidate overlaps something in ``used``.
     """
+    import random
+
     space = IPv4Network(pool)
     if prefixlen < space.prefixlen or prefixlen > MAX_PREFIXLEN:
         raise ValidationError(f"cannot pick a /{prefixlen} inside {pool}")
@@ -209,6 +216,8 @@ def address_problems(gateway_cidr: str,
 
 def generate_mac(rng: random.Random | None = None) -> str:
     """A new container MAC, ``00:16:3e:xx:xx:xx`` like LXD's (record it: it must be stable)."""
+    import random
+
     rng = rng or random.SystemRandom()
     return LXD_OUI + "".join(f":{rng.randrange(256):02x}" for _ in range(3))
 
@@ -220,6 +229,8 @@ def derived_mac(seed: str) -> str:
     ports, so it would change whenever containers come and go (stale ARP caches in every
     container); an explicit one stays.
     """
+    import hashlib
+
     b = bytearray(hashlib.sha256(seed.encode()).digest()[:6])
     b[0] = (b[0] & 0xFC) | 0x02  # locally administered, unicast
     return ":".join(f"{x:02x}" for x in b)
