@@ -120,9 +120,15 @@ def for_each(names: Iterable[str], action: Callable[[str], object]) -> None:
             action(name)
         except SysmgrError as e:
             failures.append((name, e))
+    raise_failures(failures, len(names))
+
+
+def raise_failures(failures: Sequence[tuple[str, SysmgrError]], tried: int) -> None:
+    """Raise one error naming every failure of a command on ``tried`` names (the error
+    itself when there was one name); nothing when none failed."""
     if not failures:
         return
-    if len(names) == 1:
+    if tried == 1:
         raise failures[0][1]
     err = SysmgrError("\n".join(f"{n}: {e.message}" for n, e in failures),
                       hint=failures[0][1].hint if len(failures) == 1 else None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from sysmgr.cli.app import AppContext, confirm, echo_err, parse_assignments
+from sysmgr.cli.app import AppContext, confirm, echo_err, parse_assignments, raise_failures
 from sysmgr.errors import SysmgrError
 
 
@@ -34,21 +34,17 @@ def shell(app: AppContext, name: str) -> int:
 def report(outcomes: Sequence[Any], said: Callable[[Any], str]) -> None:
     """Each done container's warnings and confirmation (``said(outcome)``: its verb), then
     one error naming every failure (as :func:`sysmgr.cli.app.for_each`)."""
-    failed = [o for o in outcomes if not o.ok]
+    failures = []
     for o in outcomes:
         for w in o.warnings:
             echo_err(f"warning: {w}")
         if o.ok:
             confirm("Container", o.name, said(o))
-    if not failed:
-        return
-    if len(outcomes) == 1:
-        err = SysmgrError(failed[0].error, hint=failed[0].hint)
-    else:
-        err = SysmgrError("\n".join(f"{o.name}: {o.error}" for o in failed),
-                          hint=failed[0].hint if len(failed) == 1 else None)
-    err.exit_code = max(o.exit_code for o in failed)
-    raise err
+        else:
+            err = SysmgrError(o.error, hint=o.hint)
+            err.exit_code = o.exit_code
+            failures.append((o.name, err))
+    raise_failures(failures, len(outcomes))
 
 
 def start(app: AppContext, names: Sequence[str]) -> None:
