@@ -35,6 +35,10 @@ _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int, _c_ulong, _c_ulong, _c_ulong, _c_ulong]
 _libc.syscall.restype = ctypes.c_long
+# the same libc's syscall(), called with the GIL held: for clone3, whose child must not start
+# with the GIL released by a thread it does not have
+_syscall_gil = ctypes.PyDLL(_libc._name, use_errno=True).syscall
+_syscall_gil.restype = ctypes.c_long
 
 # -- constants --------------------------------------------------------------------------------
 
@@ -127,6 +131,49 @@ def unshare(flags: int) -> None:
 def setns(fd: int, nstype: int = 0) -> None:
     """setns(2) into the namespace open at ``fd`` (a /proc/PID/ns/* file)."""
     _check(_libc.setns(fd, nstype), "setns")
+
+
+# -- fork into a cgroup ----------------------------------------------------------------------
+
+CLONE_INTO_CGROUP = 0x200000000
+_SYS_CLONE3 = 435  # the same number on every architecture (the generic syscall table)
+
+
+class _CloneArgs(ctypes.Structure):
+    """``struct clone_args`` up to ``cgroup`` (CLONE_ARGS_SIZE_VER2, 88 bytes)."""
+
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
+        "tls", "set_tid", "set_tid_size", "cgroup")]
+
+
+def single_threaded() -> bool:
+    """Whether this process has one thread (the only kind :func:`fork_into_cgroup` may fork:
+    no other thread can hold a libc lock the child would inherit taken)."""
+    return len(os.listdir("/proc/self/task")) == 1
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """``os.fork()`` whose child is born in the cgroup2 directory ``cgroup_fd``: clone3 with
+    CLONE_INTO_CGROUP (Linux 5.7), as systemd and LXC fork into a unit or a container.
+
+    Only from a single-threaded process (:func:`single_threaded`): clone3 goes around libc's
+    fork, so libc's own fork handlers do not run. The interpreter's do, as ``os.fork`` runs
+    them, and the call holds the GIL throughout (``ctypes.pythonapi`` does not release it).
+    Raises OSError where clone3 cannot (ENOSYS before 5.7, EBUSY into a cgroup with
+    controllers for its children); the caller then forks and migrates as before."""
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=17, cgroup=cgroup_fd)  # SIGCHLD
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    pid = _syscall_gil(_SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+    err = ctypes.get_errno()
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone3: {os.strerror(err)}")
+    return pid
 
 
 # -- mounts -----------------------------------------------------------------------------------

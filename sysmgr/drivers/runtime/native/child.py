@@ -26,7 +26,7 @@ from sysmgr._util import linux, safefs
 from sysmgr.drivers.runtime import bundle
 from sysmgr.drivers.runtime.base import exit_code
 from sysmgr.drivers.runtime.native import binds as binds_mod
-from sysmgr.drivers.runtime.native import enter, userns
+from sysmgr.drivers.runtime.native import cgjoin, enter, userns
 from sysmgr.drivers.runtime.native.plan import CapSets, ExecPlan, InitPlan, Mount
 from sysmgr.errors import SysmgrError
 
@@ -140,17 +140,6 @@ def _confine(caps: CapSets | None, program: bytes, step: _Step, apparmor: str = 
         linux.set_ambient_caps(caps.ambient & held)
 
 
-def _join_cgroups(procs_files: Sequence[str]) -> None:
-    """Move this process into the container's cgroups (one ``cgroup.procs`` per hierarchy)."""
-    mypid = str(os.getpid()).encode()
-    for f in procs_files:
-        fd = os.open(f, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, mypid)
-        finally:
-            os.close(fd)
-
-
 # -- child A: the starter ------------------------------------------------------------------------
 
 def starter_main(plan: InitPlan, info_w: int, err_w: int, go_r: int, console_fd: int) -> NoReturn:
@@ -160,7 +149,7 @@ def starter_main(plan: InitPlan, info_w: int, err_w: int, go_r: int, console_fd:
         gc.disable()  # no finalizer may close an fd number we are about to reuse
         _close_fds_except((info_w, err_w, go_r, console_fd))
         step("join the container's cgroups")
-        _join_cgroups(plan.procs_files)
+        cgjoin.join(plan.procs_files)
         step("open the disks' sources")
         trees = binds_mod.open_binds(plan.mounts)
         sources: dict[str, str] = {}
@@ -514,7 +503,7 @@ def _join_container(plan: ExecPlan, step: _Step) -> None:
     """C's way in: the cgroups (as host root), then init's namespaces (its user namespace
     first, when it has one), as root in them."""
     step("join the container's cgroups")
-    _join_cgroups(plan.procs_files)
+    cgjoin.join(plan.procs_files)
     step("enter the container's namespaces")
     for fd in plan.ns_fds:
         linux.setns(fd, 0)

@@ -21,7 +21,7 @@ from sysmgr._util import linux, seccomp
 from sysmgr.drivers.runtime import bundle
 from sysmgr.drivers.runtime.base import ExecProcess, InitRecord, ProcessSpec, exit_code
 from sysmgr.drivers.runtime.cgroups import Cgroup
-from sysmgr.drivers.runtime.native import child, enter
+from sysmgr.drivers.runtime.native import cgjoin, child, enter
 from sysmgr.drivers.runtime.native.helper import read_to_eof
 from sysmgr.drivers.runtime.native.plan import ExecPlan, InitPlan, exec_cap_sets
 from sysmgr.errors import Conflict, DriverError, SysmgrError
@@ -97,9 +97,10 @@ class Launching:
             self._info_r, info_w = fds.pipe()
             self._err_r, err_w = fds.pipe()
             go_r, self._go_w = fds.pipe()
-            self._starter = os.fork()
+            self._starter, joins = cgjoin.fork(plan.procs_files)
             if self._starter == 0:
-                child.starter_main(plan, info_w, err_w, go_r, console_fd)  # never returns
+                child.starter_main(plan._replace(procs_files=joins), info_w, err_w, go_r,
+                                   console_fd)  # never returns
             fds.close(info_w, err_w, go_r, console_fd)
         except BaseException:
             fds.__exit__()
@@ -328,9 +329,10 @@ def spawn(rec: InitRecord, proc: ProcessSpec, cg: Cgroup, stdio: tuple[int, int,
         sock_parent, sock_child = fds.add(a.detach()), fds.add(b.detach())
         err_r, err_w = fds.pipe()
         memfd = fds.add(enter.sealed_memfd()) if enter.available() else -1
-        helper = os.fork()
+        helper, joins = cgjoin.fork(plan.procs_files)
         if helper == 0:
-            child.exec_main(plan, err_w, sock_child, memfd)  # never returns
+            child.exec_main(plan._replace(procs_files=joins), err_w, sock_child,
+                            memfd)  # never returns
         fds.close(err_w, sock_child, memfd, *ns_fds)
         got: list[int] = []
         try:
