@@ -183,6 +183,33 @@ def through_cli(client, cli: Callable[..., None], runs: int, list_size: int) -> 
     return r
 
 
+#: the least any exec or stop in a container needs from Python: the state (sqlite3), setns and
+#: clone3 (ctypes), the fd passing of a terminal (socket), signals and waiting
+MINIMAL_STDLIB = ("os", "sys", "sqlite3", "ctypes", "socket", "struct", "signal", "select",
+                  "fcntl", "errno", "json")
+
+
+def floors(python: str, root: str, runs: int) -> dict[str, float]:
+    """What CPython alone costs before sysmgr's own code runs, measured here: the interpreter
+    (``python -c pass``, site included as the console script has it) and, for each hot verb,
+    the interpreter plus the standard-library and C modules that verb loads (read from its
+    ``-X importtime`` list; sysmgr's own modules left out). No Python CLI can go below it."""
+    env = dict(os.environ, SYSMGR_ROOT=root)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    bare = lambda *code: subprocess.run([python, "-c", *code], env=env, cwd=root, check=True)  # noqa: E731
+    out = {"interpreter": median_ms(timed(lambda: bare("pass"), runs)),
+           "minimal": median_ms(timed(lambda: bare("import " + ", ".join(MINIMAL_STDLIB)), runs))}
+    for row, args in (("exec", ["exec", "bench", "--", "true"]), ("stop_force", ["stop", "--force", "bench"])):
+        trace = subprocess.run([python, "-X", "importtime", "-m", "sysmgr", *args], env=env, cwd=root,
+                               capture_output=True, text=True).stderr
+        mods = [line.rsplit("|", 1)[1].strip() for line in trace.splitlines()
+                if line.startswith("import time:") and "|" in line]
+        stdlib = sorted({m for m in mods if m and not m.startswith(("sysmgr", "import time"))
+                         and m.split(".")[0] in sys.stdlib_module_names})
+        out[row] = median_ms(timed(lambda: bare("import " + ", ".join(stdlib)), runs))
+    return out
+
+
 def compare(name: str, ms: float, target: str, lxc: float | None, lxc_src: str,
             lxd: float | None) -> None:
     def vs(other: float | None) -> str:
@@ -192,7 +219,7 @@ def compare(name: str, ms: float, target: str, lxc: float | None, lxc_src: str,
 
 
 def report(args, cli_note: tuple[str, str], cli: dict[str, float], api: dict[str, float],
-           lxc: dict[str, float]) -> None:
+           lxc: dict[str, float], floor: dict[str, float]) -> None:
     src = "(this run)" if lxc else "(anchor)"
     lxc_of = lambda row: lxc.get(row) if lxc else ANCHORS_MS[row][0]  # noqa: E731
     print(f"sysmgr lifecycle benchmark: medians of {args.runs} runs, busybox containers, no nic")
@@ -218,6 +245,14 @@ def report(args, cli_note: tuple[str, str], cli: dict[str, float], api: dict[str
     compare("forced stop", api["stop_force"], "", lxc_of("stop_force"), src, None)
     compare("exec true", api["exec"], "", lxc_of("exec"), src, None)
     compare("  privileged exec true", api["exec_priv"], "", lxc_of("exec"), src, None)
+    print(f"\n  {'the floor of any Python CLI (no sysmgr code)':<38}")
+    print(f"  {'python -c pass':<38} {floor['interpreter']:8.1f} ms")
+    print(f"  {'  + the least stdlib a verb needs':<38} {floor['minimal']:8.1f} ms   ({', '.join(MINIMAL_STDLIB)})")
+    for row, label in (("exec", "exec"), ("stop_force", "stop --force")):
+        own = cli[row] - floor[row] - api[row]
+        print(f"  {'  + the stdlib ' + label + ' loads':<38} {floor[row]:8.1f} ms   "
+              f"(+ in-process {api[row]:.1f} ms = {floor[row] + api[row]:.1f} ms; sysmgr's imports "
+              f"and set-up: {own:.1f} ms)")
 
 
 def main() -> None:
@@ -241,12 +276,17 @@ def main() -> None:
         client.containers.create("bench", image="busybox")
         cli = through_cli(client, make_cli(argv0, root), args.runs, args.list_size)
         api = in_process(client, args.runs)
+        from sysmgr.engine import lifecycle
+
+        lifecycle.start(client.host, "bench")  # the traces run exec, then stop --force on it
+        floor = floors(python, root, args.runs)
+        reap_children()
         lxc = lxc_same_run(client.host.pool_driver("default").container_path("bench"), args.runs)
     finally:
         teardown_root(client)
         client.close()
         shutil.rmtree(root, ignore_errors=True)
-    report(args, (note, python), cli, api, lxc)
+    report(args, (note, python), cli, api, lxc, floor)
 
 
 if __name__ == "__main__":
