@@ -90,6 +90,7 @@ def drop_devices(root: str) -> list[str]:
 
 DROPPED = "dropped"
 KEPT = "kept (--allow-devices)"
+REFUSED = "refused (the runtime makes each container's /dev)"
 
 
 def devices_warning(what: str, paths: list[str], verb: str = DROPPED) -> str:

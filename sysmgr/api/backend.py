@@ -291,9 +291,9 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def image_import(self, path: str, *, alias: str | None, pool: str | None,
                      progress: Progress | None, allow_devices: bool = False,
-                     warn: Warn | None = None) -> Any:
+                     warn: Warn | None = None, platform: str | None = None) -> Any:
         """Import an image; device nodes in it are dropped (``warn`` names them) unless
-        ``allow_devices``."""
+        ``allow_devices``; ``platform``: which of an OCI index's images (default the host's)."""
 
     @abc.abstractmethod
     def image_alias(self, alias: str, ref: str) -> None: ...

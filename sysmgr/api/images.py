@@ -67,8 +67,10 @@ class ImageManager(Manager[Image]):
 
     def import_(self, path: str, *, alias: str | None = None, pool: str | None = None,
                 progress: Progress | None = None, allow_devices: bool = False,
-                warn: Warn | None = None) -> Image:
-        """Import an LXD unified tarball, a rootfs tarball or a directory.
+                warn: Warn | None = None, platform: str | None = None) -> Image:
+        """Import an LXD unified tarball, a rootfs tarball or a directory, or an OCI image:
+        a layout directory, an oci-archive or a ``docker save`` archive (``platform``
+        ``os/arch[/variant]`` picks one of an index's images; default the host's).
 
         Device nodes in the image are dropped unless ``allow_devices`` (the runtime gives
         every container its own ``/dev``; a node from an image would be a door to the
@@ -79,7 +81,8 @@ class ImageManager(Manager[Image]):
         img = self._wrap(self._backend.image_import(path, alias=alias, pool=pool,
                                                     progress=progress,
                                                     allow_devices=allow_devices,
-                                                    warn=collect_warnings(said, warn)))
+                                                    warn=collect_warnings(said, warn),
+                                                    platform=platform))
         img.warnings = tuple(said)
         return img
 

@@ -307,9 +307,9 @@ class LocalBackend(Backend):
 
     def image_import(self, path: str, *, alias: str | None, pool: str | None,
                      progress: Progress | None, allow_devices: bool = False,
-                     warn: Warn | None = None) -> Any:
+                     warn: Warn | None = None, platform: str | None = None) -> Any:
         return _images().import_image(self.host, path, alias=alias, pool=pool, progress=progress,
-                                   allow_devices=allow_devices, warn=warn)
+                                      allow_devices=allow_devices, warn=warn, platform=platform)
 
     def image_alias(self, alias: str, ref: str) -> None:
         _images().set_alias(self.host, alias, ref)

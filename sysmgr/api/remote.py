@@ -103,9 +103,10 @@ class RemoteBackend(Backend):
 
     def image_import(self, path: str, *, alias: str | None, pool: str | None,
                      progress: Progress | None, allow_devices: bool = False,
-                     warn: Warn | None = None) -> Any:
+                     warn: Warn | None = None, platform: str | None = None) -> Any:
         return streams.import_file(self.session, "image", path,
-                                   {"alias": alias, "pool": pool, "allow_devices": allow_devices},
+                                   {"alias": alias, "pool": pool, "allow_devices": allow_devices,
+                                    "platform": platform},
                                    progress=progress, warn=warn)
 
     def image_export(self, ref: str, path: str, *, progress: Progress | None) -> str:

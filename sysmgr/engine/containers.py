@@ -138,6 +138,8 @@ def _make(host: Host, rec: ContainerRecord, img: ImageRecord, devs: Devices) -> 
         os.makedirs(rdir, exist_ok=True)
         r.add(lambda: records.remove_tree(rdir, ignore_errors=True), f"remove {rdir}")
         rec.volatile = {"image.os": img.metadata.get("properties", {}).get("os", "")}
+        if img.metadata.get("environment"):
+            rec.volatile[records.IMAGE_ENVIRONMENT] = dict(img.metadata["environment"])
         with st.transaction():
             st.add_container(rec)
 

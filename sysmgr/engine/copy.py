@@ -38,7 +38,7 @@ from sysmgr.state.snapshots import SnapshotStore
 from sysmgr.state.snapshots import rename_container as rename_record
 
 # volatile keys a copy keeps: what describes its image, nothing about the original's identity
-KEEP_VOLATILE = ("image.os", "image.meta")
+KEEP_VOLATILE = ("image.os", "image.meta", "image.environment")
 
 
 def _check_new_name(host: Host, name: str) -> None:

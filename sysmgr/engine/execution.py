@@ -54,6 +54,7 @@ def process_spec(ex: records.Expanded, argv: Sequence[str], *,
     e = dict(DEFAULT_ENV)
     if tty:
         e["TERM"] = os.environ.get("TERM", "xterm")
+    e.update(records.image_environment(ex.record))
     e.update(env_from_config(ex.config))
     e.update(env or {})
     return ProcessSpec(tuple(argv), e, cwd or e.get("HOME", "/"), uid=user or 0, gid=group or 0)

@@ -84,7 +84,7 @@ def build(host: Host, builder: str, *, alias: str | None = None,
 
 def import_image(host: Host, path: str, *, alias: str | None = None, pool: str | None = None,
                  progress: Progress | None = None, allow_devices: bool = False,
-                 warn: Warn | None = None) -> ImageRecord:
+                 warn: Warn | None = None, platform: str | None = None) -> ImageRecord:
     """Import an LXD/LXC unified tarball, a plain rootfs tarball, or a directory.
 
     Device nodes in the image are dropped (``warn`` gets one message naming them) unless
@@ -98,6 +98,12 @@ def import_image(host: Host, path: str, *, alias: str | None = None, pool: str |
     path = os.path.abspath(path)
     if not os.path.exists(path):
         raise NotFound(f"image file {path} not found")
+    from sysmgr.drivers.images import oci
+
+    if oci.detect(path):
+        return _import_oci(host, path, alias, pool, progress, warn, platform)
+    if platform:
+        raise ValidationError(f"--platform is for OCI images; {path} is not one")
     with host.locked():
         pool = _pool_for_images(host, pool)
         if progress:
@@ -113,6 +119,28 @@ def import_image(host: Host, path: str, *, alias: str | None = None, pool: str |
 
         # a known image only gets the alias (and a volume on this pool if it lacks one)
         return _store(host, fp, None, pool, alias, f"file:{path}", fill=fill, meta_box=meta_box)
+
+
+def _import_oci(host: Host, path: str, alias: str | None, pool: str | None,
+                progress: Progress | None, warn: Warn | None, platform: str | None) -> ImageRecord:
+    """An OCI layout, oci-archive or docker archive: fingerprinted by its manifest digest
+    (checked, like the config, before anything is made), its layers applied in order."""
+    from sysmgr.drivers.images import oci
+
+    with host.locked(), oci.open_image(path, platform) as img:
+        pool = _pool_for_images(host, pool)
+        meta_box: list[ImageMetadata] = []
+
+        def fill(dest: str) -> None:
+            if progress:
+                progress(f"applying {len(img.layers)} layer(s) of {img.platform}")
+            refused = oci.unpack(img, dest)
+            if refused and warn:
+                warn(exposure.devices_warning(f"image {path}", refused, exposure.REFUSED))
+            meta_box.append(oci.metadata(img, dest, _unpack().detect_halt_signal))
+
+        return _store(host, img.fingerprint, None, pool, alias, f"oci:{path}", fill=fill,
+                      meta_box=meta_box)
 
 
 def _check_devices(tree: str, what: str, allow: bool, warn: Warn | None) -> None:

@@ -99,6 +99,16 @@ def image_meta(host: Host, rec: ContainerRecord) -> dict[str, Any]:
     return meta
 
 
+#: volatile key: the default environment of the container's image (an OCI image's ``Env``),
+#: recorded when the container is made, so it outlives the image
+IMAGE_ENVIRONMENT = "image.environment"
+
+
+def image_environment(rec: ContainerRecord) -> dict[str, str]:
+    """The container's image's default environment; its ``environment.*`` keys win over it."""
+    return dict(rec.volatile.get(IMAGE_ENVIRONMENT) or {})
+
+
 def halt_signal(meta: Mapping[str, Any]) -> int:
     """The halt signal of an image with metadata ``meta`` (:func:`image_meta`; busybox init:
     SIGUSR2, systemd: SIGRTMIN+3; SIGPWR else)."""

@@ -233,6 +233,26 @@ _EVACUATE = choice_key("auto", "migrate", "stop", what="evacuation mode")
 _ROUNDS = int_key(minimum=0, maximum=50, what="number of rounds")
 _SIZE = size_key()
 
+
+def parse_init(value: str) -> list[str]:
+    """``boot.init``: an absolute path and its arguments, split as a shell splits words."""
+    import shlex
+
+    try:
+        argv = shlex.split(value)
+    except ValueError as e:
+        raise ValueError(f"cannot split {value!r} into words: {e}") from None
+    if not argv or not argv[0].startswith("/"):
+        raise ValueError("must start with an absolute path (e.g. /sbin/init)")
+    return argv
+
+
+def normalize_init(value: str) -> str:
+    import shlex
+
+    return shlex.join(parse_init(value))
+
+
 CONTAINER_KEYS: dict[str, Key] = key_table(
     Key("limits.cpu", check(parse_cpu), norm(_norm_cpu), live=True,
         doc="CPUs the container may run on: a count (2, pinned to that many CPUs) "
@@ -268,6 +288,10 @@ CONTAINER_KEYS: dict[str, Key] = key_table(
     Key("boot.restart.backoff.max", _BACKOFF_MAX[0], _BACKOFF_MAX[1], live=True,
         default=str(restart.DEFAULT_BACKOFF_MAX),
         doc="Longest delay in seconds before restarting a crashed container."),
+    Key("boot.init", check(parse_init), norm(normalize_init), live=False,
+        doc="The command the container boots as its init (PID 1), an absolute path with "
+            "arguments (e.g. '/bin/busybox init'), instead of the image's (/sbin/init). "
+            "For an image that has none, such as most OCI images; a change restarts it."),
     Key("boot.host_shutdown_timeout", _SECONDS[0], _SECONDS[1], live=True, default="30",
         doc="Seconds to wait for a clean halt before killing the container."),
     Key("cluster.evacuate", _EVACUATE[0], _EVACUATE[1], live=True, default="auto",

@@ -178,7 +178,8 @@ def _import(backend: Any, req: dict[str, Any], ctx: StreamContext) -> int:
                     aliases=[str(a) for a in req.get("aliases") or ()],
                     origin=str(req.get("origin") or ""), progress=opts["progress"])
             elif req.get("what") == "image":
-                result = backend.image_import(path, alias=req.get("alias"), **opts)
+                result = backend.image_import(path, alias=req.get("alias"),
+                                              platform=req.get("platform"), **opts)
             else:
                 result = backend.container_import(path, name=req.get("name"), **opts)
             _line({"result": codec.encode(result)})

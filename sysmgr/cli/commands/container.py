@@ -32,6 +32,9 @@ def _options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Override a profile device's keys (e.g. -d root,size=10GiB), or add a "
                           "device (with type=...)."),
         click.option("--description", default="", help="Container description."),
+        click.option("--init", "init", metavar="'PATH [ARGS]'",
+                     help="What to boot as init (PID 1) instead of the image's /sbin/init: "
+                          "sets boot.init (an OCI image usually has no init)."),
     ]):
         f = opt(f)
     return f
@@ -74,11 +77,15 @@ def device_overrides(devices_of: Any, profiles: Sequence[str], items: Sequence[s
 
 def _make(app: AppContext, *, start: bool, image: str, name: str | None, profiles: tuple[str, ...],
           no_profiles: bool, config: tuple[str, ...], pool: str | None,
-          device_overrides_: tuple[str, ...], description: str) -> None:
+          device_overrides_: tuple[str, ...], description: str, init: str | None) -> None:
     if no_profiles and profiles:
         raise click.UsageError("--no-profiles cannot be combined with -p/--profile")
     chosen: list[str] | None = [] if no_profiles else (list(profiles) if profiles else None)
     cfg = parse_assignments(config)
+    if init is not None:
+        if "boot.init" in cfg:
+            raise click.UsageError("--init and -c boot.init=... say the same: give one")
+        cfg["boot.init"] = init
     placing = placement_args(app, progress=lambda m: click.echo(f"  {m}"))
     client = app.client
     devices = device_overrides(profile_devices(app, client),
@@ -102,7 +109,7 @@ def _make(app: AppContext, *, start: bool, image: str, name: str | None, profile
 @pass_app
 def launch(app: AppContext, image: str, name: str | None, profiles: tuple[str, ...], no_profiles: bool,
            config: tuple[str, ...], pool: str | None, device_overrides: tuple[str, ...],
-           description: str) -> None:
+           description: str, init: str | None) -> None:
     """Create a container from IMAGE and start it (without NAME: a free name is picked).
 
     \b
@@ -110,9 +117,11 @@ def launch(app: AppContext, image: str, name: str | None, profiles: tuple[str, .
       sysmgr launch busybox c1
       sysmgr launch busybox                (named like fond-cricket)
       sysmgr launch debian/12 web -p default -p web -c limits.memory=512MiB
+      sysmgr launch alpine-oci a1 --init '/sbin/tini -- /bin/sh'   (an OCI image: no init)
     """
     _make(app, start=True, image=image, name=name, profiles=profiles, no_profiles=no_profiles,
-          config=config, pool=pool, device_overrides_=device_overrides, description=description)
+          config=config, pool=pool, device_overrides_=device_overrides, description=description,
+          init=init)
 
 
 @click.command()
@@ -120,8 +129,9 @@ def launch(app: AppContext, image: str, name: str | None, profiles: tuple[str, .
 @pass_app
 def create(app: AppContext, image: str, name: str | None, profiles: tuple[str, ...], no_profiles: bool,
            config: tuple[str, ...], pool: str | None, device_overrides: tuple[str, ...],
-           description: str) -> None:
+           description: str, init: str | None) -> None:
     """Create a container from IMAGE without starting it (lxc init; without NAME: a free
     name is picked)."""
     _make(app, start=False, image=image, name=name, profiles=profiles, no_profiles=no_profiles,
-          config=config, pool=pool, device_overrides_=device_overrides, description=description)
+          config=config, pool=pool, device_overrides_=device_overrides, description=description,
+          init=init)

@@ -89,16 +89,20 @@ def build(app: AppContext, builder: str, alias: str | None, options: tuple[str, 
 @click.option("--allow-devices", is_flag=True,
               help="Keep the device nodes the image holds (dropped by default, with a warning: "
                    "every container gets its own /dev).")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]",
+              help="Which image of an OCI index to take (default: this host's, e.g. linux/amd64).")
 @pass_app
 def import_(app: AppContext, path: str, alias: str | None, pool: str | None,
-            allow_devices: bool) -> None:
-    """Import an image: an LXD unified tarball, a rootfs tarball or a directory.
+            allow_devices: bool, platform: str | None) -> None:
+    """Import an image: an LXD unified tarball, a rootfs tarball or a directory, or an OCI
+    image (a layout directory, an oci-archive, a `docker save` archive).
 
-    Device nodes in it are dropped, and a warning names them, unless --allow-devices.
+    Device nodes in it are dropped, and a warning names them, unless --allow-devices (an
+    OCI image's are always refused).
     """
     with render.ProgressPrinter(err=True) as progress:
         img = app.client.images.import_(path, alias=alias, pool=pool, progress=progress,
-                                        allow_devices=allow_devices)
+                                        allow_devices=allow_devices, platform=platform)
     for w in img.warnings:  # after the progress display: it owns stderr until then
         echo_err(f"warning: {w}")
     click.echo(f"Image imported with fingerprint: {img.fingerprint}")  # LXD's line, as above

@@ -26,14 +26,20 @@ class ImageMetadata:
     init: str = "/sbin/init"
     halt_signal: str = "SIGPWR"
     no_new_privs: bool = False
+    #: the image's default environment (an OCI config's ``Env``); the container's own
+    #: ``environment.*`` keys win over it
+    environment: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        d: dict[str, object] = {
             "properties": dict(self.properties),
             "init": self.init,
             "halt_signal": self.halt_signal,
             "no_new_privs": self.no_new_privs,
         }
+        if self.environment:
+            d["environment"] = dict(self.environment)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> "ImageMetadata":
@@ -42,6 +48,7 @@ class ImageMetadata:
             init=str(d.get("init") or "/sbin/init"),
             halt_signal=str(d.get("halt_signal") or "SIGPWR"),
             no_new_privs=bool(d.get("no_new_privs", False)),
+            environment={str(k): str(v) for k, v in dict(d.get("environment") or {}).items()},  # type: ignore[arg-type]
         )
 
 

@@ -47,7 +47,7 @@ EncodeError = Callable[[BaseException], Any]
 # volatile keys that travel with a moved container: what it is and what its files carry,
 # its id map block and its nics' MACs and addresses; never what belongs to this host
 # (init pid, cgroup, host interface names). A copy keeps what a copy on one host keeps.
-_MOVE_VOLATILE = ("image.os", "image.meta", "idmap.base", "idmap.size", "last_migration")
+_MOVE_VOLATILE = ("image.os", "image.meta", "image.environment", "idmap.base", "idmap.size", "last_migration")
 
 
 def travelling_volatile(volatile: dict[str, Any], *, move: bool) -> dict[str, Any]:
