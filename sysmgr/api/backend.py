@@ -296,6 +296,12 @@ class Backend(abc.ABC):
         ``allow_devices``; ``platform``: which of an OCI index's images (default the host's)."""
 
     @abc.abstractmethod
+    def image_publish(self, ref: str, *, fmt: str, output: str | None, alias: str | None,
+                      progress: Progress | None) -> tuple[str, Any]:
+        """A stopped container or a snapshot (``NAME/SNAP``) as an image: (its manifest
+        digest, the stored image or None when written to ``output`` as OCI)."""
+
+    @abc.abstractmethod
     def image_alias(self, alias: str, ref: str) -> None: ...
 
     @abc.abstractmethod

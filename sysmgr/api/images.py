@@ -86,6 +86,16 @@ class ImageManager(Manager[Image]):
         img.warnings = tuple(said)
         return img
 
+    def publish(self, ref: str, *, format: str = "image", output: str | None = None,
+                alias: str | None = None, progress: Progress | None = None) -> tuple[str, Image | None]:
+        """A stopped container or a snapshot (``NAME/SNAP``) as an image (LXD's publish):
+        ``format`` ``image`` keeps it in this host's store (with ``alias``); ``oci`` writes an
+        oci-archive and ``oci-layout`` a layout directory at ``output``, for OCI tooling
+        (skopeo, umoci, podman). Returns (the manifest digest, the stored image or None)."""
+        digest, rec = self._backend.image_publish(ref, fmt=format, output=output, alias=alias,
+                                                  progress=progress)
+        return digest, (self._wrap(rec) if rec is not None else None)
+
     def alias(self, alias: str, ref: str) -> None:
         """Point ``alias`` at the image ``ref``."""
         self._backend.image_alias(alias, ref)

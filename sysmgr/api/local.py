@@ -311,6 +311,11 @@ class LocalBackend(Backend):
         return _images().import_image(self.host, path, alias=alias, pool=pool, progress=progress,
                                       allow_devices=allow_devices, warn=warn, platform=platform)
 
+    def image_publish(self, ref: str, *, fmt: str, output: str | None, alias: str | None,
+                      progress: Progress | None) -> tuple[str, Any]:
+        return _images().publish(self.host, ref, fmt=fmt, output=output, alias=alias,
+                                 progress=progress)
+
     def image_alias(self, alias: str, ref: str) -> None:
         _images().set_alias(self.host, alias, ref)
 

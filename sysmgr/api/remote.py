@@ -109,6 +109,11 @@ class RemoteBackend(Backend):
                                     "platform": platform},
                                    progress=progress, warn=warn)
 
+    def image_publish(self, ref: str, *, fmt: str, output: str | None, alias: str | None,
+                      progress: Progress | None) -> tuple[str, Any]:
+        raise ValidationError("image publish runs on the member that holds the container",
+                              hint="run it there (sysmgr --root ROOT image publish ...)")
+
     def image_export(self, ref: str, path: str, *, progress: Progress | None) -> str:
         return streams.image_export(self.session, ref, path, progress=progress)
 

@@ -16,9 +16,12 @@ from sysmgr._util import exposure, proc
 from sysmgr._util.exposure import Warn
 from sysmgr.drivers import registry
 from sysmgr.drivers.images.base import ImageMetadata, Progress
+from sysmgr.drivers.runtime.base import STOPPED
+from sysmgr.engine import records
 from sysmgr.engine.host import DEFAULT_POOL, Host
 from sysmgr.engine.reverter import Reverter
-from sysmgr.errors import AlreadyExists, DriverError, Issue, NotFound, ValidationError
+from sysmgr.errors import AlreadyExists, Conflict, DriverError, Issue, NotFound, ValidationError
+from sysmgr.model import keys as mkeys
 from sysmgr.model import names as mnames
 from sysmgr.state.db import ImageRecord
 
@@ -314,3 +317,64 @@ def receive(host: Host, path: str, *, fingerprint: str, digest: str,
 
 __all__ = ["build", "import_image", "delete", "set_alias", "delete_alias", "in_use", "export",
            "receive"]
+
+
+# -- publish ----------------------------------------------------------------------------------
+
+PUBLISH_FORMATS = ("image", "oci", "oci-layout")
+
+
+def publish(host: Host, ref: str, *, fmt: str = "image", output: str | None = None,
+            alias: str | None = None, progress: Progress | None = None) -> tuple[str, ImageRecord | None]:
+    """A container (stopped) or one of its snapshots (``NAME/SNAP``) as an image: in this
+    host's store (``image``, LXD's publish), or for OCI tooling as an oci-archive file or a
+    layout directory at ``output``. Returns (the manifest digest, the stored image or None)."""
+    from sysmgr.drivers.images import oci_write
+    from sysmgr.engine import idshift
+    from sysmgr.state.snapshots import SnapshotStore
+
+    if fmt not in PUBLISH_FORMATS:
+        raise ValidationError(f"unknown format {fmt!r} (use {', '.join(PUBLISH_FORMATS)})")
+    if fmt != "image" and not output:
+        raise ValidationError(f"--format {fmt} writes a file: give --output PATH")
+    _check_alias(alias)
+    name, _, snap = ref.partition("/")
+    with host.locked():
+        rec = host.store.container(name)
+        drv = host.pool_driver(rec.pool)
+        if snap:
+            volatile = SnapshotStore(host.store).get(name, snap).volatile
+            tree = drv.snapshot_path(name, snap)
+        else:
+            if records.status(host, rec).state != STOPPED:
+                raise Conflict(f"container {name!r} is running",
+                               hint=f"stop it, or publish a snapshot: sysmgr snapshot create {name} s0 && "
+                                    f"sysmgr image publish {name}/s0")
+            volatile, tree = rec.volatile, drv.container_path(rec.name)
+        cfg, _ = records.expanded(host, rec)
+        meta = records.image_meta(host, rec)
+        init = cfg.get("boot.init")
+        image = dict(
+            owner=lambda u, g: idshift.container_ids(volatile, u, g),
+            init=tuple(mkeys.parse_init(init)) if init else (meta.get("init") or "/sbin/init",),
+            stop_signal=str(meta.get("halt_signal") or "SIGPWR"),
+            env={**records.image_environment(rec), **mkeys.env_from_config(cfg)},
+            labels={"org.opencontainers.image.title": name,
+                    "org.opencontainers.image.description": f"published from {ref}"},
+            ref=alias or name)
+        if progress:
+            progress(f"writing the layer of {ref}")
+        if fmt != "image":
+            return oci_write.write(tree, str(output), archive=fmt == "oci", **image), None
+        host.layout.ensure()
+        stage = tempfile.mkdtemp(prefix="publish-", dir=host.layout.tmp)
+        try:
+            digest = oci_write.write_layout(tree, os.path.join(stage, "oci"), **image)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+    try:  # the store's own import (it takes the lock): fingerprint = the manifest digest
+        return digest, import_image(host, os.path.join(stage, "oci"), alias=alias,
+                                    progress=progress)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -207,3 +207,55 @@ def test_an_image_without_init_says_how_to_give_one(busybox_cli_root, busybox_ro
     out = cli_ok("exec", "c2", "--", "sh", "-c", 'echo "$GREETING/$MODE"', root=root).stdout
     assert out.strip() == "hello world/own"
     cli_ok("stop", "c2", "--timeout", "10", root=root)  # SIGUSR2 from StopSignal: busybox halts
+
+
+def test_publish_a_container_for_oci_tooling_and_back(busybox_cli_root, tmp_path) -> None:
+    """An unprivileged container (its files shifted on disk where the pool cannot idmap)
+    published as an oci-archive and a layout: container owners in the layer, its init as the
+    entrypoint, its halt signal and environment in the config; imported again, it boots."""
+    import tarfile
+
+    root = busybox_cli_root
+    cli_ok("launch", "busybox", "p1", "-c", "environment.ROLE=web", root=root)
+    cli_ok("exec", "p1", "--", "sh", "-c", "echo published > /root/marker; chown 7:8 /root/marker",
+           root=root)
+    res = run_cli("image", "publish", "p1", "--format", "oci", "-o", str(tmp_path / "p1.tar"),
+                  root=root)
+    assert res.returncode == 1 and "running" in res.stderr, res.stderr  # stop it first
+    cli_ok("stop", "p1", "--timeout", "10", root=root)
+    cli_ok("image", "publish", "p1", "--format", "oci", "-o", str(tmp_path / "p1.tar"), root=root)
+    cli_ok("image", "publish", "p1", "--format", "oci-layout", "-o", str(tmp_path / "p1.d"), root=root)
+    lay = tmp_path / "p1.d"
+    index = json.load(open(lay / "index.json"))
+    manifest = json.load(open(lay / "blobs/sha256" / index["manifests"][0]["digest"].split(":")[1]))
+    config = json.load(open(lay / "blobs/sha256" / manifest["config"]["digest"].split(":")[1]))
+    assert config["config"]["Entrypoint"] == ["/sbin/init"]
+    assert config["config"]["StopSignal"] == "SIGUSR2" and "ROLE=web" in config["config"]["Env"]
+    layer = lay / "blobs/sha256" / manifest["layers"][0]["digest"].split(":")[1]
+    with tarfile.open(layer, "r:gz") as tf:
+        m = tf.getmember("root/marker")
+        assert (m.uid, m.gid) == (7, 8)                       # the container's ids, not the host's
+        assert tf.extractfile(m).read() == b"published\n"
+        assert tf.getmember("bin/busybox").uid == 0
+    if shutil.which("skopeo"):  # an independent reader of both
+        for ref in (f"oci-archive:{tmp_path / 'p1.tar'}", f"oci:{lay}"):
+            out = json.loads(cli_ok_tool(["skopeo", "inspect", "--raw", ref]))
+            assert out["layers"][0]["digest"] == manifest["layers"][0]["digest"]
+    cli_ok("image", "import", str(tmp_path / "p1.tar"), "--alias", "from-p1", root=root)
+    cli_ok("launch", "from-p1", "p2", root=root)
+    out = cli_ok("exec", "p2", "--", "sh", "-c", 'cat /root/marker; stat -c %u:%g /root/marker; echo $ROLE',
+                 root=root).stdout.split()
+    assert out == ["published", "7:8", "web"]
+    # into the store directly (LXD's publish), from a snapshot
+    cli_ok("snapshot", "create", "p1", "s0", root=root)
+    res = cli_ok("image", "publish", "p1/s0", "--alias", "p1-s0", root=root)
+    assert "fingerprint" in res.stdout
+    assert "p1-s0" in cli_ok("image", "list", root=root).stdout
+
+
+def cli_ok_tool(argv: list[str]) -> str:
+    import subprocess
+
+    res = subprocess.run(argv, capture_output=True, text=True)
+    assert res.returncode == 0, (argv, res.stderr)
+    return res.stdout

@@ -222,6 +222,36 @@ def delete(app: AppContext, refs: tuple[str, ...]) -> None:
     for_each(refs, delete_one)
 
 
+@image.command("publish")
+@click.argument("ref", metavar="NAME[/SNAPSHOT]")
+@click.option("--alias", help="Alias of the new image (in this host's store).")
+@click.option("--format", "fmt", type=click.Choice(["image", "oci", "oci-layout"]),
+              default="image", show_default=True,
+              help="image: into this host's store; oci: an oci-archive file; oci-layout: an "
+                   "OCI image layout directory (both for skopeo, umoci, podman).")
+@click.option("-o", "--output", metavar="PATH", help="Where --format oci/oci-layout writes.")
+@pass_app
+def publish(app: AppContext, ref: str, alias: str | None, fmt: str, output: str | None) -> None:
+    """Make an image of a stopped container or of a snapshot (lxc publish).
+
+    The image holds the container's files with the container's own owners, its init as the
+    entrypoint, its halt signal as StopSignal and its environment.
+
+    \b
+    Examples:
+      sysmgr image publish web1/s0 --alias web-base
+      sysmgr image publish web1 --format oci -o web1.oci.tar
+      skopeo inspect oci-archive:web1.oci.tar
+    """
+    with render.ProgressPrinter(err=True) as progress:
+        digest, img = app.client.images.publish(ref, format=fmt, output=output, alias=alias,
+                                                progress=progress)
+    if img is not None:
+        click.echo(f"Image published with fingerprint: {img.fingerprint}")
+    else:
+        click.echo(f"Image published to {output} (manifest {digest})")
+
+
 @image.group("alias")
 def alias() -> None:
     """Manage image aliases."""
