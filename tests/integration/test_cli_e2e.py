@@ -170,7 +170,7 @@ def test_missing_init_leaves_nothing_half_created(root, tmp_path):
     (img / "etc" / "hostname").write_text("x\n")
     run_cli("image", "import", str(img), "--alias", "noinit", root=root, check=True)
     res = run_cli("launch", "noinit", "c6", root=root)
-    assert res.returncode == 1 and "init" in res.stderr
+    assert res.returncode == 2 and "has no init" in res.stderr and "boot.init" in res.stderr
     assert json.loads(run_cli("list", "--format", "json", root=root).stdout) == []
 
 
