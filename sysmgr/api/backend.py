@@ -40,11 +40,13 @@ class Backend(abc.ABC):
 
     # -- containers ------------------------------------------------------------------------
     @abc.abstractmethod
-    def container_views(self, *, usage: bool = False) -> list[Any]:
-        """Every container's view (record, expansion, status, nics; usage when asked)."""
+    def container_views(self, *, usage: bool = False, counters: bool = False) -> list[Any]:
+        """Every container's view (record, expansion, status, nics; usage when asked;
+        ``counters``: also the nics' traffic counters and the root filesystem's size)."""
 
     @abc.abstractmethod
-    def container_view(self, name: str, *, usage: bool = False) -> Any: ...
+    def container_view(self, name: str, *, usage: bool = False, counters: bool = False
+                       ) -> Any: ...
 
     @abc.abstractmethod
     def container_exists(self, name: str) -> bool: ...

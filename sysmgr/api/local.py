@@ -39,11 +39,12 @@ class LocalBackend(Backend):
         self.host.close()
 
     # -- containers ------------------------------------------------------------------------
-    def container_views(self, *, usage: bool = False) -> list[Any]:
-        return _views().views(self.host, usage=usage)
+    def container_views(self, *, usage: bool = False, counters: bool = False) -> list[Any]:
+        return _views().views(self.host, usage=usage, counters=counters)
 
-    def container_view(self, name: str, *, usage: bool = False) -> Any:
-        return _views().view(self.host, name, usage=usage)
+    def container_view(self, name: str, *, usage: bool = False, counters: bool = False
+                       ) -> Any:
+        return _views().view(self.host, name, usage=usage, counters=counters)
 
     def container_exists(self, name: str) -> bool:
         return self.host.store.has_container(name)

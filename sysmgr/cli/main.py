@@ -60,6 +60,8 @@ COMMANDS: dict[str, str] = {
     "cluster": "cluster:cluster",
     "controller": "controller:controller",
     "monitor": "monitor:monitor",
+    "top": "top:top",
+    "metrics": "metrics:metrics",
 }
 
 # the verbs that take --target MEMBER (LXD's flag), added where they are loaded: the container
@@ -68,7 +70,7 @@ COMMANDS: dict[str, str] = {
 TARGETED = frozenset({
     "launch", "create", "start", "stop", "restart", "freeze", "unfreeze", "delete", "list",
     "info", "exec", "shell", "console", "config", "file", "snapshot", "rename",
-    "export", "import", "image", "profile", "network", "storage"})
+    "export", "import", "image", "profile", "network", "storage", "top"})
 
 # commands an admin host runs on a cluster member over SSH; hidden from --help
 HIDDEN_COMMANDS: dict[str, str] = {
@@ -85,6 +87,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Storage", ("snapshot", "copy", "move", "rename", "export", "import")),
     ("Declarative (GitOps)", ("validate", "diff", "apply")),
     ("Host", ("init", "profile", "image", "storage", "network", "keys")),
+    ("Monitoring", ("top", "metrics")),
     ("Cluster", ("cluster",)),
     ("Controller (GitOps)", ("controller", "monitor")),
 )

@@ -104,6 +104,30 @@ def nft_table_name(bridge: str) -> str:
     return f"sysmgr_{bridge}"
 
 
+# /sys/class/net/IF/statistics files, as a container sees them through its veth: what the
+# host end transmits the container receives (LXD's metric names: receive_bytes, ...)
+_COUNTERS = {"receive_bytes": "tx_bytes", "receive_packets": "tx_packets",
+             "receive_errs": "tx_errors", "receive_drop": "tx_dropped",
+             "transmit_bytes": "rx_bytes", "transmit_packets": "rx_packets",
+             "transmit_errs": "rx_errors", "transmit_drop": "rx_dropped"}
+
+
+def veth_counters(host_ifname: str, sysfs: str = "/sys/class/net") -> dict[str, int] | None:
+    """The traffic counters of a container's nic, read on its veth's host end (any
+    driver's: the host end lives in the host's netns); None when the interface is gone."""
+    if not host_ifname or "/" in host_ifname or host_ifname.startswith("."):
+        return None
+    out: dict[str, int] = {}
+    base = f"{sysfs}/{host_ifname}/statistics"
+    for name, stat in _COUNTERS.items():
+        try:
+            with open(f"{base}/{stat}") as f:
+                out[name] = int(f.read().strip() or 0)
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None
+    return out
+
+
 def network_alias(root_id: str, network: str) -> str:
     """IFLA_IFALIAS marker written on a network's bridge (the ownership proof)."""
     return f"sysmgr:{root_id}:network:{network}"
