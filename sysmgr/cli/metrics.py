@@ -156,7 +156,7 @@ def listen_address(listen: str, allow_remote: bool) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:9472`` for IPv6) -> (host, port); a host that is not a loopback
     address is refused unless ``allow_remote``."""
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValidationError(f"--listen {listen!r}: expected HOST:PORT",
                               hint="e.g. --listen 127.0.0.1:9472")
     host = host.strip("[]") or "127.0.0.1"

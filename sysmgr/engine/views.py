@@ -93,7 +93,7 @@ def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
             extra[key] = dict(rec.volatile[key])
     out = ContainerView(rec, cfg, devs, status, img, use, extra, disk)
     if use is not None and counters:
-        out.network = nic_counters(extra.get("nics") or {})
+        out.network = nic_counters(host, extra.get("nics") or {}, cache)
         out.filesystem = filesystem(host, rec, devs, disk)
     return out
 
@@ -108,15 +108,27 @@ def usage_of(host: Host, name: str) -> Usage:
     return use
 
 
-def nic_counters(nics: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, int]]:
-    """Each nic's traffic counters by its name inside (read on the veth's host end)."""
-    from sysmgr.drivers.network.base import veth_counters  # usage only (~ipaddress)
+def nic_counters(host: Host, nics: Mapping[str, Mapping[str, Any]],
+                 cache: dict[str, Any] | None) -> dict[str, dict[str, int]]:
+    """Each nic's traffic counters by its name inside, as the container sees them (read on
+    the veths' host ends: one netlink dump for a whole listing, kept in ``cache``)."""
+    if not nics:
+        return {}
+    cache = {} if cache is None else cache
+    if "traffic" not in cache:
+        from sysmgr.engine.nics import NicEngine  # networking: containers with nics only
+
+        try:
+            cache["traffic"] = NicEngine(host).driver.traffic()
+        except SysmgrError:
+            cache["traffic"] = {}  # counters are informational: never fail a listing
+    from sysmgr.drivers.network.base import inside_counters
 
     out: dict[str, dict[str, int]] = {}
     for dname, nic in nics.items():
-        found = veth_counters(nic.get("host_name") or "")
+        found = cache["traffic"].get(nic.get("host_name") or "")
         if found is not None:
-            out[str(nic.get("name") or dname)] = found
+            out[str(nic.get("name") or dname)] = inside_counters(found)
     return out
 
 
