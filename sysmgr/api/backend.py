@@ -38,6 +38,11 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Release the host's handles (the state database)."""
 
+    @abc.abstractmethod
+    def root_remove(self) -> str:
+        """Remove the emptied host root's directory (``uninit``'s last step; Conflict while
+        containers remain or anything is mounted below it); what was done."""
+
     # -- containers ------------------------------------------------------------------------
     @abc.abstractmethod
     def container_views(self, *, usage: bool = False, counters: bool = False) -> list[Any]:

@@ -38,6 +38,9 @@ class LocalBackend(Backend):
     def close(self) -> None:
         self.host.close()
 
+    def root_remove(self) -> str:
+        return _bootstrap().remove_root(self.host)
+
     # -- containers ------------------------------------------------------------------------
     def container_views(self, *, usage: bool = False, counters: bool = False) -> list[Any]:
         return _views().views(self.host, usage=usage, counters=counters)

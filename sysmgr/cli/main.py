@@ -62,6 +62,7 @@ COMMANDS: dict[str, str] = {
     "monitor": "monitor:monitor",
     "top": "top:top",
     "metrics": "metrics:metrics",
+    "uninit": "uninit:uninit",
 }
 
 # the verbs that take --target MEMBER (LXD's flag), added where they are loaded: the container
@@ -86,7 +87,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "unfreeze", "delete", "exec", "shell", "console", "config", "file")),
     ("Storage", ("snapshot", "copy", "move", "rename", "export", "import")),
     ("Declarative (GitOps)", ("validate", "diff", "apply")),
-    ("Host", ("init", "profile", "image", "storage", "network", "keys")),
+    ("Host", ("init", "uninit", "profile", "image", "storage", "network", "keys")),
     ("Monitoring", ("top", "metrics")),
     ("Cluster", ("cluster",)),
     ("Controller (GitOps)", ("controller", "monitor")),

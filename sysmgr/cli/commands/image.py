@@ -58,7 +58,8 @@ def image() -> None:
 
 @image.command("build")
 @click.argument("builder")
-@click.option("--alias", help="Alias to give the image (e.g. debian/12).")
+@click.option("--alias", help="Alias to give the image (e.g. debian/12; default: the "
+                             "builder's name, which moves to the new image).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Builder option (repeatable).")
 @click.option("--release", help="Shorthand for -o release=RELEASE.")
@@ -66,13 +67,18 @@ def image() -> None:
 @pass_app
 def build(app: AppContext, builder: str, alias: str | None, options: tuple[str, ...],
           release: str | None, pool: str | None) -> None:
-    """Build an image with a builder (busybox, debian).
+    """Build an image with a builder (busybox, debian); without --alias its alias is the
+    builder's name, so `sysmgr launch busybox c1` can follow.
 
     \b
-      sysmgr image build busybox --alias busybox
+    Examples:
+      sysmgr image build busybox
       sysmgr image build debian --release bookworm --alias debian/12
     """
     opts = parse_assignments(options)
+    implied = alias is None
+    if implied:
+        alias = builder  # a user's next command is `launch busybox c1`
     if release is not None:
         opts["release"] = release
     with render.ProgressPrinter(err=True) as progress:
@@ -80,6 +86,8 @@ def build(app: AppContext, builder: str, alias: str | None, options: tuple[str, 
                                       progress=progress)
     # LXD's own line, word for word: scripts read the fingerprint after "fingerprint: "
     click.echo(f"Image built with fingerprint: {img.fingerprint}")
+    if implied:
+        echo_err(f"Alias: {alias} (--alias gives another)")
 
 
 @image.command("import")
