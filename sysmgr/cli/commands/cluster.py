@@ -67,6 +67,7 @@ def add(app: AppContext, name: str, url: str, key: str | None, member_root: str 
     """Add member NAME at URL: ssh://USER@HOST[:PORT], or local: for a root on this host.
 
     \b
+    Examples:
       sysmgr cluster add node2 ssh://root@10.0.0.2 --group web
       sysmgr cluster add node1 local:
     """

@@ -61,7 +61,7 @@ def create(app: AppContext, name: str, snap: str | None, expiry: str | None, no_
     """Snapshot container NAME as SNAP (default snap0, snap1...).
 
     \b
-    Example:
+    Examples:
       sysmgr snapshot create web1 before-upgrade --expiry 2w
     """
     if expiry is not None and no_expiry:
