@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
 
+from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
     AppContext, confirm, parse_assignments, pass_app, placement_args)
 from sysmgr.errors import Issue, ValidationError
@@ -79,7 +80,8 @@ def _make(app: AppContext, *, start: bool, image: str, name: str | None, profile
         raise click.UsageError("--no-profiles cannot be combined with -p/--profile")
     chosen: list[str] | None = [] if no_profiles else (list(profiles) if profiles else None)
     cfg = parse_assignments(config)
-    placing = placement_args(app, progress=lambda m: click.echo(f"  {m}"))
+    progress = render.progress(indent="  ")
+    placing = placement_args(app, progress=progress)
     client = app.client
     devices = device_overrides(profile_devices(app, client),
                                DEFAULT_PROFILES if chosen is None else chosen,
@@ -89,8 +91,10 @@ def _make(app: AppContext, *, start: bool, image: str, name: str | None, profile
         client.containers.check(name, image, profiles=chosen, config=cfg, devices=devices,
                                 pool=pool)
     click.echo(f"Creating {name}")
-    c = client.containers.create(name, image, profiles=chosen, config=cfg, devices=devices,
-                                 pool=pool, description=description, start=start, **placing)
+    with progress:  # a cluster may first copy the image to the member it picks
+        c = client.containers.create(name, image, profiles=chosen, config=cfg,
+                                     devices=devices, pool=pool, description=description,
+                                     start=start, **placing)
     location = getattr(c, "location", None)
     if location:
         click.echo(f"Placed {name} on {location}")

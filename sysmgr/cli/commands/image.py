@@ -81,7 +81,7 @@ def build(app: AppContext, builder: str, alias: str | None, options: tuple[str, 
         alias = builder  # a user's next command is `launch busybox c1`
     if release is not None:
         opts["release"] = release
-    with render.ProgressPrinter(err=True) as progress:
+    with render.progress() as progress:
         img = app.client.images.build(builder, alias=alias, options=opts, pool=pool,
                                       progress=progress)
     # LXD's own line, word for word: scripts read the fingerprint after "fingerprint: "
@@ -104,7 +104,7 @@ def import_(app: AppContext, path: str, alias: str | None, pool: str | None,
 
     Device nodes in it are dropped, and a warning names them, unless --allow-devices.
     """
-    with render.ProgressPrinter(err=True) as progress:
+    with render.progress() as progress:
         img = app.client.images.import_(path, alias=alias, pool=pool, progress=progress,
                                         allow_devices=allow_devices)
     for w in img.warnings:  # after the progress display: it owns stderr until then
@@ -170,7 +170,7 @@ def export(app: AppContext, ref: str, target: str | None) -> None:
     path = target or "."
     if os.path.isdir(path):
         path = os.path.join(path, f"{img.fingerprint}.tar.zst")
-    with render.ProgressPrinter(err=True) as progress:
+    with render.progress() as progress:
         img.export(os.path.abspath(path), progress=progress)
     confirm("Image", img.fingerprint[:12], f"exported to {path}")
 

@@ -42,5 +42,5 @@ def uninit(app: AppContext, yes: bool) -> None:
         if not click.confirm(f"Delete everything of {root} (containers, volumes, networks, "
                              "images, pools) and the root itself?", default=False):
             aborted("nothing was deleted")
-    with render.ProgressPrinter() as progress:
+    with render.progress(err=False) as progress:
         app.client.uninit(progress=progress)
