@@ -48,18 +48,17 @@ def uninit(client: Any, progress: Progress | None = None) -> list[str]:
             p.devices = {}
             p.save()
             say(f"Profile {p.name}: devices removed")
-    for v in client.storage_volumes.all():
-        v.delete()
-        say(f"Storage volume {v.pool}/{v.name} deleted")
-    for n in client.networks.all():
-        n.delete()
-        say(f"Network {n.name} deleted")
-    for img in client.images.all():
-        img.delete()
-        say(f"Image {img.fingerprint[:12]} deleted")
-    for pool in client.storage_pools.all():
-        pool.delete()
-        say(f"Storage pool {pool.name} deleted")
+    # each kind once nothing holds it any more: volumes and images before their pools
+    kinds: tuple[tuple[Any, Callable[[Any], str]], ...] = (
+        (client.storage_volumes, lambda v: f"Storage volume {v.pool}/{v.name}"),
+        (client.networks, lambda n: f"Network {n.name}"),
+        (client.images, lambda i: f"Image {i.fingerprint[:12]}"),
+        (client.storage_pools, lambda p: f"Storage pool {p.name}"),
+    )
+    for manager, label in kinds:
+        for obj in manager.all():
+            obj.delete()
+            say(f"{label(obj)} deleted")
     say(backend.root_remove())
     return done
 

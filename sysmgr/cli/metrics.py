@@ -117,12 +117,9 @@ def container_metrics(fams: Families, c: Any, member: str) -> None:
 def running_containers(client: Any) -> Iterator[tuple[Any, str]]:
     """(container, member) of every running container: every member's on an admin root with
     cluster members, else this host's (``member``: the host's name)."""
-    if getattr(client, "clustered", False):
-        containers = client.containers.survey(usage=True, counters=True).containers
-    else:
-        containers = client.containers.all(usage=True, counters=True)
     here = os.uname().nodename
-    for c in containers:
+    # an admin root's ``containers`` spans its members (the unreachable ones left out)
+    for c in client.containers.all(usage=True, counters=True):
         if c.status == "Running" and c.usage is not None:
             yield c, getattr(c, "location", None) or here
 
