@@ -80,7 +80,7 @@ def _make(app: AppContext, *, start: bool, image: str, name: str | None, profile
         raise click.UsageError("--no-profiles cannot be combined with -p/--profile")
     chosen: list[str] | None = [] if no_profiles else (list(profiles) if profiles else None)
     cfg = parse_assignments(config)
-    progress = render.progress(indent="  ")
+    progress = render.progress(err=False, indent="  ")  # stdout, as the lines around it
     placing = placement_args(app, progress=progress)
     client = app.client
     devices = device_overrides(profile_devices(app, client),
