@@ -76,7 +76,7 @@ def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
     disk = None
     if usage:
         if status.state != STOPPED:
-            use = usage_of(host, rec.name)
+            use = usage_of(host, rec.name, detail=counters)
         disk = disks.get(rec.name) if disks is not None else disk_usage(host, rec)
     # nics and their IPv4 addresses (``list``'s IPV4 column, ``info``'s host interfaces)
     extra: dict[str, Any] = {}
@@ -98,10 +98,11 @@ def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
     return out
 
 
-def usage_of(host: Host, name: str) -> Usage:
-    """The cgroup's figures; a container without a memory limit may use the host's memory."""
-    use = host.runtime.usage(records.cgroup_path(host, name))
-    if use.memory_limit_bytes is None and use.memory_bytes is not None:
+def usage_of(host: Host, name: str, *, detail: bool = False) -> Usage:
+    """The cgroup's figures (``detail``: the runtime's); a container without a memory limit
+    may use the host's memory."""
+    use = host.runtime.usage(records.cgroup_path(host, name), detail=detail)
+    if detail and use.memory_limit_bytes is None and use.memory_bytes is not None:
         from sysmgr._util import hostinfo  # usage only (the hot listings skip it)
 
         use = dataclasses.replace(use, memory_limit_bytes=hostinfo.memory_total())

@@ -223,7 +223,10 @@ class Runtime(abc.ABC):
         """Apply limits live to an existing container cgroup."""
 
     @abc.abstractmethod
-    def usage(self, cgroup: str) -> Usage: ...
+    def usage(self, cgroup: str, *, detail: bool = False) -> Usage:
+        """The cgroup's figures: memory, peak, processes, CPU time, OOM kills; ``detail``:
+        also the memory limit, swap, ``memory.stat`` and CPU time by CPU and mode (``top``,
+        ``metrics``: a listing does not read them)."""
 
     @abc.abstractmethod
     def exec(

@@ -163,7 +163,8 @@ class Cgroup(abc.ABC):
     def set_limits(self, limits: Limits) -> None: ...
 
     @abc.abstractmethod
-    def usage(self) -> Usage: ...
+    def usage(self, *, detail: bool = False) -> Usage:
+        """See :meth:`sysmgr.drivers.runtime.base.Runtime.usage`."""
 
     @abc.abstractmethod
     def freeze(self, timeout: float = 5.0) -> None: ...

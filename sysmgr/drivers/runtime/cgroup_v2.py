@@ -15,6 +15,7 @@ it goes with the cgroup.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Sequence
@@ -157,17 +158,22 @@ class V2Cgroup(Cgroup):
         pids = limits.pids_max
         self._set("pids.max", str(pids) if pids is not None else "max", pids is not None)
 
-    def usage(self) -> Usage:
+    def usage(self, *, detail: bool = False) -> Usage:
         stat = self._read(os.path.join(self.dir, "cpu.stat"))
         usec = {k: keyed_value(stat, k) for k in ("usage_usec", "user_usec", "system_usec")}
-        modes = {m: usec[f"{m}_usec"] * 1000 for m in ("user", "system")
-                 if usec[f"{m}_usec"] is not None}
-        return Usage(
+        use = Usage(
             memory_bytes=self._read_int(os.path.join(self.dir, "memory.current")),
             memory_peak_bytes=self._read_int(os.path.join(self.dir, "memory.peak")),
             pids=self._read_int(os.path.join(self.dir, "pids.current")),
             cpu_ns=usec["usage_usec"] * 1000 if usec["usage_usec"] is not None else None,
             oom_kills=keyed_value(self._read(os.path.join(self.dir, "memory.events")), "oom_kill"),
+        )
+        if not detail:
+            return use
+        modes = {m: usec[f"{m}_usec"] * 1000 for m in ("user", "system")
+                 if usec[f"{m}_usec"] is not None}
+        return dataclasses.replace(
+            use,
             memory_limit_bytes=self._read_int(os.path.join(self.dir, "memory.max")),  # "max": None
             swap_bytes=self._read_int(os.path.join(self.dir, "memory.swap.current")),
             memory_stat=memory_stat(self._read(os.path.join(self.dir, "memory.stat")), 2),

@@ -17,6 +17,7 @@ interface and the shared code are :mod:`.cgroup_base`, v2 (with its BPF device p
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Sequence
@@ -154,19 +155,26 @@ class V1Cgroup(Cgroup):
         if limits.memory_bytes is not None and not limits.memory_swap:
             self._write(memsw, limit)
 
-    def usage(self) -> Usage:
+    def usage(self, *, detail: bool = False) -> Usage:
         mem = self._dir("memory")
         pids = self._dir("pids")
         acct = self._dir("cpuacct")
-        used = self._read_int(os.path.join(mem, "memory.usage_in_bytes")) if mem else None
-        memsw = self._read_int(os.path.join(mem, "memory.memsw.usage_in_bytes")) if mem else None
-        limit = self._read_int(os.path.join(mem, "memory.limit_in_bytes")) if mem else None
-        return Usage(
-            memory_bytes=used,
+        use = Usage(
+            memory_bytes=self._read_int(os.path.join(mem, "memory.usage_in_bytes")) if mem else None,
             memory_peak_bytes=self._read_int(os.path.join(mem, "memory.max_usage_in_bytes")) if mem else None,
             pids=self._read_int(os.path.join(pids, "pids.current")) if pids else None,
             cpu_ns=self._read_int(os.path.join(acct, "cpuacct.usage")) if acct else None,
             oom_kills=keyed_value(self._read(os.path.join(mem, "memory.oom_control")), "oom_kill") if mem else None,
+        )
+        return self._detail(use, mem, acct) if detail else use
+
+    def _detail(self, use: Usage, mem: str | None, acct: str | None) -> Usage:
+        """``use`` with the memory limit, swap, memory.stat and CPU by CPU and mode."""
+        used = use.memory_bytes
+        memsw = self._read_int(os.path.join(mem, "memory.memsw.usage_in_bytes")) if mem else None
+        limit = self._read_int(os.path.join(mem, "memory.limit_in_bytes")) if mem else None
+        return dataclasses.replace(
+            use,
             # v1 writes "no limit" as the largest page-aligned long
             memory_limit_bytes=limit if limit is not None and limit < UNLIMITED_V1 else None,
             swap_bytes=max(0, memsw - used) if memsw is not None and used is not None else None,

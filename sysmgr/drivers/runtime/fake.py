@@ -196,7 +196,7 @@ class FakeRuntime(Runtime):
             c = _containers.get(cgroup)
             return c.limits if c else None
 
-    def usage(self, cgroup: str) -> Usage:
+    def usage(self, cgroup: str, *, detail: bool = False) -> Usage:
         with _lock:
             c = _containers.get(cgroup)
             if c is None or not c.alive:
