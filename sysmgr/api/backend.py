@@ -38,13 +38,20 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Release the host's handles (the state database)."""
 
+    @abc.abstractmethod
+    def root_remove(self) -> str:
+        """Remove the emptied host root's directory (``uninit``'s last step; Conflict while
+        containers remain or anything is mounted below it); what was done."""
+
     # -- containers ------------------------------------------------------------------------
     @abc.abstractmethod
-    def container_views(self, *, usage: bool = False) -> list[Any]:
-        """Every container's view (record, expansion, status, nics; usage when asked)."""
+    def container_views(self, *, usage: bool = False, counters: bool = False) -> list[Any]:
+        """Every container's view (record, expansion, status, nics; usage when asked;
+        ``counters``: also the nics' traffic counters and the root filesystem's size)."""
 
     @abc.abstractmethod
-    def container_view(self, name: str, *, usage: bool = False) -> Any: ...
+    def container_view(self, name: str, *, usage: bool = False, counters: bool = False
+                       ) -> Any: ...
 
     @abc.abstractmethod
     def container_exists(self, name: str) -> bool: ...

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from sysmgr.api.backend import Backend
 from sysmgr.api.containers import ContainerManager
@@ -170,6 +170,16 @@ class Client:
 
             done += migration.settle_all(self.cluster)
         return done
+
+    def uninit(self, *, progress: Callable[[str], None] | None = None) -> list[str]:
+        """Tear this root down: its containers (and snapshots), the profiles' devices, custom
+        volumes, networks, images, pools (a loop pool's mount and file) and finally the
+        root directory, in that order (:mod:`sysmgr.api.teardown`). On a cluster's admin
+        root, only the admin root's own objects: members are never touched. The lines said,
+        each also given to ``progress`` as it happens."""
+        from sysmgr.api import teardown
+
+        return teardown.uninit(self, progress)
 
     def host_security(self) -> Any:
         """What confines containers on this host beyond user namespaces, seccomp and

@@ -40,18 +40,21 @@ class ClusterContainerManager(ContainerManager):
     def on(self, member: str) -> MemberClient:
         return MemberClient(member, self._cluster.backend(member), self._cluster)
 
-    def survey(self, *, usage: bool = False, members: Sequence[str] | None = None) -> Survey:
-        """Every member's containers (``members``: only those), all asked at once."""
+    def survey(self, *, usage: bool = False, members: Sequence[str] | None = None,
+               counters: bool = False) -> Survey:
+        """Every member's containers (``members``: only those), all asked at once;
+        ``usage``, ``counters``: as :meth:`ContainerManager.all`."""
         ms = self._cluster.member_set()
-        outs = ms.each(lambda m, b: b.container_views(usage=usage), members)
+        kw = {"counters": True} if counters else {}
+        outs = ms.each(lambda m, b: b.container_views(usage=usage, **kw), members)
         down = failures(outs)
         found = [Container(MemberClient(m, ms.backend(m), self._cluster), v)
                  for m, o in outs.items() if o.ok for v in o.unwrap()]
         return Survey(found, down)
 
-    def all(self, *, usage: bool = False) -> list[Container]:
+    def all(self, *, usage: bool = False, counters: bool = False) -> list[Container]:
         """Every container of every member that answered."""
-        return self.survey(usage=usage).containers
+        return self.survey(usage=usage, counters=counters).containers
 
     def get(self, name: str) -> Container:
         on = self.on(self._cluster.locate(name))

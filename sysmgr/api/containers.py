@@ -96,6 +96,11 @@ class Container(Model):
                               if view.image else rec.volatile.get("image.os", ""))
         self.usage = view.usage
         self.disk_bytes: int | None = view.disk_bytes  # with ``containers.all(usage=True)``
+        # with ``counters``, while it runs: each nic's counters as the container sees them
+        # ({"eth0": {"receive_bytes": n, ...}}) and its root filesystem ({size, free, avail,
+        # fstype, device, mountpoint})
+        self.network: dict[str, dict[str, int]] = dict(getattr(view, "network", None) or {})
+        self.filesystem: dict[str, Any] = dict(getattr(view, "filesystem", None) or {})
         # nics: {device: {name, host_name, hwaddr, network, parent, ipv4, dhcp}}; ipv4: the
         # addresses of a running container as `list` shows them, "10.0.3.5 (eth0)"
         self.nics: dict[str, dict[str, Any]] = dict(view.extra.get("nics") or {})
@@ -382,9 +387,11 @@ class ContainerManager(Manager[Container]):
     kind = "container"
     model = Container
 
-    def all(self, *, usage: bool = False) -> list[Container]:
-        """Every container (``usage``: with memory, processes, CPU and disk usage)."""
-        return [self._wrap(v) for v in self._backend.container_views(usage=usage)]
+    def all(self, *, usage: bool = False, counters: bool = False) -> list[Container]:
+        """Every container (``usage``: with memory, processes, CPU and disk usage;
+        ``counters``: also each nic's traffic counters and the root filesystem's size)."""
+        kw = {"counters": True} if counters else {}  # a member of an older version: no such word
+        return [self._wrap(v) for v in self._backend.container_views(usage=usage, **kw)]
 
     def get(self, name: str) -> Container:
         return self._wrap(self._backend.container_view(name))

@@ -38,12 +38,16 @@ class LocalBackend(Backend):
     def close(self) -> None:
         self.host.close()
 
-    # -- containers ------------------------------------------------------------------------
-    def container_views(self, *, usage: bool = False) -> list[Any]:
-        return _views().views(self.host, usage=usage)
+    def root_remove(self) -> str:
+        return _bootstrap().remove_root(self.host)
 
-    def container_view(self, name: str, *, usage: bool = False) -> Any:
-        return _views().view(self.host, name, usage=usage)
+    # -- containers ------------------------------------------------------------------------
+    def container_views(self, *, usage: bool = False, counters: bool = False) -> list[Any]:
+        return _views().views(self.host, usage=usage, counters=counters)
+
+    def container_view(self, name: str, *, usage: bool = False, counters: bool = False
+                       ) -> Any:
+        return _views().view(self.host, name, usage=usage, counters=counters)
 
     def container_exists(self, name: str) -> bool:
         return self.host.store.has_container(name)

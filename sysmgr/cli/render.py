@@ -239,19 +239,36 @@ def plan_text(plan: Any, *, color: bool = False) -> str:
 
 # -- progress -----------------------------------------------------------------------------
 
+def progress(quiet: bool = False, *, err: bool = True, indent: str = "") -> "ProgressPrinter":
+    """The one progress display of the CLI's long steps (image build, import and export,
+    backups, copies, moves, snapshot restores): on a terminal a live line (spinner, the step,
+    elapsed time; bytes and rate while a transfer runs) below the steps done; elsewhere one
+    plain line per step; nothing at all with ``quiet``. On stderr by default, so stdout
+    stays the command's result.
+
+        with render.progress(quiet) as progress:
+            client.images.build("busybox", progress=progress)
+    """
+    return ProgressPrinter(err=err, indent=indent, quiet=quiet)
+
+
 class ProgressPrinter:
     """A ``progress(message)`` callback for the API: one line per step; on a terminal each
-    line carries the elapsed time and a rich spinner with a running clock stays below them.
+    line carries the elapsed time and a rich spinner with a running clock stays below them
+    (:func:`progress` makes the CLI's).
 
         with ProgressPrinter(err=True) as progress:
             client.images.build("busybox", progress=progress)
     """
 
-    def __init__(self, *, err: bool = False, live: bool | None = None, indent: str = "") -> None:
+    def __init__(self, *, err: bool = False, live: bool | None = None, indent: str = "",
+                 quiet: bool = False) -> None:
         self.err = err
         self.indent = indent
+        self.quiet = quiet
         # the spinner needs a terminal; rich itself drops colours under NO_COLOR
-        self.live = is_terminal(sys.stderr if err else sys.stdout) if live is None else live
+        self.live = (not quiet and is_terminal(sys.stderr if err else sys.stdout)
+                     if live is None else live)
         self._start = time.monotonic()
         self._bar: Any = None
         self._task: Any = None
@@ -276,6 +293,8 @@ class ProgressPrinter:
         return self
 
     def __call__(self, message: str) -> None:
+        if self.quiet:
+            return
         if self._bar is None:
             echo(f"{self.indent}{message}", err=self.err)
             return
@@ -284,6 +303,16 @@ class ProgressPrinter:
         stamp = Text(f"[{self.elapsed:6.1f}s] ", style="dim")
         self._bar.console.print(Text(self.indent) + stamp + Text(message))
         self._bar.update(self._task, description=message)
+
+    def warn(self, message: str) -> None:
+        """A warning for the user (``warning: ...``), shown even when ``quiet``, above the
+        live line while there is one."""
+        if self._bar is None:
+            echo(f"{self.indent}warning: {message}", err=True)
+            return
+        from rich.text import Text  # rich only on a terminal (see above)
+
+        self._bar.console.print(Text(f"{self.indent}warning: {message}"))
 
     def meter(self, label: str, sent: int) -> None:
         """Bytes sent so far in a transfer step (``label``): on a terminal the live line

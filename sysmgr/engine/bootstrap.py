@@ -182,3 +182,29 @@ def _lxcfs(host: Host) -> list[str]:
         return lxcfs.repair(host)
     except SysmgrError as e:
         return [f"warning: lxcfs: {e.message}"]
+
+
+def remove_root(host: Host) -> str:
+    """``uninit``'s last step: remove the host root's directory once it holds nothing but
+    files (its containers, networks and pools already deleted: the caller's order). Refused
+    while a container is recorded or anything is mounted below the root (removing the tree
+    would reach into the mount). Returns what was done."""
+    import shutil
+
+    from sysmgr.drivers.storage.base import mounts_under
+    from sysmgr.errors import Conflict
+
+    root = host.layout.root
+    if not host.layout.exists():
+        return f"Root {root}: nothing to remove"
+    left = [rec.name for rec in host.store.containers()]
+    if left:
+        raise Conflict(f"cannot remove root {root}: containers remain ({', '.join(left)})",
+                       hint="delete them first (sysmgr uninit does, in order)")
+    mounted = mounts_under(root)
+    if mounted:
+        raise Conflict(f"cannot remove root {root}: {mounted[0]} is still mounted",
+                       hint=f"unmount it (umount {mounted[0]}), then run uninit again")
+    host.close()  # the state database goes with the tree
+    shutil.rmtree(root)
+    return f"Root {root} removed"

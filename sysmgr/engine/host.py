@@ -70,6 +70,10 @@ class Host:
         drv = self._pools.get(name)
         if drv is None:
             drv = self.make_pool_driver(self.store.pool(name))
+            if drv.needs_mount():
+                # after a reboot, or in a fresh mount namespace: any command that needs the
+                # pool mounts it (``init`` mounts them all)
+                drv.mount()
             self._pools[name] = drv
         return drv
 

@@ -7,6 +7,8 @@ containers that have nics, and one listing reads each network's leases once.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -29,17 +31,27 @@ class ContainerView:
     usage: Usage | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     disk_bytes: int | None = None    # root volume usage, with ``usage=True``
+    # with ``counters=True`` while it runs: each nic's counters as the container sees them
+    # ({"eth0": {"receive_bytes": ..., "transmit_packets": ...}}), and its root filesystem
+    # ({"size", "free", "avail" (bytes), "fstype", "device", "mountpoint"})
+    network: dict[str, dict[str, int]] = field(default_factory=dict)
+    filesystem: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.record.name
 
 
-def view(host: Host, name: str, *, usage: bool = False) -> ContainerView:
-    return _view(host, host.store.container(name), usage=usage)
+def view(host: Host, name: str, *, usage: bool = False, counters: bool = False
+         ) -> ContainerView:
+    """``usage``: with the cgroup's figures and the root volume's usage; ``counters``: also
+    each nic's traffic counters and the root filesystem's size (``top``, ``metrics``)."""
+    return _view(host, host.store.container(name), usage=usage or counters, counters=counters)
 
 
-def views(host: Host, *, usage: bool = False) -> list[ContainerView]:
+def views(host: Host, *, usage: bool = False, counters: bool = False) -> list[ContainerView]:
+    """Every container's :func:`view`, the state read once."""
+    usage = usage or counters
     st = host.store
     recs = st.containers()
     profiles = {p.name: p for p in st.profiles()}
@@ -47,13 +59,14 @@ def views(host: Host, *, usage: bool = False) -> list[ContainerView]:
     disks = disk_usages(host, recs) if usage else None
     cache: dict[str, Any] = {}  # one read of each network's leases for the whole list
     return [_view(host, r, usage=usage, cache=cache, profiles=profiles, images=images,
-                  disks=disks) for r in recs]
+                  disks=disks, counters=counters) for r in recs]
 
 
 def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
           cache: dict[str, Any] | None = None, profiles: Mapping[str, ProfileRecord] | None = None,
           images: Mapping[str, ImageRecord] | None = None,
-          disks: Mapping[str, int | None] | None = None) -> ContainerView:
+          disks: Mapping[str, int | None] | None = None, counters: bool = False
+          ) -> ContainerView:
     """``profiles``, ``images``, ``disks`` (root volume usage): read once for a whole
     listing (else each is read here)."""
     cfg, devs = records.expanded(host, rec, override=profiles)
@@ -63,7 +76,7 @@ def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
     disk = None
     if usage:
         if status.state != STOPPED:
-            use = host.runtime.usage(records.cgroup_path(host, rec.name))
+            use = usage_of(host, rec.name, detail=counters)
         disk = disks.get(rec.name) if disks is not None else disk_usage(host, rec)
     # nics and their IPv4 addresses (``list``'s IPV4 column, ``info``'s host interfaces)
     extra: dict[str, Any] = {}
@@ -78,7 +91,67 @@ def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
     for key in ("last_migration", "migration"):  # the last move, and one under way
         if isinstance(rec.volatile.get(key), dict):
             extra[key] = dict(rec.volatile[key])
-    return ContainerView(rec, cfg, devs, status, img, use, extra, disk)
+    out = ContainerView(rec, cfg, devs, status, img, use, extra, disk)
+    if use is not None and counters:
+        out.network = nic_counters(host, extra.get("nics") or {}, cache)
+        out.filesystem = filesystem(host, rec, devs, disk)
+    return out
+
+
+def usage_of(host: Host, name: str, *, detail: bool = False) -> Usage:
+    """The cgroup's figures (``detail``: the runtime's); a container without a memory limit
+    may use the host's memory."""
+    use = host.runtime.usage(records.cgroup_path(host, name), detail=detail)
+    if detail and use.memory_limit_bytes is None and use.memory_bytes is not None:
+        from sysmgr._util import hostinfo  # usage only (the hot listings skip it)
+
+        use = dataclasses.replace(use, memory_limit_bytes=hostinfo.memory_total())
+    return use
+
+
+def nic_counters(host: Host, nics: Mapping[str, Mapping[str, Any]],
+                 cache: dict[str, Any] | None) -> dict[str, dict[str, int]]:
+    """Each nic's traffic counters by its name inside, as the container sees them (read on
+    the veths' host ends: one netlink dump for a whole listing, kept in ``cache``)."""
+    if not nics:
+        return {}
+    cache = {} if cache is None else cache
+    if "traffic" not in cache:
+        from sysmgr.engine.nics import NicEngine  # networking: containers with nics only
+
+        try:
+            cache["traffic"] = NicEngine(host).driver.traffic()
+        except SysmgrError:
+            cache["traffic"] = {}  # counters are informational: never fail a listing
+    from sysmgr.drivers.network.base import inside_counters
+
+    out: dict[str, dict[str, int]] = {}
+    for dname, nic in nics.items():
+        found = cache["traffic"].get(nic.get("host_name") or "")
+        if found is not None:
+            out[str(nic.get("name") or dname)] = inside_counters(found)
+    return out
+
+
+def filesystem(host: Host, rec: ContainerRecord, devs: Mapping[str, Mapping[str, str]],
+               used: int | None) -> dict[str, Any]:
+    """The root filesystem's size and free space (LXD's root metrics): the quota less the
+    volume's usage when the root disk has a size, else the pool's filesystem's."""
+    try:
+        driver = host.pool_driver(rec.pool)
+        st = os.statvfs(driver.container_path(rec.name))
+    except (SysmgrError, OSError):
+        return {}
+    size, free, avail = (st.f_blocks * st.f_frsize, st.f_bfree * st.f_frsize,
+                         st.f_bavail * st.f_frsize)
+    from sysmgr.model import keys as mkeys  # usage only (the model's key tables)
+
+    quota = mkeys.root_disk_size(devs)
+    if quota and used is not None:
+        size = quota
+        free = avail = max(0, min(avail, quota - used))
+    return {"device": "root", "mountpoint": "/", "fstype": driver.name, "size": size,
+            "free": free, "avail": avail}
 
 
 def _image(host: Host, fingerprint: str) -> ImageRecord | None:

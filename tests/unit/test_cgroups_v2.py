@@ -248,6 +248,22 @@ def test_destroy_removes_sub_cgroups_and_the_prefix_with_the_last_container(root
     assert b.usage().memory_bytes is None
 
 
+def test_usage_detail_for_top_and_metrics(root: str) -> None:
+    cg = FakeV2("sysmgr-1a2b3c/web1", root)
+    cg.create(Limits(memory_bytes=64 << 20))
+    _put(os.path.join(cg.dir, "cpu.stat"), "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n")
+    _put(os.path.join(cg.dir, "memory.stat"), "anon 700\nfile 300\nfile_dirty 5\n")
+    _put(os.path.join(cg.dir, "memory.swap.current"), "12")
+    plain = cg.usage()
+    assert plain.memory_limit_bytes is None and plain.memory_stat == {}  # a listing skips them
+    u = cg.usage(detail=True)
+    assert u.memory_limit_bytes == 64 << 20 and u.swap_bytes == 12
+    assert u.memory_stat["RSS"] == 700 and u.memory_stat["Cached"] == 300
+    assert u.memory_stat["Dirty"] == 5
+    assert u.cpu_modes == {"0": {"user": 1_000_000, "system": 500_000}}
+    assert u.cpu_ns == 1_500_000
+
+
 def test_usage_counts_oom_kills(root: str) -> None:
     cg = FakeV2("sysmgr-1a2b3c/web1", root)
     cg.create(Limits())

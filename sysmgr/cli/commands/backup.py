@@ -13,10 +13,6 @@ from sysmgr.cli.commands._common import AppContext, confirm, echo_err, pass_app,
 from sysmgr.errors import ValidationError
 
 
-def _progress(quiet: bool):
-    return None if quiet else (lambda msg: echo_err(msg))
-
-
 @click.command("export")
 @click.argument("name")
 @click.argument("file", type=click.Path(dir_okay=False))
@@ -46,9 +42,10 @@ def export(app: AppContext, name: str, file: str, optimized: bool, volumes: bool
         raise ValidationError("refusing to write a backup to a terminal",
                               hint="redirect stdout to a file or a pipe")
     target = sys.stdout.buffer if to_stdout else file
-    res = app.client.containers.get(name).export(target, optimized=optimized, volumes=volumes,
-                                                 instance_only=instance_only,
-                                                 progress=_progress(quiet))
+    with render.progress(quiet) as progress:
+        res = app.client.containers.get(name).export(target, optimized=optimized,
+                                                     volumes=volumes, instance_only=instance_only,
+                                                     progress=progress)
     kind = f"optimized, {res.stream_format} streams" if res.optimized else "portable tar streams"
     snaps = f", {len(res.snapshots)} snapshot(s)" if res.snapshots else ""
     snaps += f", volumes {', '.join(res.volumes)}" if res.volumes else ""
@@ -83,8 +80,9 @@ def import_(app: AppContext, file: str, name: str | None, pool: str | None,
     placing = placement_args(app)
     placing.pop("progress", None)
     src = sys.stdin.buffer if file == "-" else file
-    c = app.client.containers.import_(src, name=name, pool=pool, progress=_progress(quiet),
-                                      allow_devices=allow_devices,
-                                      warn=lambda m: echo_err(f"warning: {m}"), **placing)
+    with render.progress(quiet) as progress:
+        c = app.client.containers.import_(src, name=name, pool=pool, progress=progress,
+                                          allow_devices=allow_devices,
+                                          warn=progress.warn, **placing)
     where = f" on {c.location}" if getattr(c, "location", None) else ""
     confirm("Container", c.name, f"imported into storage pool {c.pool}{where}")

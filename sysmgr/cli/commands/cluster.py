@@ -67,6 +67,7 @@ def add(app: AppContext, name: str, url: str, key: str | None, member_root: str 
     """Add member NAME at URL: ssh://USER@HOST[:PORT], or local: for a root on this host.
 
     \b
+    Examples:
       sysmgr cluster add node2 ssh://root@10.0.0.2 --group web
       sysmgr cluster add node1 local:
     """
@@ -138,7 +139,8 @@ def evacuate(app: AppContext, name: str, yes: bool) -> None:
         if not click.confirm(f"Evacuate {name} (its running containers move or stop)?",
                              default=False):
             aborted("nothing evacuated")
-    done = app.client.cluster.evacuate(name, progress=lambda m: click.echo(f"  {m}"))
+    with render.progress(err=False, indent="  ") as progress:  # each move is a long step
+        done = app.client.cluster.evacuate(name, progress=progress)
     click.echo(f"Member {name} evacuated: {len(done.moved)} container(s) moved, "
                f"{len(done.stopped)} stopped")
 
@@ -149,7 +151,8 @@ def evacuate(app: AppContext, name: str, yes: bool) -> None:
 def restore(app: AppContext, name: str) -> None:
     """Start what evacuating NAME stopped, move back what it moved, and let new containers
     go there again."""
-    back = app.client.cluster.restore(name, progress=lambda m: click.echo(f"  {m}"))
+    with render.progress(err=False, indent="  ") as progress:
+        back = app.client.cluster.restore(name, progress=progress)
     click.echo(f"Member {name} restored: {len(back)} container(s) back")
 
 

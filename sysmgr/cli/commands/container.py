@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
 
+from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
     AppContext, confirm, parse_assignments, pass_app, placement_args)
 from sysmgr.errors import Issue, ValidationError
@@ -86,7 +87,8 @@ def _make(app: AppContext, *, start: bool, image: str, name: str | None, profile
         if "boot.init" in cfg:
             raise click.UsageError("--init and -c boot.init=... say the same: give one")
         cfg["boot.init"] = init
-    placing = placement_args(app, progress=lambda m: click.echo(f"  {m}"))
+    progress = render.progress(err=False, indent="  ")  # stdout, as the lines around it
+    placing = placement_args(app, progress=progress)
     client = app.client
     devices = device_overrides(profile_devices(app, client),
                                DEFAULT_PROFILES if chosen is None else chosen,
@@ -96,8 +98,10 @@ def _make(app: AppContext, *, start: bool, image: str, name: str | None, profile
         client.containers.check(name, image, profiles=chosen, config=cfg, devices=devices,
                                 pool=pool)
     click.echo(f"Creating {name}")
-    c = client.containers.create(name, image, profiles=chosen, config=cfg, devices=devices,
-                                 pool=pool, description=description, start=start, **placing)
+    with progress:  # a cluster may first copy the image to the member it picks
+        c = client.containers.create(name, image, profiles=chosen, config=cfg,
+                                     devices=devices, pool=pool, description=description,
+                                     start=start, **placing)
     location = getattr(c, "location", None)
     if location:
         click.echo(f"Placed {name} on {location}")

@@ -61,9 +61,9 @@ def _copy_changes(app: AppContext, c: Any, profiles: tuple[str, ...], no_profile
 
 
 def _printer(quiet: bool) -> Any:
-    from sysmgr.cli.render import ProgressPrinter
+    from sysmgr.cli import render
 
-    return ProgressPrinter(err=True, live=False if quiet else None)
+    return render.progress(quiet)
 
 
 def _summary(r: Any) -> str:
@@ -201,7 +201,9 @@ def move(app: AppContext, name: str, dst: str | None, to: str | None, stateless:
     if member is None:
         if pool is not None:
             c = client.containers.get(name)
-            c.move_to_pool(pool)
+            with _printer(quiet) as progress:
+                progress(f"Moving {name} to storage pool {pool}")
+                c.move_to_pool(pool)
             confirm("Container", name, f"moved to storage pool {pool}")
         if new is not None:
             client.containers.get(name).rename(new)

@@ -35,6 +35,7 @@ def exec_(ctx: click.Context, name: str, command: tuple[str, ...], env: tuple[st
     Put the command after "--" when it has options of its own:
 
     \b
+    Examples:
       sysmgr exec c1 -- ls -la /etc
     """
     if force_interactive and force_noninteractive:

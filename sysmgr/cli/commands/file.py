@@ -107,6 +107,7 @@ def push(app: AppContext, sources: tuple[str, ...], target: str, uid: int | None
     """Copy local files (-r: directories) into a container ('-' reads stdin).
 
     \b
+    Examples:
       sysmgr file push motd c1/etc/motd
       sysmgr file push a.conf b.conf c1/etc/app/
       sysmgr file push -r ./site c1/srv/       (makes /srv/site in c1)
@@ -172,6 +173,7 @@ def pull(app: AppContext, sources: tuple[str, ...], target: str, create_dirs: bo
     """Copy files (-r: directories) out of a container ('-' writes to stdout).
 
     \b
+    Examples:
       sysmgr file pull c1/etc/hosts ./hosts
       sysmgr file pull c1/etc/os-release -
       sysmgr file pull -r c1/etc ./backup/     (makes ./backup/etc)

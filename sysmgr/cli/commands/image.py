@@ -58,7 +58,8 @@ def image() -> None:
 
 @image.command("build")
 @click.argument("builder")
-@click.option("--alias", help="Alias to give the image (e.g. debian/12).")
+@click.option("--alias", help="Alias to give the image (e.g. debian/12; default: the "
+                             "builder's name, which moves to the new image).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Builder option (repeatable).")
 @click.option("--release", help="Shorthand for -o release=RELEASE.")
@@ -66,20 +67,27 @@ def image() -> None:
 @pass_app
 def build(app: AppContext, builder: str, alias: str | None, options: tuple[str, ...],
           release: str | None, pool: str | None) -> None:
-    """Build an image with a builder (busybox, debian).
+    """Build an image with a builder (busybox, debian); without --alias its alias is the
+    builder's name, so `sysmgr launch busybox c1` can follow.
 
     \b
-      sysmgr image build busybox --alias busybox
+    Examples:
+      sysmgr image build busybox
       sysmgr image build debian --release bookworm --alias debian/12
     """
     opts = parse_assignments(options)
+    implied = alias is None
+    if implied:
+        alias = builder  # a user's next command is `launch busybox c1`
     if release is not None:
         opts["release"] = release
-    with render.ProgressPrinter(err=True) as progress:
+    with render.progress() as progress:
         img = app.client.images.build(builder, alias=alias, options=opts, pool=pool,
                                       progress=progress)
     # LXD's own line, word for word: scripts read the fingerprint after "fingerprint: "
     click.echo(f"Image built with fingerprint: {img.fingerprint}")
+    if implied:
+        echo_err(f"Alias: {alias} (--alias gives another)")
 
 
 @image.command("import")
@@ -100,7 +108,7 @@ def import_(app: AppContext, path: str, alias: str | None, pool: str | None,
     Device nodes in it are dropped, and a warning names them, unless --allow-devices (an
     OCI image's are always refused).
     """
-    with render.ProgressPrinter(err=True) as progress:
+    with render.progress() as progress:
         img = app.client.images.import_(path, alias=alias, pool=pool, progress=progress,
                                         allow_devices=allow_devices, platform=platform)
     for w in img.warnings:  # after the progress display: it owns stderr until then
@@ -166,7 +174,7 @@ def export(app: AppContext, ref: str, target: str | None) -> None:
     path = target or "."
     if os.path.isdir(path):
         path = os.path.join(path, f"{img.fingerprint}.tar.zst")
-    with render.ProgressPrinter(err=True) as progress:
+    with render.progress() as progress:
         img.export(os.path.abspath(path), progress=progress)
     confirm("Image", img.fingerprint[:12], f"exported to {path}")
 
@@ -243,7 +251,7 @@ def publish(app: AppContext, ref: str, alias: str | None, fmt: str, output: str 
       sysmgr image publish web1 --format oci -o web1.oci.tar
       skopeo inspect oci-archive:web1.oci.tar
     """
-    with render.ProgressPrinter(err=True) as progress:
+    with render.progress() as progress:
         digest, img = app.client.images.publish(ref, format=fmt, output=output, alias=alias,
                                                 progress=progress)
     if img is not None:

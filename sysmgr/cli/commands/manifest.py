@@ -123,7 +123,7 @@ def apply(app: AppContext, paths: tuple[str, ...], dry_run: bool, yes: bool, pru
             aborted("nothing applied")
     if not as_data:
         click.echo()
-    with render.ProgressPrinter(indent="  ", err=as_data) as progress:
+    with render.progress(indent="  ", err=as_data) as progress:
         result = manifests.apply(plan, progress=progress)
     if as_data:
         click.echo(render.json_text({**doc, "applied": True,

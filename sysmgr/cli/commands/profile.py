@@ -153,6 +153,7 @@ def assign(app: AppContext, container: str, names: str) -> None:
     """Set a container's profiles, in order: PROFILES is comma-separated ('' for none).
 
     \b
+    Examples:
       sysmgr profile assign c1 default,web
     """
     _set_profiles(app, container, lambda _old: [p for p in names.split(",") if p],

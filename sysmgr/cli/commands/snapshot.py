@@ -61,7 +61,7 @@ def create(app: AppContext, name: str, snap: str | None, expiry: str | None, no_
     """Snapshot container NAME as SNAP (default snap0, snap1...).
 
     \b
-    Example:
+    Examples:
       sysmgr snapshot create web1 before-upgrade --expiry 2w
     """
     if expiry is not None and no_expiry:
@@ -115,7 +115,11 @@ def restore(app: AppContext, name: str, snap: str, force: bool) -> None:
     A running container is restored in place, as LXD does: stopped (its processes are
     killed: their state is what the restore throws away), restored and started again.
     """
-    steps = app.client.containers.get(name).snapshots.restore(snap, force=force)
+    from sysmgr.cli import render  # the restore of a big tree takes a while: show it runs
+
+    with render.progress() as progress:
+        progress(f"Restoring {name} from snapshot {snap}")
+        steps = app.client.containers.get(name).snapshots.restore(snap, force=force)
     again = any(s.startswith("started") for s in steps)
     confirm("Container", name, f"restored from snapshot {snap}"
             + (" (stopped and started again)" if again else ""))

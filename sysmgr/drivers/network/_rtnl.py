@@ -51,7 +51,7 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE = 24
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
-IFLA_LINKINFO, IFLA_NET_NS_PID, IFLA_IFALIAS = 18, 19, 20
+IFLA_LINKINFO, IFLA_NET_NS_PID, IFLA_IFALIAS, IFLA_STATS64 = 18, 19, 20, 23
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
 RTA_GATEWAY = 5
@@ -68,6 +68,10 @@ _RTMSG = struct.Struct("=BBBBBBBBI")     # family, dst_len, src_len, tos, table,
 _NFGENMSG = struct.Struct("=BBH")        # family, version, res_id (0: byte order moot)
 _RTATTR = struct.Struct("=HH")           # len, type
 _U32 = struct.Struct("=I")
+# struct rtnl_link_stats64's first eight counters: rx/tx packets, bytes, errors, dropped
+_STATS64 = struct.Struct("=8Q")
+STATS_FIELDS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_errors", "tx_errors",
+                "rx_dropped", "tx_dropped")
 
 #: a request: (message type, flags beyond NLM_F_REQUEST, payload)
 Request = tuple[int, int, bytes]
@@ -237,6 +241,15 @@ def parse_link(payload: bytes) -> Link:
                 alias=_str(a.get(IFLA_IFALIAS)) or None)
 
 
+def parse_stats(payload: bytes) -> tuple[str, dict[str, int]] | None:
+    """(name, traffic counters) of an ``RTM_NEWLINK`` answer (None without IFLA_STATS64)."""
+    a = parse_attrs(payload, _IFINFOMSG.size)
+    raw = a.get(IFLA_STATS64)
+    if raw is None or len(raw) < _STATS64.size:
+        return None
+    return _str(a.get(IFLA_IFNAME)) or "", dict(zip(STATS_FIELDS, _STATS64.unpack_from(raw)))
+
+
 def parse_ipv4(payload: bytes) -> tuple[int, str] | None:
     """(interface index, CIDR) of an ``RTM_NEWADDR`` answer; None for another family."""
     family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(payload)
@@ -350,6 +363,11 @@ class Rtnl:
 
     def links(self) -> list[Link]:
         return [parse_link(p) for p in self._do("cannot list interfaces", dump_links_request())]
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Every interface's traffic counters by name (one dump)."""
+        found = (parse_stats(p) for p in self._do("cannot list interfaces", dump_links_request()))
+        return dict(s for s in found if s is not None)
 
     def ports(self, bridge: Link) -> list[str]:
         """Names of the interfaces plugged into ``bridge``."""

@@ -37,7 +37,7 @@ import abc
 import contextlib
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -102,6 +102,19 @@ def nft_table_name(bridge: str) -> str:
     (delete + add of its table in one ``nft -f`` transaction) without touching the others.
     """
     return f"sysmgr_{bridge}"
+
+
+# a container's traffic as LXD names it, from its veth's host end: what the host end
+# transmits the container receives
+SEEN_FROM_INSIDE = {"receive_bytes": "tx_bytes", "receive_packets": "tx_packets",
+                    "receive_errs": "tx_errors", "receive_drop": "tx_dropped",
+                    "transmit_bytes": "rx_bytes", "transmit_packets": "rx_packets",
+                    "transmit_errs": "rx_errors", "transmit_drop": "rx_dropped"}
+
+
+def inside_counters(host_end: Mapping[str, int]) -> dict[str, int]:
+    """A container's nic counters (LXD's names) from its veth's host end's."""
+    return {name: host_end[stat] for name, stat in SEEN_FROM_INSIDE.items() if stat in host_end}
 
 
 def network_alias(root_id: str, network: str) -> str:
@@ -363,6 +376,12 @@ class NetworkDriver(abc.ABC):
         several containers): drivers may keep what the calls share open across it (one host
         netlink socket). Re-entrant; the default does nothing."""
         yield
+
+    def traffic(self) -> dict[str, dict[str, int]]:
+        """Traffic counters of the host's interfaces (``rx_bytes``, ``tx_packets``, ...) by
+        name, read in the host's namespace; the default (a driver without real interfaces):
+        none."""
+        return {}
 
     @abc.abstractmethod
     def attach(self, nic: NicSpec, init_pid: int) -> None:

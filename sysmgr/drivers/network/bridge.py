@@ -95,6 +95,10 @@ class BridgeNetwork(NetworkDriver):
         with _rtnl.session(self.host_netns) as nl:
             yield nl
 
+    def traffic(self) -> dict[str, dict[str, int]]:
+        with self._host() as nl:
+            return nl.stats()
+
     def network_dir(self, net: NetworkSpec) -> str:
         """Per-network state dir (dnsmasq pid, lease and host files, log)."""
         return os.path.join(self.state_dir, net.name)

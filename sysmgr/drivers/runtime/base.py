@@ -92,6 +92,15 @@ class Usage:
     pids: int | None = None
     cpu_ns: int | None = None
     oom_kills: int | None = None   # processes the OOM killer killed in the container
+    # the memory it may use: its cgroup limit (the engine fills the host's memory in when
+    # the cgroup has none)
+    memory_limit_bytes: int | None = None
+    swap_bytes: int | None = None
+    # memory.stat under LXD's metric names (RSS, Cached, Shmem, Active_anon, ...), bytes
+    memory_stat: Mapping[str, int] = field(default_factory=dict)
+    # CPU time by CPU and mode: {"0": {"user": ns, "system": ns}} (v2 knows no per-CPU
+    # split: one entry "0", as LXD reports it)
+    cpu_modes: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -214,7 +223,10 @@ class Runtime(abc.ABC):
         """Apply limits live to an existing container cgroup."""
 
     @abc.abstractmethod
-    def usage(self, cgroup: str) -> Usage: ...
+    def usage(self, cgroup: str, *, detail: bool = False) -> Usage:
+        """The cgroup's figures: memory, peak, processes, CPU time, OOM kills; ``detail``:
+        also the memory limit, swap, ``memory.stat`` and CPU time by CPU and mode (``top``,
+        ``metrics``: a listing does not read them)."""
 
     @abc.abstractmethod
     def exec(

@@ -97,6 +97,42 @@ def keyed_value(text: str | None, key: str) -> int | None:
     return None
 
 
+# LXD's memory metric names -> the memory.stat keys they come from (v1, v2); v1's
+# ``total_`` variants count the sub-cgroups too (systemd's inside the container)
+MEMORY_STAT_NAMES: dict[str, tuple[str, str]] = {
+    "RSS": ("rss", "anon"),
+    "Cached": ("cache", "file"),
+    "Shmem": ("shmem", "shmem"),
+    "Mapped": ("mapped_file", "file_mapped"),
+    "Dirty": ("dirty", "file_dirty"),
+    "Writeback": ("writeback", "file_writeback"),
+    "Active_anon": ("active_anon", "active_anon"),
+    "Inactive_anon": ("inactive_anon", "inactive_anon"),
+    "Active_file": ("active_file", "active_file"),
+    "Inactive_file": ("inactive_file", "inactive_file"),
+    "Unevictable": ("unevictable", "unevictable"),
+}
+
+
+def memory_stat(text: str | None, version: int) -> dict[str, int]:
+    """``memory.stat`` under LXD's names (plus the sums ``Active`` and ``Inactive``)."""
+    raw: dict[str, int] = {}
+    for line in (text or "").splitlines():
+        k, _, v = line.partition(" ")
+        if v.strip().isdigit():
+            raw[k] = int(v)
+    out: dict[str, int] = {}
+    for name, keys in MEMORY_STAT_NAMES.items():
+        key = keys[0 if version == 1 else 1]
+        value = raw.get(f"total_{key}", raw.get(key)) if version == 1 else raw.get(key)
+        if value is not None:
+            out[name] = value
+    for name in ("Active", "Inactive"):
+        parts = [out[f"{name}_{kind}"] for kind in ("anon", "file") if f"{name}_{kind}" in out]
+        if parts:
+            out[name] = sum(parts)
+    return out
+
 
 class Cgroup(abc.ABC):
     """One container's cgroup, in every hierarchy the host has."""
@@ -127,7 +163,8 @@ class Cgroup(abc.ABC):
     def set_limits(self, limits: Limits) -> None: ...
 
     @abc.abstractmethod
-    def usage(self) -> Usage: ...
+    def usage(self, *, detail: bool = False) -> Usage:
+        """See :meth:`sysmgr.drivers.runtime.base.Runtime.usage`."""
 
     @abc.abstractmethod
     def freeze(self, timeout: float = 5.0) -> None: ...

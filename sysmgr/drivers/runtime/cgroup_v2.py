@@ -15,12 +15,15 @@ it goes with the cgroup.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Sequence
 
 from sysmgr.drivers.runtime.base import Limits, Usage
-from sysmgr.drivers.runtime.cgroup_base import CGROUP_ROOT, DEFAULT_DEVICE_RULES, POLL, Cgroup, keyed_value
+from sysmgr.drivers.runtime.cgroup_base import (
+    CGROUP_ROOT, DEFAULT_DEVICE_RULES, POLL, Cgroup, keyed_value, memory_stat,
+)
 from sysmgr.drivers.runtime.cgroup_layout import ScopeHold, scope_alive, scope_dir, systemd_owns_root
 from sysmgr.errors import DriverError, DriverUnavailable
 
@@ -155,19 +158,26 @@ class V2Cgroup(Cgroup):
         pids = limits.pids_max
         self._set("pids.max", str(pids) if pids is not None else "max", pids is not None)
 
-    def usage(self) -> Usage:
-        cpu_ns = None
+    def usage(self, *, detail: bool = False) -> Usage:
         stat = self._read(os.path.join(self.dir, "cpu.stat"))
-        for line in (stat or "").splitlines():
-            key, _, val = line.partition(" ")
-            if key == "usage_usec":
-                cpu_ns = int(val) * 1000
-        return Usage(
+        usec = {k: keyed_value(stat, k) for k in ("usage_usec", "user_usec", "system_usec")}
+        use = Usage(
             memory_bytes=self._read_int(os.path.join(self.dir, "memory.current")),
             memory_peak_bytes=self._read_int(os.path.join(self.dir, "memory.peak")),
             pids=self._read_int(os.path.join(self.dir, "pids.current")),
-            cpu_ns=cpu_ns,
+            cpu_ns=usec["usage_usec"] * 1000 if usec["usage_usec"] is not None else None,
             oom_kills=keyed_value(self._read(os.path.join(self.dir, "memory.events")), "oom_kill"),
+        )
+        if not detail:
+            return use
+        modes = {m: usec[f"{m}_usec"] * 1000 for m in ("user", "system")
+                 if usec[f"{m}_usec"] is not None}
+        return dataclasses.replace(
+            use,
+            memory_limit_bytes=self._read_int(os.path.join(self.dir, "memory.max")),  # "max": None
+            swap_bytes=self._read_int(os.path.join(self.dir, "memory.swap.current")),
+            memory_stat=memory_stat(self._read(os.path.join(self.dir, "memory.stat")), 2),
+            cpu_modes={"0": modes} if modes else {},  # v2 has no per-CPU split (LXD: cpu "0")
         )
 
     def _events_frozen(self) -> bool:

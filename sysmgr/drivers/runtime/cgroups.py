@@ -17,6 +17,7 @@ interface and the shared code are :mod:`.cgroup_base`, v2 (with its BPF device p
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Sequence
@@ -24,6 +25,7 @@ from typing import Sequence
 from sysmgr.drivers.runtime.base import Limits, Usage
 from sysmgr.drivers.runtime.cgroup_base import (
     CGROUP_ROOT, DEFAULT_DEVICE_RULES, POLL, Cgroup, hierarchy_key, keyed_value, kill_pids,
+    memory_stat,
 )
 from sysmgr.drivers.runtime.cgroup_layout import detect_layout, v1_hierarchies
 from sysmgr.drivers.runtime.cgroup_v2 import V2Cgroup, shares_to_weight
@@ -33,6 +35,9 @@ __all__ = [
     "CGROUP_ROOT", "DEFAULT_DEVICE_RULES", "Cgroup", "V1Cgroup", "V2Cgroup", "detect_version",
     "open_cgroup", "shares_to_weight",
 ]
+
+
+UNLIMITED_V1 = 1 << 62  # memory.limit_in_bytes at or above this means "no limit"
 
 
 def detect_version(root: str = CGROUP_ROOT) -> int:
@@ -150,17 +155,41 @@ class V1Cgroup(Cgroup):
         if limits.memory_bytes is not None and not limits.memory_swap:
             self._write(memsw, limit)
 
-    def usage(self) -> Usage:
+    def usage(self, *, detail: bool = False) -> Usage:
         mem = self._dir("memory")
         pids = self._dir("pids")
         acct = self._dir("cpuacct")
-        return Usage(
+        use = Usage(
             memory_bytes=self._read_int(os.path.join(mem, "memory.usage_in_bytes")) if mem else None,
             memory_peak_bytes=self._read_int(os.path.join(mem, "memory.max_usage_in_bytes")) if mem else None,
             pids=self._read_int(os.path.join(pids, "pids.current")) if pids else None,
             cpu_ns=self._read_int(os.path.join(acct, "cpuacct.usage")) if acct else None,
             oom_kills=keyed_value(self._read(os.path.join(mem, "memory.oom_control")), "oom_kill") if mem else None,
         )
+        return self._detail(use, mem, acct) if detail else use
+
+    def _detail(self, use: Usage, mem: str | None, acct: str | None) -> Usage:
+        """``use`` with the memory limit, swap, memory.stat and CPU by CPU and mode."""
+        used = use.memory_bytes
+        memsw = self._read_int(os.path.join(mem, "memory.memsw.usage_in_bytes")) if mem else None
+        limit = self._read_int(os.path.join(mem, "memory.limit_in_bytes")) if mem else None
+        return dataclasses.replace(
+            use,
+            # v1 writes "no limit" as the largest page-aligned long
+            memory_limit_bytes=limit if limit is not None and limit < UNLIMITED_V1 else None,
+            swap_bytes=max(0, memsw - used) if memsw is not None and used is not None else None,
+            memory_stat=memory_stat(self._read(os.path.join(mem, "memory.stat")), 1) if mem else {},
+            cpu_modes=self._cpu_modes(acct) if acct else {},
+        )
+
+    def _cpu_modes(self, acct: str) -> dict[str, dict[str, int]]:
+        """``cpuacct.usage_all``: a header line, then ``CPU USER_NS SYSTEM_NS`` per CPU."""
+        out: dict[str, dict[str, int]] = {}
+        for line in (self._read(os.path.join(acct, "cpuacct.usage_all")) or "").splitlines()[1:]:
+            cpu, user, system = (line.split() + ["", "", ""])[:3]
+            if user.isdigit() and system.isdigit():
+                out[cpu] = {"user": int(user), "system": int(system)}
+        return out
 
     def _freezer(self) -> str:
         d = self._dir("freezer")

@@ -196,7 +196,7 @@ class FakeRuntime(Runtime):
             c = _containers.get(cgroup)
             return c.limits if c else None
 
-    def usage(self, cgroup: str) -> Usage:
+    def usage(self, cgroup: str, *, detail: bool = False) -> Usage:
         with _lock:
             c = _containers.get(cgroup)
             if c is None or not c.alive:
@@ -204,7 +204,10 @@ class FakeRuntime(Runtime):
             mem = 8 << 20
             if c.limits.memory_bytes is not None:
                 mem = min(mem, c.limits.memory_bytes)
-            return Usage(memory_bytes=mem, memory_peak_bytes=mem, pids=2, cpu_ns=1_000_000)
+            return Usage(memory_bytes=mem, memory_peak_bytes=mem, pids=2, cpu_ns=1_000_000,
+                         memory_limit_bytes=c.limits.memory_bytes, swap_bytes=0,
+                         memory_stat={"RSS": mem // 2, "Cached": mem // 2},
+                         cpu_modes={"0": {"user": 600_000, "system": 400_000}})
 
     def exec(self, rec: InitRecord, proc: ProcessSpec, *, stdin: int, stdout: int, stderr: int) -> ExecProcess:
         with _lock:

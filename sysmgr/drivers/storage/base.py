@@ -126,6 +126,11 @@ class StoragePool(abc.ABC):
     def mount(self) -> None:
         """Make the pool usable after a host restart (idempotent)."""
 
+    def needs_mount(self) -> bool:
+        """Whether :meth:`mount` must run before the pool can be used (a cheap look: the
+        engine asks on every first use of a pool in a process). Default: never."""
+        return False
+
     @abc.abstractmethod
     def usage(self) -> PoolUsage: ...
 

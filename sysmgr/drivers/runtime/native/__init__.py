@@ -232,9 +232,9 @@ class NativeRuntime(Runtime):
             raise Conflict(f"cgroup {cgroup} does not exist: the container is not running")
         cg.set_limits(limits)
 
-    def usage(self, cgroup: str) -> Usage:
+    def usage(self, cgroup: str, *, detail: bool = False) -> Usage:
         cg = self._cgroup(cgroup)
-        return cg.usage() if cg.exists() else Usage()
+        return cg.usage(detail=detail) if cg.exists() else Usage()
 
     def cleanup(self, cgroup: str) -> None:
         cg = self._cgroup(cgroup)

@@ -218,6 +218,10 @@ class BtrfsPool(StoragePool):
     def _umount(self) -> None:
         umount(self.image_file, self.path)
 
+    def needs_mount(self) -> bool:
+        # a loop pool's mount point holds the layout only while the image is mounted there
+        return self.loop and not os.path.isdir(self._dir("images"))
+
     def mount(self) -> None:
         self.check_host()
         if self.loop:
