@@ -63,7 +63,7 @@ NOUN_KEYS: dict[str, str] = {"": "container", "config": "container", "profile": 
 #: commands whose ``name`` is a new name, to be typed, not completed
 NEW_NAME = frozenset({"launch", "create", "import", "profile create", "network create",
                       "storage create", "storage volume create", "cluster add",
-                      "image alias create", "snapshot create"})
+                      "image alias create"})
 
 #: parameters named for what they take, whatever the noun
 BY_PARAM: dict[str, Slot] = {
@@ -93,8 +93,8 @@ def slot_of(path: Sequence[str], param: click.Parameter) -> Slot | None:
         return Slot("keys", NOUN_KEYS[noun], assign="=" in metavar)
     if name == "config" and "=" in metavar:  # launch/create/profile create -c KEY=VALUE
         return Slot("keys", "container", assign=True)
-    if name in ("snap", "snaps") and leaf in NEW_NAME:
-        return None
+    if name == "snap" and leaf == "snapshot create":
+        return None  # the new snapshot's name
     if name in ("target", "targets", "sources") and "NAME/PATH" not in metavar:
         return None  # the local side of file push/pull, profile copy's new name
     if name == "snapshot" and noun == "storage volume":
