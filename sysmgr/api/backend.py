@@ -43,6 +43,11 @@ class Backend(abc.ABC):
     def container_views(self, *, usage: bool = False) -> list[Any]:
         """Every container's view (record, expansion, status, nics; usage when asked)."""
 
+    def container_names(self) -> list[str]:
+        """Every container's name, without reading its status (shell completion asks on
+        every TAB); a backend that can answer cheaper overrides this."""
+        return [v.record.name for v in self.container_views()]
+
     @abc.abstractmethod
     def container_view(self, name: str, *, usage: bool = False) -> Any: ...
 

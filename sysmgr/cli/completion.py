@@ -133,6 +133,10 @@ class NameSource:
     """Live names of one root (or of one member of its cluster), read through the API on
     every call (the shells' protocol: one process per TAB)."""
 
+    #: whether containers come with their state (``Running``; the admin shell's toolbar
+    #: counts them), or by name alone (a TAB through the shells' protocol reads no status)
+    detailed = False
+
     def __init__(self, root: str | None, member: str | None = None) -> None:
         self.root, self.member = root, member
 
@@ -143,7 +147,8 @@ class NameSource:
         try:
             kwargs = {"member": self.member} if self.member else {}
             with make_client(self.root, **kwargs) as client:
-                return FETCH[kind](client, owner)
+                fetch = FETCH[kind] if self.detailed else QUICK.get(kind, FETCH[kind])
+                return fetch(client, owner)
         except (SysmgrError, OSError):
             return []
 
@@ -187,6 +192,11 @@ FETCH: dict[str, Callable[[Any, str | None], list[tuple[str, str]]]] = {
     "member": _members,
     "snapshot": _snapshots,
     "volume": _volumes,
+}
+
+#: what is read instead when no detail is wanted
+QUICK: dict[str, Callable[[Any, str | None], list[tuple[str, str]]]] = {
+    "container": lambda c, _o: [(n, "container") for n in c.containers.names()],
 }
 
 #: the source the admin shell installs (cached, refreshed in the background); None: read

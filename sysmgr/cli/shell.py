@@ -47,6 +47,8 @@ class CachedSource(completion.NameSource):
     than ``ttl`` seconds (or asked for the first time), and the containers' states for the
     toolbar. A TAB before the first read finds nothing rather than waiting."""
 
+    detailed = True
+
     def __init__(self, root: str | None, member: str | None = None, ttl: float = 3.0) -> None:
         super().__init__(root, member)
         self.ttl = ttl
@@ -114,7 +116,6 @@ class Session:
         self.debug = debug
         self.member: str | None = None
         self.source = CachedSource(self.root)
-        self.clustered = False
 
     # -- running a line ------------------------------------------------------------------------
     def run_line(self, line: str) -> int:
@@ -193,7 +194,8 @@ class Session:
 
     # -- what the prompt shows ---------------------------------------------------------------
     def prompt_text(self) -> str:
-        where = self.member or ("cluster" if self.clustered else socket.gethostname())
+        clustered = bool(self.source.cached("member"))  # read in the background
+        where = self.member or ("cluster" if clustered else socket.gethostname())
         return f"sysmgr [{where}] > "
 
     def toolbar(self) -> str:

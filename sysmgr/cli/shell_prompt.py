@@ -42,7 +42,6 @@ def interact(session: Session) -> int:
         history=FileHistory(session.history_path()), auto_suggest=AutoSuggestFromHistory(),
         completer=ThreadedCompleter(LineCompleter(session)), complete_while_typing=True,
         bottom_toolbar=session.toolbar, refresh_interval=2.0)
-    session.clustered = bool(session.source.names("member"))
     session.source.refresh()
     while True:
         session.source.on_update = _redraw(prompt)

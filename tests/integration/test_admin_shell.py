@@ -236,4 +236,4 @@ def test_zsh_completion_script_loads_and_answers(on_path):
                          env=dict(env, _SYSMGR_COMPLETE="zsh_complete",
                                   COMP_WORDS="sysmgr info c", COMP_CWORD="2"))
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines()[:3] == ["plain", "c1", "Stopped"]
+    assert res.stdout.splitlines()[:3] == ["plain", "c1", "container"]

@@ -150,3 +150,26 @@ def test_config_keys_carry_their_docs(stand_in):
 
 def test_an_open_quote_completes_nothing(stand_in):
     assert shell.complete_line(cli, "info 'c", StandIn()) == ("", [])
+
+
+def test_name_sources_read_the_root(fake_client):
+    """The shells' protocol reads names alone; the admin shell's cache, in its background
+    thread, reads them with their states (for the toolbar)."""
+    fake_client.containers.create("web1", image="img")
+    fake_client.containers.create("db1", image="img")
+    assert fake_client.containers.names() == ["db1", "web1"]
+    direct = completion.NameSource(fake_client.root)
+    assert direct.names("container") == [("db1", "container"), ("web1", "container")]
+    fingerprint = fake_client.images.get("img").fingerprint
+    assert direct.names("image")[0] == ("img", "image " + fingerprint[:12])
+    cached = shell.CachedSource(fake_client.root)
+    assert cached.names("container") == []          # never waits: read in the background
+    cached.wait()
+    assert cached.names("container") == [("db1", "Stopped"), ("web1", "Stopped")]
+    session = shell.Session(fake_client.root)
+    session.source = cached
+    assert session.toolbar() == "containers: 0/2 running"  # (running ones: the pty tests)
+
+
+def test_name_source_of_a_root_never_initialised(tmp_path):
+    assert completion.NameSource(str(tmp_path / "none")).names("container") == []
