@@ -254,12 +254,19 @@ def run_script(session: Session, lines: Sequence[str], keep_going: bool = False)
     the first failure's exit code, at once unless ``keep_going``."""
     first = 0
     for line in lines:
+        if is_exit(line):
+            break
         code = session.run_line(line)
         if code and not first:
             first = code
             if not keep_going:
                 break
     return first
+
+
+def is_exit(line: str) -> bool:
+    """Whether ``line`` asks to leave the shell (``exit``, ``quit``)."""
+    return line.strip() in ("exit", "quit")
 
 
 def complete_line(cli: "click.Command", text: str, source: completion.NameSource

@@ -16,7 +16,7 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion, Thre
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory
 
-from sysmgr.cli.shell import Session, complete_line
+from sysmgr.cli.shell import Session, complete_line, is_exit
 
 
 class LineCompleter(Completer):
@@ -51,7 +51,7 @@ def interact(session: Session) -> int:
             continue
         except EOFError:
             return 0
-        if line.strip() in ("exit", "quit"):
+        if is_exit(line):
             return 0
         session.run_line(line)
 

@@ -173,3 +173,20 @@ def test_name_sources_read_the_root(fake_client):
 
 def test_name_source_of_a_root_never_initialised(tmp_path):
     assert completion.NameSource(str(tmp_path / "none")).names("container") == []
+
+
+def test_shell_words_and_script_mode(fake_client, capsys):
+    session = shell.Session(fake_client.root)
+    assert session.run_line("use nosuch") == 2                # no cluster here: refused
+    assert "no cluster member" in capsys.readouterr().err
+    assert session.member is None and session.prompt_text().startswith("sysmgr [")
+    assert session.run_line("info 'open") == 2                # an open quote: an error
+    assert session.run_line("  # only a comment") == 0
+    assert session.run_line("shell") == 2                     # the admin shell already
+    assert shell.run_script(session, ["keys limits.cpu", "exit", "info nosuch"]) == 0
+    assert "limits.cpu" in capsys.readouterr().out
+    assert shell.run_script(session, ["info nosuch", "keys limits.cpu"]) == 2
+    assert "limits.cpu" not in capsys.readouterr().out        # stopped at the failure
+    assert shell.run_script(session, ["info nosuch", "bogus", "keys limits.cpu"],
+                            keep_going=True) == 2              # the first failure's code
+    assert "limits.cpu" in capsys.readouterr().out
