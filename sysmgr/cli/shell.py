@@ -56,6 +56,9 @@ class CachedSource(completion.NameSource):
         self.lock = threading.Lock()
         self.wanted: set[tuple[str, str | None]] = set()
         self.worker: threading.Thread | None = None
+        self.refreshed = 0.0
+        #: the controller's state (``controller_state``), read with the names
+        self.controller = ""
         #: called (in the worker) after a read, e.g. to redraw the toolbar
         self.on_update: Callable[[], None] = lambda: None
 
@@ -71,6 +74,8 @@ class CachedSource(completion.NameSource):
         """Re-read ``keys`` (default: every kind read so far and the usual ones) in the
         background; returns at once."""
         with self.lock:
+            if keys is None:
+                self.refreshed = time.monotonic()
             self.wanted.update(keys if keys is not None else
                                {*self.cache, *((k, None) for k in WARM_KINDS)})
             if self.worker is not None and self.worker.is_alive():
@@ -89,7 +94,13 @@ class CachedSource(completion.NameSource):
                 found = super().names(kind, owner)
                 with self.lock:
                     self.cache[(kind, owner)] = (time.monotonic(), found)
+            self.controller = "" if self.member else controller_state(self.root or "")
             self.on_update()
+
+    def refresh_if_stale(self) -> None:
+        """:meth:`refresh` everything when the last full read is older than ``ttl``."""
+        if time.monotonic() - self.refreshed > self.ttl:
+            self.refresh()
 
     def wait(self, timeout: float = 10.0) -> None:
         """Block until the worker is idle (tests and benchmarks; the prompt never waits)."""
@@ -199,15 +210,16 @@ class Session:
         return f"sysmgr [{where}] > "
 
     def toolbar(self) -> str:
-        """Containers running/total and the controller's state, from memory (never a read)."""
+        """Containers running/total and the controller's state, from memory (never a read;
+        a stale memory is re-read in the background, for the next redraw)."""
+        self.source.refresh_if_stale()
         found = self.source.cached("container")
         running = sum(1 for _name, meta in found if meta.startswith("Running"))
         parts = [f"containers: {running}/{len(found)} running"]
         if self.member:
             parts.append(f"member: {self.member}")
-        controller = controller_state(self.root)
-        if controller:
-            parts.append(f"controller: {controller}")
+        if self.source.controller:
+            parts.append(f"controller: {self.source.controller}")
         return " | ".join(parts)
 
     def history_path(self) -> str:
@@ -220,8 +232,7 @@ class Session:
 
 
 def controller_state(root: str) -> str:
-    """``running (pid N)``, ``suspended``, ``stopped``; empty when no controller ever ran
-    on ``root``. A few small files read (cheap enough for every redraw)."""
+    """``running (pid N)``, ``stopped``; empty when no controller ever ran on ``root``."""
     from sysmgr.controller import state
 
     try:

@@ -190,3 +190,22 @@ def test_shell_words_and_script_mode(fake_client, capsys):
     assert shell.run_script(session, ["info nosuch", "bogus", "keys limits.cpu"],
                             keep_going=True) == 2              # the first failure's code
     assert "limits.cpu" in capsys.readouterr().out
+
+
+def test_toolbar_says_the_controller(tmp_path):
+    import os
+
+    from sysmgr.controller import state
+
+    root = str(tmp_path)
+    assert shell.controller_state(root) == ""                 # none ever ran: not shown
+    with state.locked(root):                                  # what a running controller holds
+        state.write_status(root, {"pid": os.getpid()})
+        assert shell.controller_state(root) == f"running (pid {os.getpid()})"
+        source = shell.CachedSource(root)
+        source.refresh()
+        source.wait()
+        session = shell.Session(root)
+        session.source = source
+        assert session.toolbar().endswith(f"controller: running (pid {os.getpid()})")
+    assert shell.controller_state(root) == "stopped"
