@@ -237,3 +237,35 @@ def test_zsh_completion_script_loads_and_answers(on_path):
                                   COMP_WORDS="sysmgr info c", COMP_CWORD="2"))
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[:3] == ["plain", "c1", "container"]
+
+
+# -- on an admin root: use MEMBER -----------------------------------------------------------
+
+from tests.integration.test_cluster_local import cluster  # noqa: E402,F401 - the fixture
+
+
+def test_use_member_targets_the_verbs_and_names_span_the_members(cluster):  # noqa: F811
+    from sysmgr.cli import completion
+    from sysmgr.cli import shell as admin
+
+    root, _members = cluster
+    script = ("use n1\ncreate busybox c1\nuse n2\nlist -c n -f csv\nuse nosuch\n"
+              "use\nlist -c nL -f csv\n")
+    res = run_cli("shell", "--keep-going", root=root, input=script)
+    assert res.returncode == 2, res.stderr                  # `use nosuch`: not found
+    assert "no cluster member named 'nosuch'" in res.stderr
+    # on n2 nothing is listed; back on the whole cluster, c1 is on n1
+    lines = res.stdout.splitlines()
+    assert lines[-2:] == ["Container c1 created", "c1,n1"], res.stdout
+    source = completion.NameSource(root)
+    assert source.names("container") == [("c1", "container")]
+    assert [n for n, _ in source.names("member")] == ["n1", "n2"]
+    cached = admin.CachedSource(root)
+    cached.refresh()
+    cached.wait()
+    assert cached.names("container") == [("c1", "Stopped on n1")]
+    session = admin.Session(root)
+    session.source = cached
+    assert session.prompt_text() == "sysmgr [cluster] > "
+    assert session.run_line("use n1") == 0 and session.prompt_text() == "sysmgr [n1] > "
+    completion.use_source(None)
