@@ -223,20 +223,23 @@ def test_fish_completion_has_live_names(on_path):
 
 
 @pytest.mark.skipif(not shutil.which("zsh"), reason="zsh is not installed (scripts/setup)")
-def test_zsh_completion_script_loads_and_answers(on_path):
+def test_zsh_completion_in_a_real_zsh(on_path):
+    """zsh in a pty, the script loaded as a user would: TAB completes a live name."""
     env, script = on_path
     script.write_text(cli_ok("completion", "zsh", root=env["SYSMGR_ROOT"]).stdout)
-    res = subprocess.run(["zsh", "-f", "-c", f"autoload -U compinit && compinit -u && "
-                          f"source {script} && print -r -- $_comps[sysmgr]"],
-                         capture_output=True, text=True, env=env, timeout=60, cwd="/")
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "_sysmgr_completion"
-    # what the script's function asks sysmgr, answered as zsh reads it
-    res = subprocess.run(["sysmgr"], capture_output=True, text=True, timeout=60, cwd="/",
-                         env=dict(env, _SYSMGR_COMPLETE="zsh_complete",
-                                  COMP_WORDS="sysmgr info c", COMP_CWORD="2"))
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines()[:3] == ["plain", "c1", "container"]
+    child = pexpect.spawn("zsh", ["-f"], env=dict(env, TERM="xterm", PS1="zsh> "),
+                          encoding="utf-8", dimensions=(20, 120), cwd="/")
+    term = Term(child, 20, 120)
+    try:
+        term.send(f"autoload -U compinit && compinit -u && source {script} && echo lo''aded\r")
+        term.expect("loaded")
+        term.send("sysmgr info w\t")           # web1: the one name that matches
+        term.on_screen(r"zsh> sysmgr info web1 *$")
+        term.send("\x15sysmgr snapshot restore c1 \t")
+        term.on_screen(r"zsh> sysmgr snapshot restore c1 snap0 *$")
+    finally:
+        child.terminate(force=True)
+        child.close()
 
 
 # -- on an admin root: use MEMBER -----------------------------------------------------------
