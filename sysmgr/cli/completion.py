@@ -35,9 +35,9 @@ COMPLETE_VAR = "_SYSMGR_COMPLETE"
 class Slot:
     """What a parameter takes: a ``kind`` of live name (``container``, ``image``,
     ``profile``, ``network``, ``pool``, ``member``, ``volume``, ``snapshot`` of the container
-    in the ``name`` parameter, ``source`` (a container or ``c1/snap0``), ``path`` (``c1/``
-    then a path)), or config ``keys`` of a ``table``; ``assign``: as ``KEY=`` (``KEY=VALUE``
-    parameters)."""
+    in the ``name`` parameter, ``device`` of the ``table`` (container or profile) in it,
+    ``source`` (a container or ``c1/snap0``), ``path`` (``c1/`` then a path)), or config
+    ``keys`` of a ``table``; ``assign``: as ``KEY=`` (``KEY=VALUE`` parameters)."""
 
     kind: str
     table: str = ""
@@ -93,6 +93,9 @@ def slot_of(path: Sequence[str], param: click.Parameter) -> Slot | None:
         return Slot("keys", NOUN_KEYS[noun], assign="=" in metavar)
     if name == "config" and "=" in metavar:  # launch/create/profile create -c KEY=VALUE
         return Slot("keys", "container", assign=True)
+    if name in ("devname", "devnames") and noun in ("config device", "profile device"):
+        new = leaf.endswith(" add")
+        return None if new else Slot("device", NOUN_OBJECT[noun])
     if name == "snap" and leaf == "snapshot create":
         return None  # the new snapshot's name
     if name in ("target", "targets", "sources") and "NAME/PATH" not in metavar:
@@ -172,6 +175,19 @@ def _snapshots(client: Any, owner: str | None) -> list[tuple[str, str]]:
     return [(s.name, "snapshot of " + owner) for s in client.containers.get(owner).snapshots.all()]
 
 
+def _devices(client: Any, owner: str | None) -> list[tuple[str, str]]:
+    """The devices of ``container/NAME`` (its expanded ones: a profile's can be overridden)
+    or ``profile/NAME``."""
+    kind, _, name = (owner or "").partition("/")
+    if not name:
+        return []
+    if kind == "profile":
+        devices = client.profiles.get(name).devices
+    else:
+        devices = client.containers.get(name).expanded_devices
+    return [(dev, f"{conf.get('type', '')} device") for dev, conf in sorted(devices.items())]
+
+
 def _members(client: Any, _owner: str | None) -> list[tuple[str, str]]:
     if not client.clustered:
         return []
@@ -191,6 +207,7 @@ FETCH: dict[str, Callable[[Any, str | None], list[tuple[str, str]]]] = {
     "pool": lambda c, _o: [(p.name, f"{p.driver} pool") for p in c.storage_pools.all()],
     "member": _members,
     "snapshot": _snapshots,
+    "device": _devices,
     "volume": _volumes,
 }
 
@@ -229,6 +246,9 @@ def candidates(ctx: click.Context, slot: Slot, incomplete: str) -> list[tuple[st
     if slot.kind == "snapshot":
         owner = ctx.params.get("name") or ctx.params.get("src")
         return fuzzy(incomplete, source.names("snapshot", owner)) if owner else []
+    if slot.kind == "device":
+        owner = ctx.params.get("name")
+        return fuzzy(incomplete, source.names("device", f"{slot.table}/{owner}")) if owner else []
     if slot.kind == "volume":
         return fuzzy(incomplete, source.names("volume", ctx.params.get("pool")))
     if slot.kind in ("source", "path") and "/" in incomplete:

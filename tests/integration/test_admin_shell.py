@@ -209,6 +209,9 @@ def test_bash_completion_has_live_names(on_path):
     assert _bash_complete(env, script, ["sysmgr", "snapshot", "restore", "c1", ""]) == ["snap0"]
     assert "snapshot" in _bash_complete(env, script, ["sysmgr", "sna"])
     assert _bash_complete(env, script, ["sysmgr", "launch", "bus"]) == ["busybox"]
+    assert _bash_complete(env, script, ["sysmgr", "config", "device", "get", "c1", ""]) == ["root"]
+    assert _bash_complete(env, script, ["sysmgr", "profile", "show", "def"]) == ["default"]
+    assert _bash_complete(env, script, ["sysmgr", "storage", "info", ""]) == ["default"]
 
 
 @pytest.mark.skipif(not shutil.which("fish"), reason="fish is not installed (scripts/setup)")

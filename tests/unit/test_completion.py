@@ -53,6 +53,9 @@ S = completion.Slot
     (("image", "delete"), {"refs": S("image")}),
     (("cluster", "remove"), {"name": S("member")}),
     (("cluster", "add"), {"name": None}),
+    (("config", "device", "remove"), {"name": S("container"), "devnames": S("device", "container")}),
+    (("config", "device", "add"), {"name": S("container"), "devname": None}),
+    (("profile", "device", "get"), {"name": S("profile"), "devname": S("device", "profile")}),
 ])
 def test_slots_come_from_the_command_tree(path, expected):
     slots = _slots(*path)
@@ -101,7 +104,8 @@ class StandIn(completion.NameSource):
              ("image", None): [("busybox", "image 0123")],
              ("profile", None): [("default", ""), ("small", "")],
              ("snapshot", "c1"): [("snap0", "snapshot of c1")],
-             ("member", None): [("node1", "ssh://node1")]}
+             ("member", None): [("node1", "ssh://node1")],
+             ("device", "container/c1"): [("eth0", "nic device"), ("root", "disk device")]}
 
     def __init__(self) -> None:
         super().__init__(None)
@@ -129,6 +133,8 @@ def stand_in():
     ("config set c1 limits.mem", ["limits.memory=", "limits.memory.swap="]),
     ("config unset c1 user", ["user."]),
     ("ls --format ", ["table", "json", "yaml", "csv"]),
+    ("config device remove c1 ", ["eth0", "root"]),
+    ("config device set c1 r", ["root"]),
     ("inf", ["info"]),
     ("profile sh", ["show"]),
     ("lst", ["list"]),
