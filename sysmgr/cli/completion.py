@@ -19,6 +19,7 @@ background thread, so typing never waits for the host.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Callable, Iterable, Sequence
 
 import click
@@ -291,7 +292,8 @@ def key_items(table: str, assign: bool) -> list[tuple[str, str]]:
 
 def fuzzy(incomplete: str, items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """The items whose value matches ``incomplete``: prefixes first, then substrings, then
-    subsequences (``wb1`` finds ``web1``), tighter matches before looser; case-blind."""
+    initials of the dotted words (``lm`` finds ``limits.memory``), then subsequences (``wb1``
+    finds ``web1``), tighter matches before looser; case-blind."""
     want = incomplete.lower()
     ranked = []
     for order, (value, meta) in enumerate(dict(items).items()):
@@ -309,6 +311,8 @@ def match_rank(want: str, have: str) -> tuple[int, int] | None:
     at = have.find(want)
     if at >= 0:
         return (1, at)
+    if want[:1] == have[:1] and _initials(want, have):
+        return (2, len(have))
     pos, spread, start = 0, 0, -1
     for ch in want:
         found = have.find(ch, pos)
@@ -317,7 +321,26 @@ def match_rank(want: str, have: str) -> tuple[int, int] | None:
         start = found if start < 0 else start
         spread += found - pos
         pos = found + 1
-    return (2, spread)
+    return (3, spread)
+
+
+_WORD_START = re.compile(r"(?:^|(?<=[.\-_/]))\w")
+
+
+def _initials(want: str, have: str) -> bool:
+    """Whether ``want`` is a run of the starts of ``have``'s words, in order (each letter
+    may also begin a run inside one word: ``lmem`` -> limits.memory)."""
+    starts = [m.start() for m in _WORD_START.finditer(have)]
+    pos = 0
+    for i, ch in enumerate(want):
+        if pos < len(have) and have[pos] == ch and i:
+            pos += 1  # the word goes on
+            continue
+        nxt = [s for s in starts if s >= pos and have[s] == ch]
+        if not nxt:
+            return False
+        pos = nxt[0] + 1
+    return True
 
 
 # -- the engine ----------------------------------------------------------------------------

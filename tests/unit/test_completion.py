@@ -91,6 +91,10 @@ def test_every_slot_of_the_tree_is_one_the_engine_can_fill():
     ("eb", ["web1", "ebony"], ["ebony", "web1"]),           # a prefix before a substring
     ("", ["b", "a"], ["b", "a"]),                           # nothing typed: all, in order
     ("C1", ["c1"], ["c1"]),                                 # case-blind
+    ("lm", ["limits.cpu", "limits.memory"], ["limits.memory", "limits.cpu"]),  # initials first
+    ("lmsw", ["limits.memory", "limits.memory.swap"], ["limits.memory.swap"]),
+    ("sp", ["limits.processes", "security.privileged"],
+     ["security.privileged", "limits.processes"]),
     ("zz", ["c1"], []),
 ])
 def test_fuzzy(want, names, expected):
