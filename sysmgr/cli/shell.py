@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 from sysmgr.cli import completion
 from sysmgr.cli.app import AppContext, echo, make_client
 from sysmgr.errors import SysmgrError
+from sysmgr.layout import default_root
 
 if TYPE_CHECKING:  # pragma: no cover
     import click
@@ -123,7 +124,7 @@ class Session:
     """One admin shell: the root, the member in use, and how a line is run."""
 
     def __init__(self, root: str | None, debug: bool = False) -> None:
-        self.root = root or os.environ.get("SYSMGR_ROOT") or "/var/lib/sysmgr"
+        self.root = root or default_root()
         self.debug = debug
         self.member: str | None = None
         self.source = CachedSource(self.root)
@@ -145,7 +146,8 @@ class Session:
         try:
             if builtin is not None:
                 return builtin(words[1:])
-            if words[0] == "shell" and not [w for w in words[1:] if not w.startswith("-")]:
+            if words[0] == "shell" and not [w for w in words[1:] if not w.startswith("-")] \
+                    and not {"-h", "--help"} & set(words):
                 echo("Error: this is the admin shell already", err=True)
                 echo("Hint: shell NAME opens a shell inside container NAME", err=True)
                 return 2
