@@ -27,11 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 from _common import median_ms, teardown
 from lifecycle import cli_command, timed
 
+CONTAINERS = [200]  # how many the root has (main() sets it from --containers)
 LINES = ("info c", "info c1", "info c19", "start c4", "snapshot create c12")
 
 
@@ -89,6 +90,64 @@ def completion_figures(root: str, runs: int) -> dict[str, float]:
     finally:
         completion.use_source(None)
     return out
+
+
+def pty_keystroke(root: str, runs: int) -> float:
+    """What a person sees: the shell in a pty (a terminal emulator reading it), ``info c1``
+    typed and its menu drawn, then one more key (``9``) until the menu shows ``c19`` first."""
+    import pexpect
+    import pyte
+
+    env = dict(os.environ, SYSMGR_ROOT=root, TERM="xterm", NO_COLOR="1")
+    child = pexpect.spawn(sys.executable, ["-m", "sysmgr", "shell"], env=env, cwd="/",
+                          encoding="utf-8", dimensions=(30, 120))
+    child.delaybeforesend = None  # pexpect sleeps 50 ms before each send by default
+    screen = pyte.Screen(120, 30)
+    screen.write_process_input = child.send  # answers the cursor position requests
+    stream = pyte.Stream(screen)
+
+    def until(shown: Callable[[list[str]], bool], limit: float = 10.0) -> None:
+        # the screen is looked at only when something was drawn: a busy loop here would
+        # take the processor from the shell it measures
+        end = time.perf_counter() + limit
+        while not shown(screen.display):
+            while True:
+                if time.perf_counter() > end:
+                    raise RuntimeError("bench: the shell did not draw:\n"
+                                       + "\n".join(screen.display))
+                try:
+                    stream.feed(child.read_nonblocking(65536, timeout=0.05))
+                    break
+                except pexpect.TIMEOUT:
+                    pass
+
+    def settle(quiet_for: float = 0.2) -> None:
+        """Read until the shell has drawn nothing for ``quiet_for`` seconds (the typing
+        before the timed key is done with: its completions and redraws)."""
+        while True:
+            try:
+                stream.feed(child.read_nonblocking(65536, timeout=quiet_for))
+            except pexpect.TIMEOUT:
+                return
+
+    def menu_starts(name: str) -> Callable[[list[str]], bool]:
+        return lambda lines: lines[1].split()[:1] == [name]
+
+    samples = []
+    try:
+        until(lambda lines: any(f"/{CONTAINERS[0]} running" in line for line in lines))
+        for _ in range(runs):
+            child.send("\x15info c1")
+            until(menu_starts("c1"))
+            settle()
+            t = time.perf_counter()
+            child.send("9")
+            until(menu_starts("c19"))
+            samples.append(time.perf_counter() - t)
+    finally:
+        child.terminate(force=True)
+        child.close()
+    return median_ms(samples)
 
 
 def protocol_figure(root: str, argv0: list[str], runs: int) -> float:
@@ -157,6 +216,8 @@ def main() -> None:
     root, client = make_root(args.containers)
     try:
         comp = completion_figures(root, args.runs)
+        CONTAINERS[0] = args.containers
+        comp["through a pty: one key to the menu redrawn"] = pty_keystroke(root, args.runs)
         tab = protocol_figure(root, argv0, max(5, args.runs // 3))
         rows = command_figures(root, argv0, args.runs)
     finally:

@@ -1,8 +1,9 @@
 """The admin shell's prompt for a person: prompt_toolkit 3 (imported only here).
 
-Completion runs in a thread (``ThreadedCompleter``) over the session's cached live names,
-suggestions come from the history file, the bottom toolbar shows the containers and the
-controller from memory. Ctrl-C at the prompt clears the line; during a command it cancels
+Completion runs on the prompt's own loop: it reads the session's live names from memory
+(a background thread fetches them), so it never waits for the host, and at ~1 ms for 200
+names a completer thread would only add its hand-over per completion. Suggestions come from
+the history file; the bottom toolbar shows the containers and the controller from memory. Ctrl-C at the prompt clears the line; during a command it cancels
 the command (the CLI's mapper: exit code 130), not the shell; Ctrl-D leaves.
 """
 
@@ -12,7 +13,7 @@ from typing import Iterator
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion, ThreadedCompleter
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory
 
@@ -40,7 +41,7 @@ def interact(session: Session) -> int:
     """Read and run lines until Ctrl-D (or ``exit``); 0."""
     prompt: PromptSession[str] = PromptSession(
         history=FileHistory(session.history_path()), auto_suggest=AutoSuggestFromHistory(),
-        completer=ThreadedCompleter(LineCompleter(session)), complete_while_typing=True,
+        completer=LineCompleter(session), complete_while_typing=True,
         bottom_toolbar=session.toolbar, refresh_interval=2.0)
     session.source.refresh()
     while True:
