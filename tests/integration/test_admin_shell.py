@@ -138,11 +138,20 @@ def test_admin_shell_hands_the_terminal_to_a_container_and_comes_back(admin_shel
     time.sleep(1)                           # (not a time assertion: let sleep start)
     term.send("\x03")                       # Ctrl-C cancels the command, not the shell
     term.expect(PROMPT, timeout=20)
+    term.send("monitor\r")                  # follows the event log until interrupted
+    term.expect("monitor")
+    time.sleep(1)
+    term.send("\x03")                       # in this process: the CLI's mapper, 130
+    term.expect(PROMPT, timeout=20)
+    term.send("no such words")
+    term.send("\x03")                       # at the prompt: the line is dropped
+    term.expect(PROMPT)
     term.send("list -c ns -f csv\r")
     term.expect(r"c1,RUNNING")
     term.expect(PROMPT)
     term.send("exit\r")
     assert _ended(term) == 0
+    assert "No such command" not in term.text  # the dropped line did not run
 
 
 def test_admin_shell_history_is_kept_in_the_root(admin_shell, busybox_cli_root):
