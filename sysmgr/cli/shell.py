@@ -253,7 +253,12 @@ def run(app: AppContext, keep_going: bool = False) -> int:
     session = Session(app.root, app.debug)
     if not sys.stdin.isatty():
         return run_script(session, sys.stdin.read().splitlines(), keep_going)
-    from sysmgr.cli.shell_prompt import interact  # prompt_toolkit: only for a person
+    try:
+        from sysmgr.cli.shell_prompt import interact  # prompt_toolkit: only for a person
+    except ImportError as e:  # an install without the dependency
+        raise SysmgrError(f"the admin shell's prompt needs prompt_toolkit: {e}",
+                          hint="pip install 'prompt_toolkit>=3' (or feed it a script: "
+                               "sysmgr shell < FILE)") from e
 
     completion.use_source(session.source)
     try:
