@@ -49,6 +49,11 @@ class Backend(abc.ABC):
         """Every container's view (record, expansion, status, nics; usage when asked;
         ``counters``: also the nics' traffic counters and the root filesystem's size)."""
 
+    def container_names(self) -> list[str]:
+        """Every container's name, without reading its status (shell completion asks on
+        every TAB); a backend that can answer cheaper overrides this."""
+        return [v.record.name for v in self.container_views()]
+
     @abc.abstractmethod
     def container_view(self, name: str, *, usage: bool = False, counters: bool = False
                        ) -> Any: ...

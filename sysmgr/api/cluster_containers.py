@@ -56,6 +56,11 @@ class ClusterContainerManager(ContainerManager):
         """Every container of every member that answered."""
         return self.survey(usage=usage, counters=counters).containers
 
+    def names(self) -> list[str]:
+        """Every container's name on every member that answered (no status read)."""
+        outs = self._cluster.member_set().each(lambda m, b: b.container_names())
+        return sorted(n for o in outs.values() if o.ok for n in o.unwrap())
+
     def get(self, name: str) -> Container:
         on = self.on(self._cluster.locate(name))
         return Container(on, on.backend.container_view(name))

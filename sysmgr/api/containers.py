@@ -396,6 +396,10 @@ class ContainerManager(Manager[Container]):
     def get(self, name: str) -> Container:
         return self._wrap(self._backend.container_view(name))
 
+    def names(self) -> list[str]:
+        """Every container's name: the records alone, no status read (cheap: completion)."""
+        return self._backend.container_names()
+
     # -- by name, without reading the container first: one call to the host (on a cluster
     # member, one SSH channel), which reports a missing or stopped container itself. The
     # CLI's hot verbs use these; a Container object's methods also re-read it afterwards.

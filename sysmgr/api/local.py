@@ -52,6 +52,9 @@ class LocalBackend(Backend):
     def container_exists(self, name: str) -> bool:
         return self.host.store.has_container(name)
 
+    def container_names(self) -> list[str]:
+        return [r.name for r in self.host.store.containers()]
+
     def container_check(self, name: str, image: str, *, profiles: Sequence[str] | None,
                         config: Config | None, devices: Devices | None, pool: str | None) -> None:
         _containers().check_create(self.host, name, image, profiles=profiles, config=config,

@@ -63,6 +63,7 @@ COMMANDS: dict[str, str] = {
     "top": "top:top",
     "metrics": "metrics:metrics",
     "uninit": "uninit:uninit",
+    "completion": "completion:completion",
 }
 
 # the verbs that take --target MEMBER (LXD's flag), added where they are loaded: the container
@@ -87,7 +88,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "unfreeze", "delete", "exec", "shell", "console", "config", "file")),
     ("Storage", ("snapshot", "copy", "move", "rename", "export", "import")),
     ("Declarative (GitOps)", ("validate", "diff", "apply")),
-    ("Host", ("init", "uninit", "profile", "image", "storage", "network", "keys")),
+    ("Host", ("init", "uninit", "profile", "image", "storage", "network", "keys", "completion")),
     ("Monitoring", ("top", "metrics")),
     ("Cluster", ("cluster",)),
     ("Controller (GitOps)", ("controller", "monitor")),
@@ -283,7 +284,13 @@ class LazyGroup(Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         cmd_name = self.aliases.get(cmd_name, cmd_name)
         if cmd_name in self.lazy:
-            return self._load(cmd_name)
+            cmd = self._load(cmd_name)
+            if ctx.resilient_parsing and cmd_name in COMMANDS:
+                # completing (a shell's TAB, the admin shell): live names and config keys
+                from sysmgr.cli import completion
+
+                completion.annotate(cmd, (cmd_name,))
+            return cmd
         return super().get_command(ctx, cmd_name)
 
     def _load(self, name: str) -> click.Command:

@@ -350,8 +350,12 @@ def test_exec_passes_argv_env_tty_and_exit_code(client):
 def test_shell_and_console(client):
     client.containers.get("c1").exit_code = 3
     assert sysmgr("shell", "c1").exit_code == 3
-    res = sysmgr("shell")
-    assert res.exit_code == 2 and "container name" in res.stderr
+    # no name: the admin shell, here reading its lines from stdin (not a terminal)
+    assert sysmgr("shell", input="# a login shell in c1, from the admin shell\nshell c1\n"
+                  ).exit_code == 3
+    assert sysmgr("shell", input="").exit_code == 0
+    res = sysmgr("shell", "c1", "--keep-going")
+    assert res.exit_code == 2 and "admin shell" in res.stderr
     assert sysmgr("console", "c1", "--show-log").stdout == "booting\nready\n"
     res = sysmgr("console", "c1")
     assert res.exit_code == 2 and "--show-log" in res.stderr

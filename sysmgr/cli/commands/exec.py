@@ -47,14 +47,26 @@ def exec_(ctx: click.Context, name: str, command: tuple[str, ...], env: tuple[st
 
 @click.command()
 @click.argument("name", required=False)
+@click.option("--keep-going", is_flag=True,
+              help="Admin shell reading a script: run every line, then exit with the first "
+                   "failure's code (default: stop at the first failure).")
 @click.pass_context
-def shell(ctx: click.Context, name: str | None) -> None:
-    """Open a login shell inside container NAME (like lxc shell)."""
+def shell(ctx: click.Context, name: str | None, keep_going: bool) -> None:
+    """Open a login shell inside container NAME (like lxc shell); without NAME, the admin shell.
+
+    The admin shell runs every sysmgr verb without the "sysmgr" prefix, with completion of
+    verbs, options, config keys and live names (containers, images, snapshots...), history,
+    "help VERB" and "use MEMBER". Fed a file (sysmgr shell < script) it runs the lines and
+    stops at the first failure, with its exit code.
+    """
+    app = ctx.ensure_object(AppContext)
     if name is None:
-        raise ValidationError(
-            "sysmgr shell needs a container name: the interactive admin prompt is not part "
-            "of this version", hint="sysmgr shell NAME opens a login shell inside NAME")
-    ctx.exit(verbs.shell(ctx.ensure_object(AppContext), name))
+        from sysmgr.cli import shell as admin  # the admin shell: only here
+
+        ctx.exit(admin.run(app, keep_going=keep_going))
+    if keep_going:
+        raise click.UsageError("--keep-going is for the admin shell (sysmgr shell < FILE)")
+    ctx.exit(verbs.shell(app, name))
 
 
 @click.command()

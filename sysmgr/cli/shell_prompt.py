@@ -1,0 +1,66 @@
+"""The admin shell's prompt for a person: prompt_toolkit 3 (imported only here).
+
+Completion runs on the prompt's own loop: it reads the session's live names from memory
+(a background thread fetches them), so it never waits for the host, and at ~1 ms for 200
+names a completer thread would only add its hand-over per completion. Suggestions come from
+the history file; the bottom toolbar shows the containers and the controller from memory. Ctrl-C at the prompt clears the line; during a command it cancels
+the command (the CLI's mapper: exit code 130), not the shell; Ctrl-D leaves.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.history import FileHistory
+
+from sysmgr.cli.shell import Session, complete_line, is_exit
+
+
+class LineCompleter(Completer):
+    """prompt_toolkit's view of :func:`sysmgr.cli.shell.complete_line`."""
+
+    def __init__(self, session: Session) -> None:
+        from sysmgr.cli.main import cli
+
+        self.cli = cli
+        self.session = session
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent
+                        ) -> Iterator[Completion]:
+        incomplete, found = complete_line(self.cli, document.text_before_cursor,
+                                          self.session.source)
+        for value, meta in found:
+            yield Completion(value, start_position=-len(incomplete), display_meta=meta)
+
+
+def interact(session: Session) -> int:
+    """Read and run lines until Ctrl-D (or ``exit``); 0."""
+    prompt: PromptSession[str] = PromptSession(
+        history=FileHistory(session.history_path()), auto_suggest=AutoSuggestFromHistory(),
+        completer=LineCompleter(session), complete_while_typing=True,
+        bottom_toolbar=session.toolbar, refresh_interval=2.0)
+    session.source.refresh()
+    while True:
+        session.source.on_update = _redraw(prompt)
+        try:
+            line = prompt.prompt(session.prompt_text)
+        except KeyboardInterrupt:
+            continue
+        except EOFError:
+            return 0
+        if is_exit(line):
+            return 0
+        session.run_line(line)
+
+
+def _redraw(prompt: "PromptSession[str]"):  # noqa: ANN202 - a callback
+    def redraw() -> None:
+        app = prompt.app
+        if app.is_running:
+            app.invalidate()
+
+    return redraw
