@@ -38,6 +38,7 @@ class Host:
         self._runtime_name = runtime
         self._store: Store | None = None
         self._runtime: Runtime | None = None
+        self._engines: dict[str, Runtime] = {}
         self._pools: dict[str, StoragePool] = {}
         self._network: "NetworkDriver | None" = None
         self._lock_depth = 0
@@ -63,8 +64,16 @@ class Host:
     def runtime(self) -> Runtime:
         if self._runtime is None:
             name = self._runtime_name or self.store.get_meta("runtime", "native") or "native"
-            self._runtime = registry.load("runtime", name)()
+            self._runtime = self.engine(name)
         return self._runtime
+
+    def engine(self, name: str) -> Runtime:
+        """The runtime driver ``name`` (``runtime.engine``: native, crun, runc), for this root."""
+        rt = self._engines.get(name)
+        if rt is None:
+            cls = registry.load("runtime", name)
+            rt = self._engines[name] = cls.for_root(os.path.join(self.layout.root, "runtimes", name))
+        return rt
 
     def pool_driver(self, name: str) -> StoragePool:
         drv = self._pools.get(name)

@@ -129,7 +129,7 @@ def disk_mount(disk: DiskMount, userns: bool) -> dict[str, Any]:
     return {"destination": disk.path, "type": "bind", "source": disk.source, "options": options}
 
 
-def _resources(limits: Limits) -> dict[str, Any]:
+def resources(limits: Limits) -> dict[str, Any]:
     res: dict[str, Any] = {
         "devices": [{"allow": False, "access": "rwm"}]
         + [
@@ -179,7 +179,7 @@ def render(spec: RuntimeSpec) -> dict[str, Any]:
             {"path": p, "type": t, "major": ma, "minor": mi, "fileMode": 0o666, "uid": 0, "gid": 0}
             for p, t, ma, mi in DEVICE_NODES
         ],
-        "resources": _resources(spec.limits),
+        "resources": resources(spec.limits),
         "cgroupsPath": "/" + spec.cgroup.strip("/"),
         "maskedPaths": list(MASKED_PATHS),
         "readonlyPaths": list(READONLY_PATHS),

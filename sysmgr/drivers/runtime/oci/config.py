@@ -1,0 +1,70 @@
+"""What an OCI runtime (crun, runc) is given: sysmgr's rendered bundle, adapted where a
+runtime launched from outside must see it differently (pure, no I/O).
+
+The rendering is :func:`sysmgr.drivers.runtime.bundle.render`'s, the one the native runtime
+runs. Three things differ, each because of where the runtime stands, not what the container is:
+
+- ``root.path`` and every bind mount's source point into :data:`STAGE`, a tmpfs (0711) that
+  exists only in the runtime's own mount namespace, where sysmgr binds them: with a user
+  namespace the runtime mounts as the container's root, which cannot traverse the 0700
+  directories sysmgr keeps container roots under (and never will: the host exposure rule).
+  The console log is bound there from the fd sysmgr opened on the volume, so no link the
+  tenant planted is followed.
+- the capability sets keep only what the launching process holds: a launcher cannot hand out
+  a capability it lacks (the native runtime intersects the same way; crun and runc refuse).
+- ``process`` for an exec is init's, with the command's argv, environment, directory and ids.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+from sysmgr.drivers.runtime import bundle
+from sysmgr.drivers.runtime.base import Limits, ProcessSpec
+
+#: Host directory over which each start mounts its own tmpfs with the staged paths; it (and
+#: its empty ``rootfs``) exist on the host so that a runtime that changes into ``root.path``
+#: outside the container (runc's exec) finds a directory there.
+STAGE = "/run/sysmgr-oci"
+STAGED_ROOTFS = f"{STAGE}/rootfs"
+
+
+def adapt(config: Mapping[str, Any], held_caps: int) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``config`` as the OCI runtime gets it, and the binds to make in :data:`STAGE` first:
+    ``(host source, staged path)``; the console log's source is ``""`` (the caller's fd)."""
+    out = copy.deepcopy(dict(config))
+    binds: list[tuple[str, str]] = [(out["root"]["path"], STAGED_ROOTFS)]
+    out["root"] = dict(out["root"], path=STAGED_ROOTFS)
+    for i, m in enumerate(out.get("mounts") or ()):
+        if m.get("type") != "bind":
+            continue
+        staged = f"{STAGE}/m{i}"
+        binds.append(("" if m["destination"] == "/dev/console" else m["source"], staged))
+        m["source"] = staged
+    caps = out["process"].get("capabilities") or {}
+    names = bundle.ALL_CAPABILITIES
+    keep = {n for i, n in enumerate(names) if held_caps >> i & 1}
+    out["process"]["capabilities"] = {k: [c for c in v if c in keep] for k, v in caps.items()}
+    return out, binds
+
+
+def exec_process(config: Mapping[str, Any], proc: ProcessSpec, *, terminal: bool) -> dict[str, Any]:
+    """The ``process`` of an exec (``--process``): init's capabilities, no_new_privs and
+    profile; the command's argv, environment (PATH by default), directory and ids."""
+    p = copy.deepcopy(dict(config["process"]))
+    env = dict(proc.env)
+    env.setdefault("PATH", bundle.DEFAULT_PATH)
+    p.update(args=list(proc.argv), env=[f"{k}={v}" for k, v in env.items()], cwd=proc.cwd or "/",
+             user={"uid": proc.uid, "gid": proc.gid}, terminal=terminal)
+    p.pop("consoleSize", None)
+    if terminal and proc.window:
+        p["consoleSize"] = {"height": proc.window[0], "width": proc.window[1]}
+    return p
+
+
+def update_resources(limits: Limits) -> dict[str, Any]:
+    """``linux.resources`` for a live ``update`` (the device rules are not limits: left be)."""
+    res = bundle.resources(limits)
+    res.pop("devices", None)
+    return res
