@@ -192,7 +192,9 @@ def test_mounts_devices_and_capabilities(env: Env) -> None:
     assert env.sh(rec, "head -c 4 /dev/urandom | wc -c")[1].strip() == "4"
     # the devices cgroup refuses anything not on the allow list, even to root
     code, out, err = env.sh(rec, "mknod /tmp/vda b 254 0 && head -c 1 /tmp/vda")
-    assert code != 0 and "not permitted" in (out + err).lower()
+    # (runc lets any node be made, "m" for every device, as its own default; opening it is
+    # refused all the same)
+    assert code != 0 and ("not permitted" in (out + err).lower() or "permission denied" in (out + err).lower())
     # LXC's default drop list is gone from init's bounding set
     bnd = int(open(f"/proc/{rec.pid}/status").read().split("CapBnd:")[1].split()[0], 16)
     for cap in (16, 17, 25, 32, 33):  # sys_module sys_rawio sys_time mac_override mac_admin
@@ -399,9 +401,10 @@ def test_image_symlinks_cannot_redirect_the_launcher_outside_the_rootfs(env: Env
     os.mkdir(outside)
     os.rmdir(os.path.join(spec.rootfs, "dev"))
     os.symlink(outside, os.path.join(spec.rootfs, "dev"))  # absolute: a host path if followed naively
-    if env.engine == "crun":
-        # crun 1.8 resolves /dev inside the rootfs too, then fails to populate it: refused
-        with pytest.raises(DriverError, match="/dev/null"):
+    if env.engine != "native":
+        # the OCI runtimes follow some of the image's links on the host (runc 1.1 made
+        # /dev/stdin & co. in ``outside``; crun 1.8 fails to populate /dev): refused first
+        with pytest.raises(DriverError, match="/dev is a symlink"):
             env.start(spec)
         assert os.listdir(outside) == [] and not open_cgroup(spec.cgroup).exists()
         return
@@ -519,12 +522,12 @@ def test_only_the_command_joins_the_containers_cgroup(env: Env) -> None:
     try:
         pids = set(open_cgroup(rec.cgroup).procs())
 
-        def parent(pid: int) -> str:
-            with open(f"/proc/{pid}/status") as f:
-                return next(line.split()[1] for line in f if line.startswith("PPid:"))
+        def comm(pid: int) -> str:
+            with open(f"/proc/{pid}/comm") as f:
+                return f.read().strip()
 
         assert proc.pid not in pids                              # the helper is not in it
-        assert [p for p in pids if parent(p) == str(proc.pid)]   # its child, the command, is
+        assert [p for p in pids if comm(p) == "sleep"]           # the command is
     finally:
         proc.kill()
         proc.wait()

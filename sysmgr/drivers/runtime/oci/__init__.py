@@ -36,7 +36,7 @@ import os
 import signal
 import stat
 import time
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 from sysmgr._util import linux, proc, safefs
 from sysmgr.drivers.runtime import bundle
@@ -185,6 +185,7 @@ class OciRuntime(Runtime):
         if not os.path.isdir(spec.rootfs):
             raise DriverError(f"{what}: root filesystem {spec.rootfs} does not exist")
         rendered = bundle.render(spec)
+        _no_symlinked_destinations(spec.rootfs, rendered, what)
         given, binds = oconfig.adapt(rendered, linux.capget()[1])
         cid = self.container_id(spec.cgroup)
         try:
@@ -264,12 +265,12 @@ class OciRuntime(Runtime):
         cg = self._cgroup(cgroup)
         if not cg.exists():
             raise Conflict(f"cgroup {cgroup} does not exist: the container is not running")
-        if self.cgroup_verbs:
-            with _pipe_with(json.dumps(oconfig.update_resources(limits)).encode()) as fd:
+        cg.set_limits(limits)  # sysmgr's writes first: the same checks and errors as native
+        if self.cgroup_verbs:  # then the runtime's record, which it would apply again later
+            res = oconfig.update_resources(limits, _all_cpus(self.cgroup_root))
+            with _pipe_with(json.dumps(res).encode()) as fd:
                 self._run_with_fd(("update", "--resources", f"/proc/self/fd/{fd}",
                                    self.container_id(cgroup)), fd)
-        # what OCI cannot say (a limit taken away) and crun's disabled manager: sysmgr's writes
-        cg.set_limits(limits)
 
     def _run_with_fd(self, verb: tuple[str, ...], fd: int) -> None:
         try:
@@ -288,7 +289,7 @@ class OciRuntime(Runtime):
         cg = self._cgroup(cgroup)
         if cg.exists():
             cg.kill_all(KILL_TIMEOUT)
-            cg.destroy()
+        cg.destroy()  # also what the runtime's delete left: its dirs, the shared prefix
         _remove_tree(self.bundle_dir(cid))
 
     # -- exec ------------------------------------------------------------------------------
@@ -405,6 +406,32 @@ class _pipe_with:
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.r)
+
+
+def _all_cpus(cgroup_root: str) -> str:
+    try:
+        with open(os.path.join(cgroup_root, "cpuset", "cpuset.cpus")) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _no_symlinked_destinations(rootfs: str, config: Mapping[str, Any], what: str) -> None:
+    """Refuse an image whose mount destinations go through a symlink: crun and runc resolve
+    some of them on the host before pivot_root (runc 1.1 made /dev/stdin & co. in the host
+    directory an image's absolute /dev link named); the native runtime resolves them inside."""
+    for m in config.get("mounts") or ():
+        parts = [p for p in str(m["destination"]).split("/") if p]
+        for i in range(1, len(parts) + 1):
+            rel = "/" + "/".join(parts[:i])
+            try:
+                st = os.lstat(os.path.join(rootfs, rel.lstrip("/")))
+            except OSError:
+                break  # missing: the runtime makes it
+            if stat.S_ISLNK(st.st_mode):
+                raise DriverError(f"{what}: {rel} is a symlink in the image, which the OCI "
+                                  "runtimes may follow on the host: refused",
+                                  hint="use runtime.engine native for this image")
 
 
 def _etc_hostname(spec: RuntimeSpec) -> None:

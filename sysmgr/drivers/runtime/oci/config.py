@@ -63,8 +63,19 @@ def exec_process(config: Mapping[str, Any], proc: ProcessSpec, *, terminal: bool
     return p
 
 
-def update_resources(limits: Limits) -> dict[str, Any]:
-    """``linux.resources`` for a live ``update`` (the device rules are not limits: left be)."""
+def update_resources(limits: Limits, all_cpus: str) -> dict[str, Any]:
+    """``linux.resources`` for a live ``update``: every limit explicit, an absent one as
+    "none" (-1; every CPU, ``all_cpus``), since runc applies its whole record again later; the
+    device rules are not limits (left be)."""
     res = bundle.resources(limits)
     res.pop("devices", None)
+    mem = res.setdefault("memory", {})
+    mem.setdefault("limit", -1)
+    mem.setdefault("swap", -1)
+    cpu = res.setdefault("cpu", {})
+    cpu.setdefault("quota", -1)
+    cpu.setdefault("period", limits.cpu_period_us or 100_000)
+    if all_cpus:
+        cpu.setdefault("cpus", all_cpus)
+    res.setdefault("pids", {"limit": -1})
     return res

@@ -97,7 +97,7 @@ class OciStart(PendingStart):
         text = self.runtime.console_log(self.spec.rootfs).strip()
         last = text.splitlines()[-1] if text else "no message"
         init = self.spec.init[0]
-        if "not found" in last and init in last:
+        if ("not found" in last or "no such file" in last) and init in last:
             return f"init {init} not found in the image ({self.runtime.binary}: {last})"
         return f"{self.runtime.binary} create failed: {last}"
 
