@@ -22,7 +22,7 @@ from sysmgr.state.db import PoolRecord, Store
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only: these modules cost the CLI's hot verbs
     from sysmgr.drivers.network.base import NetworkDriver
-    from sysmgr.drivers.runtime.base import Runtime
+    from sysmgr.drivers.runtime.base import InitRecord, Runtime
     from sysmgr.drivers.storage.base import StoragePool
 
 DEFAULT_POOL = "default"
@@ -66,6 +66,11 @@ class Host:
             name = self._runtime_name or self.store.get_meta("runtime", "native") or "native"
             self._runtime = self.engine(name)
         return self._runtime
+
+    def runtime_for(self, init: InitRecord | None) -> Runtime:
+        """The runtime that started ``init`` (a running container keeps the engine it was
+        started with, whatever its ``runtime.engine`` says since); the default without one."""
+        return self.engine(init.engine) if init is not None and init.engine else self.runtime
 
     def engine(self, name: str) -> Runtime:
         """The runtime driver ``name`` (``runtime.engine``: native, crun, runc), for this root."""

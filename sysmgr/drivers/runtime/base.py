@@ -77,6 +77,7 @@ class InitRecord:
     pid: int
     starttime: int
     cgroup: str
+    engine: str = ""            # the runtime driver that started it ("": the host's default)
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,11 @@ class Runtime(abc.ABC):
         (made on demand) for a driver that keeps state of its own (an OCI runtime's
         ``--root``), so roots never see each other's containers."""
         return cls()
+
+    def unavailable_reason(self) -> str | None:
+        """Why this driver cannot run containers on this host (its program is not
+        installed...), or None when it can."""
+        return None
 
     @abc.abstractmethod
     def start(self, spec: RuntimeSpec, *, before_go: Callable[[int], object] | None = None

@@ -134,6 +134,9 @@ class OciRuntime(Runtime):
     def available(cls) -> bool:
         return proc.which(cls.binary) is not None
 
+    def unavailable_reason(self) -> str | None:
+        return None if self.available() else f"{self.binary} is not installed"
+
     # -- the CLI -----------------------------------------------------------------------------
 
     def argv(self, *verb: str) -> list[str]:

@@ -89,7 +89,7 @@ class OciStart(PendingStart):
         if self.before_go is not None:
             self.before_go(pid)
         rt.run("start", self.cid)
-        return InitRecord(pid=pid, starttime=starttime, cgroup=self.spec.cgroup)
+        return InitRecord(pid=pid, starttime=starttime, cgroup=self.spec.cgroup, engine=rt.name)
 
     def _create_error(self) -> str:
         """The runtime writes its errors to its stderr, init's console: the log's last line,
