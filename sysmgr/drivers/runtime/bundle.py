@@ -114,8 +114,10 @@ def _mounts(console_log: str) -> list[dict[str, Any]]:
         # Read-only inside: init's stdout/stderr (the runtime's O_APPEND fd, opened through
         # the host's mount) still append to it, but a re-open in the container (a shell's
         # `> /dev/console` would truncate, a non-append open would overwrite) gets EROFS.
+        # nodev: the volume may be on a nodev mount (a btrfs pool), which a remount in a
+        # user namespace must keep (runc's read-only remount without it: EPERM)
         {"destination": "/dev/console", "type": "bind", "source": console_log,
-         "options": ["bind", "ro", "nosuid", "noexec"]},
+         "options": ["bind", "ro", "nosuid", "nodev", "noexec"]},
     ]
 
 
