@@ -121,6 +121,11 @@ class OciRuntime(Runtime):
     cgroup_verbs: ClassVar[bool]
     #: the runtime refuses a hybrid host whose cgroup2 hierarchy holds controllers
     hide_hybrid: ClassVar[bool] = False
+    #: the sub-cgroup of sysmgr's the runtime runs init in (its cgroupsPath; see .config)
+    cgroup_leaf: ClassVar[str] = ""
+    #: device rules the runtime adds to every container's whatever the bundle says: sysmgr's
+    #: level above allows them too (else the runtime's own writes are refused), and no more
+    device_defaults: ClassVar[tuple[tuple[bool, str], ...]] = ()
 
     def __init__(self, state_dir: str = "/run/sysmgr-oci-state", cgroup_root: str = CGROUP_ROOT) -> None:
         self.state_dir = state_dir
@@ -175,6 +180,16 @@ class OciRuntime(Runtime):
     def _cgroup(self, path: str) -> Cgroup:
         return open_cgroup(path, self.cgroup_root)
 
+    def _frozen(self, cgroup: str) -> bool:
+        """Whether the container is frozen: at the runtime's level (runc's pause freezes its
+        cgroup, below sysmgr's) or at sysmgr's (crun's, and a freeze from elsewhere)."""
+        cgs = [self._cgroup(cgroup)] + ([self._cgroup(f"{cgroup}/{self.cgroup_leaf}")]
+                                        if self.cgroup_leaf else [])
+        try:
+            return any(cg.exists() and cg.is_frozen() for cg in cgs)
+        except DriverError:
+            return False
+
     # -- start -----------------------------------------------------------------------------
 
     def start(self, spec: RuntimeSpec, *, before_go: BeforeGo | None = None) -> InitRecord:
@@ -189,7 +204,7 @@ class OciRuntime(Runtime):
             raise DriverError(f"{what}: root filesystem {spec.rootfs} does not exist")
         rendered = bundle.render(spec)
         _no_symlinked_destinations(spec.rootfs, rendered, what)
-        given, binds = oconfig.adapt(rendered, linux.capget()[1])
+        given, binds = oconfig.adapt(rendered, linux.capget()[1], self.cgroup_leaf)
         cid = self.container_id(spec.cgroup)
         try:
             _prepare_dirs(self.state_dir)
@@ -204,7 +219,8 @@ class OciRuntime(Runtime):
             cg.destroy()
         self.run("delete", "--force", cid, check=False)  # a stale record of a dead one
         _etc_hostname(spec)
-        cg.create(spec.limits, bundle.device_rules(rendered["linux"]["resources"]))
+        cg.create(spec.limits, bundle.device_rules(rendered["linux"]["resources"])
+                  + list(self.device_defaults))
         pending = OciStart(self, spec, cid, cg, what, before_go)
         try:
             if spec.idmap is not None:
@@ -220,18 +236,14 @@ class OciRuntime(Runtime):
     def status(self, rec: InitRecord | None) -> Status:
         if rec is None or not process.alive(rec):
             return Status(STOPPED)
-        try:
-            frozen = self._cgroup(rec.cgroup).is_frozen()
-        except DriverError:
-            frozen = False
-        return Status(FROZEN if frozen else RUNNING, pid=rec.pid)
+        return Status(FROZEN if self._frozen(rec.cgroup) else RUNNING, pid=rec.pid)
 
     def stop(self, rec: InitRecord, *, halt_signal: int, timeout: float, force: bool) -> bool:
         cid = self.container_id(rec.cgroup)
         cg = self._cgroup(rec.cgroup)
         exited = True
         if process.alive(rec):
-            if cg.exists() and cg.is_frozen():
+            if self._frozen(rec.cgroup):
                 self.unfreeze(rec)  # a frozen init acts on neither the halt signal nor SIGKILL
             if not force:
                 self.run("kill", cid, bundle.signal_name(halt_signal), check=False)
@@ -251,35 +263,24 @@ class OciRuntime(Runtime):
     def freeze(self, rec: InitRecord) -> None:
         if not process.alive(rec):
             raise Conflict("the container is not running")
-        if self.cgroup_verbs:
+        if self.cgroup_verbs:  # the runtime's record says paused...
             self.run("pause", self.container_id(rec.cgroup))
-        else:
-            self._cgroup(rec.cgroup).freeze()
+        self._cgroup(rec.cgroup).freeze()  # ...and sysmgr's level is frozen, as under native
 
     def unfreeze(self, rec: InitRecord) -> None:
         if not process.alive(rec):
             raise Conflict("the container is not running")
+        self._cgroup(rec.cgroup).thaw()
         if self.cgroup_verbs:
             self.run("resume", self.container_id(rec.cgroup))
-        else:
-            self._cgroup(rec.cgroup).thaw()
 
     def set_limits(self, cgroup: str, limits: Limits) -> None:
         cg = self._cgroup(cgroup)
         if not cg.exists():
             raise Conflict(f"cgroup {cgroup} does not exist: the container is not running")
-        cg.set_limits(limits)  # sysmgr's writes first: the same checks and errors as native
-        if self.cgroup_verbs:  # then the runtime's record, which it would apply again later
-            res = oconfig.update_resources(limits, _all_cpus(self.cgroup_root))
-            with _pipe_with(json.dumps(res).encode()) as fd:
-                self._run_with_fd(("update", "--resources", f"/proc/self/fd/{fd}",
-                                   self.container_id(cgroup)), fd)
-
-    def _run_with_fd(self, verb: tuple[str, ...], fd: int) -> None:
-        try:
-            proc.run(self.argv(*verb), timeout=60, pass_fds=(fd,))
-        except CommandFailed as e:
-            raise DriverError(f"{self.binary} {verb[0]} failed: {e.stderr.strip() or e}") from e
+        # sysmgr's level holds the limits under every engine (see .config: runc's level below
+        # has none), so the kernel counts OOM kills and refused forks where sysmgr reads them
+        cg.set_limits(limits)
 
     def usage(self, cgroup: str, *, detail: bool = False) -> Usage:
         cg = self._cgroup(cgroup)
@@ -321,7 +322,7 @@ class OciRuntime(Runtime):
                tty: bool) -> OciExecProcess:
         if not process.alive(rec):
             raise Conflict("the container is not running")
-        if self._cgroup(rec.cgroup).is_frozen():  # the command would hang frozen, and we with it
+        if self._frozen(rec.cgroup):  # the command would hang frozen, and we with it
             raise Conflict("the container is frozen")
         cid = self.container_id(rec.cgroup)
         try:
@@ -388,6 +389,11 @@ class RuncRuntime(OciRuntime):
     name: ClassVar[str] = "runc"
     binary: ClassVar[str] = "runc"
     cgroup_verbs: ClassVar[bool] = True
+    cgroup_leaf: ClassVar[str] = ".payload"
+    # runc 1.1's specconv.AllowedDevices beyond the bundle's list: mknod of any node (not
+    # its use), and /dev/net/tun
+    device_defaults: ClassVar[tuple[tuple[bool, str], ...]] = (
+        (True, "c *:* m"), (True, "b *:* m"), (True, "c 10:200 rwm"))
     info: ClassVar[RuntimeInfo] = _INFO
 
 
@@ -409,14 +415,6 @@ class _pipe_with:
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.r)
-
-
-def _all_cpus(cgroup_root: str) -> str:
-    try:
-        with open(os.path.join(cgroup_root, "cpuset", "cpuset.cpus")) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def _no_symlinked_destinations(rootfs: str, config: Mapping[str, Any], what: str) -> None:

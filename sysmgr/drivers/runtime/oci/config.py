@@ -10,8 +10,15 @@ runs. Three things differ, each because of where the runtime stands, not what th
   directories sysmgr keeps container roots under (and never will: the host exposure rule).
   The console log is bound there from the fd sysmgr opened on the volume, so no link the
   tenant planted is followed.
-- the capability sets keep only what the launching process holds: a launcher cannot hand out
-  a capability it lacks (the native runtime intersects the same way; crun and runc refuse).
+- without a user namespace, the capability sets keep only what the launching process holds:
+  a launcher cannot hand out a capability it lacks (the native runtime intersects the same
+  way; crun and runc refuse to start).
+- runc manages the cgroup itself and puts init at its ``cgroupsPath``: that is one level
+  below sysmgr's (``.payload``, where sysmgr's own processes sit in the devices hierarchy),
+  so the device rules a privileged container's root could rewrite in its cgroup namespace
+  root can only narrow those of sysmgr's level above it. Its level gets the device rules and
+  no limits: those are sysmgr's, one level up, written before the start and live, where the
+  kernel then counts OOM kills and refused forks (runc's ``update`` is not used).
 - ``process`` for an exec is init's, with the command's argv, environment, directory and ids.
 """
 
@@ -21,7 +28,7 @@ import copy
 from typing import Any, Mapping
 
 from sysmgr.drivers.runtime import bundle
-from sysmgr.drivers.runtime.base import Limits, ProcessSpec
+from sysmgr.drivers.runtime.base import ProcessSpec
 
 #: Host directory over which each start mounts its own tmpfs with the staged paths; it (and
 #: its empty ``rootfs``) exist on the host so that a runtime that changes into ``root.path``
@@ -30,10 +37,18 @@ STAGE = "/run/sysmgr-oci"
 STAGED_ROOTFS = f"{STAGE}/rootfs"
 
 
-def adapt(config: Mapping[str, Any], held_caps: int) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+def adapt(config: Mapping[str, Any], held_caps: int, cgroup_leaf: str = ""
+          ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """``config`` as the OCI runtime gets it, and the binds to make in :data:`STAGE` first:
-    ``(host source, staged path)``; the console log's source is ``""`` (the caller's fd)."""
+    ``(host source, staged path)``; the console log's source is ``""`` (the caller's fd).
+    ``cgroup_leaf``: the runtime's cgroup is that sub-cgroup of sysmgr's."""
     out = copy.deepcopy(dict(config))
+    if cgroup_leaf:
+        out["linux"]["cgroupsPath"] = out["linux"]["cgroupsPath"].rstrip("/") + "/" + cgroup_leaf
+        # the limits stay at sysmgr's level above (written before the start): the kernel
+        # charges and counts (OOM kills, refused forks, peaks) in the cgroup whose limit bites
+        res = out["linux"]["resources"]
+        out["linux"]["resources"] = {"devices": res.get("devices") or []}
     binds: list[tuple[str, str]] = [(out["root"]["path"], STAGED_ROOTFS)]
     out["root"] = dict(out["root"], path=STAGED_ROOTFS)
     for i, m in enumerate(out.get("mounts") or ()):
@@ -42,10 +57,11 @@ def adapt(config: Mapping[str, Any], held_caps: int) -> tuple[dict[str, Any], li
         staged = f"{STAGE}/m{i}"
         binds.append(("" if m["destination"] == "/dev/console" else m["source"], staged))
         m["source"] = staged
-    caps = out["process"].get("capabilities") or {}
-    names = bundle.ALL_CAPABILITIES
-    keep = {n for i, n in enumerate(names) if held_caps >> i & 1}
-    out["process"]["capabilities"] = {k: [c for c in v if c in keep] for k, v in caps.items()}
+    if not any(ns.get("type") == "user" for ns in out["linux"].get("namespaces") or ()):
+        # (a new user namespace starts with every capability: nothing to intersect there)
+        caps = out["process"].get("capabilities") or {}
+        keep = {n for i, n in enumerate(bundle.ALL_CAPABILITIES) if held_caps >> i & 1}
+        out["process"]["capabilities"] = {k: [c for c in v if c in keep] for k, v in caps.items()}
     return out, binds
 
 
@@ -61,21 +77,3 @@ def exec_process(config: Mapping[str, Any], proc: ProcessSpec, *, terminal: bool
     if terminal and proc.window:
         p["consoleSize"] = {"height": proc.window[0], "width": proc.window[1]}
     return p
-
-
-def update_resources(limits: Limits, all_cpus: str) -> dict[str, Any]:
-    """``linux.resources`` for a live ``update``: every limit explicit, an absent one as
-    "none" (-1; every CPU, ``all_cpus``), since runc applies its whole record again later; the
-    device rules are not limits (left be)."""
-    res = bundle.resources(limits)
-    res.pop("devices", None)
-    mem = res.setdefault("memory", {})
-    mem.setdefault("limit", -1)
-    mem.setdefault("swap", -1)
-    cpu = res.setdefault("cpu", {})
-    cpu.setdefault("quota", -1)
-    cpu.setdefault("period", limits.cpu_period_us or 100_000)
-    if all_cpus:
-        cpu.setdefault("cpus", all_cpus)
-    res.setdefault("pids", {"limit": -1})
-    return res
