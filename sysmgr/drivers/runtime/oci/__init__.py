@@ -123,6 +123,9 @@ class OciRuntime(Runtime):
     hide_hybrid: ClassVar[bool] = False
     #: the sub-cgroup of sysmgr's the runtime runs init in (its cgroupsPath; see .config)
     cgroup_leaf: ClassVar[str] = ""
+    #: binds keep the flags sysmgr staged them with, locked in the container's user namespace
+    #: (crun 1.8 clones them afresh, unlocked: a read-only disk is refused there)
+    locks_binds: ClassVar[bool] = True
     #: device rules the runtime adds to every container's whatever the bundle says: sysmgr's
     #: level above allows them too (else the runtime's own writes are refused), and no more
     device_defaults: ClassVar[tuple[tuple[bool, str], ...]] = ()
@@ -204,6 +207,10 @@ class OciRuntime(Runtime):
             raise DriverError(f"{what}: root filesystem {spec.rootfs} does not exist")
         rendered = bundle.render(spec)
         _no_symlinked_destinations(spec.rootfs, rendered, what)
+        if spec.idmap is not None and not self.locks_binds and any(d.readonly for d in spec.disks):
+            raise DriverError(f"{what}: {self.binary} cannot keep a read-only disk locked "
+                              "read-only in a user namespace (its root could remount it "
+                              "writable): refused", hint="use runtime.engine runc or native")
         given, binds = oconfig.adapt(rendered, linux.capget()[1], self.cgroup_leaf)
         cid = self.container_id(spec.cgroup)
         try:
@@ -380,6 +387,7 @@ class CrunRuntime(OciRuntime):
     binary: ClassVar[str] = "crun"
     cgroup_verbs: ClassVar[bool] = False
     hide_hybrid: ClassVar[bool] = True
+    locks_binds: ClassVar[bool] = False
     info: ClassVar[RuntimeInfo] = RuntimeInfo(**{**_INFO.__dict__, "exec_helper_outside": False})
 
 

@@ -37,10 +37,20 @@ STAGE = "/run/sysmgr-oci"
 STAGED_ROOTFS = f"{STAGE}/rootfs"
 
 
+#: the flags of a bind that a user namespace's root can never clear (the kernel locks them
+#: on mounts it copies into a mount namespace of a less privileged user namespace)
+LOCKABLE = 1 | 2 | 4 | 8  # MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+
+Bind = tuple[str, str, int]
+
+
 def adapt(config: Mapping[str, Any], held_caps: int, cgroup_leaf: str = ""
-          ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+          ) -> tuple[dict[str, Any], list[Bind]]:
     """``config`` as the OCI runtime gets it, and the binds to make in :data:`STAGE` first:
-    ``(host source, staged path)``; the console log's source is ``""`` (the caller's fd).
+    ``(host source, staged path, flags)``; the console log's source is ``""`` (the caller's
+    fd). The staged binds already carry their mount's read-only, nosuid, nodev and noexec:
+    made in the host's user namespace, they are locked in the container's (the runtime's own
+    remount, done inside, could be undone by the container's root).
     ``cgroup_leaf``: the runtime's cgroup is that sub-cgroup of sysmgr's."""
     out = copy.deepcopy(dict(config))
     if cgroup_leaf:
@@ -49,13 +59,14 @@ def adapt(config: Mapping[str, Any], held_caps: int, cgroup_leaf: str = ""
         # charges and counts (OOM kills, refused forks, peaks) in the cgroup whose limit bites
         res = out["linux"]["resources"]
         out["linux"]["resources"] = {"devices": res.get("devices") or []}
-    binds: list[tuple[str, str]] = [(out["root"]["path"], STAGED_ROOTFS)]
+    binds: list[Bind] = [(out["root"]["path"], STAGED_ROOTFS, 0)]
     out["root"] = dict(out["root"], path=STAGED_ROOTFS)
     for i, m in enumerate(out.get("mounts") or ()):
         if m.get("type") != "bind":
             continue
         staged = f"{STAGE}/m{i}"
-        binds.append(("" if m["destination"] == "/dev/console" else m["source"], staged))
+        flags = bundle.mount_flags(m.get("options") or ())[0] & LOCKABLE
+        binds.append(("" if m["destination"] == "/dev/console" else m["source"], staged, flags))
         m["source"] = staged
     if not any(ns.get("type") == "user" for ns in out["linux"].get("namespaces") or ()):
         # (a new user namespace starts with every capability: nothing to intersect there)

@@ -26,7 +26,7 @@ from sysmgr.drivers.runtime.oci.config import STAGE
 UNIFIED = "/sys/fs/cgroup/unified"
 
 
-def start_child(argv: Sequence[str], joins: Sequence[str], binds: Sequence[tuple[str, str]],
+def start_child(argv: Sequence[str], joins: Sequence[str], binds: Sequence[tuple[str, str, int]],
                 console_fd: int, err_w: int, *, hide_hybrid: bool) -> NoReturn:
     """In the child of :func:`cgjoin.fork`: set up and exec the runtime's ``create``; a
     failure before the exec goes to ``err_w`` (close-on-exec: EOF there means it ran)."""
@@ -38,13 +38,15 @@ def start_child(argv: Sequence[str], joins: Sequence[str], binds: Sequence[tuple
             linux.umount2(UNIFIED, linux.MNT_DETACH)
         linux.mount("tmpfs", STAGE, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
                     "mode=0711,size=64k")
-        for src, dst in binds:
+        for src, dst, flags in binds:
             src = src or _same_file(console_fd)
             if os.path.isdir(src):
                 os.mkdir(dst, 0o711)
             else:
                 os.close(os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
             linux.mount(src, dst, None, linux.MS_BIND | linux.MS_REC)
+            if flags:  # made here, in the host's user namespace: locked in the container's
+                linux.mount(None, dst, None, linux.MS_BIND | linux.MS_REMOUNT | flags)
         null = os.open("/dev/null", os.O_RDONLY)
         _stdio((null, console_fd, console_fd))
         proc.exec_replace(argv)

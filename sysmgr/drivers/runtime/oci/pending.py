@@ -32,7 +32,7 @@ class OciStart(PendingStart):
         self.child = 0
         self.err_r = -1
 
-    def fork(self, argv: Sequence[str], binds: Sequence[tuple[str, str]]) -> None:
+    def fork(self, argv: Sequence[str], binds: Sequence[tuple[str, str, int]]) -> None:
         """Open the console log (new at each start, on the container's volume, never through
         a link its tenant planted), fork the child that runs ``create``."""
         try:
