@@ -19,7 +19,7 @@ from sysmgr.drivers.runtime.base import FROZEN, RUNNING, STOPPED, Limits
 from sysmgr.drivers.runtime.cgroup_layout import DELEGATE_SLICE, detect_layout
 from sysmgr.drivers.runtime.cgroups import CGROUP_ROOT, V2Cgroup, open_cgroup
 from sysmgr.errors import Conflict
-from tests.integration.test_runtime import Env, run_in, wait_for
+from tests.integration.test_runtime import ENGINES, Env, run_in, wait_for
 
 pytestmark = [pytest.mark.cgroup2, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -28,9 +28,10 @@ LAYOUT = detect_layout()
 V2 = LAYOUT.kind == "unified"
 
 
-@pytest.fixture
+@pytest.fixture(params=ENGINES)
 def env(tmp_path, busybox_rootfs, request):
-    e = Env(str(tmp_path), busybox_rootfs, request.node.name)
+    """The contract under each runtime engine (crun and runc skipped when not installed)."""
+    e = Env(str(tmp_path), busybox_rootfs, request.node.originalname, request.param)
     yield e
     e.close()
 

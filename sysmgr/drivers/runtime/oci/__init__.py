@@ -207,6 +207,10 @@ class OciRuntime(Runtime):
             raise DriverError(f"{what}: root filesystem {spec.rootfs} does not exist")
         rendered = bundle.render(spec)
         _no_symlinked_destinations(spec.rootfs, rendered, what)
+        shifted = [d.path for d in spec.disks if d.shift]
+        if spec.idmap is not None and shifted:
+            raise DriverError(f"{what}: disk {shifted[0]} has shift, which needs an idmapped "
+                              f"mount: {self.binary} attaches none", hint="use runtime.engine native")
         if spec.idmap is not None and not self.locks_binds and any(d.readonly for d in spec.disks):
             raise DriverError(f"{what}: {self.binary} cannot keep a read-only disk locked "
                               "read-only in a user namespace (its root could remount it "
