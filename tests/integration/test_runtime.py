@@ -405,6 +405,16 @@ def test_two_containers_share_the_prefix(env: Env) -> None:
     assert not os.path.exists(os.path.join(CG, "memory", env.prefix))
 
 
+def test_stop_many_halts_each_by_its_signal(env: Env) -> None:
+    a = env.start(env.spec("one"))
+    b = env.start(env.spec("two"))
+    out = env.rt.stop_many([(a, int(signal.SIGUSR2), 20.0), (b, int(signal.SIGUSR2), 20.0)],
+                           force=False)
+    assert out == [True, True]  # both shut down by themselves on the halt signal
+    assert env.rt.status(a).state == env.rt.status(b).state == STOPPED
+    assert not os.path.exists(os.path.join(CG, "memory", env.prefix))
+
+
 def test_image_symlinks_cannot_redirect_the_launcher_outside_the_rootfs(env: Env) -> None:
     spec = env.spec()
     outside = os.path.join(env.base, "outside")
