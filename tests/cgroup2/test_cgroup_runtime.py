@@ -144,6 +144,9 @@ def test_stop_leaves_no_cgroup_and_no_prefix(env: Env) -> None:
 
 @pytest.mark.skipif(not V2, reason="cgroup v2 only: the no-internal-processes rule")
 def test_exec_joins_a_leaf_once_init_enabled_controllers(env: Env) -> None:
+    if env.engine == "runc":
+        pytest.skip("runc runs init in a cgroup of its own below sysmgr's and places exec'd "
+                    "processes there itself")
     rec = env.start()
     ct = open_cgroup(rec.cgroup).dirs()[0]
     # what systemd as the container's init does: move itself to a leaf, delegate controllers

@@ -369,7 +369,8 @@ class OciRuntime(Runtime):
         if not _found_in(root, proc.argv[0], proc.env.get("PATH", bundle.DEFAULT_PATH)):
             return _not_found(proc.argv[0], stdio[2])  # as a shell says it, as native does
         body = json.dumps(oconfig.exec_process(cfg, proc, terminal=tty)).encode()
-        files = [] if self.cgroup_verbs else self._cgroup(rec.cgroup).procs_files()
+        # (a leaf below once init enabled controllers for sub-cgroups: v2's no-internal-processes)
+        files = [] if self.cgroup_verbs else self._cgroup(rec.cgroup).join_files()
         pid_file = os.path.join(self.bundle_dir(cid), f"exec-{os.getpid()}-{time.monotonic_ns()}.pid")
         with _pipe_with(body) as pfd:
             err_r, err_w = os.pipe()
