@@ -19,9 +19,14 @@ pty sysmgr allocates (runc honours ``--console-socket`` only with ``--detach``, 
 exit code). Status, usage, watch and reap read the kernel as for the native runtime.
 
 The two differ in what they do with the cgroup (:attr:`OciRuntime.cgroup_verbs`): crun 1.8
-refuses this hybrid host's cgroups outright, so it runs with ``--cgroup-manager=disabled``
-and freeze, limits and usage are sysmgr's; runc manages the cgroup at the same path (joins
-it, writes the same limits), so ``pause``/``resume`` and ``update`` go through it.
+refuses this hybrid host's cgroups outright, so it runs with ``--cgroup-manager=disabled``;
+runc manages a cgroup of its own one level below sysmgr's (:attr:`OciRuntime.cgroup_leaf`,
+device rules only), joins exec'd processes to it itself, and ``pause``/``resume`` go through
+it (sysmgr's level is frozen too). Limits, usage and OOM kills are sysmgr's level's under
+both, where the kernel enforces and counts them (runc's ``update`` is not used: its level
+holds no limits). Where the runtimes fall short of the native runtime, a start is refused
+rather than weaker: mount destinations through a symlink (runc resolved ``/dev`` on the
+host), a ``shift`` disk (no idmapped mounts), a read-only disk under crun (binds unlocked).
 
 Unprivileged containers: neither crun 1.8 nor runc 1.1 attaches an idmapped root filesystem,
 so :attr:`RuntimeInfo.idmapped_mounts` is False and the engine shifts the container's files
@@ -117,7 +122,7 @@ class OciRuntime(Runtime):
     """Base of the crun and runc drivers: the binary and what it does with cgroups differ."""
 
     binary: ClassVar[str]
-    #: the runtime manages the cgroup itself (pause/resume/update through it, exec joins it)
+    #: the runtime manages a cgroup itself (pause/resume through it, exec joins it)
     cgroup_verbs: ClassVar[bool]
     #: the runtime refuses a hybrid host whose cgroup2 hierarchy holds controllers
     hide_hybrid: ClassVar[bool] = False
