@@ -528,6 +528,9 @@ def _not_found(prog: str, stderr: int) -> OciExecProcess:
 
 
 def _prepare_dirs(state_dir: str) -> None:
+    # (makedirs' mode is the leaf's only: every level made private on its own)
+    os.makedirs(os.path.dirname(state_dir), mode=0o700, exist_ok=True)
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
     os.makedirs(os.path.join(state_dir, "state"), mode=0o700, exist_ok=True)
     os.makedirs(os.path.join(state_dir, "bundles"), mode=0o700, exist_ok=True)
     if not os.path.isdir(oconfig.STAGED_ROOTFS):  # the mount point, and runc exec's chdir
