@@ -211,16 +211,13 @@ class OciRuntime(Runtime):
         if not os.path.isdir(spec.rootfs):
             raise DriverError(f"{what}: root filesystem {spec.rootfs} does not exist")
         rendered = bundle.render(spec)
-        _no_symlinked_destinations(spec.rootfs, rendered, what)
-        shifted = [d.path for d in spec.disks if d.shift]
-        if spec.idmap is not None and shifted:
-            raise DriverError(f"{what}: disk {shifted[0]} has shift, which needs an idmapped "
-                              f"mount: {self.binary} attaches none", hint="use runtime.engine native")
-        if spec.idmap is not None and not self.locks_binds and any(d.readonly for d in spec.disks):
-            raise DriverError(f"{what}: {self.binary} cannot keep a read-only disk locked "
-                              "read-only in a user namespace (its root could remount it "
-                              "writable): refused", hint="use runtime.engine runc or native")
-        given, binds = oconfig.adapt(rendered, linux.capget()[1], self.cgroup_leaf)
+        cg = self._cgroup(spec.cgroup)
+        # the cgroup as the kernel names it: under systemd on v2 sysmgr's is in a delegated
+        # scope (/sysmgr.slice/<prefix>.scope/NAME), which a runtime managing one must use
+        cgroups_path = "/" + (
+            spec.cgroup.strip("/") if cg.version == 1 else os.path.relpath(cg.dirs()[0], cg.root))
+        self._refuse_what_it_cannot_keep(spec, rendered, what)
+        given, binds = oconfig.adapt(rendered, linux.capget()[1], self.cgroup_leaf, cgroups_path)
         cid = self.container_id(spec.cgroup)
         try:
             _prepare_dirs(self.state_dir)
@@ -228,7 +225,6 @@ class OciRuntime(Runtime):
             _write_json(os.path.join(self.bundle_dir(cid), "config.json"), given, mode=0o700)
         except OSError as e:
             raise DriverError(f"{what}: cannot write the bundle: {e.strerror}") from e
-        cg = self._cgroup(spec.cgroup)
         if cg.exists():
             if cg.procs():
                 raise Conflict(f"{what}: its cgroup {cg.path} still has processes (already running?)")
@@ -244,8 +240,22 @@ class OciRuntime(Runtime):
             pending.fork(self.argv("create", "--bundle", self.bundle_dir(cid), cid), binds)
         except BaseException as e:
             pending.failed(e)
+            cg.release()
             raise
         return pending
+
+    def _refuse_what_it_cannot_keep(self, spec: RuntimeSpec, rendered: Mapping[str, Any],
+                                    what: str) -> None:
+        """Where this runtime would start a weaker container than the native one: refused."""
+        _no_symlinked_destinations(spec.rootfs, rendered, what)
+        shifted = [d.path for d in spec.disks if d.shift]
+        if spec.idmap is not None and shifted:
+            raise DriverError(f"{what}: disk {shifted[0]} has shift, which needs an idmapped "
+                              f"mount: {self.binary} attaches none", hint="use runtime.engine native")
+        if spec.idmap is not None and not self.locks_binds and any(d.readonly for d in spec.disks):
+            raise DriverError(f"{what}: {self.binary} cannot keep a read-only disk locked "
+                              "read-only in a user namespace (its root could remount it "
+                              "writable): refused", hint="use runtime.engine runc or native")
 
     # -- state -----------------------------------------------------------------------------
 

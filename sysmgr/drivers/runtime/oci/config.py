@@ -44,15 +44,19 @@ LOCKABLE = 1 | 2 | 4 | 8  # MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
 Bind = tuple[str, str, int]
 
 
-def adapt(config: Mapping[str, Any], held_caps: int, cgroup_leaf: str = ""
-          ) -> tuple[dict[str, Any], list[Bind]]:
+def adapt(config: Mapping[str, Any], held_caps: int, cgroup_leaf: str = "",
+          cgroups_path: str | None = None) -> tuple[dict[str, Any], list[Bind]]:
     """``config`` as the OCI runtime gets it, and the binds to make in :data:`STAGE` first:
     ``(host source, staged path, flags)``; the console log's source is ``""`` (the caller's
     fd). The staged binds already carry their mount's read-only, nosuid, nodev and noexec:
     made in the host's user namespace, they are locked in the container's (the runtime's own
     remount, done inside, could be undone by the container's root).
-    ``cgroup_leaf``: the runtime's cgroup is that sub-cgroup of sysmgr's."""
+    ``cgroup_leaf``: the runtime's cgroup is that sub-cgroup of sysmgr's; ``cgroups_path``:
+    sysmgr's cgroup as the kernel names it, when it differs from the rendering's (under
+    systemd on cgroup v2: in sysmgr's delegated scope)."""
     out = copy.deepcopy(dict(config))
+    if cgroups_path:
+        out["linux"]["cgroupsPath"] = cgroups_path
     if cgroup_leaf:
         out["linux"]["cgroupsPath"] = out["linux"]["cgroupsPath"].rstrip("/") + "/" + cgroup_leaf
         # the limits stay at sysmgr's level above (written before the start): the kernel

@@ -57,10 +57,13 @@ class OciStart(PendingStart):
         except BaseException as e:
             self.failed(e)
             raise
+        finally:
+            self.cg.release()  # (v2 under systemd: the scope's holder goes, init keeps it)
 
     def abort(self) -> None:
         self._wait_child()
         self.failed(None)
+        self.cg.release()
 
     def _wait_child(self) -> tuple[str, int]:
         msg = ""
