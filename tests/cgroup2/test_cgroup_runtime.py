@@ -19,6 +19,7 @@ from sysmgr.drivers.runtime.base import FROZEN, RUNNING, STOPPED, Limits
 from sysmgr.drivers.runtime.cgroup_layout import DELEGATE_SLICE, detect_layout
 from sysmgr.drivers.runtime.cgroups import CGROUP_ROOT, V2Cgroup, open_cgroup
 from sysmgr.errors import Conflict
+from sysmgr.drivers.runtime.oci import OciRuntime
 from tests.integration.test_runtime import ENGINES, Env, run_in, wait_for
 
 pytestmark = [pytest.mark.cgroup2, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -177,7 +178,9 @@ def test_exec_joins_a_leaf_once_init_enabled_controllers(env: Env) -> None:
 def test_containers_live_in_a_delegated_scope_under_systemd(env: Env) -> None:
     rec = env.start(limits=Limits(memory_bytes=64 * MiB, pids_max=50))
     with open(f"/proc/{rec.pid}/cgroup") as f:
-        assert f.read().strip() == f"0::/{DELEGATE_SLICE}/{env.prefix}.scope/{env.stem}"
+        # (runc's init sits in its own cgroup, one level below sysmgr's)
+        leaf = "/" + env.rt.cgroup_leaf if isinstance(env.rt, OciRuntime) and env.rt.cgroup_leaf else ""
+        assert f.read().strip() == f"0::/{DELEGATE_SLICE}/{env.prefix}.scope/{env.stem}{leaf}"
     scope = f"{env.prefix}.scope"
     out = run(["systemctl", "show", "-p", "Delegate,ActiveState", scope]).stdout.decode()
     assert "Delegate=yes" in out and "ActiveState=active" in out
