@@ -17,7 +17,8 @@ from sysmgr.errors import Issue, ValidationError
 from sysmgr.layout import Layout
 from sysmgr.model import members as mmembers
 from sysmgr.model import placement
-from sysmgr.state.cluster import ClusterStore, SQLiteClusterStore
+from sysmgr.engine import cluster_store
+from sysmgr.state.cluster import ClusterStore
 from sysmgr.types import MemberSpec
 
 __all__ = ["ClusterStore", "MemberFacts"]
@@ -26,12 +27,13 @@ __all__ = ["ClusterStore", "MemberFacts"]
 # -- the store --------------------------------------------------------------------------------
 
 def has_store(layout: Layout) -> bool:
-    """Whether the root has a cluster record at all (cheap: one stat, no SQLite)."""
-    return os.path.exists(layout.cluster_db)
+    """Whether the root has a cluster record at all (cheap: stats, no SQLite, no etcd)."""
+    return cluster_store.has_store(layout)
 
 
 def open_store(layout: Layout) -> ClusterStore:
-    return SQLiteClusterStore(layout.cluster_db)
+    """The admin root's cluster store: SQLite by default, etcd once ``cluster store set``."""
+    return cluster_store.open_store(layout)
 
 
 def _raise(problems: Sequence[tuple[str, str]]) -> None:
