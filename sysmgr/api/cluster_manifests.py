@@ -47,6 +47,9 @@ class ClusterManifests:
         """Each member's plan for its share; with ``prune``, each member also deletes what
         was created there from these manifests and left the whole of them."""
         c = self._cluster
+        if prune:  # what it deletes is decided from the shared record: never from a stale one
+            from sysmgr.api.cluster_store import live_store
+            live_store(c)
         recorded = c.specs()
         specs = cplan.effective_members(manifest, recorded)
         cplan.check_targets(manifest, specs)

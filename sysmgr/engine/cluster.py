@@ -18,7 +18,7 @@ from sysmgr.layout import Layout
 from sysmgr.model import members as mmembers
 from sysmgr.model import placement
 from sysmgr.engine import cluster_store
-from sysmgr.state.cluster import ClusterStore
+from sysmgr.state.cluster import Capacity, ClusterStore
 from sysmgr.types import MemberSpec
 
 __all__ = ["ClusterStore", "MemberFacts"]
@@ -201,3 +201,24 @@ def place(candidates: Sequence[placement.Candidate], *, group: str | None,
 def evacuate_mode(expanded_config: Mapping[str, str]) -> str:
     """The container's ``cluster.evacuate`` (auto, migrate or stop)."""
     return (expanded_config.get("cluster.evacuate") or "auto").strip().lower()
+
+
+# -- capacity for reservations (the cluster store) --------------------------------------------
+
+def with_count(c: placement.Candidate, count: int) -> placement.Candidate:
+    """``c`` counting ``count`` containers when the store knows more than the member said
+    (reservations of launches under way)."""
+    return replace(c, containers=max(c.containers, count))
+
+
+def memory_need(memory: str | None) -> int:
+    """Bytes an absolute ``limits.memory`` reserves on a member (0: none)."""
+    return placement.memory_need(memory) or 0
+
+
+def capacity(spec: MemberSpec, facts: Mapping[str, Any] | None = None) -> Capacity:
+    """A member's limits: ``limits.instances`` and ``limits.memory`` from its config (the
+    memory defaults to the total its controller reports)."""
+    total = facts_of(facts).memory_total if facts else None
+    count, memory = mmembers.capacity(spec, total)
+    return Capacity(count, memory)

@@ -170,7 +170,8 @@ class ClusterStore(abc.ABC):
                 lease: int, holder: str) -> str | None:
         """Reserve a slot for ``container`` on ``member`` atomically against its
         ``capacity`` (what is placed and reserved there counts); None when reserved, else
-        why not. AlreadyExists when the name is placed or reserved anywhere."""
+        why not. AlreadyExists while another launch has the name reserved; a placed record
+        of the name is replaced (the caller has checked that no member holds it)."""
 
     @abc.abstractmethod
     def commit(self, container: str) -> None:
@@ -423,11 +424,13 @@ class SQLiteClusterStore(ClusterStore):
     def reserve(self, member: str, container: str, *, memory: int, capacity: Capacity,
                 lease: int, holder: str) -> str | None:
         with self._live_tx():  # BEGIN IMMEDIATE: the read and the write are one step
-            taken = self.conn.execute("SELECT member FROM locations WHERE container=?",
+            taken = self.conn.execute("SELECT member, lease FROM locations WHERE container=?",
                                       (container,)).fetchone()
-            if taken:
-                raise AlreadyExists(f"container {container!r} is already placed or being "
-                                    f"launched on {taken['member']}")
+            if taken and taken["lease"] is not None:
+                raise AlreadyExists(f"container {container!r} is being launched on "
+                                    f"{taken['member']}")
+            # a placed record of a name no member holds (the caller asked them): stale
+            self.conn.execute("DELETE FROM locations WHERE container=?", (container,))
             count, used = self.conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(memory), 0) FROM locations WHERE member=?",
                 (member,)).fetchone()

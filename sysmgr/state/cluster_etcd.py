@@ -176,20 +176,27 @@ class EtcdClusterStore(ClusterStore):
         record = {"member": member, "memory": memory, "holder": holder}
         for _ in range(_CAS_ATTEMPTS):
             cap, usage, taken = self._snapshot(member, container)
-            if taken is not None:
-                raise AlreadyExists(f"container {container!r} is already placed or being "
-                                    f"launched on {(taken.json() or {}).get('member')}")
-            used = sum(int((kv.json() or {}).get("memory", 0)) for kv in usage)
-            why = capacity.refusal(len(usage), used, memory)
+            old = (taken.json() or {}) if taken else {}
+            if taken is not None and taken.lease:
+                raise AlreadyExists(f"container {container!r} is being launched on "
+                                    f"{old.get('member')}")
+            used = sum(int((kv.json() or {}).get("memory", 0)) for kv in usage
+                       if kv.key.rsplit("/", 1)[1] != container)
+            count = sum(1 for kv in usage if kv.key.rsplit("/", 1)[1] != container)
+            why = capacity.refusal(count, used, memory)
             if why is not None:
                 return why
-            cmp = [compare(name_key, "VERSION", 0),
+            # a placed record of a name no member holds (the caller asked them) is stale
+            cmp = [compare(name_key, "MOD", taken.mod_revision) if taken else
+                   compare(name_key, "VERSION", 0),
                    compare(cap_key, "MOD", cap.mod_revision) if cap else
                    compare(cap_key, "VERSION", 0)]
+            stale = [delete_op(self.k("usage", old["member"], container))] \
+                if old.get("member") not in (None, member) else []
             ok, _ = self.client.txn(cmp, [
                 put_op(name_key, record, lease),
                 put_op(self.k("usage", member, container), {"memory": memory}, lease),
-                put_op(cap_key, {"by": holder})])
+                put_op(cap_key, {"by": holder}), *stale])
             if ok:
                 return None
         raise Conflict(f"too many concurrent launches on {member}: try again")
