@@ -19,6 +19,7 @@ from sysmgr.api import remote
 from sysmgr.api.backend import Backend
 from sysmgr.api.fanout import MemberSet, failures
 from sysmgr.engine import cluster as ecluster
+from sysmgr.engine import cluster_store as estore
 from sysmgr.engine import cluster_plan as cplan
 from sysmgr.engine.apply import ApplyResult
 from sysmgr.engine.manifests import Manifest
@@ -124,6 +125,10 @@ class ClusterManifests:
             plan = fresh
         done = b.manifest_apply(plan, progress=tell)
         result.done += [f"[{mp.member}] {line}" for line in getattr(done, "done", [])]
+        try:  # the cluster-wide view; each member's own inventory decides its prunes
+            estore.record_inventory(c.store, mp.member, plan)
+        except SysmgrError as e:
+            say(f"[{mp.member}] note: inventory not recorded in the cluster store: {e.message}")
 
 
 def _observe(ms: MemberSet, name: str, b: Backend) -> cplan.MemberView:

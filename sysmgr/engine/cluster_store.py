@@ -318,3 +318,18 @@ def send_event(root: str, fields: dict[str, Any]) -> None:
             _event_stores[root] = (store, member, 0.0)
         except SysmgrError:
             _event_stores[root] = (None, None, time.monotonic() + _EVENT_BACKOFF)
+
+
+# -- the cluster-wide manifest inventory --------------------------------------------------------
+
+def record_inventory(store: ClusterStore, member: str, plan: Any) -> None:
+    """After ``plan`` applied on ``member``: what its manifests made there is in the store's
+    inventory (``kind``, ``member/name``), and what it pruned or forgot is not."""
+    from sysmgr.engine.actions import ForgetInventory, Prune
+
+    for kind, name, _doc in getattr(plan, "applied", ()):
+        store.inventory_put(kind, f"{member}/{name}", {
+            "member": member, "name": name, "origin": plan.origin, "revision": plan.revision})
+    for a in plan.actions:
+        if isinstance(a, (Prune, ForgetInventory)):
+            store.inventory_delete(a.target_kind, f"{member}/{a.name}")

@@ -174,6 +174,23 @@ def test_killed_controller_is_offline_within_the_ttl(members: Members) -> None:
     members.wait_state({"n1": "ONLINE", "n2": "ONLINE"})
 
 
+def _profile_dir(base: str) -> str:
+    d = f"{base}/site"
+    os.makedirs(d, exist_ok=True)
+    with open(f"{d}/small.yaml", "w") as f:
+        f.write("kind: Profile\nname: tiny\nconfig:\n  limits.processes: '100'\n")
+    return d
+
+
+def test_apply_records_the_inventory_in_the_store(members: Members) -> None:
+    site = _profile_dir(members.base)
+    run_cli("apply", "-f", site, "--yes", root=members.admin, check=True)
+    with members.store() as st:
+        inv = st.inventory()
+    assert {k for k in inv if k[0] == "Profile"} == {("Profile", "n1/tiny"), ("Profile", "n2/tiny")}
+    assert inv[("Profile", "n1/tiny")]["member"] == "n1"
+
+
 @pytest.fixture
 def quorum_members(etcd_cluster: EtcdCluster, tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[Members]:
@@ -204,7 +221,9 @@ def test_quorum_loss_and_return(quorum_members: Members) -> None:
     assert res.returncode == 0 and "STALE" in res.stderr
     assert [(r["name"], r["location"]) for r in json.loads(res.stdout)] == [("q1", "n2")]
     before = m.containers()
-    for argv in (("launch", "busybox", "q2"), ("move", "q1", "--target", "n1")):
+    site = _profile_dir(m.base)
+    for argv in (("launch", "busybox", "q2"), ("move", "q1", "--target", "n1"),
+                 ("apply", "-f", site, "--prune", "--yes")):
         res = run_cli(*argv, root=admin)
         assert res.returncode == 1, res
         errors = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
