@@ -32,6 +32,7 @@ class EtcdCluster:
 
     def __init__(self, base: str, n: int) -> None:
         self.base = base
+        os.makedirs(base, exist_ok=True)
         self.names = [f"e{i}" for i in range(n)]
         self.client_ports = [free_port() for _ in range(n)]
         self.peer_ports = [free_port() for _ in range(n)]

@@ -18,11 +18,11 @@ from __future__ import annotations
 import re
 import tempfile
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
-from sysmgr.api import cluster_store, evacuation, remote
+from sysmgr.api import remote
 from sysmgr.api.backend import Backend
-from sysmgr.api.evacuation import Evacuation
 from sysmgr.api.fanout import MemberSet, failures
 from sysmgr.engine import cluster as ecluster
 from sysmgr.engine import cluster_store as estore
@@ -32,6 +32,10 @@ from sysmgr.errors import (
     SysmgrError, ValidationError)
 from sysmgr.layout import Layout
 from sysmgr.types import MemberSpec
+
+if TYPE_CHECKING:  # pragma: no cover - evacuation and the store admin load when used
+    from sysmgr.api.cluster_store import StoreManager
+    from sysmgr.api.evacuation import Evacuation
 
 Progress = Callable[[str], None]
 Confirm = Callable[[str], bool]
@@ -203,7 +207,13 @@ class ClusterManager:
         #: why the members came from the cache (the shared store had no quorum), else None
         self.stale: str | None = None
         self.members = MemberManager(self)
-        self.store_admin = cluster_store.StoreManager(self)
+
+    @cached_property
+    def store_admin(self) -> "StoreManager":
+        """``client.cluster.store_admin``: which store holds the record; set, migrate."""
+        from sysmgr.api.cluster_store import StoreManager
+
+        return StoreManager(self)
 
     # -- records -------------------------------------------------------------------------------
     @property
@@ -215,7 +225,7 @@ class ClusterManager:
     @property
     def store_shared(self) -> bool:
         """Whether the record is in a shared store (etcd), not this root's SQLite file."""
-        return self.store_admin.config().kind != "sqlite"
+        return estore.store_config(self.layout).kind != "sqlite"
 
     def specs(self) -> list[MemberSpec]:
         if self._store is None and not ecluster.has_store(self._client.layout):
@@ -425,11 +435,15 @@ class ClusterManager:
         it by their ``cluster.evacuate`` key: ``migrate`` and ``auto`` move them to other
         members (``auto`` stops what cannot move), ``stop`` stops them. A container that
         could be neither moved nor stopped keeps running there and is named in the error."""
+        from sysmgr.api import evacuation
+
         return evacuation.evacuate(self, name, progress=progress)
 
     def restore(self, name: str, *, progress: Progress | None = None) -> list[str]:
         """Start again what evacuating ``name`` stopped and move back what it moved, then
         clear its mark; the names of the containers brought back."""
+        from sysmgr.api import evacuation
+
         return evacuation.restore(self, name, progress=progress)
 
 

@@ -95,13 +95,6 @@ def live_store(cluster: Cluster) -> Any:
     return store
 
 
-def _usage_by_member(store: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for loc in store.locations():
-        counts[loc.member] = counts.get(loc.member, 0) + 1
-    return counts
-
-
 def reserve(cluster: Cluster, name: str, lease: int, *, target: str | None,
             config: Mapping[str, str] | None, profiles: Sequence[str] | None) -> str:
     """Choose a member for new container ``name`` and reserve its slot there (a
@@ -111,8 +104,8 @@ def reserve(cluster: Cluster, name: str, lease: int, *, target: str | None,
     cands, specs, group, memory = cluster.candidates(name, target=target, config=config,
                                                      profiles=profiles)
     need = ecluster.memory_need(memory)
-    counts = _usage_by_member(store)
-    full: dict[str, str] = {}
+    counts = store.usage_counts()
+    full = ecluster.known_full({c.name: specs[c.name] for c in cands}, counts)
     holder = estore.holder_name(f"launch of {name}")
     while True:
         live = [ecluster.with_count(c, counts.get(c.name, 0)) for c in cands

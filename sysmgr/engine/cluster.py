@@ -216,6 +216,17 @@ def memory_need(memory: str | None) -> int:
     return placement.memory_need(memory) or 0
 
 
+def known_full(specs: Mapping[str, MemberSpec], counts: Mapping[str, int]) -> dict[str, str]:
+    """member -> why it is full, for the members ``counts`` (the store's) already shows at
+    their ``limits.instances``: not worth a reservation's round trip."""
+    out = {}
+    for name, spec in specs.items():
+        why = capacity(spec).refusal(counts.get(name, 0), 0, 0)
+        if why is not None:
+            out[name] = why
+    return out
+
+
 def capacity(spec: MemberSpec, facts: Mapping[str, Any] | None = None) -> Capacity:
     """A member's limits: ``limits.instances`` and ``limits.memory`` from its config (the
     memory defaults to the total its controller reports)."""

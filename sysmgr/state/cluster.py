@@ -195,6 +195,13 @@ class ClusterStore(abc.ABC):
     def location(self, container: str) -> Location | None:
         return next((loc for loc in self.locations() if loc.container == container), None)
 
+    def usage_counts(self) -> dict[str, int]:
+        """member -> how many containers are placed or reserved there."""
+        counts: dict[str, int] = {}
+        for loc in self.locations():
+            counts[loc.member] = counts.get(loc.member, 0) + 1
+        return counts
+
     def usage(self, member: str) -> Usage:
         locs = self.locations(member)
         return Usage(len(locs), sum(loc.memory for loc in locs))

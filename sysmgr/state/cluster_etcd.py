@@ -72,6 +72,8 @@ class EtcdClusterStore(ClusterStore):
         self.client = EtcdClient(endpoints, tls)
         self.cluster_id = cluster_id
         self.prefix = f"/sysmgr/{cluster_id}/"
+        #: container -> (member, memory, lease) of the reservations this process made
+        self._reserved: dict[str, tuple[str, int, int]] = {}
 
     def k(self, *parts: str) -> str:
         return self.prefix + "/".join(parts)
@@ -198,6 +200,7 @@ class EtcdClusterStore(ClusterStore):
                 put_op(self.k("usage", member, container), {"memory": memory}, lease),
                 put_op(cap_key, {"by": holder}), *stale])
             if ok:
+                self._reserved[container] = (member, memory, lease)
                 return None
         raise Conflict(f"too many concurrent launches on {member}: try again")
 
@@ -206,6 +209,14 @@ class EtcdClusterStore(ClusterStore):
         return kv, (kv.json() or {}) if kv else {}
 
     def commit(self, container: str) -> None:
+        mine = self._reserved.pop(container, None)
+        if mine is not None:  # one transaction: still ours (its lease) -> placed
+            member, memory, lease = mine
+            ok, _ = self.client.txn([compare(self.k("names", container), "LEASE", lease)], [
+                put_op(self.k("names", container), {"member": member, "memory": memory}),
+                put_op(self.k("usage", member, container), {"memory": memory})])
+            if ok:
+                return
         kv, rec = self._location_kv(container)
         if kv is None:
             raise SysmgrError(f"the reservation of {container!r} expired before its launch "
@@ -236,6 +247,15 @@ class EtcdClusterStore(ClusterStore):
         if kv is not None:
             self.client.txn([compare(kv.key, "MOD", kv.mod_revision)], [
                 delete_op(kv.key), delete_op(self.k("usage", rec["member"], container))])
+
+    def usage_counts(self) -> dict[str, int]:
+        kvs, _ = self.client.range(self.k("usage", ""), keys_only=True)
+        counts: dict[str, int] = {}
+        start = len(self.k("usage", ""))
+        for kv in kvs:
+            member = kv.key[start:].split("/", 1)[0]
+            counts[member] = counts.get(member, 0) + 1
+        return counts
 
     def locations(self, member: str | None = None) -> list[Location]:
         if member is not None:

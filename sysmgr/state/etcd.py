@@ -180,9 +180,13 @@ class EtcdClient:
         kvs = self.post("/v3/kv/range", {"key": b64(key)}).get("kvs") or []
         return KV.of(kvs[0]) if kvs else None
 
-    def range(self, prefix: str) -> tuple[list[KV], int]:
-        """Every key under ``prefix`` (sorted by key) and the store's revision."""
-        answer = self.post("/v3/kv/range", {"key": b64(prefix), "range_end": prefix_end(prefix)})
+    def range(self, prefix: str, *, keys_only: bool = False) -> tuple[list[KV], int]:
+        """Every key under ``prefix`` (sorted by key; ``keys_only``: without the values)
+        and the store's revision."""
+        body = {"key": b64(prefix), "range_end": prefix_end(prefix)}
+        if keys_only:
+            body["keys_only"] = True
+        answer = self.post("/v3/kv/range", body)
         revision = int(answer.get("header", {}).get("revision", 0))
         return [KV.of(d) for d in answer.get("kvs") or []], revision
 
