@@ -174,6 +174,36 @@ def test_killed_controller_is_offline_within_the_ttl(members: Members) -> None:
     members.wait_state({"n1": "ONLINE", "n2": "ONLINE"})
 
 
+def test_monitor_all_members_watches_the_store(members: Members) -> None:
+    run_cli("launch", "busybox", "a1", "--target", "n1", root=members.admin, check=True)
+    env = {**os.environ, "PYTHONPATH": REPO}
+    mon = subprocess.Popen([sys.executable, "-m", "sysmgr", "--root", members.admin, "monitor",
+                            "--all-members", "--since", "10m", "--format", "json"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(120, mon.kill)         # never hang the suite on a missed event
+    watchdog.start()
+    try:
+        seen: set[tuple[str, str, str]] = set()
+        want = {("n1", "container/a1", "started"), ("n2", "container/a2", "started")}
+        launched = False
+        assert mon.stdout is not None
+        for line in mon.stdout:                       # the recorded ones, then the watch
+            e = json.loads(line)
+            seen.add((e.get("member"), e["object"], e["action"]))
+            if ("n1", "container/a1", "started") in seen and not launched:
+                launched = True                       # a2 happens while it watches
+                run_cli("launch", "busybox", "a2", "--target", "n2", root=members.admin,
+                        check=True)
+            if want <= seen:
+                break
+    finally:
+        watchdog.cancel()
+        mon.send_signal(signal.SIGINT)
+        mon.communicate(timeout=30)
+    assert want <= seen
+    assert ("n1", "container/a1", "created") in seen
+
+
 def _profile_dir(base: str) -> str:
     d = f"{base}/site"
     os.makedirs(d, exist_ok=True)

@@ -254,12 +254,7 @@ def store_show(app: AppContext, fmt: str) -> None:
 def store_set(app: AppContext, url: str, cacert: str | None, cert: str | None,
               key: str | None, cluster_id: str | None) -> None:
     """Use the store at URL from now on (checked first; nothing is copied: see migrate).
-
-    \b
-    Examples:
-      sysmgr cluster store set etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379
-      sysmgr cluster store set etcd://etcd1:2379 --cacert ca.pem --cert me.pem --key me.key
-    """
+    With TLS: --cacert CA.pem --cert ME.pem --key ME.key."""
     conf = app.client.cluster.store_admin.set(url, cluster_id=cluster_id, cacert=cacert,
                                               cert=cert, key=key)
     click.echo(f"Cluster store: {conf.url}")
