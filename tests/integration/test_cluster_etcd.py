@@ -99,14 +99,20 @@ class Members:
                     ct.delete(force=True)
 
 
-@pytest.fixture
-def members(etcd_server: EtcdCluster, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[Members]:
-    m = Members(str(tmp_path_factory.mktemp("members")), etcd_server, {"n1": 3, "n2": 2})
+def _members(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster,
+             limits: dict[str, int]) -> Iterator[Members]:
+    m = Members(str(tmp_path_factory.mktemp("members")), etcd, limits)
     try:
         yield m
     finally:
         m.close()
+
+
+@pytest.fixture
+def members(etcd_server: EtcdCluster, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Members]:
+    """Members n1 (room for 3 containers) and n2 (2) on a one-node etcd."""
+    yield from _members(tmp_path_factory, etcd_server, {"n1": 3, "n2": 2})
 
 
 def _launch(admin: str, name: str, out: dict[str, subprocess.CompletedProcess]) -> None:
@@ -224,14 +230,8 @@ def test_apply_records_the_inventory_in_the_store(members: Members) -> None:
 @pytest.fixture
 def quorum_members(etcd_cluster: EtcdCluster, tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[Members]:
-    m = Members(str(tmp_path_factory.mktemp("members")), etcd_cluster, {"n1": 5, "n2": 5})
-    try:
-        yield m
-    finally:
-        for i in range(3):
-            if etcd_cluster.procs[i] is None:
-                etcd_cluster.start(i)
-        m.close()
+    """Members n1 and n2 (room for 5 each) on a three-node etcd."""
+    yield from _members(tmp_path_factory, etcd_cluster, {"n1": 5, "n2": 5})
 
 
 def test_quorum_loss_and_return(quorum_members: Members) -> None:
