@@ -143,6 +143,9 @@ class ClusterContainerManager(ContainerManager):
         got = on.backend.container_import(path, name=name, pool=pool, progress=progress,
                                           allow_devices=allow_devices,
                                           warn=collect_warnings(said, warn))
+        from sysmgr.api.cluster_store import record_location
+
+        record_location(self._cluster, got, member)
         c = Container(on, on.backend.container_view(got))
         c.warnings = tuple(said)
         return c

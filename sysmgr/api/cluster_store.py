@@ -198,6 +198,13 @@ def check_unlocked(cluster: Cluster, names: Sequence[str]) -> None:
             raise Conflict(f"container {n!r} is locked: {other}", hint="wait for it to finish")
 
 
+def record_location(cluster: Cluster, name: str, member: str) -> None:
+    """A container made on ``member`` without a reservation (an import, a copy) is recorded
+    there (best effort, as :func:`forget_locations`)."""
+    with contextlib.suppress(SysmgrError):
+        cluster.store.set_location(name, member)
+
+
 def forget_locations(cluster: Cluster, names: Sequence[str]) -> None:
     """Deleted containers leave the store (best effort: a stale record is replaced by the
     next launch of the name, and does not stop one)."""

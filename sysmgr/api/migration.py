@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sysmgr.api.cluster_store import move_lock
+from sysmgr.api.cluster_store import move_lock, record_location
 from sysmgr.api.migration_journal import Entry, entries, settle, settle_all, settle_pending
 from sysmgr.api.mover import Downtime, Meter, MigrationResult, Mover, Progress
 from sysmgr.errors import AlreadyExists, Conflict
@@ -122,6 +122,9 @@ def copy(cluster: Cluster, name: str, source: str, target: str, new_name: str, *
         cluster.spec(target)
         if not refresh:
             check_free(cluster, new_name)
-    return Mover(cluster, name, source, target, new_name=new_name, pool=pool,
-                 progress=progress, meter=meter, changes=changes,
-                 instance_only=instance_only).copy(refresh=refresh)
+    result = Mover(cluster, name, source, target, new_name=new_name, pool=pool,
+                   progress=progress, meter=meter, changes=changes,
+                   instance_only=instance_only).copy(refresh=refresh)
+    if not isinstance(cluster, ThisHost) and not refresh:
+        record_location(cluster, new_name, target)
+    return result
