@@ -63,6 +63,7 @@ class StoreConfig:
 
 def write_atomic(path: str, data: bytes, *, mode: int = 0o600) -> None:
     """Write ``path`` whole or not at all (a reader never sees half a file)."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o711, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
@@ -108,8 +109,11 @@ def write_config(path: str, conf: StoreConfig | None) -> None:
         if os.path.exists(path):
             os.unlink(path)
         return
-    write_atomic(path, (json.dumps(conf.to_dict(), indent=1, sort_keys=True) + "\n").encode(),
-                 mode=0o600)
+    try:
+        write_atomic(path, (json.dumps(conf.to_dict(), indent=1, sort_keys=True) + "\n")
+                     .encode(), mode=0o600)
+    except OSError as e:
+        raise SysmgrError(f"cannot record the cluster store in {path}: {e.strerror}") from e
 
 
 def open_config(conf: StoreConfig, layout: Layout) -> ClusterStore:

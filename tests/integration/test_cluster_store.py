@@ -16,7 +16,7 @@ import pytest
 from sysmgr.errors import AlreadyExists, NotFound
 from sysmgr.state.cluster import Capacity, ClusterStore, SQLiteClusterStore
 from sysmgr.types import MemberSpec
-from tests.etcd import module_etcd  # noqa: F401  (fixture)
+from tests.etcd import etcd_tls, module_etcd  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(params=["sqlite", "etcd"])
@@ -174,3 +174,31 @@ def test_inventory_and_events(store: ClusterStore) -> None:
     t.join(30)
     stop.set()
     assert seen == ["started", "stopped"]
+
+
+def test_etcd_with_client_certificates(etcd_tls, tmp_path) -> None:
+    """An etcd that wants client certificates: the store speaks TLS with them; without them
+    it is refused (and says why), and `cluster store set` records them."""
+    from sysmgr.engine import cluster_store as estore
+    from sysmgr.errors import SysmgrError
+    from sysmgr.layout import Layout
+    from sysmgr.state.cluster_etcd import EtcdClusterStore
+    from sysmgr.state.etcd import TLS
+    from tests.conftest import run_cli
+
+    certs = etcd_tls.tls
+    tls = TLS(certs.ca, certs.client_cert, certs.client_key)
+    with EtcdClusterStore(etcd_tls.endpoints, "tls", tls) as st:
+        st.add(spec("n1"))
+        assert [s.name for s in st.members()] == ["n1"]
+    with pytest.raises(SysmgrError):
+        with EtcdClusterStore(etcd_tls.endpoints, "tls", TLS(certs.ca)) as st:  # no client cert
+            st.members()
+    admin = str(tmp_path / "admin")
+    res = run_cli("cluster", "store", "set", etcd_tls.url, "--cluster-id", "tls", "--cacert",
+                  certs.ca, "--cert", certs.client_cert, "--key", certs.client_key, root=admin)
+    assert res.returncode == 0, res
+    conf = estore.store_config(Layout(admin))
+    assert (conf.kind, conf.cert) == ("etcd", certs.client_cert)
+    res = run_cli("cluster", "list", "-f", "json", root=admin, check=True)
+    assert [r["name"] for r in __import__("json").loads(res.stdout)] == ["n1"]
