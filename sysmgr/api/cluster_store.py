@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from sysmgr.engine import cluster as ecluster
@@ -225,8 +226,7 @@ def heartbeat(store_url: str, member: str, *, root: str, ttl: float,
     layout = Layout(root)
     conf = estore.parse_store(store_url, cluster_id=cluster_id, cacert=cacert, cert=cert,
                               key=key)
-    conf = estore.StoreConfig(**{**conf.to_dict(), "endpoints": conf.endpoints,
-                                 "member": member, "ttl": ttl})
+    conf = replace(conf, member=member, ttl=ttl)
     estore.write_config(layout.cluster_member, conf)
     store = estore.open_config(conf, layout)
     try:

@@ -53,6 +53,10 @@ MIGRATIONS: list[str] = [
 ]
 
 
+#: events the SQLite store keeps (the newest)
+EVENTS_KEPT = 100_000
+
+
 @dataclass(frozen=True)
 class Location:
     """Where a container lives (``lease`` 0), or a reservation for one being launched there
@@ -526,8 +530,11 @@ class SQLiteClusterStore(ClusterStore):
     # -- events ---------------------------------------------------------------------------------
     def add_event(self, event: dict[str, Any]) -> None:
         with self._live_tx():
-            self.conn.execute("INSERT INTO events(event) VALUES (?)",
-                              (json.dumps(event, sort_keys=True, default=str),))
+            cur = self.conn.execute("INSERT INTO events(event) VALUES (?)",
+                                    (json.dumps(event, sort_keys=True, default=str),))
+            # the store keeps the newest EVENTS_KEPT (each member's log keeps them all)
+            self.conn.execute("DELETE FROM events WHERE seq <= ?",
+                              ((cur.lastrowid or 0) - EVENTS_KEPT,))
 
     def events(self, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
         with self._lock:

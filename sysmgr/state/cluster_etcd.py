@@ -25,16 +25,18 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Iterator
 
 from sysmgr.errors import AlreadyExists, Conflict, NotFound, SysmgrError
 from sysmgr.state.cluster import Capacity, ClusterStore, Location
-from sysmgr.state.etcd import KV, TLS, EtcdClient, b64, compare, delete_op, prefix_end, put_op
+from sysmgr.state.etcd import KV, TLS, EtcdClient, compare, delete_op, put_op, range_op
 from sysmgr.types import MemberSpec
 
 #: attempts of one reservation against concurrent ones before giving up
 _CAS_ATTEMPTS = 200
+#: events stay in the store this long (each process's events share one lease)
+EVENT_TTL = 7 * 24 * 3600
 _seq = itertools.count()
 
 
@@ -49,13 +51,6 @@ def _spec(d: dict[str, Any]) -> MemberSpec:
                       sysmgr=d.get("sysmgr") or "sysmgr", groups=tuple(d.get("groups") or ()),
                       config=tuple(sorted((d.get("config") or {}).items())),
                       host_key=d.get("host_key"), evacuated=bool(d.get("evacuated")))
-
-
-def _range_op(key: str, prefix: bool = False) -> dict[str, Any]:
-    body = {"key": b64(key)}
-    if prefix:
-        body["range_end"] = prefix_end(key)
-    return {"request_range": body}
 
 
 def _kvs(response: dict[str, Any]) -> list[KV]:
@@ -74,6 +69,7 @@ class EtcdClusterStore(ClusterStore):
         self.prefix = f"/sysmgr/{cluster_id}/"
         #: container -> (member, memory, lease) of the reservations this process made
         self._reserved: dict[str, tuple[str, int, int]] = {}
+        self._event_lease = 0
 
     def k(self, *parts: str) -> str:
         return self.prefix + "/".join(parts)
@@ -118,22 +114,17 @@ class EtcdClusterStore(ClusterStore):
         raise Conflict(f"cluster member {name!r} kept changing under this update")
 
     def put(self, spec: MemberSpec) -> None:
-        from dataclasses import replace
         self._update(spec.name, lambda old: replace(spec, evacuated=old.evacuated), create=spec)
 
     def remove(self, name: str) -> None:
         self.member(name)
         self.client.txn([], [delete_op(self.k("members", name)),
-                             {"request_delete_range": {
-                                 "key": b64(self.k("evacuated", name, "")),
-                                 "range_end": prefix_end(self.k("evacuated", name, ""))}}])
+                             delete_op(self.k("evacuated", name, ""), prefix=True)])
 
     def set_groups(self, name: str, groups: tuple[str, ...]) -> None:
-        from dataclasses import replace
         self._update(name, lambda old: replace(old, groups=tuple(groups)))
 
     def set_evacuated(self, name: str, evacuated: bool) -> None:
-        from dataclasses import replace
         self._update(name, lambda old: replace(old, evacuated=evacuated))
 
     def record_evacuated(self, member: str, container: str, mode: str) -> None:
@@ -166,9 +157,9 @@ class EtcdClusterStore(ClusterStore):
     # -- locations and reservations -----------------------------------------------------------
     def _snapshot(self, member: str, container: str) -> tuple[KV | None, list[KV], KV | None]:
         """The member's capacity key, its usage and the name's record, read atomically."""
-        _, rs = self.client.txn([], [_range_op(self.k("capacity", member)),
-                                     _range_op(self.k("usage", member, ""), prefix=True),
-                                     _range_op(self.k("names", container))])
+        _, rs = self.client.txn([], [range_op(self.k("capacity", member)),
+                                     range_op(self.k("usage", member, ""), prefix=True),
+                                     range_op(self.k("names", container))])
         cap, usage, name = (_kvs(r) for r in rs)
         return (cap[0] if cap else None), usage, (name[0] if name else None)
 
@@ -282,7 +273,7 @@ class EtcdClusterStore(ClusterStore):
     def lock(self, name: str, holder: str, lease: int) -> str | None:
         key = self.k("locks", name)
         ok, rs = self.client.txn([compare(key, "VERSION", 0)], [put_op(key, holder, lease)],
-                                 [_range_op(key)])
+                                 [range_op(key)])
         if ok:
             return None
         kvs = _kvs(rs[0]) if rs else []
@@ -333,11 +324,13 @@ class EtcdClusterStore(ClusterStore):
     # -- events ---------------------------------------------------------------------------------
     def add_event(self, event: dict[str, Any]) -> None:
         key = self.k("events", f"{time.time_ns():020d}-{os.getpid()}-{next(_seq)}")
-        self.client.put(key, json.loads(json.dumps(event, default=str)))
+        if not self._event_lease:
+            self._event_lease = self.client.grant(EVENT_TTL)
+        self.client.put(key, json.loads(json.dumps(event, default=str)), self._event_lease)
 
     def events(self, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
-        kvs, _ = self.client.range(self.k("events", ""))
-        return sorted((kv.mod_revision, kv.json()) for kv in kvs if kv.mod_revision > after)
+        kvs, _ = self.client.range(self.k("events", ""), min_mod_revision=after + 1)
+        return sorted(((kv.mod_revision, kv.json()) for kv in kvs), key=lambda p: p[0])
 
     def watch_events(self, after: int, stop: threading.Event, poll: float = 0.5
                      ) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -180,12 +180,15 @@ class EtcdClient:
         kvs = self.post("/v3/kv/range", {"key": b64(key)}).get("kvs") or []
         return KV.of(kvs[0]) if kvs else None
 
-    def range(self, prefix: str, *, keys_only: bool = False) -> tuple[list[KV], int]:
-        """Every key under ``prefix`` (sorted by key; ``keys_only``: without the values)
-        and the store's revision."""
-        body = {"key": b64(prefix), "range_end": prefix_end(prefix)}
+    def range(self, prefix: str, *, keys_only: bool = False,
+              min_mod_revision: int = 0) -> tuple[list[KV], int]:
+        """Every key under ``prefix`` (sorted by key; ``keys_only``: without the values;
+        only those changed at ``min_mod_revision`` or later) and the store's revision."""
+        body = key_range(prefix, prefix=True)
         if keys_only:
             body["keys_only"] = True
+        if min_mod_revision:
+            body["min_mod_revision"] = min_mod_revision
         answer = self.post("/v3/kv/range", body)
         revision = int(answer.get("header", {}).get("revision", 0))
         return [KV.of(d) for d in answer.get("kvs") or []], revision
@@ -194,9 +197,7 @@ class EtcdClient:
         self.post("/v3/kv/put", put_op(key, value, lease)["request_put"])
 
     def delete(self, key: str, *, prefix: bool = False) -> int:
-        body = {"key": b64(key)}
-        if prefix:
-            body["range_end"] = prefix_end(key)
+        body = delete_op(key, prefix=prefix)["request_delete_range"]
         return int(self.post("/v3/kv/deleterange", body).get("deleted", 0))
 
     def txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
@@ -287,8 +288,22 @@ def put_op(key: str, value: Any, lease: int = 0) -> dict[str, Any]:
     return {"request_put": body}
 
 
-def delete_op(key: str) -> dict[str, Any]:
-    return {"request_delete_range": {"key": b64(key)}}
+def key_range(key: str, prefix: bool = False) -> dict[str, Any]:
+    """``key`` alone, or (``prefix``) every key under it, as etcd's requests name them."""
+    body = {"key": b64(key)}
+    if prefix:
+        body["range_end"] = prefix_end(key)
+    return body
+
+
+def delete_op(key: str, *, prefix: bool = False) -> dict[str, Any]:
+    """A txn operation deleting ``key`` (``prefix``: every key under it)."""
+    return {"request_delete_range": key_range(key, prefix)}
+
+
+def range_op(key: str, *, prefix: bool = False) -> dict[str, Any]:
+    """A txn operation reading ``key`` (``prefix``: every key under it)."""
+    return {"request_range": key_range(key, prefix)}
 
 
 def compare(key: str, target: str, value: Any, result: str = "EQUAL") -> dict[str, Any]:
