@@ -100,8 +100,9 @@ def reserve(cluster: Cluster, name: str, lease: int, *, target: str | None,
             config: Mapping[str, str] | None, profiles: Sequence[str] | None) -> str:
     """Choose a member for new container ``name`` and reserve its slot there (a
     compare-and-swap on the member's capacity key); a member found full is passed over and
-    the next best tried. Conflict when no member can take it."""
-    store = live_store(cluster)
+    the next best tried. Conflict when no member can take it. (The caller has checked the
+    store with :func:`live_store`.)"""
+    store = cluster.store
     cands, specs, group, memory = cluster.candidates(name, target=target, config=config,
                                                      profiles=profiles)
     need = ecluster.memory_need(memory)
