@@ -120,4 +120,3 @@ def after(c: Candidate, request: Request) -> Candidate:
     free = None if c.memory_free is None else max(0, c.memory_free - need)
     return Candidate(c.name, c.online, c.offline_reason, c.evacuated, c.groups, c.scheduler,
                      c.containers + 1, free, c.memory_total)
-
