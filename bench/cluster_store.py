@@ -105,7 +105,7 @@ def _client(root: str, names: list[str], out: "multiprocessing.Queue[tuple[int, 
                     break
                 if st.reserve(choice, name, memory=0, lease=lease, holder="bench",
                               capacity=ecluster.capacity(specs[choice])) is None:
-                    st.commit(name)
+                    st.commit(name, choice)
                     placed += 1
                     break
                 full.add(choice)

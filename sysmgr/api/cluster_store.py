@@ -97,10 +97,11 @@ def live_store(cluster: Cluster) -> Any:
 
 
 def reserve(cluster: Cluster, name: str, lease: int, *, target: str | None,
-            config: Mapping[str, str] | None, profiles: Sequence[str] | None) -> str:
+            config: Mapping[str, str] | None, profiles: Sequence[str] | None
+            ) -> tuple[str, int]:
     """Choose a member for new container ``name`` and reserve its slot there (a
     compare-and-swap on the member's capacity key); a member found full is passed over and
-    the next best tried. Conflict when no member can take it. (The caller has checked the
+    the next best tried. ``(member, bytes of memory reserved)``. Conflict when no member can take it. (The caller has checked the
     store with :func:`live_store`.)"""
     store = cluster.store
     cands, specs, group, memory = cluster.candidates(name, target=target, config=config,
@@ -123,7 +124,7 @@ def reserve(cluster: Cluster, name: str, lease: int, *, target: str | None,
         why = store.reserve(member, name, memory=need, lease=lease, holder=holder,
                             capacity=ecluster.capacity(specs[member], facts))
         if why is None:
-            return member
+            return member, need
         full[member] = why
 
 
@@ -134,14 +135,14 @@ def placing(cluster: Cluster, name: str, **kw: Any) -> Iterator[str]:
     (a launcher that dies leaves a reservation that expires with its lease)."""
     store = live_store(cluster)
     with estore.LeaseKeeper(store) as keeper:
-        member = reserve(cluster, name, keeper.lease, **kw)
+        member, need = reserve(cluster, name, keeper.lease, **kw)
         try:
             yield member
         except BaseException:
             with contextlib.suppress(SysmgrError):
                 store.release(name)
             raise
-        store.commit(name)
+        store.commit(name, member, need)
 
 
 @contextlib.contextmanager

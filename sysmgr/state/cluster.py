@@ -178,8 +178,9 @@ class ClusterStore(abc.ABC):
         of the name is replaced (the caller has checked that no member holds it)."""
 
     @abc.abstractmethod
-    def commit(self, container: str) -> None:
-        """A reservation becomes the container's location (no lease any more)."""
+    def commit(self, container: str, member: str, memory: int = 0) -> None:
+        """``container`` now lives on ``member``: its reservation becomes its location (no
+        lease any more; recorded afresh if the reservation expired meanwhile)."""
 
     @abc.abstractmethod
     def release(self, container: str) -> None:
@@ -452,9 +453,8 @@ class SQLiteClusterStore(ClusterStore):
                                   (container, member, memory, lease, holder))
             return why
 
-    def commit(self, container: str) -> None:
-        with self._live_tx():
-            self.conn.execute("UPDATE locations SET lease=NULL WHERE container=?", (container,))
+    def commit(self, container: str, member: str, memory: int = 0) -> None:
+        self.set_location(container, member, memory)
 
     def release(self, container: str) -> None:
         with self._live_tx():

@@ -199,23 +199,15 @@ class EtcdClusterStore(ClusterStore):
         kv = self.client.get(self.k("names", container))
         return kv, (kv.json() or {}) if kv else {}
 
-    def commit(self, container: str) -> None:
+    def commit(self, container: str, member: str, memory: int = 0) -> None:
         mine = self._reserved.pop(container, None)
-        if mine is not None:  # one transaction: still ours (its lease) -> placed
-            member, memory, lease = mine
-            ok, _ = self.client.txn([compare(self.k("names", container), "LEASE", lease)], [
+        if mine is not None and mine[0] == member:  # one transaction while it is ours
+            ok, _ = self.client.txn([compare(self.k("names", container), "LEASE", mine[2])], [
                 put_op(self.k("names", container), {"member": member, "memory": memory}),
                 put_op(self.k("usage", member, container), {"memory": memory})])
             if ok:
                 return
-        kv, rec = self._location_kv(container)
-        if kv is None:
-            raise SysmgrError(f"the reservation of {container!r} expired before its launch "
-                              "finished", hint="sysmgr cluster list; the lease TTL may be short")
-        member = rec["member"]
-        self.client.txn([compare(kv.key, "MOD", kv.mod_revision)], [
-            put_op(kv.key, {"member": member, "memory": rec.get("memory", 0)}),
-            put_op(self.k("usage", member, container), {"memory": rec.get("memory", 0)})])
+        self.set_location(container, member, memory)  # the reservation had expired
 
     def release(self, container: str) -> None:
         kv, rec = self._location_kv(container)

@@ -85,7 +85,7 @@ def test_reservations_against_capacity(store: ClusterStore) -> None:
     assert store.reserve("n1", "b", memory=40, capacity=cap, lease=lease, holder="t") is None
     why = store.reserve("n1", "c", memory=0, capacity=cap, lease=lease, holder="t")
     assert why is not None and "full (2/2" in why
-    store.commit("a")
+    store.commit("a", "n1", 60)
     store.release("b")                                     # a failed launch
     assert [(x.container, x.reserved) for x in store.locations("n1")] == [("a", False)]
     assert store.usage("n1").containers == 1 and store.usage("n1").memory == 60
@@ -106,6 +106,8 @@ def test_stale_reservation_expires_with_its_lease(store: ClusterStore) -> None:
         time.sleep(0.2)
     other = store.grant(30)
     assert store.reserve("n1", "y", memory=0, capacity=cap, lease=other, holder="t") is None
+    store.commit("x", "n2")           # a launch that finished after its reservation expired
+    assert store.location("x").member == "n2" and not store.location("x").reserved
 
 
 def test_concurrent_reservations_never_overcommit(store: ClusterStore, tmp_path) -> None:
