@@ -60,7 +60,8 @@ RUNTIME = {
     "sysmgr._util.capabilities", "sysmgr._util.linux", "sysmgr._util.safefs",
     "sysmgr._util.seccomp"}
 #: a dir pool's driver (a stopped container's files, disk usage, a start's root filesystem)
-POOL = {"sysmgr.drivers.storage", "sysmgr.drivers.storage.base", "sysmgr.drivers.storage.dir",
+POOL = {"sysmgr.drivers.storage", "sysmgr.drivers.storage.base", "sysmgr.drivers.storage.usage",
+        "sysmgr.drivers.storage.dir",
         "sysmgr.drivers.storage.tool_streams", "sysmgr._util.proc"}
 #: the click command tree (verbs the fast path hands over)
 CLICK_TREE = {"sysmgr.cli.main", "sysmgr.cli.commands", "sysmgr.cli.commands._common"}

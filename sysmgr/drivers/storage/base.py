@@ -33,7 +33,7 @@ import re
 import shutil
 import stat
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, ClassVar, Collection, Iterator, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, ClassVar, Collection, Iterator, Mapping, Sequence
 
 from sysmgr._util import safefs
 # the streams of tool-backed formats, re-exported: the drivers take them from here
@@ -189,8 +189,18 @@ class StoragePool(abc.ABC):
         """Bytes used by the container's volume, or None when unknown."""
 
     def containers_usage(self, names: Sequence[str]) -> dict[str, int | None]:
-        """:meth:`container_usage` of several containers at once (a listing's): drivers
-        that measure many volumes in one pass override it. None: unknown, or gone."""
+        """:meth:`container_usage` of several containers at once (a listing's). None:
+        unknown, or gone."""
+        return self.containers_usage_begin(names)()
+
+    def containers_usage_begin(self, names: Sequence[str]
+                               ) -> Callable[[], dict[str, int | None]]:
+        """:meth:`containers_usage`, begun now and read by the call returned: drivers that
+        measure many volumes in one pass by a program (``du``) start it here, so a listing
+        reads its other figures meanwhile."""
+        return lambda: self._each_usage(names)
+
+    def _each_usage(self, names: Sequence[str]) -> dict[str, int | None]:
         out: dict[str, int | None] = {}
         for name in names:
             try:
@@ -460,64 +470,6 @@ def removed_on_error(path: str) -> Iterator[None]:
     except BaseException:
         remove_tree(path)
         raise
-
-
-def tree_usage(path: str) -> int:
-    """Bytes allocated under ``path`` (``du -s`` style): st_blocks*512, hard links counted once,
-    symlinks not followed, other filesystems not entered."""
-    root_st = os.lstat(path)
-    seen: set[tuple[int, int]] = set()
-    total = root_st.st_blocks * 512
-    stack = [path]
-    while stack:
-        d = stack.pop()
-        try:
-            it = os.scandir(d)
-        except OSError:
-            continue  # vanished or unreadable: usage is an estimate
-        with it:
-            for e in it:
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if st.st_dev != root_st.st_dev:
-                    continue
-                if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
-                    key = (st.st_dev, st.st_ino)
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                total += st.st_blocks * 512
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(e.path)
-    return total
-
-
-def trees_usage(paths: Sequence[str]) -> dict[str, int | None]:
-    """:func:`tree_usage` of several trees, measured by one ``du -s -x`` (a walk in C: half
-    the time of :func:`tree_usage`'s on this machine, which a listing of a hundred containers
-    feels); a tree du did not report is walked here, one that is gone is None. Unlike
-    :func:`tree_usage`, an inode hard-linked into two of the trees counts in the first only."""
-    from sysmgr._util import proc  # a listing's: other readers of a pool run no program
-
-    found: dict[str, int | None] = {}
-    if len(paths) > 1 and proc.which("du") is not None:
-        try:
-            res = proc.run(["du", "-s", "-x", "-B1", "--", *paths], check=False)
-        except SysmgrError:
-            res = None
-        for line in (res.stdout if res else b"").decode(errors="replace").splitlines():
-            size, _, path = line.partition("\t")
-            if size.isdigit() and path in paths:
-                found[path] = int(size)
-    for path in paths:
-        if path not in found:
-            try:
-                found[path] = tree_usage(path)
-            except FileNotFoundError:
-                found[path] = None
-    return found
 
 
 def _pid_alive(pid: int) -> bool:

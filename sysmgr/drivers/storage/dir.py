@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import BinaryIO, ClassVar, Iterator, Mapping, Sequence
+from typing import BinaryIO, Callable, ClassVar, Iterator, Mapping, Sequence
 
 from sysmgr._util import proc
 from sysmgr._util.exposure import PRIVATE_MODE, private_dir
@@ -56,9 +56,8 @@ from sysmgr.drivers.storage.base import (
     rename_exchange,
     statvfs_usage,
     temp_name,
-    tree_usage,
-    trees_usage,
 )
+from sysmgr.drivers.storage.usage import named_trees_usage_begin, tree_usage
 from sysmgr.errors import (
     AlreadyExists,
     CommandFailed,
@@ -356,10 +355,9 @@ class DirPool(StoragePool):
         except FileNotFoundError as e:
             raise self._no_volume(name) from e
 
-    def containers_usage(self, names: Sequence[str]) -> dict[str, int | None]:
-        dirs = {name: self._container_dir(name) for name in names}
-        sizes = trees_usage(list(dirs.values()))
-        return {name: sizes[d] for name, d in dirs.items()}
+    def containers_usage_begin(self, names: Sequence[str]
+                               ) -> Callable[[], dict[str, int | None]]:
+        return named_trees_usage_begin({name: self._container_dir(name) for name in names})
 
     # -- snapshots, restore, copy (full copies) ----------------------------------------------
     def create_snapshot(self, name: str, snap: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import BinaryIO, ClassVar, Iterator, Mapping, Sequence
+from typing import BinaryIO, Callable, ClassVar, Iterator, Mapping, Sequence
 
 from sysmgr._util.exposure import private_dir
 from sysmgr._util.safefs import rename_noreplace
@@ -37,9 +37,8 @@ from sysmgr.drivers.storage.base import (
     rename_exchange,
     statvfs_usage,
     temp_name,
-    tree_usage,
-    trees_usage,
 )
+from sysmgr.drivers.storage.usage import named_trees_usage_begin, tree_usage
 from sysmgr.drivers.storage.btrfs.host import btrfsutil, check_btrfs_dir, need, pool_error
 from sysmgr.drivers.storage.btrfs.loop import (
     MIN_LOOP_SIZE,
@@ -397,12 +396,11 @@ class BtrfsPool(StoragePool):
         except FileNotFoundError as e:
             raise self._no_volume(name) from e
 
-    def containers_usage(self, names: Sequence[str]) -> dict[str, int | None]:
+    def containers_usage_begin(self, names: Sequence[str]
+                               ) -> Callable[[], dict[str, int | None]]:
         if self._qgroups.sysfs_dir() is not None:  # counted by the kernel: no walk
-            return super().containers_usage(names)
-        paths = {name: self.container_path(name) for name in names}
-        sizes = trees_usage(list(paths.values()))
-        return {name: sizes[p] for name, p in paths.items()}
+            return super().containers_usage_begin(names)
+        return named_trees_usage_begin({name: self.container_path(name) for name in names})
 
     # -- snapshots, restore, copy ----------------------------------------------------------
     def create_snapshot(self, name: str, snap: str) -> str:
