@@ -9,7 +9,7 @@ the command (the CLI's mapper: exit code 130), not the shell; Ctrl-D leaves.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
@@ -17,27 +17,24 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory
 
-from sysmgr.cli.shell import Session, complete_line, is_exit
+if TYPE_CHECKING:  # the session is handed in: no import back up into sysmgr.cli.shell
+    from sysmgr.cli.shell import Session
 
 
 class LineCompleter(Completer):
-    """prompt_toolkit's view of :func:`sysmgr.cli.shell.complete_line`."""
+    """prompt_toolkit's view of :meth:`sysmgr.cli.shell.Session.complete`."""
 
-    def __init__(self, session: Session) -> None:
-        from sysmgr.cli.main import cli
-
-        self.cli = cli
+    def __init__(self, session: "Session") -> None:
         self.session = session
 
     def get_completions(self, document: Document, complete_event: CompleteEvent
                         ) -> Iterator[Completion]:
-        incomplete, found = complete_line(self.cli, document.text_before_cursor,
-                                          self.session.source)
+        incomplete, found = self.session.complete(document.text_before_cursor)
         for value, meta in found:
             yield Completion(value, start_position=-len(incomplete), display_meta=meta)
 
 
-def interact(session: Session) -> int:
+def interact(session: "Session") -> int:
     """Read and run lines until Ctrl-D (or ``exit``); 0."""
     prompt: PromptSession[str] = PromptSession(
         history=FileHistory(session.history_path()), auto_suggest=AutoSuggestFromHistory(),
@@ -52,7 +49,7 @@ def interact(session: Session) -> int:
             continue
         except EOFError:
             return 0
-        if is_exit(line):
+        if session.leaves(line):
             return 0
         session.run_line(line)
 
