@@ -9,7 +9,7 @@ the command (the CLI's mapper: exit code 130), not the shell; Ctrl-D leaves.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import Any, Iterator, Protocol
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
@@ -17,14 +17,25 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory
 
-if TYPE_CHECKING:  # the session is handed in: no import back up into sysmgr.cli.shell
-    from sysmgr.cli.shell import Session
+
+class Session(Protocol):
+    """What the prompt asks of :class:`sysmgr.cli.shell.Session` (handed in, not imported:
+    the shell imports this module)."""
+
+    source: Any
+
+    def prompt_text(self) -> str: ...
+    def toolbar(self) -> str: ...
+    def complete(self, text: str) -> tuple[str, list[tuple[str, str]]]: ...
+    def history_path(self) -> str: ...
+    def leaves(self, line: str) -> bool: ...
+    def run_line(self, line: str) -> int: ...
 
 
 class LineCompleter(Completer):
     """prompt_toolkit's view of :meth:`sysmgr.cli.shell.Session.complete`."""
 
-    def __init__(self, session: "Session") -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
 
     def get_completions(self, document: Document, complete_event: CompleteEvent
@@ -34,7 +45,7 @@ class LineCompleter(Completer):
             yield Completion(value, start_position=-len(incomplete), display_meta=meta)
 
 
-def interact(session: "Session") -> int:
+def interact(session: Session) -> int:
     """Read and run lines until Ctrl-D (or ``exit``); 0."""
     prompt: PromptSession[str] = PromptSession(
         history=FileHistory(session.history_path()), auto_suggest=AutoSuggestFromHistory(),
