@@ -263,6 +263,21 @@ def lxc_figures(rootfs: str, bridge: str, subnet: str, runs: int, batch: int
         shutil.rmtree(base, ignore_errors=True)
 
 
+def own_sysfs_net() -> None:
+    """/sys shows the interfaces of the namespace that mounted it, not this one's: LXC looks
+    for the bridge there ("bridge interface doesn't exist"). In a private mount namespace,
+    this network namespace's sysfs view goes over /sys/class/net and /sys/devices/virtual/net
+    (for every child: lxc-start and sysmgr alike; nothing is changed for the host)."""
+    from sysmgr._util import linux
+
+    linux.unshare(linux.CLONE_NEWNS)
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    view = tempfile.mkdtemp(prefix="sysmgr-bench-sysfs-")
+    linux.mount("sysfs", view, "sysfs")
+    for sub in ("class/net", "devices/virtual/net"):
+        linux.mount(os.path.join(view, sub), f"/sys/{sub}", None, linux.MS_BIND)
+
+
 def row(name: str, samples: list[float], unit: str = "ms", target: str = "",
         lxc: tuple[float, str] | None = None, lxd: tuple[float, str, str] | None = None) -> None:
     """One figure: sysmgr's median (and spread), the target, LXC's and the ratio, LXD's."""
@@ -324,6 +339,7 @@ def main() -> None:
     linux.unshare(linux.CLONE_NEWNET)       # this process (and dnsmasq) get a namespace of their own
     linux.set_child_subreaper()             # reap the container inits we stop
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    own_sysfs_net()
 
     import sysmgr
 
