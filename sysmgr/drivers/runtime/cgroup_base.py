@@ -227,6 +227,8 @@ class Cgroup(abc.ABC):
         found: set[int] = set()
         for d in self.dirs():
             for sub, _, _ in os.walk(d):
+                if sub != d and self._read(os.path.join(sub, "cgroup.type")) == "threaded":
+                    continue  # (v2) its processes are listed by its threaded domain above
                 text = self._read(os.path.join(sub, "cgroup.procs"))
                 if text:
                     found.update(int(x) for x in text.split())

@@ -36,6 +36,7 @@ on disk (:mod:`sysmgr.engine.idshift`) before the start.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -328,6 +329,15 @@ class OciRuntime(Runtime):
             raise Conflict(f"cgroup {cgroup} does not exist: the container is not running")
         # sysmgr's level holds the limits under every engine (see .config: runc's level below
         # has none), so the kernel counts OOM kills and refused forks where sysmgr reads them
+        leaf = self._cgroup(f"{cgroup}/{self.cgroup_leaf}") if self.cgroup_leaf else None
+        if leaf is None or cg.version != 1 or not leaf.exists():
+            cg.set_limits(limits)
+            return
+        # v1 cpusets nest strictly (a child's CPUs are its parent's): sysmgr's level first gets
+        # every CPU its parent has, then the leaf the new set, then sysmgr's level the same;
+        # the leaf's other limits stay "none"
+        cg.set_limits(dataclasses.replace(limits, cpuset=None))
+        leaf.set_limits(Limits(cpuset=limits.cpuset))
         cg.set_limits(limits)
 
     def usage(self, cgroup: str, *, detail: bool = False) -> Usage:

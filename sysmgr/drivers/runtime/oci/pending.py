@@ -42,7 +42,7 @@ class OciStart(PendingStart):
         try:
             self.err_r, err_w = os.pipe()
             try:
-                self.child, joins = cgjoin.fork(self._joined())
+                self.child, joins = cgjoin.fork(self.cg.procs_files())
                 if self.child == 0:
                     launch.start_child(argv, joins, binds, console, err_w,
                                        hide_hybrid=self.runtime.hide_hybrid)
@@ -50,18 +50,6 @@ class OciStart(PendingStart):
                 os.close(err_w)
         finally:
             os.close(console)
-
-    def _joined(self) -> list[str]:
-        """The cgroups the runtime's ``create`` is born in, so init is too: all of sysmgr's
-        when the runtime manages none (crun); else only a hybrid host's cgroup2 hierarchy,
-        which runc leaves be (on cgroup v2 its cgroup, below sysmgr's, must be made while
-        sysmgr's holds no process: the no-internal-processes rule)."""
-        files = self.cg.procs_files()
-        if not self.runtime.cgroup_verbs:
-            return files
-        if self.cg.version != 1:
-            return []
-        return [f for f in files if not os.path.exists(os.path.join(os.path.dirname(f), "tasks"))]
 
     def finish(self) -> InitRecord:
         try:
