@@ -8,7 +8,14 @@ dir pool and deleted again, and unpacked by ``umoci unpack`` (Debian's umoci) fr
 layout in the same run, pair by pair. Both check every blob's digest and apply the layers
 with whiteouts; umoci also writes an mtree manifest of the result, sysmgr records the image.
 
-Run as root: ``.venv/bin/python bench/oci.py [--runs N] [--size-mb N]``.
+Start (issue 16, part 3): the same unprivileged busybox container (its own copy of the image
+each, on a dir pool, no nic) under each runtime engine (``runtime.engine``: native, crun,
+runc), started through the API (``Container.start``, in this process) and through the CLI
+(``sysmgr start NAME``, a process of its own), each start returning once init runs, and
+stopped with ``--force`` between runs (untimed). The engines take turns within each run, so
+a drifting machine moves them alike. An engine whose program is not installed is left out.
+
+Run as root: ``.venv/bin/python bench/oci.py [--runs N] [--size-mb N] [--only import|start]``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from _common import install_mode, median_ms, teardown as teardown_root  # noqa: E402
+from _common import install_mode, median_ms, reap_children, teardown as teardown_root  # noqa: E402
 
 from tests.oci_images import Entry, Layout, archive, layer_tar, tree_layer  # noqa: E402
 
@@ -111,10 +118,72 @@ def import_rows(args: argparse.Namespace, work: str) -> dict[str, list[float]]:
     return times
 
 
+ENGINES = ("native", "crun", "runc")
+
+
+def start_rows(args: argparse.Namespace, work: str) -> dict[str, dict[str, list[float]]]:
+    """Start of the same container under each engine, through the API and the CLI."""
+    import sysmgr
+    from sysmgr.drivers.runtime.native import NativeRuntime
+
+    NativeRuntime.become_subreaper()  # the inits are reparented here and reaped
+    root = os.path.join(work, "start-root")
+    client = sysmgr.Client(root=root)
+    client.init(storage_driver="dir")
+    client.images.build("busybox", alias="busybox")
+    engines = [e for e in ENGINES if client.host.engine(e).unavailable_reason() is None]
+    env = dict(os.environ, SYSMGR_ROOT=root, PYTHONPATH=REPO)  # this checkout's sysmgr
+    cli = [os.path.join(os.path.dirname(sys.executable), "sysmgr")]
+    times = {e: {"api": [], "cli": []} for e in engines}
+    try:
+        cts = {e: client.containers.create(f"s-{e}", "busybox", config={"runtime.engine": e})
+               for e in engines}
+        for e in engines:  # a first start each: ids shifted on disk, the probe cached
+            cts[e].start()
+            cts[e].stop(force=True)
+        for _ in range(args.runs):
+            for e in engines:
+                t = time.perf_counter()
+                cts[e].start()
+                times[e]["api"].append(time.perf_counter() - t)
+                cts[e].stop(force=True)
+                reap_children()
+                t = time.perf_counter()
+                subprocess.run([*cli, "start", f"s-{e}"], env=env, check=True,
+                               stdout=subprocess.DEVNULL)
+                times[e]["cli"].append(time.perf_counter() - t)
+                subprocess.run([*cli, "stop", "--force", f"s-{e}"], env=env, check=True,
+                               stdout=subprocess.DEVNULL)
+                reap_children()
+    finally:
+        teardown_root(client)
+        client.close()
+        reap_children()
+    return times
+
+
+def print_starts(t: dict[str, dict[str, list[float]]]) -> None:
+    engines = list(t)
+    print(f"\n  {'start of the busybox container':<34}" + "".join(f"{e:>12}" for e in engines))
+    for key, label in (("api", "through the API (in-process)"), ("cli", "through the CLI (sysmgr start)")):
+        print(f"  {label:<34}" + "".join(f"{median_ms(t[e][key]):9.0f} ms" for e in engines))
+
+
+def print_imports(t: dict[str, list[float]]) -> None:
+    um = statistics.median(t["umoci"]) * 1000 if t["umoci"] else None
+    print(f"\n  {'import of the image':<44} {'sysmgr':>10}  {'umoci unpack':>12}  ratio")
+    for key, label in (("layout", "image import LAYOUT_DIR (CLI)"),
+                       ("archive", "image import ARCHIVE.tar (CLI)")):
+        ms = median_ms(t[key])
+        ratio = f"{ms / um:5.2f}x" if um else "  (umoci not installed)"
+        print(f"  {label:<44} {ms:8.0f} ms  {um or 0:10.0f} ms  {ratio}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--size-mb", type=int, default=100)
+    ap.add_argument("--only", choices=("import", "start"), help="one group of rows only")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root")
@@ -123,16 +192,12 @@ def main() -> None:
         print(f"  install: {line}")
     work = tempfile.mkdtemp(prefix="sysmgr-bench-oci-")
     try:
-        t = import_rows(args, work)
+        if args.only != "start":
+            print_imports(import_rows(args, work))
+        if args.only != "import":
+            print_starts(start_rows(args, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    um = statistics.median(t["umoci"]) * 1000 if t["umoci"] else None
-    print(f"\n  {'import of the image':<44} {'sysmgr':>10}  {'umoci unpack':>12}  ratio")
-    for key, label in (("layout", "image import LAYOUT_DIR (CLI)"),
-                       ("archive", "image import ARCHIVE.tar (CLI)")):
-        ms = median_ms(t[key])
-        ratio = f"{ms / um:5.2f}x" if um else "  (umoci not installed)"
-        print(f"  {label:<44} {ms:8.0f} ms  {um or 0:10.0f} ms  {ratio}")
 
 
 if __name__ == "__main__":

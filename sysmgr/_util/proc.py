@@ -28,6 +28,7 @@ def run(
     stdin: int | IO[bytes] | None = None,
     stdout: int | IO[bytes] | None = None,
     stderr: int | IO[bytes] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``argv`` to completion.
 
@@ -51,6 +52,7 @@ def run(
             cwd=cwd,
             timeout=timeout,
             check=False,
+            pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError as e:
         raise DriverUnavailable(
@@ -73,6 +75,20 @@ def popen(argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
         return subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]
     except FileNotFoundError as e:
         raise DriverUnavailable(f"{argv[0]} is not installed") from e
+
+
+def exec_replace(argv: Sequence[str]) -> None:
+    """Replace this (forked) process with ``argv``, found on PATH: for a child that set its
+    namespaces, cgroups and stdio up first (an OCI runtime started from a mount namespace of
+    its own). Returns only by raising :class:`DriverUnavailable` or :class:`CommandFailed`."""
+    argv = [str(a) for a in argv]
+    prog = argv[0] if "/" in argv[0] else which(argv[0])
+    if prog is None:
+        raise DriverUnavailable(f"{argv[0]} is not installed")
+    try:
+        os.execv(prog, argv)
+    except OSError as e:
+        raise CommandFailed(argv, -1, f"cannot run: {e.strerror}") from e
 
 
 def which(prog: str) -> str | None:

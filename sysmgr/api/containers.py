@@ -113,6 +113,8 @@ class Container(Model):
         self.security: str = str(view.extra.get("security") or "")
         # whose memory, CPUs and uptime /proc shows inside (lxcfs), while it runs
         self.resource_views: str = str(view.extra.get("resource_views") or "")
+        # the runtime engine its init runs under, while it runs (native, crun, runc)
+        self.engine: str = str(view.extra.get("engine") or "")
         # the last move between members ({from, to, at, stream, rounds, downtime: {shutdown,
         # sysmgr, boot}}), and the mark of one under way ({id, role, peer, phase})
         self.last_migration: dict[str, Any] | None = view.extra.get("last_migration")

@@ -10,6 +10,8 @@ from sysmgr.errors import ValidationError
 _TABLES: dict[str, dict[str, str]] = {
     "runtime": {
         "native": "sysmgr.drivers.runtime.native:NativeRuntime",
+        "crun": "sysmgr.drivers.runtime.oci:CrunRuntime",
+        "runc": "sysmgr.drivers.runtime.oci:RuncRuntime",
         "fake": "sysmgr.drivers.runtime.fake:FakeRuntime",
     },
     "image": {

@@ -9,6 +9,7 @@ run says what it did.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Callable, Mapping
 
@@ -21,6 +22,7 @@ from sysmgr.engine.networks import NetworkEngine
 from sysmgr.engine.nics import NicEngine
 from sysmgr.errors import SysmgrError, ValidationError
 from sysmgr.model import bootorder
+from sysmgr.model import keys as mkeys
 from sysmgr.model import names as mnames
 from sysmgr.model import restart as mrestart
 from sysmgr.state.db import ProfileRecord
@@ -37,6 +39,12 @@ def init(host: Host, *, storage_driver: str | None = None, runtime: str | None =
         issues = records.name_issues("network", network, mnames.object_name_problem)
         if issues:
             raise ValidationError(issues)
+    engine = None
+    if runtime in mkeys.RUNTIME_ENGINES:  # a container engine: the default profile's key
+        engine, runtime = runtime, None
+        why = host.engine(engine).unavailable_reason()
+        if why is not None:
+            raise ValidationError(f"--runtime {engine}: {why}", hint=f"install {engine}")
     done: list[str] = []
     fresh = not host.layout.exists()
     host.layout.ensure()
@@ -52,6 +60,8 @@ def init(host: Host, *, storage_driver: str | None = None, runtime: str | None =
             done += _lxcfs(host)
         if not host.store.has_profile(DEFAULT_PROFILE):
             done += _default_profile(host, networks, network)
+        if engine is not None:
+            done += _default_engine(host, engine)
         done += autostart(host)
     return done
 
@@ -105,6 +115,17 @@ def _default_profile(host: Host, networks: NetworkEngine, network: str | None) -
         DEFAULT_PROFILE, "Default sysmgr profile", dict(DEFAULT_LIMITS), devices))
     done.append(f"created profile {DEFAULT_PROFILE!r}")
     return done
+
+
+def _default_engine(host: Host, engine: str) -> list[str]:
+    """``runtime.engine`` in the default profile (``init --runtime``): containers start under
+    ``engine`` unless their own config or a later profile says otherwise."""
+    prof = host.store.profile(DEFAULT_PROFILE)
+    if prof.config.get(records.ENGINE_KEY) == engine:
+        return []
+    profiles.put_profile(host, dataclasses.replace(
+        prof, config={**prof.config, records.ENGINE_KEY: engine}))
+    return [f"set {records.ENGINE_KEY}={engine} in profile {DEFAULT_PROFILE!r}"]
 
 
 def autostart(host: Host, *, sleep: Callable[[float], object] = time.sleep) -> list[str]:

@@ -112,6 +112,7 @@ def _checked(host: Host, name: str, image: str, profiles: Sequence[str] | None,
                           {}, time.time())
     cfg, devs = records.expanded(host, rec)
     _check_expanded(host, name, cfg, devs)
+    records.runtime(host, rec, cfg)  # runtime.engine: installed, or nothing is created (exit 2)
     rec.pool = records.root_pool(devs)
     NetworkEngine(host).check_addresses({name: devs})
     size_problems = volumes.size_issues(host, devs)
@@ -218,7 +219,7 @@ def _deletable(host: Host, name: str, force: bool, migration: str | None) -> rec
 def _remove(host: Host, ex: records.Expanded) -> None:
     """Remove a stopped container's leftovers, volume, files and record."""
     name = ex.record.name
-    host.runtime.cleanup(records.cgroup_path(host, name))
+    records.runtime(host, ex.record, ex.config).cleanup(records.cgroup_path(host, name))
     confinement.release(host, name)
     # the record goes last: if removing the volume fails, the container stays listed;
     # an unmounted pool (after a restart) would make the volume look already gone
@@ -297,13 +298,14 @@ def apply_live(host: Host, name: str, old_cfg: Mapping[str, str],
     restart."""
     ex = records.read(host, name)
     init = records.init_record(ex.record)
-    if init is None or host.runtime.status(init).state == STOPPED:
+    if init is None or host.runtime_for(init).status(init).state == STOPPED:
         return []
     new_n, old_n = mkeys.normalize_config(ex.config), mkeys.normalize_config(old_cfg)
     changed = {k for k in set(new_n) | set(old_n) if new_n.get(k) != old_n.get(k)}
     pending = sorted(k for k in changed if not mkeys.is_live(k))
     devs = ex.devices
-    hotplug = host.runtime.info.live_mounts  # else a disk waits for the restart, as others
+    rt = host.runtime_for(init)
+    hotplug = rt.info.live_mounts  # else a disk waits for the restart, as others
     if old_devs is not None and devs != old_devs:
         pending += [f"devices.{d}" for d in sorted(set(devs) | set(old_devs))
                     if devs.get(d) != old_devs.get(d)
@@ -312,7 +314,7 @@ def apply_live(host: Host, name: str, old_cfg: Mapping[str, str],
         if hotplug:
             disks.apply_live(host, name, init, old_devs, devs, not idmap.is_privileged(ex.config))
     if any(k.startswith("limits.") for k in changed):
-        host.runtime.set_limits(records.cgroup_path(host, name), runspec.limits(ex.config))
+        rt.set_limits(records.cgroup_path(host, name), runspec.limits(ex.config))
     records.need_restart(host, name, pending)
     return pending
 

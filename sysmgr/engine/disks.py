@@ -139,7 +139,7 @@ def apply_live(host: Host, name: str, init: InitRecord, old: Devices, new: Devic
     instead of ``old``'s: unmount what went or changed, then mount what came or changed;
     on a failure, what was done is undone and the error raised."""
     gone, came = changes(old, new)
-    rt = host.runtime
+    rt = host.runtime_for(init)
     with Reverter() as r:
         for dname in gone:
             path = mkeys.normalize_path(old[dname]["path"])
@@ -157,5 +157,5 @@ def apply_live(host: Host, name: str, init: InitRecord, old: Devices, new: Devic
 
 def _remount(host: Host, init: InitRecord, d: DiskMount) -> None:
     if os.path.exists(d.source):
-        host.runtime.mount_disk(init, d)
+        host.runtime_for(init).mount_disk(init, d)
 

@@ -31,7 +31,7 @@ def running_init(host: Host, name: str) -> InitRecord:
 
 def _running_init(host: Host, rec: ContainerRecord) -> InitRecord:
     init = records.init_record(rec)
-    state = host.runtime.status(init).state
+    state = host.runtime_for(init).status(init).state
     if state == STOPPED or init is None:
         raise Conflict(f"container {rec.name!r} is not running", hint=f"sysmgr start {rec.name}")
     if state == FROZEN:
@@ -88,7 +88,7 @@ def _on_pipes(host: Host, init: InitRecord, spec: ProcessSpec) -> tuple[ExecProc
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
-        proc = host.runtime.exec(init, spec, stdin=in_r, stdout=out_w, stderr=err_w)
+        proc = host.runtime_for(init).exec(init, spec, stdin=in_r, stdout=out_w, stderr=err_w)
     except BaseException:
         for fd in (in_w, out_r, err_r):
             os.close(fd)
@@ -133,7 +133,7 @@ def interactive(host: Host, name: str, argv: Sequence[str], *,
 
         tty_fd = stdin if os.isatty(stdin) else stdout
         spec = dataclasses.replace(spec, window=ptyproxy.window(tty_fd))
-        proc, master = host.runtime.exec_pty(init, spec)
+        proc, master = host.runtime_for(init).exec_pty(init, spec)
         try:
             return ptyproxy.proxy(master, proc, stdin, stdout)
         finally:

@@ -30,7 +30,7 @@ def _root_and_init(host: Host, name: str) -> tuple[str, InitRecord | None]:
     """:func:`file_root` and the init it goes through (None: the container is stopped)."""
     rec = host.store.container(name)
     init = records.init_record(rec)
-    if init is not None and host.runtime.status(init).state != STOPPED and init.pid > 0:
+    if init is not None and host.runtime_for(init).status(init).state != STOPPED and init.pid > 0:
         return f"/proc/{init.pid}/root", init
     return host.pool_driver(rec.pool).container_path(name), None
 
@@ -43,7 +43,7 @@ def _as_root(host: Host, name: str, fn: Callable[[str, Callable[[int, int], tupl
     container's ids into those its shifted files carry on disk."""
     root, init = _root_and_init(host, name)
     if init is not None:
-        return host.runtime.as_container_root(init, lambda: fn(root, lambda u, g: (u, g)))
+        return host.runtime_for(init).as_container_root(init, lambda: fn(root, lambda u, g: (u, g)))
     volatile = host.store.container(name).volatile
     return fn(root, lambda u, g: idshift.disk_ids(volatile, u, g))
 
@@ -97,7 +97,7 @@ def list_dir(host: Host, name: str, path: str) -> list[DirEntry]:
     """The entries of a directory inside, sorted by name (for ``file pull -r``)."""
     root, init = _root_and_init(host, name)
     if init is not None:
-        found = host.runtime.as_container_root(init, lambda: safefs.listdir(root, path))
+        found = host.runtime_for(init).as_container_root(init, lambda: safefs.listdir(root, path))
         ids: Callable[[int, int], tuple[int, int]] = lambda u, g: (u, g)  # noqa: E731
     else:
         found = safefs.listdir(root, path)
@@ -124,7 +124,7 @@ def stat_file(host: Host, name: str, path: str) -> FileInfo:
     on-disk ids translated back."""
     root, init = _root_and_init(host, name)
     if init is not None:
-        st = host.runtime.as_container_root(init, lambda: safefs.stat(root, path))
+        st = host.runtime_for(init).as_container_root(init, lambda: safefs.stat(root, path))
         uid, gid = st.st_uid, st.st_gid
     else:
         st = safefs.stat(root, path)

@@ -22,7 +22,7 @@ from sysmgr.state.db import PoolRecord, Store
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only: these modules cost the CLI's hot verbs
     from sysmgr.drivers.network.base import NetworkDriver
-    from sysmgr.drivers.runtime.base import Runtime
+    from sysmgr.drivers.runtime.base import InitRecord, Runtime
     from sysmgr.drivers.storage.base import StoragePool
 
 DEFAULT_POOL = "default"
@@ -38,6 +38,7 @@ class Host:
         self._runtime_name = runtime
         self._store: Store | None = None
         self._runtime: Runtime | None = None
+        self._engines: dict[str, Runtime] = {}
         self._pools: dict[str, StoragePool] = {}
         self._network: "NetworkDriver | None" = None
         self._lock_depth = 0
@@ -63,8 +64,21 @@ class Host:
     def runtime(self) -> Runtime:
         if self._runtime is None:
             name = self._runtime_name or self.store.get_meta("runtime", "native") or "native"
-            self._runtime = registry.load("runtime", name)()
+            self._runtime = self.engine(name)
         return self._runtime
+
+    def runtime_for(self, init: InitRecord | None) -> Runtime:
+        """The runtime that started ``init`` (a running container keeps the engine it was
+        started with, whatever its ``runtime.engine`` says since); the default without one."""
+        return self.engine(init.engine) if init is not None and init.engine else self.runtime
+
+    def engine(self, name: str) -> Runtime:
+        """The runtime driver ``name`` (``runtime.engine``: native, crun, runc), for this root."""
+        rt = self._engines.get(name)
+        if rt is None:
+            cls = registry.load("runtime", name)
+            rt = self._engines[name] = cls.for_root(os.path.join(self.layout.root, "runtimes", name))
+        return rt
 
     def pool_driver(self, name: str) -> StoragePool:
         drv = self._pools.get(name)

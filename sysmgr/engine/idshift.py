@@ -119,12 +119,13 @@ def container_ids(volatile: Mapping[str, Any], uid: int, gid: int) -> tuple[int,
 # -- start -------------------------------------------------------------------------------------
 
 def prepare(host: Host, name: str, devices: Mapping[str, Mapping[str, str]], pool: str,
-            ids: IdMap | None) -> bool:
+            ids: IdMap | None, *, idmapped_mounts: bool = True) -> bool:
     """Before container ``name`` starts with ``ids`` (None: privileged): make its files carry
     the ids the start needs. Returns whether the runtime attaches the root filesystem through
-    an idmapped mount. Call under the root's lock."""
+    an idmapped mount (never when it attaches none: ``idmapped_mounts`` False, crun's and
+    runc's case). Call under the root's lock."""
     rootfs = host.pool_driver(pool).container_path(name)
-    idmapped = ids is not None and _can_idmap(host, pool, rootfs)
+    idmapped = ids is not None and idmapped_mounts and _can_idmap(host, pool, rootfs)
     reshift(host, name, rootfs, None if idmapped else ids)
     return idmapped
 

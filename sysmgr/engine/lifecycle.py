@@ -179,6 +179,7 @@ class _Begun(NamedTuple):
     pending: PendingStart
     views: int | None
     said: list[str]
+    engine: str  # the engine it starts under ("": the host's default)
 
 
 def _begin_one(host: Host, ex: records.Expanded, shared: _Shared) -> _Begun:
@@ -188,11 +189,15 @@ def _begin_one(host: Host, ex: records.Expanded, shared: _Shared) -> _Begun:
     rec = ex.record
     name = rec.name
     said: list[str] = []
-    host.runtime.cleanup(records.cgroup_path(host, name))  # a previous init may have died by itself
+    rt = records.runtime(host, rec, ex.config)  # runtime.engine (exit 2 when not installed)
+    rt.cleanup(records.cgroup_path(host, name))  # a previous init may have died by itself
     ids = idmap.idmap_for(host, rec, ex.config)
-    idmapped = idshift.prepare(host, name, ex.devices, rec.pool, ids)  # may shift the files
+    # may shift the files: always for an engine that attaches no idmapped mounts
+    idmapped = idshift.prepare(host, name, ex.devices, rec.pool, ids,
+                               idmapped_mounts=rt.info.idmapped_mounts)
     binds = disks.mounts(host, name, ex.devices, ids is not None, said.append)
-    binds += shared.view_binds
+    if rt.info.resource_views:
+        binds += shared.view_binds
     if shared.view_note:
         said.append(shared.view_note)
     spec = runspec.runtime_spec(host, ex, records.image_meta(host, rec), ids,
@@ -201,8 +206,9 @@ def _begin_one(host: Host, ex: records.Expanded, shared: _Shared) -> _Begun:
     spec = confinement.confine(host, spec, ex.config)  # its AppArmor profile, where there is one
     before_go = shared.before_go(ex, spec.rootfs)
     rec = host.store.container(name)  # the id map, a shift and nics may have recorded state
-    pending = host.runtime.begin_start(spec, before_go=before_go)
-    return _Begun(name, rec, spec, pending, shared.views, said)
+    pending = rt.begin_start(spec, before_go=before_go)
+    return _Begun(name, rec, spec, pending, shared.views if rt.info.resource_views else None,
+                  said, rt.name if rt is not host.runtime else "")
 
 
 def _finish_one(host: Host, b: _Begun, warn: Callable[[str], None] | None) -> Status:
@@ -216,6 +222,7 @@ def _finish_one(host: Host, b: _Begun, warn: Callable[[str], None] | None) -> St
     # the boot id and the time tell a supervisor whether and how long this init ran
     vol.update({"init.pid": init.pid, "init.starttime": init.starttime,
                 "init.cgroup": init.cgroup, "init.boot_id": hostinfo.boot_id(),
+                records.ENGINE: init.engine or b.engine,
                 "init.started": time.time(), "last_state": RUNNING,
                 "last_used": time.time(),  # kept after a stop: LXD's last_used_at
                 lxcfs.VOLATILE: b.views})
@@ -223,7 +230,7 @@ def _finish_one(host: Host, b: _Begun, warn: Callable[[str], None] | None) -> St
         with host.store.transaction():
             host.store.set_volatile(b.name, vol)
     except BaseException:
-        host.runtime.stop(init, halt_signal=b.spec.halt_signal, timeout=0, force=True)
+        host.runtime_for(init).stop(init, halt_signal=b.spec.halt_signal, timeout=0, force=True)
         raise
     events.container(host, b.name, "started", detail="; ".join(b.said) or None)
     for msg in b.said if warn is not None else ():
@@ -255,7 +262,7 @@ def stop_many(host: Host, names: Sequence[str], *, timeout: float | None = None,
             try:
                 ex = records.read(host, name)
                 init = records.init_record(ex.record)
-                if host.runtime.status(init).state != STOPPED:
+                if host.runtime_for(init).status(init).state != STOPPED:
                     assert init is not None
                     running.append((ex, init))
                 elif init is None and not force:
@@ -290,15 +297,29 @@ def _stop_inits(host: Host, running: Sequence[tuple[records.Expanded, InitRecord
               float(ex.config.get("boot.host_shutdown_timeout") or DEFAULT_STOP_TIMEOUT))
              for ex, init in running]
     try:
-        results = host.runtime.stop_many(stops, force=force)
+        results = _stop_by_engine(host, stops, force)
     except BaseException:
         _set_last_state(host, [n for n, (_, init) in zip(names, running)
-                               if host.runtime.status(init).state != STOPPED], RUNNING)
+                               if host.runtime_for(init).status(init).state != STOPPED], RUNNING)
         raise
     failed = [n for n, (_, init), r in zip(names, running, results)
-              if isinstance(r, SysmgrError) and host.runtime.status(init).state != STOPPED]
+              if isinstance(r, SysmgrError) and host.runtime_for(init).status(init).state != STOPPED]
     _set_last_state(host, failed, RUNNING)
     return dict(zip(names, results))
+
+
+def _stop_by_engine(host: Host, stops: Sequence[tuple[InitRecord, int, float]], force: bool
+                    ) -> list[bool | SysmgrError]:
+    """:meth:`Runtime.stop_many` of each engine over its own inits, results in order."""
+    groups: dict[str, list[int]] = {}
+    for i, (init, _, _) in enumerate(stops):
+        groups.setdefault(init.engine, []).append(i)
+    results: list[bool | SysmgrError] = [True] * len(stops)
+    for idxs in groups.values():
+        rt = host.runtime_for(stops[idxs[0]][0])
+        for i, r in zip(idxs, rt.stop_many([stops[i] for i in idxs], force=force)):
+            results[i] = r
+    return results
 
 
 def _nic_batch(host: Host, exs: Sequence[records.Expanded]) -> ContextManager[None]:
@@ -321,7 +342,9 @@ def _set_last_state(host: Host, names: Sequence[str], state: str) -> None:
 def settle(host: Host, ex: records.Expanded, volatile: Mapping[str, Any] | None = None) -> None:
     """Clean up after a container whose init is gone, as a stop does: its cgroup, the
     record of its init (now STOPPED, with ``volatile`` keys added) and its nics."""
-    host.runtime.cleanup(records.cgroup_path(host, ex.record.name))
+    init = records.init_record(host.store.container(ex.record.name))
+    rt = host.runtime_for(init) if init is not None else records.runtime(host, ex.record, ex.config)
+    rt.cleanup(records.cgroup_path(host, ex.record.name))
     forget_init(host, host.store.container(ex.record.name), volatile)
     if records.has_nics(ex.devices):
         from sysmgr.engine.nics import NicEngine  # networking only for containers with nics
@@ -360,7 +383,7 @@ def set_frozen(host: Host, name: str, frozen: bool) -> None:
     container or thawing one that is not frozen is a Conflict."""
     with host.locked():
         init = records.init_record(host.store.container(name))
-        state = host.runtime.status(init).state
+        state = host.runtime_for(init).status(init).state
         if state == STOPPED or init is None:
             raise Conflict(f"container {name!r} is not running")
         if frozen and state == FROZEN:
@@ -368,7 +391,7 @@ def set_frozen(host: Host, name: str, frozen: bool) -> None:
         if not frozen and state != FROZEN:
             raise Conflict(f"container {name!r} is not frozen")
         if frozen:
-            host.runtime.freeze(init)
+            host.runtime_for(init).freeze(init)
         else:
-            host.runtime.unfreeze(init)
+            host.runtime_for(init).unfreeze(init)
         events.container(host, name, "frozen" if frozen else "unfrozen")

@@ -156,7 +156,7 @@ def repair(host: Any) -> list[str]:
     views come from an older daemon (one that died: they read nothing but errors)."""
     done = ensure()
     gen = generation()
-    if gen is None or not host.runtime.info.live_mounts:
+    if gen is None:
         return done
     from sysmgr.engine import records  # (records reads the store: only a repair needs it)
 
@@ -166,10 +166,12 @@ def repair(host: Any) -> list[str]:
         if old is None or old == gen or records.status(host, rec).state == STOPPED:
             continue
         init = records.init_record(rec)
+        if not host.runtime_for(init).info.live_mounts:
+            continue
         try:
             for b in views:
-                host.runtime.unmount_disk(init, b.path)
-                host.runtime.mount_disk(init, b)
+                host.runtime_for(init).unmount_disk(init, b.path)
+                host.runtime_for(init).mount_disk(init, b)
         except (SysmgrError, OSError) as e:
             done.append(f"{rec.name}: resource views not bound again: {e}")
             continue

@@ -18,6 +18,7 @@ from sysmgr.model import expand as mexpand
 from sysmgr.state.db import ContainerRecord, ProfileRecord
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sysmgr.drivers.runtime.base import Runtime
     from sysmgr.types import HostCgroups
 
 # The key tables (sysmgr.model.keys), storage and cgroup-layout helpers are imported by the
@@ -59,12 +60,45 @@ def init_record(rec: ContainerRecord) -> InitRecord | None:
     v = rec.volatile
     if "init.pid" not in v:
         return None
-    return InitRecord(int(v["init.pid"]), int(v["init.starttime"]), str(v["init.cgroup"]))
+    return InitRecord(int(v["init.pid"]), int(v["init.starttime"]), str(v["init.cgroup"]),
+                      str(v.get(ENGINE) or ""))
+
+
+#: volatile key: the runtime engine that started the running init (stop, exec, info use it)
+ENGINE = "init.engine"
+#: config key choosing the runtime engine a start uses (not live: a restart changes it)
+ENGINE_KEY = "runtime.engine"
 
 
 def status(host: Host, rec: ContainerRecord) -> Status:
     """The container's state as the kernel has it."""
-    return host.runtime.status(init_record(rec))
+    init = init_record(rec)
+    return host.runtime_for(init).status(init)
+
+
+def engine_name(host: Host, rec: ContainerRecord, config: Mapping[str, str] | None = None) -> str:
+    """The engine of container ``rec``: the one that started its init while it has one, else
+    its ``runtime.engine`` (``config``: its expanded config, read when not given), else the
+    host's default ("")."""
+    init = init_record(rec)
+    if init is not None:
+        return init.engine
+    cfg = config if config is not None else expanded(host, rec)[0]
+    return str(cfg.get(ENGINE_KEY) or "")
+
+
+def runtime(host: Host, rec: ContainerRecord, config: Mapping[str, str] | None = None) -> Runtime:
+    """The runtime driver of container ``rec`` (:func:`engine_name`), checked to be usable:
+    an engine that is not installed is bad input naming the key (exit 2)."""
+    name = engine_name(host, rec, config)
+    if not name:
+        return host.runtime
+    rt = host.engine(name)
+    why = rt.unavailable_reason()
+    if why is not None:
+        raise ValidationError(f"{ENGINE_KEY}: {name} cannot run containers here: {why}",
+                              hint=f"install {name}, or set {ENGINE_KEY} to native")
+    return rt
 
 
 def cgroup_path(host: Host, name: str) -> str:

@@ -70,7 +70,7 @@ def crashed(host: Host, exits: Exits | None = None, *, now: float | None = None)
                 continue  # went down with the host: the boot start's to decide
             init = records.init_record(rec)
             code = _exit_code(host, init, exits)
-            if host.runtime.status(init).state != STOPPED:
+            if host.runtime_for(init).status(init).state != STOPPED:
                 continue
             found.append(_record_crash(host, rec, code, now))
     return found
@@ -83,7 +83,7 @@ def _exit_code(host: Host, init: InitRecord | None, exits: Exits | None) -> int 
         return None
     if exits is not None and init in exits:
         return exits[init]
-    return host.runtime.reap(init)
+    return host.runtime_for(init).reap(init)
 
 
 def _record_crash(host: Host, rec: ContainerRecord, code: int | None, now: float) -> Crash:

@@ -97,6 +97,8 @@ def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
     extra["security"] = idmap.describe(cfg, rec.volatile)
     if status.state != STOPPED:
         extra["resource_views"] = _views(rec)
+        # the engine its init runs under (a changed runtime.engine waits for the restart)
+        extra["engine"] = str(rec.volatile.get(records.ENGINE) or host.runtime.name)
     for key in ("last_migration", "migration"):  # the last move, and one under way
         if isinstance(rec.volatile.get(key), dict):
             extra[key] = dict(rec.volatile[key])
@@ -110,6 +112,7 @@ def _view(host: Host, rec: ContainerRecord, *, usage: bool = False,
 def usage_of(host: Host, name: str, *, detail: bool = False) -> Usage:
     """The cgroup's figures (``detail``: the runtime's); a container without a memory limit
     may use the host's memory."""
+    # every engine's cgroup is at the same path, in sysmgr's layout: read as sysmgr reads it
     use = host.runtime.usage(records.cgroup_path(host, name), detail=detail)
     if detail and use.memory_limit_bytes is None and use.memory_bytes is not None:
         from sysmgr._util import hostinfo  # usage only (the hot listings skip it)

@@ -83,7 +83,7 @@ class Watcher:
                 self._drop(name)
         for name, init in want.items():
             if name not in self._watched and init not in self.exits:
-                self._watched[name] = (init, self.host.runtime.watch(init))
+                self._watched[name] = (init, self.host.runtime_for(init).watch(init))
         # exit codes are kept until their record no longer names that init (recorded)
         current = set(want.values())
         self.exits = {i: c for i, c in self.exits.items() if i in current}
@@ -120,14 +120,14 @@ class Watcher:
         """Watched containers without an fd (gone before they were watched, or the runtime
         has none) whose init is no longer running."""
         return [name for name, (init, fd) in self._watched.items()
-                if fd is None and self.host.runtime.status(init).state == STOPPED]
+                if fd is None and self.host.runtime_for(init).status(init).state == STOPPED]
 
     def _collect(self, names: list[str]) -> list[str]:
         """Collect the exit codes of ``names``' inits and stop watching them (until their
         records change: a crash recorded, or a new start)."""
         for name in names:
             init = self._watched[name][0]
-            self.exits[init] = self.host.runtime.reap(init)
+            self.exits[init] = self.host.runtime_for(init).reap(init)
             self._drop(name)
         return names
 

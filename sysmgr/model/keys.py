@@ -230,6 +230,9 @@ _SECONDS = int_key(minimum=0, what="number of seconds")
 _BACKOFF_MAX = int_key(minimum=1, maximum=86400, what="number of seconds")
 _IDMAP_SIZE = int_key(minimum=65536, maximum=1 << 31, what="id map size")
 _EVACUATE = choice_key("auto", "migrate", "stop", what="evacuation mode")
+#: the runtime drivers a container may run under (sysmgr.drivers.registry's, but fake)
+RUNTIME_ENGINES = ("native", "crun", "runc")
+_ENGINE = choice_key(*RUNTIME_ENGINES, what="runtime engine")
 _ROUNDS = int_key(minimum=0, maximum=50, what="number of rounds")
 _SIZE = size_key()
 
@@ -292,6 +295,10 @@ CONTAINER_KEYS: dict[str, Key] = key_table(
         doc="The command the container boots as its init (PID 1), an absolute path with "
             "arguments (e.g. '/bin/busybox init'), instead of the image's (/sbin/init). "
             "For an image that has none, such as most OCI images; a change restarts it."),
+    Key("runtime.engine", _ENGINE[0], _ENGINE[1], live=False, default="native",
+        doc="The runtime that starts the container: native (sysmgr's own), crun or runc (the "
+            "OCI reference runtimes, running the same bundle; installed separately). A "
+            "running container keeps the one it started with: a change needs a restart."),
     Key("boot.host_shutdown_timeout", _SECONDS[0], _SECONDS[1], live=True, default="30",
         doc="Seconds to wait for a clean halt before killing the container."),
     Key("cluster.evacuate", _EVACUATE[0], _EVACUATE[1], live=True, default="auto",

@@ -1,4 +1,8 @@
-"""The native runtime against the real kernel: namespaces, cgroup v1 limits, stop, exec.
+"""The runtime contract against the real kernel: namespaces, cgroup v1 limits, stop, exec.
+
+Every test runs under each runtime driver (``native``, and the OCI reference runtimes
+``crun`` and ``runc`` when installed) with the same rendered bundle: where they disagree
+about it, a test fails here.
 
 Each test copies the session's busybox image into its own directory, uses a runtime dir
 laid out like ``Layout.container_dir`` and a cgroup ``sysmgr-<random>/<name>``, and stops
@@ -23,7 +27,9 @@ import pytest
 from sysmgr._util.proc import run
 from sysmgr.drivers.runtime.base import CONSOLE_LOG, FROZEN, RUNNING, STOPPED, InitRecord, Limits, ProcessSpec, RuntimeSpec
 from sysmgr.drivers.runtime.cgroups import open_cgroup
+from sysmgr.drivers.runtime.base import Runtime
 from sysmgr.drivers.runtime.native import NativeExecProcess, NativeRuntime
+from sysmgr.drivers.runtime.oci import CrunRuntime, OciExecProcess, OciRuntime, RuncRuntime
 from sysmgr.errors import Conflict, DriverError
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (real kernel)")
@@ -32,7 +38,20 @@ MiB = 1 << 20
 CG = "/sys/fs/cgroup"
 
 
-def run_in(rt: NativeRuntime, rec: InitRecord, *argv: str, input: bytes = b"", timeout: float = 60,
+ENGINES = ("native", "crun", "runc")
+
+
+def make_runtime(engine: str, state_dir: str) -> Runtime:
+    """The driver ``engine`` (a test is skipped when its runtime is not installed)."""
+    if engine == "native":
+        return NativeRuntime()
+    cls: type[OciRuntime] = CrunRuntime if engine == "crun" else RuncRuntime
+    if not cls.available():
+        pytest.skip(f"{engine} is not installed")
+    return cls(state_dir)
+
+
+def run_in(rt: Runtime, rec: InitRecord, *argv: str, input: bytes = b"", timeout: float = 60,
            **kw: Any) -> tuple[int, str, str]:
     """Run ``argv`` in the container with pipes; return (exit code, stdout, stderr)."""
     in_r, in_w = os.pipe()
@@ -88,10 +107,11 @@ def wait_for(pred, timeout: float = 10.0, what: str = "condition") -> None:
 class Env:
     """One test's containers: rootfs copies, runtime dirs, cgroups; stops them all at the end."""
 
-    def __init__(self, base: str, image: str, test_name: str) -> None:
+    def __init__(self, base: str, image: str, test_name: str, engine: str = "native") -> None:
         self.base = base
         self.image = image
-        self.rt = NativeRuntime()
+        self.engine = engine
+        self.rt = make_runtime(engine, os.path.join(base, "runtime-state"))
         self.prefix = f"sysmgr-{secrets.token_hex(3)}"
         self.stem = re.sub(r"[^a-z0-9]+", "-", test_name.lower().removeprefix("test_"))[:20].strip("-")
         self.started: list[InitRecord] = []
@@ -128,11 +148,21 @@ class Env:
             self.rt.cleanup(rec.cgroup)
 
 
-@pytest.fixture
+@pytest.fixture(params=ENGINES)
 def env(tmp_path, busybox_rootfs, request) -> Iterator[Env]:
-    e = Env(str(tmp_path), busybox_rootfs, request.node.name)
+    e = Env(str(tmp_path), busybox_rootfs, request.node.originalname, request.param)
     yield e
     e.close()
+
+
+def v1_tree(controller: str, cgroup: str, name: str) -> list[str]:
+    """``name`` of the cgroup and of every cgroup below it (a runtime may make one: runc)."""
+    out = []
+    for d, _, files in os.walk(os.path.join(CG, controller, cgroup)):
+        if name in files:
+            with open(os.path.join(d, name)) as f:
+                out.append(f.read().strip())
+    return out
 
 
 def v1(controller: str, cgroup: str, name: str) -> str:
@@ -172,7 +202,9 @@ def test_mounts_devices_and_capabilities(env: Env) -> None:
     assert env.sh(rec, "head -c 4 /dev/urandom | wc -c")[1].strip() == "4"
     # the devices cgroup refuses anything not on the allow list, even to root
     code, out, err = env.sh(rec, "mknod /tmp/vda b 254 0 && head -c 1 /tmp/vda")
-    assert code != 0 and "not permitted" in (out + err).lower()
+    # (runc lets any node be made, "m" for every device, as its own default; opening it is
+    # refused all the same)
+    assert code != 0 and ("not permitted" in (out + err).lower() or "permission denied" in (out + err).lower())
     # LXC's default drop list is gone from init's bounding set
     bnd = int(open(f"/proc/{rec.pid}/status").read().split("CapBnd:")[1].split()[0], 16)
     for cap in (16, 17, 25, 32, 33):  # sys_module sys_rawio sys_time mac_override mac_admin
@@ -227,8 +259,8 @@ def test_memory_limit_oom_kills_the_hog(env: Env) -> None:
     # dd reads 300 MiB into one buffer: it grows until the OOM killer hits
     code, _, _ = run_in(env.rt, rec, "dd", "if=/dev/zero", "of=/dev/null", "bs=300M", "count=1")
     assert code == 128 + signal.SIGKILL
-    oom = dict(line.split() for line in v1("memory", rec.cgroup, "memory.oom_control").splitlines())
-    assert int(oom["oom_kill"]) >= 1
+    # counted in the victim's own cgroup: sysmgr's, or the runtime's below it (runc's)
+    assert env.rt.usage(rec.cgroup).oom_kills >= 1
     # (memory.failcnt stays 0 on kernel 6.18 even here: oom_control is the reliable witness)
     assert int(v1("memory", rec.cgroup, "memory.max_usage_in_bytes")) <= 64 * MiB
     assert env.rt.status(rec).state == RUNNING  # init survived, only the hog died
@@ -242,7 +274,7 @@ def test_pids_limit_stops_a_fork_bomb(env: Env) -> None:
     assert "all-forked" not in out and "fork" in err.lower()
     usage = env.rt.usage(rec.cgroup)
     assert usage.pids is not None and usage.pids <= 50
-    assert int(v1("pids", rec.cgroup, "pids.events").split()[1]) > 0
+    assert sum(int(events.split()[1]) for events in v1_tree("pids", rec.cgroup, "pids.events")) > 0
     env.rt.stop(rec, halt_signal=signal.SIGUSR2, timeout=3, force=False)
     assert env.rt.status(rec).state == STOPPED
     assert not open_cgroup(rec.cgroup).exists()
@@ -373,12 +405,29 @@ def test_two_containers_share_the_prefix(env: Env) -> None:
     assert not os.path.exists(os.path.join(CG, "memory", env.prefix))
 
 
+def test_stop_many_halts_each_by_its_signal(env: Env) -> None:
+    a = env.start(env.spec("one"))
+    b = env.start(env.spec("two"))
+    out = env.rt.stop_many([(a, int(signal.SIGUSR2), 20.0), (b, int(signal.SIGUSR2), 20.0)],
+                           force=False)
+    assert out == [True, True]  # both shut down by themselves on the halt signal
+    assert env.rt.status(a).state == env.rt.status(b).state == STOPPED
+    assert not os.path.exists(os.path.join(CG, "memory", env.prefix))
+
+
 def test_image_symlinks_cannot_redirect_the_launcher_outside_the_rootfs(env: Env) -> None:
     spec = env.spec()
     outside = os.path.join(env.base, "outside")
     os.mkdir(outside)
     os.rmdir(os.path.join(spec.rootfs, "dev"))
     os.symlink(outside, os.path.join(spec.rootfs, "dev"))  # absolute: a host path if followed naively
+    if env.engine != "native":
+        # the OCI runtimes follow some of the image's links on the host (runc 1.1 made
+        # /dev/stdin & co. in ``outside``; crun 1.8 fails to populate /dev): refused first
+        with pytest.raises(DriverError, match="/dev is a symlink"):
+            env.start(spec)
+        assert os.listdir(outside) == [] and not open_cgroup(spec.cgroup).exists()
+        return
     rec = env.start(spec)
     assert os.listdir(outside) == []  # the /dev tmpfs and its nodes went inside the rootfs
     assert env.rt.status(rec).state == RUNNING
@@ -472,12 +521,12 @@ def test_exec_pty_gives_a_terminal_from_the_containers_devpts(env: Env) -> None:
 def test_exec_kill_kills_the_command(env: Env) -> None:
     rec = env.start()
     proc = env.rt.exec(rec, ProcessSpec(argv=("sleep", "600")), stdin=0, stdout=1, stderr=2)
-    assert isinstance(proc, NativeExecProcess)
+    assert isinstance(proc, (NativeExecProcess, OciExecProcess))
     wait_for(lambda: "sleep" in env.sh(rec, "ps")[1], what="sleep to run")
     proc.send_signal(signal.SIGTERM)  # forwarded to the command
     assert proc.wait() == 128 + signal.SIGTERM
     proc = env.rt.exec(rec, ProcessSpec(argv=("sleep", "600")), stdin=0, stdout=1, stderr=2)
-    assert isinstance(proc, NativeExecProcess)
+    assert isinstance(proc, (NativeExecProcess, OciExecProcess))
     proc.kill()  # the helper dies, the kernel kills the command (parent-death signal)
     assert proc.wait() == 128 + signal.SIGKILL
     wait_for(lambda: "sleep 600" not in env.sh(rec, "ps")[1], what="sleep to die")
@@ -486,17 +535,19 @@ def test_exec_kill_kills_the_command(env: Env) -> None:
 def test_only_the_command_joins_the_containers_cgroup(env: Env) -> None:
     # the helper outside the pid namespace would show there as pid 0, which systemd's tools
     # report as an error ("Failed to dump process list ... Input/output error")
+    if not env.rt.info.exec_helper_outside:
+        pytest.skip(f"{env.engine}'s exec waits for the command inside the cgroup it puts it in")
     rec = env.start()
     proc = env.rt.exec(rec, ProcessSpec(argv=("sleep", "600")), stdin=0, stdout=1, stderr=2)
     try:
         pids = set(open_cgroup(rec.cgroup).procs())
 
-        def parent(pid: int) -> str:
-            with open(f"/proc/{pid}/status") as f:
-                return next(line.split()[1] for line in f if line.startswith("PPid:"))
+        def comm(pid: int) -> str:
+            with open(f"/proc/{pid}/comm") as f:
+                return f.read().strip()
 
         assert proc.pid not in pids                              # the helper is not in it
-        assert [p for p in pids if parent(p) == str(proc.pid)]   # its child, the command, is
+        assert [p for p in pids if comm(p) == "sleep"]           # the command is
     finally:
         proc.kill()
         proc.wait()

@@ -16,7 +16,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -176,3 +176,24 @@ def init_args() -> list[str]:
                               capture_output=True, text=True,
                               env=dict(os.environ, PYTHONPATH=REPO)).stdout
     return ["init", "--auto"] + (["--network", "none"] if "--network" in helptext else [])
+
+
+def _engine_param(engine: str) -> Any:
+    from sysmgr.drivers.runtime.oci import CrunRuntime, RuncRuntime
+
+    cls = {"crun": CrunRuntime, "runc": RuncRuntime}[engine]
+    return pytest.param(engine, marks=pytest.mark.skipif(not cls.available(),
+                                                         reason=f"{engine} is not installed"))
+
+
+#: every runtime engine a container can start under (the OCI ones skipped when not installed):
+#: the escape tests that start containers run under each
+ENGINES = [pytest.param("native"), _engine_param("crun"), _engine_param("runc")]
+
+
+def use_engine(client: Any, engine: str) -> None:
+    """Make ``engine`` the default profile's ``runtime.engine`` (native: left unset)."""
+    if engine != "native":
+        prof = client.profiles.get("default")
+        prof.config["runtime.engine"] = engine
+        prof.save()

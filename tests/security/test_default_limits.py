@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, requires_root, run_cli
-from tests.security.helpers import init_args, ok
+from tests.security.helpers import ENGINES, init_args, ok
 
 pytestmark = requires_root
 
@@ -66,8 +66,10 @@ def _pids(root: str, name: str) -> int:
     return json.loads(ok("info", name, "-f", "json", root=root))["resources"]["processes"]
 
 
-def test_fork_bomb_stops_at_the_default_limit(root):
-    ok("launch", "busybox", "bomb", root=root)  # the default profile only
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fork_bomb_stops_at_the_default_limit(root, engine):
+    # the default profile only (and the engine)
+    ok("launch", "busybox", "bomb", "-c", f"runtime.engine={engine}", root=root)
     limit = int(LIMITS["limits.processes"])
     t0 = time.monotonic()
     # forks sleepers until fork fails (EAGAIN): ash then gives up with "can't fork"

@@ -17,6 +17,7 @@ import pytest
 
 from sysmgr.errors import SysmgrError
 from tests.conftest import requires_root, sh
+from tests.security.helpers import ENGINES, use_engine
 
 pytestmark = requires_root
 
@@ -145,3 +146,37 @@ def test_a_container_cannot_bind_host_paths_itself(client, host):
                       f" cat /proc/1/root{secret} 2>&1; true")
     assert "BOUND" not in out and "host secret" not in out, out
     assert out.split("\n")[0] == "/" or "/\n" in out  # every process's root is the container's
+
+
+# -- under the OCI engines ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", [p for p in ENGINES if p.values[0] != "native"])
+def test_oci_engines_refuse_a_planted_symlink_and_keep_a_readonly_disk_readonly(client, host,
+                                                                                 engine):
+    """crun and runc resolve some mount destinations on the host before pivot_root: a start
+    with a link planted where a disk goes is refused (nothing made behind it); a read-only
+    disk (staged by sysmgr in the runtime's own mount namespace) stays read-only."""
+    src, victim, _ = host
+    use_engine(client, engine)
+    c = client.containers.create("c1", "busybox", devices={
+        "a": {"type": "disk", "source": str(src), "path": "/abs/a"}})
+    rootfs = client.host.pool_driver("default").container_path("c1")
+    os.makedirs(os.path.join(rootfs, str(victim).lstrip("/")))
+    os.symlink(str(victim), os.path.join(rootfs, "abs"))
+    with pytest.raises(SysmgrError, match="/abs is a symlink"):
+        c.start()
+    assert os.listdir(victim) == [] and str(victim) + "/" not in host_mounts()
+    c.delete(force=True)
+    ro = {"ro": {"type": "disk", "source": str(src), "path": "/ro", "readonly": "true"}}
+    if engine == "crun":  # it would bind it afresh, unlocked: refused instead
+        with pytest.raises(SysmgrError, match="read-only disk"):
+            client.containers.create("c2", "busybox", start=True, devices=ro)
+        return
+    c = client.containers.create("c2", "busybox", start=True, devices=ro)
+    assert sh(c, "cat /ro/f")[1] == "shared\n"
+    code, out = sh(c, "mount -o remount,rw /ro && echo REMOUNT1;"
+                      " mount -o remount,bind,rw /ro && echo REMOUNT2;"
+                      " touch /ro/w && echo WROTE; true")
+    assert not any(w in out for w in ("REMOUNT", "WROTE")), out
+    assert sorted(os.listdir(src)) == ["f"]
+    assert "/run/sysmgr-oci" not in host_mounts()  # the staging stayed in its namespace

@@ -19,6 +19,7 @@ import pytest
 from sysmgr._util import capabilities
 from sysmgr.drivers.runtime import bundle
 from tests.conftest import requires_root
+from tests.security.helpers import ENGINES, use_engine
 
 pytestmark = [requires_root]
 
@@ -38,8 +39,9 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> bytes:
         return f.read()
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="module", params=ENGINES)
+def client(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    """A root whose containers start under each runtime engine in turn."""
     if not shutil.which("busybox") and not os.path.exists("/bin/busybox"):
         pytest.skip("busybox-static is not installed")
     import sysmgr
@@ -47,6 +49,7 @@ def client(tmp_path_factory: pytest.TempPathFactory):
     c = sysmgr.Client(root=str(tmp_path_factory.mktemp("sec-root")))
     c.init()
     c.images.build("busybox", alias="busybox")
+    use_engine(c, request.param)
     yield c
     c.close()
 

@@ -15,15 +15,17 @@ import pytest
 
 import sysmgr
 from tests.conftest import REPO, requires_root
+from tests.security.helpers import ENGINES, use_engine
 
 pytestmark = requires_root
 
 
 @pytest.fixture
-def root(sysmgr_root: str):
+def root(sysmgr_root: str, request: pytest.FixtureRequest):
     c = sysmgr.Client(root=sysmgr_root)
     c.init(storage_driver="dir")
     c.images.build("busybox", alias="busybox")
+    use_engine(c, getattr(request, "param", "native"))  # (the tests parametrized over engines)
     c.containers.create("c1", "busybox", start=True)
     yield sysmgr_root
     for ct in c.containers.all():
@@ -31,6 +33,7 @@ def root(sysmgr_root: str):
     c.close()
 
 
+@pytest.mark.parametrize("root", ENGINES, indirect=True)
 def test_exec_without_a_pty_never_hands_the_callers_terminal_in(root):
     """The caller's stdin, stdout and stderr are a terminal; with -T the command sees pipes
     (so TIOCSTI has no terminal to type into), and its output still reaches the caller."""
@@ -63,6 +66,7 @@ def test_exec_without_a_pty_never_hands_the_callers_terminal_in(root):
     assert "pipe:" in text, text
 
 
+@pytest.mark.parametrize("root", ENGINES, indirect=True)
 def test_exec_with_a_pipe_for_stdin_streams_it_through(root):
     env = dict(os.environ, SYSMGR_ROOT=root, PYTHONPATH=REPO, NO_COLOR="1")
     res = subprocess.run([sys.executable, "-m", "sysmgr", "exec", "c1", "--", "sh", "-c",

@@ -24,13 +24,18 @@ from sysmgr._util import idshift as walker
 from sysmgr.engine import idshift
 from sysmgr.types import IdMap
 from tests.conftest import requires_root
-from tests.security.test_userns import BASE, client, host_uid, sh  # noqa: F401 (client: a fixture)
+from tests.security.test_userns import BASE, host_uid, sh
 
 pytestmark = requires_root
 
 ISO = BASE + 65536          # the first isolated block (nothing else isolated in these roots)
 DATA = "stat -c '%u %g %a' /bin/busybox /bin/suid /data/f"
 INSIDE = "0 0 755\n0 0 4755\n1234 4321 2750"
+
+
+@pytest.fixture
+def client(busybox_client):
+    return busybox_client
 
 
 @pytest.fixture

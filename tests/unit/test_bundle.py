@@ -129,7 +129,7 @@ def test_console_is_a_bind_of_the_log_file_and_annotations() -> None:
     cfg = bundle.render(CASES["basic"])
     console = [m for m in cfg["mounts"] if m["destination"] == "/dev/console"]
     assert console == [{"destination": "/dev/console", "type": "bind", "source": ROOT + "/rootfs/dev/.sysmgr-console.log",
-                        "options": ["bind", "ro", "nosuid", "noexec"]}]
+                        "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}]
     assert cfg["annotations"][bundle.ANNOTATION_HALT_SIGNAL] == "SIGUSR2"
     assert cfg["linux"]["cgroupsPath"] == "/sysmgr-1a2b3c/web1"
     assert cfg["hostname"] == "web1" and cfg["process"]["args"] == ["/sbin/init"]

@@ -31,6 +31,7 @@ def info_record(c: Any, st: Any, snapshots: Sequence[Any] = ()) -> dict[str, Any
         "pid": st.pid,
         "security": getattr(c, "security", ""),
         "resource_views": getattr(c, "resource_views", ""),
+        "engine": getattr(c, "engine", ""),
         "resources": {
             "processes": st.pids,
             "memory_bytes": st.memory_bytes,
@@ -86,7 +87,7 @@ def info_text(r: dict[str, Any]) -> str:
             ("Profiles", ", ".join(r["profiles"])), ("Storage pool", r["pool"]),
             ("Created", render.format_timestamp(render.parse_iso(r["created_at"]))),
             ("Last Used", render.format_timestamp(render.parse_iso(r.get("last_used_at")))),
-            ("Init PID", r["pid"]), ("Security", r.get("security")),
+            ("Init PID", r["pid"]), ("Runtime", r.get("engine")), ("Security", r.get("security")),
             ("Resource views", r.get("resource_views"))]
     out = [f"{k}: {v}" for k, v in head if v not in (None, "")]
     res = r["resources"]

@@ -16,7 +16,10 @@ from sysmgr.cli.commands._common import AppContext, pass_app, stdin_is_tty
 @click.option("--network", metavar="NAME|none",
               help="Managed network to create and give the default profile an eth0 nic on "
                    "(default: sysmgrbr0; none: no network).")
-@click.option("--runtime", hidden=True, help="Runtime driver to record (tests: fake).")
+@click.option("--runtime", metavar="ENGINE",
+              help="Runtime engine for containers: native (default), crun or runc; sets "
+                   "runtime.engine in the default profile (a container or profile can still "
+                   "choose another). crun and runc run the same bundle and must be installed.")
 @click.option("--network-driver", hidden=True, help="Network driver to record (tests: fake).")
 @pass_app
 def init(app: AppContext, auto: bool, storage_driver: str | None, network: str | None,

@@ -77,6 +77,7 @@ class InitRecord:
     pid: int
     starttime: int
     cgroup: str
+    engine: str = ""            # the runtime driver that started it ("": the host's default)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,9 @@ class RuntimeInfo:
     apparmor: bool = False              # runs init and exec under RuntimeSpec.apparmor_profile
     live_mounts: bool = False           # mount_disk/unmount_disk on a running container
     resource_views: bool = False        # binds lxcfs's views over /proc (a real kernel's)
+    idmapped_mounts: bool = True        # can attach a rootfs or disk through an idmapped mount
+    #                                     (else the engine shifts the rootfs's files on disk)
+    exec_helper_outside: bool = True    # an exec's host-side helper stays out of the cgroup
 
 
 class ExecProcess(abc.ABC):
@@ -170,6 +174,18 @@ class _Deferred(PendingStart):
 class Runtime(abc.ABC):
     name: ClassVar[str]
     info: ClassVar[RuntimeInfo]
+
+    @classmethod
+    def for_root(cls, state_dir: str) -> Runtime:
+        """The driver as one sysmgr root uses it; ``state_dir`` is a directory of that root's
+        (made on demand) for a driver that keeps state of its own (an OCI runtime's
+        ``--root``), so roots never see each other's containers."""
+        return cls()
+
+    def unavailable_reason(self) -> str | None:
+        """Why this driver cannot run containers on this host (its program is not
+        installed...), or None when it can."""
+        return None
 
     @abc.abstractmethod
     def start(self, spec: RuntimeSpec, *, before_go: Callable[[int], object] | None = None

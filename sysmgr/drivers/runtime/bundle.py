@@ -114,8 +114,10 @@ def _mounts(console_log: str) -> list[dict[str, Any]]:
         # Read-only inside: init's stdout/stderr (the runtime's O_APPEND fd, opened through
         # the host's mount) still append to it, but a re-open in the container (a shell's
         # `> /dev/console` would truncate, a non-append open would overwrite) gets EROFS.
+        # nodev: the volume may be on a nodev mount (a btrfs pool), which a remount in a
+        # user namespace must keep (runc's read-only remount without it: EPERM)
         {"destination": "/dev/console", "type": "bind", "source": console_log,
-         "options": ["bind", "ro", "nosuid", "noexec"]},
+         "options": ["bind", "ro", "nosuid", "nodev", "noexec"]},
     ]
 
 
@@ -129,7 +131,7 @@ def disk_mount(disk: DiskMount, userns: bool) -> dict[str, Any]:
     return {"destination": disk.path, "type": "bind", "source": disk.source, "options": options}
 
 
-def _resources(limits: Limits) -> dict[str, Any]:
+def resources(limits: Limits) -> dict[str, Any]:
     res: dict[str, Any] = {
         "devices": [{"allow": False, "access": "rwm"}]
         + [
@@ -179,7 +181,7 @@ def render(spec: RuntimeSpec) -> dict[str, Any]:
             {"path": p, "type": t, "major": ma, "minor": mi, "fileMode": 0o666, "uid": 0, "gid": 0}
             for p, t, ma, mi in DEVICE_NODES
         ],
-        "resources": _resources(spec.limits),
+        "resources": resources(spec.limits),
         "cgroupsPath": "/" + spec.cgroup.strip("/"),
         "maskedPaths": list(MASKED_PATHS),
         "readonlyPaths": list(READONLY_PATHS),

@@ -164,9 +164,17 @@ class V1Cgroup(Cgroup):
             memory_peak_bytes=self._read_int(os.path.join(mem, "memory.max_usage_in_bytes")) if mem else None,
             pids=self._read_int(os.path.join(pids, "pids.current")) if pids else None,
             cpu_ns=self._read_int(os.path.join(acct, "cpuacct.usage")) if acct else None,
-            oom_kills=keyed_value(self._read(os.path.join(mem, "memory.oom_control")), "oom_kill") if mem else None,
+            oom_kills=self._oom_kills(mem) if mem else None,
         )
         return self._detail(use, mem, acct) if detail else use
+
+    def _oom_kills(self, mem: str) -> int | None:
+        """OOM kills in the container's memory cgroup and below: v1 counts a kill only in its
+        victim's own cgroup (a runtime's sub-cgroup under sysmgr's: runc's ``.payload``)."""
+        counts = [keyed_value(self._read(os.path.join(d, "memory.oom_control")), "oom_kill")
+                  for d, _, _ in os.walk(mem)]
+        found = [n for n in counts if n is not None]
+        return sum(found) if found else None
 
     def _detail(self, use: Usage, mem: str | None, acct: str | None) -> Usage:
         """``use`` with the memory limit, swap, memory.stat and CPU by CPU and mode."""

@@ -76,7 +76,8 @@ from sysmgr.errors import Conflict, DriverError, SysmgrError
 
 T = TypeVar("T")
 
-__all__ = ["BeforeGo", "KILL_TIMEOUT", "NativeExecProcess", "NativeRuntime", "START_TIMEOUT"]
+__all__ = ["BeforeGo", "KILL_TIMEOUT", "NativeExecProcess", "NativeRuntime", "START_TIMEOUT",
+           "delegate_cgroup"]
 
 
 class NativeRuntime(Runtime):
@@ -153,7 +154,7 @@ class NativeRuntime(Runtime):
         pending = _NativeStart(self, cg, hook)
         try:
             if plan.userns:
-                _delegate(cg, plan)
+                delegate_cgroup(cg, plan.uid_map, plan.gid_map)
             pending.launching = process.Launching(
                 plan._replace(procs_files=tuple(cg.procs_files())), bundle_dir, what)
         except BaseException as e:
@@ -313,13 +314,14 @@ class _NativeStart(PendingStart):
 
 # -- the bundle file ---------------------------------------------------------------------------
 
-def _delegate(cg: Cgroup, plan: InitPlan) -> None:
+def delegate_cgroup(cg: Cgroup, uid_map: Sequence[tuple[int, int, int]],
+                    gid_map: Sequence[tuple[int, int, int]]) -> None:
     """The cgroup directories an unprivileged init manages itself go to its root: the one
     systemd uses (the cgroup2 directory: the ``unified`` hierarchy on a hybrid host, or the
     container's on a v2 host) and the ``name=systemd`` one. Controllers' own directories (the
     device rules, the limits) stay the host's."""
-    root_uid = next((h for ns, h, _n in plan.uid_map if ns == 0), None)
-    root_gid = next((h for ns, h, _n in plan.gid_map if ns == 0), None)
+    root_uid = next((h for ns, h, _n in uid_map if ns == 0), None)
+    root_gid = next((h for ns, h, _n in gid_map if ns == 0), None)
     if root_uid is None or root_gid is None:
         return
     from sysmgr.drivers.runtime.native import userns
