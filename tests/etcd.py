@@ -129,10 +129,14 @@ class Certs:
         subprocess.run(["openssl", *argv], check=True, capture_output=True)
 
 
-def _make(tmp_path_factory: pytest.TempPathFactory, n: int) -> Iterator[EtcdCluster]:
+def _make(tmp_path_factory: pytest.TempPathFactory, n: int, *, tls: bool = False
+          ) -> Iterator[EtcdCluster]:
     if not os.path.exists(ETCD):
         pytest.skip("etcd is not installed (scripts/setup installs etcd-server)")
-    cluster = EtcdCluster(str(tmp_path_factory.mktemp("etcd")), n)
+    if tls and not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    certs = Certs(str(tmp_path_factory.mktemp("certs"))) if tls else None
+    cluster = EtcdCluster(str(tmp_path_factory.mktemp("etcd")), n, tls=certs)
     try:
         cluster.start_all()
         yield cluster
@@ -155,15 +159,7 @@ def module_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluste
 @pytest.fixture
 def etcd_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     """One etcd node that speaks TLS and wants a client certificate (``.tls``: the files)."""
-    if not os.path.exists(ETCD) or not shutil.which("openssl"):
-        pytest.skip("etcd or openssl is not installed")
-    certs = Certs(str(tmp_path_factory.mktemp("certs")))
-    cluster = EtcdCluster(str(tmp_path_factory.mktemp("etcd")), 1, tls=certs)
-    try:
-        cluster.start_all()
-        yield cluster
-    finally:
-        cluster.close()
+    yield from _make(tmp_path_factory, 1, tls=True)
 
 
 @pytest.fixture
