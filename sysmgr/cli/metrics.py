@@ -184,17 +184,25 @@ def serve(client: Any, host: str, port: int, ready: Callable[[str], None]) -> No
     class Server(WSGIServer):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-    def stop(_sig: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
+    servers: list[Any] = []
 
-    old = signal.signal(signal.SIGTERM, stop)
+    def stop(_sig: int, _frame: Any) -> None:
+        # not an exception raised wherever the main thread is (inside a scrape's collector
+        # it left the server half-way): the loop is asked to end after the request it serves
+        import threading
+
+        if not servers:
+            raise KeyboardInterrupt  # before it listens: nothing to finish
+        for httpd in servers:
+            threading.Thread(target=httpd.shutdown, daemon=True).start()
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with make_server(host, port, make_wsgi_app(registry(client)), server_class=Server,
                          handler_class=Quiet) as httpd:
+            servers.append(httpd)
             ready(f"{host}:{httpd.server_port}")
-            try:
-                httpd.serve_forever()
-            except KeyboardInterrupt:
-                pass
+            httpd.serve_forever(poll_interval=0.2)
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
