@@ -151,3 +151,8 @@ class HostKeyRejected(RemoteRejected):
                  hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.fingerprint = fingerprint
+
+
+class StoreUnavailable(SysmgrError):
+    """The shared cluster store (etcd) does not answer or has no quorum: whatever needs it
+    (placement, moves, prunes) is refused before anything changes (exit 1)."""

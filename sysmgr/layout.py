@@ -38,6 +38,24 @@ class Layout:
         return os.path.join(self.root, "cluster.db")
 
     @property
+    def cluster_store(self) -> str:
+        """Which store holds the cluster record when it is not ``cluster.db`` (etcd: its
+        endpoints, TLS files, cluster id), written by ``sysmgr cluster store set``."""
+        return os.path.join(self.root, "cluster-store.json")
+
+    @property
+    def cluster_cache(self) -> str:
+        """The members as the shared store last listed them: what read-only commands use
+        (marked stale) while the store has no quorum."""
+        return os.path.join(self.root, "cluster-members.cache.json")
+
+    @property
+    def cluster_member(self) -> str:
+        """On a member's own root: the store its controller and events report to, and the
+        member's name there (written by ``controller run --cluster-store``)."""
+        return os.path.join(self.root, "cluster-member.json")
+
+    @property
     def lock(self) -> str:
         return os.path.join(self.root, "lock")
 

@@ -6,8 +6,11 @@ where a container lives).
     >>> [m.name for m in client.cluster.members.all()]
     >>> client.cluster.evacuate("node2")
 
-Members are recorded in the admin root (``cluster.db``); nothing here changes a member
-unless the call says so (``remove`` only forgets one).
+Members are recorded in the cluster store (``cluster.db`` in the admin root, or etcd:
+``client.cluster.store_admin``); nothing here changes a member unless the call says so
+(``remove`` only forgets one). With a shared store a member's liveness is its controller's
+lease, read from the store; while the store has no quorum, read-only calls answer from the
+members and the last members list seen (``stale`` says why).
 """
 
 from __future__ import annotations
@@ -15,18 +18,24 @@ from __future__ import annotations
 import re
 import tempfile
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
-from sysmgr.api import evacuation, remote
+from sysmgr.api import remote
 from sysmgr.api.backend import Backend
-from sysmgr.api.evacuation import Evacuation
 from sysmgr.api.fanout import MemberSet, failures
 from sysmgr.engine import cluster as ecluster
+from sysmgr.engine import cluster_store as estore
 from sysmgr.engine.cluster import ClusterStore
 from sysmgr.errors import (
-    AlreadyExists, Conflict, HostKeyRejected, NotFound, RemoteError, SysmgrError, ValidationError)
+    AlreadyExists, Conflict, HostKeyRejected, NotFound, RemoteError, StoreUnavailable,
+    SysmgrError, ValidationError)
 from sysmgr.layout import Layout
 from sysmgr.types import MemberSpec
+
+if TYPE_CHECKING:  # pragma: no cover - evacuation and the store admin load when used
+    from sysmgr.api.cluster_store import StoreManager
+    from sysmgr.api.evacuation import Evacuation
 
 Progress = Callable[[str], None]
 Confirm = Callable[[str], bool]
@@ -116,7 +125,8 @@ class MemberManager:
 
     def add(self, name: str, url: str, *, root: str | None = None, key: str | None = None,
             groups: Sequence[str] = (), sysmgr: str | None = None,
-            accept_host_key: str | None = None, confirm: Confirm | None = None) -> Member:
+            accept_host_key: str | None = None, confirm: Confirm | None = None,
+            config: Mapping[str, str] | None = None) -> Member:
         """Record a member after checking that it answers (``hello``).
 
         An SSH member's host key must be known: ``accept_host_key`` (``SHA256:...``) names
@@ -125,7 +135,8 @@ class MemberManager:
         """
         c = self._cluster
         spec = ecluster.new_member(name, url, admin_root=c.admin_root, root=root, key=key,
-                                   sysmgr=sysmgr, groups=groups, host_key=accept_host_key)
+                                   sysmgr=sysmgr, groups=groups, host_key=accept_host_key,
+                                   config=config)
         if self.exists(name):
             raise AlreadyExists(f"cluster member {name!r} already exists")
         spec = c.check_reachable(spec, accept_host_key, confirm)
@@ -171,16 +182,12 @@ class MemberManager:
         for n in chosen:
             if n not in specs:
                 c.spec(n)  # NotFound
-        answers = c.member_set().hello(chosen)
         out = []
-        for n in chosen:
-            s, o = specs[n], answers[n]
-            f = o.value if o.ok else None
-            if not o.ok and not isinstance(o.error, SysmgrError):
-                raise o.error  # a bug, not an unreachable member
+        for n, (f, reason) in c.member_facts(chosen).items():
+            s = specs[n]
             out.append(MemberState(
-                s.name, s.url, s.root, s.groups, s.evacuated, f is not None,
-                "" if o.ok else o.reason(), f.version if f else "", f.containers if f else None,
+                s.name, s.url, s.root, s.groups, s.evacuated, f is not None, reason,
+                f.version if f else "", f.containers if f else None,
                 f.memory_free if f else None, f.memory_total if f else None,
                 f.hostname if f else "", f.cpus if f else None))
         return out
@@ -192,9 +199,21 @@ class ClusterManager:
     def __init__(self, client: AdminClient) -> None:
         self._client = client
         self.admin_root = client.root
+        self.layout = client.layout
         self._store: ClusterStore | None = None
         self._members: MemberSet | None = None
+        self._specs: list[MemberSpec] | None = None
+        self._alive: dict[str, dict[str, Any]] | None = None
+        #: why the members came from the cache (the shared store had no quorum), else None
+        self.stale: str | None = None
         self.members = MemberManager(self)
+
+    @cached_property
+    def store_admin(self) -> "StoreManager":
+        """``client.cluster.store_admin``: which store holds the record; set, migrate."""
+        from sysmgr.api.cluster_store import StoreManager
+
+        return StoreManager(self)
 
     # -- records -------------------------------------------------------------------------------
     @property
@@ -203,10 +222,50 @@ class ClusterManager:
             self._store = ecluster.open_store(self._client.layout)
         return self._store
 
+    @property
+    def store_shared(self) -> bool:
+        """Whether the record is in a shared store (etcd), not this root's SQLite file."""
+        return estore.store_config(self.layout).kind != "sqlite"
+
     def specs(self) -> list[MemberSpec]:
         if self._store is None and not ecluster.has_store(self._client.layout):
             return []  # a single host: no cluster file is created by looking
-        return self.store.members()
+        if self.stale is not None and self._specs is not None:
+            return self._specs  # one failed try a command: not one per call
+        try:
+            specs = self.store.members()
+        except StoreUnavailable as e:
+            cached = estore.read_cache(self.layout)
+            if cached is None:
+                raise
+            self.stale, self._specs = e.message, cached
+            return cached
+        if self.store.kind != "sqlite":
+            estore.write_cache(self.layout, specs)
+        return specs
+
+    def alive_facts(self) -> dict[str, dict[str, Any]]:
+        """member -> the facts its controller keeps in the store under its lease (read once
+        a command)."""
+        if self._alive is None:
+            self._alive = self.store.alive()
+        return self._alive
+
+    def member_facts(self, names: Sequence[str]
+                     ) -> dict[str, tuple[ecluster.MemberFacts | None, str]]:
+        """name -> (its facts, or None when it is offline; why it is offline). With a shared
+        store, read from the liveness leases (no member is asked); else (or while the store
+        has no quorum) each member answers ``hello``."""
+        if self.store_shared and self.stale is None:
+            alive = self.alive_facts()
+            return {n: (ecluster.facts_of(alive[n]), "") if n in alive else
+                    (None, "no liveness lease: its controller is not running") for n in names}
+        out: dict[str, tuple[ecluster.MemberFacts | None, str]] = {}
+        for n, o in self.member_set().hello(list(names)).items():
+            if not o.ok and not isinstance(o.error, SysmgrError):
+                raise o.error  # a bug, not an unreachable member
+            out[n] = (o.value, "") if o.ok else (None, o.reason())
+        return out
 
     def spec(self, name: str) -> MemberSpec:
         """Member ``name``'s record (NotFound, without creating a cluster file)."""
@@ -267,6 +326,7 @@ class ClusterManager:
 
     def close(self) -> None:
         self.forget_members()
+        self._alive = None
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -297,11 +357,12 @@ class ClusterManager:
         raise NotFound(f"container {name!r} not found on any cluster member")
 
     # -- placing new containers ----------------------------------------------------------------
-    def choose(self, name: str | None, *, target: str | None, config: Mapping[str, str] | None,
-               profiles: Sequence[str] | None) -> str:
-        """The member a new container ``name`` goes to: ``target`` when it names a member,
-        else placement's choice (among ``@group`` when ``target`` is one). Refuses a name
-        some member already uses (None: the name is not known yet)."""
+    def candidates(self, name: str | None, *, target: str | None,
+                   config: Mapping[str, str] | None, profiles: Sequence[str] | None) -> Any:
+        """``(candidates, records by name, request)`` for placing new container ``name``:
+        ``target`` alone when it names a member (then only its capacity can refuse it), else
+        every member (``request.group`` set for ``@group``). Refuses a name some member
+        already uses (None: the name is not known yet)."""
         specs = self.specs()
         if target is not None:
             ecluster.check_target(target, specs)
@@ -311,17 +372,27 @@ class ClusterManager:
         if taken:
             raise AlreadyExists(f"container {name!r} already exists on {', '.join(taken)}")
         fresh = {s.name: s for s in specs}  # the records now (the evacuated marks)
-        if target is not None and not target.startswith("@"):
-            if fresh[target].evacuated:
-                raise Conflict(f"member {target} is evacuated: no new containers until "
-                               f"'sysmgr cluster restore {target}'")
-            return target
-        answers = ms.hello([m for m in ms.names if m in fresh])
-        cands = [ecluster.candidate(fresh[m], o.value if o.ok else None,
-                                    "" if o.ok else o.reason()) for m, o in answers.items()]
+        named = target is not None and not target.startswith("@")
+        if named and fresh[target].evacuated:
+            raise Conflict(f"member {target} is evacuated: no new containers until "
+                           f"'sysmgr cluster restore {target}'")
+        facts = self.member_facts([target] if named else [m for m in ms.names if m in fresh])
+        cands = [ecluster.candidate(fresh[m], f, why) for m, (f, why) in facts.items()]
+        if named:  # as before: a member named by --target is taken at its word
+            cands = [replace(c, online=True, scheduler="all", memory_free=None) for c in cands]
         memory = ecluster.memory_request(config, ["default"] if profiles is None else profiles,
                                          self._profile_configs(cands))
-        result = ecluster.place(cands, group=target[1:] if target else None, memory=memory)
+        group = target[1:] if target and target.startswith("@") else None
+        return cands, fresh, group, memory
+
+    def choose(self, name: str | None, *, target: str | None, config: Mapping[str, str] | None,
+               profiles: Sequence[str] | None) -> str:
+        """The member a new container ``name`` goes to: ``target`` when it names a member,
+        else placement's choice (among ``@group`` when ``target`` is one); nothing is
+        reserved (:func:`~sysmgr.api.cluster_store.placing` does)."""
+        cands, _specs, group, memory = self.candidates(name, target=target, config=config,
+                                                       profiles=profiles)
+        result = ecluster.place(cands, group=group, memory=memory)
         if result.member is None:
             raise Conflict(f"no cluster member can take container {name!r}: {result.reason()}")
         return result.member
@@ -364,11 +435,15 @@ class ClusterManager:
         it by their ``cluster.evacuate`` key: ``migrate`` and ``auto`` move them to other
         members (``auto`` stops what cannot move), ``stop`` stops them. A container that
         could be neither moved nor stopped keeps running there and is named in the error."""
+        from sysmgr.api import evacuation
+
         return evacuation.evacuate(self, name, progress=progress)
 
     def restore(self, name: str, *, progress: Progress | None = None) -> list[str]:
         """Start again what evacuating ``name`` stopped and move back what it moved, then
         clear its mark; the names of the containers brought back."""
+        from sysmgr.api import evacuation
+
         return evacuation.restore(self, name, progress=progress)
 
 

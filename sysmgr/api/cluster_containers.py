@@ -97,7 +97,14 @@ class ClusterContainerManager(ContainerManager):
             names, lambda b, held: b.containers_stop(held, timeout=timeout, force=force))
 
     def delete_many(self, names: Sequence[str], *, force: bool = False) -> list[Any]:
-        return self._by_member(names, lambda b, held: b.containers_delete(held, force=force))
+        """As on one host; a container a move holds is refused with the holder, and a
+        deleted one's location leaves the cluster store."""
+        from sysmgr.api.cluster_store import check_unlocked, forget_locations
+
+        check_unlocked(self._cluster, names)
+        outcomes = self._by_member(names, lambda b, held: b.containers_delete(held, force=force))
+        forget_locations(self._cluster, [o.name for o in outcomes if o.ok])
+        return outcomes
 
     def exists(self, ref: str) -> bool:
         ms = self._cluster.member_set()
@@ -112,13 +119,18 @@ class ClusterContainerManager(ContainerManager):
         placement chooses (``target="@group"``: among that group's members). The image is
         copied to that member first when it lacks it; without a ``name``, one no member
         uses."""
+        from sysmgr.api.cluster_store import placing
+
         name = name or self.free_name()
-        member = self._cluster.choose(name, target=target, config=config, profiles=profiles)
-        self._cluster.ensure_image(member, image, progress=progress)
-        on = self.on(member)
-        on.backend.container_create(name, image, profiles=profiles, config=config,
-                                    devices=devices, pool=pool, description=description,
-                                    start=start)
+        # the slot is reserved in the cluster store first (no double-booking by concurrent
+        # launches); the reservation becomes the location, or is released on failure
+        with placing(self._cluster, name, target=target, config=config,
+                     profiles=profiles) as member:
+            self._cluster.ensure_image(member, image, progress=progress)
+            on = self.on(member)
+            on.backend.container_create(name, image, profiles=profiles, config=config,
+                                        devices=devices, pool=pool, description=description,
+                                        start=start)
         return Container(on, on.backend.container_view(name))
 
     def import_(self, path: str, *, name: str | None = None, pool: str | None = None,
@@ -131,6 +143,9 @@ class ClusterContainerManager(ContainerManager):
         got = on.backend.container_import(path, name=name, pool=pool, progress=progress,
                                           allow_devices=allow_devices,
                                           warn=collect_warnings(said, warn))
+        from sysmgr.api.cluster_store import record_location
+
+        record_location(self._cluster, got, member)
         c = Container(on, on.backend.container_view(got))
         c.warnings = tuple(said)
         return c

@@ -19,6 +19,7 @@ from sysmgr.api import remote
 from sysmgr.api.backend import Backend
 from sysmgr.api.fanout import MemberSet, failures
 from sysmgr.engine import cluster as ecluster
+from sysmgr.engine import cluster_store as estore
 from sysmgr.engine import cluster_plan as cplan
 from sysmgr.engine.apply import ApplyResult
 from sysmgr.engine.manifests import Manifest
@@ -47,6 +48,9 @@ class ClusterManifests:
         """Each member's plan for its share; with ``prune``, each member also deletes what
         was created there from these manifests and left the whole of them."""
         c = self._cluster
+        if prune:  # what it deletes is decided from the shared record: never from a stale one
+            from sysmgr.api.cluster_store import live_store
+            live_store(c)
         recorded = c.specs()
         specs = cplan.effective_members(manifest, recorded)
         cplan.check_targets(manifest, specs)
@@ -121,6 +125,10 @@ class ClusterManifests:
             plan = fresh
         done = b.manifest_apply(plan, progress=tell)
         result.done += [f"[{mp.member}] {line}" for line in getattr(done, "done", [])]
+        try:  # the cluster-wide view; each member's own inventory decides its prunes
+            estore.record_inventory(c.store, mp.member, plan)
+        except SysmgrError as e:
+            say(f"[{mp.member}] note: inventory not recorded in the cluster store: {e.message}")
 
 
 def _observe(ms: MemberSet, name: str, b: Backend) -> cplan.MemberView:

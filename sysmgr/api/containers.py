@@ -209,8 +209,9 @@ class Container(Model):
 
     def migrate(self, member: str, *, live: bool = True, name: str | None = None,
                 pool: str | None = None, progress: Progress | None = None,
-                meter: "Meter | None" = None) -> "MigrationResult":
+                meter: "Meter | None" = None, wait: bool = False) -> "MigrationResult":
         """Move this container to cluster member ``member`` (as ``name``, onto ``pool``).
+        Another move of it holds its lock: Conflict naming it, or (``wait``) wait for it.
 
         A running container on pools that stream incrementally moves near-live (copied
         while it runs, stopped only for the last increment); otherwise (``live=False``, or
@@ -225,7 +226,8 @@ class Container(Model):
             raise ValidationError("moving a container needs cluster members",
                                   hint="sysmgr cluster add NAME URL adds one")
         result = migration.move(cluster, self.name, self.location, member, new_name=name,
-                                pool=pool, live=live, progress=progress, meter=meter)
+                                pool=pool, live=live, progress=progress, meter=meter,
+                                wait=wait)
         backend = cluster.backend(member)
         self._client = MemberClient(member, backend, cluster)
         self.location = member

@@ -53,6 +53,30 @@ class EventManager:
                                          stop=stop)
 
 
+    def follow_cluster(self, *, types: Iterable[str] | None = None, since: float | None = None,
+                       stop: threading.Event | None = None) -> Iterator[Event]:
+        """Every member's events as the cluster store receives them (``monitor
+        --all-members``): one watch on the store, no member asked. ``since``: the recorded
+        events from then on first; else only new ones."""
+        import threading  # noqa: F811 - at run time only here
+        from sysmgr.engine.events import Event as _E
+
+        cluster = self._client.cluster
+        store = cluster.store
+        stop = stop or threading.Event()
+        wanted = set(types) if types else None
+        start = 0
+        if since is None:
+            recorded = store.events()
+            start = recorded[-1][0] if recorded else 0
+        for _pos, d in store.watch_events(start, stop):
+            e = _E.from_dict(d)
+            if e is None or (wanted and e.type not in wanted) or \
+                    (since is not None and e.time < since):
+                continue
+            yield e
+
+
 def _types(types: Iterable[str] | None) -> list[str] | None:
     return sorted(set(types)) if types else None
 

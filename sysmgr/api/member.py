@@ -25,6 +25,16 @@ def hello_info(backend: LocalBackend) -> dict[str, Any]:
                                containers=count)
 
 
+def root_hello(root: str) -> dict[str, Any]:
+    """:func:`hello_info` of ``root`` through a backend of its own (the controller's
+    heartbeat thread asks this: the controller's own backend belongs to its thread)."""
+    backend = LocalBackend(Layout(root))
+    try:
+        return hello_info(backend)
+    finally:
+        backend.close()
+
+
 def _staging(backend: LocalBackend) -> str | None:
     """The root's own tmp directory (private, on the stores' filesystem) once it exists."""
     tmp = backend.layout.tmp

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sysmgr.api.cluster_store import move_lock, record_location
 from sysmgr.api.migration_journal import Entry, entries, settle, settle_all, settle_pending
 from sysmgr.api.mover import Downtime, Meter, MigrationResult, Mover, Progress
 from sysmgr.errors import AlreadyExists, Conflict
@@ -86,19 +87,27 @@ def cluster_of(client: Any) -> Any:
 
 def move(cluster: Cluster, name: str, source: str, target: str, *,
          new_name: str | None = None, pool: str | None = None, live: bool = True,
-         progress: Progress | None = None, meter: Meter | None = None) -> MigrationResult:
-    """Move container ``name`` from member ``source`` to ``target`` (as ``new_name``).
-    An interrupted earlier move of it is settled first."""
+         progress: Progress | None = None, meter: Meter | None = None,
+         wait: bool = False) -> MigrationResult:
+    """Move container ``name`` from member ``source`` to ``target`` (as ``new_name``),
+    holding its lock in the cluster store (another move or a delete of it is refused, or
+    ``wait``s); its location flips to ``target`` at the move's final step. An interrupted
+    earlier move of it is settled first."""
     say = progress or (lambda _m: None)
-    for line in settle_pending(cluster, name):
-        say(line)
-    if cluster.spec(target).evacuated:  # an unknown member: NotFound before anything
-        raise Conflict(f"member {target} is evacuated: nothing moves there until "
-                       f"'sysmgr cluster restore {target}'")
-    new = new_name or name
-    check_free(cluster, new, allowed=source if new == name else None)
-    return Mover(cluster, name, source, target, new_name=new, pool=pool, progress=progress,
-                 meter=meter).move(live=live)
+    with move_lock(cluster, name, f"move of {name} to {target}", wait=wait, say=say) as held:
+        for line in settle_pending(cluster, name):
+            say(line)
+        if cluster.spec(target).evacuated:  # an unknown member: NotFound before anything
+            raise Conflict(f"member {target} is evacuated: nothing moves there until "
+                           f"'sysmgr cluster restore {target}'")
+        new = new_name or name
+        if held.waited:  # the move it waited for may have taken it elsewhere
+            source = cluster.locate(name)
+        check_free(cluster, new, allowed=source if new == name else None)
+        mover = Mover(cluster, name, source, target, new_name=new, pool=pool,
+                      progress=progress, meter=meter)
+        mover.released = lambda: held.flip(name, source, target, new)
+        return mover.move(live=live)
 
 
 def copy(cluster: Cluster, name: str, source: str, target: str, new_name: str, *,
@@ -113,6 +122,9 @@ def copy(cluster: Cluster, name: str, source: str, target: str, new_name: str, *
         cluster.spec(target)
         if not refresh:
             check_free(cluster, new_name)
-    return Mover(cluster, name, source, target, new_name=new_name, pool=pool,
-                 progress=progress, meter=meter, changes=changes,
-                 instance_only=instance_only).copy(refresh=refresh)
+    result = Mover(cluster, name, source, target, new_name=new_name, pool=pool,
+                   progress=progress, meter=meter, changes=changes,
+                   instance_only=instance_only).copy(refresh=refresh)
+    if not isinstance(cluster, ThisHost) and not refresh:
+        record_location(cluster, new_name, target)
+    return result

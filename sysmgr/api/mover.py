@@ -105,6 +105,9 @@ class Mover:
         self.sent_temps: list[str] = []  # those the target received
         self.notes: list[str] = []
         self.near_live = False
+        #: called once the source's copy is deleted: the move's final step (the cluster
+        #: store's location flips with it)
+        self.released: Callable[[], None] | None = None
 
     # -- opening -------------------------------------------------------------------------
     def _open(self, *, move: bool, refresh: bool) -> None:
@@ -371,6 +374,8 @@ class Mover:
         _fault("started")
         self.S.call("delete")
         state["released"] = True
+        if self.released is not None:
+            self.released()
         entry.phase, entry.decision = "released", "moved"
         mj.write(self.cluster.admin_root, entry)
         _fault("released")

@@ -294,4 +294,6 @@ def list_containers(app: AppContext, filters: Sequence[str] = (), columns: str |
                              cluster=True, snapshots=count))
     for member, why in sorted(survey.unreachable.items()):
         echo_err(f"Error: member {member} is unreachable: {why}")
+    if client.cluster.stale:
+        echo_err(f"Note: STALE - {client.cluster.stale}; containers as each member has them")
     return 1 if survey.unreachable else 0

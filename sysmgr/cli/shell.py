@@ -129,6 +129,17 @@ class Session:
         self.member: str | None = None
         self.source = CachedSource(self.root)
 
+    # -- what the prompt asks (sysmgr.cli.shell_prompt takes the session, nothing else) --------
+    def complete(self, text: str) -> tuple[str, list[tuple[str, str]]]:
+        """:func:`complete_line` over the CLI's command tree and this session's names."""
+        from sysmgr.cli.main import cli
+
+        return complete_line(cli, text, self.source)
+
+    @staticmethod
+    def leaves(line: str) -> bool:
+        return is_exit(line)
+
     # -- running a line ------------------------------------------------------------------------
     def run_line(self, line: str) -> int:
         """Run one line (a verb with its arguments, or a word of the shell's); its exit

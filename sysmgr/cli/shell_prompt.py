@@ -9,7 +9,7 @@ the command (the CLI's mapper: exit code 130), not the shell; Ctrl-D leaves.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator, Protocol
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
@@ -17,22 +17,30 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory
 
-from sysmgr.cli.shell import Session, complete_line, is_exit
+
+class Session(Protocol):
+    """What the prompt asks of :class:`sysmgr.cli.shell.Session` (handed in, not imported:
+    the shell imports this module)."""
+
+    source: Any
+
+    def prompt_text(self) -> str: ...
+    def toolbar(self) -> str: ...
+    def complete(self, text: str) -> tuple[str, list[tuple[str, str]]]: ...
+    def history_path(self) -> str: ...
+    def leaves(self, line: str) -> bool: ...
+    def run_line(self, line: str) -> int: ...
 
 
 class LineCompleter(Completer):
-    """prompt_toolkit's view of :func:`sysmgr.cli.shell.complete_line`."""
+    """prompt_toolkit's view of :meth:`sysmgr.cli.shell.Session.complete`."""
 
     def __init__(self, session: Session) -> None:
-        from sysmgr.cli.main import cli
-
-        self.cli = cli
         self.session = session
 
     def get_completions(self, document: Document, complete_event: CompleteEvent
                         ) -> Iterator[Completion]:
-        incomplete, found = complete_line(self.cli, document.text_before_cursor,
-                                          self.session.source)
+        incomplete, found = self.session.complete(document.text_before_cursor)
         for value, meta in found:
             yield Completion(value, start_position=-len(incomplete), display_meta=meta)
 
@@ -52,7 +60,7 @@ def interact(session: Session) -> int:
             continue
         except EOFError:
             return 0
-        if is_exit(line):
+        if session.leaves(line):
             return 0
         session.run_line(line)
 

@@ -17,7 +17,8 @@ from sysmgr.errors import Issue, ValidationError
 from sysmgr.layout import Layout
 from sysmgr.model import members as mmembers
 from sysmgr.model import placement
-from sysmgr.state.cluster import ClusterStore, SQLiteClusterStore
+from sysmgr.engine import cluster_store
+from sysmgr.state.cluster import Capacity, ClusterStore
 from sysmgr.types import MemberSpec
 
 __all__ = ["ClusterStore", "MemberFacts"]
@@ -26,12 +27,13 @@ __all__ = ["ClusterStore", "MemberFacts"]
 # -- the store --------------------------------------------------------------------------------
 
 def has_store(layout: Layout) -> bool:
-    """Whether the root has a cluster record at all (cheap: one stat, no SQLite)."""
-    return os.path.exists(layout.cluster_db)
+    """Whether the root has a cluster record at all (cheap: stats, no SQLite, no etcd)."""
+    return cluster_store.has_store(layout)
 
 
 def open_store(layout: Layout) -> ClusterStore:
-    return SQLiteClusterStore(layout.cluster_db)
+    """The admin root's cluster store: SQLite by default, etcd once ``cluster store set``."""
+    return cluster_store.open_store(layout)
 
 
 def _raise(problems: Sequence[tuple[str, str]]) -> None:
@@ -199,3 +201,35 @@ def place(candidates: Sequence[placement.Candidate], *, group: str | None,
 def evacuate_mode(expanded_config: Mapping[str, str]) -> str:
     """The container's ``cluster.evacuate`` (auto, migrate or stop)."""
     return (expanded_config.get("cluster.evacuate") or "auto").strip().lower()
+
+
+# -- capacity for reservations (the cluster store) --------------------------------------------
+
+def with_count(c: placement.Candidate, count: int) -> placement.Candidate:
+    """``c`` counting ``count`` containers when the store knows more than the member said
+    (reservations of launches under way)."""
+    return replace(c, containers=max(c.containers, count))
+
+
+def memory_need(memory: str | None) -> int:
+    """Bytes an absolute ``limits.memory`` reserves on a member (0: none)."""
+    return placement.memory_need(memory) or 0
+
+
+def known_full(specs: Mapping[str, MemberSpec], counts: Mapping[str, int]) -> dict[str, str]:
+    """member -> why it is full, for the members ``counts`` (the store's) already shows at
+    their ``limits.instances``: not worth a reservation's round trip."""
+    out = {}
+    for name, spec in specs.items():
+        why = capacity(spec).refusal(counts.get(name, 0), 0, 0)
+        if why is not None:
+            out[name] = why
+    return out
+
+
+def capacity(spec: MemberSpec, facts: Mapping[str, Any] | None = None) -> Capacity:
+    """A member's limits: ``limits.instances`` and ``limits.memory`` from its config (the
+    memory defaults to the total its controller reports)."""
+    total = facts_of(facts).memory_total if facts else None
+    count, memory = mmembers.capacity(spec, total)
+    return Capacity(count, memory)

@@ -42,6 +42,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
+from sysmgr.layout import Layout
+
 if TYPE_CHECKING:  # pragma: no cover
     from threading import Event as _Stop
 
@@ -118,9 +120,16 @@ def emit(where: Any, type: str, object: str, action: str, *, result: str = "ok",
         fields.update((k, v) for k, v in {**(_context.get() or {}), **extra}.items()
                       if v is not None)
         line = json.dumps(fields, default=str, separators=(",", ":")) + "\n"
-        _append(log_path(where), line.encode())
+        path = log_path(where)
+        _append(path, line.encode())
     except (OSError, ValueError, TypeError):
         _dropped += 1  # the operation it records stands all the same
+        return
+    root = os.path.dirname(path)
+    if os.path.exists(Layout(root).cluster_member):
+        from sysmgr.engine import cluster_store  # a member reporting to a shared store
+
+        cluster_store.send_event(root, fields)
 
 
 def container(where: Any, name: str, action: str, **extra: Any) -> None:

@@ -24,7 +24,7 @@ from dataclasses import replace
 from typing import Any, Mapping
 
 from sysmgr.model.keyrules import (Key, Problem, accept, choice_key, int_key, key_table, same,
-                                   validate_table)
+                                   size_key, validate_table)
 from sysmgr.model.names import name_problem, object_name_problem
 from sysmgr.model.objects import MemberDoc
 from sysmgr.model.placement import SCHEDULERS
@@ -37,6 +37,8 @@ LOCAL_URL = "local:"
 
 _SCHEDULER = choice_key(*SCHEDULERS, what="scheduler")
 _PERSIST = int_key(minimum=0, what="number of seconds")
+_COUNT = int_key(minimum=0, what="number of containers")
+_SIZE = size_key()
 #: how long a member's connection outlives the command that opened it, by default
 DEFAULT_PERSIST = 60
 MEMBER_KEYS: dict[str, Key] = key_table(
@@ -48,6 +50,12 @@ MEMBER_KEYS: dict[str, Key] = key_table(
             "member's RPC server) open after a command, for the next command to reuse "
             "(OpenSSH's ControlPersist); 0 connects afresh for every command. The "
             "SYSMGR_SSH_PERSIST environment variable overrides it."),
+    Key("limits.instances", _COUNT[0], _COUNT[1], live=True,
+        doc="At most this many containers on the member (placement reserves a slot in the "
+            "cluster store first, so concurrent launches never exceed it)."),
+    Key("limits.memory", _SIZE[0], _SIZE[1], live=True,
+        doc="At most this much memory (the sum of the containers' absolute limits.memory) "
+            "placed on the member; default: the memory its controller reports."),
     Key("user.*", accept, same, live=True, doc="Free-form user metadata."),
 )
 
@@ -171,6 +179,16 @@ def member_problems(spec: MemberSpec) -> list[Problem]:
 
 def member_config(spec: MemberSpec) -> dict[str, str]:
     return dict(spec.config)
+
+
+def capacity(spec: MemberSpec, memory_total: int | None = None) -> tuple[int | None, int | None]:
+    """The member's ``(limits.instances, limits.memory)`` (None: no limit; the memory
+    defaults to ``memory_total``, what the member reports)."""
+    config = member_config(spec)
+    count = config.get("limits.instances", "").strip()
+    memory = config.get("limits.memory", "").strip()
+    return (int(count) if count else None,
+            int(_SIZE[1](memory)) if memory else memory_total)
 
 
 def scheduler(spec: MemberSpec) -> str:

@@ -15,7 +15,8 @@ import click
 
 from sysmgr.cli import render
 from sysmgr.cli.commands._common import (
-    AppContext, Group, aborted, format_option, output, pass_app, stdin_is_tty)
+    AppContext, Group, aborted, echo_err, format_option, output, parse_assignments, pass_app,
+    stdin_is_tty)
 from sysmgr.errors import SysmgrError, ValidationError
 
 HEADERS = ("NAME", "URL", "STATE", "VERSION", "CONTAINERS", "MEMORY", "GROUPS")
@@ -61,9 +62,12 @@ def cluster() -> None:
               help="The sysmgr command on the member (default: sysmgr on its PATH).")
 @click.option("--accept-host-key", metavar="SHA256:...",
               help="The member's SSH host key fingerprint, checked instead of asking.")
+@click.option("-c", "--config", "config", multiple=True, metavar="KEY=VALUE",
+              help="Member config (scheduler.instance, limits.instances, limits.memory...).")
 @pass_app
 def add(app: AppContext, name: str, url: str, key: str | None, member_root: str | None,
-        groups: tuple[str, ...], sysmgr_cmd: str | None, accept_host_key: str | None) -> None:
+        groups: tuple[str, ...], sysmgr_cmd: str | None, accept_host_key: str | None,
+        config: tuple[str, ...]) -> None:
     """Add member NAME at URL: ssh://USER@HOST[:PORT], or local: for a root on this host.
 
     \b
@@ -79,7 +83,7 @@ def add(app: AppContext, name: str, url: str, key: str | None, member_root: str 
 
     m = app.client.cluster.members.add(name, url, root=member_root, key=key, groups=groups,
                                        sysmgr=sysmgr_cmd, accept_host_key=accept_host_key,
-                                       confirm=confirm)
+                                       confirm=confirm, config=parse_assignments(config))
     click.echo(f"Member {m.name} added ({m.url}, root {m.root})")
 
 
@@ -89,8 +93,17 @@ def add(app: AppContext, name: str, url: str, key: str | None, member_root: str 
 def list_(ctx: click.Context, fmt: str) -> None:
     """List members: state (ONLINE, OFFLINE, EVACUATED), version, containers, memory."""
     app = ctx.ensure_object(AppContext)
-    states = app.client.cluster.members.states()
+    cluster = app.client.cluster
+    states = cluster.members.states()
     output(render.listing(fmt, HEADERS, [member_record(s) for s in states], member_row))
+    stale_note(cluster)
+
+
+def stale_note(cluster: Any) -> None:
+    """Say so when the members came from the cache (the shared store has no quorum)."""
+    if cluster.stale:
+        echo_err(f"Note: STALE - {cluster.stale}; members as last recorded, states from the "
+                 "members themselves")
 
 
 @cluster.command("show")
@@ -207,3 +220,58 @@ def group_remove(app: AppContext, name: str, group_name: str) -> None:
     if group_name not in current:
         raise ValidationError(f"member {name} is not in group {group_name!r}")
     _set_groups(app, name, [g for g in current if g != group_name])
+
+
+@cluster.group("store")
+def store() -> None:
+    """Where the cluster's record lives: sqlite (the admin root, default) or etcd."""
+
+
+def _tls_options(fn: Any) -> Any:
+    for opt in reversed([
+            click.option("--cacert", metavar="FILE", help="CA certificate of the etcd servers."),
+            click.option("--cert", metavar="FILE", help="Client certificate (TLS)."),
+            click.option("--key", metavar="FILE", help="Client certificate's key."),
+            click.option("--cluster-id", metavar="ID",
+                         help="Keys go under /sysmgr/ID/ (default: default); admin hosts "
+                              "sharing a cluster use the same id.")]):
+        fn = opt(fn)
+    return fn
+
+
+@store.command("show")
+@format_option(("yaml", "json"), default="yaml")
+@pass_app
+def store_show(app: AppContext, fmt: str) -> None:
+    """The store in use and whether it answers."""
+    output(render.document(fmt, app.client.cluster.store_admin.show()))
+
+
+@store.command("set")
+@click.argument("url", metavar="sqlite|etcd://HOST:PORT[,HOST:PORT...]")
+@_tls_options
+@pass_app
+def store_set(app: AppContext, url: str, cacert: str | None, cert: str | None,
+              key: str | None, cluster_id: str | None) -> None:
+    """Use the store at URL from now on (checked first; nothing is copied: see migrate).
+    With TLS: --cacert CA.pem --cert ME.pem --key ME.key."""
+    conf = app.client.cluster.store_admin.set(url, cluster_id=cluster_id, cacert=cacert,
+                                              cert=cert, key=key)
+    click.echo(f"Cluster store: {conf.url}")
+
+
+@store.command("migrate")
+@click.option("--to", "url", required=True, metavar="sqlite|etcd://HOST:PORT[,...]")
+@_tls_options
+@pass_app
+def store_migrate(app: AppContext, url: str, cacert: str | None, cert: str | None,
+                  key: str | None, cluster_id: str | None) -> None:
+    """Copy the cluster's record into another store, then use it.
+
+    Members (with evacuation records), container locations and the manifest inventory are
+    copied; leases, reservations and locks belong to running commands and are not.
+    """
+    counts = app.client.cluster.store_admin.migrate(url, cluster_id=cluster_id, cacert=cacert,
+                                                    cert=cert, key=key)
+    click.echo(f"Cluster store: {url} (copied " +
+               ", ".join(f"{n} {k}" for k, n in counts.items()) + ")")

@@ -33,9 +33,22 @@ def controller() -> None:
 @click.option("--keep-backups", metavar="DURATION", callback=duration_callback,
               help="With --prune: how long pruned containers' backups are kept (default 30d).")
 @click.option("--once", is_flag=True, help="One pass, then exit (1 if it failed).")
+@click.option("--cluster-store", metavar="etcd://HOST:PORT[,...]",
+              help="Report this member's liveness (a lease kept alive) and its events to the "
+                   "cluster's shared store; needs --member.")
+@click.option("--member", "member_name", metavar="NAME",
+              help="This member's name in the cluster (with --cluster-store).")
+@click.option("--lease-ttl", default="10s", show_default=True, metavar="DURATION",
+              help="With --cluster-store: the member is OFFLINE this long after the "
+                   "controller stops renewing its lease.")
+@click.option("--cluster-id", metavar="ID", help="The cluster's id in the store (default).")
+@click.option("--cacert", metavar="FILE", help="CA certificate of the etcd servers.")
+@click.option("--cert", metavar="FILE", help="Client certificate for etcd (TLS).")
+@click.option("--key", metavar="FILE", help="The client certificate's key.")
 @pass_app
 def run(app: AppContext, sources: tuple[str, ...], interval: str, no_self_heal: bool,
-        prune: bool, keep_backups: float | None, once: bool) -> None:
+        prune: bool, keep_backups: float | None, once: bool, cluster_store: str | None,
+        member_name: str | None, lease_ttl: str, **tls: str | None) -> None:
     """Reconcile the root on every manifest change and every interval, until SIGTERM.
 
     Each pass plans and applies exactly as 'sysmgr apply' does (the plan's lines are logged),
@@ -50,7 +63,18 @@ def run(app: AppContext, sources: tuple[str, ...], interval: str, no_self_heal: 
     parsed = [Source.parse(s) for s in sources]
     ctl = Controller(app.client, parsed, interval=every, self_heal=not no_self_heal,
                      prune=prune, keep_backups=keep_backups)
-    raise SystemExit(ctl.run(once=once))
+    if cluster_store is None:
+        raise SystemExit(ctl.run(once=once))
+    if not member_name:
+        raise click.UsageError("--cluster-store needs --member NAME (this member's name)")
+    from sysmgr.api import cluster_store as cstore
+    from sysmgr.api.member import root_hello
+
+    root = app.client.root
+    with cstore.heartbeat(cluster_store, member_name, root=root, ttl=parse_interval(lease_ttl),
+                          facts=lambda: root_hello(root), log=ctl.log, **tls):
+        code = ctl.run(once=once)
+    raise SystemExit(code)
 
 
 @controller.command("status")

@@ -168,9 +168,12 @@ def copy(app: AppContext, src: str, dst: str | None, snapshot: str | None, pool:
                    "without a member, move it to that pool here (copied first, the old "
                    "copy deleted only once the new one is in place).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
+@click.option("--wait", is_flag=True,
+              help="When another move holds the container, wait for it instead of being "
+                   "refused.")
 @pass_app
 def move(app: AppContext, name: str, dst: str | None, to: str | None, stateless: bool,
-         pool: str | None, quiet: bool) -> None:
+         pool: str | None, quiet: bool, wait: bool) -> None:
     """Move container NAME to another cluster member, to another storage pool, or rename it.
 
     A running container on btrfs pools on both members moves near-live: copied while it
@@ -216,7 +219,8 @@ def move(app: AppContext, name: str, dst: str | None, to: str | None, stateless:
     source = c.location
     with _printer(quiet) as progress:
         r = c.migrate(member, live=not stateless, name=new, pool=pool, progress=progress,
-                      meter=progress.meter)
+                      meter=progress.meter, wait=wait)
+    source = r.source
     confirm("Container", name, f"moved from {source} to {member}"
             + (f" as {r.new_name}" if r.new_name != name else "") + f": {_summary(r)}")
     if r.downtime is not None:

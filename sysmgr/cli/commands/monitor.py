@@ -48,8 +48,12 @@ _RENDER: dict[str, Callable[[Any], str]] = {"pretty": pretty, "json": _json, "ya
 @format_option(tuple(_RENDER), default="pretty")
 @click.option("--since", metavar="DURATION", callback=duration_callback,
               help="First show the events of the last DURATION (30s, 10m, 2h, 1d).")
+@click.option("--all-members", is_flag=True,
+              help="Every cluster member's events, watched in the cluster store (etcd) "
+                   "instead of tailing each member.")
 @pass_app
-def monitor(app: AppContext, types: tuple[str, ...], fmt: str, since: float | None) -> None:
+def monitor(app: AppContext, types: tuple[str, ...], fmt: str, since: float | None,
+            all_members: bool) -> None:
     """Follow the event log: lifecycle changes, apply operations, drift (until Ctrl-C).
 
     Every start, stop, create, delete, copy, move and snapshot any sysmgr command (or the
@@ -57,8 +61,10 @@ def monitor(app: AppContext, types: tuple[str, ...], fmt: str, since: float | No
     """
     render = _RENDER[fmt]
     start = None if since is None else time.time() - since
+    events = app.client.events
+    follow = events.follow_cluster if all_members else events.follow
     try:
-        for event in app.client.events.follow(types=types or None, since=start):
+        for event in follow(types=types or None, since=start):
             click.echo(render(event))
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a monitor ends: success, as for lxc monitor
