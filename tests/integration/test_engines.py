@@ -14,7 +14,7 @@ import pytest
 
 from sysmgr.drivers.runtime.oci import CrunRuntime, RuncRuntime
 from tests.conftest import Netns, bind_netns, remove_networks, requires_root, run_cli
-from tests.integration.test_storage_e2e import INIT, _btrfs_ok, state
+from tests.integration.test_storage_e2e import INIT, _btrfs_ok, state, teardown_root
 
 pytestmark = requires_root
 
@@ -43,10 +43,7 @@ def v1(root: str, controller: str, name: str, key: str) -> str:
 
 
 def teardown(root: str, pools: tuple[str, ...] = ()) -> None:
-    for c in json.loads(run_cli("list", "--format", "json", root=root).stdout or "[]"):
-        run_cli("delete", "--force", c["name"], root=root)
-    for p in pools:
-        run_cli("storage", "delete", p, root=root)
+    teardown_root(root, pools)
 
 
 @pytest.fixture

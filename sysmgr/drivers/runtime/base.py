@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Mapping, Sequence, TypeVar
 
@@ -224,6 +225,37 @@ class Runtime(abc.ABC):
         for rec, halt_signal, timeout in stops:
             try:
                 out.append(self.stop(rec, halt_signal=halt_signal, timeout=timeout, force=force))
+            except SysmgrError as e:
+                out.append(e)
+        return out
+
+    def stop_overlapped(self, stops: Sequence[tuple[InitRecord, int, float]], *, force: bool,
+                        send: Callable[[InitRecord, int], bool | None],
+                        wait: Callable[[InitRecord, float], bool]) -> list[bool | SysmgrError]:
+        """:meth:`stop_many` for runtimes that can signal an init and wait for it apart:
+        ``send(init, signal)`` (True: sent, False: init was gone, None: could not, its own
+        :meth:`stop` says why) for every stop first, then ``wait(init, seconds)`` (whether it
+        exited) and :meth:`stop` for what is left, each timeout counting from the call."""
+        if len(stops) < 2:
+            return Runtime.stop_many(self, stops, force=force)
+        start = time.monotonic()
+        sent: list[bool | None] = []
+        for rec, halt_signal, _ in stops:  # every signal first: the shutdowns overlap
+            try:
+                sent.append(send(rec, signal.SIGKILL if force else halt_signal))
+            except SysmgrError:
+                sent.append(None)
+        out: list[bool | SysmgrError] = []
+        for (rec, halt_signal, timeout), signalled in zip(stops, sent):
+            left = max(0.0, start + timeout - time.monotonic())
+            try:
+                if signalled is None:
+                    out.append(self.stop(rec, halt_signal=halt_signal, timeout=left, force=force))
+                    continue
+                # gone before any signal, or by itself on the halt signal; not by our kill
+                exited = not signalled or (not force and wait(rec, left))
+                self.stop(rec, halt_signal=halt_signal, timeout=0, force=True)  # what is left
+                out.append(exited)
             except SysmgrError as e:
                 out.append(e)
         return out

@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import time
 from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
 from sysmgr._util import linux
@@ -186,30 +184,9 @@ class NativeRuntime(Runtime):
 
     def stop_many(self, stops: Sequence[tuple[InitRecord, int, float]], *, force: bool
                   ) -> list[bool | SysmgrError]:
-        if len(stops) < 2:
-            return super().stop_many(stops, force=force)
-        start = time.monotonic()
-        sent: list[bool | None] = []
-        for rec, halt_signal, _ in stops:  # every signal first: the shutdowns overlap
-            try:
-                sent.append(process.signal_init(rec, self._cgroup(rec.cgroup),
-                                                signal.SIGKILL if force else halt_signal))
-            except SysmgrError:
-                sent.append(None)  # its own stop below says what is wrong
-        out: list[bool | SysmgrError] = []
-        for (rec, halt_signal, timeout), signalled in zip(stops, sent):
-            left = max(0.0, start + timeout - time.monotonic())
-            try:
-                if signalled is None:
-                    out.append(self.stop(rec, halt_signal=halt_signal, timeout=left, force=force))
-                    continue
-                # gone before any signal, or by itself on the halt signal; not by our kill
-                exited = not signalled or (not force and process.wait_exit(rec, left))
-                self.stop(rec, halt_signal=halt_signal, timeout=0, force=True)  # what is left
-                out.append(exited)
-            except SysmgrError as e:
-                out.append(e)
-        return out
+        return self.stop_overlapped(
+            stops, force=force, wait=process.wait_exit,
+            send=lambda rec, sig: process.signal_init(rec, self._cgroup(rec.cgroup), sig))
 
     def watch(self, rec: InitRecord) -> int | None:
         return process.watch_fd(rec)

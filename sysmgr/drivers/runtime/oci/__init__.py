@@ -283,25 +283,16 @@ class OciRuntime(Runtime):
 
     def stop_many(self, stops: Sequence[tuple[InitRecord, int, float]], *, force: bool
                   ) -> list[bool | SysmgrError]:
-        """Every halt signal first (``kill``), then the waits: the shutdowns overlap."""
-        if len(stops) < 2 or force:
-            return super().stop_many(stops, force=force)
-        start = time.monotonic()
-        for rec, halt_signal, _ in stops:
-            if process.alive(rec):
-                if self._frozen(rec.cgroup):
-                    self.unfreeze(rec)
-                self.run("kill", self.container_id(rec.cgroup), bundle.signal_name(halt_signal),
-                         check=False)
-        out: list[bool | SysmgrError] = []
-        for rec, halt_signal, timeout in stops:
-            try:
-                exited = process.wait_exit(rec, max(0.0, start + timeout - time.monotonic()))
-                self.stop(rec, halt_signal=halt_signal, timeout=0, force=True)  # what is left
-                out.append(exited)
-            except SysmgrError as e:
-                out.append(e)
-        return out
+        """Every halt signal (the runtime's ``kill``) before any wait: the shutdowns overlap."""
+        return self.stop_overlapped(stops, force=force, send=self._send, wait=process.wait_exit)
+
+    def _send(self, rec: InitRecord, sig: int) -> bool:
+        if not process.alive(rec):
+            return False
+        if sig != signal.SIGKILL and self._frozen(rec.cgroup):
+            self.unfreeze(rec)  # a frozen init cannot act on the halt signal
+        self.run("kill", self.container_id(rec.cgroup), bundle.signal_name(sig))
+        return True
 
     def watch(self, rec: InitRecord) -> int | None:
         return process.watch_fd(rec)
