@@ -99,11 +99,12 @@ class ClusterContainerManager(ContainerManager):
     def delete_many(self, names: Sequence[str], *, force: bool = False) -> list[Any]:
         """As on one host; a container a move holds is refused with the holder, and a
         deleted one's location leaves the cluster store."""
-        from sysmgr.api.cluster_store import check_unlocked, forget_locations
+        from sysmgr.api.cluster_store import deleting
 
-        check_unlocked(self._cluster, names)
-        outcomes = self._by_member(names, lambda b, held: b.containers_delete(held, force=force))
-        forget_locations(self._cluster, [o.name for o in outcomes if o.ok])
+        with deleting(self._cluster, names) as deleted:
+            outcomes = self._by_member(names,
+                                       lambda b, held: b.containers_delete(held, force=force))
+            deleted[:] = [o.name for o in outcomes if o.ok]
         return outcomes
 
     def exists(self, ref: str) -> bool:

@@ -201,6 +201,19 @@ def check_unlocked(cluster: Cluster, names: Sequence[str]) -> None:
             raise Conflict(f"container {n!r} is locked: {other}", hint="wait for it to finish")
 
 
+@contextlib.contextmanager
+def deleting(cluster: Cluster | None, names: Sequence[str]) -> Iterator[list[str]]:
+    """Around a delete of ``names`` in a cluster: a name a move holds is refused with its
+    holder, and the names the block leaves in the list it gets (the deleted ones) leave the
+    store's locations afterwards. Outside a cluster (``cluster`` None) it does nothing."""
+    deleted = list(names)
+    if cluster is not None:
+        check_unlocked(cluster, deleted)
+    yield deleted
+    if cluster is not None:
+        forget_locations(cluster, deleted)
+
+
 def record_location(cluster: Cluster, name: str, member: str) -> None:
     """A container made on ``member`` without a reservation (an import, a copy) is recorded
     there (best effort, as :func:`forget_locations`)."""

@@ -157,8 +157,18 @@ class Container(Model):
 
     def delete(self, force: bool = False) -> None:
         """Delete the container, its root filesystem and its snapshots (a running one only
-        with ``force``)."""
-        self._backend.container_delete(self.name, force=force)
+        with ``force``). In a cluster, as ``cluster.containers.delete_many``: refused while a
+        move holds it, and its location leaves the cluster store."""
+        # a container on a member (a cluster's, or a client made for one member) is in the
+        # cluster's record; a single host's is not (and must not open the cluster store)
+        cluster = getattr(self._client, "cluster", None) if self.location else None
+        if cluster is None:
+            self._backend.container_delete(self.name, force=force)
+            return
+        from sysmgr.api.cluster_store import deleting
+
+        with deleting(cluster, [self.name]):
+            self._backend.container_delete(self.name, force=force)
 
     # -- storage -------------------------------------------------------------------------------
     def copy(self, name: str, *, snapshot: str | None = None, pool: str | None = None,

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import pytest
 
 import sysmgr
+from sysmgr.errors import Conflict
 from tests.conftest import REPO, requires_root, run_cli
 from tests.etcd import EtcdCluster, etcd_cluster, etcd_server  # noqa: F401  (fixtures)
 
@@ -272,3 +273,22 @@ def test_quorum_loss_and_return(quorum_members: Members) -> None:
     run_cli("launch", "busybox", "q2", "--target", "n1", root=admin, check=True)
     run_cli("move", "q1", "--target", "n1", root=admin, check=True)
     assert m.containers() == {"n1": ["q1", "q2"], "n2": []}
+
+
+def test_api_delete_honours_the_move_lock(members: Members) -> None:
+    """``Container.delete()`` in the Python API does what the CLI's delete does: refused
+    while a move holds the name, and the deleted container's location leaves the store."""
+    from sysmgr.api.cluster_store import move_lock
+
+    run_cli("launch", "busybox", "d1", "--target", "n2", root=members.admin, check=True)
+    with sysmgr.Client(root=members.admin) as client:
+        ct = client.containers.get("d1")
+        assert ct.location == "n2"
+        with move_lock(client.cluster, "d1", "move of d1 to n1"):
+            with pytest.raises(Conflict, match="is locked: move of d1 to n1 by pid"):
+                ct.delete(force=True)
+        assert members.containers()["n2"] == ["d1"]           # nothing was deleted
+        ct.delete(force=True)
+    assert members.containers() == {"n1": [], "n2": []}
+    with members.store() as st:
+        assert st.location("d1") is None and st.lock_holder("d1") is None
