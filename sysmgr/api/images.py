@@ -19,6 +19,11 @@ class Image(Model):
 
     warnings: tuple[str, ...] = ()
 
+    def __init__(self, client: Any, record: Any) -> None:
+        #: the cluster member whose store holds it (None: this client's own host)
+        self.location: str | None = getattr(client, "member", None)
+        super().__init__(client, record)
+
     def _set(self, rec: Any) -> None:
         self.fingerprint: str = rec.fingerprint
         self.aliases: list[str] = list(rec.aliases)
@@ -92,9 +97,23 @@ class ImageManager(Manager[Image]):
         ``format`` ``image`` keeps it in this host's store (with ``alias``); ``oci`` writes an
         oci-archive and ``oci-layout`` a layout directory at ``output``, for OCI tooling
         (skopeo, umoci, podman). Returns (the manifest digest, the stored image or None)."""
-        digest, rec = self._backend.image_publish(ref, fmt=format, output=output, alias=alias,
-                                                  progress=progress)
-        return digest, (self._wrap(rec) if rec is not None else None)
+        on = self._holder(ref.partition("/")[0])
+        digest, rec = on.backend.image_publish(ref, fmt=format, output=output, alias=alias,
+                                               progress=progress)
+        return digest, (self.model(on, rec) if rec is not None else None)
+
+    def _holder(self, name: str) -> Any:
+        """Whose backend publishes container ``name``: on a cluster's admin root the member
+        holding it (the image goes to that member's store; an OCI file still comes here),
+        else this client's."""
+        client = self._client
+        if getattr(client, "member", None) is not None or not getattr(client, "clustered", False):
+            return client
+        from sysmgr.api.containers import MemberClient
+
+        cluster = client.cluster
+        member = cluster.locate(name)
+        return MemberClient(member, cluster.backend(member), cluster)
 
     def alias(self, alias: str, ref: str) -> None:
         """Point ``alias`` at the image ``ref``."""

@@ -111,8 +111,13 @@ class RemoteBackend(Backend):
 
     def image_publish(self, ref: str, *, fmt: str, output: str | None, alias: str | None,
                       progress: Progress | None) -> tuple[str, Any]:
-        raise ValidationError("image publish runs on the member that holds the container",
-                              hint="run it there (sysmgr --root ROOT image publish ...)")
+        if fmt == "image" or not output:  # into the member's store (or refused there)
+            return self.session.call("image_publish", [ref],
+                                     {"fmt": fmt, "output": None, "alias": alias,
+                                      "progress": progress})
+        # for OCI tooling: the file or directory is the admin host's
+        return streams.image_publish(self.session, ref, fmt=fmt, output=output, alias=alias,
+                                     progress=progress)
 
     def image_export(self, ref: str, path: str, *, progress: Progress | None) -> str:
         return streams.image_export(self.session, ref, path, progress=progress)

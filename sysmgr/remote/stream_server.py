@@ -136,20 +136,29 @@ def _push(backend: Any, req: dict[str, Any], ctx: StreamContext) -> int:
     return 0
 
 
+def _produce(backend: Any, req: dict[str, Any], path: str) -> Any:
+    """Write what an export stream sends to ``path``; its result."""
+    progress = _notifier("progress")
+    if req.get("what") == "image":  # a unified tarball for another member; its digest
+        return backend.image_export(str(req.get("ref")), path, progress=progress)
+    if req.get("what") == "publish":  # a container as an oci-archive; its manifest digest
+        digest, _ = backend.image_publish(str(req.get("ref")), fmt="oci", output=path,
+                                          alias=req.get("alias"), progress=progress)
+        return digest
+    return backend.container_export(str(req.get("name")), path,
+                                    optimized=bool(req.get("optimized")), progress=progress,
+                                    volumes=bool(req.get("volumes")),
+                                    instance_only=bool(req.get("instance_only")))
+
+
 def _export(backend: Any, req: dict[str, Any], ctx: StreamContext) -> int:
     staging = tempfile.mkdtemp(prefix="export-", dir=ctx.tmp)
     try:
-        path = os.path.join(staging, "export.tar.zst")
+        # the name says what it is (a backup's compression follows its file name)
+        path = os.path.join(staging, "image.oci.tar" if req.get("what") == "publish"
+                            else "export.tar.zst")
         try:
-            if req.get("what") == "image":  # a unified tarball for another member; its digest
-                result = backend.image_export(str(req.get("ref")), path,
-                                              progress=_notifier("progress"))
-            else:
-                result = backend.container_export(str(req.get("name")), path,
-                                                  optimized=bool(req.get("optimized")),
-                                                  progress=_notifier("progress"),
-                                                  volumes=bool(req.get("volumes")),
-                                                  instance_only=bool(req.get("instance_only")))
+            result = _produce(backend, req, path)
             _line({"ok": True, "result": codec.encode(result), "size": os.path.getsize(path)})
         except Exception as e:  # noqa: BLE001
             return _fail_early(e)

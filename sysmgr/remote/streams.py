@@ -25,11 +25,13 @@ import dataclasses
 import os
 import select
 import selectors
+import shutil
+import tempfile
 import threading
 from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
 from sysmgr._util import ptyproxy
-from sysmgr.errors import Issue, NotFound, RemoteError, RemoteRejected, ValidationError
+from sysmgr.errors import DriverError, Issue, NotFound, RemoteError, RemoteRejected, ValidationError
 from sysmgr.remote import codec, protocol
 from sysmgr.remote.session import ChannelReader, MemberSession
 
@@ -292,14 +294,13 @@ def export_file(session: MemberSession, request: Mapping[str, Any], out_path: st
         reader = ChannelReader(chan)
         status = _status(reader, session, "export", {"progress": progress})
         size = int(status.get("size", -1))
-        with (open(partial, "wb") if partial else contextlib.nullcontext(out_path)) as f:
-            first = reader.take()
-            f.write(first)
-            got = len(first)
-            while data := chan.recv(CHUNK):
-                f.write(data)
-                got += len(data)
-            f.flush()
+        try:
+            with (open(partial, "wb") if partial else contextlib.nullcontext(out_path)) as f:
+                got = _copy_out(chan, reader.take(), f)
+        except OSError as e:
+            if not partial:  # a caller's stream (a pipe to an unpacker): the caller says why
+                raise
+            raise DriverError(f"cannot write {out_path}: {e.strerror or e}") from e
         if got != size:
             raise RemoteError(f"{session.name}: the export stream ended after {got} of "
                               f"{size} bytes")
@@ -316,32 +317,144 @@ def export_file(session: MemberSession, request: Mapping[str, Any], out_path: st
     return result
 
 
+def image_publish(session: MemberSession, ref: str, *, fmt: str, output: str,
+                  alias: str | None, progress: Callable[[str], None] | None) -> tuple[str, None]:
+    """Publish container (or snapshot) ``ref`` on the member for OCI tooling, written here
+    at ``output``: an oci-archive file (``fmt="oci"``) or a layout directory
+    (``"oci-layout"``: the member's archive unpacked as it comes). It appears whole or not
+    at all; (the manifest digest, None)."""
+    from sysmgr.drivers.images.oci_write import check_output  # publish only
+
+    out = check_output(output)
+    request = {"what": "publish", "ref": ref, "alias": alias}
+    if fmt == "oci":
+        return export_file(session, request, out, progress), None
+    stage = tempfile.mkdtemp(prefix=".publish-", dir=os.path.dirname(out))
+    try:
+        digest = _export_unpacked(session, request, os.path.join(stage, "layout"), progress)
+        os.rename(os.path.join(stage, "layout"), out)
+        return digest, None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _export_unpacked(session: MemberSession, request: Mapping[str, Any], dest: str,
+                     progress: Callable[[str], None] | None) -> Any:
+    """An export stream of an OCI layout tar, unpacked into ``dest`` by a thread reading
+    a pipe as the bytes arrive (no copy of the archive here)."""
+    from sysmgr.remote import layouts
+
+    r, w = os.pipe2(os.O_CLOEXEC)
+    failed: list[BaseException] = []
+
+    def unpack() -> None:
+        with os.fdopen(r, "rb") as src:  # closed on failure: the writer gets EPIPE
+            try:
+                layouts.unpack(src, dest)
+            except BaseException as e:  # noqa: BLE001 - raised by the caller below
+                failed.append(e)
+                return
+            while src.read(CHUNK):  # the tar's padding after its end: the writer finishes
+                pass
+
+    reader = threading.Thread(target=unpack, daemon=True, name="sysmgr-unpack")
+    reader.start()
+    try:
+        with os.fdopen(w, "wb") as sink:
+            result = export_file(session, request, sink, progress)
+    except BrokenPipeError:  # the unpacker stopped reading: its error says why
+        reader.join()
+        if failed:
+            raise failed[0] from None
+        raise
+    except BaseException:
+        reader.join()  # the pipe is closed: the unpacker ends (its complaint follows from this)
+        raise
+    reader.join()
+    if failed:
+        raise failed[0]
+    return result
+
+
+def _copy_out(chan: Any, first: bytes, f: BinaryIO) -> int:
+    """Write ``first`` and the rest of the channel's output to ``f``; the bytes written."""
+    f.write(first)
+    got = len(first)
+    while data := chan.recv(CHUNK):
+        f.write(data)
+        got += len(data)
+    f.flush()
+    return got
+
+
 def import_file(session: MemberSession, what: str, path: str | BinaryIO,
                 options: Mapping[str, Any], *, progress: Callable[[str], None] | None,
                 warn: Callable[[str], None] | None) -> Any:
     """Send the local backup (``what="container"``) or image file ``path`` (or what the
-    open stream ``path`` holds: ``import -``) to the member and import it there; the
-    import's result."""
+    open stream ``path`` holds: ``import -``; an OCI layout directory, packed as an
+    oci-archive on the way) to the member and import it there; the import's result."""
+    from sysmgr.remote import layouts
+
     if not isinstance(path, str):
-        return _import_stream(session, what, path, "stdin", options, progress, warn)
+        return _import_stream(session, what, lambda chan: _send(chan, path), "stdin",
+                              options, progress, warn)
     path = os.path.abspath(path)
+    if what == "image" and layouts.is_layout(path):
+        name = (os.path.basename(path) or "layout") + ".tar"
+        return _import_stream(session, what, lambda chan: _send_layout(chan, path), name,
+                              options, progress, warn)
     if os.path.isdir(path):
         raise ValidationError([Issue(f"{path} is a directory: a member imports image and "
-                                     "backup files only", path="file")],
+                                     "backup files, and OCI image layouts", path="file")],
                               hint="pack the directory as a tarball first")
     if not os.path.isfile(path):
         raise NotFound(f"{'backup' if what == 'container' else 'image'} file {path} not found")
     with open(path, "rb") as f:
-        return _import_stream(session, what, f, os.path.basename(path), options, progress, warn)
+        return _import_stream(session, what, lambda chan: _send(chan, f),
+                              os.path.basename(path), options, progress, warn)
 
 
-def _import_stream(session: MemberSession, what: str, src: BinaryIO, filename: str,
-                   options: Mapping[str, Any], progress: Callable[[str], None] | None,
+class _ChannelGone(Exception):
+    """The member closed the stream (it refused the request: its status says why)."""
+
+
+class _ChannelWriter:
+    """A channel as the file the layout's tar is written to."""
+
+    def __init__(self, chan: Any) -> None:
+        self.chan = chan
+
+    def write(self, data: bytes) -> int:
+        try:
+            self.chan.sendall(data)
+        except (OSError, EOFError) as e:
+            raise _ChannelGone() from e
+        return len(data)
+
+
+def _send_layout(chan: Any, layout: str) -> None:
+    """Pack the OCI layout directory ``layout`` into the channel as it is read, then end
+    the channel's input. A local failure (an unreadable blob) closes the channel without
+    an end: the tar the member holds then has no ``index.json``, so nothing is imported."""
+    from sysmgr.remote import layouts
+
+    try:
+        layouts.pack(layout, _ChannelWriter(chan))
+        chan.shutdown_write()
+    except _ChannelGone:
+        pass
+    except (OSError, EOFError):
+        pass  # ending the input of a channel the member closed
+
+
+def _import_stream(session: MemberSession, what: str, send: Callable[[Any], None],
+                   filename: str, options: Mapping[str, Any],
+                   progress: Callable[[str], None] | None,
                    warn: Callable[[str], None] | None) -> Any:
     chan = session.stream("import", {"what": what, "filename": filename, **options})
     try:
         chan.settimeout(session.call_timeout)
-        _send(chan, src)
+        send(chan)
         status = _status(ChannelReader(chan), session, "import",
                          {"progress": progress, "warn": warn})
     finally:

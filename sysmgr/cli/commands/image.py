@@ -256,6 +256,9 @@ def publish(app: AppContext, ref: str, alias: str | None, fmt: str, output: str 
                                                 progress=progress)
     if img is not None:
         click.echo(f"Image published with fingerprint: {img.fingerprint}")
+        if img.location:  # on an admin root: the store of the member holding the container
+            echo_err(f"In the image store of member {img.location} "
+                     f"(sysmgr image list --target {img.location})")
     else:
         click.echo(f"Image published to {output} (manifest {digest})")
 

@@ -28,7 +28,7 @@ from typing import IO, Any, BinaryIO, Iterator
 
 from sysmgr._util import proc
 from sysmgr.drivers.images.base import ImageMetadata
-from sysmgr.drivers.images.layers import Applier
+from sysmgr.drivers.images.layers import Applier, LayerError
 from sysmgr.errors import DriverError, ValidationError
 
 LAYOUT, ARCHIVE, DOCKER = "oci-layout", "oci-archive", "docker-archive"
@@ -285,21 +285,45 @@ def unpack(image: Image, dest: str) -> list[str]:
     applier = Applier(dest)
     for i, layer in enumerate(image.layers):
         what = f"{i + 1}/{len(image.layers)} ({(layer.digest or layer.name)[:19]})"
-        with image.files.open(layer.name) as raw_f:
-            raw = _Hashing(raw_f)
-            with _Decompressed(raw, what) as plain_f:
-                plain = _Hashing(plain_f)
-                applier.apply(plain, what)  # type: ignore[arg-type]
-                plain.drain()
-            raw.drain()
-        if layer.digest and ("sha256:" + raw.h.hexdigest() != layer.digest
-                             or (layer.size >= 0 and raw.n != layer.size)):
-            raise ValidationError(f"image {image.files.path}: layer {what} does not match its "
-                                  "digest or size (the image is damaged or was altered)")
+        raw, plain = _apply_layer(image, layer, applier, what)
+        _check_blob(image, layer, raw, what)
         if layer.diff_id and "sha256:" + plain.h.hexdigest() != layer.diff_id:
             raise ValidationError(f"image {image.files.path}: layer {what} does not match the "
                                   "config's diff id (the image is damaged or was altered)")
     return applier.refused
+
+
+def _apply_layer(image: Image, layer: Layer, applier: Applier, what: str
+                 ) -> tuple[_Hashing, _Hashing]:
+    """Apply one layer; (the hashed compressed and uncompressed streams). A layer that
+    cannot be read as a compressed tar is first checked against its digest: a damaged
+    blob is said to be one, not a decompressor's complaint."""
+    import gzip
+    import zlib
+
+    with image.files.open(layer.name) as raw_f:
+        raw = _Hashing(raw_f)
+        try:
+            with _Decompressed(raw, what) as plain_f:
+                plain = _Hashing(plain_f)
+                applier.apply(plain, what)  # type: ignore[arg-type]
+                plain.drain()
+        except (gzip.BadGzipFile, zlib.error, EOFError, LayerError) as e:
+            raw.drain()
+            _check_blob(image, layer, raw, what)
+            if isinstance(e, LayerError):
+                raise
+            raise ValidationError(f"image {image.files.path}: layer {what} cannot be "
+                                  f"decompressed: {e}") from e
+        raw.drain()
+    return raw, plain
+
+
+def _check_blob(image: Image, layer: Layer, raw: _Hashing, what: str) -> None:
+    if layer.digest and ("sha256:" + raw.h.hexdigest() != layer.digest
+                         or (layer.size >= 0 and raw.n != layer.size)):
+        raise ValidationError(f"image {image.files.path}: layer {what} does not match its "
+                              "digest or size (the image is damaged or was altered)")
 
 
 class _Decompressed:

@@ -138,16 +138,23 @@ def write_layout(tree: str, layout: str, *, owner: Owner, init: Sequence[str],
     return str(manifest["digest"])
 
 
-def write(tree: str, out: str, *, archive: bool, **image: object) -> str:
-    """Write the image of ``tree`` to ``out``: an oci-archive file (``archive``) or a new
-    layout directory; it appears whole or not at all. Returns the manifest digest."""
+def check_output(out: str) -> str:
+    """``out`` as an absolute path where a published image may go: nothing there yet, in
+    a directory that exists."""
     out = os.path.abspath(out)
     if os.path.lexists(out):
         raise ValidationError(f"{out} already exists", hint="give another --output, or remove it")
     parent = os.path.dirname(out)
     if not os.path.isdir(parent):
         raise ValidationError(f"directory {parent} does not exist")
-    stage = tempfile.mkdtemp(prefix=".publish-", dir=parent)
+    return out
+
+
+def write(tree: str, out: str, *, archive: bool, **image: object) -> str:
+    """Write the image of ``tree`` to ``out``: an oci-archive file (``archive``) or a new
+    layout directory; it appears whole or not at all. Returns the manifest digest."""
+    out = check_output(out)
+    stage = tempfile.mkdtemp(prefix=".publish-", dir=os.path.dirname(out))
     try:
         layout = os.path.join(stage, "layout")
         digest = write_layout(tree, layout, **image)  # type: ignore[arg-type]
