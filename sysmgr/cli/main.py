@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import click
 
@@ -358,9 +358,11 @@ def cli(ctx: click.Context, root: str, debug: bool) -> None:
 
 # -- exit codes -----------------------------------------------------------------------------
 
-def run(argv: Sequence[str] | None = None, *, prog_name: str = "sysmgr", **extra: Any) -> int:
-    """Run the CLI and return its exit code (click's usage errors: 2; everything else is
-    mapped by :func:`sysmgr.cli.exits.guarded`)."""
+def run(argv: Sequence[str] | None = None, *, prog_name: str = "sysmgr",
+        show_usage: Callable[[click.UsageError], None] | None = None, **extra: Any) -> int:
+    """Run the CLI and return its exit code (click's usage errors: 2, said by
+    ``show_usage`` when given (the admin shell's wording); everything else is mapped by
+    :func:`sysmgr.cli.exits.guarded`)."""
     app = extra.pop("obj", None) or AppContext()
     args = list(sys.argv[1:] if argv is None else argv)
     if exits.debug_wanted(args):
@@ -376,7 +378,10 @@ def run(argv: Sequence[str] | None = None, *, prog_name: str = "sysmgr", **extra
             click.echo("Aborted!", err=True)
             return 1
         except click.ClickException as e:  # usage errors: exit 2
-            e.show()
+            if show_usage is not None and isinstance(e, click.UsageError):
+                show_usage(e)
+            else:
+                e.show()
             return e.exit_code
         return rv if isinstance(rv, int) else 0
 

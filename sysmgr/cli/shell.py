@@ -178,7 +178,7 @@ class Session:
             app.target = self.member  # a --target on the line still wins
         argv = ["--root", self.root, *(["--debug"] if self.debug else []), *words]
         try:
-            return main.run(argv, obj=app)
+            return main.run(argv, obj=app, show_usage=show_usage)
         except SystemExit as e:  # a verb that exits by itself (controller run --once)
             return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
 
@@ -242,6 +242,22 @@ class Session:
         state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
         os.makedirs(os.path.join(state, "sysmgr"), exist_ok=True)
         return os.path.join(state, "sysmgr", "history")
+
+
+def show_usage(e: "click.UsageError") -> None:
+    """A usage error said the shell's way: verbs without ``sysmgr``, help by ``help VERB``;
+    an unknown verb names the closest ones and ``help``."""
+    from sysmgr.cli.commands._common import NoSuchCommand
+
+    ctx = e.ctx
+    path = ctx.command_path.split()[1:] if ctx is not None else []  # without "sysmgr"
+    if isinstance(e, NoSuchCommand) and not path:
+        echo(f"Error: unknown command {e.name!r}. Try 'help'.{e.did_you_mean}", err=True)
+        return
+    if ctx is not None:
+        usage = " ".join([*path, *ctx.command.collect_usage_pieces(ctx)])
+        echo(f"Usage: {usage}\nTry {' '.join(['help', *path])!r} for help.\n", err=True)
+    echo(f"Error: {e.format_message()}", err=True)
 
 
 def controller_state(root: str) -> str:

@@ -154,6 +154,30 @@ def test_admin_shell_hands_the_terminal_to_a_container_and_comes_back(admin_shel
     assert "No such command" not in term.text  # the dropped line did not run
 
 
+def test_admin_shell_says_usage_errors_its_own_way(admin_shell):
+    """An unknown verb names the closest one and `help`; a verb's usage error points at
+    `help VERB` (never at `sysmgr ... --help`, which is not what one types here)."""
+    term = admin_shell
+    term.send("lsit\r")
+    term.expect(r"Error: unknown command 'lsit'\. Try 'help'\. Did you mean 'list'\?")
+    term.expect(PROMPT)
+    term.send("snapshot create c1 --bogus\r")
+    term.expect(r"Usage: snapshot create \[OPTIONS\]")
+    term.expect(r"Try 'help snapshot create' for help\.")
+    term.expect(r"Error: No such option '--bogus'")
+    term.expect(PROMPT)
+    term.send("image pubish web1\r")
+    term.expect(r"Try 'help image' for help\.")
+    term.expect(r"Error: No such command 'pubish'\. Did you mean 'publish'\?")
+    term.expect(PROMPT)
+    term.send("help snapshot create\r")             # what the hint says to type works
+    term.expect(r"Usage: sysmgr snapshot create")
+    term.expect(PROMPT)
+    term.send("\x04")
+    assert _ended(term) == 0
+    assert "Try 'sysmgr" not in term.text and "--help' for help" not in term.text
+
+
 def test_admin_shell_history_is_kept_in_the_root(admin_shell, busybox_cli_root):
     term = admin_shell
     term.send("list -c n -f csv\r")

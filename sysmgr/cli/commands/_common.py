@@ -47,9 +47,21 @@ class Group(click.Group):
             close = difflib.get_close_matches(name, self.visible_names(ctx), n=3, cutoff=0.6)
             aliases: dict[str, str] = getattr(self, "aliases", {})  # ls and list: one answer
             close = list(dict.fromkeys(aliases.get(c, c) for c in close))
-            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise click.UsageError(f"No such command {name!r}.{hint}", ctx)
+            raise NoSuchCommand(name, close, ctx)
         return super().resolve_command(ctx, args)
+
+
+class NoSuchCommand(click.UsageError):
+    """A mistyped (sub)command: its ``name`` and the ``close`` names a user may have meant
+    (the admin shell words it its own way)."""
+
+    def __init__(self, name: str, close: list[str], ctx: click.Context) -> None:
+        self.name, self.close = name, close
+        super().__init__(f"No such command {name!r}.{self.did_you_mean}", ctx)
+
+    @property
+    def did_you_mean(self) -> str:
+        return f" Did you mean {' or '.join(repr(c) for c in self.close)}?" if self.close else ""
 
 
 # -- --target -----------------------------------------------------------------------------
