@@ -41,6 +41,11 @@ class LocalBackend(Backend):
     def root_remove(self) -> str:
         return _bootstrap().remove_root(self.host)
 
+    def root_locked(self, on_wait: Callable[[str], None] | None = None) -> Any:
+        """The root's change lock around several calls (``uninit``): ``on_wait`` hears who
+        holds it when it must wait."""
+        return self.host.locked(on_wait=on_wait)
+
     # -- containers ------------------------------------------------------------------------
     def container_views(self, *, usage: bool = False, counters: bool = False) -> list[Any]:
         return _views().views(self.host, usage=usage, counters=counters)
@@ -567,7 +572,6 @@ def _backup() -> Any:
 
 def _events() -> Any:
     from sysmgr.engine import events  # cold start: json (exec does without)
-
     return events
 
 

@@ -39,6 +39,16 @@ def uninit(client: Any, progress: Progress | None = None) -> list[str]:
     if not backend.initialised():
         say(f"Root {client.root} is not initialised: nothing to tear down")
         return done
+    # the root's lock for the whole teardown: a command at work on the root (a launch)
+    # finishes first, and none starts on a half torn-down root (each step takes it again:
+    # re-entrant in this process)
+    with backend.root_locked(on_wait=lambda who: say(f"Waiting for the lock of root "
+                                                     f"{client.root}, held by {who}")):
+        _teardown(client, backend, say)
+    return done
+
+
+def _teardown(client: Any, backend: Any, say: Progress) -> None:
     # the root's own containers (an admin root's ``client.containers`` spans its members)
     for c in ContainerManager(_Own(client)).all():
         c.delete(force=True)
@@ -60,7 +70,6 @@ def uninit(client: Any, progress: Progress | None = None) -> list[str]:
             obj.delete()
             say(f"{label(obj)} deleted")
     say(backend.root_remove())
-    return done
 
 
 class _Own:

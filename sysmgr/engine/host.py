@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from sysmgr.drivers import registry
 from sysmgr.errors import SysmgrError
@@ -119,10 +119,11 @@ class Host:
 
     # -- the lock --------------------------------------------------------------------------
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """The root's change lock; re-entrant within this Host."""
+    def locked(self, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """The root's change lock; re-entrant within this Host. ``on_wait``: told who holds
+        it (``pid N (command)``) before waiting for it."""
         if self._lock_depth == 0:
-            self._lock_cm = locks.exclusive(self.layout.lock)
+            self._lock_cm = locks.exclusive(self.layout.lock, on_wait=on_wait)
             self._lock_cm.__enter__()
         self._lock_depth += 1
         try:

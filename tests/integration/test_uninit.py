@@ -88,3 +88,53 @@ def test_unmounted_pool_is_mounted_on_demand_and_uninit_removes_everything(root,
     again = run_cli("uninit", "--yes", root=root, check=True)   # nothing left: nothing to do
     assert "not initialised" in again.stdout + again.stderr
     assert not os.path.exists(root)
+
+
+HOLD_LOCK = """\
+import sys, sysmgr
+client = sysmgr.Client(root=sys.argv[1])
+with client.host.locked():  # the root's change lock, as a launch holds it
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_uninit_waits_for_the_roots_lock_and_says_who_holds_it(sysmgr_root):
+    """A command at work on the root (holding its change lock) is never torn down under:
+    uninit names the holder, waits, and goes on once the lock is free."""
+    import sys
+
+    from tests.conftest import REPO
+
+    root = sysmgr_root
+    run_cli("init", "--auto", "--storage-driver", "dir", "--network", "none", root=root, check=True)
+    run_cli("image", "build", "busybox", root=root, check=True)
+    run_cli("create", "busybox", "c1", root=root, check=True)
+    env = dict(os.environ, PYTHONPATH=REPO, NO_COLOR="1", SYSMGR_ROOT=root)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, root], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    uninit = None
+    try:
+        assert holder.stdout.readline() == "held\n"
+        uninit = subprocess.Popen([sys.executable, "-m", "sysmgr", "uninit", "--yes"], env=env,
+                                  text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first = uninit.stdout.readline()
+        assert f"Waiting for the lock of root {root}, held by pid {holder.pid} (" in first, first
+        assert "-c" in first                              # the holder's command line
+        assert uninit.poll() is None                      # it waits...
+        assert os.path.exists(os.path.join(root, "sysmgr.db"))   # ...having deleted nothing
+        names = run_cli("list", "-c", "n", "-f", "csv", root=root, check=True).stdout.split()
+        assert names == ["c1"]
+        holder.stdin.close()                              # the command finishes
+        assert holder.wait(timeout=60) == 0
+        out, err = uninit.communicate(timeout=120)
+        assert uninit.returncode == 0, err
+        assert "Container c1 deleted" in out and f"Root {root} removed" in out, out
+        assert not os.path.exists(root)
+    finally:
+        for p in (holder, uninit):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        if os.path.exists(os.path.join(root, "sysmgr.db")):  # the test failed midway
+            run_cli("uninit", "--yes", root=root)
