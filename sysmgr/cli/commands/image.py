@@ -243,13 +243,16 @@ def publish(app: AppContext, ref: str, alias: str | None, fmt: str, output: str 
     """Make an image of a stopped container or of a snapshot (lxc publish).
 
     The image holds the container's files with the container's own owners, its init as the
-    entrypoint, its halt signal as StopSignal and its environment.
+    entrypoint, its halt signal as StopSignal and its environment. On a cluster's admin
+    root the member holding the container publishes it: into that member's store, or
+    streamed back here for --format oci / oci-layout.
 
     \b
     Examples:
       sysmgr image publish web1/s0 --alias web-base
       sysmgr image publish web1 --format oci -o web1.oci.tar
       skopeo inspect oci-archive:web1.oci.tar
+      sysmgr image publish web1 --format oci-layout -o web1.d --target node2
     """
     with render.progress() as progress:
         digest, img = app.client.images.publish(ref, format=fmt, output=output, alias=alias,
