@@ -41,6 +41,11 @@ class LocalBackend(Backend):
     def root_remove(self) -> str:
         return _bootstrap().remove_root(self.host)
 
+    def member_store_set(self, config: Mapping[str, Any] | None, *,
+                         only_cluster: str | None = None) -> str:
+        from sysmgr.engine.cluster_store import record_member  # cold start: only here
+        return record_member(self.layout, config and dict(config), only_cluster=only_cluster)
+
     # -- containers ------------------------------------------------------------------------
     def container_views(self, *, usage: bool = False, counters: bool = False) -> list[Any]:
         return _views().views(self.host, usage=usage, counters=counters)
@@ -567,7 +572,6 @@ def _backup() -> Any:
 
 def _events() -> Any:
     from sysmgr.engine import events  # cold start: json (exec does without)
-
     return events
 
 
