@@ -334,6 +334,9 @@ def record_member(layout: Layout, config: dict[str, Any] | None, *,
     What was done: ``recorded``, ``cleared`` or ``unchanged``."""
     old = read_config(layout.cluster_member)
     if config is not None:
+        if not layout.exists():
+            raise SysmgrError(f"{layout.root} is not an initialised sysmgr root",
+                              hint=f"sysmgr --root {layout.root} init")
         new = StoreConfig.from_dict(config)
         if old == new:
             return "unchanged"
