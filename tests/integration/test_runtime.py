@@ -312,6 +312,8 @@ def test_set_limits_live(env: Env) -> None:
 
 def test_usage(env: Env) -> None:
     rec = env.start()
+    # init forks its children (the inittab's shells) after the start returned: wait for them
+    wait_for(lambda: (env.rt.usage(rec.cgroup).pids or 0) >= 2, what="init's children")
     u = env.rt.usage(rec.cgroup)
     assert u.memory_bytes and u.memory_bytes > 0
     assert u.pids and u.pids >= 2

@@ -55,7 +55,8 @@ RUNTIME = {
     "sysmgr.drivers.runtime.native", "sysmgr.drivers.runtime.native.binds",
     "sysmgr.drivers.runtime.native.cgjoin", "sysmgr.drivers.runtime.native.child",
     "sysmgr.drivers.runtime.native.enter",
-    "sysmgr.drivers.runtime.native.helper", "sysmgr.drivers.runtime.native.plan",
+    "sysmgr.drivers.runtime.native.helper", "sysmgr.drivers.runtime.native.hosted",
+    "sysmgr.drivers.runtime.native.plan",
     "sysmgr.drivers.runtime.native.process", "sysmgr.drivers.runtime.native.userns",
     "sysmgr._util.capabilities", "sysmgr._util.linux", "sysmgr._util.safefs",
     "sysmgr._util.seccomp"}

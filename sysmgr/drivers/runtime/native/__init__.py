@@ -51,17 +51,15 @@ from sysmgr.drivers.runtime.base import (
     STOPPED,
     ExecProcess,
     InitRecord,
-    Limits,
     PendingStart,
     ProcessSpec,
-    Runtime,
     RuntimeInfo,
     RuntimeSpec,
     Status,
-    Usage,
 )
-from sysmgr.drivers.runtime.cgroups import CGROUP_ROOT, Cgroup, open_cgroup
+from sysmgr.drivers.runtime.cgroups import CGROUP_ROOT, Cgroup
 from sysmgr.drivers.runtime.native import process
+from sysmgr.drivers.runtime.native.hosted import CgroupHostedRuntime
 from sysmgr.drivers.runtime.native import plan as plan_mod
 from sysmgr.drivers.runtime.native.plan import InitPlan, plan_from_config, plan_from_spec
 from sysmgr.drivers.runtime.native.process import (
@@ -78,7 +76,7 @@ __all__ = ["BeforeGo", "KILL_TIMEOUT", "NativeExecProcess", "NativeRuntime", "ST
            "delegate_cgroup"]
 
 
-class NativeRuntime(Runtime):
+class NativeRuntime(CgroupHostedRuntime):
     """Runs the bundle with namespaces, cgroups and pivot_root done by sysmgr itself.
 
     Args:
@@ -106,13 +104,7 @@ class NativeRuntime(Runtime):
         except OSError as e:
             raise DriverError(f"cannot become a child subreaper: {e.strerror}") from e
 
-    def _cgroup(self, path: str) -> Cgroup:
-        return open_cgroup(path, self.cgroup_root)
-
     # -- start -----------------------------------------------------------------------------
-
-    def start(self, spec: RuntimeSpec, *, before_go: BeforeGo | None = None) -> InitRecord:
-        return self.begin_start(spec, before_go=before_go).finish()
 
     def begin_start(self, spec: RuntimeSpec, *,
                     before_go: BeforeGo | None = None) -> PendingStart:
@@ -187,32 +179,6 @@ class NativeRuntime(Runtime):
         return self.stop_overlapped(
             stops, force=force, wait=process.wait_exit,
             send=lambda rec, sig: process.signal_init(rec, self._cgroup(rec.cgroup), sig))
-
-    def watch(self, rec: InitRecord) -> int | None:
-        return process.watch_fd(rec)
-
-    def reap(self, rec: InitRecord) -> int | None:
-        return process.collect_exit(rec)
-
-    def freeze(self, rec: InitRecord) -> None:
-        if not process.alive(rec):
-            raise Conflict("the container is not running")
-        self._cgroup(rec.cgroup).freeze()
-
-    def unfreeze(self, rec: InitRecord) -> None:
-        if not process.alive(rec):
-            raise Conflict("the container is not running")
-        self._cgroup(rec.cgroup).thaw()
-
-    def set_limits(self, cgroup: str, limits: Limits) -> None:
-        cg = self._cgroup(cgroup)
-        if not cg.exists():
-            raise Conflict(f"cgroup {cgroup} does not exist: the container is not running")
-        cg.set_limits(limits)
-
-    def usage(self, cgroup: str, *, detail: bool = False) -> Usage:
-        cg = self._cgroup(cgroup)
-        return cg.usage(detail=detail) if cg.exists() else Usage()
 
     def cleanup(self, cgroup: str) -> None:
         cg = self._cgroup(cgroup)

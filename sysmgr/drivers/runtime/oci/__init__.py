@@ -59,11 +59,11 @@ from sysmgr.drivers.runtime.base import (
     RuntimeInfo,
     RuntimeSpec,
     Status,
-    Usage,
     exit_code,
 )
-from sysmgr.drivers.runtime.cgroups import CGROUP_ROOT, Cgroup, open_cgroup
+from sysmgr.drivers.runtime.cgroups import CGROUP_ROOT, Cgroup
 from sysmgr.drivers.runtime.native import KILL_TIMEOUT, delegate_cgroup, process
+from sysmgr.drivers.runtime.native.hosted import CgroupHostedRuntime
 from sysmgr.drivers.runtime.oci import config as oconfig
 from sysmgr.drivers.runtime.oci import launch
 from sysmgr.drivers.runtime.oci.pending import OciStart
@@ -119,7 +119,7 @@ class OciExecProcess(ExecProcess):
         self.send_signal(signal.SIGKILL)
 
 
-class OciRuntime(Runtime):
+class OciRuntime(CgroupHostedRuntime):
     """Base of the crun and runc drivers: the binary and what it does with cgroups differ."""
 
     binary: ClassVar[str]
@@ -186,9 +186,6 @@ class OciRuntime(Runtime):
     def bundle_dir(self, cid: str) -> str:
         return os.path.join(self.state_dir, "bundles", cid)
 
-    def _cgroup(self, path: str) -> Cgroup:
-        return open_cgroup(path, self.cgroup_root)
-
     def _frozen(self, cgroup: str) -> bool:
         """Whether the container is frozen: at the runtime's level (runc's pause freezes its
         cgroup, below sysmgr's) or at sysmgr's (crun's, and a freeze from elsewhere)."""
@@ -200,9 +197,6 @@ class OciRuntime(Runtime):
             return False
 
     # -- start -----------------------------------------------------------------------------
-
-    def start(self, spec: RuntimeSpec, *, before_go: BeforeGo | None = None) -> InitRecord:
-        return self.begin_start(spec, before_go=before_go).finish()
 
     def begin_start(self, spec: RuntimeSpec, *, before_go: BeforeGo | None = None) -> PendingStart:
         what = f"cannot start container {spec.name} with {self.binary}"
@@ -294,33 +288,21 @@ class OciRuntime(Runtime):
         self.run("kill", self.container_id(rec.cgroup), bundle.signal_name(sig))
         return True
 
-    def watch(self, rec: InitRecord) -> int | None:
-        return process.watch_fd(rec)
-
-    def reap(self, rec: InitRecord) -> int | None:
-        return process.collect_exit(rec)
-
     def freeze(self, rec: InitRecord) -> None:
-        if not process.alive(rec):
-            raise Conflict("the container is not running")
+        self.check_running(rec)
         if self.cgroup_verbs:  # the runtime's record says paused...
             self.run("pause", self.container_id(rec.cgroup))
-        self._cgroup(rec.cgroup).freeze()  # ...and sysmgr's level is frozen, as under native
+        super().freeze(rec)  # ...and sysmgr's level is frozen, as under native
 
     def unfreeze(self, rec: InitRecord) -> None:
-        if not process.alive(rec):
-            raise Conflict("the container is not running")
-        self._cgroup(rec.cgroup).thaw()
+        super().unfreeze(rec)
         if self.cgroup_verbs:
             self.run("resume", self.container_id(rec.cgroup))
 
-    def set_limits(self, cgroup: str, limits: Limits) -> None:
-        cg = self._cgroup(cgroup)
-        if not cg.exists():
-            raise Conflict(f"cgroup {cgroup} does not exist: the container is not running")
+    def write_limits(self, cg: Cgroup, limits: Limits) -> None:
         # sysmgr's level holds the limits under every engine (see .config: runc's level below
         # has none), so the kernel counts OOM kills and refused forks where sysmgr reads them
-        leaf = self._cgroup(f"{cgroup}/{self.cgroup_leaf}") if self.cgroup_leaf else None
+        leaf = self._cgroup(f"{cg.path}/{self.cgroup_leaf}") if self.cgroup_leaf else None
         if leaf is None or cg.version != 1 or not leaf.exists():
             cg.set_limits(limits)
             return
@@ -330,10 +312,6 @@ class OciRuntime(Runtime):
         cg.set_limits(dataclasses.replace(limits, cpuset=None))
         leaf.set_limits(Limits(cpuset=limits.cpuset))
         cg.set_limits(limits)
-
-    def usage(self, cgroup: str, *, detail: bool = False) -> Usage:
-        cg = self._cgroup(cgroup)
-        return cg.usage(detail=detail) if cg.exists() else Usage()
 
     def cleanup(self, cgroup: str) -> None:
         cid = self.container_id(cgroup)
