@@ -28,6 +28,7 @@ import time
 import uuid
 from typing import Any, Iterator
 
+from sysmgr.engine.cluster_store import open_config, read_config, write_atomic
 from sysmgr.errors import SysmgrError
 from sysmgr.layout import Layout
 from sysmgr.state.cluster import ClusterStore
@@ -88,8 +89,6 @@ def _read(path: str) -> bytes:
 
 
 def _replace(path: str, data: bytes) -> None:
-    from sysmgr.engine.cluster_store import write_atomic
-
     if data:
         write_atomic(path, data, mode=0o600)
     else:
@@ -193,8 +192,6 @@ def deliver(layout: Layout, store: ClusterStore, event: dict[str, Any]) -> None:
 
 def _reporting(layout: Layout) -> _Reporting | None:
     """This process's record of the root's store, re-read when the file changed."""
-    from sysmgr.engine.cluster_store import read_config
-
     try:
         st = os.stat(layout.cluster_member)
     except FileNotFoundError:
@@ -219,8 +216,6 @@ def send_event(root: str, fields: dict[str, Any]) -> None:
     """Also record an event of member root ``root`` in its cluster store, when the root
     reports to one (``cluster-member.json``); to the backlog when the store does not take it.
     Never raises: the local log has the event."""
-    from sysmgr.engine.cluster_store import open_config
-
     layout = Layout(root)
     with _lock:
         try:
