@@ -52,8 +52,20 @@ class Layout:
     @property
     def cluster_member(self) -> str:
         """On a member's own root: the store its controller and events report to, and the
-        member's name there (written by ``controller run --cluster-store``)."""
+        member's name there (pushed by the admin host's ``cluster store set|migrate`` and
+        ``cluster add``; or written by ``controller run --cluster-store``)."""
         return os.path.join(self.root, "cluster-member.json")
+
+    @property
+    def cluster_backlog(self) -> str:
+        """On a member's root: its events the store could not take yet (JSON lines, oldest
+        first), written there before anything newer once the store answers."""
+        return os.path.join(self.root, "cluster-events.backlog")
+
+    @property
+    def cluster_lease(self) -> str:
+        """On a member's root while its controller runs: the state of its liveness lease."""
+        return os.path.join(self.root, "cluster-lease.json")
 
     @property
     def lock(self) -> str:

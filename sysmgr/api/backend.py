@@ -43,6 +43,13 @@ class Backend(abc.ABC):
         """Remove the emptied host root's directory (``uninit``'s last step; Conflict while
         containers remain or anything is mounted below it); what was done."""
 
+    @abc.abstractmethod
+    def member_store_set(self, config: Mapping[str, Any] | None, *,
+                         only_cluster: str | None = None) -> str:
+        """Record in the root which cluster store it reports to (its liveness and events:
+        ``cluster-member.json``), or clear it (None; ``only_cluster``: only when it is that
+        store, ``url#cluster-id``); ``recorded``, ``cleared`` or ``unchanged``."""
+
     # -- containers ------------------------------------------------------------------------
     @abc.abstractmethod
     def container_views(self, *, usage: bool = False, counters: bool = False) -> list[Any]:

@@ -126,8 +126,10 @@ class MemberManager:
     def add(self, name: str, url: str, *, root: str | None = None, key: str | None = None,
             groups: Sequence[str] = (), sysmgr: str | None = None,
             accept_host_key: str | None = None, confirm: Confirm | None = None,
-            config: Mapping[str, str] | None = None) -> Member:
-        """Record a member after checking that it answers (``hello``).
+            config: Mapping[str, str] | None = None,
+            warn: Callable[[str], None] | None = None) -> Member:
+        """Record a member after checking that it answers (``hello``); with a shared (etcd)
+        store, tell it which store it reports to (``warn``: a line when that fails).
 
         An SSH member's host key must be known: ``accept_host_key`` (``SHA256:...``) names
         the one expected; else ``confirm(fingerprint)`` is asked (a person looking at it);
@@ -142,11 +144,19 @@ class MemberManager:
         spec = c.check_reachable(spec, accept_host_key, confirm)
         ecluster.add_member(c.store, spec)
         c.forget_members()
+        if c.store_shared:
+            from sysmgr.api import cluster_store
+
+            for line in cluster_store.push(c, c.store_admin.config(), names=[name]):
+                if warn is not None:
+                    warn(line)
         return self.get(name)
 
-    def remove(self, name: str, *, force: bool = False) -> None:
-        """Forget a member (nothing on it is touched). Refused while it holds containers,
-        or cannot be asked, unless ``force``."""
+    def remove(self, name: str, *, force: bool = False,
+               warn: Callable[[str], None] | None = None) -> None:
+        """Forget a member (on it, only what the shared store made it report to is cleared,
+        when it answers; ``warn``: a line when it does not). Refused while it holds
+        containers, or cannot be asked, unless ``force``."""
         c = self._cluster
         spec = c.spec(name)
         if not force:
@@ -159,6 +169,15 @@ class MemberManager:
                                "delete them first", hint="--force forgets the member anyway "
                                "(its containers are left where they are)")
         c.store.remove(name)
+        if c.store_shared:
+            from sysmgr.api import cluster_store
+
+            conf = c.store_admin.config()
+            fix = f"on it, remove {Layout(spec.root).cluster_member}"
+            for line in cluster_store.tell(c, {name: (spec, None, estore.store_id(conf))},
+                                           fix=fix):
+                if warn is not None:
+                    warn(line)
         c.forget_members()
         remote.forget_connections(c.admin_root, name)
         if not spec.is_local and not any(s.url == spec.url for s in c.specs()):
@@ -286,6 +305,11 @@ class ClusterManager:
         if self._members is None:
             self._members = MemberSet(self.admin_root, self.specs(), own=self._client.local_backend)
         return self._members
+
+    def member_set_of(self, specs: Sequence[MemberSpec]) -> MemberSet:
+        """A set of its own for ``specs`` (members of another store too); the caller
+        closes it."""
+        return MemberSet(self.admin_root, specs, own=self._client.local_backend)
 
     def forget_members(self) -> None:
         """Drop the open member handles (the records changed)."""

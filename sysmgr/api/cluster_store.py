@@ -15,11 +15,14 @@ import time
 from dataclasses import replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from sysmgr.api.fanout import failures
 from sysmgr.engine import cluster as ecluster
 from sysmgr.engine import cluster_store as estore
-from sysmgr.errors import Conflict, StoreUnavailable, SysmgrError
+from sysmgr.errors import Conflict, StoreUnavailable, SysmgrError, ValidationError
 
 Cluster = Any  # sysmgr.api.cluster.ClusterManager (which imports this module)
+Warn = Callable[[str], None]
+_FIX = "once it answers, 'sysmgr cluster store set {}' tells it"
 
 
 class StoreManager:
@@ -57,19 +60,23 @@ class StoreManager:
         return store
 
     def set(self, url: str, *, cluster_id: str | None = None, cacert: str | None = None,
-            cert: str | None = None, key: str | None = None) -> estore.StoreConfig:
+            cert: str | None = None, key: str | None = None,
+            warn: Warn | None = None) -> estore.StoreConfig:
         """Switch the admin root to the store at ``url`` (``sqlite`` or ``etcd://...``),
-        after checking that it answers. Nothing is copied (see :meth:`migrate`)."""
+        after checking that it answers, and tell the members (see :func:`push`; ``warn``
+        gets a line for each member that could not be told). Nothing is copied (see
+        :meth:`migrate`); setting the store in use again tells the members again."""
         conf = estore.parse_store(url, cluster_id=cluster_id, cacert=cacert, cert=cert, key=key)
         self._open_checked(conf).close()
-        self._cluster.close()
-        estore.write_config(self._cluster.layout.cluster_store, conf)
+        self._switch(conf, warn)
         return conf
 
     def migrate(self, url: str, *, cluster_id: str | None = None, cacert: str | None = None,
-                cert: str | None = None, key: str | None = None) -> dict[str, int]:
+                cert: str | None = None, key: str | None = None,
+                warn: Warn | None = None) -> dict[str, int]:
         """Copy the cluster's record from the current store into the one at ``url`` (members,
-        evacuation records, locations, inventory), then switch to it; counts by kind."""
+        evacuation records, locations, inventory), then switch to it and tell the members
+        (as :meth:`set`); counts by kind."""
         conf = estore.parse_store(url, cluster_id=cluster_id, cacert=cacert, cert=cert, key=key)
         if conf == self.config():
             raise Conflict(f"the cluster store is {conf.url} already")
@@ -77,9 +84,64 @@ class StoreManager:
         src.check()
         with self._open_checked(conf) as dst:
             counts = estore.copy_records(src, dst)
+        self._switch(conf, warn)
+        return counts
+
+    def _switch(self, conf: estore.StoreConfig, warn: Warn | None) -> None:
+        """Record ``conf`` as the admin root's store, then tell the members: those of the
+        new store get it, those only the old one had stop reporting to the old one."""
+        old = self.config()
+        try:
+            old_specs = self._cluster.specs()
+        except SysmgrError:
+            old_specs = []  # the old store is away: its members are not told
         self._cluster.close()
         estore.write_config(self._cluster.layout.cluster_store, conf)
-        return counts
+        for line in push(self._cluster, conf, previous=(old, old_specs)):
+            if warn is not None:
+                warn(line)
+
+
+def push(cluster: Cluster, conf: estore.StoreConfig, *, names: Sequence[str] | None = None,
+         previous: tuple[estore.StoreConfig, Sequence[Any]] | None = None) -> list[str]:
+    """Tell the members of the store in use (or ``names`` of them) which store they report
+    to: ``conf`` with each one's name (an etcd store: their controllers keep a lease and
+    their events go there), or nothing (``sqlite``: cleared). ``previous``: the store before
+    a switch and its members (those the new one lacks stop reporting to the old one). One
+    warning line for each member that could not be told."""
+    try:
+        specs = list(cluster.specs())
+    except SysmgrError:
+        specs = []
+    if names is not None:
+        specs = [s for s in specs if s.name in names]
+    jobs = {s.name: (s, estore.member_config(conf, s.name), None) for s in specs}
+    old, old_specs = previous if previous is not None else (conf, ())
+    if old.kind == "etcd":
+        jobs.update((s.name, (s, None, estore.store_id(old))) for s in old_specs
+                    if s.name not in jobs)
+    return tell(cluster, jobs)
+
+
+def tell(cluster: Cluster, jobs: Mapping[str, tuple[Any, Any, str | None]], *,
+         fix: str | None = None) -> list[str]:
+    """``member -> (spec, config or None, only_cluster)``: each member's
+    ``member_store_set`` at once; a warning line for each that could not be told (ending
+    with ``fix``, what to do about it)."""
+    if not jobs:
+        return []
+    ms = cluster.member_set_of([spec for spec, _, _ in jobs.values()])
+    try:
+        outs = ms.each(lambda m, b: b.member_store_set(jobs[m][1], only_cluster=jobs[m][2]))
+    finally:
+        ms.close()
+    out = []
+    for m, why in sorted(failures(outs).items()):
+        what = ("does not know which cluster store it reports to" if jobs[m][1] else
+                "may still report its events to an etcd store")
+        again = fix or _FIX.format(cluster.store_admin.config().url)
+        out.append(f"member {m} {what}: {why} ({again})")
+    return out
 
 
 # -- reservations and locks --------------------------------------------------------------------
@@ -229,23 +291,83 @@ def forget_locations(cluster: Cluster, names: Sequence[str]) -> None:
             cluster.store.forget_location(n)
 
 
+def reporting(root: str, *, store_url: str | None = None, member: str | None = None,
+              ttl: float | None = None, cluster_id: str | None = None,
+              cacert: str | None = None, cert: str | None = None, key: str | None = None
+              ) -> estore.StoreConfig | None:
+    """The store the controller of member root ``root`` reports to: what the root records
+    (pushed by the admin host), with the values given here over it (``store_url`` names
+    another store); None when neither names an etcd store."""
+    from sysmgr.layout import Layout
+
+    recorded = estore.read_config(Layout(root).cluster_member)
+    if recorded is not None and recorded.kind != "etcd":
+        recorded = None
+    if store_url is not None:
+        conf = estore.parse_store(store_url, cluster_id=cluster_id, cacert=cacert, cert=cert,
+                                  key=key)
+        conf = replace(conf, member=member or (recorded.member if recorded else None),
+                       ttl=ttl or (recorded.ttl if recorded else estore.DEFAULT_TTL))
+    elif recorded is not None:
+        given = estore.parse_store(recorded.url, cacert=cacert, cert=cert, key=key)
+        conf = replace(recorded, member=member or recorded.member, ttl=ttl or recorded.ttl,
+                       cluster_id=cluster_id or recorded.cluster_id,
+                       **{k: getattr(given, k) for k in ("cacert", "cert", "key")
+                          if getattr(given, k) is not None})
+    elif member or cluster_id or cacert or cert or key:
+        raise ValidationError("this root records no cluster store to report to",
+                              hint="--cluster-store etcd://HOST:PORT, or on the admin host: "
+                                   "sysmgr cluster store set etcd://HOST:PORT")
+    else:
+        return None
+    if not conf.member:
+        raise ValidationError(f"reporting to {conf.url} needs this member's name",
+                              hint="--member NAME")
+    return conf
+
+
 @contextlib.contextmanager
-def heartbeat(store_url: str, member: str, *, root: str, ttl: float,
-              facts: Callable[[], dict[str, Any]], log: Callable[[str], None],
-              cacert: str | None = None, cert: str | None = None, key: str | None = None,
-              cluster_id: str | None = None) -> Iterator[None]:
+def heartbeat(conf: estore.StoreConfig, *, root: str, facts: Callable[[], dict[str, Any]],
+              log: Callable[[str], None]) -> Iterator[None]:
     """A member's liveness while the block runs (the controller's): the member root records
-    the store (its events go there too) and a lease is kept alive with the member's facts."""
+    the store ``conf`` (its events go there too), a lease is kept alive with the member's
+    facts, and every beat writes the events the store missed (the root's backlog)."""
+    from sysmgr.engine import store_events
     from sysmgr.layout import Layout
 
     layout = Layout(root)
-    conf = estore.parse_store(store_url, cluster_id=cluster_id, cacert=cacert, cert=cert,
-                              key=key)
-    conf = replace(conf, member=member, ttl=ttl)
-    estore.write_config(layout.cluster_member, conf)
+    if estore.read_config(layout.cluster_member) != conf:
+        estore.write_config(layout.cluster_member, conf)
     store = estore.open_config(conf, layout)
     try:
-        with estore.Heartbeat(store, member, ttl, facts, log):
+        with estore.Heartbeat(store, conf.member or "", conf.ttl, facts, log,
+                              on_beat=lambda: store_events.flush(layout, store),
+                              status_path=layout.cluster_lease):
             yield
     finally:
         store.close()
+
+
+def member_report(root: str) -> dict[str, Any]:
+    """What member root ``root`` reports to (``controller status``): the store (url, cluster
+    id, member name; empty when none), its controller's lease (``lease``: its state as the
+    controller last wrote it, with the controller's pid) and the events waiting for the
+    store (``backlog``)."""
+    import json
+
+    from sysmgr.engine import store_events
+    from sysmgr.layout import Layout
+
+    layout = Layout(root)
+    conf = estore.read_config(layout.cluster_member)
+    if conf is None or conf.kind != "etcd":
+        return {}
+    out: dict[str, Any] = {"url": conf.url, "cluster_id": conf.cluster_id,
+                           "member": conf.member, "ttl": conf.ttl,
+                           "backlog": len(store_events.backlog(layout))}
+    try:
+        with open(layout.cluster_lease) as f:
+            out["lease"] = json.load(f)
+    except (OSError, ValueError):
+        out["lease"] = None
+    return out

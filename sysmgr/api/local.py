@@ -41,10 +41,10 @@ class LocalBackend(Backend):
     def root_remove(self) -> str:
         return _bootstrap().remove_root(self.host)
 
-    def root_locked(self, on_wait: Callable[[str], None] | None = None) -> Any:
-        """The root's change lock around several calls (``uninit``): ``on_wait`` hears who
-        holds it when it must wait."""
-        return self.host.locked(on_wait=on_wait)
+    def member_store_set(self, config: Mapping[str, Any] | None, *,
+                         only_cluster: str | None = None) -> str:
+        from sysmgr.engine.cluster_store import record_member  # cold start: only here
+        return record_member(self.layout, config and dict(config), only_cluster=only_cluster)
 
     # -- containers ------------------------------------------------------------------------
     def container_views(self, *, usage: bool = False, counters: bool = False) -> list[Any]:

@@ -41,8 +41,8 @@ def uninit(client: Any, progress: Progress | None = None) -> list[str]:
         return done
     # the root's lock for the whole teardown: a command at work on the root (a launch)
     # finishes first, and none starts on a half torn-down root (each step takes it again:
-    # re-entrant in this process)
-    with backend.root_locked(on_wait=lambda who: say(f"Waiting for the lock of root "
+    # re-entrant on the backend's one Host)
+    with backend.host.locked(on_wait=lambda who: say(f"Waiting for the lock of root "
                                                      f"{client.root}, held by {who}")):
         _teardown(client, backend, say)
     return done

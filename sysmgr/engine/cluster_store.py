@@ -1,6 +1,7 @@
 """Which store holds a cluster's record, and the store's moving parts the engine runs: leases
 kept alive in a thread, the controller's liveness heartbeat, copying a record between
-stores, the members cache read while the store has no quorum, and events sent to the store.
+stores, the members cache read while the store has no quorum, and what a member root reports
+to (pushed by the admin host; its events go there by :mod:`sysmgr.engine.store_events`).
 
 ``sqlite`` (``<admin root>/cluster.db``) is the default and needs nothing;
 ``sysmgr cluster store set etcd://h1:2379,h2:2379`` records an etcd store in
@@ -9,12 +10,13 @@ stores, the members cache read while the store has no quorum, and events sent to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 from sysmgr.errors import SysmgrError, ValidationError
@@ -242,12 +244,17 @@ class LeaseKeeper:
 class Heartbeat:
     """A member's liveness: its ``alive`` record attached to a lease kept alive in a thread,
     with ``facts()`` refreshed every TTL. A lease that expired while the store was away is
-    replaced by a new one as soon as the store answers again."""
+    replaced by a new one as soon as the store answers again. After every good beat
+    ``on_beat()`` runs (the member's event backlog is flushed); the state of the lease is
+    written to ``status_path`` (``controller status`` shows it)."""
 
     def __init__(self, store: ClusterStore, member: str, ttl: float,
-                 facts: Callable[[], dict[str, Any]], log: Callable[[str], None]) -> None:
+                 facts: Callable[[], dict[str, Any]], log: Callable[[str], None], *,
+                 on_beat: Callable[[], Any] | None = None, status_path: str | None = None
+                 ) -> None:
         self.store, self.member, self.ttl = store, member, ttl
         self.facts, self.log = facts, log
+        self.on_beat, self.status_path = on_beat, status_path
         self.lease = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -270,15 +277,27 @@ class Heartbeat:
         while True:
             try:
                 self.beat()
+                if self.on_beat is not None:
+                    self.on_beat()
                 if self._down:
                     self.log(f"cluster store: answering again, {self.member} is alive")
                 self._down = False
+                self._write_status(None)
             except SysmgrError as e:
                 if not self._down:
                     self.log(f"cluster store: {e.message} (retrying)")
                 self._down = True
+                self._write_status(e.message)
             if self._stop.wait(self.ttl / 3):
                 return
+
+    def _write_status(self, error: str | None) -> None:
+        if self.status_path is None:
+            return
+        st = {"member": self.member, "pid": os.getpid(), "lease": self.lease, "ttl": self.ttl,
+              "state": "down" if error else "alive", "error": error, "time": time.time()}
+        with contextlib.suppress(OSError):
+            write_atomic(self.status_path, (json.dumps(st, sort_keys=True) + "\n").encode())
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()
@@ -292,36 +311,46 @@ class Heartbeat:
                 self.store.revoke(self.lease)  # OFFLINE at once on a clean stop
             except SysmgrError:
                 pass
+        if self.status_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.status_path)
 
 
-# -- events into the store ----------------------------------------------------------------------
+# -- what a member root reports to (pushed by the admin host) ----------------------------------
 
-_event_stores: dict[str, tuple[ClusterStore | None, str | None, float]] = {}
-_event_lock = threading.Lock()
-#: after a failed write, events skip the store this long (a command must not stall on it)
-_EVENT_BACKOFF = 30.0
+def member_config(conf: StoreConfig, member: str) -> dict[str, Any] | None:
+    """What the admin host pushes to member ``member`` for store ``conf``: the store with
+    the member's name (TLS paths as given: files the member has), None for ``sqlite``."""
+    if conf.kind != "etcd":
+        return None
+    return replace(conf, member=member).to_dict()
 
 
-def send_event(root: str, fields: dict[str, Any]) -> None:
-    """Also record an event of member root ``root`` in its cluster store, when the root
-    reports to one (``cluster-member.json``). Never raises: the local log has the event."""
-    layout = Layout(root)
-    if not os.path.exists(layout.cluster_member):
-        return
-    with _event_lock:
-        store, member, retry_at = _event_stores.get(root, (None, None, 0.0))
-        if store is None and time.monotonic() < retry_at:
-            return
-        try:
-            if store is None:
-                conf = read_config(layout.cluster_member)
-                if conf is None or conf.kind != "etcd":
-                    return
-                store, member = open_config(conf, layout), conf.member
-            store.add_event({**fields, "member": fields.get("member") or member})
-            _event_stores[root] = (store, member, 0.0)
-        except SysmgrError:
-            _event_stores[root] = (None, None, time.monotonic() + _EVENT_BACKOFF)
+def record_member(layout: Layout, config: dict[str, Any] | None, *,
+                  only_cluster: str | None = None) -> str:
+    """On a member's root: record the store it reports to (``config``, as
+    :func:`member_config` makes it), or clear it (None). ``only_cluster``: clear it only when
+    it is that store (``url#cluster-id``): a root moved to another cluster keeps its own.
+    What was done: ``recorded``, ``cleared`` or ``unchanged``."""
+    old = read_config(layout.cluster_member)
+    if config is not None:
+        if not layout.exists():
+            raise SysmgrError(f"{layout.root} is not an initialised sysmgr root",
+                              hint=f"sysmgr --root {layout.root} init")
+        new = StoreConfig.from_dict(config)
+        if old == new:
+            return "unchanged"
+        write_config(layout.cluster_member, new)
+        return "recorded"
+    if old is None or (only_cluster is not None and store_id(old) != only_cluster):
+        return "unchanged"
+    write_config(layout.cluster_member, None)
+    return "cleared"
+
+
+def store_id(conf: StoreConfig) -> str:
+    """Which store and cluster ``conf`` names (``etcd://h1:2379#default``)."""
+    return f"{conf.url}#{conf.cluster_id}"
 
 
 # -- the cluster-wide manifest inventory --------------------------------------------------------

@@ -127,9 +127,9 @@ def emit(where: Any, type: str, object: str, action: str, *, result: str = "ok",
         return
     root = os.path.dirname(path)
     if os.path.exists(Layout(root).cluster_member):
-        from sysmgr.engine import cluster_store  # a member reporting to a shared store
+        from sysmgr.engine import store_events  # a member reporting to a shared store
 
-        cluster_store.send_event(root, fields)
+        store_events.send_event(root, fields)
 
 
 def container(where: Any, name: str, action: str, **extra: Any) -> None:

@@ -15,7 +15,8 @@ Keys, all under ``/sysmgr/<cluster-id>/``:
   two launches that read the same usage cannot both succeed;
 - ``locks/<container>``: a move's lock (its holder), attached to the mover's lease;
 - ``inventory/<kind>/<name>``: objects created from manifests;
-- ``events/<time>-<pid>-<n>``: the event stream (``monitor --all-members`` watches it).
+- ``events/<time>-<id>``: the event stream (``monitor --all-members`` watches it); an
+  event with an ``id`` is written only if its key is absent (members' backlogs).
 """
 
 from __future__ import annotations
@@ -315,10 +316,18 @@ class EtcdClusterStore(ClusterStore):
 
     # -- events ---------------------------------------------------------------------------------
     def add_event(self, event: dict[str, Any]) -> None:
-        key = self.k("events", f"{time.time_ns():020d}-{os.getpid()}-{next(_seq)}")
+        """Record ``event``; one with an ``id`` only if it is not there yet (a backlog
+        written again after a cut-off flush adds nothing twice)."""
         if not self._event_lease:
             self._event_lease = self.client.grant(EVENT_TTL)
-        self.client.put(key, json.loads(json.dumps(event, default=str)), self._event_lease)
+        value = json.loads(json.dumps(event, default=str))
+        if event.get("id") is None:
+            key = self.k("events", f"{time.time_ns():020d}-{os.getpid()}-{next(_seq)}")
+            self.client.put(key, value, self._event_lease)
+            return
+        when = int(float(event.get("time") or 0) * 1e9)
+        key = self.k("events", f"{when:020d}-{event['id']}")
+        self.client.txn([compare(key, "VERSION", 0)], [put_op(key, value, self._event_lease)])
 
     def events(self, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
         kvs, _ = self.client.range(self.k("events", ""), min_mod_revision=after + 1)

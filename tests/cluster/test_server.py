@@ -106,3 +106,27 @@ def test_local_members_need_no_ssh(tmp_path) -> None:
     h = remote.hello(spec, admin_root=str(tmp_path / "admin"))
     assert (h.rpc, h.root, h.initialised, h.containers) == (protocol.RPC_VERSION, spec.root, True, 0)
     assert h.cpus >= 1 and h.memory_total >= h.memory_free > 0
+
+
+def test_member_store_set_travels_as_a_call(tmp_path) -> None:
+    """The admin host tells a member which cluster store it reports to with one Backend
+    call (a plain map in, a word out); a root that is not initialised is refused."""
+    root = tmp_path / "root"
+    conf = {"kind": "etcd", "endpoints": ["10.0.0.1:2379"], "cluster_id": "c1",
+            "member": "n2", "ttl": 10.0, "cacert": "/etc/sysmgr/ca.pem"}
+    backend = LocalBackend(Layout(str(root)))
+    try:
+        replies = _serve(backend, _req(1, "member_store_set", conf))
+        assert "not an initialised sysmgr root" in replies[0]["error"]["message"]
+        assert not root.exists()
+        root.mkdir()
+        (root / "root.id").write_text("test\n")  # (what makes a root "initialised")
+        replies = _serve(
+            backend, _req(2, "member_store_set", conf),
+            _req(3, "member_store_set", conf),
+            _req(4, "member_store_set", None, only_cluster="etcd://10.0.0.9:2379#c1"),
+            _req(5, "member_store_set", None, only_cluster="etcd://10.0.0.1:2379#c1"))
+    finally:
+        backend.close()
+    assert [r["result"] for r in replies] == ["recorded", "unchanged", "unchanged", "cleared"]
+    assert not (root / "cluster-member.json").exists()

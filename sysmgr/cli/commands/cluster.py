@@ -43,6 +43,10 @@ def member_row(r: dict[str, Any]) -> list[object]:
             memory_cell(r["memory_free"], r["memory_total"]), ", ".join(r["groups"])]
 
 
+def _warn(line: str) -> None:
+    echo_err(f"warning: {line}")
+
+
 @click.group(cls=Group)
 def cluster() -> None:
     """Cluster members: add, list, show, remove, groups, evacuate, restore."""
@@ -69,6 +73,8 @@ def add(app: AppContext, name: str, url: str, key: str | None, member_root: str 
         groups: tuple[str, ...], sysmgr_cmd: str | None, accept_host_key: str | None,
         config: tuple[str, ...]) -> None:
     """Add member NAME at URL: ssh://USER@HOST[:PORT], or local: for a root on this host.
+    With an etcd cluster store the member is told to report there (its controller then
+    keeps its liveness lease with no options).
 
     \b
     Examples:
@@ -83,7 +89,8 @@ def add(app: AppContext, name: str, url: str, key: str | None, member_root: str 
 
     m = app.client.cluster.members.add(name, url, root=member_root, key=key, groups=groups,
                                        sysmgr=sysmgr_cmd, accept_host_key=accept_host_key,
-                                       confirm=confirm, config=parse_assignments(config))
+                                       confirm=confirm, config=parse_assignments(config),
+                                       warn=_warn)
     click.echo(f"Member {m.name} added ({m.url}, root {m.root})")
 
 
@@ -130,8 +137,9 @@ def show(app: AppContext, name: str, fmt: str) -> None:
               help="Forget the member even if it holds containers or does not answer.")
 @pass_app
 def remove(app: AppContext, name: str, force: bool) -> None:
-    """Forget member NAME (nothing on the member is touched)."""
-    app.client.cluster.members.remove(name, force=force)
+    """Forget member NAME. Nothing on the member is touched, except that with an etcd
+    cluster store it stops reporting there (when it answers)."""
+    app.client.cluster.members.remove(name, force=force, warn=_warn)
     click.echo(f"Member {name} removed")
 
 
@@ -254,9 +262,15 @@ def store_show(app: AppContext, fmt: str) -> None:
 def store_set(app: AppContext, url: str, cacert: str | None, cert: str | None,
               key: str | None, cluster_id: str | None) -> None:
     """Use the store at URL from now on (checked first; nothing is copied: see migrate).
-    With TLS: --cacert CA.pem --cert ME.pem --key ME.key."""
+    With TLS: --cacert CA.pem --cert ME.pem --key ME.key.
+
+    Every member it reaches is told (its cluster-member.json): with etcd, its controller
+    keeps its liveness lease and its events go to the store, with no options on the
+    member; with sqlite, that stops. TLS file paths are passed as given: each member
+    needs the files at the same paths (keys are never copied). A member that does not
+    answer is named in a warning; running this again tells it."""
     conf = app.client.cluster.store_admin.set(url, cluster_id=cluster_id, cacert=cacert,
-                                              cert=cert, key=key)
+                                              cert=cert, key=key, warn=_warn)
     click.echo(f"Cluster store: {conf.url}")
 
 
@@ -269,9 +283,10 @@ def store_migrate(app: AppContext, url: str, cacert: str | None, cert: str | Non
     """Copy the cluster's record into another store, then use it.
 
     Members (with evacuation records), container locations and the manifest inventory are
-    copied; leases, reservations and locks belong to running commands and are not.
+    copied; leases, reservations and locks belong to running commands and are not. The
+    members are told, as with 'cluster store set'.
     """
     counts = app.client.cluster.store_admin.migrate(url, cluster_id=cluster_id, cacert=cacert,
-                                                    cert=cert, key=key)
+                                                    cert=cert, key=key, warn=_warn)
     click.echo(f"Cluster store: {url} (copied " +
                ", ".join(f"{n} {k}" for k, n in counts.items()) + ")")

@@ -34,45 +34,52 @@ def controller() -> None:
               help="With --prune: how long pruned containers' backups are kept (default 30d).")
 @click.option("--once", is_flag=True, help="One pass, then exit (1 if it failed).")
 @click.option("--cluster-store", metavar="etcd://HOST:PORT[,...]",
-              help="Report this member's liveness (a lease kept alive) and its events to the "
-                   "cluster's shared store; needs --member.")
+              help="Report this member's liveness (a lease kept alive) and its events to "
+                   "this store. Default: the store the admin host recorded in this root "
+                   "(cluster-member.json, pushed by 'cluster store set' and 'cluster add').")
 @click.option("--member", "member_name", metavar="NAME",
-              help="This member's name in the cluster (with --cluster-store).")
-@click.option("--lease-ttl", default="10s", show_default=True, metavar="DURATION",
-              help="With --cluster-store: the member is OFFLINE this long after the "
-                   "controller stops renewing its lease.")
-@click.option("--cluster-id", metavar="ID", help="The cluster's id in the store (default).")
-@click.option("--cacert", metavar="FILE", help="CA certificate of the etcd servers.")
-@click.option("--cert", metavar="FILE", help="Client certificate for etcd (TLS).")
-@click.option("--key", metavar="FILE", help="The client certificate's key.")
+              help="This member's name in the cluster (default: the recorded one).")
+@click.option("--lease-ttl", metavar="DURATION",
+              help="The member is OFFLINE this long after the controller stops renewing "
+                   "its lease (default: the recorded one, else 10s).")
+@click.option("--cluster-id", metavar="ID", help="The cluster's id in the store (default: "
+                                                 "the recorded one, else default).")
+@click.option("--cacert", metavar="FILE", help="CA certificate of the etcd servers (a file "
+                                               "on this member).")
+@click.option("--cert", metavar="FILE", help="Client certificate for etcd (TLS; a file on "
+                                             "this member).")
+@click.option("--key", metavar="FILE", help="The client certificate's key (on this member).")
 @pass_app
 def run(app: AppContext, sources: tuple[str, ...], interval: str, no_self_heal: bool,
         prune: bool, keep_backups: float | None, once: bool, cluster_store: str | None,
-        member_name: str | None, lease_ttl: str, **tls: str | None) -> None:
+        member_name: str | None, lease_ttl: str | None, **tls: str | None) -> None:
     """Reconcile the root on every manifest change and every interval, until SIGTERM.
 
     Each pass plans and applies exactly as 'sysmgr apply' does (the plan's lines are logged),
     then takes the snapshots that are due and deletes expired ones. One controller runs per
     root; a second one says which pid holds it. 'sysmgr controller suspend' makes it change
     nothing until 'resume'.
+
+    On a cluster member whose admin host uses an etcd store, it also keeps the member's
+    liveness lease and writes the events the store missed while it was away; the store
+    is the one the admin host recorded in this root (the options above override it).
     """
+    from sysmgr.api import cluster_store as cstore
     from sysmgr.controller.loop import Controller
     from sysmgr.controller.sources import Source, parse_interval
 
     every = parse_interval(interval)
     parsed = [Source.parse(s) for s in sources]
+    root = app.client.root
+    conf = cstore.reporting(root, store_url=cluster_store, member=member_name,
+                            ttl=parse_interval(lease_ttl) if lease_ttl else None, **tls)
     ctl = Controller(app.client, parsed, interval=every, self_heal=not no_self_heal,
                      prune=prune, keep_backups=keep_backups)
-    if cluster_store is None:
+    if conf is None:
         raise SystemExit(ctl.run(once=once))
-    if not member_name:
-        raise click.UsageError("--cluster-store needs --member NAME (this member's name)")
-    from sysmgr.api import cluster_store as cstore
     from sysmgr.api.member import root_hello
 
-    root = app.client.root
-    with cstore.heartbeat(cluster_store, member_name, root=root, ttl=parse_interval(lease_ttl),
-                          facts=lambda: root_hello(root), log=ctl.log, **tls):
+    with cstore.heartbeat(conf, root=root, facts=lambda: root_hello(root), log=ctl.log):
         code = ctl.run(once=once)
     raise SystemExit(code)
 
@@ -83,10 +90,13 @@ def run(app: AppContext, sources: tuple[str, ...], interval: str, no_self_heal: 
 @pass_app
 def status(app: AppContext, fmt: str) -> None:
     """The controller: running or not, its sources and applied revisions, its last pass,
-    pending changes, suspended or not."""
+    pending changes, suspended or not; on a cluster member, the store it reports to and
+    the state of its liveness lease."""
+    from sysmgr.api.cluster_store import member_report
     from sysmgr.controller import state
 
     st = state.read_status(app.client.layout.root)
+    st["cluster_store"] = member_report(app.client.layout.root) or None
     if fmt == "json":
         click.echo(json.dumps(st, indent=2, sort_keys=True))
         return
@@ -106,6 +116,7 @@ def _status_text(st: dict[str, Any]) -> str:
     running = st.get("running")
     lines = [f"Controller: {'running, pid ' + str(running) if running else 'not running'}"
              + (" (suspended: changes nothing)" if st.get("suspended") else "")]
+    lines += _store_lines(st.get("cluster_store"), running)
     if not st.get("pid"):
         return "\n".join(lines)
     lines.append(f"Since: {_when(st.get('since'))}" if running else
@@ -131,6 +142,27 @@ def _status_text(st: dict[str, Any]) -> str:
         lines.append("Pending (not applied" + (f"; {drift} put back drift" if drift else "") + "):")
         lines += [f"  {p}" for p in pending]
     return "\n".join(lines)
+
+
+def _store_lines(rep: dict[str, Any] | None, running: Any) -> list[str]:
+    """The cluster store a member reports to, and its controller's lease."""
+    if not rep:
+        return []
+    lines = [f"Cluster store: {rep['url']} (cluster {rep['cluster_id']}), as member "
+             f"{rep['member']}"]
+    lease = rep.get("lease")
+    if not running or not lease or lease.get("pid") != running:
+        lines.append("Lease: none (the controller keeps it while it runs: the member is "
+                     "OFFLINE)")
+    elif lease.get("state") == "alive":
+        lines.append(f"Lease: alive, id {lease.get('lease')}, TTL {lease.get('ttl', 0):g} s, "
+                     f"renewed {_when(lease.get('time'))}")
+    else:
+        lines.append(f"Lease: not renewed: {lease.get('error')} (last try "
+                     f"{_when(lease.get('time'))}; retrying)")
+    if rep.get("backlog"):
+        lines.append(f"Backlog: {rep['backlog']} event(s) waiting for the store")
+    return lines
 
 
 @controller.command("suspend")
