@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Sequence
 import click
 from click.shell_completion import CompletionItem, ShellComplete
 
-from sysmgr.cli.app import make_client
+from sysmgr.cli import app as cliapp
 from sysmgr.errors import SysmgrError
 
 PROG = "sysmgr"
@@ -150,7 +150,7 @@ class NameSource:
         offline): completion never fails a prompt."""
         try:
             kwargs = {"member": self.member} if self.member else {}
-            with make_client(self.root, **kwargs) as client:
+            with cliapp.make_client(self.root, **kwargs) as client:
                 fetch = FETCH[kind] if self.detailed else QUICK.get(kind, FETCH[kind])
                 return fetch(client, owner)
         except (SysmgrError, OSError):

@@ -24,7 +24,8 @@ import time
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from sysmgr.cli import completion
-from sysmgr.cli.app import AppContext, echo, make_client
+from sysmgr.cli import app as cliapp
+from sysmgr.cli.app import AppContext, echo
 from sysmgr.errors import SysmgrError
 from sysmgr.layout import default_root
 
@@ -204,7 +205,7 @@ class Session:
         app = AppContext(self.root, self.debug)
 
         def check() -> int:
-            with make_client(self.root) as client:
+            with cliapp.make_client(self.root) as client:
                 client.cluster.members.get(words[0])  # NotFound names the known ones
             self.set_member(words[0])
             return 0
