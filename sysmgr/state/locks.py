@@ -7,6 +7,8 @@ import fcntl
 import os
 from typing import Callable, Iterator
 
+from sysmgr.errors import NotFound
+
 
 @contextlib.contextmanager
 def exclusive(path: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
@@ -20,6 +22,12 @@ def exclusive(path: str, on_wait: Callable[[str], None] | None = None) -> Iterat
         except BlockingIOError:
             on_wait(holder(fd))  # type: ignore[misc] - only non-blocking with on_wait
             fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink == 0:
+            # the holder removed the root (uninit) while this one waited: working on would
+            # make a half root of whatever this command writes
+            root = os.path.dirname(path)
+            raise NotFound(f"the root {root} was removed while this command waited for its lock",
+                           hint=f"sysmgr --root {root} init, to begin again")
         yield
     finally:
         os.close(fd)  # closing releases the flock
