@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import uuid
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -30,8 +30,12 @@ def free_port() -> int:
 class EtcdCluster:
     """``n`` etcd nodes on 127.0.0.1 (client and peer ports picked free)."""
 
-    def __init__(self, base: str, n: int, tls: "Certs | None" = None) -> None:
+    def __init__(self, base: str, n: int, tls: "Certs | None" = None,
+                 netns: Any = None) -> None:
         self.base = base
+        #: a test network namespace (``tests.conftest.Netns``) the nodes run in, for admin
+        #: roots that live there (the SSH test hosts'); None: the machine's loopback
+        self.netns = netns
         os.makedirs(base, exist_ok=True)
         self.names = [f"e{i}" for i in range(n)]
         self.client_ports = [free_port() for _ in range(n)]
@@ -65,7 +69,8 @@ class EtcdCluster:
 
     def start(self, i: int) -> None:
         env = {**os.environ, "ETCD_UNSUPPORTED_ARCH": ""}
-        self.procs[i] = subprocess.Popen(self._argv(i), stdout=subprocess.DEVNULL,
+        argv = self.netns.argv(*self._argv(i)) if self.netns else self._argv(i)
+        self.procs[i] = subprocess.Popen(argv, stdout=subprocess.DEVNULL,  # nsenter execs etcd
                                          stderr=subprocess.DEVNULL, env=env)
 
     def start_all(self) -> None:
@@ -74,6 +79,8 @@ class EtcdCluster:
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = 30) -> None:
+        if self.netns:
+            return self._wait_healthy_in_netns(timeout)
         from sysmgr.state.etcd import TLS, EtcdClient
 
         tls = TLS(self.tls.ca, self.tls.client_cert, self.tls.client_key) if self.tls else None
@@ -88,6 +95,16 @@ class EtcdCluster:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+    def _wait_healthy_in_netns(self, timeout: float) -> None:
+        """etcdctl from inside the namespace (a linearizable read: needs the quorum)."""
+        argv = self.netns.argv("etcdctl", "--endpoints", ",".join(self.endpoints),
+                               "--dial-timeout", "1s", "get", "/health-probe")
+        deadline = time.monotonic() + timeout
+        while subprocess.run(argv, capture_output=True, env={**os.environ, "ETCDCTL_API": "3"}
+                             ).returncode != 0:
+            assert time.monotonic() < deadline, "etcd did not answer in its namespace"
+            time.sleep(0.1)
 
     def kill(self, i: int) -> None:
         proc = self.procs[i]
