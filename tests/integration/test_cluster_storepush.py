@@ -150,6 +150,41 @@ def test_store_set_tells_members_and_controller_needs_no_options(site: Site) -> 
     assert site.recorded("n1") is None and site.recorded("n2") is None
 
 
+def test_a_running_controller_follows_the_store_the_admin_switches_to(site: Site) -> None:
+    """Started while the cluster used SQLite, the controller begins reporting once the admin
+    host moves to etcd, moves its lease when the store's cluster id changes, and stops
+    (its lease revoked) when the admin goes back to SQLite: no restart."""
+    site.add("n1")
+    ctl = site.start_controller("n1")                       # nothing to report to yet
+    site.cli("cluster", "store", "migrate", "--to", site.etcd.url, "--cluster-id",
+             site.cluster_id)
+    site.wait(lambda: site.states()["n1"] == "ONLINE")
+    first = site.cluster_id
+    site.cluster_id = second = uuid.uuid4().hex[:8]          # another cluster in the same etcd
+    site.cli("cluster", "store", "migrate", "--to", site.etcd.url, "--cluster-id",
+             site.cluster_id)
+    site.wait(lambda: site.states()["n1"] == "ONLINE")
+    with site.store() as st:
+        assert st.alive()["n1"]["pid"] == ctl.pid
+    site.cluster_id = first
+    with site.store() as st:                                 # the old one's lease was revoked
+        site.wait(lambda: "n1" not in st.alive(), deadline=5)
+    site.store_set("sqlite")
+
+    def log() -> str:
+        with open(f"{site.base}/controller-n1.log") as f:
+            return f.read()
+
+    site.wait(lambda: "this root reports to no store now" in log())
+    assert ctl.poll() is None                                # the same controller throughout
+    said = [ln.split("cluster store: ", 1)[1] for ln in log().splitlines()
+            if "cluster store: " in ln]
+    url = site.etcd.url
+    assert said == [f"now reporting to {url} (cluster {first}) as n1",
+                    f"now reporting to {url} (cluster {second}) as n1",
+                    "this root reports to no store now"], said
+
+
 def test_cluster_add_tells_and_an_unreachable_member_is_a_warning(site: Site) -> None:
     site.store_set()
     site.add("n1")                                           # an etcd cluster: told at once

@@ -62,24 +62,24 @@ def run(app: AppContext, sources: tuple[str, ...], interval: str, no_self_heal: 
 
     On a cluster member whose admin host uses an etcd store, it also keeps the member's
     liveness lease and writes the events the store missed while it was away; the store
-    is the one the admin host recorded in this root (the options above override it).
+    is the one the admin host recorded in this root, followed when the admin host switches
+    it (the options above override the record).
     """
-    from sysmgr.api import cluster_store as cstore
+    from sysmgr.api.member import root_hello
+    from sysmgr.api.store_follow import following
     from sysmgr.controller.loop import Controller
     from sysmgr.controller.sources import Source, parse_interval
 
     every = parse_interval(interval)
     parsed = [Source.parse(s) for s in sources]
     root = app.client.root
-    conf = cstore.reporting(root, store_url=cluster_store, member=member_name,
-                            ttl=parse_interval(lease_ttl) if lease_ttl else None, **tls)
     ctl = Controller(app.client, parsed, interval=every, self_heal=not no_self_heal,
                      prune=prune, keep_backups=keep_backups)
-    if conf is None:
-        raise SystemExit(ctl.run(once=once))
-    from sysmgr.api.member import root_hello
-
-    with cstore.heartbeat(conf, root=root, facts=lambda: root_hello(root), log=ctl.log):
+    # the lease follows the store the root records (the admin host may switch it while this
+    # runs); the options pin what they name
+    with following(root, facts=lambda: root_hello(root), log=ctl.log,
+                   store_url=cluster_store, member=member_name,
+                   ttl=parse_interval(lease_ttl) if lease_ttl else None, **tls):
         code = ctl.run(once=once)
     raise SystemExit(code)
 
