@@ -23,8 +23,9 @@ from sysmgr.errors import DriverError, ValidationError
 
 CHUNK = 1 << 20
 #: the names a layout holds: its marker, its index, the blob directories and the blobs
-_NAMES = re.compile(r"(oci-layout|index\.json|blobs|blobs/[a-z0-9+._-]+"
-                    r"|blobs/[a-z0-9+._-]+/[A-Za-z0-9=_-]+)")
+#: (an algorithm as the image spec writes it, ``[a-z0-9]+([+._-][a-z0-9]+)*``: never ``..``)
+_ALG = r"[a-z0-9]+(?:[+._-][a-z0-9]+)*"
+_NAMES = re.compile(rf"(oci-layout|index\.json|blobs|blobs/{_ALG}|blobs/{_ALG}/[A-Za-z0-9=_-]+)")
 
 
 class Writer(Protocol):

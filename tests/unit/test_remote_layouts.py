@@ -75,7 +75,12 @@ def _entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.
     [_entry("blobs/sha256/" + "a" * 64, tarfile.LNKTYPE, "/etc/shadow")],
     [_entry("blobs/sha256/" + "a" * 64, tarfile.CHRTYPE)],
     [_entry("oci-layout"), _entry("oci-layout")],             # a name twice
-], ids=["dotdot", "absolute", "deep-dotdot", "symlink-dir", "hardlink", "device", "twice"])
+    # '..' or '.' as the algorithm, in an otherwise whole layout (only the name can refuse it)
+    [_entry("oci-layout"), _entry("blobs/../blobs"), _entry("index.json")],
+    [_entry("blobs/../oci-layout"), _entry("index.json")],
+    [_entry("oci-layout"), _entry("blobs/./" + "a" * 64), _entry("index.json")],
+], ids=["dotdot", "absolute", "deep-dotdot", "symlink-dir", "hardlink", "device", "twice",
+        "dotdot-algorithm", "dotdot-marker", "dot-algorithm"])
 def test_unpack_takes_nothing_but_a_layout(tmp_path, entries):
     out = tmp_path / "out"
     with pytest.raises(DriverError):
