@@ -124,9 +124,12 @@ class CachedSource(completion.NameSource):
 class Session:
     """One admin shell: the root, the member in use, and how a line is run."""
 
-    def __init__(self, root: str | None, debug: bool = False) -> None:
+    def __init__(self, root: str | None, debug: bool = False, interactive: bool = True
+                 ) -> None:
         self.root = root or default_root()
         self.debug = debug
+        #: a person at the prompt (names kept fresh for completion); a script needs none
+        self.interactive = interactive
         self.member: str | None = None
         self.source = CachedSource(self.root)
 
@@ -168,7 +171,8 @@ class Session:
             echo(err=True)
             return 130
         finally:
-            self.source.refresh()  # the command may have changed what exists
+            if self.interactive:
+                self.source.refresh()  # the command may have changed what exists
 
     def run_verb(self, words: Sequence[str]) -> int:
         """``words`` through the CLI's command tree, on the member in use."""
@@ -215,7 +219,8 @@ class Session:
     def set_member(self, member: str | None) -> None:
         self.member = member
         self.source = CachedSource(self.root, member)
-        completion.use_source(self.source)
+        if self.interactive:  # the prompt's completions (run() installed the first source)
+            completion.use_source(self.source)
 
     # -- what the prompt shows ---------------------------------------------------------------
     def prompt_text(self) -> str:
@@ -278,8 +283,8 @@ def controller_state(root: str) -> str:
 
 def run(app: AppContext, keep_going: bool = False) -> int:
     """``sysmgr shell``: the prompt on a terminal, else the lines of stdin as a script."""
-    session = Session(app.root, app.debug)
-    if not sys.stdin.isatty():
+    session = Session(app.root, app.debug, interactive=sys.stdin.isatty())
+    if not session.interactive:
         return run_script(session, sys.stdin.read().splitlines(), keep_going)
     try:
         from sysmgr.cli.shell_prompt import interact  # prompt_toolkit: only for a person

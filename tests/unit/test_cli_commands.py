@@ -44,6 +44,7 @@ class StubContainer:
     def __init__(self, name: str, status: str = "Running", **kw: Any) -> None:
         self.name = name
         self.status = status
+        self.location = None  # a single host's (as sysmgr.Container)
         self.pid = 4242 if status != "Stopped" else None
         self.description = ""
         self.profiles = list(kw.get("profiles", ["default"]))
@@ -216,6 +217,12 @@ class StubClient:
 
     def close(self) -> None:
         self.closed = True
+
+    def __enter__(self) -> "StubClient":  # as sysmgr.Client (the shell's name cache uses it)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def host_cgroups(self):
         return HostCgroups("unified", True, "/sys/fs/cgroup/sysmgr.slice/sysmgr-1a2b3c.scope", True)
