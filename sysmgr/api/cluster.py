@@ -147,9 +147,7 @@ class MemberManager:
         if c.store_shared:
             from sysmgr.api import cluster_store
 
-            for line in cluster_store.push(c, c.store_admin.config(), names=[name]):
-                if warn is not None:
-                    warn(line)
+            cluster_store.push(c, c.store_admin.config(), names=[name], warn=warn)
         return self.get(name)
 
     def remove(self, name: str, *, force: bool = False,
@@ -174,10 +172,8 @@ class MemberManager:
 
             conf = c.store_admin.config()
             fix = f"on it, remove {Layout(spec.root).cluster_member}"
-            for line in cluster_store.tell(c, {name: (spec, None, estore.store_id(conf))},
-                                           fix=fix):
-                if warn is not None:
-                    warn(line)
+            cluster_store.tell(c, {name: (spec, None, estore.store_id(conf))}, fix=fix,
+                               warn=warn)
         c.forget_members()
         remote.forget_connections(c.admin_root, name)
         if not spec.is_local and not any(s.url == spec.url for s in c.specs()):

@@ -97,18 +97,17 @@ class StoreManager:
             old_specs = []  # the old store is away: its members are not told
         self._cluster.close()
         estore.write_config(self._cluster.layout.cluster_store, conf)
-        for line in push(self._cluster, conf, previous=(old, old_specs)):
-            if warn is not None:
-                warn(line)
+        push(self._cluster, conf, previous=(old, old_specs), warn=warn)
 
 
 def push(cluster: Cluster, conf: estore.StoreConfig, *, names: Sequence[str] | None = None,
-         previous: tuple[estore.StoreConfig, Sequence[Any]] | None = None) -> list[str]:
+         previous: tuple[estore.StoreConfig, Sequence[Any]] | None = None,
+         warn: Warn | None = None) -> None:
     """Tell the members of the store in use (or ``names`` of them) which store they report
     to: ``conf`` with each one's name (an etcd store: their controllers keep a lease and
     their events go there), or nothing (``sqlite``: cleared). ``previous``: the store before
-    a switch and its members (those the new one lacks stop reporting to the old one). One
-    warning line for each member that could not be told."""
+    a switch and its members (those the new one lacks stop reporting to the old one).
+    ``warn``: a line for each member that could not be told."""
     try:
         specs = list(cluster.specs())
     except SysmgrError:
@@ -120,28 +119,27 @@ def push(cluster: Cluster, conf: estore.StoreConfig, *, names: Sequence[str] | N
     if old.kind == "etcd":
         jobs.update((s.name, (s, None, estore.store_id(old))) for s in old_specs
                     if s.name not in jobs)
-    return tell(cluster, jobs)
+    tell(cluster, jobs, warn=warn)
 
 
 def tell(cluster: Cluster, jobs: Mapping[str, tuple[Any, Any, str | None]], *,
-         fix: str | None = None) -> list[str]:
+         fix: str | None = None, warn: Warn | None = None) -> None:
     """``member -> (spec, config or None, only_cluster)``: each member's
-    ``member_store_set`` at once; a warning line for each that could not be told (ending
-    with ``fix``, what to do about it)."""
+    ``member_store_set`` at once; ``warn`` gets a line for each that could not be told
+    (ending with ``fix``, what to do about it)."""
     if not jobs:
-        return []
+        return
     ms = cluster.member_set_of([spec for spec, _, _ in jobs.values()])
     try:
         outs = ms.each(lambda m, b: b.member_store_set(jobs[m][1], only_cluster=jobs[m][2]))
     finally:
         ms.close()
-    out = []
     for m, why in sorted(failures(outs).items()):
         what = ("does not know which cluster store it reports to" if jobs[m][1] else
                 "may still report its events to an etcd store")
         again = fix or _FIX.format(cluster.store_admin.config().url)
-        out.append(f"member {m} {what}: {why} ({again})")
-    return out
+        if warn is not None:
+            warn(f"member {m} {what}: {why} ({again})")
 
 
 # -- reservations and locks --------------------------------------------------------------------
